@@ -1,0 +1,82 @@
+# towerkit: `make run` trains the example model, `make test` runs every test.
+# Both install what is missing (Debian packages) and build first.
+
+BUILD    ?= build
+CC       ?= gcc
+PKGS     := luajit libluajit-5.1-dev libopenblas-dev libcjson-dev lua-busted libedit-dev pkg-config
+DEPS_CFLAGS = $(shell pkg-config --cflags luajit openblas libcjson 2>/dev/null)
+DEPS_LIBS   = $(shell pkg-config --libs openblas libcjson 2>/dev/null)
+LUA_LIBS    = $(shell pkg-config --libs luajit 2>/dev/null)
+OPT      ?= -O2
+SAN      ?=
+CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -Wall -Wextra -Wno-unused-parameter \
+            -Icore/include -Icore/src -Ilua/binding $(DEPS_CFLAGS) $(SAN) \
+            -DTK_ROOT_DIR='"$(CURDIR)"'
+LDFLAGS  += $(SAN)
+LIBS      = $(DEPS_LIBS) -lm -lpthread
+
+CORE_SRC    := $(wildcard core/src/*.c core/src/ops/*.c core/src/blocks/*.c core/src/io/*.c)
+BIND_SRC    := $(filter-out lua/binding/host.c,$(wildcard lua/binding/*.c))
+HOST_SRC    := $(wildcard lua/binding/host.c)
+CORE_OBJ    := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
+BIND_OBJ    := $(BIND_SRC:%.c=$(BUILD)/obj/%.o)
+HOST_OBJ    := $(HOST_SRC:%.c=$(BUILD)/obj/%.o)
+CTEST_SRC   := $(wildcard tests/c/test_*.c)
+CTEST_BIN   := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+HEADERS     := $(wildcard core/include/*.h core/src/*.h lua/binding/*.h tests/c/*.h)
+
+.PHONY: all deps test test-c test-lua test-asan bench run clean
+
+all: $(BUILD)/libtowerkit.a $(BUILD)/libtowerkit.so $(BUILD)/towerkit/core.so $(BUILD)/towerkit
+
+# Installs the Debian packages that are missing; a no-op when all are there.
+deps:
+	@missing=""; for p in $(PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libtowerkit.a: $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libtowerkit.so: $(CORE_OBJ)
+	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# The Lua module towerkit.core: binding plus the core, linked statically.
+$(BUILD)/towerkit/core.so: $(BIND_OBJ) $(BUILD)/libtowerkit.a
+	@mkdir -p $(dir $@)
+	$(CC) -shared $(LDFLAGS) -o $@ $(BIND_OBJ) $(BUILD)/libtowerkit.a $(LIBS)
+
+$(BUILD)/towerkit: scripts/towerkit.c $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a
+	$(CC) $(CFLAGS) -o $@ $< $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(LDFLAGS) $(LUA_LIBS) -ledit $(LIBS) -ldl -Wl,-E
+
+$(BUILD)/tests/%: tests/c/%.c $(BUILD)/libtowerkit.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/c -o $@ $< $(BUILD)/libtowerkit.a $(LDFLAGS) $(LIBS)
+
+test: deps
+	@$(MAKE) --no-print-directory all $(CTEST_BIN)
+	@scripts/run-tests.sh $(BUILD)
+
+# The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
+test-asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  all $(CTEST_BIN:$(BUILD)/%=build-asan/%)
+	@TK_ASAN=1 scripts/run-tests.sh build-asan
+
+run: deps all
+	$(BUILD)/towerkit examples/two_tower_synthetic.lua
+
+bench: deps all
+	@for b in bench/*.lua; do echo "== $$b"; $(BUILD)/towerkit $$b || exit 1; done
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,582 @@
+/*
+ * towerkit.h - the C core of towerkit: tensors, reverse-mode gradients, blocks and
+ * optimizers for two-tower retrieval models. No Lua in here: a C host can build, train
+ * and run a model with this header and libtowerkit alone.
+ *
+ * A worked example (a dense layer trained by hand on one batch):
+ *
+ *     tk_block *mlp = tk_sequential_new("mlp");
+ *     tk_sequential_append(mlp, tk_dense_new("dense_0", 0, 16, TK_ACT_RELU, true,
+ *                                            tk_init_default_kernel(), tk_init_zeros(), 1));
+ *     tk_sequential_append(mlp, tk_dense_new("dense_1", 0, 1, TK_ACT_LINEAR, true,
+ *                                            tk_init_default_kernel(), tk_init_zeros(), 2));
+ *     tk_optim *opt = tk_optim_adam_new(1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f);
+ *     tk_ctx *ctx = tk_ctx_new(42);
+ *     for (int step = 0; step < 100; step++) {
+ *         tk_ctx_reset(ctx);                        // frees the last step's intermediates
+ *         tk_ctx_set_training(ctx, true);
+ *         tk_value *out = tk_block_forward(ctx, mlp, tk_value_of(ctx, x));
+ *         tk_tensor *loss = tk_mse_loss(ctx, tk_value_tensor(out), y);
+ *         if (!loss || tk_backward(ctx, loss) != TK_OK) {
+ *             fprintf(stderr, "%s\n", tk_ctx_error(ctx));
+ *             break;
+ *         }
+ *         tk_optim_step_block(opt, ctx, mlp);        // reads the gradients of ctx
+ *     }
+ *     tk_ctx_free(ctx); tk_optim_free(opt); tk_block_release(mlp);
+ *
+ * Conventions
+ * - Names are tk_<class>_<action>; constructors are *_new, destructors *_free (owned
+ *   once) or *_release (reference counted).
+ * - Long-lived tensors (parameters, inputs a host owns, results it keeps) are *heap*
+ *   tensors: reference counted, created by tk_tensor_new*, freed by the last
+ *   tk_tensor_release. Every tensor an op returns is an *arena* tensor of the tk_ctx it
+ *   ran in: valid until tk_ctx_reset or tk_ctx_free, never released by hand.
+ * - Errors never abort. Ops return NULL and set the context's message; an op given a
+ *   NULL input returns NULL and keeps the first message, so a chain of ops needs one
+ *   check at its end. Functions without a context return NULL or a non-zero status and
+ *   set a thread-local message read with tk_last_error().
+ * - Blocks and parameters are read-only during tk_block_forward, so one model serves many
+ *   contexts (threads) at once. What a forward pass wants to write (batch-norm running
+ *   statistics) is recorded in the context and applied by tk_ctx_apply_updates, which
+ *   the optimizer step calls. The one exception is the first call of a block whose input
+ *   width was not given: it builds its weights once, under a lock.
+ */
+#ifndef TOWERKIT_H
+#define TOWERKIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TK_VERSION "0.1.0"
+#define TK_MAX_DIMS 4
+
+typedef enum tk_status { TK_OK = 0, TK_ERROR = -1 } tk_status;
+
+/* ------------------------------------------------------------------------------------ */
+/* Tensors                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum tk_dtype { TK_F32 = 0, TK_I64 = 1 } tk_dtype;
+
+enum {
+    TK_TENSOR_HEAP = 1u << 0,          /* reference counted, owns its data */
+    TK_TENSOR_REQUIRES_GRAD = 1u << 1, /* a leaf whose gradient is wanted */
+    TK_TENSOR_VIEW = 1u << 2,          /* data belongs to another tensor */
+};
+
+typedef struct tk_ctx tk_ctx;
+typedef struct tk_node tk_node;
+typedef struct tk_sparse_grad tk_sparse_grad;
+
+/* A dense, row-major, contiguous tensor of up to four dimensions. Fields are public for
+ * reading; change them only through the functions below. */
+typedef struct tk_tensor {
+    tk_dtype dtype;
+    int32_t ndim;
+    int64_t shape[TK_MAX_DIMS];
+    int64_t numel;
+    void *data;
+    uint32_t flags;
+    int32_t refcount;           /* heap tensors only (atomic) */
+    struct tk_tensor *base;     /* views of heap tensors keep their base alive */
+    /* autograd; set on arena tensors of a context only */
+    struct tk_tensor *grad;     /* dense gradient, allocated on first accumulation */
+    tk_sparse_grad *sparse;     /* sparse row gradient of an embedding table alias */
+    tk_node *node;              /* the op that produced it, NULL for leaves */
+    const struct tk_tensor *source; /* for a context alias of a heap leaf: that leaf */
+    bool requires_grad;         /* gradients flow to or through this tensor */
+} tk_tensor;
+
+/* Heap tensors. `shape` has `ndim` entries (0 <= ndim <= 4; ndim 0 is a scalar).
+ * Data is zero-filled. Returns NULL (tk_last_error) on a bad shape or no memory. */
+tk_tensor *tk_tensor_new(tk_dtype dtype, int32_t ndim, const int64_t *shape);
+tk_tensor *tk_tensor_new_1d(tk_dtype dtype, int64_t n0);
+tk_tensor *tk_tensor_new_2d(tk_dtype dtype, int64_t n0, int64_t n1);
+/* A heap copy of any tensor (arena or heap); drops gradient state. */
+tk_tensor *tk_tensor_clone(const tk_tensor *t);
+/* A heap view of a heap tensor with another shape of the same numel (retains t). */
+tk_tensor *tk_tensor_reshape_view(tk_tensor *t, int32_t ndim, const int64_t *shape);
+void tk_tensor_retain(tk_tensor *t);
+void tk_tensor_release(tk_tensor *t); /* NULL and arena tensors are ignored */
+/* Marks a heap tensor as a parameter or other leaf whose gradient contexts compute. */
+void tk_tensor_set_requires_grad(tk_tensor *t, bool on);
+
+static inline float *tk_f32(const tk_tensor *t) { return (float *)t->data; }
+static inline int64_t *tk_i64(const tk_tensor *t) { return (int64_t *)t->data; }
+size_t tk_dtype_size(tk_dtype dtype);
+const char *tk_dtype_name(tk_dtype dtype);
+bool tk_tensor_same_shape(const tk_tensor *a, const tk_tensor *b);
+/* Writes "[2, 3]" into buf; returns buf. */
+char *tk_shape_str(const tk_tensor *t, char *buf, size_t len);
+/* Copies src's values into dst (same dtype and numel). */
+tk_status tk_tensor_copy_from(tk_tensor *dst, const tk_tensor *src);
+void tk_tensor_fill(tk_tensor *t, double value);
+
+/* ------------------------------------------------------------------------------------ */
+/* Errors                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/* The message of the last failed call without a context on this thread. */
+const char *tk_last_error(void);
+void tk_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ------------------------------------------------------------------------------------ */
+/* Contexts: one forward (and backward) pass                                             */
+/* ------------------------------------------------------------------------------------ */
+
+/* A context owns the arena of intermediates, the gradient tape, the RNG (for dropout
+ * and for building lazily-sized blocks), the training flag and the error message. One
+ * context is used by one thread at a time. */
+tk_ctx *tk_ctx_new(uint64_t seed);
+void tk_ctx_free(tk_ctx *ctx);
+/* Frees every arena tensor, the tape, gradients and pending updates; keeps the memory
+ * for the next step (steady-state steps allocate nothing). Clears the error. */
+void tk_ctx_reset(tk_ctx *ctx);
+/* Incremented by each reset: lets bindings detect a use of a released tensor. */
+uint64_t tk_ctx_generation(const tk_ctx *ctx);
+void tk_ctx_set_training(tk_ctx *ctx, bool training); /* dropout, batch-norm statistics */
+bool tk_ctx_training(const tk_ctx *ctx);
+void tk_ctx_set_grad_enabled(tk_ctx *ctx, bool on);   /* on by default */
+bool tk_ctx_grad_enabled(const tk_ctx *ctx);
+void tk_ctx_seed(tk_ctx *ctx, uint64_t seed);
+uint64_t tk_ctx_rand_u64(tk_ctx *ctx);
+float tk_ctx_rand_uniform(tk_ctx *ctx);                /* [0, 1) */
+float tk_ctx_rand_normal(tk_ctx *ctx);                 /* N(0, 1) */
+/* Error state. tk_ctx_fail formats a message and returns NULL for `return tk_ctx_fail()`. */
+const char *tk_ctx_error(const tk_ctx *ctx);
+bool tk_ctx_failed(const tk_ctx *ctx);
+void *tk_ctx_fail(tk_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Prefixes the current message with a block path component: "dense_0: msg" becomes
+ * "mlp/dense_0: msg". Blocks call it when a child fails. */
+void tk_ctx_error_push_path(tk_ctx *ctx, const char *name);
+void tk_ctx_clear_error(tk_ctx *ctx);
+/* Bytes of arena memory the context holds (for tests of steady-state allocation). */
+size_t tk_ctx_arena_capacity(const tk_ctx *ctx);
+/* Count of malloc calls the context has made over its life. */
+uint64_t tk_ctx_alloc_count(const tk_ctx *ctx);
+
+/* Arena tensors of a context, zero-filled (tk_ctx_empty: not filled). */
+tk_tensor *tk_ctx_zeros(tk_ctx *ctx, tk_dtype dtype, int32_t ndim, const int64_t *shape);
+tk_tensor *tk_ctx_empty(tk_ctx *ctx, tk_dtype dtype, int32_t ndim, const int64_t *shape);
+tk_tensor *tk_ctx_zeros_like(tk_ctx *ctx, const tk_tensor *t);
+/* Raw arena memory, 64-byte aligned, valid until reset. */
+void *tk_ctx_alloc(tk_ctx *ctx, size_t bytes);
+char *tk_ctx_strdup(tk_ctx *ctx, const char *s);
+
+/* ------------------------------------------------------------------------------------ */
+/* Gradients                                                                             */
+/* ------------------------------------------------------------------------------------ */
+
+/* Runs the tape backwards from `loss` (a tensor of one element) and accumulates the
+ * gradients of every leaf that requires them. */
+tk_status tk_backward(tk_ctx *ctx, tk_tensor *loss);
+/* The dense gradient of a heap leaf after tk_backward, or NULL if it got none. For an
+ * embedding table that got sparse row gradients this materialises a dense copy in the
+ * arena (for inspection and tests; optimizers read the sparse form). */
+tk_tensor *tk_ctx_grad(tk_ctx *ctx, const tk_tensor *leaf);
+/* Sparse row gradient of a table: `n` distinct rows in ascending order and their summed
+ * gradient rows `values` ([n, dim] row-major). Coalesced on first call. */
+struct tk_sparse_grad {
+    int64_t n;        /* number of rows (after coalescing: distinct) */
+    int64_t cap;
+    int64_t dim;
+    int64_t *rows;
+    float *values;
+    bool coalesced;
+};
+tk_sparse_grad *tk_ctx_sparse_grad(tk_ctx *ctx, const tk_tensor *leaf);
+/* Enumerates the heap leaves that received a gradient in this context. */
+int64_t tk_ctx_leaf_count(const tk_ctx *ctx);
+const tk_tensor *tk_ctx_leaf(const tk_ctx *ctx, int64_t i);
+
+/* --- for op implementers (core/src/ops) ---
+ * tk_ctx_input maps a heap tensor that requires gradients to its context alias (one per
+ * heap leaf per context); every other tensor is returned as is. Ops call it on each
+ * input before reading `requires_grad`. tk_ctx_record appends a node whose backward is
+ * run by tk_backward when `out` has a gradient. tk_ctx_grad_of returns the gradient of
+ * an arena tensor, allocating a zeroed one on first use. */
+typedef void (*tk_backward_fn)(tk_ctx *ctx, tk_node *node);
+#define TK_NODE_MAX_INPUTS 4
+struct tk_node {
+    tk_backward_fn backward;
+    const char *op;             /* op name, for errors and debugging */
+    tk_tensor *out;
+    tk_tensor *in[TK_NODE_MAX_INPUTS];
+    int32_t nin;
+    union {
+        double f[4];
+        int64_t i[4];
+    } arg;                      /* small saved scalars */
+    void *saved;                /* arena data saved by the forward pass */
+    tk_tensor **list;           /* variadic inputs (concat, stack) */
+    int32_t nlist;
+};
+tk_tensor *tk_ctx_input(tk_ctx *ctx, tk_tensor *t);
+tk_node *tk_ctx_record(tk_ctx *ctx, const char *op, tk_backward_fn backward, tk_tensor *out,
+                       int32_t nin, tk_tensor *const *in);
+tk_tensor *tk_ctx_grad_of(tk_ctx *ctx, tk_tensor *t);
+/* Appends `n` rows of sparse gradient to a table alias. */
+tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *table_alias, int64_t n,
+                               const int64_t *rows, const float *values);
+/* Whether the op being built should record: gradients on and any input requires them. */
+bool tk_ctx_wants_grad(const tk_ctx *ctx, int32_t nin, tk_tensor *const *in);
+
+/* A write a forward pass asks for: dst = (1 - momentum) * src + momentum * dst... is
+ * expressed generally as dst[i] = a * dst[i] + b * src[i]; src is arena memory. */
+tk_status tk_ctx_defer_update(tk_ctx *ctx, tk_tensor *dst, const float *src, float a, float b);
+/* Applies and clears the deferred updates (the optimizer step calls it). */
+void tk_ctx_apply_updates(tk_ctx *ctx);
+
+/* Regularisation losses blocks add during a forward pass (Keras' add_loss). The sum of
+ * them ([1]), or NULL if none; a training loop adds it to its loss before backward. */
+tk_status tk_ctx_add_loss(tk_ctx *ctx, tk_tensor *loss);
+tk_tensor *tk_ctx_added_loss(tk_ctx *ctx);
+
+/* ------------------------------------------------------------------------------------ */
+/* Ops. Each returns an arena tensor of ctx, or NULL with the context's message set.     */
+/* Float ops take TK_F32 tensors. "Broadcast" means: b has a's shape, or is a row vector */
+/* ([n] or [1, n] with n = a's last dimension), or has one element.                      */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum tk_activation {
+    TK_ACT_LINEAR = 0,
+    TK_ACT_RELU,
+    TK_ACT_SIGMOID,
+    TK_ACT_TANH,
+    TK_ACT_GELU,     /* tanh approximation, as Keras' gelu(approximate=True) */
+    TK_ACT_SELU,
+    TK_ACT_ELU,
+    TK_ACT_SOFTPLUS,
+    TK_ACT_COUNT
+} tk_activation;
+/* "relu" -> TK_ACT_RELU; returns -1 for an unknown name. "linear" and NULL are linear. */
+int tk_activation_from_name(const char *name);
+const char *tk_activation_name(tk_activation act);
+/* "linear, relu, sigmoid, ..." for error messages. */
+const char *tk_activation_names(void);
+
+typedef enum tk_combiner { TK_COMBINER_SUM = 0, TK_COMBINER_MEAN, TK_COMBINER_SQRTN } tk_combiner;
+int tk_combiner_from_name(const char *name); /* -1 if unknown */
+const char *tk_combiner_name(tk_combiner c);
+
+tk_tensor *tk_add(tk_ctx *ctx, tk_tensor *a, tk_tensor *b); /* b broadcast */
+tk_tensor *tk_sub(tk_ctx *ctx, tk_tensor *a, tk_tensor *b);
+tk_tensor *tk_mul(tk_ctx *ctx, tk_tensor *a, tk_tensor *b);
+tk_tensor *tk_div(tk_ctx *ctx, tk_tensor *a, tk_tensor *b);
+tk_tensor *tk_scale(tk_ctx *ctx, tk_tensor *a, float s);        /* a * s */
+tk_tensor *tk_add_scalar(tk_ctx *ctx, tk_tensor *a, float s);   /* a + s */
+tk_tensor *tk_exp(tk_ctx *ctx, tk_tensor *a);
+tk_tensor *tk_log(tk_ctx *ctx, tk_tensor *a);
+tk_tensor *tk_sqrt(tk_ctx *ctx, tk_tensor *a);
+tk_tensor *tk_square(tk_ctx *ctx, tk_tensor *a);
+/* 2-D matrix product, OpenBLAS sgemm: op(a) [m, k] x op(b) [k, n] -> [m, n]. */
+tk_tensor *tk_matmul(tk_ctx *ctx, tk_tensor *a, tk_tensor *b, bool trans_a, bool trans_b);
+/* Reductions. axis -1 means all elements (result has one element, shape [1]);
+ * otherwise the axis is removed ([B, D] over axis 1 -> [B]). keepdim keeps it as 1. */
+tk_tensor *tk_sum(tk_ctx *ctx, tk_tensor *a, int axis, bool keepdim);
+tk_tensor *tk_mean(tk_ctx *ctx, tk_tensor *a, int axis, bool keepdim);
+tk_tensor *tk_activate(tk_ctx *ctx, tk_tensor *a, tk_activation act);
+/* Concatenation on the last axis; all other dimensions equal. */
+tk_tensor *tk_concat(tk_ctx *ctx, int32_t n, tk_tensor *const *ts);
+/* Stacks n tensors of one shape [..., D] on a new last axis: [..., D, n]. */
+tk_tensor *tk_stack(tk_ctx *ctx, int32_t n, tk_tensor *const *ts);
+/* Row-wise l2 normalisation over the last axis: x / sqrt(max(sum(x^2), 1e-12)). */
+tk_tensor *tk_l2norm(tk_ctx *ctx, tk_tensor *a);
+/* Row-wise cosine similarity of two [B, D] tensors -> [B, 1]. */
+tk_tensor *tk_cosine(tk_ctx *ctx, tk_tensor *a, tk_tensor *b);
+/* A view with another shape of the same numel (-1 in shape: inferred). */
+tk_tensor *tk_reshape(tk_ctx *ctx, tk_tensor *a, int32_t ndim, const int64_t *shape);
+tk_tensor *tk_transpose(tk_ctx *ctx, tk_tensor *a); /* 2-D */
+/* Inverted dropout: in training, zero with probability rate and scale the rest by
+ * 1/(1-rate); identity in evaluation. */
+tk_tensor *tk_dropout(tk_ctx *ctx, tk_tensor *a, float rate);
+/* Batch normalisation of [B, D] over the batch. Training: batch statistics (biased
+ * variance), and a deferred update of running_mean/var (momentum as Keras: running =
+ * momentum * running + (1 - momentum) * batch, with the unbiased batch variance).
+ * Evaluation: running statistics. gamma/beta may be NULL (no scale/centre). */
+tk_tensor *tk_batch_norm(tk_ctx *ctx, tk_tensor *x, tk_tensor *gamma, tk_tensor *beta,
+                         tk_tensor *running_mean, tk_tensor *running_var, float momentum,
+                         float eps);
+/* Fused dense layer: act(x [B, in] x kernel [in, out] + bias [out]); bias may be NULL. */
+tk_tensor *tk_dense(tk_ctx *ctx, tk_tensor *x, tk_tensor *kernel, tk_tensor *bias,
+                    tk_activation act);
+/* Embedding lookup in table [V, D].
+ * One-hot: ids is I64 [B] or [B, 1], offsets NULL -> [B, D].
+ * Multi-hot: ids is I64 [N] (all lists' values), offsets is I64 [B + 1] (row b is
+ * ids[offsets[b] .. offsets[b+1])), combined with `combiner` -> [B, D]; an empty row
+ * gives zeros. Ids outside [0, V) fail with a message naming `table_name`.
+ * The table gets a sparse row gradient. */
+tk_tensor *tk_embedding_lookup(tk_ctx *ctx, tk_tensor *table, tk_tensor *ids,
+                               tk_tensor *offsets, tk_combiner combiner,
+                               const char *table_name);
+/* Numerically stable log-softmax over the last axis of [B, C]. */
+tk_tensor *tk_log_softmax(tk_ctx *ctx, tk_tensor *logits);
+/* Mean softmax cross-entropy of logits [B, C] with labels I64 [B]; optional weights
+ * F32 [B] (NULL: all ones; the mean is sum(w * ce) / B). -> [1]. */
+tk_tensor *tk_cross_entropy(tk_ctx *ctx, tk_tensor *logits, tk_tensor *labels,
+                            tk_tensor *weights);
+/* Mean squared error of two equal-shaped tensors -> [1]. */
+tk_tensor *tk_mse_loss(tk_ctx *ctx, tk_tensor *pred, tk_tensor *target);
+/* Mean binary cross-entropy with logits (stable): targets in [0, 1], same shape -> [1]. */
+tk_tensor *tk_bce_with_logits(tk_ctx *ctx, tk_tensor *logits, tk_tensor *targets);
+
+/* ------------------------------------------------------------------------------------ */
+/* Initializers (Keras names)                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+typedef enum tk_init_kind {
+    TK_INIT_ZEROS = 0,
+    TK_INIT_ONES,
+    TK_INIT_CONSTANT,          /* a */
+    TK_INIT_RANDOM_UNIFORM,    /* U(a, b) */
+    TK_INIT_RANDOM_NORMAL,     /* N(0, a) */
+    TK_INIT_TRUNCATED_NORMAL,  /* N(0, a) redrawn beyond 2 stddev */
+    TK_INIT_GLOROT_UNIFORM,
+    TK_INIT_GLOROT_NORMAL,
+    TK_INIT_HE_NORMAL,
+    TK_INIT_HE_UNIFORM,
+    TK_INIT_LECUN_NORMAL,
+    TK_INIT_LECUN_UNIFORM,
+    TK_INIT_COUNT
+} tk_init_kind;
+typedef struct tk_init { tk_init_kind kind; float a, b; } tk_init;
+static inline tk_init tk_init_zeros(void) { tk_init i = {TK_INIT_ZEROS, 0, 0}; return i; }
+static inline tk_init tk_init_default_kernel(void) { tk_init i = {TK_INIT_GLOROT_UNIFORM, 0, 0}; return i; }
+/* Parses "glorot_uniform", "truncated_normal", ...: kind with Keras' default params.
+ * Returns -1 if unknown. */
+int tk_init_from_name(const char *name, tk_init *out);
+const char *tk_init_name(tk_init_kind kind);
+const char *tk_init_names(void);
+/* Fills a heap tensor. fan_in/fan_out as Keras: for [in, out] kernels the dims; for an
+ * embedding table [V, D], fan_in = V and fan_out = D. Uses a generator seeded by seed. */
+void tk_init_fill(tk_tensor *t, tk_init init, uint64_t seed);
+
+/* ------------------------------------------------------------------------------------ */
+/* Values: what flows between blocks                                                     */
+/* ------------------------------------------------------------------------------------ */
+
+/* A value is a tensor or a tabular value (ordered map name -> tensor; Merlin's dict of
+ * tensors). A ragged multi-hot feature `f` is two entries, "f__values" (I64 [N]) and
+ * "f__offsets" (I64 [B + 1]). Values live in a context's arena. */
+typedef struct tk_value {
+    int32_t n;           /* number of entries; -1 for a single tensor */
+    int32_t cap;
+    tk_tensor *tensor;   /* when n == -1 */
+    const char **names;
+    tk_tensor **tensors;
+} tk_value;
+tk_value *tk_value_of(tk_ctx *ctx, tk_tensor *t);       /* NULL t -> NULL */
+tk_value *tk_value_table(tk_ctx *ctx);                   /* empty tabular value */
+static inline bool tk_value_is_tabular(const tk_value *v) { return v && v->n >= 0; }
+/* The tensor of a single-tensor value; NULL for a tabular one. */
+tk_tensor *tk_value_tensor(const tk_value *v);
+/* Sets (replaces) an entry; name is copied into the arena. */
+tk_status tk_value_set(tk_ctx *ctx, tk_value *v, const char *name, tk_tensor *t);
+tk_tensor *tk_value_get(const tk_value *v, const char *name);
+/* Entry names in sorted order (arena array of v->n pointers). */
+const char **tk_value_sorted_names(tk_ctx *ctx, const tk_value *v);
+
+/* ------------------------------------------------------------------------------------ */
+/* Blocks                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct tk_block tk_block;
+typedef struct tk_block_kind tk_block_kind;
+
+/* Aggregations of a tabular value into a tensor (Merlin's registered names). */
+typedef enum tk_aggregation {
+    TK_AGG_NONE = 0,
+    TK_AGG_CONCAT,           /* "concat": entries in sorted key order, last axis */
+    TK_AGG_STACK,            /* "stack": [B, D, n], sorted key order */
+    TK_AGG_SUM,              /* "sum": each entry summed over its last axis, -> [B, n] */
+    TK_AGG_ELEMENTWISE_SUM,  /* "element-wise-sum": equal shapes added -> [B, D] */
+    TK_AGG_COSINE,           /* "cosine": two entries -> [B, 1] */
+    TK_AGG_COUNT
+} tk_aggregation;
+int tk_aggregation_from_name(const char *name); /* -1 if unknown */
+const char *tk_aggregation_name(tk_aggregation agg);
+const char *tk_aggregation_names(void);
+tk_tensor *tk_aggregate(tk_ctx *ctx, tk_aggregation agg, const tk_value *v);
+
+/* A block is a reference-counted node of a model graph. Containers retain children. */
+struct tk_block {
+    const tk_block_kind *kind;
+    char *name;
+    int32_t refcount;
+    int32_t nchildren, cap_children;
+    tk_block **children;
+    char **child_names;        /* parallel branch names (NULL entries elsewhere) */
+    int32_t nparams, cap_params;
+    tk_tensor **params;        /* heap tensors, retained */
+    char **param_names;
+    bool *param_trainable;     /* false for running statistics */
+    tk_block *pre, *post;      /* optional, applied around the block */
+    tk_aggregation aggregation;
+    void *impl;                /* kind-specific state, owned */
+    volatile int built;        /* lazily sized blocks: weights created */
+};
+
+struct tk_block_kind {
+    const char *name;  /* "dense", "sequential", ... */
+    /* The block's own computation (pre/post/aggregation are applied by
+     * tk_block_forward). Must not write the block or its parameters. */
+    tk_value *(*forward)(tk_ctx *ctx, tk_block *b, tk_value *in);
+    /* Builds lazily-sized weights from the first input; NULL if never lazy. */
+    tk_status (*build)(tk_ctx *ctx, tk_block *b, tk_value *in);
+    /* Writes kind-specific config fields into a cJSON object (void * to keep cJSON out
+     * of this header); NULL if none. */
+    tk_status (*write_config)(const tk_block *b, void *json_object);
+    /* Frees impl; NULL if impl is plain malloc'd memory or NULL. */
+    void (*free_impl)(void *impl);
+    /* Deep-copies impl for tk_block_copy; NULL if impl is NULL. */
+    void *(*copy_impl)(const void *impl);
+};
+
+/* Runs pre, the block, post and the aggregation. On failure returns NULL with the
+ * block's name pushed on the error path. */
+tk_value *tk_block_forward(tk_ctx *ctx, tk_block *b, tk_value *in);
+void tk_block_retain(tk_block *b);
+void tk_block_release(tk_block *b);
+/* A deep copy with new, freshly initialised weights (Merlin's copy()): same config,
+ * parameters re-drawn from their initialisers with `seed`. */
+tk_block *tk_block_copy(const tk_block *b, uint64_t seed);
+/* A deep copy sharing nothing, weights copied. */
+tk_block *tk_block_clone(const tk_block *b);
+/* Generic block construction for bindings and kinds. */
+tk_block *tk_block_new(const tk_block_kind *kind, const char *name, void *impl);
+tk_status tk_block_add_child(tk_block *b, const char *child_name, tk_block *child); /* retains */
+tk_status tk_block_add_param(tk_block *b, const char *name, tk_tensor *t, bool trainable); /* retains */
+tk_tensor *tk_block_param(const tk_block *b, const char *name);
+void tk_block_set_pre(tk_block *b, tk_block *pre);   /* retains; NULL clears */
+void tk_block_set_post(tk_block *b, tk_block *post);
+void tk_block_set_aggregation(tk_block *b, tk_aggregation agg);
+tk_status tk_block_set_name(tk_block *b, const char *name);
+/* Whether all lazily-sized weights exist. */
+bool tk_block_is_built(const tk_block *b);
+
+/* Parameters in a stable order, named by block path ("query/mlp/dense_0/kernel"). The
+ * root's own name is the first component unless skip_root. The callback returns
+ * non-zero to stop. Children of one container with equal names get "_<index>". */
+typedef int (*tk_param_visitor)(void *ud, const char *path, tk_tensor *param, bool trainable);
+void tk_block_visit_params(const tk_block *b, bool skip_root, tk_param_visitor fn, void *ud);
+int64_t tk_block_count_params(const tk_block *b); /* scalars in all parameters */
+/* Finds a descendant (or b itself) by name, depth first; NULL if none. */
+tk_block *tk_block_find(tk_block *b, const char *name);
+
+/* Config as JSON: {"kind": ..., "name": ..., ...kind fields..., "children": [...],
+ * "pre": ..., "post": ..., "aggregation": ...}. Returned string is malloc'd. */
+char *tk_block_config_json(const tk_block *b);
+/* Builds an unbuilt block graph from config JSON (weights fresh from initialisers with
+ * seed). NULL and tk_last_error on malformed config or an unknown kind. */
+tk_block *tk_block_from_config_json(const char *json, uint64_t seed);
+/* Kinds are registered by name so configs can be read back. Built-in kinds are
+ * registered on first use; bindings may add theirs (a kind whose from_config is NULL
+ * cannot be restored from config). */
+typedef tk_block *(*tk_block_from_config_fn)(const void *json_object, uint64_t seed);
+tk_status tk_block_kind_register(const tk_block_kind *kind, tk_block_from_config_fn from_config);
+const tk_block_kind *tk_block_kind_find(const char *name);
+
+/* Hook called after each block of a forward pass (summary, debugging). */
+typedef void (*tk_trace_fn)(void *ud, int depth, const tk_block *b, const tk_value *out);
+void tk_ctx_set_trace(tk_ctx *ctx, tk_trace_fn fn, void *ud);
+
+/* --- primitive blocks --- */
+
+/* Dense: kernel [in, out], bias [out]. in == 0: taken from the first input and fixed
+ * after. Parameters "kernel" and "bias". */
+tk_block *tk_dense_new(const char *name, int64_t in, int64_t out, tk_activation act,
+                       bool use_bias, tk_init kernel_init, tk_init bias_init, uint64_t seed);
+/* Kernel L2 regulariser: in training adds l2 * sum(kernel^2) with tk_ctx_add_loss. */
+void tk_dense_set_kernel_l2(tk_block *b, float l2);
+tk_block *tk_activation_block_new(const char *name, tk_activation act);
+tk_block *tk_l2norm_block_new(const char *name);
+tk_block *tk_dropout_block_new(const char *name, float rate);
+/* Batch norm over [B, D]; dim 0: lazy. Parameters gamma, beta (trainable),
+ * moving_mean, moving_variance (not trainable). Keras defaults: momentum 0.99, eps 1e-3. */
+tk_block *tk_batch_norm_block_new(const char *name, int64_t dim, float momentum, float eps);
+/* Filter: keeps (exclude = false) or drops (exclude = true) the named entries of a
+ * tabular input; a ragged feature "f" matches "f__values" and "f__offsets" too. */
+tk_block *tk_filter_block_new(const char *name, int32_t n, const char *const *names, bool exclude);
+/* As-tabular: wraps a tensor as {output_name: tensor}. */
+tk_block *tk_as_tabular_block_new(const char *name, const char *output_name);
+/* Aggregation block: applies an aggregation to a tabular input. */
+tk_block *tk_aggregation_block_new(const char *name, tk_aggregation agg);
+
+/* Embedding tables for categorical features. Forward takes a tabular input and returns
+ * {feature: [B, dim]} for each configured feature present in it (one-hot "f" as I64 [B]
+ * or [B, 1]; multi-hot "f__values"/"f__offsets"). Features configured with the same
+ * table name share one table. Parameters are the tables, named by table name. */
+tk_block *tk_embeddings_new(const char *name);
+/* Adds a feature. If `table` exists already, cardinality and dim must match it. */
+tk_status tk_embeddings_add_feature(tk_block *b, const char *feature, const char *table,
+                                    int64_t cardinality, int64_t dim, tk_combiner combiner,
+                                    tk_init init, uint64_t seed);
+/* Per-batch L2 penalty l2 * sum(v^2) over the looked-up vectors, added in training
+ * with tk_ctx_add_loss (Merlin's embeddings_l2_reg). */
+void tk_embeddings_set_l2(tk_block *b, float l2);
+
+/* --- combinators (Merlin semantics) --- */
+
+/* connect: output of one child is the input of the next. */
+tk_block *tk_sequential_new(const char *name);
+tk_status tk_sequential_append(tk_block *seq, tk_block *child); /* retains */
+/* parallel: every branch gets the input; tensor outputs are keyed by branch name,
+ * tabular outputs merged (a duplicate key is an error); then aggregation if set. */
+tk_block *tk_parallel_new(const char *name);
+tk_status tk_parallel_add(tk_block *par, const char *branch_name, tk_block *branch);
+/* residual: act(block(x) + x); shapes must match. */
+tk_block *tk_residual_new(const char *name, tk_block *block, tk_activation act);
+/* shortcut: parallel {block_outputs_name: block(x), "shortcut": filter(x) or x}, then
+ * aggregation (concat by default). shortcut_filter may be NULL. */
+tk_block *tk_shortcut_new(const char *name, tk_block *block, tk_block *shortcut_filter,
+                          const char *block_outputs_name, tk_aggregation agg);
+
+/* A block implemented by a host callback (the Lua binding uses it for Lua functions).
+ * The callback runs in the caller's thread with the caller's context. */
+typedef tk_value *(*tk_callback_fn)(void *ud, tk_ctx *ctx, tk_value *in);
+tk_block *tk_callback_block_new(const char *name, tk_callback_fn fn, void *ud,
+                                void (*free_ud)(void *ud));
+
+/* ------------------------------------------------------------------------------------ */
+/* Optimizers                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct tk_optim tk_optim;
+/* SGD: v = momentum * v + g; p -= lr * (nesterov ? g + momentum * v : v). */
+tk_optim *tk_optim_sgd_new(float lr, float momentum, bool nesterov, float weight_decay);
+/* Adam (decoupled weight decay when weight_decay > 0: AdamW). Embedding tables with
+ * sparse gradients are updated lazily: only their touched rows, moments included. */
+tk_optim *tk_optim_adam_new(float lr, float beta1, float beta2, float eps, float weight_decay);
+/* Adagrad: acc += g^2; p -= lr * g / (sqrt(acc) + eps); initial accumulator value. */
+tk_optim *tk_optim_adagrad_new(float lr, float initial_accumulator, float eps);
+void tk_optim_free(tk_optim *opt);
+void tk_optim_set_lr(tk_optim *opt, float lr);
+float tk_optim_lr(const tk_optim *opt);
+int64_t tk_optim_steps(const tk_optim *opt);
+/* One update of `n` parameters from the gradients in ctx (parameters that got no
+ * gradient are skipped), then tk_ctx_apply_updates(ctx). */
+tk_status tk_optim_step(tk_optim *opt, tk_ctx *ctx, int32_t n, tk_tensor *const *params);
+/* Same over the trainable parameters of a block. */
+tk_status tk_optim_step_block(tk_optim *opt, tk_ctx *ctx, const tk_block *b);
+/* Scales every gradient in ctx so their global l2 norm is at most max_norm; returns
+ * the norm before clipping. */
+double tk_clip_grad_norm(tk_ctx *ctx, double max_norm);
+
+/* ------------------------------------------------------------------------------------ */
+/* Threads                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+/* OpenBLAS threads used by matrix products. */
+void tk_set_num_threads(int n);
+int tk_get_num_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TOWERKIT_H */

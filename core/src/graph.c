@@ -1,0 +1,386 @@
+/* Contexts: arena tensors, the gradient tape, leaf aliases, deferred updates. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+
+tk_ctx *tk_ctx_new(uint64_t seed) {
+    tk_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) {
+        tk_set_error("out of memory");
+        return NULL;
+    }
+    tk_arena_init(&ctx->arena);
+    tk_rng_seed(ctx->rng, seed);
+    ctx->grad_enabled = true;
+    return ctx;
+}
+
+static void release_updates(tk_ctx *ctx) {
+    for (int64_t i = 0; i < ctx->nupdates; i++) tk_tensor_release(ctx->updates[i].dst);
+    ctx->nupdates = 0;
+}
+
+void tk_ctx_free(tk_ctx *ctx) {
+    if (!ctx) return;
+    release_updates(ctx);
+    tk_arena_free(&ctx->arena);
+    free(ctx->leaves);
+    free(ctx->updates);
+    free(ctx);
+}
+
+void tk_ctx_reset(tk_ctx *ctx) {
+    release_updates(ctx);
+    tk_arena_reset(&ctx->arena);
+    ctx->generation++;
+    ctx->tape = NULL;
+    ctx->ntape = ctx->cap_tape = 0;
+    ctx->nleaves = 0;
+    ctx->added_loss = NULL;
+    ctx->trace_depth = 0;
+    tk_ctx_clear_error(ctx);
+}
+
+uint64_t tk_ctx_generation(const tk_ctx *ctx) { return ctx->generation; }
+void tk_ctx_set_training(tk_ctx *ctx, bool training) { ctx->training = training; }
+bool tk_ctx_training(const tk_ctx *ctx) { return ctx->training; }
+void tk_ctx_set_grad_enabled(tk_ctx *ctx, bool on) { ctx->grad_enabled = on; }
+bool tk_ctx_grad_enabled(const tk_ctx *ctx) { return ctx->grad_enabled; }
+void tk_ctx_seed(tk_ctx *ctx, uint64_t seed) { tk_rng_seed(ctx->rng, seed); }
+uint64_t tk_ctx_rand_u64(tk_ctx *ctx) { return tk_rng_next(ctx->rng); }
+float tk_ctx_rand_uniform(tk_ctx *ctx) { return tk_rng_uniform(ctx->rng); }
+float tk_ctx_rand_normal(tk_ctx *ctx) { return tk_rng_normal(ctx->rng); }
+size_t tk_ctx_arena_capacity(const tk_ctx *ctx) { return tk_arena_capacity(&ctx->arena); }
+uint64_t tk_ctx_alloc_count(const tk_ctx *ctx) { return ctx->arena.mallocs + ctx->mallocs; }
+
+const char *tk_ctx_error(const tk_ctx *ctx) { return ctx->error; }
+bool tk_ctx_failed(const tk_ctx *ctx) { return ctx->failed; }
+
+void tk_ctx_clear_error(tk_ctx *ctx) {
+    ctx->failed = false;
+    ctx->error[0] = ctx->message[0] = ctx->path[0] = '\0';
+}
+
+void *tk_ctx_fail(tk_ctx *ctx, const char *fmt, ...) {
+    if (ctx->failed) return NULL; /* keep the first message */
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->message, sizeof ctx->message, fmt, ap);
+    va_end(ap);
+    memcpy(ctx->error, ctx->message, sizeof ctx->message);
+    ctx->failed = true;
+    return NULL;
+}
+
+void tk_ctx_error_push_path(tk_ctx *ctx, const char *name) {
+    if (!ctx->failed || !name || !*name) return;
+    char path[TK_ERR_LEN];
+    if (ctx->path[0])
+        snprintf(path, sizeof path, "%s/%s", name, ctx->path);
+    else
+        snprintf(path, sizeof path, "%s", name);
+    memcpy(ctx->path, path, sizeof path);
+    snprintf(ctx->error, sizeof ctx->error, "%s: %s", ctx->path, ctx->message);
+}
+
+void *tk_ctx_alloc(tk_ctx *ctx, size_t bytes) {
+    void *p = tk_arena_alloc(&ctx->arena, bytes);
+    if (!p) tk_ctx_fail(ctx, "out of memory allocating %zu bytes", bytes);
+    return p;
+}
+
+char *tk_ctx_strdup(tk_ctx *ctx, const char *s) {
+    size_t n = strlen(s) + 1;
+    char *d = tk_ctx_alloc(ctx, n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+static tk_tensor *arena_tensor(tk_ctx *ctx, tk_dtype dtype, int32_t ndim, const int64_t *shape,
+                               bool zero) {
+    if (ndim < 0 || ndim > TK_MAX_DIMS) return tk_ctx_fail(ctx, "tensor rank %d is not supported", (int)ndim);
+    for (int32_t i = 0; i < ndim; i++)
+        if (shape[i] < 0) return tk_ctx_fail(ctx, "tensor dimension %d is negative", (int)i);
+    int64_t numel = tk_shape_numel(ndim, shape);
+    size_t bytes = (size_t)numel * tk_dtype_size(dtype);
+    tk_tensor *t = tk_ctx_alloc(ctx, sizeof *t);
+    void *data = t ? tk_ctx_alloc(ctx, bytes) : NULL;
+    if (!data) return NULL;
+    memset(t, 0, sizeof *t);
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int32_t i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->numel = numel;
+    t->data = data;
+    if (zero) memset(data, 0, bytes);
+    return t;
+}
+
+tk_tensor *tk_ctx_zeros(tk_ctx *ctx, tk_dtype dtype, int32_t ndim, const int64_t *shape) {
+    return arena_tensor(ctx, dtype, ndim, shape, true);
+}
+
+tk_tensor *tk_ctx_empty(tk_ctx *ctx, tk_dtype dtype, int32_t ndim, const int64_t *shape) {
+    return arena_tensor(ctx, dtype, ndim, shape, false);
+}
+
+tk_tensor *tk_ctx_zeros_like(tk_ctx *ctx, const tk_tensor *t) {
+    return arena_tensor(ctx, t->dtype, t->ndim, t->shape, true);
+}
+
+/* --- the tape --- */
+
+static tk_leaf *find_leaf(const tk_ctx *ctx, const tk_tensor *source) {
+    for (int64_t i = 0; i < ctx->nleaves; i++)
+        if (ctx->leaves[i].source == source) return &ctx->leaves[i];
+    return NULL;
+}
+
+tk_tensor *tk_ctx_input(tk_ctx *ctx, tk_tensor *t) {
+    if (!t) return NULL;
+    if (!(t->flags & TK_TENSOR_HEAP) || !(t->flags & TK_TENSOR_REQUIRES_GRAD) || !ctx->grad_enabled)
+        return t;
+    tk_leaf *leaf = find_leaf(ctx, t);
+    if (leaf) return leaf->alias;
+    if (ctx->nleaves == ctx->cap_leaves) {
+        int64_t cap = ctx->cap_leaves ? ctx->cap_leaves * 2 : 32;
+        tk_leaf *l = realloc(ctx->leaves, (size_t)cap * sizeof *l);
+        if (!l) return tk_ctx_fail(ctx, "out of memory");
+        ctx->mallocs++;
+        ctx->leaves = l;
+        ctx->cap_leaves = cap;
+    }
+    tk_tensor *alias = tk_ctx_alloc(ctx, sizeof *alias);
+    if (!alias) return NULL;
+    memset(alias, 0, sizeof *alias);
+    alias->dtype = t->dtype;
+    alias->ndim = t->ndim;
+    memcpy(alias->shape, t->shape, sizeof alias->shape);
+    alias->numel = t->numel;
+    alias->data = t->data;
+    alias->flags = TK_TENSOR_VIEW;
+    alias->source = t;
+    alias->requires_grad = true;
+    ctx->leaves[ctx->nleaves].source = t;
+    ctx->leaves[ctx->nleaves].alias = alias;
+    ctx->nleaves++;
+    return alias;
+}
+
+bool tk_ctx_wants_grad(const tk_ctx *ctx, int32_t nin, tk_tensor *const *in) {
+    if (!ctx->grad_enabled) return false;
+    for (int32_t i = 0; i < nin; i++)
+        if (in[i] && in[i]->requires_grad) return true;
+    return false;
+}
+
+tk_node *tk_ctx_record(tk_ctx *ctx, const char *op, tk_backward_fn backward, tk_tensor *out,
+                       int32_t nin, tk_tensor *const *in) {
+    if (nin > TK_NODE_MAX_INPUTS) return tk_ctx_fail(ctx, "%s: too many inputs for a tape node", op);
+    if (ctx->ntape == ctx->cap_tape) {
+        int64_t cap = ctx->cap_tape ? ctx->cap_tape * 2 : 256;
+        tk_node **tape = tk_ctx_alloc(ctx, (size_t)cap * sizeof *tape);
+        if (!tape) return NULL;
+        if (ctx->ntape) memcpy(tape, ctx->tape, (size_t)ctx->ntape * sizeof *tape);
+        ctx->tape = tape;
+        ctx->cap_tape = cap;
+    }
+    tk_node *node = tk_ctx_alloc(ctx, sizeof *node);
+    if (!node) return NULL;
+    memset(node, 0, sizeof *node);
+    node->backward = backward;
+    node->op = op;
+    node->out = out;
+    node->nin = nin;
+    for (int32_t i = 0; i < nin; i++) node->in[i] = in[i];
+    out->node = node;
+    out->requires_grad = true;
+    ctx->tape[ctx->ntape++] = node;
+    return node;
+}
+
+tk_tensor *tk_ctx_grad_of(tk_ctx *ctx, tk_tensor *t) {
+    if (!t->grad) {
+        t->grad = tk_ctx_zeros(ctx, TK_F32, t->ndim, t->shape);
+    }
+    return t->grad;
+}
+
+tk_status tk_backward(tk_ctx *ctx, tk_tensor *loss) {
+    if (!loss) {
+        if (!ctx->failed) tk_ctx_fail(ctx, "backward: loss is NULL");
+        return TK_ERROR;
+    }
+    if (loss->dtype != TK_F32 || loss->numel != 1) {
+        char s[64];
+        tk_ctx_fail(ctx, "backward: loss must be a float32 tensor of one element, got %s %s",
+                    tk_dtype_name(loss->dtype), tk_shape_str(loss, s, sizeof s));
+        return TK_ERROR;
+    }
+    if (!loss->requires_grad) {
+        tk_ctx_fail(ctx, "backward: the loss does not depend on any tensor that requires gradients");
+        return TK_ERROR;
+    }
+    tk_tensor *g = tk_ctx_grad_of(ctx, loss);
+    if (!g) return TK_ERROR;
+    tk_f32(g)[0] += 1.0f;
+    for (int64_t i = ctx->ntape - 1; i >= 0; i--) {
+        tk_node *node = ctx->tape[i];
+        if (!node->out->grad || !node->backward) continue;
+        node->backward(ctx, node);
+        if (ctx->failed) return TK_ERROR;
+    }
+    return TK_OK;
+}
+
+/* --- sparse gradients --- */
+
+tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *alias, int64_t n, const int64_t *rows,
+                               const float *values) {
+    int64_t dim = alias->ndim == 2 ? alias->shape[1] : 1;
+    tk_sparse_grad *sg = alias->sparse;
+    if (!sg) {
+        sg = tk_ctx_alloc(ctx, sizeof *sg);
+        if (!sg) return TK_ERROR;
+        memset(sg, 0, sizeof *sg);
+        sg->dim = dim;
+        alias->sparse = sg;
+    }
+    if (sg->n + n > sg->cap) {
+        int64_t cap = sg->cap ? sg->cap * 2 : 256;
+        while (cap < sg->n + n) cap *= 2;
+        int64_t *r = tk_ctx_alloc(ctx, (size_t)cap * sizeof *r);
+        float *v = tk_ctx_alloc(ctx, (size_t)(cap * dim) * sizeof *v);
+        if (!r || !v) return TK_ERROR;
+        if (sg->n) {
+            memcpy(r, sg->rows, (size_t)sg->n * sizeof *r);
+            memcpy(v, sg->values, (size_t)(sg->n * dim) * sizeof *v);
+        }
+        sg->rows = r;
+        sg->values = v;
+        sg->cap = cap;
+    }
+    memcpy(sg->rows + sg->n, rows, (size_t)n * sizeof *rows);
+    memcpy(sg->values + sg->n * dim, values, (size_t)(n * dim) * sizeof *values);
+    sg->n += n;
+    sg->coalesced = false;
+    return TK_OK;
+}
+
+/* Sorts row indices with their gradient rows and sums duplicates. Radix-free: a counting
+ * pass over an index permutation sorted by insertion sort for small n, qsort otherwise. */
+typedef struct { int64_t row, pos; } row_pos;
+
+static int cmp_row_pos(const void *a, const void *b) {
+    const row_pos *x = a, *y = b;
+    if (x->row != y->row) return x->row < y->row ? -1 : 1;
+    return x->pos < y->pos ? -1 : (x->pos > y->pos);
+}
+
+static tk_status coalesce(tk_ctx *ctx, tk_sparse_grad *sg) {
+    if (sg->coalesced) return TK_OK;
+    int64_t n = sg->n, dim = sg->dim;
+    row_pos *perm = tk_ctx_alloc(ctx, (size_t)(n ? n : 1) * sizeof *perm);
+    int64_t *rows = tk_ctx_alloc(ctx, (size_t)(n ? n : 1) * sizeof *rows);
+    float *values = tk_ctx_alloc(ctx, (size_t)(n ? n * dim : 1) * sizeof *values);
+    if (!perm || !rows || !values) return TK_ERROR;
+    for (int64_t i = 0; i < n; i++) {
+        perm[i].row = sg->rows[i];
+        perm[i].pos = i;
+    }
+    qsort(perm, (size_t)n, sizeof *perm, cmp_row_pos);
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float *src = sg->values + perm[i].pos * dim;
+        if (m > 0 && rows[m - 1] == perm[i].row) {
+            float *dst = values + (m - 1) * dim;
+            for (int64_t j = 0; j < dim; j++) dst[j] += src[j];
+        } else {
+            rows[m] = perm[i].row;
+            memcpy(values + m * dim, src, (size_t)dim * sizeof *src);
+            m++;
+        }
+    }
+    sg->rows = rows;
+    sg->values = values;
+    sg->n = m;
+    sg->cap = m;
+    sg->coalesced = true;
+    return TK_OK;
+}
+
+tk_sparse_grad *tk_ctx_sparse_grad(tk_ctx *ctx, const tk_tensor *leaf) {
+    tk_leaf *l = find_leaf(ctx, leaf);
+    if (!l || !l->alias->sparse) return NULL;
+    if (coalesce(ctx, l->alias->sparse) != TK_OK) return NULL;
+    return l->alias->sparse;
+}
+
+tk_tensor *tk_ctx_grad(tk_ctx *ctx, const tk_tensor *leaf) {
+    tk_leaf *l = find_leaf(ctx, leaf);
+    if (!l) return NULL;
+    tk_tensor *alias = l->alias;
+    if (!alias->sparse) return alias->grad;
+    /* Materialise sparse rows (plus any dense part) as a dense arena tensor. */
+    tk_sparse_grad *sg = tk_ctx_sparse_grad(ctx, leaf);
+    if (!sg) return NULL;
+    tk_tensor *dense = tk_ctx_zeros(ctx, TK_F32, alias->ndim, alias->shape);
+    if (!dense) return NULL;
+    if (alias->grad) memcpy(dense->data, alias->grad->data, (size_t)dense->numel * sizeof(float));
+    float *d = tk_f32(dense);
+    for (int64_t i = 0; i < sg->n; i++)
+        for (int64_t j = 0; j < sg->dim; j++) d[sg->rows[i] * sg->dim + j] += sg->values[i * sg->dim + j];
+    return dense;
+}
+
+int64_t tk_ctx_leaf_count(const tk_ctx *ctx) { return ctx->nleaves; }
+
+const tk_tensor *tk_ctx_leaf(const tk_ctx *ctx, int64_t i) {
+    return i >= 0 && i < ctx->nleaves ? ctx->leaves[i].source : NULL;
+}
+
+/* --- deferred updates and added losses --- */
+
+tk_status tk_ctx_defer_update(tk_ctx *ctx, tk_tensor *dst, const float *src, float a, float b) {
+    if (ctx->nupdates == ctx->cap_updates) {
+        int64_t cap = ctx->cap_updates ? ctx->cap_updates * 2 : 16;
+        tk_update *u = realloc(ctx->updates, (size_t)cap * sizeof *u);
+        if (!u) {
+            tk_ctx_fail(ctx, "out of memory");
+            return TK_ERROR;
+        }
+        ctx->mallocs++;
+        ctx->updates = u;
+        ctx->cap_updates = cap;
+    }
+    tk_tensor_retain(dst);
+    ctx->updates[ctx->nupdates++] = (tk_update){dst, src, a, b};
+    return TK_OK;
+}
+
+void tk_ctx_apply_updates(tk_ctx *ctx) {
+    for (int64_t i = 0; i < ctx->nupdates; i++) {
+        tk_update *u = &ctx->updates[i];
+        float *d = tk_f32(u->dst);
+        for (int64_t j = 0; j < u->dst->numel; j++) d[j] = u->a * d[j] + u->b * u->src[j];
+    }
+    release_updates(ctx);
+}
+
+tk_status tk_ctx_add_loss(tk_ctx *ctx, tk_tensor *loss) {
+    if (!loss) return TK_ERROR;
+    if (loss->numel != 1) {
+        tk_ctx_fail(ctx, "add_loss: a loss must have one element");
+        return TK_ERROR;
+    }
+    ctx->added_loss = ctx->added_loss ? tk_add(ctx, ctx->added_loss, loss) : loss;
+    return ctx->added_loss ? TK_OK : TK_ERROR;
+}
+
+tk_tensor *tk_ctx_added_loss(tk_ctx *ctx) { return ctx->added_loss; }
+
+void tk_ctx_set_trace(tk_ctx *ctx, tk_trace_fn fn, void *ud) {
+    ctx->trace = fn;
+    ctx->trace_ud = ud;
+}

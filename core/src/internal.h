@@ -1,0 +1,95 @@
+/* Internal helpers shared by the core's translation units. Not installed. */
+#ifndef TK_INTERNAL_H
+#define TK_INTERNAL_H
+
+#include "towerkit.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TK_ERR_LEN 512
+#define TK_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Arena: a list of chunks; reset keeps one chunk as large as the peak use, so a
+ * repeated step settles into a single allocation. */
+typedef struct tk_arena_chunk {
+    struct tk_arena_chunk *next;
+    size_t size, used;
+    /* data follows, 64-byte aligned */
+} tk_arena_chunk;
+
+typedef struct tk_arena {
+    tk_arena_chunk *head;   /* current chunk (newest first) */
+    size_t total_used;      /* bytes handed out since reset */
+    size_t peak;            /* largest total_used seen */
+    uint64_t mallocs;
+} tk_arena;
+
+void tk_arena_init(tk_arena *a);
+void *tk_arena_alloc(tk_arena *a, size_t bytes); /* 64-byte aligned; NULL on OOM */
+void tk_arena_reset(tk_arena *a);
+void tk_arena_free(tk_arena *a);
+size_t tk_arena_capacity(const tk_arena *a);
+
+/* A deferred write (batch-norm running statistics). */
+typedef struct tk_update {
+    tk_tensor *dst; /* retained heap tensor */
+    const float *src;
+    float a, b;
+} tk_update;
+
+/* The alias of a heap leaf inside one context. */
+typedef struct tk_leaf {
+    const tk_tensor *source;
+    tk_tensor *alias;
+} tk_leaf;
+
+struct tk_ctx {
+    tk_arena arena;
+    uint64_t generation;
+    uint64_t rng[4];
+    bool training;
+    bool grad_enabled;
+    bool failed;
+    char error[2 * TK_ERR_LEN + 2]; /* "path: message" as readers see it */
+    char message[TK_ERR_LEN]; /* the innermost message */
+    char path[TK_ERR_LEN];    /* block path pushed by enclosing blocks */
+    /* tape: arena array grown by doubling (old arrays stay in the arena until reset) */
+    tk_node **tape;
+    int64_t ntape, cap_tape;
+    /* leaves: heap tensors requiring gradients, mapped to their aliases */
+    tk_leaf *leaves;
+    int64_t nleaves, cap_leaves;
+    /* deferred updates and added losses */
+    tk_update *updates;
+    int64_t nupdates, cap_updates;
+    tk_tensor *added_loss;
+    tk_trace_fn trace;
+    void *trace_ud;
+    int trace_depth;
+    uint64_t mallocs; /* malloc calls outside the arena (growing side arrays) */
+};
+
+/* Random numbers: xoshiro256** seeded by splitmix64. */
+void tk_rng_seed(uint64_t state[4], uint64_t seed);
+uint64_t tk_rng_next(uint64_t state[4]);
+float tk_rng_uniform(uint64_t state[4]);
+float tk_rng_normal(uint64_t state[4]);
+
+/* Shape helpers */
+int64_t tk_shape_numel(int32_t ndim, const int64_t *shape);
+/* Checks a tensor's dtype and rank; on failure sets ctx error naming `op` and `arg`. */
+bool tk_check_f32(tk_ctx *ctx, const char *op, const char *arg, const tk_tensor *t);
+bool tk_check_rank(tk_ctx *ctx, const char *op, const char *arg, const tk_tensor *t, int32_t ndim);
+
+/* Block helpers shared by block kinds. */
+char *tk_strdup(const char *s);
+void tk_block_kinds_register_builtin(void);
+/* Kind definitions (core/src/blocks) */
+extern const tk_block_kind tk_kind_dense, tk_kind_activation, tk_kind_l2norm, tk_kind_dropout,
+    tk_kind_batch_norm, tk_kind_filter, tk_kind_as_tabular, tk_kind_aggregation,
+    tk_kind_embeddings, tk_kind_sequential, tk_kind_parallel, tk_kind_residual,
+    tk_kind_shortcut, tk_kind_callback;
+
+#endif

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs the C unit tests and the busted specs against the build in $1 and ends with one
+# line "N passed, N failed". Exits non-zero on any failure, including a crashed runner.
+set -u
+build=${1:-build}
+cd "$(dirname "$0")/.."
+passed=0
+failed=0
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+if [ -n "${TK_ASAN:-}" ]; then
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:suppressions=$PWD/tests/asan.supp"
+  export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+fi
+
+count() { # adds the closing counts of a runner's output; a crash counts as a failure
+  local name=$1 rc=$2 p f
+  p=$(grep -cE '^ok ' "$log")
+  f=$(grep -cE '^not ok ' "$log")
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    echo "FAILED: $name exited with status $rc"
+    f=1
+  fi
+  passed=$((passed + p))
+  failed=$((failed + f))
+}
+
+for t in "$build"/tests/test_*; do
+  [ -x "$t" ] || continue
+  echo "== $t"
+  "$t" >"$log" 2>&1
+  rc=$?
+  grep -vE '^ok ' "$log" | grep -vE '^[0-9]+ passed, [0-9]+ failed$'
+  count "$t" "$rc"
+done
+
+echo "== busted (tests/spec)"
+preload=""
+if [ -n "${TK_ASAN:-}" ]; then
+  preload="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+fi
+TOWERKIT_BUILD="$build" LD_PRELOAD="$preload" luajit /usr/bin/busted --cpath="$build/?.so" -o TAP >"$log" 2>&1
+rc=$?
+grep -vE '^ok ' "$log"
+count busted "$rc"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
