@@ -76,10 +76,9 @@ void *tk_ctx_fail(tk_ctx *ctx, const char *fmt, ...) {
 void tk_ctx_error_push_path(tk_ctx *ctx, const char *name) {
     if (!ctx->failed || !name || !*name) return;
     char path[TK_ERR_LEN];
-    if (ctx->path[0])
-        snprintf(path, sizeof path, "%s/%s", name, ctx->path);
-    else
-        snprintf(path, sizeof path, "%s", name);
+    int n = ctx->path[0] ? snprintf(path, sizeof path, "%s/%s", name, ctx->path)
+                         : snprintf(path, sizeof path, "%s", name);
+    if (n < 0 || (size_t)n >= sizeof path) return; /* absurdly deep: keep the inner path */
     memcpy(ctx->path, path, sizeof path);
     snprintf(ctx->error, sizeof ctx->error, "%s: %s", ctx->path, ctx->message);
 }
