@@ -23,11 +23,11 @@ BIND_OBJ    := $(BIND_SRC:%.c=$(BUILD)/obj/%.o)
 HOST_OBJ    := $(HOST_SRC:%.c=$(BUILD)/obj/%.o)
 CTEST_SRC   := $(wildcard tests/c/test_*.c)
 CTEST_BIN   := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
-HEADERS     := $(wildcard core/include/*.h core/src/*.h lua/binding/*.h tests/c/*.h)
+HEADERS     := $(wildcard core/include/*.h core/src/*.h core/src/*/*.h lua/binding/*.h tests/c/*.h)
 
 .PHONY: all deps test test-c test-lua test-asan bench run clean
 
-all: $(BUILD)/libtowerkit.a $(BUILD)/libtowerkit.so $(BUILD)/towerkit/core.so $(BUILD)/towerkit
+all: $(BUILD)/libtowerkit.a $(BUILD)/libtowerkit.so $(BUILD)/lua/towerkit/core.so $(BUILD)/towerkit
 
 # Installs the Debian packages that are missing; a no-op when all are there.
 deps:
@@ -47,10 +47,10 @@ $(BUILD)/libtowerkit.a: $(CORE_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/libtowerkit.so: $(CORE_OBJ)
-	$(CC) -shared $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) -shared -Wl,--no-undefined $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # The Lua module towerkit.core: binding plus the core, linked statically.
-$(BUILD)/towerkit/core.so: $(BIND_OBJ) $(BUILD)/libtowerkit.a
+$(BUILD)/lua/towerkit/core.so: $(BIND_OBJ) $(BUILD)/libtowerkit.a
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -o $@ $(BIND_OBJ) $(BUILD)/libtowerkit.a $(LIBS)
 

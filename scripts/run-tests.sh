@@ -41,7 +41,7 @@ preload=""
 if [ -n "${TK_ASAN:-}" ]; then
   preload="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
 fi
-TOWERKIT_BUILD="$build" LD_PRELOAD="$preload" luajit /usr/bin/busted --cpath="$build/?.so" -o TAP >"$log" 2>&1
+TOWERKIT_BUILD="$build" LD_PRELOAD="$preload" luajit /usr/bin/busted --cpath="$build/lua/?.so" -o TAP >"$log" 2>&1
 rc=$?
 grep -vE '^ok ' "$log"
 count busted "$rc"

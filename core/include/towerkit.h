@@ -509,9 +509,10 @@ tk_block *tk_as_tabular_block_new(const char *name, const char *output_name);
 tk_block *tk_aggregation_block_new(const char *name, tk_aggregation agg);
 
 /* Embedding tables for categorical features. Forward takes a tabular input and returns
- * {feature: [B, dim]} for each configured feature present in it (one-hot "f" as I64 [B]
- * or [B, 1]; multi-hot "f__values"/"f__offsets"). Features configured with the same
- * table name share one table. Parameters are the tables, named by table name. */
+ * {feature: [B, dim]} for each configured feature (one-hot "f" as I64 [B] or [B, 1];
+ * multi-hot "f__values"/"f__offsets"); a configured feature missing from the input is
+ * an error naming it. Features configured with the same table name share one table.
+ * Parameters are the tables, named by table name. */
 tk_block *tk_embeddings_new(const char *name);
 /* Adds a feature. If `table` exists already, cardinality and dim must match it. */
 tk_status tk_embeddings_add_feature(tk_block *b, const char *feature, const char *table,
@@ -548,7 +549,14 @@ tk_block *tk_callback_block_new(const char *name, tk_callback_fn fn, void *ud,
 /* ------------------------------------------------------------------------------------ */
 
 typedef struct tk_optim tk_optim;
-/* SGD: v = momentum * v + g; p -= lr * (nesterov ? g + momentum * v : v). */
+/* Update rules are PyTorch's; t, for Adam's bias correction, is the optimizer's step
+ * count. State (moments) is kept per parameter, keyed by the parameter (which the
+ * optimizer retains until tk_optim_free), allocated on its first update. Constructors
+ * return NULL (tk_last_error) on a learning rate that is not finite and > 0, or on a
+ * negative or non-finite momentum, eps, weight decay or accumulator, or a beta outside
+ * [0, 1). */
+/* SGD: g += weight_decay * p; v = momentum * v + g; p -= lr * (nesterov ? g + momentum * v
+ * : v). Nesterov needs momentum > 0. */
 tk_optim *tk_optim_sgd_new(float lr, float momentum, bool nesterov, float weight_decay);
 /* Adam (decoupled weight decay when weight_decay > 0: AdamW). Embedding tables with
  * sparse gradients are updated lazily: only their touched rows, moments included. */
@@ -556,16 +564,22 @@ tk_optim *tk_optim_adam_new(float lr, float beta1, float beta2, float eps, float
 /* Adagrad: acc += g^2; p -= lr * g / (sqrt(acc) + eps); initial accumulator value. */
 tk_optim *tk_optim_adagrad_new(float lr, float initial_accumulator, float eps);
 void tk_optim_free(tk_optim *opt);
-void tk_optim_set_lr(tk_optim *opt, float lr);
+void tk_optim_set_lr(tk_optim *opt, float lr); /* a bad value is refused (tk_last_error) */
 float tk_optim_lr(const tk_optim *opt);
 int64_t tk_optim_steps(const tk_optim *opt);
 /* One update of `n` parameters from the gradients in ctx (parameters that got no
- * gradient are skipped), then tk_ctx_apply_updates(ctx). */
+ * gradient are skipped, one listed twice is updated once), then tk_ctx_apply_updates(ctx).
+ * Parameters are heap F32 tensors. All are checked before any is written; on an error,
+ * or if ctx already has one, nothing changes and TK_ERROR is returned (the message in
+ * ctx, unless it had one, and in tk_last_error). */
 tk_status tk_optim_step(tk_optim *opt, tk_ctx *ctx, int32_t n, tk_tensor *const *params);
 /* Same over the trainable parameters of a block. */
 tk_status tk_optim_step_block(tk_optim *opt, tk_ctx *ctx, const tk_block *b);
 /* Scales every gradient in ctx so their global l2 norm is at most max_norm; returns
- * the norm before clipping. */
+ * the norm before clipping. The norm is that of the coalesced (and, for a table with a
+ * dense part too, summed) gradients. max_norm may be INFINITY (only measures). A
+ * non-finite norm is returned with the gradients left as they are. Returns -1 on an
+ * error (NULL ctx, a failed ctx, max_norm not > 0). */
 double tk_clip_grad_norm(tk_ctx *ctx, double max_norm);
 
 /* ------------------------------------------------------------------------------------ */

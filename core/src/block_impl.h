@@ -1,0 +1,95 @@
+/* Helpers shared by the block kinds (core/src/blocks). Not installed.
+ *
+ * Every block is allocated by tk_block_new as a tk_block_priv, whose public part is the
+ * tk_block of towerkit.h. The private part remembers, for each parameter, the
+ * initialiser it was drawn from (so tk_block_copy can draw fresh weights), and a seed
+ * for weights built lazily at the first forward. */
+#ifndef TK_BLOCK_IMPL_H
+#define TK_BLOCK_IMPL_H
+
+#include "internal.h"
+
+#include <cJSON.h>
+
+typedef struct tk_param_info {
+    bool has_init;  /* false: added with tk_block_add_param, copied by value */
+    tk_init init;
+} tk_param_info;
+
+/* --- construction --- */
+
+/* tk_block_add_param with the initialiser the tensor was filled from (for copy). */
+tk_status tk_block_add_param_init(tk_block *b, const char *name, tk_tensor *t, bool trainable,
+                                  tk_init init);
+/* A new heap F32 parameter filled from init with seed and marked as requiring gradients
+ * when trainable; added to b. Returns the tensor (owned by b) or NULL (tk_last_error). */
+tk_tensor *tk_block_new_param(tk_block *b, const char *name, int32_t ndim, const int64_t *shape,
+                              bool trainable, tk_init init, uint64_t seed);
+/* The seed a block draws its lazily-built weights from; tk_block_copy gives the copy a
+ * new one. */
+uint64_t tk_block_seed(const tk_block *b);
+void tk_block_set_seed(tk_block *b, uint64_t seed);
+/* A well-mixed seed derived from seed and k (splitmix64). */
+uint64_t tk_seed_mix(uint64_t seed, uint64_t k);
+
+/* --- forward helpers --- */
+
+/* The tensor of a single-tensor input, or NULL with a message saying `what` needs a
+ * tensor and got a tabular value. */
+tk_tensor *tk_block_need_tensor(tk_ctx *ctx, const char *what, const tk_value *in);
+/* true if `in` is tabular; otherwise fails saying `what` needs a tabular value. */
+bool tk_block_need_tabular(tk_ctx *ctx, const char *what, const tk_value *in);
+/* Adds entry key -> t to dst, failing with a message naming the key and both branches
+ * when dst has the key already. (*origins)[i] names the branch that produced entry i of
+ * dst: an arena array grown with dst (start with an empty dst and *origins NULL). */
+tk_status tk_value_add_unique(tk_ctx *ctx, tk_value *dst, const char ***origins, const char *key,
+                             tk_tensor *t, const char *origin, const char *what);
+/* tk_value_add_unique of every entry of the tabular value src. */
+tk_status tk_value_merge_from(tk_ctx *ctx, tk_value *dst, const char ***origins, const tk_value *src,
+                              const char *origin, const char *what);
+
+/* --- config --- */
+
+/* Config of a block as a cJSON object (caller deletes), NULL on failure (tk_last_error). */
+cJSON *tk_block_config_cjson(const tk_block *b);
+/* A block from a cJSON config object (recursive); NULL and tk_last_error on failure. */
+tk_block *tk_block_from_cjson(const cJSON *o, uint64_t seed);
+/* Sets tk_last_error to "block config '<path>': <message>", the path being the names of
+ * the blocks being read, outermost first. Returns NULL. */
+void *tk_cfg_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Typed field readers: false with tk_cfg_fail naming the key when the key is missing
+ * (and required) or of the wrong type. When optional and missing, *out is unchanged. */
+bool tk_cfg_int(const cJSON *o, const char *key, bool required, int64_t *out);
+bool tk_cfg_float(const cJSON *o, const char *key, bool required, float *out);
+bool tk_cfg_bool(const cJSON *o, const char *key, bool required, bool *out);
+bool tk_cfg_string(const cJSON *o, const char *key, bool required, const char **out);
+bool tk_cfg_activation(const cJSON *o, const char *key, bool required, tk_activation *out);
+bool tk_cfg_init(const cJSON *o, const char *key, bool required, tk_init *out);
+/* The "children" array with exactly n entries (n < 0: any number); NULL on failure. */
+const cJSON *tk_cfg_children(const cJSON *o, int n_min, int n_max);
+/* The "name" of a config object (checked by tk_block_from_cjson before the kind's
+ * from_config runs). */
+const char *tk_cfg_name(const cJSON *o);
+/* The child block of `children[i]`, with a seed derived from seed and i. */
+tk_block *tk_cfg_child(const cJSON *children, int i, uint64_t seed);
+/* Writers: add a float written as its shortest decimal form (0.1f as 0.1), an
+ * initialiser object {"kind", "a", "b"}. false on out of memory. */
+bool tk_cfg_add_float(cJSON *o, const char *key, float v);
+bool tk_cfg_add_init(cJSON *o, const char *key, tk_init init);
+
+/* --- kinds: constructors from config (one per built-in kind) --- */
+tk_block *tk_dense_from_config(const void *json, uint64_t seed);
+tk_block *tk_activation_from_config(const void *json, uint64_t seed);
+tk_block *tk_l2norm_from_config(const void *json, uint64_t seed);
+tk_block *tk_dropout_from_config(const void *json, uint64_t seed);
+tk_block *tk_batch_norm_from_config(const void *json, uint64_t seed);
+tk_block *tk_filter_from_config(const void *json, uint64_t seed);
+tk_block *tk_as_tabular_from_config(const void *json, uint64_t seed);
+tk_block *tk_aggregation_from_config(const void *json, uint64_t seed);
+tk_block *tk_embeddings_from_config(const void *json, uint64_t seed);
+tk_block *tk_sequential_from_config(const void *json, uint64_t seed);
+tk_block *tk_parallel_from_config(const void *json, uint64_t seed);
+tk_block *tk_residual_from_config(const void *json, uint64_t seed);
+tk_block *tk_shortcut_from_config(const void *json, uint64_t seed);
+
+#endif

@@ -1,0 +1,518 @@
+/* Optimizers (SGD, Adam/AdamW, Adagrad) and global gradient-norm clipping.
+ *
+ * The update rules follow PyTorch's single-tensor implementations:
+ *   SGD      g += wd * p; v = momentum * v + g; p -= lr * (nesterov ? g + momentum * v : v)
+ *   Adam     p *= 1 - lr * wd (decoupled, AdamW); m = b1 m + (1 - b1) g;
+ *            v = b2 v + (1 - b2) g^2; p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
+ *   Adagrad  acc += g^2; p -= lr * g / (sqrt(acc) + eps), acc starting at initial_accumulator
+ * with t the optimizer's global step count (incremented once per tk_optim_step).
+ *
+ * An embedding table whose gradient is sparse (rows plus summed values) is updated lazily:
+ * the rule above is applied to its touched rows only, their moment rows included, as
+ * TF's LazyAdam and PyTorch's SparseAdam do. A dense table-sized gradient is never built
+ * for it, unless the table also has a dense gradient part; then the dense sum is used.
+ *
+ * Per-parameter state (moments) lives on the heap, keyed by the parameter pointer in an
+ * open-addressing hash map; the optimizer retains each parameter it holds state for.
+ * State is created on the parameter's first update; later steps allocate nothing. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef enum optim_kind { OPTIM_SGD = 0, OPTIM_ADAM, OPTIM_ADAGRAD } optim_kind;
+
+/* State of one parameter. `buf` holds nbuf moment arrays of numel floats each:
+ * SGD with momentum: v; Adam: m then v; Adagrad: acc. */
+typedef struct optim_state {
+    tk_tensor *param;     /* key; retained. NULL: empty slot */
+    float *buf;
+    int64_t numel;
+    uint64_t stamp;       /* last tk_optim_step call that updated it (duplicate guard) */
+} optim_state;
+
+/* How one parameter is updated in the current step. */
+typedef enum grad_kind { GRAD_NONE = 0, GRAD_DENSE, GRAD_SPARSE } grad_kind;
+typedef struct optim_work {
+    grad_kind kind;
+    optim_state *state;
+    const float *dense;         /* GRAD_DENSE: numel values */
+    const tk_sparse_grad *sparse; /* GRAD_SPARSE */
+} optim_work;
+
+struct tk_optim {
+    optim_kind kind;
+    float lr;
+    float momentum;       /* SGD */
+    bool nesterov;        /* SGD */
+    float weight_decay;   /* SGD: L2 added to the gradient; Adam: decoupled */
+    float beta1, beta2;   /* Adam */
+    float eps;            /* Adam, Adagrad */
+    float initial_acc;    /* Adagrad */
+    int64_t steps;        /* completed steps */
+    uint64_t calls;       /* tk_optim_step calls, stamps duplicates */
+    /* state map: capacity is a power of two, at most half full */
+    optim_state *slots;
+    int64_t cap, count;
+    /* scratch reused across steps */
+    optim_work *work;
+    int64_t cap_work;
+    tk_tensor **block_params;
+    int64_t nblock_params, cap_block_params;
+};
+
+/* ------------------------------------------------------------------------------------ */
+/* Construction                                                                          */
+/* ------------------------------------------------------------------------------------ */
+
+static bool finite_f(float x) { return isfinite(x) != 0; }
+
+static bool check_lr(const char *who, float lr) {
+    if (!finite_f(lr) || !(lr > 0.0f)) {
+        tk_set_error("%s: learning rate must be a finite number > 0, got %g", who, (double)lr);
+        return false;
+    }
+    return true;
+}
+
+static bool check_nonneg(const char *who, const char *what, float x) {
+    if (!finite_f(x) || x < 0.0f) {
+        tk_set_error("%s: %s must be a finite number >= 0, got %g", who, what, (double)x);
+        return false;
+    }
+    return true;
+}
+
+static tk_optim *optim_alloc(optim_kind kind, float lr) {
+    tk_optim *opt = calloc(1, sizeof *opt);
+    if (!opt) {
+        tk_set_error("optimizer: out of memory");
+        return NULL;
+    }
+    opt->kind = kind;
+    opt->lr = lr;
+    return opt;
+}
+
+tk_optim *tk_optim_sgd_new(float lr, float momentum, bool nesterov, float weight_decay) {
+    const char *who = "sgd";
+    if (!check_lr(who, lr) || !check_nonneg(who, "momentum", momentum) ||
+        !check_nonneg(who, "weight_decay", weight_decay))
+        return NULL;
+    if (nesterov && momentum == 0.0f) {
+        tk_set_error("sgd: nesterov momentum requires momentum > 0");
+        return NULL;
+    }
+    tk_optim *opt = optim_alloc(OPTIM_SGD, lr);
+    if (!opt) return NULL;
+    opt->momentum = momentum;
+    opt->nesterov = nesterov;
+    opt->weight_decay = weight_decay;
+    return opt;
+}
+
+static bool check_beta(const char *who, const char *what, float b) {
+    if (!finite_f(b) || b < 0.0f || b >= 1.0f) {
+        tk_set_error("%s: %s must be in [0, 1), got %g", who, what, (double)b);
+        return false;
+    }
+    return true;
+}
+
+tk_optim *tk_optim_adam_new(float lr, float beta1, float beta2, float eps, float weight_decay) {
+    const char *who = weight_decay > 0.0f ? "adamw" : "adam";
+    if (!check_lr(who, lr) || !check_beta(who, "beta1", beta1) || !check_beta(who, "beta2", beta2) ||
+        !check_nonneg(who, "epsilon", eps) || !check_nonneg(who, "weight_decay", weight_decay))
+        return NULL;
+    tk_optim *opt = optim_alloc(OPTIM_ADAM, lr);
+    if (!opt) return NULL;
+    opt->beta1 = beta1;
+    opt->beta2 = beta2;
+    opt->eps = eps;
+    opt->weight_decay = weight_decay;
+    return opt;
+}
+
+tk_optim *tk_optim_adagrad_new(float lr, float initial_accumulator, float eps) {
+    const char *who = "adagrad";
+    if (!check_lr(who, lr) || !check_nonneg(who, "initial_accumulator", initial_accumulator) ||
+        !check_nonneg(who, "epsilon", eps))
+        return NULL;
+    tk_optim *opt = optim_alloc(OPTIM_ADAGRAD, lr);
+    if (!opt) return NULL;
+    opt->initial_acc = initial_accumulator;
+    opt->eps = eps;
+    return opt;
+}
+
+void tk_optim_free(tk_optim *opt) {
+    if (!opt) return;
+    for (int64_t i = 0; i < opt->cap; i++) {
+        if (!opt->slots[i].param) continue;
+        free(opt->slots[i].buf);
+        tk_tensor_release(opt->slots[i].param);
+    }
+    free(opt->slots);
+    free(opt->work);
+    free(opt->block_params);
+    free(opt);
+}
+
+void tk_optim_set_lr(tk_optim *opt, float lr) {
+    if (!opt) {
+        tk_set_error("optimizer set_lr: optimizer is NULL");
+        return;
+    }
+    if (check_lr("optimizer set_lr", lr)) opt->lr = lr; /* a bad value keeps the old rate */
+}
+
+float tk_optim_lr(const tk_optim *opt) { return opt ? opt->lr : 0.0f; }
+int64_t tk_optim_steps(const tk_optim *opt) { return opt ? opt->steps : 0; }
+
+/* ------------------------------------------------------------------------------------ */
+/* State map                                                                             */
+/* ------------------------------------------------------------------------------------ */
+
+static uint64_t hash_ptr(const void *p) {
+    uint64_t x = (uint64_t)(uintptr_t)p;
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static optim_state *slot_for(optim_state *slots, int64_t cap, const tk_tensor *p) {
+    uint64_t mask = (uint64_t)cap - 1;
+    for (uint64_t i = hash_ptr(p) & mask;; i = (i + 1) & mask)
+        if (slots[i].param == p || !slots[i].param) return &slots[i];
+}
+
+static bool map_grow(tk_optim *opt) {
+    int64_t cap = opt->cap ? opt->cap * 2 : 64;
+    optim_state *slots = calloc((size_t)cap, sizeof *slots);
+    if (!slots) return false;
+    for (int64_t i = 0; i < opt->cap; i++)
+        if (opt->slots[i].param) *slot_for(slots, cap, opt->slots[i].param) = opt->slots[i];
+    free(opt->slots);
+    opt->slots = slots;
+    opt->cap = cap;
+    return true;
+}
+
+static int nbufs(const tk_optim *opt) {
+    switch (opt->kind) {
+    case OPTIM_SGD: return opt->momentum != 0.0f ? 1 : 0;
+    case OPTIM_ADAM: return 2;
+    case OPTIM_ADAGRAD: return 1;
+    }
+    return 0;
+}
+
+/* The state of p, created (moments zeroed, Adagrad's accumulator filled) on first use.
+ * NULL when out of memory. */
+static optim_state *state_get(tk_optim *opt, tk_tensor *p) {
+    if (opt->cap) {
+        optim_state *s = slot_for(opt->slots, opt->cap, p);
+        if (s->param) return s;
+    }
+    if ((opt->count + 1) * 2 > opt->cap && !map_grow(opt)) return NULL;
+    int nb = nbufs(opt);
+    float *buf = NULL;
+    if (nb > 0 && p->numel > 0) {
+        buf = calloc((size_t)p->numel * (size_t)nb, sizeof *buf);
+        if (!buf) return NULL;
+        if (opt->kind == OPTIM_ADAGRAD && opt->initial_acc != 0.0f)
+            for (int64_t i = 0; i < p->numel; i++) buf[i] = opt->initial_acc;
+    }
+    optim_state *s = slot_for(opt->slots, opt->cap, p);
+    tk_tensor_retain(p);
+    s->param = p;
+    s->buf = buf;
+    s->numel = p->numel;
+    s->stamp = 0;
+    opt->count++;
+    return s;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Update kernels over a contiguous span (a whole tensor, or one row of a table)          */
+/* ------------------------------------------------------------------------------------ */
+
+typedef struct adam_consts {
+    float lr, b1, b2, eps, decay; /* decay = 1 - lr * wd */
+    float step_size;              /* lr / (1 - b1^t) */
+    float bc2_sqrt;               /* sqrt(1 - b2^t) */
+} adam_consts;
+
+static void sgd_span(const tk_optim *opt, float *p, const float *g, float *v, int64_t n) {
+    const float lr = opt->lr, mu = opt->momentum, wd = opt->weight_decay;
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        if (wd != 0.0f) gi += wd * p[i];
+        if (v) {
+            v[i] = mu * v[i] + gi;
+            gi = opt->nesterov ? gi + mu * v[i] : v[i];
+        }
+        p[i] -= lr * gi;
+    }
+}
+
+static void adam_span(const adam_consts *c, float *p, const float *g, float *m, float *v, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        if (c->decay != 1.0f) p[i] *= c->decay;
+        m[i] = c->b1 * m[i] + (1.0f - c->b1) * gi;
+        v[i] = c->b2 * v[i] + (1.0f - c->b2) * gi * gi;
+        float denom = sqrtf(v[i]) / c->bc2_sqrt + c->eps;
+        p[i] -= c->step_size * (m[i] / denom);
+    }
+}
+
+static void adagrad_span(const tk_optim *opt, float *p, const float *g, float *acc, int64_t n) {
+    const float lr = opt->lr, eps = opt->eps;
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        acc[i] += gi * gi;
+        p[i] -= lr * (gi / (sqrtf(acc[i]) + eps));
+    }
+}
+
+/* Applies the rule to elements [off, off + n) of the state's parameter and moments. */
+static void update_span(const tk_optim *opt, const adam_consts *ac, optim_state *s,
+                        int64_t off, const float *g, int64_t n) {
+    float *p = tk_f32(s->param) + off;
+    switch (opt->kind) {
+    case OPTIM_SGD:
+        sgd_span(opt, p, g, s->buf ? s->buf + off : NULL, n);
+        break;
+    case OPTIM_ADAM:
+        adam_span(ac, p, g, s->buf + off, s->buf + s->numel + off, n);
+        break;
+    case OPTIM_ADAGRAD:
+        adagrad_span(opt, p, g, s->buf + off, n);
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Steps                                                                                 */
+/* ------------------------------------------------------------------------------------ */
+
+/* Sets both the thread's message and the context's (the first failure of ctx is kept). */
+__attribute__((format(printf, 2, 3))) static tk_status step_fail(tk_ctx *ctx, const char *fmt, ...) {
+    char msg[TK_ERR_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    tk_set_error("%s", msg);
+    if (ctx) tk_ctx_fail(ctx, "%s", msg);
+    return TK_ERROR;
+}
+
+/* The context alias of a heap leaf, NULL if it is not a leaf of ctx. */
+static tk_tensor *find_alias(const tk_ctx *ctx, const tk_tensor *p) {
+    for (int64_t i = 0; i < ctx->nleaves; i++)
+        if (ctx->leaves[i].source == p) return ctx->leaves[i].alias;
+    return NULL;
+}
+
+static bool ensure_work(tk_optim *opt, int64_t n) {
+    if (n <= opt->cap_work) return true;
+    int64_t cap = opt->cap_work ? opt->cap_work : 32;
+    while (cap < n) cap *= 2;
+    optim_work *w = realloc(opt->work, (size_t)cap * sizeof *w);
+    if (!w) return false;
+    opt->work = w;
+    opt->cap_work = cap;
+    return true;
+}
+
+/* Resolves the gradient of params[i] and checks it against the parameter. */
+static tk_status prepare(tk_optim *opt, tk_ctx *ctx, int32_t i, tk_tensor *p, optim_work *w) {
+    char s1[64], s2[64];
+    memset(w, 0, sizeof *w);
+    if (!p) return step_fail(ctx, "optimizer step: params[%d] is NULL", (int)i);
+    if (!(p->flags & TK_TENSOR_HEAP))
+        return step_fail(ctx, "optimizer step: params[%d] is not a heap tensor (a parameter must be "
+                         "created with tk_tensor_new)", (int)i);
+    if (p->dtype != TK_F32)
+        return step_fail(ctx, "optimizer step: params[%d] is %s, expected float32", (int)i,
+                         tk_dtype_name(p->dtype));
+    tk_tensor *alias = find_alias(ctx, p);
+    if (!alias || (!alias->grad && !alias->sparse)) return TK_OK; /* no gradient: skipped */
+    if (p->numel == 0) return TK_OK;                                /* nothing to update */
+    if (alias->sparse && !alias->grad) {
+        const tk_sparse_grad *sg = tk_ctx_sparse_grad(ctx, p);
+        if (!sg) return step_fail(ctx, "optimizer step: params[%d]: cannot read its sparse gradient", (int)i);
+        int64_t dim = p->ndim == 2 ? p->shape[1] : 1;
+        if (sg->dim != dim || dim <= 0)
+            return step_fail(ctx, "optimizer step: params[%d] %s has sparse gradient rows of width %lld",
+                             (int)i, tk_shape_str(p, s1, sizeof s1), (long long)sg->dim);
+        int64_t nrows = p->numel / dim;
+        for (int64_t r = 0; r < sg->n; r++)
+            if (sg->rows[r] < 0 || sg->rows[r] >= nrows)
+                return step_fail(ctx, "optimizer step: params[%d] %s has a sparse gradient for row %lld",
+                                 (int)i, tk_shape_str(p, s1, sizeof s1), (long long)sg->rows[r]);
+        w->kind = GRAD_SPARSE;
+        w->sparse = sg;
+    } else {
+        /* dense, or sparse plus dense parts: the dense sum */
+        tk_tensor *g = tk_ctx_grad(ctx, p);
+        if (!g) return step_fail(ctx, "optimizer step: params[%d]: cannot read its gradient", (int)i);
+        if (g->dtype != TK_F32 || g->numel != p->numel)
+            return step_fail(ctx, "optimizer step: params[%d] is %s but its gradient is %s", (int)i,
+                             tk_shape_str(p, s1, sizeof s1), tk_shape_str(g, s2, sizeof s2));
+        w->kind = GRAD_DENSE;
+        w->dense = tk_f32(g);
+    }
+    w->state = state_get(opt, p);
+    if (!w->state) return step_fail(ctx, "optimizer step: out of memory for the state of params[%d]", (int)i);
+    if (w->state->stamp == opt->calls) w->kind = GRAD_NONE; /* listed twice: update once */
+    w->state->stamp = opt->calls;
+    return TK_OK;
+}
+
+tk_status tk_optim_step(tk_optim *opt, tk_ctx *ctx, int32_t n, tk_tensor *const *params) {
+    if (!ctx) return step_fail(NULL, "optimizer step: context is NULL");
+    if (!opt) return step_fail(ctx, "optimizer step: optimizer is NULL");
+    if (ctx->failed) {
+        tk_set_error("optimizer step: the context has an error: %s", ctx->error);
+        return TK_ERROR;
+    }
+    if (n < 0) return step_fail(ctx, "optimizer step: negative parameter count %d", (int)n);
+    if (n > 0 && !params) return step_fail(ctx, "optimizer step: params is NULL");
+    if (!ensure_work(opt, n)) return step_fail(ctx, "optimizer step: out of memory");
+
+    /* Check everything before writing anything. */
+    opt->calls++;
+    for (int32_t i = 0; i < n; i++)
+        if (prepare(opt, ctx, i, params[i], &opt->work[i]) != TK_OK) return TK_ERROR;
+
+    opt->steps++;
+    adam_consts ac = {0};
+    if (opt->kind == OPTIM_ADAM) {
+        double t = (double)opt->steps;
+        ac.lr = opt->lr;
+        ac.b1 = opt->beta1;
+        ac.b2 = opt->beta2;
+        ac.eps = opt->eps;
+        ac.decay = (float)(1.0 - (double)opt->lr * (double)opt->weight_decay);
+        ac.step_size = (float)((double)opt->lr / (1.0 - pow((double)opt->beta1, t)));
+        ac.bc2_sqrt = (float)sqrt(1.0 - pow((double)opt->beta2, t));
+    }
+    for (int32_t i = 0; i < n; i++) {
+        optim_work *w = &opt->work[i];
+        if (w->kind == GRAD_DENSE) {
+            update_span(opt, &ac, w->state, 0, w->dense, w->state->numel);
+        } else if (w->kind == GRAD_SPARSE) {
+            const tk_sparse_grad *sg = w->sparse;
+            for (int64_t r = 0; r < sg->n; r++)
+                update_span(opt, &ac, w->state, sg->rows[r] * sg->dim, sg->values + r * sg->dim, sg->dim);
+        }
+    }
+    tk_ctx_apply_updates(ctx);
+    return TK_OK;
+}
+
+typedef struct block_collect {
+    tk_optim *opt;
+    bool oom;
+} block_collect;
+
+static int collect_param(void *ud, const char *path, tk_tensor *param, bool trainable) {
+    block_collect *bc = ud;
+    tk_optim *opt = bc->opt;
+    if (!trainable) return 0;
+    if (opt->nblock_params == opt->cap_block_params) {
+        int64_t cap = opt->cap_block_params ? opt->cap_block_params * 2 : 32;
+        tk_tensor **a = realloc(opt->block_params, (size_t)cap * sizeof *a);
+        if (!a) {
+            bc->oom = true;
+            return 1;
+        }
+        opt->block_params = a;
+        opt->cap_block_params = cap;
+    }
+    opt->block_params[opt->nblock_params++] = param;
+    return 0;
+}
+
+tk_status tk_optim_step_block(tk_optim *opt, tk_ctx *ctx, const tk_block *b) {
+    if (!ctx) return step_fail(NULL, "optimizer step: context is NULL");
+    if (!opt) return step_fail(ctx, "optimizer step: optimizer is NULL");
+    if (!b) return step_fail(ctx, "optimizer step: block is NULL");
+    block_collect bc = {opt, false};
+    opt->nblock_params = 0;
+    tk_block_visit_params(b, false, collect_param, &bc);
+    if (bc.oom) return step_fail(ctx, "optimizer step: out of memory");
+    if (opt->nblock_params > INT32_MAX)
+        return step_fail(ctx, "optimizer step: too many parameters (%lld)", (long long)opt->nblock_params);
+    return tk_optim_step(opt, ctx, (int32_t)opt->nblock_params, opt->block_params);
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Clipping                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+static double sum_sq(const float *x, int64_t n) {
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
+    return s;
+}
+
+static void scale(float *x, int64_t n, float c) {
+    for (int64_t i = 0; i < n; i++) x[i] *= c;
+}
+
+double tk_clip_grad_norm(tk_ctx *ctx, double max_norm) {
+    if (!ctx) {
+        step_fail(NULL, "clip_grad_norm: context is NULL");
+        return -1.0;
+    }
+    if (ctx->failed) {
+        tk_set_error("clip_grad_norm: the context has an error: %s", ctx->error);
+        return -1.0;
+    }
+    if (isnan(max_norm) || !(max_norm > 0.0)) {
+        step_fail(ctx, "clip_grad_norm: max_norm must be > 0, got %g", max_norm);
+        return -1.0;
+    }
+    double total = 0.0;
+    for (int64_t i = 0; i < ctx->nleaves; i++) {
+        tk_tensor *a = ctx->leaves[i].alias;
+        if (a->grad) total += sum_sq(tk_f32(a->grad), a->grad->numel);
+        if (!a->sparse) continue;
+        /* coalesced: duplicate rows are one gradient row, and its norm is of their sum */
+        const tk_sparse_grad *sg = tk_ctx_sparse_grad(ctx, ctx->leaves[i].source);
+        if (!sg) {
+            step_fail(ctx, "clip_grad_norm: cannot read a sparse gradient");
+            return -1.0;
+        }
+        for (int64_t r = 0; r < sg->n; r++) {
+            const float *v = sg->values + r * sg->dim;
+            if (!a->grad) {
+                total += sum_sq(v, sg->dim);
+                continue;
+            }
+            /* sparse and dense parts of one table: the row's gradient is their sum */
+            const float *d = tk_f32(a->grad) + sg->rows[r] * sg->dim;
+            double s = 0.0;
+            for (int64_t j = 0; j < sg->dim; j++) {
+                double x = (double)d[j] + (double)v[j];
+                s += x * x - (double)d[j] * (double)d[j];
+            }
+            total += s;
+        }
+    }
+    double norm = sqrt(total < 0.0 ? 0.0 : total); /* < 0 only by rounding; NaN stays NaN */
+    if (!isfinite(norm) || norm <= max_norm) return norm; /* non-finite: left as they are */
+    float c = (float)(max_norm / norm);
+    for (int64_t i = 0; i < ctx->nleaves; i++) {
+        tk_tensor *a = ctx->leaves[i].alias;
+        if (a->grad) scale(tk_f32(a->grad), a->grad->numel, c);
+        if (a->sparse) scale(a->sparse->values, a->sparse->n * a->sparse->dim, c);
+    }
+    return norm;
+}

@@ -1,0 +1,92 @@
+--- towerkit: two-tower retrieval models in LuaJIT on a C core.
+--
+-- This module is the facade over the C binding `towerkit.core`: tensors and their
+-- ops, contexts, blocks with Merlin's methods (towerkit.block), and optimizers
+-- (towerkit.optim).
+local core = require "towerkit.core"
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+local tk = {
+  _VERSION = core.version,
+  core = core,
+}
+
+-- Tensors -------------------------------------------------------------------------
+tk.tensor = core.tensor
+tk.zeros = core.zeros
+tk.ones = core.ones
+tk.full = core.full
+tk.randn = core.randn
+tk.rand = core.rand
+tk.matmul = core.matmul
+tk.concat = core.concat
+tk.stack = core.stack
+tk.cosine = core.cosine
+tk.embedding_lookup = core.embedding_lookup
+tk.is_tensor = core.is_tensor
+tk.Tensor = core.Tensor
+
+--- Fills a new tensor with a named initializer ("glorot_uniform", "he_normal", ...).
+-- @param shape table of dimensions
+-- @param initializer name or {kind =, a =, b =}
+-- @param seed number (default 0)
+function tk.initialized(shape, initializer, seed)
+  return core.init(shape, initializer, seed)
+end
+
+-- Activations as tensor methods: t:relu(), t:sigmoid(), ...
+for _, name in ipairs { "relu", "sigmoid", "tanh", "gelu", "selu", "elu", "softplus" } do
+  core.Tensor[name] = function(self) return self:activate(name) end
+end
+core.Tensor.pow2 = core.Tensor.square
+
+-- Losses --------------------------------------------------------------------------
+tk.losses = {
+  cross_entropy = core.cross_entropy,
+  mse = core.mse,
+  bce_with_logits = core.bce_with_logits,
+}
+tk.mse = core.mse
+tk.cross_entropy = core.cross_entropy
+
+-- Contexts ------------------------------------------------------------------------
+-- Ops run in a context: the context of their inputs when those were computed, else
+-- the current one (the default context, or the one `ctx:run(fn)` makes current).
+-- A context keeps every intermediate tensor and the gradient tape until it is reset.
+tk.Context = core.Context
+tk.current_context = core.current_context
+tk.default_context = core.default_context
+
+--- Resets the current context: frees the intermediates and gradients of the last
+-- step. Tensors computed before are released (use t:clone() to keep one).
+function tk.reset()
+  core.current_context():reset()
+end
+
+--- Sets the training flag of the current context (dropout, batch-norm statistics).
+function tk.set_training(on)
+  core.current_context():train(on and true or false)
+end
+
+--- Runs fn with gradients off in the current context; returns its results.
+function tk.no_grad(fn, ...)
+  local ctx = core.current_context()
+  local was = ctx:grad_enabled()
+  ctx:grad_enabled(false)
+  local res = pack(pcall(fn, ...))
+  ctx:grad_enabled(was)
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, res.n)
+end
+
+tk.set_num_threads = core.set_num_threads
+tk.get_num_threads = core.get_num_threads
+
+tk.json = { decode = core.json_decode, encode = core.json_encode, null = core.json_null }
+
+-- Blocks and optimizers ------------------------------------------------------------
+require("towerkit.block")(tk)
+tk.optim = require("towerkit.optim")(tk)
+
+return tk

@@ -1,0 +1,88 @@
+--- Optimizers to train by hand: SGD (momentum, nesterov), Adam, AdamW, Adagrad.
+--
+--   local opt = tk.optim.Adam{ learning_rate = 1e-2 }
+--   for step = 1, 200 do
+--     tk.reset()                                  -- free the last step
+--     local loss = tk.mse(model(x), y)
+--     loss:backward()
+--     opt:step(model)                             -- or a list from named_parameters()
+--   end
+--
+-- Embedding tables with sparse row gradients are updated lazily: only the rows a batch
+-- touched change, moments included.
+return function(tk)
+  local core = tk.core
+  local optim = {}
+
+  local Optimizer = {}
+  Optimizer.__index = Optimizer
+
+  local function params_of(x, what)
+    if core.is_block(x) then return x:parameters(true, true) end
+    if type(x) ~= "table" then
+      error(("%s: a block or a list of parameters expected, got %s"):format(what, type(x)), 3)
+    end
+    return x
+  end
+
+  --- opt:step(params [, ctx]): params is a block, a list of tensors, or the
+  -- {name, tensor} pairs of named_parameters(). Uses the gradients of ctx (default:
+  -- the current context) and applies its deferred updates (batch-norm statistics).
+  function Optimizer:step(params, ctx)
+    self._impl:step(params_of(params, "step"), ctx)
+  end
+
+  --- Clears gradients by resetting the current context (its intermediates go too).
+  function Optimizer:zero_grad()
+    tk.reset()
+  end
+
+  function Optimizer:learning_rate() return self._impl:lr() end
+  function Optimizer:set_learning_rate(lr) self._impl:set_lr(lr) end
+  function Optimizer:iterations() return self._impl:steps() end
+
+  local function make(kind, impl, opts)
+    return setmetatable({ kind = kind, _impl = impl, config = opts }, Optimizer)
+  end
+
+  local function check(opts, name)
+    if opts ~= nil and type(opts) ~= "table" then error(name .. ": options must be a table", 3) end
+    opts = opts or {}
+    if opts.lr and not opts.learning_rate then opts.learning_rate = opts.lr end
+    return opts
+  end
+
+  --- SGD{learning_rate = 0.01, momentum = 0, nesterov = false, weight_decay = 0}
+  function optim.SGD(opts)
+    opts = check(opts, "SGD")
+    return make("SGD", core.sgd(opts), opts)
+  end
+
+  --- Adam{learning_rate = 0.001, beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-7}
+  function optim.Adam(opts)
+    opts = check(opts, "Adam")
+    if opts.weight_decay and opts.weight_decay ~= 0 then
+      error("Adam: weight_decay is decoupled in towerkit; use AdamW", 2)
+    end
+    return make("Adam", core.adam(opts), opts)
+  end
+
+  --- AdamW{learning_rate = 0.001, weight_decay = 0.004, ...}: decoupled weight decay.
+  function optim.AdamW(opts)
+    opts = check(opts, "AdamW")
+    if opts.weight_decay == nil then opts.weight_decay = 0.004 end
+    return make("AdamW", core.adam(opts), opts)
+  end
+
+  --- Adagrad{learning_rate = 0.001, initial_accumulator_value = 0.1, epsilon = 1e-7}
+  function optim.Adagrad(opts)
+    opts = check(opts, "Adagrad")
+    return make("Adagrad", core.adagrad(opts), opts)
+  end
+
+  --- Scales all gradients of ctx (default: current) to a global norm of at most
+  -- max_norm; returns the norm before clipping.
+  optim.clip_grad_norm = core.clip_grad_norm
+
+  return optim
+end

@@ -1,0 +1,87 @@
+local tk = require "towerkit"
+
+describe("hand training", function()
+  before_each(function() tk.reset() end)
+
+  -- y = sin(x1) + 0.5 * x2 * x3 on 256 points: a small MLP fits it.
+  local function task()
+    local n = 256
+    local xs, ys = {}, {}
+    local s = 42
+    local function rnd()
+      s = (s * 1103515245 + 12345) % 2147483648
+      return s / 2147483648 * 2 - 1
+    end
+    for i = 1, n do
+      local a, b, c = rnd() * 2, rnd(), rnd()
+      xs[i] = { a, b, c }
+      ys[i] = { math.sin(a) + 0.5 * b * c }
+    end
+    return tk.tensor(xs), tk.tensor(ys)
+  end
+
+  local function model()
+    tk.manual_seed(3)
+    return tk.SequentialBlock {
+      tk.Dense(32, { activation = "tanh" }),
+      tk.Dense(32, { activation = "relu" }),
+      tk.Dense(1),
+    }
+  end
+
+  local function train(opt, steps)
+    local x, y = task()
+    local m = model()
+    local first, last
+    for step = 1, steps do
+      tk.reset()
+      local loss = tk.mse(m(x), y)
+      loss:backward()
+      opt:step(m)
+      if step == 1 then first = loss:item() end
+      last = loss:item()
+    end
+    return first, last
+  end
+
+  it("Adam reaches an MSE below 0.01 in 400 steps", function()
+    local first, last = train(tk.optim.Adam { learning_rate = 0.01 }, 400)
+    assert.truthy(first > 0.1, "initial loss " .. first)
+    assert.truthy(last < 0.01, "final loss " .. last)
+  end)
+
+  it("SGD with momentum reaches an MSE below 0.03 in 400 steps", function()
+    local _, last = train(tk.optim.SGD { learning_rate = 0.05, momentum = 0.9 }, 400)
+    assert.truthy(last < 0.03, "final loss " .. last)
+  end)
+
+  it("updates embedding tables only on the rows a batch touched", function()
+    local emb = tk.core.embeddings("emb")
+    emb:add_feature("item", { cardinality = 10, dim = 4, seed = 1 })
+    local before = emb:param("item"):clone():totable()
+    local opt = tk.optim.Adam { learning_rate = 0.1 }
+    for _ = 1, 3 do
+      tk.reset()
+      local out = emb { item = tk.tensor({ 2, 5, 2 }, "int64") }
+      local loss = out.item:square():sum()
+      loss:backward()
+      opt:step(emb)
+    end
+    local after = emb:param("item"):totable()
+    for row = 1, 10 do
+      if row == 3 or row == 6 then
+        assert.are_not.same(before[row], after[row])
+      else
+        assert.same(before[row], after[row])
+      end
+    end
+  end)
+
+  it("rejects bad optimizer options", function()
+    local ok, err = pcall(tk.optim.SGD, { learning_rate = -1 })
+    assert.is_false(ok)
+    assert.truthy(err:find("learning", 1, true) or err:find("lr", 1, true))
+    assert.has_error(function() tk.optim.Adam { beta_1 = "x" } end, "option 'beta_1' must be a number")
+    assert.has_error(function() tk.optim.Adam():step(42) end, "step: a block or a list of parameters expected, got number")
+  end)
+end)
