@@ -390,15 +390,14 @@ typedef struct callback_call {
     tk_ctx *ctx;
     tk_value *in;
     int ref;
-    int ctx_idx;
     tk_value *out;
     const char *err;
 } callback_call;
 
 static int callback_protected(lua_State *L) {
-    callback_call *c = (callback_call *)lua_touserdata(L, 1);
+    callback_call *c = (callback_call *)lua_touserdata(L, 1); /* 2: the Context */
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
-    tkl_push_value(L, c->ctx_idx, c->in);
+    tkl_push_value(L, 2, c->in);
     lua_call(L, 1, 1);
     if (lua_isnil(L, -1)) {
         c->err = "returned nil; a block must return a tensor or a table of tensors";
@@ -414,13 +413,14 @@ static tk_value *lua_block_forward(void *ud, tk_ctx *ctx, tk_value *in) {
     if (!fr || state_id(fr->L) != f->registry)
         return tk_ctx_fail(ctx, "a block written in Lua runs only in the Lua state that created it");
     lua_State *L = fr->L;
-    callback_call c = {ctx, in, f->ref, fr->ctx_idx, NULL, NULL};
+    callback_call c = {ctx, in, f->ref, NULL, NULL};
     int top = lua_gettop(L);
     /* The function gets tensors of the caller's context, so the ops it runs on them
      * record on the caller's tape. Errors are caught here: no longjmp crosses C. */
     lua_pushcfunction(L, callback_protected);
     lua_pushlightuserdata(L, &c);
-    int rc = lua_pcall(L, 1, 0, 0);
+    lua_pushvalue(L, fr->ctx_idx);
+    int rc = lua_pcall(L, 2, 0, 0);
     if (rc != 0) {
         tk_ctx_fail(ctx, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "error in Lua block");
         lua_settop(L, top);
@@ -499,7 +499,7 @@ static int l_call(lua_State *L) { return l_forward(L); }
 
 typedef struct trace_state {
     lua_State *L;
-    int list_idx;
+    int list_ref; /* registry ref: stack indices differ inside the nested forward call */
     int n;
 } trace_state;
 
@@ -507,6 +507,7 @@ static void trace_fn(void *ud, int depth, const tk_block *b, const tk_value *out
     trace_state *s = ud;
     lua_State *L = s->L;
     if (!lua_checkstack(L, 8)) return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->list_ref);
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, depth);
     lua_setfield(L, -2, "depth");
@@ -527,7 +528,8 @@ static void trace_fn(void *ud, int depth, const tk_block *b, const tk_value *out
         }
     }
     lua_setfield(L, -2, "shape");
-    lua_rawseti(L, s->list_idx, ++s->n);
+    lua_rawseti(L, -2, ++s->n);
+    lua_pop(L, 1);
 }
 
 /* block:trace(input [, ctx]) -> output, {{depth, name, kind, params, shape}, ...} in
@@ -541,7 +543,9 @@ static int l_trace(lua_State *L) {
     }
     tk_ctx *ctx = tkl_check_context(L, 3)->ctx;
     lua_newtable(L);
-    trace_state s = {L, lua_gettop(L), 0};
+    int list_idx = lua_gettop(L);
+    lua_pushvalue(L, list_idx);
+    trace_state s = {L, luaL_ref(L, LUA_REGISTRYINDEX), 0};
     tk_ctx_set_trace(ctx, trace_fn, &s);
     lua_pushcfunction(L, l_forward);
     lua_pushvalue(L, 1);
@@ -549,8 +553,9 @@ static int l_trace(lua_State *L) {
     lua_pushvalue(L, 3);
     int rc = lua_pcall(L, 3, 1, 0);
     tk_ctx_set_trace(ctx, NULL, NULL);
+    luaL_unref(L, LUA_REGISTRYINDEX, s.list_ref);
     if (rc != 0) return lua_error(L);
-    lua_pushvalue(L, s.list_idx);
+    lua_pushvalue(L, list_idx);
     return 2;
 }
 
