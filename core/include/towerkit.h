@@ -489,7 +489,8 @@ void tk_ctx_set_trace(tk_ctx *ctx, tk_trace_fn fn, void *ud);
 /* --- primitive blocks --- */
 
 /* Dense: kernel [in, out], bias [out]. in == 0: taken from the first input and fixed
- * after. Parameters "kernel" and "bias". */
+ * after; out == 0: as many units as input features. A tabular input is concatenated
+ * in sorted key order first (Merlin's _Dense). Parameters "kernel" and "bias". */
 tk_block *tk_dense_new(const char *name, int64_t in, int64_t out, tk_activation act,
                        bool use_bias, tk_init kernel_init, tk_init bias_init, uint64_t seed);
 /* Kernel L2 regulariser: in training adds l2 * sum(kernel^2) with tk_ctx_add_loss. */
@@ -518,6 +519,9 @@ tk_block *tk_embeddings_new(const char *name);
 tk_status tk_embeddings_add_feature(tk_block *b, const char *feature, const char *table,
                                     int64_t cardinality, int64_t dim, tk_combiner combiner,
                                     tk_init init, uint64_t seed);
+/* Adds a continuous feature passed through to the output as F32 [B, 1] (from [B] or
+ * [B, 1]; [B, k] is kept), so one embeddings block is a model's whole input layer. */
+tk_status tk_embeddings_add_continuous(tk_block *b, const char *feature);
 /* Per-batch L2 penalty l2 * sum(v^2) over the looked-up vectors, added in training
  * with tk_ctx_add_loss (Merlin's embeddings_l2_reg). */
 void tk_embeddings_set_l2(tk_block *b, float l2);

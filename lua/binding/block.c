@@ -286,6 +286,16 @@ static int l_add_feature(lua_State *L) {
     return 1;
 }
 
+/* emb:add_continuous(feature) */
+static int l_add_continuous(lua_State *L) {
+    tk_block *b = tkl_check_block(L, 1);
+    const char *feature = luaL_checkstring(L, 2);
+    if (b->kind != tk_block_kind_find("embeddings")) return tkl_error(L, "add_continuous: block '%s' is not an embeddings block", b->name);
+    if (tk_embeddings_add_continuous(b, feature) != TK_OK) return tkl_error(L, "%s", tk_last_error());
+    lua_settop(L, 1);
+    return 1;
+}
+
 /* sequential(name, {blocks...}) */
 static int l_sequential(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
@@ -782,6 +792,7 @@ static const luaL_Reg block_methods[] = {
     {"is_built", l_is_built},
     {"same", l_same},
     {"add_feature", l_add_feature},
+    {"add_continuous", l_add_continuous},
     {NULL, NULL}};
 
 static const luaL_Reg block_functions[] = {

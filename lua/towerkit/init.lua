@@ -85,6 +85,9 @@ tk.get_num_threads = core.get_num_threads
 
 tk.json = { decode = core.json_decode, encode = core.json_encode, null = core.json_null }
 
+-- Schemas ------------------------------------------------------------------------
+require("towerkit.schema")(tk)
+
 -- Blocks and optimizers ------------------------------------------------------------
 require("towerkit.block")(tk)
 tk.optim = require("towerkit.optim")(tk)

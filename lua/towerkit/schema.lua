@@ -14,7 +14,7 @@
 -- `with_*` methods. This module returns `function(tk)` that installs `tk.Schema`,
 -- `tk.ColumnSchema` and `tk.Tags`; it needs `tk.json` (decode, encode, null).
 return function(tk)
-  local floor, abs = math.floor, math.abs
+  local abs = math.abs
   local concat, sort = table.concat, table.sort
   local unpack = unpack or table.unpack
 
@@ -557,6 +557,69 @@ return function(tk)
 
   for k, fn in pairs(Column) do Column[k] = guard(fn) end
 
+  -- Decoding --------------------------------------------------------------------------
+  -- tk.json.decode gives an empty JSON array as a plain empty table, which encodes back
+  -- as {}. To keep `[]` in properties and unknown keys through a round trip, empty
+  -- arrays are swapped for a marker before decoding and restored as marked arrays.
+  local EMPTY_ARRAY = "\1towerkit:empty-array"
+  local EMPTY_ARRAY_JSON = '["\\u0001towerkit:empty-array"]'
+
+  local function mark_empty_arrays(text)
+    local out, pos, i, n = {}, 1, 1, #text
+    while i <= n do
+      local j = text:find('[%["]', i)
+      if not j then break end
+      if text:byte(j) == 34 then -- a string: skip to its closing quote
+        local k = j + 1
+        i = n + 1
+        while k <= n do
+          local q = text:find('["\\]', k)
+          if not q then break end
+          if text:byte(q) == 92 then
+            k = q + 2
+          else
+            i = q + 1
+            break
+          end
+        end
+      else
+        local after = text:match("^%s*%]()", j + 1)
+        if after then
+          out[#out + 1] = text:sub(pos, j - 1)
+          out[#out + 1] = EMPTY_ARRAY_JSON
+          pos = after
+          i = after
+        else
+          i = j + 1
+        end
+      end
+    end
+    if pos == 1 then return text, false end
+    out[#out + 1] = text:sub(pos)
+    return concat(out), true
+  end
+
+  local function restore_empty_arrays(v)
+    if type(v) ~= "table" then return v end
+    if v[1] == EMPTY_ARRAY and v[2] == nil and next(v, next(v)) == nil then return as_array {} end
+    for k, x in pairs(v) do v[k] = restore_empty_arrays(x) end
+    return v
+  end
+
+  -- Decodes schema.json text; errors name source.
+  local function decode(text, source)
+    local marked, changed = mark_empty_arrays(text)
+    local ok, value, err = pcall(json().decode, marked)
+    if ok and value ~= nil then
+      return changed and restore_empty_arrays(value) or value
+    end
+    if changed then -- report the position in the original text
+      ok, value, err = pcall(json().decode, text)
+    end
+    if not ok then raise("%s: %s", source, tostring(value)) end
+    raise("%s: %s", source, tostring(err))
+  end
+
   -- Reading schema.json --------------------------------------------------------------
   local FEATURE_KEYS = { name = true, type = true, intDomain = true, valueCount = true, annotation = true }
   local INT_DOMAIN_KEYS = { name = true, min = true, max = true, isCategorical = true }
@@ -1023,20 +1086,14 @@ return function(tk)
     local text, rerr = f:read("*a")
     f:close()
     if not text then raise("%s: cannot read: %s", path, tostring(rerr)) end
-    local ok, value, derr = pcall(json().decode, text)
-    if not ok then raise("%s: %s", path, tostring(value)) end
-    if value == nil then raise("%s: %s", path, tostring(derr)) end
-    return schema_from_table(value, path)
+    return schema_from_table(decode(text, path), path)
   end)
 
   --- Parses schema.json text; source names it in error messages (default "schema").
   SchemaClass.from_json = guard(function(text, source)
     if type(text) ~= "string" then raise("from_json: text must be a string, got %s", repr(text)) end
     source = source or "schema"
-    local ok, value, derr = pcall(json().decode, text)
-    if not ok then raise("%s: %s", source, tostring(value)) end
-    if value == nil then raise("%s: %s", source, tostring(derr)) end
-    return schema_from_table(value, source)
+    return schema_from_table(decode(text, source), source)
   end)
 
   --- Builds a schema from a decoded schema.json table (as to_table() returns);

@@ -297,7 +297,7 @@ static void test_config_errors(void) {
     expect_config_error("{\"kind\": \"dense\", \"name\": \"d\"}", "block config 'd': missing \"units\"");
     expect_config_error("{\"kind\": \"dense\", \"name\": \"d\", \"units\": \"16\"}", "\"units\" must be an integer");
     expect_config_error("{\"kind\": \"dense\", \"name\": \"d\", \"units\": 1.5}", "\"units\" must be an integer");
-    expect_config_error("{\"kind\": \"dense\", \"name\": \"d\", \"units\": -2}", "\"units\" must be positive");
+    expect_config_error("{\"kind\": \"dense\", \"name\": \"d\", \"units\": -2}", "\"units\" must not be negative");
     expect_config_error("{\"kind\": \"dense\", \"name\": \"d\", \"units\": 2, \"activation\": \"swish\"}",
                         "\"activation\": unknown activation 'swish' (known: linear, relu");
     expect_config_error("{\"kind\": \"dense\", \"name\": \"d\", \"units\": 2, \"kernel_initializer\": {\"kind\": \"x\"}}",

@@ -222,7 +222,9 @@ describe("Schema", function()
          "valueCount": {"min": "1", "max": "20", "note": "kept"},
          "presence": {"minFraction": 1.0},
          "annotation": {"tag": ["item_id", "list", "sequence"], "comment": "kept too",
-           "extraMetadata": [{"is_list": true, "is_ragged": true, "dtype_item_size": 64.0, "pad": 0},
+           "extraMetadata": [{"is_list": true, "is_ragged": true, "dtype_item_size": 64.0, "pad": 0,
+                              "_dims": [], "nested": [[ ], {"e": [
+                              ]}], "text": "a [] \\\" [] b", "obj": {}},
                              {"second": "entry"}]}},
         {"name": "fixed", "type": "FLOAT",
          "valueCount": {"min": "3", "max": "3"},
@@ -247,7 +249,8 @@ describe("Schema", function()
       assert.is_true(h.is_ragged)
       assert.same({ min = 1, max = 20 }, h.value_count)
       assert.same({ "categorical", "id", "item", "list", "sequence" }, h.tags)
-      assert.same({ pad = 0 }, h.properties)
+      assert.same({ pad = 0, _dims = {}, nested = { {}, { e = {} } }, text = 'a [] \\" [] b', obj = {} },
+        h.properties)
       assert.equal("item_ids", h.int_domain.name)
       assert.equal(5001, h:cardinality())
       assert.equal("int64", h.dtype)
@@ -287,8 +290,15 @@ describe("Schema", function()
       assert.same({ minFraction = 1 }, h.presence)
       assert.equal("kept too", h.annotation.comment)
       assert.same({ "categorical", "id", "item", "list", "sequence" }, h.annotation.tag)
-      assert.same({ { is_list = true, is_ragged = true, dtype_item_size = 64, pad = 0 }, { second = "entry" } },
+      assert.same({ { is_list = true, is_ragged = true, dtype_item_size = 64, pad = 0, _dims = {},
+        nested = { {}, { e = {} } }, text = 'a [] \\" [] b', obj = {} }, { second = "entry" } },
         h.annotation.extraMetadata)
+      -- empty arrays stay arrays, empty objects stay objects, strings are untouched
+      local written = read_text(path)
+      assert.matches('"_dims":%s*%[%s*%]', written)
+      assert.matches('"nested":%s*%[%s*%[%s*%]%s*,%s*{%s*"e":%s*%[%s*%]%s*}%s*%]', written)
+      assert.matches('"obj":%s*{%s*}', written)
+      assert.truthy(written:find([["a [] \\\" [] b"]], 1, true))
       assert.same({ min = -1.5, max = 2.5 }, f.floatDomain)
       assert.same({ min = "3", max = "3" }, f.valueCount)
       assert.equal(128, f.annotation.extraMetadata[1].dtype_item_size)
@@ -440,6 +450,9 @@ describe("Schema", function()
     it("reports invalid JSON with its line", function()
       fails('{"feature": [\n  {"name": "a",, "type": "INT"}\n]}', "invalid JSON at line 2 (byte 31)")
       fails("", "invalid JSON at line 1 (byte 1)")
+      -- positions are those of the file as written, empty arrays included
+      fails('{"x": [\n],\n "feature": [\n  [ ],\n  {"name": "a",, "type": "INT"}\n]}',
+        "invalid JSON at line 5 (byte 49)")
     end)
 
     it("needs an object with a feature array", function()

@@ -22,8 +22,11 @@ typedef struct kind_entry {
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t builtin_once = PTHREAD_ONCE_INIT;
-static kind_entry *registry;
-static int32_t nregistry, cap_registry;
+/* A fixed table: the process never frees it, so it must not be heap memory (leak
+ * checkers would report it when a host unloads the library). */
+#define TK_MAX_KINDS 128
+static kind_entry registry[TK_MAX_KINDS];
+static int32_t nregistry;
 
 static tk_status register_locked(const tk_block_kind *kind, tk_block_from_config_fn from_config) {
     for (int32_t i = 0; i < nregistry; i++) {
@@ -35,15 +38,9 @@ static tk_status register_locked(const tk_block_kind *kind, tk_block_from_config
         registry[i].from_config = from_config;
         return TK_OK;
     }
-    if (nregistry == cap_registry) {
-        int32_t cap = cap_registry ? cap_registry * 2 : 32;
-        kind_entry *r = realloc(registry, (size_t)cap * sizeof *r);
-        if (!r) {
-            tk_set_error("out of memory");
-            return TK_ERROR;
-        }
-        registry = r;
-        cap_registry = cap;
+    if (nregistry == TK_MAX_KINDS) {
+        tk_set_error("cannot register block kind '%s': %d kinds are registered already", kind->name, TK_MAX_KINDS);
+        return TK_ERROR;
     }
     registry[nregistry].kind = kind;
     registry[nregistry].from_config = from_config;

@@ -1,12 +1,15 @@
 /* Dense: act(x [B, in] x kernel [in, out] + bias [out]), Keras' layout. With in == 0 the
  * input width is taken from the first forward: the kernel and bias are built then, once,
- * under the build lock of tk_block_forward, from the stored initialisers and seed. */
+ * under the build lock of tk_block_forward, from the stored initialisers and seed.
+ * With out == 0 the layer keeps the input width (Merlin's DenseResidualBlock projects
+ * back to the width it was given). A tabular input is concatenated in sorted key order
+ * first, as Merlin's _Dense does. */
 #include "block_impl.h"
 
 #include <stdio.h>
 
 typedef struct dense_impl {
-    int64_t in, out; /* in: as given (0: lazy); the built width is the kernel's */
+    int64_t in, out; /* as given (0: from the input); the built shape is the kernel's */
     tk_activation act;
     bool use_bias;
     tk_init kernel_init, bias_init;
@@ -17,15 +20,22 @@ typedef struct dense_impl {
 static tk_status dense_create(tk_block *b, int64_t in) {
     dense_impl *d = b->impl;
     uint64_t seed = tk_block_seed(b);
-    int64_t kshape[2] = {in, d->out};
+    int64_t out = d->out ? d->out : in;
+    int64_t kshape[2] = {in, out};
     if (!tk_block_new_param(b, "kernel", 2, kshape, true, d->kernel_init, tk_seed_mix(seed, 0))) return TK_ERROR;
-    if (d->use_bias && !tk_block_new_param(b, "bias", 1, &d->out, true, d->bias_init, tk_seed_mix(seed, 1)))
+    if (d->use_bias && !tk_block_new_param(b, "bias", 1, &out, true, d->bias_init, tk_seed_mix(seed, 1)))
         return TK_ERROR;
     return TK_OK;
 }
 
+/* The input as one tensor: a tabular value is concatenated in sorted key order. */
+static tk_tensor *dense_input(tk_ctx *ctx, const tk_value *in) {
+    if (tk_value_is_tabular(in)) return tk_aggregate(ctx, TK_AGG_CONCAT, in);
+    return tk_block_need_tensor(ctx, "dense", in);
+}
+
 static tk_status dense_build(tk_ctx *ctx, tk_block *b, tk_value *in) {
-    tk_tensor *x = tk_block_need_tensor(ctx, "dense", in);
+    tk_tensor *x = dense_input(ctx, in);
     if (!x) return TK_ERROR;
     if (x->ndim < 2) {
         char s[64];
@@ -47,7 +57,7 @@ static tk_status dense_build(tk_ctx *ctx, tk_block *b, tk_value *in) {
 
 static tk_value *dense_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
     const dense_impl *d = b->impl;
-    tk_tensor *x = tk_block_need_tensor(ctx, "dense", in);
+    tk_tensor *x = dense_input(ctx, in);
     if (!x) return NULL;
     char s[64];
     if (x->dtype != TK_F32)
@@ -70,7 +80,7 @@ static tk_value *dense_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
         y = tk_dense(ctx, tk_reshape(ctx, x, 2, flat), kernel, bias, d->act);
         int64_t shape[TK_MAX_DIMS];
         memcpy(shape, x->shape, sizeof shape);
-        shape[x->ndim - 1] = d->out;
+        shape[x->ndim - 1] = kernel->shape[1];
         y = tk_reshape(ctx, y, x->ndim, shape);
     }
     if (y && d->kernel_l2 > 0 && tk_ctx_training(ctx)) {
@@ -84,7 +94,7 @@ static tk_status dense_write_config(const tk_block *b, void *json) {
     const dense_impl *d = b->impl;
     int64_t in = b->nparams > 0 ? b->params[0]->shape[0] : d->in;
     cJSON *o = json;
-    bool ok = cJSON_AddNumberToObject(o, "units", (double)d->out) &&
+    bool ok = cJSON_AddNumberToObject(o, "units", (double)d->out) && /* 0: the input width */
               cJSON_AddNumberToObject(o, "in", (double)in) &&
               cJSON_AddStringToObject(o, "activation", tk_activation_name(d->act)) &&
               cJSON_AddBoolToObject(o, "use_bias", d->use_bias) &&
@@ -110,8 +120,8 @@ const tk_block_kind tk_kind_dense = {
 
 tk_block *tk_dense_new(const char *name, int64_t in, int64_t out, tk_activation act, bool use_bias,
                        tk_init kernel_init, tk_init bias_init, uint64_t seed) {
-    if (in < 0 || out <= 0) {
-        tk_set_error("dense '%s': units must be positive and the input width non-negative (got in %lld, "
+    if (in < 0 || out < 0) {
+        tk_set_error("dense '%s': units and the input width must not be negative (got in %lld, "
                      "units %lld)",
                      name ? name : "dense", (long long)in, (long long)out);
         return NULL;
@@ -158,7 +168,7 @@ tk_block *tk_dense_from_config(const void *json, uint64_t seed) {
         !tk_cfg_init(o, "kernel_initializer", false, &kinit) || !tk_cfg_init(o, "bias_initializer", false, &binit) ||
         !tk_cfg_float(o, "kernel_l2", false, &l2))
         return NULL;
-    if (units <= 0) return tk_cfg_fail("\"units\" must be positive, got %lld", (long long)units);
+    if (units < 0) return tk_cfg_fail("\"units\" must not be negative, got %lld", (long long)units);
     if (in < 0) return tk_cfg_fail("\"in\" must not be negative, got %lld", (long long)in);
     if (l2 < 0) return tk_cfg_fail("\"kernel_l2\" must not be negative");
     tk_block *b = tk_dense_new(tk_cfg_name(o), in, units, act, use_bias, kinit, binit, seed);

@@ -4,7 +4,9 @@
  * Input: a tabular value with, for each configured feature f, either "f" (one-hot, I64
  * [B] or [B, 1]) or "f__values" and "f__offsets" (multi-hot, ragged, combined with the
  * feature's combiner). Output: {f: [B, dim]} in configuration order. Parameters are the
- * tables [cardinality, dim], named by table name, in order of first use. */
+ * tables [cardinality, dim], named by table name, in order of first use.
+ * Continuous features added with tk_embeddings_add_continuous pass through as [B, 1]
+ * (from F32 [B] or [B, 1]; [B, k] stays), so one block is a whole input layer. */
 #include "block_impl.h"
 
 #include <stdio.h>
@@ -24,6 +26,8 @@ typedef struct emb_feature {
 typedef struct emb_impl {
     emb_feature *features;
     int32_t nfeatures, cap_features;
+    char **continuous;
+    int32_t ncontinuous, cap_continuous;
     emb_table *tables;
     int32_t ntables, cap_tables;
     float l2;
@@ -33,6 +37,8 @@ static void emb_free(void *impl) {
     emb_impl *e = impl;
     for (int32_t i = 0; i < e->nfeatures; i++) free(e->features[i].name);
     for (int32_t i = 0; i < e->ntables; i++) free(e->tables[i].name);
+    for (int32_t i = 0; i < e->ncontinuous; i++) free(e->continuous[i]);
+    free(e->continuous);
     free(e->features);
     free(e->tables);
     free(e);
@@ -56,6 +62,11 @@ static void *emb_copy_impl(const void *impl) {
         c->tables[c->ntables] = e->tables[c->ntables];
         if (!(c->tables[c->ntables].name = tk_strdup(e->tables[c->ntables].name))) goto fail;
     }
+    c->continuous = calloc((size_t)(e->ncontinuous ? e->ncontinuous : 1), sizeof *c->continuous);
+    if (!c->continuous) goto fail;
+    c->cap_continuous = e->ncontinuous;
+    for (; c->ncontinuous < e->ncontinuous; c->ncontinuous++)
+        if (!(c->continuous[c->ncontinuous] = tk_strdup(e->continuous[c->ncontinuous]))) goto fail;
     return c;
 fail:
     emb_free(c);
@@ -101,6 +112,20 @@ static tk_value *emb_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
         }
     }
     if (l2sum && tk_ctx_add_loss(ctx, tk_scale(ctx, l2sum, e->l2)) != TK_OK) return NULL;
+    for (int32_t i = 0; i < e->ncontinuous; i++) {
+        const char *name = e->continuous[i];
+        tk_tensor *x = tk_value_get(in, name);
+        char s[64];
+        if (!x) return tk_ctx_fail(ctx, "embeddings: the input has no continuous feature '%s'", name);
+        if (x->dtype != TK_F32 || x->ndim < 1 || x->ndim > 2)
+            return tk_ctx_fail(ctx, "embeddings: continuous feature '%s' must be float32 [B] or [B, k], got %s %s",
+                               name, tk_dtype_name(x->dtype), tk_shape_str(x, s, sizeof s));
+        if (x->ndim == 1) {
+            int64_t shape[2] = {x->shape[0], 1};
+            x = tk_reshape(ctx, x, 2, shape);
+        }
+        if (tk_value_set(ctx, out, name, x) != TK_OK) return NULL;
+    }
     return out;
 }
 
@@ -132,6 +157,15 @@ static tk_status emb_write_config(const tk_block *b, void *json) {
             !cJSON_AddStringToObject(o, "table", e->tables[f->table].name) ||
             !cJSON_AddStringToObject(o, "combiner", tk_combiner_name(f->combiner)))
             return TK_ERROR;
+    }
+    cJSON *cont = cJSON_AddArrayToObject(json, "continuous");
+    if (!cont) return TK_ERROR;
+    for (int32_t i = 0; i < e->ncontinuous; i++) {
+        cJSON *name = cJSON_CreateString(e->continuous[i]);
+        if (!name || !cJSON_AddItemToArray(cont, name)) {
+            cJSON_Delete(name);
+            return TK_ERROR;
+        }
     }
     return tk_cfg_add_float(json, "l2", e->l2) ? TK_OK : TK_ERROR;
 }
@@ -233,6 +267,38 @@ tk_status tk_embeddings_add_feature(tk_block *b, const char *feature, const char
     return TK_OK;
 }
 
+tk_status tk_embeddings_add_continuous(tk_block *b, const char *feature) {
+    if (!b || b->kind != &tk_kind_embeddings) {
+        tk_set_error("embeddings_add_continuous: not an embeddings block");
+        return TK_ERROR;
+    }
+    emb_impl *e = b->impl;
+    if (!feature || !*feature) {
+        tk_set_error("embeddings '%s': a feature name must not be empty", b->name);
+        return TK_ERROR;
+    }
+    for (int32_t i = 0; i < e->ncontinuous; i++) {
+        if (strcmp(e->continuous[i], feature) == 0) {
+            tk_set_error("embeddings '%s': continuous feature '%s' is configured already", b->name, feature);
+            return TK_ERROR;
+        }
+    }
+    for (int32_t i = 0; i < e->nfeatures; i++) {
+        if (strcmp(e->features[i].name, feature) == 0) {
+            tk_set_error("embeddings '%s': feature '%s' is categorical already", b->name, feature);
+            return TK_ERROR;
+        }
+    }
+    char *name = tk_strdup(feature);
+    if (!name || !grow((void **)&e->continuous, &e->cap_continuous, e->ncontinuous, sizeof *e->continuous)) {
+        free(name);
+        tk_set_error("out of memory");
+        return TK_ERROR;
+    }
+    e->continuous[e->ncontinuous++] = name;
+    return TK_OK;
+}
+
 void tk_embeddings_set_l2(tk_block *b, float l2) {
     if (b && b->kind == &tk_kind_embeddings && l2 >= 0) ((emb_impl *)b->impl)->l2 = l2;
 }
@@ -312,6 +378,22 @@ tk_block *tk_embeddings_from_config(const void *json, uint64_t seed) {
         }
         const emb_table *t = &e->tables[ti];
         if (tk_embeddings_add_feature(b, name, table, t->cardinality, t->dim, (tk_combiner)c, t->init, 0) != TK_OK) {
+            tk_cfg_fail("%s", tk_last_error());
+            goto fail;
+        }
+    }
+    const cJSON *cont = cJSON_GetObjectItemCaseSensitive(o, "continuous");
+    if (cont && !cJSON_IsArray(cont)) {
+        tk_cfg_fail("\"continuous\" must be an array of names");
+        goto fail;
+    }
+    for (int i = 0; cont && i < cJSON_GetArraySize(cont); i++) {
+        const cJSON *n = cJSON_GetArrayItem(cont, i);
+        if (!cJSON_IsString(n)) {
+            tk_cfg_fail("\"continuous\"[%d] must be a string", i);
+            goto fail;
+        }
+        if (tk_embeddings_add_continuous(b, n->valuestring) != TK_OK) {
             tk_cfg_fail("%s", tk_last_error());
             goto fail;
         }
