@@ -419,6 +419,8 @@ struct tk_block {
     tk_block *pre, *post;      /* optional, applied around the block */
     tk_aggregation aggregation;
     void *impl;                /* kind-specific state, owned */
+    char *meta;                /* a JSON object of the layer above (the Lua API's class
+                                * and options), kept in configs and copies; or NULL */
     volatile int built;        /* lazily sized blocks: weights created */
 };
 
@@ -457,6 +459,8 @@ void tk_block_set_pre(tk_block *b, tk_block *pre);   /* retains; NULL clears */
 void tk_block_set_post(tk_block *b, tk_block *post);
 void tk_block_set_aggregation(tk_block *b, tk_aggregation agg);
 tk_status tk_block_set_name(tk_block *b, const char *name);
+/* Replaces the block's meta JSON object (validated; NULL clears). */
+tk_status tk_block_set_meta(tk_block *b, const char *json_object);
 /* Whether all lazily-sized weights exist. */
 bool tk_block_is_built(const tk_block *b);
 

@@ -727,6 +727,30 @@ static int l_get_aggregation(lua_State *L) {
     return 1;
 }
 
+/* block:meta() -> the meta JSON text or nil; block:set_meta(text_or_nil) */
+static int l_meta(lua_State *L) {
+    tk_block *b = tkl_check_block(L, 1);
+    if (b->meta)
+        lua_pushstring(L, b->meta);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int l_set_meta(lua_State *L) {
+    tk_block *b = tkl_check_block(L, 1);
+    const char *text = luaL_optstring(L, 2, NULL);
+    if (tk_block_set_meta(b, text) != TK_OK) return tkl_error(L, "%s", tk_last_error());
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* block:id() -> a light userdata naming the C block (equal for every handle) */
+static int l_id(lua_State *L) {
+    lua_pushlightuserdata(L, tkl_check_block(L, 1));
+    return 1;
+}
+
 static int l_find(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
     return push_optional_block(L, tk_block_find(b, luaL_checkstring(L, 2)));
@@ -734,6 +758,12 @@ static int l_find(lua_State *L) {
 
 static int l_is_built(lua_State *L) {
     lua_pushboolean(L, tk_block_is_built(tkl_check_block(L, 1)));
+    return 1;
+}
+
+static int l_eq(lua_State *L) {
+    tkl_block *a = (tkl_block *)luaL_testudata(L, 1, TKL_BLOCK), *b = (tkl_block *)luaL_testudata(L, 2, TKL_BLOCK);
+    lua_pushboolean(L, a && b && a->b == b->b);
     return 1;
 }
 
@@ -793,6 +823,9 @@ static const luaL_Reg block_methods[] = {
     {"same", l_same},
     {"add_feature", l_add_feature},
     {"add_continuous", l_add_continuous},
+    {"meta_json", l_meta},
+    {"set_meta_json", l_set_meta},
+    {"id", l_id},
     {NULL, NULL}};
 
 static const luaL_Reg block_functions[] = {
@@ -826,6 +859,8 @@ void tkl_open_block(lua_State *L) {
     lua_setfield(L, -2, "__call");
     lua_pushcfunction(L, l_tostring);
     lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, l_eq);
+    lua_setfield(L, -2, "__eq");
     lua_newtable(L);
     luaL_register(L, NULL, block_methods);
     lua_pushvalue(L, -1);

@@ -9,6 +9,13 @@
 #include <string.h>
 
 static const char NULL_KEY = 'n';
+static const char ARRAY_MT_KEY = 'a'; /* metatable {__jsontype = "array"} of decoded arrays */
+
+static void set_array_mt(lua_State *L) {
+    lua_pushlightuserdata(L, (void *)&ARRAY_MT_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_setmetatable(L, -2);
+}
 
 static void push_null(lua_State *L) {
     lua_pushlightuserdata(L, (void *)&NULL_KEY);
@@ -28,6 +35,7 @@ static void push_json(lua_State *L, const cJSON *j, int depth) {
         lua_pushstring(L, j->valuestring);
     } else if (cJSON_IsArray(j)) {
         lua_createtable(L, cJSON_GetArraySize(j), 0);
+        set_array_mt(L); /* so an empty array encodes back as [] */
         int i = 1;
         for (const cJSON *e = j->child; e; e = e->next) {
             push_json(L, e, depth + 1);
@@ -192,9 +200,27 @@ static int l_json_encode(lua_State *L) {
     return 1;
 }
 
-static const luaL_Reg json_functions[] = {{"json_decode", l_json_decode}, {"json_encode", l_json_encode}, {NULL, NULL}};
+/* json_array(t) -> t marked as an array (an empty one encodes as []). */
+static int l_json_array(lua_State *L) {
+    if (lua_isnoneornil(L, 1)) {
+        lua_settop(L, 0);
+        lua_newtable(L);
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    set_array_mt(L);
+    return 1;
+}
+
+static const luaL_Reg json_functions[] = {
+    {"json_decode", l_json_decode}, {"json_encode", l_json_encode}, {"json_array", l_json_array}, {NULL, NULL}};
 
 void tkl_open_json(lua_State *L) {
+    lua_pushlightuserdata(L, (void *)&ARRAY_MT_KEY);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "array");
+    lua_setfield(L, -2, "__jsontype");
+    lua_rawset(L, LUA_REGISTRYINDEX);
     luaL_register(L, NULL, json_functions);
     lua_pushlightuserdata(L, (void *)&NULL_KEY);
     lua_pushlightuserdata(L, (void *)&NULL_KEY);

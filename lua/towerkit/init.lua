@@ -83,7 +83,9 @@ end
 tk.set_num_threads = core.set_num_threads
 tk.get_num_threads = core.get_num_threads
 
-tk.json = { decode = core.json_decode, encode = core.json_encode, null = core.json_null }
+--- JSON: decode(text) -> value (or nil, message), encode(value [, pretty]) -> text with
+-- sorted keys, array(t) marks a table as an array, null is JSON's null.
+tk.json = { decode = core.json_decode, encode = core.json_encode, array = core.json_array, null = core.json_null }
 
 -- Schemas ------------------------------------------------------------------------
 require("towerkit.schema")(tk)

@@ -84,8 +84,29 @@ void tk_block_release(tk_block *b) {
     tk_block_release(b->pre);
     tk_block_release(b->post);
     free_impl(b->kind, b->impl);
+    free(b->meta);
     free(b->name);
     free(priv(b));
+}
+
+tk_status tk_block_set_meta(tk_block *b, const char *json_object) {
+    char *copy = NULL;
+    if (json_object) {
+        cJSON *o = cJSON_Parse(json_object);
+        bool ok = cJSON_IsObject(o);
+        cJSON_Delete(o);
+        if (!ok) {
+            tk_set_error("block '%s': meta must be a JSON object", b->name);
+            return TK_ERROR;
+        }
+        if (!(copy = tk_strdup(json_object))) {
+            tk_set_error("out of memory");
+            return TK_ERROR;
+        }
+    }
+    free(b->meta);
+    b->meta = copy;
+    return TK_OK;
 }
 
 /* Whether `target` is b or below b (children, pre, post). */
@@ -510,6 +531,10 @@ static tk_block *copy_rec(copy_map *m, const tk_block *b) {
     c = tk_block_new(b->kind, b->name, impl);
     if (!c) return NULL;
     c->aggregation = b->aggregation;
+    if (b->meta && tk_block_set_meta(c, b->meta) != TK_OK) {
+        tk_block_release(c);
+        return NULL;
+    }
     c->built = __atomic_load_n(&b->built, __ATOMIC_ACQUIRE);
     priv(c)->seed = m->fresh ? tk_seed_mix(m->seed, m->counter++) : priv(b)->seed;
     if (!map_put(m, b, c)) {

@@ -337,6 +337,13 @@ cJSON *tk_block_config_cjson(const tk_block *b) {
     if (b->aggregation != TK_AGG_NONE &&
         !cJSON_AddStringToObject(o, "aggregation", tk_aggregation_name(b->aggregation)))
         goto oom;
+    if (b->meta) {
+        cJSON *meta = cJSON_Parse(b->meta); /* validated when set */
+        if (!meta || !cJSON_AddItemToObject(o, "meta", meta)) {
+            cJSON_Delete(meta);
+            goto oom;
+        }
+    }
     return o;
 oom:
     tk_set_error("out of memory writing the config of block '%s'", b->name);
@@ -399,6 +406,24 @@ static tk_status read_generic(tk_block *b, const cJSON *o, uint64_t seed) {
         return TK_ERROR;
     }
     tk_block_set_aggregation(b, (tk_aggregation)a);
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(o, "meta");
+    if (meta) {
+        if (!cJSON_IsObject(meta)) {
+            tk_cfg_fail("\"meta\" must be an object");
+            return TK_ERROR;
+        }
+        char *text = cJSON_PrintUnformatted(meta);
+        if (!text) {
+            tk_cfg_fail("out of memory");
+            return TK_ERROR;
+        }
+        tk_status st = tk_block_set_meta(b, text);
+        cJSON_free(text);
+        if (st != TK_OK) {
+            tk_cfg_fail("\"meta\": %s", tk_last_error());
+            return TK_ERROR;
+        }
+    }
     if (read_hook(b, o, "pre", tk_seed_mix(seed, 0x9e37)) != TK_OK) return TK_ERROR;
     return read_hook(b, o, "post", tk_seed_mix(seed, 0x79b9));
 }
