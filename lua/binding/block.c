@@ -157,12 +157,13 @@ static int check_aggregation(lua_State *L, const char *name, int argn) {
 
 /* --- constructors --- */
 
-/* dense(name, units, {in =, activation =, use_bias =, kernel_initializer =,
+/* dense(name, units (0: as many as input features), {in =, activation =, use_bias =, kernel_initializer =,
  *                     bias_initializer =, seed =, kernel_l2 =}) */
 static int l_dense(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
     double units = luaL_checknumber(L, 2);
-    if (units < 1 || units != floor(units)) return tkl_error(L, "bad argument #2 to 'dense' (units must be a positive integer, got %g)", units);
+    if (units < 0 || units != floor(units))
+        return tkl_error(L, "bad argument #2 to 'dense' (units must be a non-negative integer (0: the input width), got %g)", units);
     int64_t in = tkl_opt_integer(L, 3, "in", 0);
     if (in < 0) return tkl_error(L, "option 'in' must be non-negative");
     lua_getfield(L, 3, "activation");

@@ -27,6 +27,16 @@ return function(tk)
     return opts or {}
   end
 
+  --- Stores a table (JSON-encodable) as the block's meta; it travels with configs and
+  -- copies. tk.get_meta(block) reads it back (nil if none).
+  function tk.set_meta(block, meta)
+    block:set_meta_json(meta ~= nil and core.json_encode(meta) or nil)
+  end
+  function tk.get_meta(block)
+    local text = block:meta_json()
+    return text and core.json_decode(text) or nil
+  end
+
   -- Constructors ------------------------------------------------------------------
 
   --- Dense layer: act(x W + b) with W [in, out]. Options: activation, use_bias,

@@ -94,4 +94,9 @@ require("towerkit.schema")(tk)
 require("towerkit.block")(tk)
 tk.optim = require("towerkit.optim")(tk)
 
+-- Inputs, towers and the two-tower block --------------------------------------------
+require("towerkit.inputs")(tk)
+require("towerkit.mlp")(tk)
+require("towerkit.two_tower")(tk)
+
 return tk
