@@ -591,6 +591,130 @@ tk_status tk_optim_step_block(tk_optim *opt, tk_ctx *ctx, const tk_block *b);
 double tk_clip_grad_norm(tk_ctx *ctx, double max_norm);
 
 /* ------------------------------------------------------------------------------------ */
+/* Retrieval: the two-tower loss, item frequency estimation, exact top-k                 */
+/* ------------------------------------------------------------------------------------ */
+
+/* Options of tk_retrieval_loss. Zero-initialise and set what you need; NULL fields are
+ * off. */
+typedef struct tk_retrieval_opts {
+    float temperature;              /* logits are divided by it; 0 means 1 */
+    tk_tensor *item_ids;            /* I64 [B]: mask in-batch columns j != b whose id equals
+                                     * the positive's (false negatives, as Merlin) */
+    tk_tensor *item_logq;           /* F32 [B]: log sampling probability of each in-batch
+                                     * item; logits[:, j] -= item_logq[j] (logQ correction) */
+    tk_tensor *negatives;           /* F32 [N, D]: extra sampled negatives (gets gradients) */
+    tk_tensor *negative_ids;        /* I64 [N]: a negative equal to row b's positive is masked */
+    tk_tensor *negative_logq;       /* F32 [N]: logits[:, B + n] -= negative_logq[n] */
+    tk_tensor *weights;             /* F32 [B]: sample weights; the loss is sum(w * ce) / B */
+    int32_t num_hard_negatives;     /* > 0: per row keep the positive and only the
+                                     * num_hard_negatives highest negative logits (TFRS) */
+} tk_retrieval_opts;
+
+/* Softmax cross-entropy of in-batch retrieval, fused: logits[b, j] = q_b . c_j / T over
+ * the candidates c = (item rows, then negatives), corrected and masked as opts says;
+ * the label of row b is column b. query and item are F32 [B, D]. Returns the mean loss
+ * ([1]); gradients flow to query, item and negatives. Masked logits count as -inf. */
+tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item,
+                             const tk_retrieval_opts *opts);
+
+/* Streaming item-frequency estimation (Yi et al. 2019, "Sampling-bias-corrected neural
+ * modeling", algorithm 2): ids hashed into `buckets` slots; per slot the last step an id
+ * was seen (A) and a moving average of the gap between sightings (B, learning rate
+ * alpha); the estimated sampling probability is 1 / B. */
+typedef struct tk_freq_estimator tk_freq_estimator;
+tk_freq_estimator *tk_freq_estimator_new(int64_t buckets, float alpha);
+void tk_freq_estimator_free(tk_freq_estimator *est);
+/* Records the `n` ids of one training step (steps increase by one per call) and writes
+ * log(p) of each, as estimated before this step's update, into logq_out (n floats). */
+tk_status tk_freq_estimator_update(tk_freq_estimator *est, int64_t n, const int64_t *ids,
+                                   float *logq_out);
+/* log(p) of ids without updating. */
+void tk_freq_estimator_logq(const tk_freq_estimator *est, int64_t n, const int64_t *ids,
+                            float *logq_out);
+int64_t tk_freq_estimator_step(const tk_freq_estimator *est);
+
+/* Exact top-k by inner product. queries F32 [Q, D], items F32 [N, D]; writes the k best
+ * item indices per query (out_idx I64 [Q, k]) with their scores (out_scores F32 [Q, k]),
+ * best first, ties broken by the lower index. Items are scored in blocks with one sgemm
+ * per block and selected with a per-query heap behind a running threshold. exclude
+ * (may be NULL): CSR lists of item indices to skip per query (excl_offsets [Q + 1],
+ * excl_items). When fewer than k items remain, the rest of the row is -1 / -INFINITY.
+ * Heap or arena tensors; no context needed. Returns TK_ERROR (tk_last_error) on bad
+ * shapes or k < 1. */
+tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k,
+                  const int64_t *excl_offsets, const int64_t *excl_items, tk_tensor *out_idx,
+                  tk_tensor *out_scores);
+
+/* ------------------------------------------------------------------------------------ */
+/* Files: safetensors weights, checkpoints, CSV                                          */
+/* ------------------------------------------------------------------------------------ */
+
+/* Writes tensors in the safetensors layout (8-byte little-endian header length, JSON
+ * header {name: {dtype "F32"|"I64", shape, data_offsets}, "__metadata__": {...}}, raw
+ * data), so Python tools read them. metadata: a JSON object of string values or NULL.
+ * Written to a temporary file in the same directory and renamed into place. */
+tk_status tk_safetensors_write(const char *path, int32_t n, const char *const *names,
+                               tk_tensor *const *tensors, const char *metadata_json);
+typedef struct tk_safetensors {
+    int32_t n;
+    char **names;
+    tk_tensor **tensors;   /* heap tensors owned by the struct */
+    char *metadata_json;   /* the "__metadata__" object as text, or NULL */
+} tk_safetensors;
+/* Reads a whole safetensors file. Truncated or malformed files are errors naming the
+ * file and what is wrong; NULL and tk_last_error. */
+tk_safetensors *tk_safetensors_read(const char *path);
+void tk_safetensors_free(tk_safetensors *st);
+
+/* Weights of a block by parameter path (tk_block_visit_params, skip_root). Loading
+ * needs every parameter present with its shape (a lazily sized block is built from the
+ * file's shapes); a missing, extra or mis-shaped tensor is an error naming it, and
+ * nothing is changed. */
+tk_status tk_block_save_weights(const tk_block *b, const char *path);
+tk_status tk_block_load_weights(tk_block *b, const char *path);
+
+/* A checkpoint directory: config.json (the block's config), weights.safetensors and
+ * the given extra files (for example schema.json), written into a temporary directory
+ * beside `dir` and renamed into place; an existing checkpoint is replaced only once the
+ * new one is complete. */
+tk_status tk_checkpoint_write(const char *dir, const tk_block *b, int32_t nfiles,
+                              const char *const *file_names, const char *const *file_texts);
+/* Reads a checkpoint: the block (built, with its weights); *file_texts_out[i] gets the
+ * malloc'd text of file_names[i] (NULL if absent). NULL and tk_last_error on a missing
+ * or malformed file, or weights that do not match the config. */
+tk_block *tk_checkpoint_read(const char *dir, int32_t nfiles, const char *const *file_names,
+                             char **file_texts_out);
+
+/* CSV with a header row. Columns are read by name with a type; a list cell holds ids
+ * separated by '|' (an empty cell is an empty list). */
+typedef enum tk_column_type { TK_COL_INT64 = 0, TK_COL_FLOAT32, TK_COL_INT64_LIST } tk_column_type;
+typedef struct tk_column_spec {
+    const char *name;
+    tk_column_type type;
+} tk_column_spec;
+/* A batch of columns: values[i] is I64 [rows] or F32 [rows], or for a list column the
+ * flat ids I64 [total] with offsets[i] I64 [rows + 1] (NULL otherwise). */
+typedef struct tk_columns {
+    int64_t nrows;
+    int32_t ncols;
+    char **names;
+    tk_column_type *types;
+    tk_tensor **values;
+    tk_tensor **offsets;
+} tk_columns;
+void tk_columns_free(tk_columns *c);
+/* Streaming reader: opens the file and checks the header has every requested column. */
+typedef struct tk_csv_reader tk_csv_reader;
+tk_csv_reader *tk_csv_open(const char *path, int32_t ncols, const tk_column_spec *cols);
+/* The next chunk of at most max_rows rows (nrows 0 at the end), or NULL on an error
+ * naming the file, the row (1-based, header = row 1) and the column. */
+tk_columns *tk_csv_next(tk_csv_reader *r, int64_t max_rows);
+void tk_csv_close(tk_csv_reader *r);
+/* Writes rows "id,v1,...,vD" (header "id,e_0,...") of an id vector I64 [N] and a
+ * matrix F32 [N, D], atomically. */
+tk_status tk_csv_write_embeddings(const char *path, const tk_tensor *ids, const tk_tensor *matrix);
+
+/* ------------------------------------------------------------------------------------ */
 /* Threads                                                                               */
 /* ------------------------------------------------------------------------------------ */
 
