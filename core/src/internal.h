@@ -79,6 +79,11 @@ float tk_rng_normal(uint64_t state[4]);
 
 /* Shape helpers */
 int64_t tk_shape_numel(int32_t ndim, const int64_t *shape);
+/* A heap tensor that takes ownership of `data`, malloc'd memory of at least numel
+ * elements (NULL allowed when numel is 0); freed by the last tk_tensor_release. On
+ * failure frees data and returns NULL (tk_last_error). Readers use it to hand over
+ * buffers they grew without copying them. */
+tk_tensor *tk_tensor_adopt(tk_dtype dtype, int32_t ndim, const int64_t *shape, void *data);
 /* Checks a tensor's dtype and rank; on failure sets ctx error naming `op` and `arg`. */
 bool tk_check_f32(tk_ctx *ctx, const char *op, const char *arg, const tk_tensor *t);
 bool tk_check_rank(tk_ctx *ctx, const char *op, const char *arg, const tk_tensor *t, int32_t ndim);

@@ -80,6 +80,30 @@ tk_tensor *tk_tensor_new(tk_dtype dtype, int32_t ndim, const int64_t *shape) {
     return t;
 }
 
+tk_tensor *tk_tensor_adopt(tk_dtype dtype, int32_t ndim, const int64_t *shape, void *data) {
+    if ((dtype != TK_F32 && dtype != TK_I64) || !valid_shape(ndim, shape)) {
+        if (dtype != TK_F32 && dtype != TK_I64) tk_set_error("unknown dtype %d", (int)dtype);
+        free(data);
+        return NULL;
+    }
+    tk_tensor *t = calloc(1, sizeof *t);
+    if (!data) data = calloc(1, 1);
+    if (!t || !data) {
+        free(t);
+        free(data);
+        tk_set_error("out of memory");
+        return NULL;
+    }
+    t->dtype = dtype;
+    t->ndim = ndim;
+    for (int32_t i = 0; i < ndim; i++) t->shape[i] = shape[i];
+    t->numel = tk_shape_numel(ndim, shape);
+    t->data = data;
+    t->flags = TK_TENSOR_HEAP;
+    t->refcount = 1;
+    return t;
+}
+
 tk_tensor *tk_tensor_new_1d(tk_dtype dtype, int64_t n0) { return tk_tensor_new(dtype, 1, &n0); }
 
 tk_tensor *tk_tensor_new_2d(tk_dtype dtype, int64_t n0, int64_t n1) {

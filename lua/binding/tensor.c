@@ -791,6 +791,176 @@ static int l_embedding_lookup(lua_State *L) {
                                                       has_off ? tkl_check_tensor(L, 3) : NULL, (tk_combiner)comb, name));
 }
 
+/* --- row selection for batching (heap results, no gradients) --- */
+
+static int64_t row_bytes(const tk_tensor *t) {
+    int64_t n = 1;
+    for (int d = 1; d < t->ndim; d++) n *= t->shape[d];
+    return n * (int64_t)tk_dtype_size(t->dtype);
+}
+
+/* index_select(t, idx [, first, count]): rows idx[first .. first+count) (0-based
+ * indices) of t along its first dimension, as a new heap tensor. */
+static int l_index_select(lua_State *L) {
+    tk_tensor *t = tkl_check_tensor(L, 1);
+    tk_tensor *idx = tkl_check_tensor(L, 2);
+    if (t->ndim < 1) return tkl_error(L, "bad argument #1 to 'index_select' (a tensor of at least 1 dimension expected)");
+    if (idx->dtype != TK_I64 || idx->ndim != 1) return tkl_error(L, "bad argument #2 to 'index_select' (int64 [n] indices expected)");
+    int64_t first = (int64_t)luaL_optnumber(L, 3, 0);
+    int64_t count = (int64_t)luaL_optnumber(L, 4, (lua_Number)(idx->numel - first));
+    if (first < 0 || count < 0 || first + count > idx->numel)
+        return tkl_error(L, "bad argument #3 to 'index_select' (range %lld+%lld outside %lld indices)", (long long)first,
+                         (long long)count, (long long)idx->numel);
+    const int64_t *ix = tk_i64(idx) + first;
+    for (int64_t i = 0; i < count; i++)
+        if (ix[i] < 0 || ix[i] >= t->shape[0])
+            return tkl_error(L, "index_select: index %lld out of range [0, %lld)", (long long)ix[i], (long long)t->shape[0]);
+    int64_t shape[TK_MAX_DIMS];
+    memcpy(shape, t->shape, sizeof shape);
+    shape[0] = count;
+    tk_tensor *out = tk_tensor_new(t->dtype, t->ndim, shape);
+    if (!out) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, out);
+    int64_t rb = row_bytes(t);
+    const char *src = t->data;
+    char *dst = out->data;
+    for (int64_t i = 0; i < count; i++) memcpy(dst + i * rb, src + ix[i] * rb, (size_t)rb);
+    return 1;
+}
+
+/* ragged_select(values, offsets, idx [, first, count]) -> values, offsets of the selected
+ * rows of a ragged list column. */
+static int l_ragged_select(lua_State *L) {
+    tk_tensor *values = tkl_check_tensor(L, 1);
+    tk_tensor *offsets = tkl_check_tensor(L, 2);
+    tk_tensor *idx = tkl_check_tensor(L, 3);
+    if (offsets->dtype != TK_I64 || offsets->ndim != 1 || offsets->numel < 1)
+        return tkl_error(L, "bad argument #2 to 'ragged_select' (int64 [rows + 1] offsets expected)");
+    if (values->ndim != 1) return tkl_error(L, "bad argument #1 to 'ragged_select' (1-d values expected)");
+    if (idx->dtype != TK_I64 || idx->ndim != 1) return tkl_error(L, "bad argument #3 to 'ragged_select' (int64 [n] indices expected)");
+    int64_t first = (int64_t)luaL_optnumber(L, 4, 0);
+    int64_t count = (int64_t)luaL_optnumber(L, 5, (lua_Number)(idx->numel - first));
+    if (first < 0 || count < 0 || first + count > idx->numel)
+        return tkl_error(L, "bad argument #4 to 'ragged_select' (range outside the indices)");
+    const int64_t *ix = tk_i64(idx) + first, *off = tk_i64(offsets);
+    int64_t rows = offsets->numel - 1, total = 0;
+    for (int64_t i = 0; i < count; i++) {
+        if (ix[i] < 0 || ix[i] >= rows)
+            return tkl_error(L, "ragged_select: index %lld out of range [0, %lld)", (long long)ix[i], (long long)rows);
+        int64_t a = off[ix[i]], b = off[ix[i] + 1];
+        if (a < 0 || b < a || b > values->numel) return tkl_error(L, "ragged_select: offsets are not increasing or exceed the values");
+        total += b - a;
+    }
+    tk_tensor *ov = tk_tensor_new_1d(values->dtype, total);
+    if (!ov) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, ov);
+    tk_tensor *oo = tk_tensor_new_1d(TK_I64, count + 1);
+    if (!oo) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, oo);
+    size_t es = tk_dtype_size(values->dtype);
+    int64_t pos = 0;
+    tk_i64(oo)[0] = 0;
+    for (int64_t i = 0; i < count; i++) {
+        int64_t a = off[ix[i]], n = off[ix[i] + 1] - a;
+        memcpy((char *)ov->data + pos * es, (const char *)values->data + a * es, (size_t)n * es);
+        pos += n;
+        tk_i64(oo)[i + 1] = pos;
+    }
+    return 2;
+}
+
+/* cat_rows({t1, t2, ...}) -> a heap tensor of the rows of all, in order. */
+static int l_cat_rows(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 1);
+    if (n < 1) return tkl_error(L, "bad argument #1 to 'cat_rows' (a non-empty list of tensors expected)");
+    int64_t rows = 0;
+    tk_tensor *first = NULL;
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        tk_tensor *t = tkl_to_tensor(L, -1);
+        lua_pop(L, 1);
+        if (!t || t->ndim < 1) return tkl_error(L, "bad argument #1 to 'cat_rows' (entry %d is not a tensor of rows)", i);
+        if (!first) first = t;
+        if (t->dtype != first->dtype || t->ndim != first->ndim || row_bytes(t) != row_bytes(first))
+            return tkl_error(L, "cat_rows: entry %d has another dtype or row shape than entry 1", i);
+        rows += t->shape[0];
+    }
+    int64_t shape[TK_MAX_DIMS];
+    memcpy(shape, first->shape, sizeof shape);
+    shape[0] = rows;
+    tk_tensor *out = tk_tensor_new(first->dtype, first->ndim, shape);
+    if (!out) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, out);
+    int64_t rb = row_bytes(first), pos = 0;
+    for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        tk_tensor *t = tkl_to_tensor(L, -1);
+        lua_pop(L, 1);
+        memcpy((char *)out->data + pos * rb, t->data, (size_t)(t->shape[0] * rb));
+        pos += t->shape[0];
+    }
+    return 1;
+}
+
+/* arange(n [, dtype]) -> 0 .. n-1 */
+static int l_arange(lua_State *L) {
+    double n = luaL_checknumber(L, 1);
+    if (n < 0 || n != floor(n)) return tkl_error(L, "bad argument #1 to 'arange' (a non-negative integer expected)");
+    tk_dtype dtype = (tk_dtype)parse_dtype(L, 2, TK_I64);
+    tk_tensor *t = tk_tensor_new_1d(dtype, (int64_t)n);
+    if (!t) return tkl_error(L, "%s", tk_last_error());
+    for (int64_t i = 0; i < t->numel; i++) {
+        if (dtype == TK_I64)
+            tk_i64(t)[i] = i;
+        else
+            tk_f32(t)[i] = (float)i;
+    }
+    tkl_push_heap(L, t);
+    return 1;
+}
+
+/* shuffle(t, seed): a Fisher-Yates shuffle of a 1-d heap tensor in place. */
+static int l_shuffle(lua_State *L) {
+    tkl_tensor *u = tkl_check_tensor_ud(L, 1);
+    tk_tensor *t = tkl_check_tensor(L, 1);
+    uint64_t seed = (uint64_t)luaL_checknumber(L, 2);
+    if (u->ctx || t->ndim != 1) return tkl_error(L, "bad argument #1 to 'shuffle' (a 1-d tensor made outside a context expected)");
+    uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL;
+    size_t es = tk_dtype_size(t->dtype);
+    char tmp[8];
+    for (int64_t i = t->numel - 1; i > 0; i--) {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        int64_t j = (int64_t)((s * 0x2545F4914F6CDD1DULL) % (uint64_t)(i + 1));
+        char *a = (char *)t->data + i * es, *b = (char *)t->data + j * es;
+        memcpy(tmp, a, es);
+        memcpy(a, b, es);
+        memcpy(b, tmp, es);
+    }
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* map_ids(idx, ids) -> ids[idx] for every entry of an int64 index tensor (any shape;
+ * -1 stays -1: "no item"). */
+static int l_map_ids(lua_State *L) {
+    tk_tensor *idx = tkl_check_tensor(L, 1);
+    tk_tensor *ids = tkl_check_tensor(L, 2);
+    if (idx->dtype != TK_I64) return tkl_error(L, "bad argument #1 to 'map_ids' (int64 indices expected)");
+    if (ids->dtype != TK_I64 || ids->ndim != 1) return tkl_error(L, "bad argument #2 to 'map_ids' (int64 [n] ids expected)");
+    tk_tensor *out = tk_tensor_new(TK_I64, idx->ndim, idx->shape);
+    if (!out) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, out);
+    for (int64_t i = 0; i < idx->numel; i++) {
+        int64_t j = tk_i64(idx)[i];
+        if (j < -1 || j >= ids->numel) return tkl_error(L, "map_ids: index %lld out of range [0, %lld)", (long long)j, (long long)ids->numel);
+        tk_i64(out)[i] = j < 0 ? -1 : tk_i64(ids)[j];
+    }
+    return 1;
+}
+
 static int l_is_tensor(lua_State *L) {
     lua_pushboolean(L, luaL_testudata(L, 1, TKL_TENSOR) != NULL);
     return 1;
@@ -830,6 +1000,9 @@ static const luaL_Reg tensor_functions[] = {
     {"cosine", l_cosine},     {"cross_entropy", l_cross_entropy},
     {"mse", l_mse},           {"bce_with_logits", l_bce},
     {"embedding_lookup", l_embedding_lookup}, {"is_tensor", l_is_tensor},
+    {"index_select", l_index_select}, {"ragged_select", l_ragged_select},
+    {"cat_rows", l_cat_rows},   {"arange", l_arange},
+    {"shuffle", l_shuffle},    {"map_ids", l_map_ids},
     {NULL, NULL}};
 
 /* Registers the Tensor metatable and adds the tensor functions to the module table at

@@ -99,4 +99,9 @@ require("towerkit.inputs")(tk)
 require("towerkit.mlp")(tk)
 require("towerkit.two_tower")(tk)
 
+-- Data, metrics, models ----------------------------------------------------------------
+tk.data = require("towerkit.data")(tk)
+tk.metrics = require("towerkit.metrics")(tk)
+require("towerkit.model")(tk)
+
 return tk

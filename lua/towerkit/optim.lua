@@ -84,5 +84,53 @@ return function(tk)
   -- max_norm; returns the norm before clipping.
   optim.clip_grad_norm = core.clip_grad_norm
 
+  -- Learning-rate schedules: functions (step, base_lr) -> lr for compile{schedule =}.
+  -- step counts from 1.
+  local schedules = {}
+  optim.schedules = schedules
+
+  local function positive(v, what)
+    if type(v) ~= "number" or v <= 0 then error(("%s must be a positive number"):format(what), 3) end
+  end
+
+  --- The base learning rate throughout.
+  function schedules.constant()
+    return function(_, base) return base end
+  end
+
+  --- Linear warm-up from 0 to the base rate over `steps` steps, then `after` (another
+  -- schedule, default constant) counted from the end of the warm-up.
+  function schedules.warmup(steps, after)
+    positive(steps, "warmup: steps")
+    after = after or schedules.constant()
+    return function(step, base)
+      if step <= steps then return base * step / steps end
+      return after(step - steps, base)
+    end
+  end
+
+  --- base * rate ^ (step / decay_steps) (staircase: the exponent floored).
+  function schedules.exponential_decay(o)
+    o = o or {}
+    positive(o.decay_steps, "exponential_decay: decay_steps")
+    positive(o.decay_rate, "exponential_decay: decay_rate")
+    return function(step, base)
+      local e = step / o.decay_steps
+      if o.staircase then e = math.floor(e) end
+      return base * o.decay_rate ^ e
+    end
+  end
+
+  --- Cosine decay from the base rate to base * alpha over decay_steps, then flat.
+  function schedules.cosine_decay(o)
+    o = o or {}
+    positive(o.decay_steps, "cosine_decay: decay_steps")
+    local alpha = o.alpha or 0
+    return function(step, base)
+      local t = math.min(step, o.decay_steps) / o.decay_steps
+      return base * ((1 - alpha) * 0.5 * (1 + math.cos(math.pi * t)) + alpha)
+    end
+  end
+
   return optim
 end

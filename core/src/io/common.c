@@ -1,0 +1,292 @@
+/* Shared helpers of the file formats: atomic files, paths, whole-file reads, a string
+ * builder with JSON escaping. */
+#include "io/io_impl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------------------ */
+/* Paths                                                                                  */
+/* ------------------------------------------------------------------------------------ */
+
+char *tk_path_dirname(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return tk_strdup(".");
+    while (slash > path && slash[-1] == '/') slash--;
+    if (slash == path) return tk_strdup("/");
+    size_t n = (size_t)(slash - path);
+    char *d = malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, path, n);
+    d[n] = '\0';
+    return d;
+}
+
+char *tk_path_join(const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    char *p = malloc(na + nb + 2);
+    if (!p) return NULL;
+    memcpy(p, a, na);
+    size_t off = na;
+    if (na && a[na - 1] != '/') p[off++] = '/';
+    memcpy(p + off, b, nb + 1);
+    return p;
+}
+
+static unsigned file_mode = 0644;
+static pthread_once_t mode_once = PTHREAD_ONCE_INIT;
+
+/* The umask from /proc (reading it with umask() would change it for a moment under
+ * other threads); 022 when /proc is not there. */
+static void read_umask(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        unsigned mask;
+        if (sscanf(line, "Umask: %o", &mask) == 1) {
+            file_mode = 0666u & ~mask;
+            break;
+        }
+    }
+    fclose(f);
+}
+
+unsigned tk_new_file_mode(void) {
+    pthread_once(&mode_once, read_umask);
+    return file_mode;
+}
+
+tk_status tk_fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return TK_OK;
+    int rc = fsync(fd);
+    int err = errno;
+    close(fd);
+    if (rc != 0 && err == EIO) {
+        tk_set_error("%s: fsync of the directory failed: %s", dir, strerror(err));
+        return TK_ERROR;
+    }
+    return TK_OK;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Atomic files                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+tk_status tk_atomic_open(tk_atomic_file *af, const char *path) {
+    af->f = NULL;
+    af->tmp = NULL;
+    af->path = path;
+    if (!path || !*path) {
+        tk_set_error("file path is empty");
+        return TK_ERROR;
+    }
+    size_t n = strlen(path);
+    if (path[n - 1] == '/') {
+        tk_set_error("%s: a file path must not end with '/'", path);
+        return TK_ERROR;
+    }
+    af->tmp = malloc(n + 12);
+    if (!af->tmp) {
+        tk_set_error("out of memory");
+        return TK_ERROR;
+    }
+    snprintf(af->tmp, n + 12, "%s.tmp-XXXXXX", path);
+    int fd = mkstemp(af->tmp);
+    if (fd < 0) {
+        int err = errno;
+        char *dir = tk_path_dirname(path);
+        tk_set_error("%s: cannot create a temporary file in '%s': %s", path, dir ? dir : ".", strerror(err));
+        free(dir);
+        free(af->tmp);
+        af->tmp = NULL;
+        return TK_ERROR;
+    }
+    /* mkstemp makes the file private (0600); give it the mode of the file it replaces,
+     * or the one open(2) would */
+    struct stat st;
+    unsigned mode = stat(path, &st) == 0 && S_ISREG(st.st_mode) ? (unsigned)(st.st_mode & 07777) : tk_new_file_mode();
+    if (fchmod(fd, (mode_t)mode) != 0) { /* not fatal: the file is still correct */
+    }
+    af->f = fdopen(fd, "wb");
+    if (!af->f) {
+        int err = errno;
+        close(fd);
+        unlink(af->tmp);
+        free(af->tmp);
+        af->tmp = NULL;
+        tk_set_error("%s: cannot open the temporary file: %s", path, strerror(err));
+        return TK_ERROR;
+    }
+    return TK_OK;
+}
+
+tk_status tk_atomic_write(tk_atomic_file *af, const void *data, size_t n) {
+    if (n == 0) return TK_OK;
+    if (fwrite(data, 1, n, af->f) != n) {
+        tk_set_error("%s: write failed: %s", af->path, strerror(errno));
+        return TK_ERROR;
+    }
+    return TK_OK;
+}
+
+void tk_atomic_abort(tk_atomic_file *af) {
+    if (af->f) fclose(af->f);
+    if (af->tmp) unlink(af->tmp);
+    free(af->tmp);
+    af->f = NULL;
+    af->tmp = NULL;
+}
+
+tk_status tk_atomic_commit(tk_atomic_file *af) {
+    const char *what = NULL;
+    int err = 0;
+    if (fflush(af->f) != 0) {
+        what = "write failed";
+    } else if (fsync(fileno(af->f)) != 0 && errno != EINVAL && errno != EROFS) {
+        what = "fsync failed";
+    } else {
+        FILE *f = af->f;
+        af->f = NULL;
+        if (fclose(f) != 0)
+            what = "close failed";
+        else if (rename(af->tmp, af->path) != 0)
+            what = "cannot rename the temporary file into place";
+    }
+    if (what) {
+        err = errno;
+        tk_atomic_abort(af);
+        tk_set_error("%s: %s: %s", af->path, what, strerror(err));
+        return TK_ERROR;
+    }
+    free(af->tmp);
+    af->tmp = NULL;
+    char *dir = tk_path_dirname(af->path);
+    tk_status st = dir ? tk_fsync_dir(dir) : TK_OK;
+    free(dir);
+    return st;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Whole files                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+char *tk_read_file(const char *path, size_t *len) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    struct stat st;
+    if (fstat(fd, &st) != 0) goto fail;
+    if (S_ISDIR(st.st_mode)) {
+        errno = EISDIR;
+        goto fail;
+    }
+    size_t cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 4096, n = 0;
+    char *buf = malloc(cap);
+    if (!buf) goto fail;
+    for (;;) {
+        if (n + 1 >= cap) {
+            char *b = realloc(buf, cap * 2);
+            if (!b) {
+                free(buf);
+                errno = ENOMEM;
+                goto fail;
+            }
+            buf = b;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            int err = errno;
+            free(buf);
+            errno = err;
+            goto fail;
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = '\0';
+    if (len) *len = n;
+    return buf;
+fail: {
+    int err = errno;
+    close(fd);
+    errno = err;
+    return NULL;
+}
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* String builder                                                                         */
+/* ------------------------------------------------------------------------------------ */
+
+static bool sbuf_reserve(tk_sbuf *b, size_t extra) {
+    if (b->oom) return false;
+    if (b->len + extra + 1 <= b->cap) return true;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra + 1) cap *= 2;
+    char *d = realloc(b->data, cap);
+    if (!d) {
+        b->oom = true;
+        return false;
+    }
+    b->data = d;
+    b->cap = cap;
+    return true;
+}
+
+void tk_sbuf_putn(tk_sbuf *b, const char *s, size_t n) {
+    if (!sbuf_reserve(b, n)) return;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void tk_sbuf_puts(tk_sbuf *b, const char *s) { tk_sbuf_putn(b, s, strlen(s)); }
+
+void tk_sbuf_printf(tk_sbuf *b, const char *fmt, ...) {
+    char small[128];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n < sizeof small) {
+        tk_sbuf_putn(b, small, (size_t)n);
+        return;
+    }
+    if (!sbuf_reserve(b, (size_t)n)) return;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void tk_sbuf_json_string(tk_sbuf *b, const char *s) {
+    tk_sbuf_putn(b, "\"", 1);
+    const char *run = s;
+    for (const unsigned char *p = (const unsigned char *)s;; p++) {
+        unsigned char c = *p;
+        if (c != 0 && c != '"' && c != '\\' && c >= 0x20) continue;
+        tk_sbuf_putn(b, run, (size_t)((const char *)p - run));
+        if (c == 0) break;
+        switch (c) {
+        case '"': tk_sbuf_puts(b, "\\\""); break;
+        case '\\': tk_sbuf_puts(b, "\\\\"); break;
+        case '\n': tk_sbuf_puts(b, "\\n"); break;
+        case '\r': tk_sbuf_puts(b, "\\r"); break;
+        case '\t': tk_sbuf_puts(b, "\\t"); break;
+        case '\b': tk_sbuf_puts(b, "\\b"); break;
+        case '\f': tk_sbuf_puts(b, "\\f"); break;
+        default: tk_sbuf_printf(b, "\\u%04x", c); break;
+        }
+        run = (const char *)p + 1;
+    }
+    tk_sbuf_putn(b, "\"", 1);
+}

@@ -1,0 +1,306 @@
+/* Exact top-k by inner product: blocked sgemm scoring plus a per-query heap behind a
+ * running threshold.
+ *
+ * Queries are taken in blocks of TOPK_QUERY_BLOCK rows; for each query block the items
+ * are scored in blocks of TOPK_ITEM_BLOCK rows with one cblas_sgemm into a scratch
+ * buffer (block x block scores), then every query row of the buffer is selected into
+ * that query's heap. Items are visited in increasing index order, so an item whose score
+ * equals the heap's worst entry always has the higher index and loses the tie: once a
+ * heap is full, only scores strictly above its minimum can enter. That comparison is the
+ * whole cost of selection for almost every score, and it is done sixteen scores at a
+ * time (a vectorised "any above the threshold" test) before looking at them one by one.
+ *
+ * Each query's heap lives in its own output row (out_scores / out_idx), so k costs no
+ * memory beyond the outputs; the rows are heap-sorted best first at the end.
+ *
+ * Order: score descending, then index ascending (a total order, so results are exact,
+ * ties included, given the scores). An item whose score is NaN is never returned.
+ * Exclusions are looked up (binary search in a sorted copy of the query's list) only
+ * for the rare candidates that pass the threshold. */
+#include "internal.h"
+
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+
+/* 512 x 4096 scores (8 MiB) measured fastest for W2's shape (D = 128, two threads):
+ * large enough for OpenBLAS to run near its peak, small enough to stay in L3. */
+#define TOPK_QUERY_BLOCK 512
+#define TOPK_ITEM_BLOCK 4096
+#define TOPK_CHUNK 16
+
+/* a is worse than b: lower score, or the same score and a higher index. */
+static inline bool worse(float sa, int64_t ia, float sb, int64_t ib) {
+    return sa < sb || (sa == sb && ia > ib);
+}
+
+/* Min-heap (worst entry at the root) of n entries in parallel arrays. */
+static void sift_down(float *hs, int64_t *hi, int64_t n, int64_t pos) {
+    float s = hs[pos];
+    int64_t id = hi[pos];
+    for (;;) {
+        int64_t c = 2 * pos + 1;
+        if (c >= n) break;
+        if (c + 1 < n && worse(hs[c + 1], hi[c + 1], hs[c], hi[c])) c++;
+        if (!worse(hs[c], hi[c], s, id)) break;
+        hs[pos] = hs[c];
+        hi[pos] = hi[c];
+        pos = c;
+    }
+    hs[pos] = s;
+    hi[pos] = id;
+}
+
+static void heap_push(float *hs, int64_t *hi, int64_t n, float s, int64_t id) {
+    int64_t pos = n; /* the new entry goes at the end and moves up */
+    while (pos > 0) {
+        int64_t p = (pos - 1) / 2;
+        if (!worse(s, id, hs[p], hi[p])) break;
+        hs[pos] = hs[p];
+        hi[pos] = hi[p];
+        pos = p;
+    }
+    hs[pos] = s;
+    hi[pos] = id;
+}
+
+/* Sorts a heap of n entries best first (heap sort: the worst goes to the end). */
+static void heap_sort_best_first(float *hs, int64_t *hi, int64_t n) {
+    for (int64_t m = n - 1; m > 0; m--) {
+        float s = hs[0];
+        int64_t id = hi[0];
+        hs[0] = hs[m];
+        hi[0] = hi[m];
+        hs[m] = s;
+        hi[m] = id;
+        sift_down(hs, hi, m, 0);
+    }
+}
+
+/* Whether `item` is in the sorted list ex[0..n). */
+static bool excluded(const int64_t *ex, int64_t n, int64_t item) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (ex[mid] < item) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo < n && ex[lo] == item;
+}
+
+/* Whether any of TOPK_CHUNK scores is above thr; written so that the compiler turns it
+ * into vector compares (no early exit). */
+static inline bool any_above(const float *s, float thr) {
+    int any = 0;
+    for (int i = 0; i < TOPK_CHUNK; i++) any |= s[i] > thr;
+    return any != 0;
+}
+
+typedef struct topk_row {
+    float *hs;         /* heap scores: the query's out_scores row */
+    int64_t *hi;       /* heap indices: the query's out_idx row */
+    int64_t count;     /* entries in the heap */
+    const int64_t *ex; /* sorted exclusions of the query */
+    int64_t nex;
+} topk_row;
+
+/* Selects the scores s[0..n) of items j0.. into a query's heap of capacity cap. */
+static void select_row(topk_row *r, int64_t cap, const float *s, int64_t n, int64_t j0) {
+    float *hs = r->hs;
+    int64_t *hi = r->hi, j = 0;
+    while (r->count < cap && j < n) { /* filling: every valid item enters */
+        float v = s[j];
+        if (v == v && !(r->nex && excluded(r->ex, r->nex, j0 + j))) {
+            heap_push(hs, hi, r->count, v, j0 + j);
+            r->count++;
+        }
+        j++;
+    }
+    if (j == n) return;
+    float thr = hs[0]; /* full: only scores strictly above the worst can enter */
+    for (;;) {
+        for (; j + TOPK_CHUNK <= n && !any_above(s + j, thr); j += TOPK_CHUNK) {}
+        int64_t end = j + TOPK_CHUNK <= n ? j + TOPK_CHUNK : n;
+        if (j >= end) break;
+        for (; j < end; j++) {
+            float v = s[j];
+            if (v > thr && !(r->nex && excluded(r->ex, r->nex, j0 + j))) {
+                hs[0] = v;
+                hi[0] = j0 + j;
+                sift_down(hs, hi, cap, 0);
+                thr = hs[0];
+            }
+        }
+    }
+}
+
+/* Fewer than k candidates: the rest of the row is -1 / -INFINITY. */
+static void pad_row(float *hs, int64_t *hi, int64_t from, int64_t k) {
+    for (int64_t j = from; j < k; j++) {
+        hs[j] = -INFINITY;
+        hi[j] = -1;
+    }
+}
+
+static int cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static bool check_matrix(const char *arg, const tk_tensor *t) {
+    char s[64];
+    if (!t) {
+        tk_set_error("topk: %s is NULL", arg);
+        return false;
+    }
+    if (t->dtype != TK_F32 || t->ndim != 2) {
+        tk_set_error("topk: %s must be a 2-D float32 tensor, got %s %s", arg, tk_dtype_name(t->dtype),
+                     tk_shape_str(t, s, sizeof s));
+        return false;
+    }
+    return true;
+}
+
+static bool check_out(const char *arg, const tk_tensor *t, tk_dtype dtype, int64_t q, int64_t k) {
+    char s[64];
+    if (!t) {
+        tk_set_error("topk: %s is NULL", arg);
+        return false;
+    }
+    if (t->dtype != dtype || t->ndim != 2 || t->shape[0] != q || t->shape[1] != k) {
+        tk_set_error("topk: %s must be %s [%lld, %lld], got %s %s", arg, tk_dtype_name(dtype), (long long)q,
+                     (long long)k, tk_dtype_name(t->dtype), tk_shape_str(t, s, sizeof s));
+        return false;
+    }
+    return true;
+}
+
+/* Checks the CSR exclusion lists and returns a copy with each list sorted (NULL with
+ * *ok set when there is nothing to exclude). */
+static int64_t *sorted_exclusions(int64_t nq, int64_t ni, const int64_t *off, const int64_t *items, bool *ok) {
+    *ok = false;
+    if (off[0] < 0) {
+        tk_set_error("topk: excl_offsets[0] is %lld, expected >= 0", (long long)off[0]);
+        return NULL;
+    }
+    for (int64_t q = 0; q < nq; q++)
+        if (off[q + 1] < off[q]) {
+            tk_set_error("topk: excl_offsets must not decrease, but excl_offsets[%lld] = %lld > excl_offsets[%lld] = %lld",
+                         (long long)q, (long long)off[q], (long long)(q + 1), (long long)off[q + 1]);
+            return NULL;
+        }
+    int64_t base = off[0], total = off[nq] - base;
+    if (total == 0) {
+        *ok = true;
+        return NULL;
+    }
+    if (!items) {
+        tk_set_error("topk: excl_items is NULL but excl_offsets lists %lld exclusions", (long long)total);
+        return NULL;
+    }
+    for (int64_t q = 0; q < nq; q++)
+        for (int64_t e = off[q]; e < off[q + 1]; e++)
+            if (items[e] < 0 || items[e] >= ni) {
+                tk_set_error("topk: excluded item %lld of query %lld is out of range [0, %lld)", (long long)items[e],
+                             (long long)q, (long long)ni);
+                return NULL;
+            }
+    int64_t *copy = malloc((size_t)total * sizeof *copy);
+    if (!copy) {
+        tk_set_error("topk: out of memory copying %lld exclusions", (long long)total);
+        return NULL;
+    }
+    memcpy(copy, items + base, (size_t)total * sizeof *copy);
+    for (int64_t q = 0; q < nq; q++) {
+        int64_t *l = copy + (off[q] - base);
+        size_t n = (size_t)(off[q + 1] - off[q]);
+        bool sorted = true;
+        for (size_t i = 1; i < n && sorted; i++) sorted = l[i - 1] <= l[i];
+        if (!sorted) qsort(l, n, sizeof *l, cmp_i64);
+    }
+    *ok = true;
+    return copy;
+}
+
+tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k, const int64_t *excl_offsets,
+                  const int64_t *excl_items, tk_tensor *out_idx, tk_tensor *out_scores) {
+    if (!check_matrix("queries", queries) || !check_matrix("items", items)) return TK_ERROR;
+    int64_t nq = queries->shape[0], d = queries->shape[1], ni = items->shape[0];
+    char s1[64], s2[64];
+    if (items->shape[1] != d) {
+        tk_set_error("topk: queries %s and items %s must have the same number of columns",
+                     tk_shape_str(queries, s1, sizeof s1), tk_shape_str(items, s2, sizeof s2));
+        return TK_ERROR;
+    }
+    if (d > INT_MAX) {
+        tk_set_error("topk: %lld columns are too many for BLAS", (long long)d);
+        return TK_ERROR;
+    }
+    if (k < 1) {
+        tk_set_error("topk: k must be >= 1, got %lld", (long long)k);
+        return TK_ERROR;
+    }
+    if (!check_out("out_idx", out_idx, TK_I64, nq, k) || !check_out("out_scores", out_scores, TK_F32, nq, k))
+        return TK_ERROR;
+    if (!excl_offsets && excl_items) {
+        tk_set_error("topk: excl_items given without excl_offsets");
+        return TK_ERROR;
+    }
+    int64_t *ex = NULL;
+    if (excl_offsets) {
+        bool ok;
+        ex = sorted_exclusions(nq, ni, excl_offsets, excl_items, &ok);
+        if (!ok) return TK_ERROR;
+    }
+
+    int64_t cap = k < ni ? k : ni; /* heap capacity */
+    int64_t qb = nq < TOPK_QUERY_BLOCK ? nq : TOPK_QUERY_BLOCK;
+    int64_t nb = ni < TOPK_ITEM_BLOCK ? ni : TOPK_ITEM_BLOCK;
+    float *scores = NULL;
+    topk_row *rows = NULL;
+    if (nq > 0 && ni > 0) {
+        scores = malloc((size_t)(qb * nb) * sizeof *scores);
+        rows = malloc((size_t)qb * sizeof *rows);
+        if (!scores || !rows) {
+            free(scores);
+            free(rows);
+            free(ex);
+            tk_set_error("topk: out of memory for a %lld x %lld score block", (long long)qb, (long long)nb);
+            return TK_ERROR;
+        }
+    }
+    const float *qv = tk_f32(queries), *iv = tk_f32(items);
+    float *os = tk_f32(out_scores);
+    int64_t *oi = tk_i64(out_idx);
+    for (int64_t q0 = 0; q0 < nq && ni > 0; q0 += qb) {
+        int64_t mq = nq - q0 < qb ? nq - q0 : qb;
+        for (int64_t r = 0; r < mq; r++) {
+            int64_t q = q0 + r;
+            rows[r] = (topk_row){os + q * k, oi + q * k, 0, NULL, 0};
+            if (ex) {
+                rows[r].ex = ex + (excl_offsets[q] - excl_offsets[0]);
+                rows[r].nex = excl_offsets[q + 1] - excl_offsets[q];
+            }
+        }
+        for (int64_t j0 = 0; j0 < ni; j0 += nb) {
+            int64_t mi = ni - j0 < nb ? ni - j0 : nb;
+            if (d > 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)mq, (blasint)mi, (blasint)d, 1.0f,
+                            qv + q0 * d, (blasint)d, iv + j0 * d, (blasint)d, 0.0f, scores, (blasint)mi);
+            else
+                memset(scores, 0, (size_t)(mq * mi) * sizeof *scores);
+            for (int64_t r = 0; r < mq; r++) select_row(&rows[r], cap, scores + r * mi, mi, j0);
+        }
+        for (int64_t r = 0; r < mq; r++) {
+            heap_sort_best_first(rows[r].hs, rows[r].hi, rows[r].count);
+            pad_row(rows[r].hs, rows[r].hi, rows[r].count, k);
+        }
+    }
+    if (ni == 0)
+        for (int64_t q = 0; q < nq; q++) pad_row(os + q * k, oi + q * k, 0, k);
+    free(scores);
+    free(rows);
+    free(ex);
+    return TK_OK;
+}
