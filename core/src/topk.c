@@ -10,8 +10,9 @@
  * whole cost of selection for almost every score, and it is done sixteen scores at a
  * time (a vectorised "any above the threshold" test) before looking at them one by one.
  *
- * Each query's heap lives in its own output row (out_scores / out_idx), so k costs no
- * memory beyond the outputs; the rows are heap-sorted best first at the end.
+ * Each query's heap lives in its own output row (out_idx, as 64-bit keys packing score
+ * and index, see make_key), so k costs no memory beyond the outputs; the rows are
+ * heap-sorted best first at the end and unpacked into out_scores and out_idx.
  *
  * Order: score descending, then index ascending (a total order, so results are exact,
  * ties included, given the scores). An item whose score is NaN is never returned.
@@ -30,51 +31,67 @@
 #define TOPK_ITEM_BLOCK 4096
 #define TOPK_CHUNK 16
 
-/* a is worse than b: lower score, or the same score and a higher index. */
-static inline bool worse(float sa, int64_t ia, float sb, int64_t ib) {
-    return sa < sb || (sa == sb && ia > ib);
+/* Heap entries are 64-bit keys that order as the results do: the score mapped to an
+ * unsigned integer with the same order (sign flipped for positives, all bits for
+ * negatives; -0 is made +0 first so it ties with +0 as a float comparison says) in the
+ * high half, and UINT32_MAX - index in the low half, so that of two equal scores the
+ * lower index has the larger key. One integer comparison, no branches on ties. */
+static inline uint64_t make_key(float v, int64_t idx) {
+    uint32_t u;
+    v += 0.0f; /* -0 -> +0 */
+    memcpy(&u, &v, sizeof u);
+    u ^= (u >> 31) ? 0xffffffffu : 0x80000000u;
+    return (uint64_t)u << 32 | (uint32_t)(UINT32_MAX - (uint64_t)idx);
 }
 
-/* Min-heap (worst entry at the root) of n entries in parallel arrays. */
-static void sift_down(float *hs, int64_t *hi, int64_t n, int64_t pos) {
-    float s = hs[pos];
-    int64_t id = hi[pos];
+static inline float key_score(uint64_t key) {
+    uint32_t u = (uint32_t)(key >> 32);
+    u ^= (u >> 31) ? 0x80000000u : 0xffffffffu;
+    float v;
+    memcpy(&v, &u, sizeof v);
+    return v;
+}
+
+static inline int64_t key_index(uint64_t key) { return (int64_t)(UINT32_MAX - (uint32_t)key); }
+
+/* Min-heap of keys: the worst entry at the root. Replaces the root by `key` and moves
+ * it down; the child is picked without a branch. */
+static void heap_replace_root(uint64_t *h, int64_t n, uint64_t key) {
+    int64_t pos = 0;
     for (;;) {
         int64_t c = 2 * pos + 1;
         if (c >= n) break;
-        if (c + 1 < n && worse(hs[c + 1], hi[c + 1], hs[c], hi[c])) c++;
-        if (!worse(hs[c], hi[c], s, id)) break;
-        hs[pos] = hs[c];
-        hi[pos] = hi[c];
+        uint64_t kc = h[c];
+        if (c + 1 < n) {
+            uint64_t k1 = h[c + 1];
+            bool right = k1 < kc;
+            c += right;
+            kc = right ? k1 : kc;
+        }
+        if (kc >= key) break;
+        h[pos] = kc;
         pos = c;
     }
-    hs[pos] = s;
-    hi[pos] = id;
+    h[pos] = key;
 }
 
-static void heap_push(float *hs, int64_t *hi, int64_t n, float s, int64_t id) {
+static void heap_push(uint64_t *h, int64_t n, uint64_t key) {
     int64_t pos = n; /* the new entry goes at the end and moves up */
     while (pos > 0) {
         int64_t p = (pos - 1) / 2;
-        if (!worse(s, id, hs[p], hi[p])) break;
-        hs[pos] = hs[p];
-        hi[pos] = hi[p];
+        if (h[p] <= key) break;
+        h[pos] = h[p];
         pos = p;
     }
-    hs[pos] = s;
-    hi[pos] = id;
+    h[pos] = key;
 }
 
-/* Sorts a heap of n entries best first (heap sort: the worst goes to the end). */
-static void heap_sort_best_first(float *hs, int64_t *hi, int64_t n) {
+/* Sorts a heap of n keys best (largest) first: heap sort moves the worst to the end. */
+static void heap_sort_best_first(uint64_t *h, int64_t n) {
     for (int64_t m = n - 1; m > 0; m--) {
-        float s = hs[0];
-        int64_t id = hi[0];
-        hs[0] = hs[m];
-        hi[0] = hi[m];
-        hs[m] = s;
-        hi[m] = id;
-        sift_down(hs, hi, m, 0);
+        uint64_t worst = h[0];
+        heap_replace_root(h, m, h[m]);
+        h[m] = worst;
     }
 }
 
@@ -89,57 +106,116 @@ static bool excluded(const int64_t *ex, int64_t n, int64_t item) {
     return lo < n && ex[lo] == item;
 }
 
-/* Whether any of TOPK_CHUNK scores is above thr; written so that the compiler turns it
- * into vector compares (no early exit). */
-static inline bool any_above(const float *s, float thr) {
-    int any = 0;
-    for (int i = 0; i < TOPK_CHUNK; i++) any |= s[i] > thr;
-    return any != 0;
+/* The first chunk of TOPK_CHUNK scores with one above thr: returns its offset (a
+ * multiple of TOPK_CHUNK), or n rounded down to a multiple of TOPK_CHUNK if none has.
+ * This is the loop every score goes through: SSE2 (x86-64's baseline) or AVX2 when the
+ * CPU has it, plain C elsewhere. */
+typedef int64_t (*scan_fn)(const float *s, int64_t n, float thr);
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+static int64_t scan_sse2(const float *s, int64_t n, float thr) {
+    __m128 t = _mm_set1_ps(thr);
+    int64_t j = 0;
+    for (; j + TOPK_CHUNK <= n; j += TOPK_CHUNK) {
+        __m128 a = _mm_or_ps(_mm_cmpgt_ps(_mm_loadu_ps(s + j), t), _mm_cmpgt_ps(_mm_loadu_ps(s + j + 4), t));
+        __m128 b = _mm_or_ps(_mm_cmpgt_ps(_mm_loadu_ps(s + j + 8), t), _mm_cmpgt_ps(_mm_loadu_ps(s + j + 12), t));
+        if (_mm_movemask_ps(_mm_or_ps(a, b))) return j;
+    }
+    return j;
 }
 
+__attribute__((target("avx2"))) static int64_t scan_avx2(const float *s, int64_t n, float thr) {
+    __m256 t = _mm256_set1_ps(thr);
+    int64_t j = 0;
+    for (; j + 4 * TOPK_CHUNK <= n; j += 4 * TOPK_CHUNK) { /* 64 scores per test */
+        __m256 a = _mm256_or_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + j), t, _CMP_GT_OQ),
+                                _mm256_cmp_ps(_mm256_loadu_ps(s + j + 8), t, _CMP_GT_OQ));
+        __m256 b = _mm256_or_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + j + 16), t, _CMP_GT_OQ),
+                                _mm256_cmp_ps(_mm256_loadu_ps(s + j + 24), t, _CMP_GT_OQ));
+        __m256 c = _mm256_or_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + j + 32), t, _CMP_GT_OQ),
+                                _mm256_cmp_ps(_mm256_loadu_ps(s + j + 40), t, _CMP_GT_OQ));
+        __m256 d = _mm256_or_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + j + 48), t, _CMP_GT_OQ),
+                                _mm256_cmp_ps(_mm256_loadu_ps(s + j + 56), t, _CMP_GT_OQ));
+        if (_mm256_movemask_ps(_mm256_or_ps(_mm256_or_ps(a, b), _mm256_or_ps(c, d)))) {
+            /* which chunk of 16 */
+            if (_mm256_movemask_ps(a)) return j;
+            if (_mm256_movemask_ps(b)) return j + TOPK_CHUNK;
+            if (_mm256_movemask_ps(c)) return j + 2 * TOPK_CHUNK;
+            return j + 3 * TOPK_CHUNK;
+        }
+    }
+    for (; j + TOPK_CHUNK <= n; j += TOPK_CHUNK) {
+        __m256 a = _mm256_or_ps(_mm256_cmp_ps(_mm256_loadu_ps(s + j), t, _CMP_GT_OQ),
+                                _mm256_cmp_ps(_mm256_loadu_ps(s + j + 8), t, _CMP_GT_OQ));
+        if (_mm256_movemask_ps(a)) return j;
+    }
+    return j;
+}
+
+static scan_fn pick_scan(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2")) return scan_avx2;
+    return scan_sse2;
+}
+#else
+static int64_t scan_plain(const float *s, int64_t n, float thr) {
+    int64_t j = 0;
+    for (; j + TOPK_CHUNK <= n; j += TOPK_CHUNK) {
+        int any = 0;
+        for (int i = 0; i < TOPK_CHUNK; i++) any |= s[j + i] > thr;
+        if (any) return j;
+    }
+    return j;
+}
+
+static scan_fn pick_scan(void) { return scan_plain; }
+#endif
+
 typedef struct topk_row {
-    float *hs;         /* heap scores: the query's out_scores row */
-    int64_t *hi;       /* heap indices: the query's out_idx row */
+    uint64_t *heap;    /* the query's out_idx row, holding keys until the end */
     int64_t count;     /* entries in the heap */
     const int64_t *ex; /* sorted exclusions of the query */
     int64_t nex;
 } topk_row;
 
 /* Selects the scores s[0..n) of items j0.. into a query's heap of capacity cap. */
-static void select_row(topk_row *r, int64_t cap, const float *s, int64_t n, int64_t j0) {
-    float *hs = r->hs;
-    int64_t *hi = r->hi, j = 0;
+static void select_row(topk_row *r, int64_t cap, const float *s, int64_t n, int64_t j0, scan_fn scan) {
+    uint64_t *h = r->heap;
+    int64_t j = 0;
     while (r->count < cap && j < n) { /* filling: every valid item enters */
         float v = s[j];
-        if (v == v && !(r->nex && excluded(r->ex, r->nex, j0 + j))) {
-            heap_push(hs, hi, r->count, v, j0 + j);
-            r->count++;
-        }
+        if (v == v && !(r->nex && excluded(r->ex, r->nex, j0 + j))) heap_push(h, r->count++, make_key(v, j0 + j));
         j++;
     }
     if (j == n) return;
-    float thr = hs[0]; /* full: only scores strictly above the worst can enter */
-    for (;;) {
-        for (; j + TOPK_CHUNK <= n && !any_above(s + j, thr); j += TOPK_CHUNK) {}
-        int64_t end = j + TOPK_CHUNK <= n ? j + TOPK_CHUNK : n;
-        if (j >= end) break;
+    float thr = key_score(h[0]); /* full: only scores strictly above the worst can enter */
+    while (j < n) {
+        j += scan(s + j, n - j, thr); /* skips whole chunks below the threshold */
+        int64_t end = j + TOPK_CHUNK < n ? j + TOPK_CHUNK : n;
         for (; j < end; j++) {
             float v = s[j];
             if (v > thr && !(r->nex && excluded(r->ex, r->nex, j0 + j))) {
-                hs[0] = v;
-                hi[0] = j0 + j;
-                sift_down(hs, hi, cap, 0);
-                thr = hs[0];
+                heap_replace_root(h, cap, make_key(v, j0 + j));
+                thr = key_score(h[0]);
             }
         }
     }
 }
 
-/* Fewer than k candidates: the rest of the row is -1 / -INFINITY. */
-static void pad_row(float *hs, int64_t *hi, int64_t from, int64_t k) {
-    for (int64_t j = from; j < k; j++) {
-        hs[j] = -INFINITY;
-        hi[j] = -1;
+/* Turns a query's sorted keys into scores and indices, and pads the rest of the row
+ * with -1 / -INFINITY when fewer than k items were found. */
+static void finish_row(uint64_t *keys, float *scores, int64_t count, int64_t k) {
+    int64_t *idx = (int64_t *)keys;
+    for (int64_t j = 0; j < count; j++) {
+        uint64_t key = keys[j];
+        scores[j] = key_score(key);
+        idx[j] = key_index(key);
+    }
+    for (int64_t j = count; j < k; j++) {
+        scores[j] = -INFINITY;
+        idx[j] = -1;
     }
 }
 
@@ -237,6 +313,10 @@ tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k, c
         tk_set_error("topk: %lld columns are too many for BLAS", (long long)d);
         return TK_ERROR;
     }
+    if (ni > (int64_t)UINT32_MAX) { /* indices are packed in 32 bits (make_key) */
+        tk_set_error("topk: %lld items are too many (at most %lu)", (long long)ni, (unsigned long)UINT32_MAX);
+        return TK_ERROR;
+    }
     if (k < 1) {
         tk_set_error("topk: k must be >= 1, got %lld", (long long)k);
         return TK_ERROR;
@@ -270,6 +350,7 @@ tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k, c
             return TK_ERROR;
         }
     }
+    scan_fn scan = pick_scan();
     const float *qv = tk_f32(queries), *iv = tk_f32(items);
     float *os = tk_f32(out_scores);
     int64_t *oi = tk_i64(out_idx);
@@ -277,7 +358,7 @@ tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k, c
         int64_t mq = nq - q0 < qb ? nq - q0 : qb;
         for (int64_t r = 0; r < mq; r++) {
             int64_t q = q0 + r;
-            rows[r] = (topk_row){os + q * k, oi + q * k, 0, NULL, 0};
+            rows[r] = (topk_row){(uint64_t *)(oi + q * k), 0, NULL, 0};
             if (ex) {
                 rows[r].ex = ex + (excl_offsets[q] - excl_offsets[0]);
                 rows[r].nex = excl_offsets[q + 1] - excl_offsets[q];
@@ -290,15 +371,15 @@ tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k, c
                             qv + q0 * d, (blasint)d, iv + j0 * d, (blasint)d, 0.0f, scores, (blasint)mi);
             else
                 memset(scores, 0, (size_t)(mq * mi) * sizeof *scores);
-            for (int64_t r = 0; r < mq; r++) select_row(&rows[r], cap, scores + r * mi, mi, j0);
+            for (int64_t r = 0; r < mq; r++) select_row(&rows[r], cap, scores + r * mi, mi, j0, scan);
         }
         for (int64_t r = 0; r < mq; r++) {
-            heap_sort_best_first(rows[r].hs, rows[r].hi, rows[r].count);
-            pad_row(rows[r].hs, rows[r].hi, rows[r].count, k);
+            heap_sort_best_first(rows[r].heap, rows[r].count);
+            finish_row(rows[r].heap, os + (q0 + r) * k, rows[r].count, k);
         }
     }
     if (ni == 0)
-        for (int64_t q = 0; q < nq; q++) pad_row(os + q * k, oi + q * k, 0, k);
+        for (int64_t q = 0; q < nq; q++) finish_row((uint64_t *)(oi + q * k), os + q * k, 0, k);
     free(scores);
     free(rows);
     free(ex);

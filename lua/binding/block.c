@@ -232,6 +232,7 @@ static const char **string_list(lua_State *L, int idx, int *n_out, const char *w
 
 /* filter(name, {names...}, exclude) */
 static int l_filter(lua_State *L) {
+    lua_settop(L, 3); /* string_list pushes onto the stack */
     const char *name = luaL_checkstring(L, 1);
     int n;
     const char **names = string_list(L, 2, &n, "filter");
@@ -322,6 +323,7 @@ static int l_sequential(lua_State *L) {
 
 /* parallel(name, {names...}, {blocks...} [, aggregation]) */
 static int l_parallel(lua_State *L) {
+    lua_settop(L, 4); /* string_list pushes onto the stack */
     const char *name = luaL_checkstring(L, 1);
     int n;
     const char **names = string_list(L, 2, &n, "parallel");

@@ -103,5 +103,6 @@ require("towerkit.two_tower")(tk)
 tk.data = require("towerkit.data")(tk)
 tk.metrics = require("towerkit.metrics")(tk)
 require("towerkit.model")(tk)
+require("towerkit.merlin_methods")(tk)
 
 return tk

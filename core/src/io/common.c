@@ -37,7 +37,7 @@ char *tk_path_join(const char *a, const char *b) {
     return p;
 }
 
-static unsigned file_mode = 0644;
+static unsigned process_umask = 022;
 static pthread_once_t mode_once = PTHREAD_ONCE_INIT;
 
 /* The umask from /proc (reading it with umask() would change it for a moment under
@@ -49,16 +49,16 @@ static void read_umask(void) {
     while (fgets(line, sizeof line, f)) {
         unsigned mask;
         if (sscanf(line, "Umask: %o", &mask) == 1) {
-            file_mode = 0666u & ~mask;
+            process_umask = mask & 0777u;
             break;
         }
     }
     fclose(f);
 }
 
-unsigned tk_new_file_mode(void) {
+unsigned tk_process_umask(void) {
     pthread_once(&mode_once, read_umask);
-    return file_mode;
+    return process_umask;
 }
 
 tk_status tk_fsync_dir(const char *dir) {

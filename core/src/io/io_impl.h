@@ -30,8 +30,10 @@ tk_status tk_fsync_dir(const char *dir);
 char *tk_path_dirname(const char *path);
 /* "<a>/<b>", malloc'd (NULL on out of memory). */
 char *tk_path_join(const char *a, const char *b);
-/* The mode new files get: 0666 minus the process umask. */
-unsigned tk_new_file_mode(void);
+/* The process umask (read once from /proc; 022 without /proc). New files get
+ * 0666 & ~umask, new directories 0777 & ~umask. */
+unsigned tk_process_umask(void);
+static inline unsigned tk_new_file_mode(void) { return 0666u & ~tk_process_umask(); }
 
 /* Reads a whole file into a malloc'd, NUL-terminated buffer; *len gets its length.
  * Returns NULL with errno set on failure (ENOENT for a missing file). */
@@ -47,5 +49,9 @@ void tk_sbuf_putn(tk_sbuf *b, const char *s, size_t n);
 void tk_sbuf_puts(tk_sbuf *b, const char *s);
 void tk_sbuf_printf(tk_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tk_sbuf_json_string(tk_sbuf *b, const char *s);
+
+/* The shortest decimal text (at most 9 significant digits, %g style) that strtof reads
+ * back as exactly v (finite); out needs 32 bytes. Returns the length (no NUL). */
+int tk_format_f32(float v, char *out);
 
 #endif
