@@ -138,6 +138,15 @@ describe("blocks", function()
     assert.truthy(err:find("l2-norm", 1, true))
   end)
 
+  it("reads optional arguments after lists in the core constructors", function()
+    local par = tk.core.parallel("p", { "a" }, { tk.Dense(2, { seed = 1 }) })
+    assert.is_nil(par:aggregation())
+    local keep = tk.core.filter("f", { "a" })
+    local out = keep { a = tk.ones { 1, 2 }, b = tk.ones { 1, 3 } }
+    assert.truthy(out.a)
+    assert.is_nil(out.b)
+  end)
+
   it("raises clear errors for bad arguments", function()
     assert.has_error(function() tk.Dense(0) end, "Dense: units must be a positive integer, got 0")
     assert.has_error(function() tk.Dense(3, { activation = "swish" }) end)
