@@ -103,8 +103,8 @@ local function convert(in_dir, out_dir)
     tk.ColumnSchema("movieId", { tags = { T.ITEM_ID, T.CATEGORICAL }, int_domain = { max = max_movie } }),
     tk.ColumnSchema("genres", { tags = { T.ITEM, T.CATEGORICAL, T.LIST }, int_domain = { max = GENRES - 1 },
       value_count = { min = 0, max = GENRES } }),
-    tk.ColumnSchema("rating", { tags = { T.TARGET, T.REGRESSION } }),
-    tk.ColumnSchema("timestamp", { tags = { T.TIME } }),
+    tk.ColumnSchema("rating", { tags = { T.TARGET, T.REGRESSION }, dtype = "int64" }),
+    tk.ColumnSchema("timestamp", { tags = { T.TIME }, dtype = "int64" }),
   }
   local schema_path = out_dir .. "/schema.json"
   schema:write_json(schema_path)

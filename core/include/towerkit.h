@@ -651,8 +651,12 @@ tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k,
 
 /* Writes tensors in the safetensors layout (8-byte little-endian header length, JSON
  * header {name: {dtype "F32"|"I64", shape, data_offsets}, "__metadata__": {...}}, raw
- * data), so Python tools read them. metadata: a JSON object of string values or NULL.
- * Written to a temporary file in the same directory and renamed into place. */
+ * data), so Python tools read them. The header is compact JSON padded with spaces to a
+ * multiple of 8 bytes, as the reference writer pads it; tensors are laid out
+ * contiguously in the order given. Names must be unique and non-empty ("__metadata__"
+ * is reserved). metadata: a JSON object of string values or NULL.
+ * Written to a temporary file in the same directory (fsynced) and renamed into place:
+ * on any failure the temporary file is removed and an existing file is left as it was. */
 tk_status tk_safetensors_write(const char *path, int32_t n, const char *const *names,
                                tk_tensor *const *tensors, const char *metadata_json);
 typedef struct tk_safetensors {
@@ -661,32 +665,49 @@ typedef struct tk_safetensors {
     tk_tensor **tensors;   /* heap tensors owned by the struct */
     char *metadata_json;   /* the "__metadata__" object as text, or NULL */
 } tk_safetensors;
-/* Reads a whole safetensors file. Truncated or malformed files are errors naming the
- * file and what is wrong; NULL and tk_last_error. */
+/* Reads a whole safetensors file; tensors in header order, F32 and I64 only. The
+ * header is checked before any data is read: a file too short, a header length past
+ * the end, malformed JSON, an unsupported dtype, a shape that does not match its
+ * data_offsets, overlapping ranges, data past the end (truncated), or a duplicate name
+ * are errors naming the file and the tensor; NULL and tk_last_error. */
 tk_safetensors *tk_safetensors_read(const char *path);
 void tk_safetensors_free(tk_safetensors *st);
 
 /* Weights of a block by parameter path (tk_block_visit_params, skip_root). Loading
- * needs every parameter present with its shape (a lazily sized block is built from the
- * file's shapes); a missing, extra or mis-shaped tensor is an error naming it, and
- * nothing is changed. */
+ * needs every parameter present with its dtype and shape; a missing, extra or
+ * mis-shaped tensor is an error naming it, and nothing is changed (all are checked
+ * before any is copied). Both refuse a graph with a lazily sized block that is not
+ * built yet (dense or batch_norm without an input width, before its first forward):
+ * its weights do not exist. A block read from the config of a built block is built
+ * (configs record the built widths), so tk_checkpoint_read does not meet this. */
 tk_status tk_block_save_weights(const tk_block *b, const char *path);
 tk_status tk_block_load_weights(tk_block *b, const char *path);
 
-/* A checkpoint directory: config.json (the block's config), weights.safetensors and
- * the given extra files (for example schema.json), written into a temporary directory
- * beside `dir` and renamed into place; an existing checkpoint is replaced only once the
- * new one is complete. */
+/* A checkpoint directory: config.json (the block's config, pretty printed),
+ * weights.safetensors and the given extra files (for example schema.json; plain file
+ * names, not config.json or weights.safetensors), written and fsynced into a temporary
+ * directory "<dir>.tmp-XXXXXX" beside `dir` and renamed into place; an existing
+ * checkpoint is moved aside ("<dir>.old-XXXXXX"), replaced only once the new one is
+ * complete, then removed with whatever else was in it. On any failure the temporary
+ * directory is removed and an existing checkpoint is left intact. */
 tk_status tk_checkpoint_write(const char *dir, const tk_block *b, int32_t nfiles,
                               const char *const *file_names, const char *const *file_texts);
-/* Reads a checkpoint: the block (built, with its weights); *file_texts_out[i] gets the
- * malloc'd text of file_names[i] (NULL if absent). NULL and tk_last_error on a missing
- * or malformed file, or weights that do not match the config. */
+/* Reads a checkpoint: the block (built, with its weights); file_texts_out[i] gets the
+ * malloc'd text of file_names[i] (NULL if absent). NULL and tk_last_error ("checkpoint
+ * 'dir': config.json is missing", "...: config.json: block config: malformed JSON...",
+ * "dir/weights.safetensors: tensor 'x' is float32 [4, 8] but the parameter is ...") on a
+ * missing, empty or malformed file, or weights that do not match the config. Blocks
+ * whose kind has no from_config (callback blocks) cannot be read back. */
 tk_block *tk_checkpoint_read(const char *dir, int32_t nfiles, const char *const *file_names,
                              char **file_texts_out);
 
 /* CSV with a header row. Columns are read by name with a type; a list cell holds ids
- * separated by '|' (an empty cell is an empty list). */
+ * separated by '|' (an empty cell is an empty list). RFC 4180 syntax: ',' between
+ * fields, "\n" or "\r\n" after records (the last may lack it), double-quoted fields
+ * may hold ',', line breaks and "" for a quote. Every record has the header's number of
+ * fields; empty lines are skipped (and counted in row numbers); a UTF-8 byte-order mark
+ * is skipped. Cells are strict: int64 is [+-]digits; float32 is a finite decimal number
+ * (no NaN, infinity, hexadecimal or blanks); list ids are int64. */
 typedef enum tk_column_type { TK_COL_INT64 = 0, TK_COL_FLOAT32, TK_COL_INT64_LIST } tk_column_type;
 typedef struct tk_column_spec {
     const char *name;
@@ -703,15 +724,21 @@ typedef struct tk_columns {
     tk_tensor **offsets;
 } tk_columns;
 void tk_columns_free(tk_columns *c);
-/* Streaming reader: opens the file and checks the header has every requested column. */
+/* Streaming reader: opens the file and checks the header has every requested column
+ * (the error lists the header's columns). The file is read in 1 MiB blocks. */
 typedef struct tk_csv_reader tk_csv_reader;
 tk_csv_reader *tk_csv_open(const char *path, int32_t ncols, const tk_column_spec *cols);
-/* The next chunk of at most max_rows rows (nrows 0 at the end), or NULL on an error
- * naming the file, the row (1-based, header = row 1) and the column. */
+/* The next chunk of at most max_rows rows (max_rows <= 0: all remaining rows); nrows 0
+ * at the end. Tensors are heap tensors sized to the rows read. NULL on an error naming
+ * the file, the row (1-based, header = row 1) and the column with the cell's text:
+ * "data/train.csv: row 17, column 'item_id': \"abc\" is not an integer"; the reader
+ * then stays failed. */
 tk_columns *tk_csv_next(tk_csv_reader *r, int64_t max_rows);
 void tk_csv_close(tk_csv_reader *r);
-/* Writes rows "id,v1,...,vD" (header "id,e_0,...") of an id vector I64 [N] and a
- * matrix F32 [N, D], atomically. */
+/* Writes rows "id,v1,...,vD" (header "id,e_0,...") of an id vector I64 [N] (or
+ * [N, 1]) and a matrix F32 [N, D], atomically (as tk_safetensors_write). Each float is
+ * the shortest decimal that reads back as the same float; a non-finite value is an
+ * error naming its row. */
 tk_status tk_csv_write_embeddings(const char *path, const tk_tensor *ids, const tk_tensor *matrix);
 
 /* ------------------------------------------------------------------------------------ */

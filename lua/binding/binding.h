@@ -68,6 +68,8 @@ tk_block *tkl_check_block(lua_State *L, int idx);
 void tkl_push_block(lua_State *L, tk_block *b); /* takes over one reference */
 void tkl_open_optim(lua_State *L);
 void tkl_open_json(lua_State *L);
+void tkl_open_io(lua_State *L);
+void tkl_open_retrieval(lua_State *L);
 
 /* Option tables */
 const char *tkl_opt_string(lua_State *L, int idx, const char *key, const char *def);

@@ -235,6 +235,76 @@ return function(tk)
     return self:select(tk.tensor(keep, "int64"))
   end
 
+  -- The CSV column specs of a schema: lists as int64_list, int dtypes (and categorical
+  -- columns) as int64, floats as float32; string columns are not read.
+  local function csv_specs(schema, only)
+    local specs = {}
+    for _, col in ipairs(schema) do
+      if not only or only[col.name] then
+        local dtype = col.dtype or "float32"
+        local t
+        if col.is_list then
+          t = "int64_list"
+        elseif dtype:match("^int") or dtype:match("^uint") or col:has_tag(Tags.CATEGORICAL) then
+          t = "int64"
+        elseif dtype:match("^float") then
+          t = "float32"
+        end
+        if t then specs[#specs + 1] = { name = col.name, type = t } end
+      end
+    end
+    return specs
+  end
+
+  local function columns_filter(opts, what)
+    if opts.columns == nil then return nil end
+    if type(opts.columns) ~= "table" then fail(3, "%s: columns must be a list of names", what) end
+    local only = {}
+    for _, name in ipairs(opts.columns) do only[name] = true end
+    return only
+  end
+
+  --- read_csv(path, schema [, {columns =}]) -> Dataset: a CSV file with a header row;
+  -- the schema gives each column's type (list cells hold ids separated by '|'). Columns
+  -- of the schema that are strings are skipped; a bad cell is an error naming the file,
+  -- the row and the column.
+  function data.read_csv(path, schema, opts)
+    if type(path) ~= "string" then fail(2, "read_csv: a file path expected, got %s", type(path)) end
+    if not tk.Schema.is_schema(schema) then fail(2, "read_csv: a Schema expected, got %s", type(schema)) end
+    opts = opts or {}
+    local specs = csv_specs(schema, columns_filter(opts, "read_csv"))
+    if #specs == 0 then fail(2, "read_csv: the schema selects no column to read") end
+    local reader = core.csv_open(path, specs)
+    local cols = reader:next(2 ^ 52)
+    reader:close()
+    local ds = setmetatable({ columns = cols, schema = schema }, Dataset)
+    ds:_check()
+    return ds
+  end
+
+  --- csv_chunks(path, schema [, {chunk_rows = 1048576, columns =}]): iterates the file
+  -- as Datasets of at most chunk_rows rows, for files larger than memory.
+  function data.csv_chunks(path, schema, opts)
+    if type(path) ~= "string" then fail(2, "csv_chunks: a file path expected, got %s", type(path)) end
+    if not tk.Schema.is_schema(schema) then fail(2, "csv_chunks: a Schema expected, got %s", type(schema)) end
+    opts = opts or {}
+    local rows = opts.chunk_rows or 1048576
+    if type(rows) ~= "number" or rows < 1 then fail(2, "csv_chunks: chunk_rows must be positive") end
+    local reader = core.csv_open(path, csv_specs(schema, columns_filter(opts, "csv_chunks")))
+    return function()
+      if not reader then return nil end
+      local cols, n = reader:next(rows)
+      if n == 0 then
+        reader:close()
+        reader = nil
+        return nil
+      end
+      local ds = setmetatable({ columns = cols, schema = schema }, Dataset)
+      ds:_check()
+      return ds
+    end
+  end
+
   --- Lua array {a, a+1, ..., b}.
   function data.range(a, b)
     local t = {}

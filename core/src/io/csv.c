@@ -131,12 +131,47 @@ static int parse_f32_slow(const char *s, const char *e, float *out) {
     return P_OK;
 }
 
+static const double pow10_tab[121] = {
+    1e-60, 1e-59, 1e-58, 1e-57, 1e-56, 1e-55, 1e-54, 1e-53, 1e-52, 1e-51, 1e-50, 1e-49, 1e-48,
+    1e-47, 1e-46, 1e-45, 1e-44, 1e-43, 1e-42, 1e-41, 1e-40, 1e-39, 1e-38, 1e-37, 1e-36, 1e-35,
+    1e-34, 1e-33, 1e-32, 1e-31, 1e-30, 1e-29, 1e-28, 1e-27, 1e-26, 1e-25, 1e-24, 1e-23, 1e-22,
+    1e-21, 1e-20, 1e-19, 1e-18, 1e-17, 1e-16, 1e-15, 1e-14, 1e-13, 1e-12, 1e-11, 1e-10, 1e-9, 1e-8,
+    1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9,
+    1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25,
+    1e26, 1e27, 1e28, 1e29, 1e30, 1e31, 1e32, 1e33, 1e34, 1e35, 1e36, 1e37, 1e38, 1e39, 1e40, 1e41,
+    1e42, 1e43, 1e44, 1e45, 1e46, 1e47, 1e48, 1e49, 1e50, 1e51, 1e52, 1e53, 1e54, 1e55, 1e56, 1e57,
+    1e58, 1e59, 1e60,
+};
+static inline double p10(int k) { return pow10_tab[k + 60]; }
+
 static const float pow10f_exact[11] = {1e0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f, 1e6f, 1e7f, 1e8f, 1e9f, 1e10f};
 
-/* Decimal to float, correctly rounded. The fast path takes a plain decimal whose digits
- * make an integer m <= 2^24 with at most 10 after the point: m and 10^k are exact
- * floats, so the one division m / 10^k is the correctly rounded result (Clinger's fast
- * path); anything else goes to strtof. */
+/* m * 10^e as the correctly rounded float, when one exact-input IEEE operation gives
+ * it: m <= 2^24 and |e| <= 10 in float (Clinger's fast path); else m < 2^53 and
+ * |e| <= 22 in double, then rounded to float. That second rounding is wrong only when
+ * the double lands exactly halfway between two floats (any float midpoint strictly
+ * between the decimal and its double would be a closer double), so that case is left
+ * to strtof. false: not taken. An out-of-range result comes back as infinity. */
+static inline bool decimal_to_f32(uint64_t m, int e, bool neg, float *out) {
+    float f;
+    if (m <= (1u << 24) && e >= -10 && e <= 10) {
+        f = e < 0 ? (float)m / pow10f_exact[-e] : (float)m * pow10f_exact[e];
+    } else {
+        if (m >= ((uint64_t)1 << 53) || e < -22 || e > 22) return false;
+        double d = e < 0 ? (double)m / p10(-e) : (double)m * p10(e);
+        f = (float)d;
+        if ((double)f != d && !isinf(f)) {
+            float g = nextafterf(f, (double)f < d ? INFINITY : -INFINITY);
+            if (!isinf(g) && d - (double)f == (double)g - d) return false;
+        }
+    }
+    *out = neg ? -f : f;
+    return true;
+}
+
+/* Decimal to float, correctly rounded: [+-]digits[.digits][(e|E)[+-]digits] with at
+ * most 19 significant digits goes through decimal_to_f32; the rest (and anything that
+ * is not such a decimal, for the messages) through strtof. */
 static inline int parse_f32(const char *s, const char *e, float *out) {
     const char *p = s;
     bool neg = false;
@@ -145,24 +180,49 @@ static inline int parse_f32(const char *s, const char *e, float *out) {
         p++;
     }
     uint64_t m = 0;
-    int nd = 0, frac = 0;
-    bool dot = false;
-    for (; p < e; p++) {
-        unsigned d = (unsigned)(unsigned char)*p - '0';
-        if (d <= 9) {
+    int nd = 0, frac = 0, any = 0;
+    unsigned d;
+    while (p < e && *p == '0') { /* leading zeros are not significant */
+        p++;
+        any = 1;
+    }
+    for (; p < e && (d = (unsigned)(unsigned char)*p - '0') <= 9; p++) {
+        m = m * 10 + d;
+        nd++;
+    }
+    if (p < e && *p == '.') {
+        p++;
+        for (; p < e && (d = (unsigned)(unsigned char)*p - '0') <= 9; p++) {
+            if (m == 0 && d == 0) { /* zeros after the point before any digit */
+                frac++;
+                any = 1;
+                continue;
+            }
             m = m * 10 + d;
             nd++;
-            frac += dot;
-        } else if (*p == '.' && !dot) {
-            dot = true;
-        } else {
-            break;
+            frac++;
         }
     }
-    if (p == e && nd > 0 && nd <= 19 && m <= (1u << 24) && frac <= 10) {
-        float v = (float)m / pow10f_exact[frac];
-        *out = neg ? -v : v;
-        return P_OK;
+    int ex = 0;
+    if (nd + any > 0 && p < e && (*p == 'e' || *p == 'E')) {
+        p++;
+        bool eneg = false;
+        if (p < e && (*p == '-' || *p == '+')) {
+            eneg = *p == '-';
+            p++;
+        }
+        const char *e0 = p;
+        for (; p < e && (d = (unsigned)(unsigned char)*p - '0') <= 9 && p - e0 < 6; p++) ex = ex * 10 + (int)d;
+        if (p == e0) return P_BAD;
+        if (eneg) ex = -ex;
+    }
+    if (p == e && nd + any > 0 && nd <= 19) {
+        float v;
+        if (decimal_to_f32(m, ex - frac, neg, &v)) {
+            if (isinf(v)) return P_RANGE;
+            *out = v;
+            return P_OK;
+        }
     }
     return parse_f32_slow(s, e, out);
 }
@@ -170,6 +230,8 @@ static inline int parse_f32(const char *s, const char *e, float *out) {
 /* Room for one more row in every column of the chunk. */
 static tk_status grow_rows(tk_csv_reader *r, int64_t max_rows) {
     int64_t cap = r->caprows ? r->caprows * 2 : CSV_FIRST_ROWS;
+    if (!r->caprows && max_rows > CSV_FIRST_ROWS) /* a chunk of known size: at once, up to 4M rows */
+        cap = max_rows < ((int64_t)1 << 22) ? max_rows : (int64_t)1 << 22;
     if (max_rows > 0 && cap > max_rows) cap = max_rows;
     if (cap <= r->nrows) cap = r->nrows + 1;
     for (int32_t c = 0; c < r->ncols; c++) {
@@ -376,6 +438,92 @@ static int skip_blank(tk_csv_reader *r, const char *p) {
     return R_OK;
 }
 
+/* Where a number that stopped at q ends its field: the start of what follows, with
+ * *last set when the record ends; NULL when q is not a plain delimiter (the caller
+ * then takes the general path, which also handles the end of the buffer). */
+static inline const char *number_end(const char *q, const char *end, bool *last) {
+    if (*q == ',') {
+        *last = false;
+        return q + 1;
+    }
+    if (*q == '\n') {
+        *last = true;
+        return q + 1;
+    }
+    if (*q == '\r' && q + 1 < end && q[1] == '\n') {
+        *last = true;
+        return q + 2;
+    }
+    return NULL;
+}
+
+/* The fast paths: an unquoted int64 of at most 18 digits, or an unquoted float32 that
+ * parse_f32's exact fast path takes, followed by a delimiter, parsed in the one pass
+ * that finds the field's end. Returns where the next field starts, or NULL to use
+ * the general path. */
+static inline const char *fast_cell(tk_csv_reader *r, csv_col *col, const char *p, const char *end,
+                                    bool *last) {
+    const char *q = p;
+    bool neg = *q == '-';
+    q += *q == '-' || *q == '+';
+    const char *digits = q;
+    uint64_t m = 0;
+    unsigned d;
+    if (col->type == TK_COL_INT64) {
+        while ((d = (unsigned)(unsigned char)*q - '0') <= 9) {
+            m = m * 10 + d;
+            q++;
+        }
+        if (q == digits || q - digits > 18) return NULL;
+        const char *next = number_end(q, end, last);
+        if (next) ((int64_t *)col->vals)[r->nrows] = neg ? -(int64_t)m : (int64_t)m;
+        return next;
+    }
+    if (col->type == TK_COL_INT64_LIST) {
+        /* ids of at most 18 digits separated by '|' (no signs), room for them all */
+        if (q != p) return NULL;
+        if (*q == ',' || *q == '\n' || *q == '\r') /* the empty list */
+            return number_end(q, end, last);
+        if (!col->vals) return NULL;
+        int64_t *ids = (int64_t *)col->vals + col->nvals, *ids_end = (int64_t *)col->vals + col->capvals;
+        for (;;) {
+            const char *d0 = q;
+            m = 0;
+            while ((d = (unsigned)(unsigned char)*q - '0') <= 9) {
+                m = m * 10 + d;
+                q++;
+            }
+            if (q == d0 || q - d0 > 18 || ids == ids_end) return NULL;
+            *ids++ = (int64_t)m;
+            if (*q != '|') break;
+            q++;
+        }
+        const char *next = number_end(q, end, last);
+        if (next) col->nvals = ids - (int64_t *)col->vals;
+        return next;
+    }
+    if (col->type != TK_COL_FLOAT32) return NULL;
+    while ((d = (unsigned)(unsigned char)*q - '0') <= 9) {
+        m = m * 10 + d;
+        q++;
+    }
+    ptrdiff_t nd = q - digits, frac = 0;
+    if (*q == '.') {
+        const char *f0 = ++q;
+        while ((d = (unsigned)(unsigned char)*q - '0') <= 9) {
+            m = m * 10 + d;
+            q++;
+        }
+        frac = q - f0;
+        nd += frac;
+    }
+    float v;
+    if (nd == 0 || nd > 19 || !decimal_to_f32(m, -(int)frac, neg, &v)) return NULL;
+    const char *next = number_end(q, end, last);
+    if (next) ((float *)col->vals)[r->nrows] = v;
+    return next;
+}
+
 /* Parses the record at r->pos into row r->nrows of the columns. */
 static int parse_row(tk_csv_reader *r) {
     const char *p = r->buf + r->pos, *end = r->buf + r->end;
@@ -385,12 +533,20 @@ static int parse_row(tk_csv_reader *r) {
     int32_t f = 0;
     field fd;
     for (;;) {
+        int32_t c = f < r->nfields ? r->field_col[f] : -1;
+        if (c >= 0) {
+            bool last;
+            const char *next = fast_cell(r, &r->cols[c], p, end, &last);
+            if (next) {
+                f++;
+                p = next;
+                if (last) break;
+                continue;
+            }
+        }
         int rc = scan_field(r, p, f, &fd);
         if (rc != R_OK) return rc;
-        if (f < r->nfields) {
-            int32_t c = r->field_col[f];
-            if (c >= 0 && parse_cell(r, c, fd.s, fd.e, fd.escaped) != TK_OK) return R_ERROR;
-        }
+        if (c >= 0 && parse_cell(r, c, fd.s, fd.e, fd.escaped) != TK_OK) return R_ERROR;
         f++;
         p = fd.next;
         if (fd.last) break;
@@ -741,18 +897,6 @@ fail:
 /* Writing embeddings                                                                     */
 /* ------------------------------------------------------------------------------------ */
 
-static const double pow10_tab[121] = {
-    1e-60, 1e-59, 1e-58, 1e-57, 1e-56, 1e-55, 1e-54, 1e-53, 1e-52, 1e-51, 1e-50, 1e-49, 1e-48,
-    1e-47, 1e-46, 1e-45, 1e-44, 1e-43, 1e-42, 1e-41, 1e-40, 1e-39, 1e-38, 1e-37, 1e-36, 1e-35,
-    1e-34, 1e-33, 1e-32, 1e-31, 1e-30, 1e-29, 1e-28, 1e-27, 1e-26, 1e-25, 1e-24, 1e-23, 1e-22,
-    1e-21, 1e-20, 1e-19, 1e-18, 1e-17, 1e-16, 1e-15, 1e-14, 1e-13, 1e-12, 1e-11, 1e-10, 1e-9, 1e-8,
-    1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9,
-    1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25,
-    1e26, 1e27, 1e28, 1e29, 1e30, 1e31, 1e32, 1e33, 1e34, 1e35, 1e36, 1e37, 1e38, 1e39, 1e40, 1e41,
-    1e42, 1e43, 1e44, 1e45, 1e46, 1e47, 1e48, 1e49, 1e50, 1e51, 1e52, 1e53, 1e54, 1e55, 1e56, 1e57,
-    1e58, 1e59, 1e60,
-};
-static inline double p10(int k) { return pow10_tab[k + 60]; }
 
 static int fmt_u64(uint64_t v, char *out) {
     char tmp[24];
@@ -837,22 +981,46 @@ int tk_format_f32(float v, char *out) {
     if (v < 0) *o++ = '-';
     float af = fabsf(v);
     double a = af;
-    float up = nextafterf(af, INFINITY), dn = nextafterf(af, 0.0f);
+    uint32_t bits;
+    memcpy(&bits, &af, 4);
+    bool even = (bits & 1) == 0; /* a decimal exactly halfway reads as the even float */
+    uint32_t ub = bits + 1, db = bits - 1; /* the neighbours (bits > 0 here) */
+    float up, dn;
+    memcpy(&up, &ub, 4);
+    memcpy(&dn, &db, 4);
     double lo_mid = (a + (double)dn) / 2;
     double hi_mid = isinf(up) ? a + (a - (double)dn) / 2 : (a + (double)up) / 2;
-    int e10 = (int)floor(log10(a));
+    int e2;
+    frexp(a, &e2);
+    int e10 = (int)floor((e2 - 1) * 0.30102999566398120); /* then fixed up */
     if (e10 < -45) e10 = -45;
-    if (e10 > 38) e10 = 38;
+    while (e10 < 38 && a >= p10(e10 + 1)) e10++;
+    while (e10 > -45 && a < p10(e10)) e10--;
     uint64_t best_m = 0;
     int best_q = 0, lo = 1, hi = 9;
     bool found = false;
     while (lo <= hi) {
         int p = (lo + hi) / 2;
         int q = e10 - p + 1;
-        double m = nearbyint(a * p10(-q));
-        double d = m * p10(q);
-        double tol = d * 1e-14;
-        bool ok = m > 0 && d - lo_mid > tol && hi_mid - d > tol;
+        double m = nearbyint(a * p10(-q)), d;
+        bool exact; /* d is the decimal m * 10^q exactly */
+        if (q >= 0) {
+            d = m * p10(q);
+            exact = q <= 22 && d < 9007199254740992.0;
+        } else if (q >= -22) {
+            d = m / p10(-q); /* correctly rounded: exact whenever the quotient is a double */
+            exact = fma(d, p10(-q), -m) == 0;
+        } else {
+            d = m * p10(q);
+            exact = false;
+        }
+        bool ok;
+        if (m <= 0)
+            ok = false;
+        else if (exact)
+            ok = (d > lo_mid && d < hi_mid) || ((d == lo_mid || d == hi_mid) && even);
+        else
+            ok = d - lo_mid > d * 1e-14 && hi_mid - d > d * 1e-14;
         if (ok) {
             best_m = (uint64_t)m;
             best_q = q;

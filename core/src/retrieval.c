@@ -1,0 +1,444 @@
+/* The two-tower retrieval loss: in-batch (plus sampled) softmax cross-entropy, fused.
+ *
+ * Forward, for B queries q_b, B positive items c_b and N extra negatives n_i (all [., D]):
+ *   1. logits L [B, B + N] = (q . c) / T with two sgemms into one buffer (items in
+ *      columns 0..B-1, negatives in B..B+N-1), no concatenation;
+ *   2. per row, in the cache: the logQ correction L[b, j] -= logq[j]; false negatives
+ *      (columns whose item id equals the row's positive id, other than the positive
+ *      itself) set to -inf; with num_hard_negatives = h, every negative column but the h
+ *      best (ties: lower column) set to -inf too (TFRS's HardNegativeMining); then the
+ *      row maximum m_b and E[b, j] = exp(L[b, j] - m_b), s_b = sum_j E[b, j], written over
+ *      L. ce_b = m_b + log s_b - L[b, b]; loss = sum_b w_b ce_b / B.
+ * This is TFRS's order (temperature, sampling correction, accidental hits, hard
+ * negatives) and Merlin's semantics for each step. Masked and dropped columns have E = 0,
+ * so they carry no gradient.
+ *
+ * Backward, with g the loss gradient, coef_b = g w_b / (B T) and r_b = coef_b / s_b, the
+ * gradient of the raw scores q_b . c_j is r_b E[b, j] - coef_b [j == b]. No pass over
+ * the [B, B + N] matrix is needed besides the sgemms that read E:
+ *   dq_b += r_b (E C)_b - coef_b c_b            (C = items then negatives)
+ *   dc_j += (E[:, :B]^T Qr)_j - coef_j q_j      (Qr_b = r_b q_b)
+ *   dn_i += (E[:, B:]^T Qr)_i
+ * Ids, log-probabilities and weights are constants (no gradient). */
+#include "ops_impl.h"
+
+#include <cblas.h>
+#include <limits.h>
+
+static const char *const OP = "retrieval_loss";
+
+/* --- a vectorised exp for the softmax ---
+ * exp(x) for x <= 0 (x - row max), VL lanes with GCC vector extensions (SSE2 on x86-64,
+ * NEON on arm64). Cephes' expf: x = n ln 2 + r, |r| <= ln 2 / 2, a degree-6
+ * polynomial, 2^n through the exponent bits; about 1 ulp. Inputs below -87.3 (and -inf,
+ * the masked logits) give exactly 0; NaN gives 0 (rows with a NaN are flagged apart). */
+#define VL 4 /* lanes: 16-byte vectors, native on x86-64's baseline (SSE2) and arm64 */
+typedef float vf __attribute__((vector_size(4 * VL)));
+typedef int32_t vi __attribute__((vector_size(4 * VL)));
+
+static inline vf vf_load(const float *p) {
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void vf_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
+
+static inline vf vf_select(vi mask, vf a, vf b) { /* mask ? a : b, lane-wise */
+    return (vf)(((vi)a & mask) | ((vi)b & ~mask));
+}
+
+static inline vf vf_exp(vf x) {
+    const float lo = -87.33654f, hi = 88.37626f;
+    vi keep = x > lo;
+    x = vf_select(keep, x, (vf){0} + lo); /* NaN and -inf -> lo, masked out below */
+    x = vf_select(x < hi, x, (vf){0} + hi);
+    vf fx = x * 1.44269504088896341f + 0.5f;
+    vi n = __builtin_convertvector(fx, vi);         /* truncation ... */
+    vf fn = __builtin_convertvector(n, vf);
+    n += (vi)(fn > fx);                                 /* ... made floor (-1 where above) */
+    fn = __builtin_convertvector(n, vf);
+    vf r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
+    vf z = r * r;
+    vf y = 1.9875691500e-4f * r + 1.3981999507e-3f;
+    y = y * r + 8.3334519073e-3f;
+    y = y * r + 4.1665795894e-2f;
+    y = y * r + 1.6666665459e-1f;
+    y = y * r + 5.0000001201e-1f;
+    y = y * z + r + 1.0f;
+    typedef uint32_t vu __attribute__((vector_size(4 * VL)));
+    vu bits = ((vu)n + 127u) << 23;                   /* 2^n, n in [-126, 127] */
+    y = y * (vf)bits;
+    return (vf)((vi)y & keep);
+}
+
+/* Maximum of x[0..n) and whether any is NaN. */
+static float row_max(const float *x, int64_t n, bool *has_nan) {
+    vf m = (vf){0} - INFINITY;
+    vi nan = {0};
+    int64_t j = 0;
+    for (; j + VL <= n; j += VL) {
+        vf v = vf_load(x + j);
+        m = vf_select(v > m, v, m);
+        nan |= v != v;
+    }
+    float mx = -INFINITY;
+    bool any_nan = false;
+    for (int i = 0; i < VL; i++) {
+        if (m[i] > mx) mx = m[i];
+        any_nan |= nan[i] != 0;
+    }
+    for (; j < n; j++) {
+        if (x[j] > mx) mx = x[j];
+        any_nan |= x[j] != x[j];
+    }
+    *has_nan = any_nan;
+    return mx;
+}
+
+/* x[j] = exp(x[j] - m) in place; returns the sum. */
+static double row_exp(float *x, int64_t n, float m) {
+    vf acc = {0};
+    int64_t j = 0;
+    for (; j + VL <= n; j += VL) {
+        vf e = vf_exp(vf_load(x + j) - m);
+        vf_store(x + j, e);
+        acc += e;
+    }
+    if (j < n) { /* the tail through one padded vector: the same rounding as the rest */
+        float t[VL];
+        for (int i = 0; i < VL; i++) t[i] = j + i < n ? x[j + i] : -INFINITY;
+        vf e = vf_exp(vf_load(t) - m);
+        vf_store(t, e);
+        for (int i = 0; j + i < n; i++) x[j + i] = t[i];
+        acc += e;
+    }
+    double s = 0.0;
+    for (int i = 0; i < VL; i++) s += acc[i];
+    return s;
+}
+
+/* x[j] -= c[j] */
+static void row_sub(float *x, const float *c, int64_t n) {
+    int64_t j = 0;
+    for (; j + VL <= n; j += VL) vf_store(x + j, vf_load(x + j) - vf_load(c + j));
+    for (; j < n; j++) x[j] -= c[j];
+}
+
+/* --- hard negatives: the h-th largest of n finite values (quickselect, in place) --- */
+static float kth_largest(float *a, int64_t n, int64_t h) {
+    int64_t lo = 0, hi = n - 1, want = h - 1; /* position in descending order */
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        /* median of three as the pivot */
+        float x = a[lo], y = a[mid], z = a[hi];
+        float pivot = (x > y) ? ((y > z) ? y : (x > z ? z : x)) : ((x > z) ? x : (y > z ? z : y));
+        int64_t i = lo, j = hi;
+        while (i <= j) { /* descending Hoare partition */
+            while (a[i] > pivot) i++;
+            while (a[j] < pivot) j--;
+            if (i <= j) {
+                float t = a[i];
+                a[i] = a[j];
+                a[j] = t;
+                i++;
+                j--;
+            }
+        }
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
+        else return a[want]; /* between j and i: equal to the pivot */
+    }
+    return a[want];
+}
+
+/* Keeps the positive (column b) and the h best other unmasked columns of a row; sets
+ * the others to -inf. Ties at the h-th value keep the lower columns. buf: n floats. */
+static void keep_hard_negatives(float *x, int64_t n, int64_t b, int64_t h, float *buf) {
+    int64_t cnt = 0;
+    for (int64_t j = 0; j < n; j++)
+        if (j != b && x[j] > -INFINITY) buf[cnt++] = x[j]; /* NaN is dropped (the row is NaN anyway) */
+    if (cnt <= h) return;
+    float v = kth_largest(buf, cnt, h);
+    int64_t greater = 0;
+    for (int64_t j = 0; j < n; j++) greater += j != b && x[j] > v;
+    int64_t ties = h - greater; /* how many columns equal to v stay, lowest first */
+    for (int64_t j = 0; j < n; j++) {
+        if (j == b || x[j] > v) continue;
+        if (x[j] == v && ties > 0) ties--;
+        else x[j] = -INFINITY;
+    }
+}
+
+/* --- false negatives: columns sharing the row's positive id --- */
+typedef struct id_pos {
+    int64_t id, pos;
+} id_pos;
+
+static int cmp_id_pos(const void *a, const void *b) {
+    const id_pos *x = a, *y = b;
+    if (x->id != y->id) return x->id < y->id ? -1 : 1;
+    return (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+/* ids sorted with their positions (arena). */
+static id_pos *sorted_ids(tk_ctx *ctx, const int64_t *ids, int64_t n) {
+    id_pos *s = tk_ctx_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s);
+    if (!s) return NULL;
+    for (int64_t i = 0; i < n; i++) s[i] = (id_pos){ids[i], i};
+    qsort(s, (size_t)n, sizeof *s, cmp_id_pos);
+    return s;
+}
+
+/* The first entry of s[0..n) with id >= id. */
+static int64_t lower_bound(const id_pos *s, int64_t n, int64_t id) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (s[mid].id < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* --- validation --- */
+
+static bool blas_ok(tk_ctx *ctx, const char *arg, const tk_tensor *t) {
+    for (int32_t i = 0; i < t->ndim; i++)
+        if (t->shape[i] > INT_MAX) {
+            char s[TK_SHAPE_LEN];
+            tk_ctx_fail(ctx, "%s: %s %s has a dimension too large for BLAS", OP, arg, TK_SHAPE(t, s));
+            return false;
+        }
+    return true;
+}
+
+/* A vector of n entries: [n] or [n, 1], of the given dtype; `what` says what n counts. */
+static bool check_vector(tk_ctx *ctx, const char *arg, const tk_tensor *t, tk_dtype dtype, int64_t n,
+                         const char *what) {
+    bool shape_ok = (t->ndim == 1 && t->shape[0] == n) || (t->ndim == 2 && t->shape[0] == n && t->shape[1] == 1);
+    if (t->dtype == dtype && shape_ok) return true;
+    char s[TK_SHAPE_LEN];
+    tk_ctx_fail(ctx, "%s: %s must be %s [%lld] (%s), got %s %s", OP, arg, tk_dtype_name(dtype), (long long)n, what,
+                tk_dtype_name(t->dtype), TK_SHAPE(t, s));
+    return false;
+}
+
+static bool check_finite(tk_ctx *ctx, const char *arg, const tk_tensor *t) {
+    const float *v = tk_f32(t);
+    for (int64_t i = 0; i < t->numel; i++)
+        if (!isfinite(v[i])) {
+            tk_ctx_fail(ctx, "%s: %s[%lld] is %g; it must be finite", OP, arg, (long long)i, (double)v[i]);
+            return false;
+        }
+    return true;
+}
+
+static bool check_opts(tk_ctx *ctx, const tk_retrieval_opts *o, int64_t B, int64_t D, float *temperature) {
+    float t = o->temperature == 0.0f ? 1.0f : o->temperature;
+    if (!(t > 0.0f) || !isfinite(t)) {
+        tk_ctx_fail(ctx, "%s: temperature must be finite and > 0 (0 means 1), got %g", OP, (double)o->temperature);
+        return false;
+    }
+    *temperature = t;
+    if (o->num_hard_negatives < 0) {
+        tk_ctx_fail(ctx, "%s: num_hard_negatives must be >= 0 (0: off), got %d", OP, (int)o->num_hard_negatives);
+        return false;
+    }
+    if (o->item_ids && !check_vector(ctx, "item_ids", o->item_ids, TK_I64, B, "one per row of query"))
+        return false;
+    if (o->item_logq && (!check_vector(ctx, "item_logq", o->item_logq, TK_F32, B, "one per row of item") ||
+                         !check_finite(ctx, "item_logq", o->item_logq)))
+        return false;
+    if (o->weights && (!check_vector(ctx, "weights", o->weights, TK_F32, B, "one per row of query") ||
+                       !check_finite(ctx, "weights", o->weights)))
+        return false;
+    const tk_tensor *neg = o->negatives;
+    char s[TK_SHAPE_LEN];
+    if (!neg) {
+        if (o->negative_ids) return tk_ctx_fail(ctx, "%s: negative_ids given without negatives", OP), false;
+        if (o->negative_logq) return tk_ctx_fail(ctx, "%s: negative_logq given without negatives", OP), false;
+        return true;
+    }
+    if (!tk_check_f32(ctx, OP, "negatives", neg)) return false;
+    if (neg->ndim != 2 || neg->shape[1] != D) {
+        tk_ctx_fail(ctx, "%s: negatives must be [N, %lld] (as wide as query), got %s", OP, (long long)D,
+                    TK_SHAPE(neg, s));
+        return false;
+    }
+    if (!blas_ok(ctx, "negatives", neg)) return false;
+    int64_t N = neg->shape[0];
+    if (o->negative_ids) {
+        if (!check_vector(ctx, "negative_ids", o->negative_ids, TK_I64, N, "one per negative")) return false;
+        if (!o->item_ids) {
+            tk_ctx_fail(ctx, "%s: negative_ids need item_ids (the positives' ids they are compared with)", OP);
+            return false;
+        }
+    }
+    if (o->negative_logq && (!check_vector(ctx, "negative_logq", o->negative_logq, TK_F32, N, "one per negative") ||
+                             !check_finite(ctx, "negative_logq", o->negative_logq)))
+        return false;
+    return true;
+}
+
+/* --- the op --- */
+
+typedef struct rl_saved {
+    int64_t B, N, D;
+    float *E;         /* [B, B + N]: exp(logit - row max), 0 where masked or dropped */
+    float *sum;       /* [B]: row sums of E */
+    const float *w;   /* weights or NULL */
+    float temperature;
+} rl_saved;
+
+/* C [M, N] (ldc) = alpha op(A) op(B) + beta C, row-major, skipping empty products. */
+static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    if (M == 0 || N == 0 || K == 0) return; /* callers never need beta applied alone */
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
+                (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+}
+
+static void retrieval_backward(tk_ctx *ctx, tk_node *node) {
+    const rl_saved *sv = node->saved;
+    tk_tensor *query = node->in[0], *item = node->in[1], *neg = node->in[2];
+    int64_t B = sv->B, N = sv->N, D = sv->D, M = B + N;
+    float *dq = tk_op_grad(ctx, query);
+    float *dc = tk_op_grad(ctx, item);
+    float *dn = N > 0 ? tk_op_grad(ctx, neg) : NULL;
+    if (ctx->failed || (!dq && !dc && !dn)) return;
+    const float *q = tk_f32(query), *c = tk_f32(item), *nv = neg ? tk_f32(neg) : NULL, *E = sv->E;
+    double g = tk_f32(node->out->grad)[0];
+    float *coef = tk_ctx_alloc(ctx, (size_t)(2 * B) * sizeof *coef), *r = coef + B;
+    if (!coef) return;
+    for (int64_t b = 0; b < B; b++) {
+        double cb = g * (sv->w ? sv->w[b] : 1.0) / ((double)B * sv->temperature);
+        coef[b] = (float)cb;
+        r[b] = (float)(cb / sv->sum[b]);
+    }
+    if (dq) { /* dq_b += r_b (E C)_b - coef_b c_b */
+        float *tmp = tk_ctx_alloc(ctx, (size_t)(B * D) * sizeof *tmp);
+        if (!tmp) return;
+        gemm(false, false, B, D, B, 1.0f, E, M, c, D, 0.0f, tmp, D);
+        gemm(false, false, B, D, N, 1.0f, E + B, M, nv, D, 1.0f, tmp, D);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t k = 0; k < D; k++) dq[b * D + k] += r[b] * tmp[b * D + k] - coef[b] * c[b * D + k];
+    }
+    if (dc || dn) {
+        float *qr = tk_ctx_alloc(ctx, (size_t)(B * D) * sizeof *qr);
+        if (!qr) return;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t k = 0; k < D; k++) qr[b * D + k] = r[b] * q[b * D + k];
+        if (dc) { /* dc_j += (E[:, :B]^T Qr)_j - coef_j q_j */
+            gemm(true, false, B, D, B, 1.0f, E, M, qr, D, 1.0f, dc, D);
+            for (int64_t j = 0; j < B; j++)
+                for (int64_t k = 0; k < D; k++) dc[j * D + k] -= coef[j] * q[j * D + k];
+        }
+        if (dn) gemm(true, false, N, D, B, 1.0f, E + B, M, qr, D, 1.0f, dn, D); /* dn += E[:, B:]^T Qr */
+    }
+}
+
+tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts) {
+    TK_OP_INPUT(ctx, OP, query);
+    TK_OP_INPUT(ctx, OP, item);
+    static const tk_retrieval_opts defaults = {0};
+    const tk_retrieval_opts *o = opts ? opts : &defaults;
+    char s1[TK_SHAPE_LEN], s2[TK_SHAPE_LEN];
+    if (!tk_check_f32(ctx, OP, "query", query) || !tk_check_f32(ctx, OP, "item", item) ||
+        !tk_check_rank(ctx, OP, "query", query, 2) || !tk_check_rank(ctx, OP, "item", item, 2) ||
+        !blas_ok(ctx, "query", query))
+        return NULL;
+    if (!tk_tensor_same_shape(query, item))
+        return tk_ctx_fail(ctx, "%s: query and item must have the same shape, got %s and %s", OP,
+                           TK_SHAPE(query, s1), TK_SHAPE(item, s2));
+    int64_t B = query->shape[0], D = query->shape[1];
+    if (B < 1 || D < 1)
+        return tk_ctx_fail(ctx, "%s: query must have at least one row and one column, got %s", OP,
+                           TK_SHAPE(query, s1));
+    float T;
+    if (!check_opts(ctx, o, B, D, &T)) return NULL;
+    int64_t N = o->negatives ? o->negatives->shape[0] : 0, M = B + N;
+    if (M > INT_MAX) return tk_ctx_fail(ctx, "%s: %lld candidates are too many for BLAS", OP, (long long)M);
+
+    bool has_neg = o->negatives != NULL;
+    query = tk_ctx_input(ctx, query);
+    item = tk_ctx_input(ctx, item);
+    tk_tensor *neg = tk_ctx_input(ctx, o->negatives);
+    if (!query || !item || (has_neg && !neg)) return NULL;
+
+    /* 1. logits, two sgemms into one buffer */
+    float *L = tk_ctx_alloc(ctx, (size_t)(B * M) * sizeof *L);
+    float *sum = tk_ctx_alloc(ctx, (size_t)B * sizeof *sum);
+    if (!L || !sum) return NULL;
+    const float *q = tk_f32(query);
+    gemm(false, true, B, B, D, 1.0f / T, q, D, tk_f32(item), D, 0.0f, L, M);
+    if (N > 0) gemm(false, true, B, N, D, 1.0f / T, q, D, tk_f32(neg), D, 0.0f, L + B, M);
+
+    /* the per-column logQ correction, items then negatives */
+    float *colq = NULL;
+    if (o->item_logq || o->negative_logq) {
+        colq = tk_ctx_alloc(ctx, (size_t)M * sizeof *colq);
+        if (!colq) return NULL;
+        for (int64_t j = 0; j < B; j++) colq[j] = o->item_logq ? tk_f32(o->item_logq)[j] : 0.0f;
+        for (int64_t n = 0; n < N; n++) colq[B + n] = o->negative_logq ? tk_f32(o->negative_logq)[n] : 0.0f;
+    }
+    /* false negatives: ids sorted once, so that each row visits only its duplicates */
+    const int64_t *ids = o->item_ids ? tk_i64(o->item_ids) : NULL;
+    id_pos *sid = NULL, *snid = NULL;
+    if (ids && !(sid = sorted_ids(ctx, ids, B))) return NULL;
+    if (ids && o->negative_ids && !(snid = sorted_ids(ctx, tk_i64(o->negative_ids), N))) return NULL;
+    int64_t hard = o->num_hard_negatives;
+    float *buf = NULL;
+    if (hard > 0 && hard < M - 1 && !(buf = tk_ctx_alloc(ctx, (size_t)M * sizeof *buf))) return NULL;
+
+    /* weights are copied: backward must not depend on the caller keeping them */
+    float *w = NULL;
+    if (o->weights) {
+        if (!(w = tk_ctx_alloc(ctx, (size_t)B * sizeof *w))) return NULL;
+        memcpy(w, o->weights->data, (size_t)B * sizeof *w);
+    }
+
+    /* 2. per row: correction, masking, hard negatives, then the stable softmax */
+    double total = 0.0;
+    for (int64_t b = 0; b < B; b++) {
+        float *x = L + b * M;
+        if (colq) row_sub(x, colq, M);
+        if (sid) {
+            for (int64_t p = lower_bound(sid, B, ids[b]); p < B && sid[p].id == ids[b]; p++)
+                if (sid[p].pos != b) x[sid[p].pos] = -INFINITY;
+            if (snid)
+                for (int64_t p = lower_bound(snid, N, ids[b]); p < N && snid[p].id == ids[b]; p++)
+                    x[B + snid[p].pos] = -INFINITY;
+        }
+        if (buf) keep_hard_negatives(x, M, b, hard, buf);
+        bool nan;
+        float m = row_max(x, M, &nan);
+        float pos = x[b];
+        double ce;
+        if (nan || !isfinite(m)) { /* NaN or inf inputs: a NaN loss the caller sees */
+            memset(x, 0, (size_t)M * sizeof *x);
+            sum[b] = 1.0f;
+            ce = NAN;
+        } else {
+            double s = row_exp(x, M, m);
+            sum[b] = (float)s;
+            ce = ((double)m - pos) + log(s);
+        }
+        total += w ? w[b] * ce : ce;
+    }
+    int64_t one = 1;
+    tk_tensor *out = tk_ctx_empty(ctx, TK_F32, 1, &one);
+    if (!out) return NULL;
+    tk_f32(out)[0] = (float)(total / (double)B);
+
+    tk_tensor *in[3] = {query, item, neg};
+    if (tk_ctx_wants_grad(ctx, 3, in)) {
+        rl_saved *sv = tk_ctx_alloc(ctx, sizeof *sv);
+        if (!sv) return NULL;
+        *sv = (rl_saved){B, N, D, L, sum, w, T};
+        tk_node *node = tk_ctx_record(ctx, OP, retrieval_backward, out, 3, in);
+        if (!node) return NULL;
+        node->saved = sv;
+    }
+    return out;
+}

@@ -1,0 +1,233 @@
+/* Files from Lua: CSV reading, embeddings export, safetensors, checkpoints. */
+#include "binding.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define TKL_CSV "towerkit.CsvReader"
+
+typedef struct tkl_csv {
+    tk_csv_reader *r;
+} tkl_csv;
+
+static int csv_gc(lua_State *L) {
+    tkl_csv *u = (tkl_csv *)luaL_checkudata(L, 1, TKL_CSV);
+    tk_csv_close(u->r);
+    u->r = NULL;
+    return 0;
+}
+
+/* csv_open(path, {{name =, type = "int64"|"float32"|"int64_list"}, ...}) -> reader */
+static int l_csv_open(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int n = (int)lua_objlen(L, 2);
+    if (n < 1) return tkl_error(L, "bad argument #2 to 'csv_open' (a non-empty list of column specs expected)");
+    tk_column_spec *specs = (tk_column_spec *)lua_newuserdata(L, (size_t)n * sizeof *specs);
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        if (!lua_istable(L, -1)) return tkl_error(L, "bad argument #2 to 'csv_open' (spec %d is not a table)", i + 1);
+        lua_getfield(L, -1, "name");
+        lua_getfield(L, -2, "type");
+        const char *name = lua_tostring(L, -2), *type = lua_tostring(L, -1);
+        if (!name || !type) return tkl_error(L, "bad argument #2 to 'csv_open' (spec %d needs a name and a type)", i + 1);
+        specs[i].name = name; /* anchored by the spec table */
+        if (!strcmp(type, "int64"))
+            specs[i].type = TK_COL_INT64;
+        else if (!strcmp(type, "float32"))
+            specs[i].type = TK_COL_FLOAT32;
+        else if (!strcmp(type, "int64_list"))
+            specs[i].type = TK_COL_INT64_LIST;
+        else
+            return tkl_error(L, "csv_open: column '%s': unknown type '%s'; known: float32, int64, int64_list", name, type);
+        lua_pop(L, 3);
+    }
+    tkl_csv *u = (tkl_csv *)lua_newuserdata(L, sizeof *u);
+    u->r = NULL;
+    luaL_getmetatable(L, TKL_CSV);
+    lua_setmetatable(L, -2);
+    u->r = tk_csv_open(path, n, specs);
+    if (!u->r) return tkl_error(L, "%s", tk_last_error());
+    return 1;
+}
+
+/* reader:next(max_rows) -> {name = tensor, list__values =, list__offsets =}, rows; rows is
+ * 0 at the end of the file. */
+static int csv_next(lua_State *L) {
+    tkl_csv *u = (tkl_csv *)luaL_checkudata(L, 1, TKL_CSV);
+    if (!u->r) return tkl_error(L, "csv reader is closed");
+    double max_rows = luaL_optnumber(L, 2, 1 << 20);
+    if (max_rows < 1) return tkl_error(L, "bad argument #2 to 'next' (max_rows must be positive)");
+    tk_columns *c = tk_csv_next(u->r, (int64_t)max_rows);
+    if (!c) return tkl_error(L, "%s", tk_last_error());
+    lua_createtable(L, 0, c->ncols * 2);
+    for (int32_t i = 0; i < c->ncols; i++) {
+        tk_tensor_retain(c->values[i]);
+        tkl_push_heap(L, c->values[i]);
+        if (c->types[i] == TK_COL_INT64_LIST) {
+            lua_pushfstring(L, "%s__values", c->names[i]);
+            lua_insert(L, -2);
+            lua_rawset(L, -3);
+            lua_pushfstring(L, "%s__offsets", c->names[i]);
+            tk_tensor_retain(c->offsets[i]);
+            tkl_push_heap(L, c->offsets[i]);
+            lua_rawset(L, -3);
+        } else {
+            lua_setfield(L, -2, c->names[i]);
+        }
+    }
+    lua_pushnumber(L, (lua_Number)c->nrows);
+    tk_columns_free(c);
+    return 2;
+}
+
+static int csv_close(lua_State *L) { return csv_gc(L); }
+
+/* csv_write_embeddings(path, ids, matrix) */
+static int l_csv_write_embeddings(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    tk_tensor *ids = tkl_check_tensor(L, 2), *m = tkl_check_tensor(L, 3);
+    if (tk_csv_write_embeddings(path, ids, m) != TK_OK) return tkl_error(L, "%s", tk_last_error());
+    return 0;
+}
+
+/* safetensors_write(path, {names}, {tensors} [, metadata_json]) */
+static int l_safetensors_write(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    const char *meta = luaL_optstring(L, 4, NULL);
+    int n = (int)lua_objlen(L, 2);
+    if ((int)lua_objlen(L, 3) != n) return tkl_error(L, "safetensors_write: %d names for %d tensors", n, (int)lua_objlen(L, 3));
+    const char **names = (const char **)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *names);
+    tk_tensor **ts = (tk_tensor **)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *ts);
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        names[i] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        if (!names[i]) return tkl_error(L, "safetensors_write: name %d is not a string", i + 1);
+        lua_rawgeti(L, 3, i + 1);
+        ts[i] = tkl_to_tensor(L, -1);
+        lua_pop(L, 1);
+        if (!ts[i]) return tkl_error(L, "safetensors_write: entry %d is not a tensor", i + 1);
+    }
+    if (tk_safetensors_write(path, n, names, ts, meta) != TK_OK) return tkl_error(L, "%s", tk_last_error());
+    return 0;
+}
+
+/* safetensors_read(path) -> {name = tensor}, metadata_json or nil */
+static int l_safetensors_read(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    tk_safetensors *st = tk_safetensors_read(path);
+    if (!st) return tkl_error(L, "%s", tk_last_error());
+    lua_createtable(L, 0, st->n);
+    for (int32_t i = 0; i < st->n; i++) {
+        tk_tensor_retain(st->tensors[i]);
+        tkl_push_heap(L, st->tensors[i]);
+        lua_setfield(L, -2, st->names[i]);
+    }
+    if (st->metadata_json)
+        lua_pushstring(L, st->metadata_json);
+    else
+        lua_pushnil(L);
+    tk_safetensors_free(st);
+    return 2;
+}
+
+static int l_save_weights(lua_State *L) {
+    tk_block *b = tkl_check_block(L, 1);
+    if (tk_block_save_weights(b, luaL_checkstring(L, 2)) != TK_OK) return tkl_error(L, "%s", tk_last_error());
+    return 0;
+}
+
+static int l_load_weights(lua_State *L) {
+    tk_block *b = tkl_check_block(L, 1);
+    if (tk_block_load_weights(b, luaL_checkstring(L, 2)) != TK_OK) return tkl_error(L, "%s", tk_last_error());
+    return 0;
+}
+
+/* checkpoint_write(dir, block, {file_name = text, ...}) */
+static int l_checkpoint_write(lua_State *L) {
+    const char *dir = luaL_checkstring(L, 1);
+    tk_block *b = tkl_check_block(L, 2);
+    int n = 0;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, 3)) {
+            if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+                return tkl_error(L, "bad argument #3 to 'checkpoint_write' (file names and texts must be strings)");
+            lua_pop(L, 1);
+            n++;
+        }
+    }
+    const char **names = (const char **)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *names);
+    const char **texts = (const char **)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *texts);
+    int i = 0;
+    if (n) {
+        lua_pushnil(L);
+        while (lua_next(L, 3)) {
+            names[i] = lua_tostring(L, -2);
+            texts[i] = lua_tostring(L, -1);
+            i++;
+            lua_pop(L, 1);
+        }
+    }
+    if (tk_checkpoint_write(dir, b, n, names, texts) != TK_OK) return tkl_error(L, "%s", tk_last_error());
+    return 0;
+}
+
+/* checkpoint_read(dir, {file names}) -> block, {file_name = text} */
+static int l_checkpoint_read(lua_State *L) {
+    const char *dir = luaL_checkstring(L, 1);
+    int n = 0;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        n = (int)lua_objlen(L, 2);
+    }
+    const char **names = (const char **)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *names);
+    char **texts = (char **)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *texts);
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        names[i] = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        if (!names[i]) return tkl_error(L, "bad argument #2 to 'checkpoint_read' (file name %d is not a string)", i + 1);
+        texts[i] = NULL;
+    }
+    tk_block *b = tk_checkpoint_read(dir, n, names, texts);
+    if (!b) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_block(L, b);
+    lua_createtable(L, 0, n);
+    for (int i = 0; i < n; i++) {
+        if (texts[i]) {
+            lua_pushstring(L, texts[i]);
+            free(texts[i]);
+            lua_setfield(L, -2, names[i]);
+        }
+    }
+    return 2;
+}
+
+static const luaL_Reg csv_methods[] = {{"next", csv_next}, {"close", csv_close}, {NULL, NULL}};
+
+static const luaL_Reg io_functions[] = {
+    {"csv_open", l_csv_open},
+    {"csv_write_embeddings", l_csv_write_embeddings},
+    {"safetensors_write", l_safetensors_write},
+    {"safetensors_read", l_safetensors_read},
+    {"save_weights", l_save_weights},
+    {"load_weights", l_load_weights},
+    {"checkpoint_write", l_checkpoint_write},
+    {"checkpoint_read", l_checkpoint_read},
+    {NULL, NULL}};
+
+void tkl_open_io(lua_State *L) {
+    luaL_newmetatable(L, TKL_CSV);
+    lua_pushcfunction(L, csv_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    luaL_register(L, NULL, csv_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_register(L, NULL, io_functions);
+}

@@ -1,0 +1,516 @@
+/* CSV: typed columns, lists, quotes, line endings, every bad cell with its message,
+ * chunked reads, edge files, the float formatter and the embeddings writer. */
+#include "io_test.h"
+
+#include "io/io_impl.h" /* tk_format_f32 */
+
+static const tk_column_spec SPECS3[3] = {
+    {"user_id", TK_COL_INT64}, {"rating", TK_COL_FLOAT32}, {"history", TK_COL_INT64_LIST}};
+
+/* Reads every row of path with specs; NULL (and the error) on failure. */
+static tk_columns *read_all(const char *path, int32_t n, const tk_column_spec *specs) {
+    tk_csv_reader *r = tk_csv_open(path, n, specs);
+    if (!r) return NULL;
+    tk_columns *c = tk_csv_next(r, 0);
+    tk_csv_close(r);
+    return c;
+}
+
+/* The error of reading text as a file with specs (empty string if it reads). */
+static const char *read_error(const char *text, int32_t n, const tk_column_spec *specs) {
+    const char *p = io_path("err.csv");
+    io_write_text(p, text);
+    tk_columns *c = read_all(p, n, specs);
+    if (c) {
+        tk_columns_free(c);
+        return "";
+    }
+    return tk_last_error();
+}
+
+/* Checks the message is exactly "<scratch>/err.csv: <rest>". */
+#define CHECK_EXACT(msg, rest)                                                                  \
+    do {                                                                                        \
+        char want_[512];                                                                        \
+        snprintf(want_, sizeof want_, "%s: %s", io_path("err.csv"), rest);                      \
+        TK_CHECK_MSG(strcmp((msg), want_) == 0, "got  \"%s\"\n    want \"%s\"", (msg), want_);   \
+    } while (0)
+
+static bool i64_eq(const tk_tensor *t, int64_t n, const int64_t *want) {
+    if (!t || t->dtype != TK_I64 || t->ndim != 1 || t->numel != n) return false;
+    return n == 0 || memcmp(t->data, want, (size_t)n * sizeof *want) == 0;
+}
+
+static bool f32_eq(const tk_tensor *t, int64_t n, const float *want) {
+    if (!t || t->dtype != TK_F32 || t->ndim != 1 || t->numel != n) return false;
+    return n == 0 || memcmp(t->data, want, (size_t)n * sizeof *want) == 0;
+}
+
+static void test_types_and_lists(void) {
+    const char *p = io_path("types.csv");
+    io_write_text(p, "user_id,name,rating,history,extra\n"
+                     "1,alice,4.5,3|17|4,x\n"
+                     "-22,bob,-0.25,,y\n"
+                     "9223372036854775807,carol,1e-3,5,z\n"
+                     "+4,dave,3,-1|0,w\n");
+    tk_columns *c = read_all(p, 3, SPECS3);
+    TK_CHECK_MSG(c != NULL, "%s", tk_last_error());
+    if (!c) return;
+    TK_CHECK(c->nrows == 4 && c->ncols == 3);
+    TK_CHECK(strcmp(c->names[0], "user_id") == 0 && c->types[2] == TK_COL_INT64_LIST);
+    const int64_t ids[4] = {1, -22, INT64_MAX, 4};
+    const float rating[4] = {4.5f, -0.25f, 1e-3f, 3.0f};
+    const int64_t hist[6] = {3, 17, 4, 5, -1, 0}, offs[5] = {0, 3, 3, 4, 6};
+    TK_CHECK(i64_eq(c->values[0], 4, ids));
+    TK_CHECK(f32_eq(c->values[1], 4, rating));
+    TK_CHECK(i64_eq(c->values[2], 6, hist));
+    TK_CHECK(i64_eq(c->offsets[2], 5, offs));
+    TK_CHECK(c->offsets[0] == NULL && c->offsets[1] == NULL);
+    TK_CHECK((c->values[0]->flags & TK_TENSOR_HEAP) && c->values[0]->refcount == 1);
+    tk_columns_free(c);
+    /* columns come in the order asked, whatever the header's order; INT64_MIN */
+    io_write_text(p, "b,a\n-9223372036854775808,1\n");
+    const tk_column_spec ba[2] = {{"a", TK_COL_INT64}, {"b", TK_COL_INT64}};
+    c = read_all(p, 2, ba);
+    const int64_t a1[1] = {1}, b1[1] = {INT64_MIN};
+    TK_CHECK(c && i64_eq(c->values[0], 1, a1) && i64_eq(c->values[1], 1, b1));
+    tk_columns_free(c);
+    /* no columns asked: rows are still counted and checked */
+    c = read_all(p, 0, NULL);
+    TK_CHECK(c && c->nrows == 1 && c->ncols == 0);
+    tk_columns_free(c);
+}
+
+static void test_quotes_and_line_endings(void) {
+    const char *p = io_path("quotes.csv");
+    io_write_text(p, "\"user_id\",title,rating,history\r\n"
+                     "\"12\",\"Heat, 1995\",\"2.5\",\"1|2\"\r\n"
+                     "13,\"He said \"\"no\"\", twice\",3,\"\"\r\n"
+                     "14,\"two\r\nlines, \"\"quoted\"\"\",\"4\",7\r\n"
+                     "15,,5,\"8|9\"");
+    tk_columns *c = read_all(p, 3, SPECS3);
+    TK_CHECK_MSG(c != NULL, "%s", tk_last_error());
+    if (c) {
+        const int64_t ids[4] = {12, 13, 14, 15}, hist[5] = {1, 2, 7, 8, 9}, offs[5] = {0, 2, 2, 3, 5};
+        const float r[4] = {2.5f, 3, 4, 5};
+        TK_CHECK(c->nrows == 4);
+        TK_CHECK(i64_eq(c->values[0], 4, ids) && f32_eq(c->values[1], 4, r));
+        TK_CHECK(i64_eq(c->values[2], 5, hist) && i64_eq(c->offsets[2], 5, offs));
+    }
+    tk_columns_free(c);
+    /* a quoted cell that is read, with "" inside (the text is unescaped for messages) */
+    const tk_column_spec title[1] = {{"title", TK_COL_INT64}};
+    const char *e = read_error("id,title\n1,\"a \"\"b\"\", c\"\n", 1, title);
+    CHECK_EXACT(e, "row 2, column 'title': \"a \"b\", c\" is not an integer");
+    /* a header with a byte-order mark; blank lines are skipped but counted */
+    io_write_text(p, "\xEF\xBB\xBF" "user_id,rating,history\n\n1,2,3\n\r\n4,5,6\n\n");
+    c = read_all(p, 3, SPECS3);
+    TK_CHECK_MSG(c && c->nrows == 2, "%s", c ? "" : tk_last_error());
+    tk_columns_free(c);
+    e = read_error("user_id,rating,history\n\n1,2,3\n\n4,x,6\n", 3, SPECS3);
+    CHECK_EXACT(e, "row 5, column 'rating': \"x\" is not a number");
+    /* quoting errors */
+    e = read_error("user_id,rating,history\n1,\"2,3\n", 3, SPECS3);
+    CHECK_EXACT(e, "row 2, column 'rating': a quoted field is not closed before the end of the file");
+    e = read_error("user_id,rating,history\n1,\"2\"x,3\n", 3, SPECS3);
+    CHECK_EXACT(e, "row 2, column 'rating': text after the closing quote of a quoted field");
+    /* a lone CR is text; a quote inside an unquoted cell is text */
+    e = read_error("user_id,rating,history\n1\r2,3,4\n", 3, SPECS3);
+    CHECK_EXACT(e, "row 2, column 'user_id': \"1\r2\" is not an integer");
+    const tk_column_spec name[1] = {{"name", TK_COL_INT64}};
+    e = read_error("name\nab\"c\n", 1, name);
+    CHECK_EXACT(e, "row 2, column 'name': \"ab\"c\" is not an integer");
+}
+
+static void test_bad_cells(void) {
+    const tk_column_spec item[1] = {{"item_id", TK_COL_INT64}};
+    static const struct {
+        const char *cell, *msg;
+    } ints[] = {
+        {"abc", "\"abc\" is not an integer"},
+        {"1.5", "\"1.5\" is not an integer"},
+        {"", "\"\" is not an integer"},
+        {"-", "\"-\" is not an integer"},
+        {" 12", "\" 12\" is not an integer"},
+        {"12 ", "\"12 \" is not an integer"},
+        {"1e3", "\"1e3\" is not an integer"},
+        {"9223372036854775808", "\"9223372036854775808\" is outside the int64 range"},
+        {"-9223372036854775809", "\"-9223372036854775809\" is outside the int64 range"},
+        {"123456789012345678901234567890", "\"123456789012345678901234567890\" is outside the int64 range"},
+    };
+    char text[256], rest[256];
+    for (size_t i = 0; i < TK_ARRAY_LEN(ints); i++) {
+        snprintf(text, sizeof text, "user,item_id\n1,5\n2,%s\n3,7\n", ints[i].cell);
+        snprintf(rest, sizeof rest, "row 3, column 'item_id': %s", ints[i].msg);
+        CHECK_EXACT(read_error(text, 1, item), rest);
+    }
+    const tk_column_spec rating[1] = {{"rating", TK_COL_FLOAT32}};
+    static const struct {
+        const char *cell, *msg;
+    } floats[] = {
+        {"x", "\"x\" is not a number"},
+        {"", "\"\" is not a number"},
+        {".", "\".\" is not a number"},
+        {"1.5.2", "\"1.5.2\" is not a number"},
+        {"1e", "\"1e\" is not a number"},
+        {"0x10", "\"0x10\" is not a number"},
+        {" 1", "\" 1\" is not a number"},
+        {"1,5", NULL}, /* three fields: a row error */
+        {"nan", "\"nan\" is not a finite number (NaN and infinity are refused)"},
+        {"NaN", "\"NaN\" is not a finite number (NaN and infinity are refused)"},
+        {"-inf", "\"-inf\" is not a finite number (NaN and infinity are refused)"},
+        {"Infinity", "\"Infinity\" is not a finite number (NaN and infinity are refused)"},
+        {"1e39", "\"1e39\" is outside the float32 range"},
+        {"-3.5e300", "\"-3.5e300\" is outside the float32 range"},
+    };
+    for (size_t i = 0; i < TK_ARRAY_LEN(floats); i++) {
+        snprintf(text, sizeof text, "x,rating\n0,1\n0,%s\n", floats[i].cell);
+        const char *e = read_error(text, 1, rating);
+        if (floats[i].msg) {
+            snprintf(rest, sizeof rest, "row 3, column 'rating': %s", floats[i].msg);
+            CHECK_EXACT(e, rest);
+        } else {
+            CHECK_EXACT(e, "row 3 has 3 fields, the header has 2");
+        }
+    }
+    const tk_column_spec hist[1] = {{"history", TK_COL_INT64_LIST}};
+    static const struct {
+        const char *cell, *msg;
+    } lists[] = {
+        {"3|x", "\"3|x\" is not a list of integers separated by '|'"},
+        {"3||4", "\"3||4\" is not a list of integers separated by '|'"},
+        {"3|", "\"3|\" is not a list of integers separated by '|'"},
+        {"|3", "\"|3\" is not a list of integers separated by '|'"},
+        {"3 | 4", "\"3 | 4\" is not a list of integers separated by '|'"},
+        {"1.5", "\"1.5\" is not a list of integers separated by '|'"},
+        {"1|99999999999999999999", "\"1|99999999999999999999\" has an id outside the int64 range (\"99999999999999999999\")"},
+    };
+    for (size_t i = 0; i < TK_ARRAY_LEN(lists); i++) {
+        snprintf(text, sizeof text, "history,x\n1|2,0\n%s,0\n", lists[i].cell);
+        snprintf(rest, sizeof rest, "row 3, column 'history': %s", lists[i].msg);
+        CHECK_EXACT(read_error(text, 1, hist), rest);
+    }
+    /* long cells are cut in messages */
+    char longcell[200];
+    memset(longcell, 'z', 150);
+    longcell[150] = '\0';
+    snprintf(text, sizeof text, "item_id\n%s\n", longcell);
+    const char *e = read_error(text, 1, item);
+    TK_CHECK_ERROR(e, "row 2, column 'item_id': \"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz...\" is not an integer");
+    /* the brief's example, as a user sees it */
+    const char *p = io_path("train.csv");
+    FILE *f = fopen(p, "w");
+    fprintf(f, "user_id,item_id\n");
+    for (int i = 2; i < 17; i++) fprintf(f, "%d,%d\n", i, i * 3);
+    fprintf(f, "17,abc\n");
+    fclose(f);
+    TK_CHECK(read_all(p, 1, item) == NULL);
+    char want[512];
+    snprintf(want, sizeof want, "%s: row 17, column 'item_id': \"abc\" is not an integer", p);
+    TK_CHECK_MSG(strcmp(tk_last_error(), want) == 0, "%s", tk_last_error());
+}
+
+static void test_header_and_row_errors(void) {
+    const tk_column_spec missing[2] = {{"user_id", TK_COL_INT64}, {"item_id", TK_COL_INT64}};
+    const char *e = read_error("user_id,item,rating\n1,2,3\n", 2, missing);
+    CHECK_EXACT(e, "no column 'item_id' in the header (its 3 columns: user_id, item, rating)");
+    e = read_error("a,user_id,user_id\n1,2,3\n", 1, missing);
+    CHECK_EXACT(e, "column 'user_id' appears twice in the header (fields 2 and 3)");
+    /* a duplicated column nobody asks for is fine */
+    const tk_column_spec a[1] = {{"a", TK_COL_INT64}};
+    TK_CHECK(strcmp(read_error("a,x,x\n1,2,3\n", 1, a), "") == 0);
+    /* short and long rows */
+    e = read_error("user_id,rating,history\n1,2,3\n4,5\n", 3, SPECS3);
+    CHECK_EXACT(e, "row 3 has 2 fields, the header has 3");
+    e = read_error("user_id,rating,history,x\n1,2,3,4\n4\n", 1, SPECS3);
+    CHECK_EXACT(e, "row 3 has 1 field, the header has 4");
+    e = read_error("user_id,rating,history\n1,2,3,\n", 3, SPECS3);
+    CHECK_EXACT(e, "row 2 has 4 fields, the header has 3");
+    /* empty file, empty header, header only */
+    e = read_error("", 1, a);
+    CHECK_EXACT(e, "the file is empty (no header row)");
+    e = read_error("\xEF\xBB\xBF", 1, a);
+    CHECK_EXACT(e, "the file is empty (no header row)");
+    e = read_error("\n1\n", 1, a);
+    CHECK_EXACT(e, "row 1 (the header) is empty");
+    const char *p = io_path("header.csv");
+    io_write_text(p, "user_id,rating,history\n");
+    tk_columns *c = read_all(p, 3, SPECS3);
+    TK_CHECK_MSG(c != NULL, "%s", tk_last_error());
+    if (c) {
+        const int64_t zero[1] = {0};
+        TK_CHECK(c->nrows == 0);
+        TK_CHECK(i64_eq(c->values[0], 0, NULL) && f32_eq(c->values[1], 0, NULL));
+        TK_CHECK(i64_eq(c->values[2], 0, NULL) && i64_eq(c->offsets[2], 1, zero));
+    }
+    tk_columns_free(c);
+    io_write_text(p, "user_id,rating,history"); /* no newline at all */
+    c = read_all(p, 3, SPECS3);
+    TK_CHECK(c && c->nrows == 0);
+    tk_columns_free(c);
+    /* no trailing newline after the last row */
+    io_write_text(p, "user_id,rating,history\n1,2,3\n4,5,6|7");
+    c = read_all(p, 3, SPECS3);
+    const int64_t ids[2] = {1, 4}, h[3] = {3, 6, 7};
+    TK_CHECK(c && c->nrows == 2 && i64_eq(c->values[0], 2, ids) && i64_eq(c->values[2], 3, h));
+    tk_columns_free(c);
+    /* missing file, bad specs */
+    TK_CHECK(tk_csv_open(io_path("nope.csv"), 1, a) == NULL);
+    TK_CHECK_ERROR(tk_last_error(), "nope.csv: cannot open: No such file or directory");
+    const tk_column_spec twice[2] = {{"a", TK_COL_INT64}, {"a", TK_COL_FLOAT32}};
+    TK_CHECK(tk_csv_open(p, 2, twice) == NULL);
+    TK_CHECK_ERROR(tk_last_error(), "column 'a' is requested twice");
+    /* after an error the reader refuses to go on */
+    io_write_text(p, "a\n1\nx\n2\n");
+    tk_csv_reader *r = tk_csv_open(p, 1, a);
+    TK_CHECK(r && tk_csv_next(r, 0) == NULL);
+    TK_CHECK(r && tk_csv_next(r, 0) == NULL);
+    TK_CHECK_ERROR(tk_last_error(), "stopped at an earlier error");
+    tk_csv_close(r);
+}
+
+/* Writes n generated rows: id, a skipped quoted text, a float, a list. */
+static void write_generated(const char *path, int64_t n, bool crlf) {
+    FILE *f = fopen(path, "w");
+    fprintf(f, "user_id,title,rating,history%s", crlf ? "\r\n" : "\n");
+    for (int64_t i = 0; i < n; i++) {
+        fprintf(f, "%lld,\"t, %lld \"\"x\"\"\",%g,", (long long)(i * 7 - 3), (long long)i, (double)(i % 1000) * 0.125);
+        for (int64_t k = 0; k < i % 4; k++) fprintf(f, k ? "|%lld" : "%lld", (long long)(i + k));
+        fputs(crlf ? "\r\n" : "\n", f);
+    }
+    fclose(f);
+}
+
+static bool check_generated(const tk_columns *c, int64_t first, int64_t n) {
+    if (!c || c->nrows != n) return false;
+    const int64_t *id = tk_i64(c->values[0]), *h = tk_i64(c->values[2]), *o = tk_i64(c->offsets[2]);
+    const float *r = tk_f32(c->values[1]);
+    if (o[0] != 0 || c->values[2]->numel != o[n]) return false;
+    for (int64_t j = 0; j < n; j++) {
+        int64_t i = first + j;
+        if (id[j] != i * 7 - 3 || r[j] != (float)((double)(i % 1000) * 0.125)) return false;
+        if (o[j + 1] - o[j] != i % 4) return false;
+        for (int64_t k = 0; k < i % 4; k++)
+            if (h[o[j] + k] != i + k) return false;
+    }
+    return true;
+}
+
+/* Chunks of any size give what one read gives, across the 1 MiB buffer boundaries. */
+static void test_chunks(void) {
+    const char *p = io_path("gen.csv");
+    const int64_t n = 60000; /* about 2.5 MB: records cross buffer ends */
+    for (int crlf = 0; crlf < 2; crlf++) {
+        write_generated(p, n, crlf);
+        tk_csv_reader *r = tk_csv_open(p, 3, SPECS3);
+        TK_CHECK(r != NULL);
+        tk_columns *all = r ? tk_csv_next(r, 0) : NULL;
+        TK_CHECK_MSG(check_generated(all, 0, n), "one read (crlf %d): %s", crlf, all ? "wrong values" : tk_last_error());
+        tk_columns *end = r ? tk_csv_next(r, 10) : NULL;
+        TK_CHECK(end && end->nrows == 0);
+        tk_columns_free(end);
+        tk_columns_free(all);
+        tk_csv_close(r);
+        const int64_t sizes[3] = {1, 7, 4096};
+        for (int s = 0; s < 3; s++) {
+            r = tk_csv_open(p, 3, SPECS3);
+            int64_t got = 0;
+            bool ok = r != NULL;
+            for (int iter = 0; ok && iter < 100000; iter++) {
+                int64_t want = n - got < sizes[s] ? n - got : sizes[s];
+                tk_columns *c = tk_csv_next(r, sizes[s]);
+                ok = c && check_generated(c, got, want);
+                int64_t rows = c ? c->nrows : 0;
+                tk_columns_free(c);
+                got += rows;
+                if (rows == 0 || (s == 0 && got >= 3)) break; /* 1-row chunks: a few are enough */
+            }
+            TK_CHECK_MSG(ok && (s == 0 || got == n), "chunks of %lld (crlf %d): got %lld rows", (long long)sizes[s], crlf,
+                         (long long)got);
+            tk_csv_close(r);
+        }
+    }
+    /* a record longer than the read buffer */
+    FILE *f = fopen(p, "w");
+    fputs("history,x\n", f);
+    for (int i = 0; i < 400000; i++) fprintf(f, i ? "|%d" : "%d", i);
+    fputs(",1\n5,2\n", f);
+    fclose(f);
+    const tk_column_spec hs[1] = {{"history", TK_COL_INT64_LIST}};
+    tk_columns *c = read_all(p, 1, hs);
+    TK_CHECK_MSG(c && c->nrows == 2 && c->values[0]->numel == 400001, "%s", c ? "wrong" : tk_last_error());
+    if (c && c->values[0]->numel == 400001) TK_CHECK(tk_i64(c->values[0])[399999] == 399999 && tk_i64(c->values[0])[400000] == 5);
+    tk_columns_free(c);
+}
+
+/* Floats parsed by the fast path equal strtof's, bit for bit. */
+static void test_float_parsing(void) {
+    const char *p = io_path("floats.csv");
+    const int n = 50000;
+    char (*cells)[40] = malloc((size_t)n * sizeof *cells);
+    uint64_t s = 12345;
+    FILE *f = fopen(p, "w");
+    fputs("v\n", f);
+    for (int i = 0; i < n; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        uint32_t x = (uint32_t)(s >> 33);
+        uint32_t bits = (uint32_t)s;
+        float any;
+        memcpy(&any, &bits, 4);
+        if (!isfinite(any)) any = 1.5f;
+        switch (i % 10) {
+        case 0: snprintf(cells[i], 40, "%u.%u", x % 100000, (x >> 7) % 1000); break;
+        case 1: snprintf(cells[i], 40, "-%u.%06u", x % 17, x % 1000000); break;
+        case 2: snprintf(cells[i], 40, "%.9g", (double)((float)x / 16777216.0f)); break;
+        case 3: snprintf(cells[i], 40, "0.%010u", x); break;
+        case 4: snprintf(cells[i], 40, "%u", x % 16777217u + (x & 1) * 16777200u); break;
+        case 5: snprintf(cells[i], 40, "%.9g", (double)any); break;           /* any float, exponents */
+        case 6: snprintf(cells[i], 40, "%.17g", (double)x * 1e-7 + 1e-9); break; /* long decimals */
+        case 7: snprintf(cells[i], 40, "%uE%+d", x % 100000000, (int)(x % 60) - 30); break;
+        case 8: snprintf(cells[i], 40, "%.1f", (double)(16777216 + 2 * (x % 1000) + 1)); break; /* float midpoints */
+        default: snprintf(cells[i], 40, "000%u.%05u00e-2", x % 1000, x % 100000); break;
+        }
+        fprintf(f, "%s\n", cells[i]);
+    }
+    fclose(f);
+    const tk_column_spec v[1] = {{"v", TK_COL_FLOAT32}};
+    tk_columns *c = read_all(p, 1, v);
+    TK_CHECK(c && c->nrows == n);
+    int bad = 0;
+    for (int i = 0; c && i < n && bad < 5; i++) {
+        float want = strtof(cells[i], NULL), got = tk_f32(c->values[0])[i];
+        if (memcmp(&want, &got, 4) != 0) {
+            TK_CHECK_MSG(false, "\"%s\": got %.9g, strtof %.9g", cells[i], (double)got, (double)want);
+            bad++;
+        }
+    }
+    tk_columns_free(c);
+    free(cells);
+}
+
+/* Every float written reads back exactly, and the text is the shortest that does. */
+static void test_float_format(void) {
+    static const struct {
+        float v;
+        const char *text;
+    } known[] = {
+        {0.1f, "0.1"}, {0.0f, "0"}, {-0.0f, "-0"}, {1.0f, "1"}, {-2.5f, "-2.5"}, {100.0f, "100"},
+        {123456792.0f, "123456790"}, {1e9f, "1e9"}, {1.5e10f, "1.5e10"}, {1e-5f, "0.00001"},
+        {1.25e-6f, "1.25e-6"}, {3.4028235e38f, "3.4028235e38"}, {1.4e-45f, "1e-45"},
+        {1.17549435e-38f, "1.1754944e-38"}, {16777216.0f, "16777216"}, {0.3f, "0.3"},
+        {2.0f / 3.0f, "0.6666667"},
+    };
+    char buf[40];
+    for (size_t i = 0; i < TK_ARRAY_LEN(known); i++) {
+        int n = tk_format_f32(known[i].v, buf);
+        buf[n] = '\0';
+        TK_CHECK_MSG(strcmp(buf, known[i].text) == 0, "%.9g: got \"%s\", want \"%s\"", (double)known[i].v, buf, known[i].text);
+    }
+    /* random bit patterns: reads back, never longer than the shortest %.{p}g that does */
+    uint64_t s = 99;
+    int bad = 0, longer = 0;
+    for (int i = 0; i < 300000 && bad < 5; i++) {
+        s = s * 6364136223846793005ULL + 1442695040888963407ULL;
+        uint32_t bits = (uint32_t)(s >> 32);
+        float v;
+        memcpy(&v, &bits, 4);
+        if (!isfinite(v)) continue;
+        int n = tk_format_f32(v, buf);
+        buf[n] = '\0';
+        float back = strtof(buf, NULL);
+        if (memcmp(&back, &v, 4) != 0) {
+            TK_CHECK_MSG(false, "%.9g written \"%s\" reads back %.9g", (double)v, buf, (double)back);
+            bad++;
+        }
+        if (i % 10 == 0) {
+            char ref[40];
+            int digits = 1;
+            for (; digits <= 9; digits++) {
+                snprintf(ref, sizeof ref, "%.*g", digits, (double)v);
+                if (strtof(ref, NULL) == v) break;
+            }
+            /* count significant digits of ours: strip sign, leading zeros and point */
+            const char *q = buf + (buf[0] == '-');
+            while (*q == '0' || *q == '.') q++;
+            int sig = 0, zeros = 0;
+            for (; *q && *q != 'e'; q++) {
+                if (*q == '.') continue;
+                if (*q == '0') {
+                    zeros++;
+                } else {
+                    sig += zeros + 1;
+                    zeros = 0;
+                }
+            }
+            if (sig > digits && longer++ < 5) printf("    %.9g: \"%s\" but \"%s\" reads back\n", (double)v, buf, ref);
+        }
+    }
+    TK_CHECK_MSG(longer == 0, "%d values were written with more digits than needed", longer);
+}
+
+static void test_embeddings(void) {
+    const int64_t n = 500, d = 16;
+    int64_t shape[2] = {n, d};
+    tk_tensor *m = tk_test_randn(2, shape, 1.0f, 5);
+    tk_f32(m)[0] = 0.0f;
+    tk_f32(m)[1] = -0.0f;
+    tk_f32(m)[2] = 3.4028235e38f;
+    tk_f32(m)[3] = 1.4e-45f;
+    tk_f32(m)[4] = 1e-7f;
+    tk_tensor *ids = tk_tensor_new_1d(TK_I64, n);
+    for (int64_t i = 0; i < n; i++) tk_i64(ids)[i] = i == 0 ? INT64_MIN : i * 1000003 - 7;
+    const char *p = io_path("emb.csv");
+    TK_CHECK_MSG(tk_csv_write_embeddings(p, ids, m) == TK_OK, "%s", tk_last_error());
+    char *text = io_read(p, NULL);
+    TK_CHECK(text && strncmp(text, "id,e_0,e_1,e_2,", 15) == 0 && strstr(text, ",e_15\n"));
+    free(text);
+    tk_column_spec specs[17];
+    char names[16][16];
+    specs[0] = (tk_column_spec){"id", TK_COL_INT64};
+    for (int j = 0; j < 16; j++) {
+        snprintf(names[j], sizeof names[j], "e_%d", j);
+        specs[j + 1] = (tk_column_spec){names[j], TK_COL_FLOAT32};
+    }
+    tk_columns *c = read_all(p, 17, specs);
+    TK_CHECK_MSG(c && c->nrows == n, "%s", c ? "rows" : tk_last_error());
+    if (c && c->nrows == n) {
+        TK_CHECK(memcmp(c->values[0]->data, ids->data, (size_t)n * 8) == 0);
+        bool same = true;
+        for (int64_t i = 0; i < n; i++)
+            for (int j = 0; j < 16; j++)
+                same = same && memcmp(&tk_f32(c->values[j + 1])[i], &tk_f32(m)[i * d + j], 4) == 0;
+        TK_CHECK_MSG(same, "embeddings differ after the round trip");
+    }
+    tk_columns_free(c);
+    /* bad input and failed writes leave nothing behind */
+    tk_tensor *short_ids = tk_tensor_new_1d(TK_I64, 3);
+    TK_CHECK(tk_csv_write_embeddings(p, short_ids, m) == TK_ERROR);
+    TK_CHECK_ERROR(tk_last_error(), "must be float32 [N, D] with N = 3 ids");
+    tk_f32(m)[5 * d + 2] = NAN;
+    TK_CHECK(tk_csv_write_embeddings(p, ids, m) == TK_ERROR);
+    TK_CHECK_ERROR(tk_last_error(), "(row 5) has a non-finite value at column 2");
+    tk_f32(m)[5 * d + 2] = 1.0f;
+    TK_CHECK(tk_csv_write_embeddings(io_path("missing/emb.csv"), ids, m) == TK_ERROR);
+    TK_CHECK_ERROR(tk_last_error(), "cannot create a temporary file");
+    TK_CHECK(io_count_entries(io_dir, ".tmp-") == 0);
+    c = read_all(p, 17, specs); /* the earlier file is still whole */
+    TK_CHECK(c && c->nrows == n);
+    tk_columns_free(c);
+    tk_tensor_release(short_ids);
+    tk_tensor_release(ids);
+    tk_tensor_release(m);
+}
+
+int main(void) {
+    io_tmpdir("tk-csv");
+    TK_RUN(test_types_and_lists);
+    TK_RUN(test_quotes_and_line_endings);
+    TK_RUN(test_bad_cells);
+    TK_RUN(test_header_and_row_errors);
+    TK_RUN(test_chunks);
+    TK_RUN(test_float_parsing);
+    TK_RUN(test_float_format);
+    TK_RUN(test_embeddings);
+    io_remove_tree(io_dir);
+    return tk_test_summary();
+}
