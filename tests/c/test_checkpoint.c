@@ -35,7 +35,8 @@ static tk_block *tower(const char *name, const char *feature, int64_t card, int6
 
 static tk_block *two_tower(int64_t out, uint64_t seed) {
     tk_block *tt = tk_parallel_new("two_tower");
-    tk_block *q = tower("query_tower", "user_id", 10, out, true, seed), *i = tower("item_tower", "item_id", 20, out, false, seed + 10);
+    tk_block *q = tower("query_tower", "user_id", 10, out, true, seed),
+             *i = tower("item_tower", "item_id", 20, out, false, seed + 10);
     tk_parallel_add(tt, "query", q);
     tk_parallel_add(tt, "item", i);
     tk_block_release(q);
@@ -260,7 +261,8 @@ static void test_failed_writes(void) {
 }
 
 /* Writes st's tensors to path, without `drop` and with `add` (may be NULL). */
-static void rewrite(const tk_safetensors *st, const char *path, const char *drop, const char *add_name, tk_tensor *add) {
+static void rewrite(const tk_safetensors *st, const char *path, const char *drop, const char *add_name,
+                    tk_tensor *add) {
     const char *names[64];
     tk_tensor *ts[64];
     int32_t n = 0;
@@ -323,7 +325,9 @@ static void test_read_errors(void) {
     outputs o = run(wide, false);
     outputs_free(&o);
     TK_CHECK(tk_block_save_weights(wide, w) == TK_OK);
-    expect_read_error(dir, "weights.safetensors: tensor 'query/mlp/dense_1/kernel' is float32 [8, 5] but the parameter is float32 [8, 3]");
+    expect_read_error(
+        dir,
+        "weights.safetensors: tensor 'query/mlp/dense_1/kernel' is float32 [8, 5] but the parameter is float32 [8, 3]");
     tk_block_release(wide);
 
     /* a tensor too many, one missing */
@@ -422,7 +426,8 @@ static void test_lazy_blocks(void) {
     outputs_free(&o);
     TK_CHECK(tk_block_save_weights(built, w) == TK_OK);
     TK_CHECK(tk_block_load_weights(lazy, w) == TK_ERROR);
-    TK_CHECK_ERROR(tk_last_error(), "cannot load the weights of block 'two_tower': its dense block 'dense_0' has no weights yet");
+    TK_CHECK_ERROR(tk_last_error(),
+                   "cannot load the weights of block 'two_tower': its dense block 'dense_0' has no weights yet");
     /* every lazily sized kind is restored built from the config of a built block */
     char *config = tk_block_config_json(built);
     tk_block *restored = config ? tk_block_from_config_json(config, 9) : NULL;

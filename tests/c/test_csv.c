@@ -29,11 +29,11 @@ static const char *read_error(const char *text, int32_t n, const tk_column_spec 
 }
 
 /* Checks the message is exactly "<scratch>/err.csv: <rest>". */
-#define CHECK_EXACT(msg, rest)                                                                  \
-    do {                                                                                        \
-        char want_[512];                                                                        \
-        snprintf(want_, sizeof want_, "%s: %s", io_path("err.csv"), rest);                      \
-        TK_CHECK_MSG(strcmp((msg), want_) == 0, "got  \"%s\"\n    want \"%s\"", (msg), want_);   \
+#define CHECK_EXACT(msg, rest)                                                                                         \
+    do {                                                                                                               \
+        char want_[512];                                                                                               \
+        snprintf(want_, sizeof want_, "%s: %s", io_path("err.csv"), rest);                                             \
+        TK_CHECK_MSG(strcmp((msg), want_) == 0, "got  \"%s\"\n    want \"%s\"", (msg), want_);                         \
     } while (0)
 
 static bool i64_eq(const tk_tensor *t, int64_t n, const int64_t *want) {
@@ -103,7 +103,8 @@ static void test_quotes_and_line_endings(void) {
     const char *e = read_error("id,title\n1,\"a \"\"b\"\", c\"\n", 1, title);
     CHECK_EXACT(e, "row 2, column 'title': \"a \"b\", c\" is not an integer");
     /* a header with a byte-order mark; blank lines are skipped but counted */
-    io_write_text(p, "\xEF\xBB\xBF" "user_id,rating,history\n\n1,2,3\n\r\n4,5,6\n\n");
+    io_write_text(p, "\xEF\xBB\xBF"
+                     "user_id,rating,history\n\n1,2,3\n\r\n4,5,6\n\n");
     c = read_all(p, 3, SPECS3);
     TK_CHECK_MSG(c && c->nrows == 2, "%s", c ? "" : tk_last_error());
     tk_columns_free(c);
@@ -114,6 +115,10 @@ static void test_quotes_and_line_endings(void) {
     CHECK_EXACT(e, "row 2, column 'rating': a quoted field is not closed before the end of the file");
     e = read_error("user_id,rating,history\n1,\"2\"x,3\n", 3, SPECS3);
     CHECK_EXACT(e, "row 2, column 'rating': text after the closing quote of a quoted field");
+    e = read_error("user_id,\"rating\"x,history\n1,2,3\n", 3, SPECS3);
+    CHECK_EXACT(e, "row 1, field 2: text after the closing quote of a quoted field");
+    e = read_error("user_id,rating,history\n1,2,3,\"x\n", 3, SPECS3);
+    CHECK_EXACT(e, "row 2, field 4: a quoted field is not closed before the end of the file");
     /* a lone CR is text; a quote inside an unquoted cell is text */
     e = read_error("user_id,rating,history\n1\r2,3,4\n", 3, SPECS3);
     CHECK_EXACT(e, "row 2, column 'user_id': \"1\r2\" is not an integer");
@@ -183,7 +188,8 @@ static void test_bad_cells(void) {
         {"|3", "\"|3\" is not a list of integers separated by '|'"},
         {"3 | 4", "\"3 | 4\" is not a list of integers separated by '|'"},
         {"1.5", "\"1.5\" is not a list of integers separated by '|'"},
-        {"1|99999999999999999999", "\"1|99999999999999999999\" has an id outside the int64 range (\"99999999999999999999\")"},
+        {"1|99999999999999999999",
+         "\"1|99999999999999999999\" has an id outside the int64 range (\"99999999999999999999\")"},
     };
     for (size_t i = 0; i < TK_ARRAY_LEN(lists); i++) {
         snprintf(text, sizeof text, "history,x\n1|2,0\n%s,0\n", lists[i].cell);
@@ -196,7 +202,8 @@ static void test_bad_cells(void) {
     longcell[150] = '\0';
     snprintf(text, sizeof text, "item_id\n%s\n", longcell);
     const char *e = read_error(text, 1, item);
-    TK_CHECK_ERROR(e, "row 2, column 'item_id': \"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz...\" is not an integer");
+    TK_CHECK_ERROR(e, "row 2, column 'item_id': \"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz...\" is "
+                      "not an integer");
     /* the brief's example, as a user sees it */
     const char *p = io_path("train.csv");
     FILE *f = fopen(p, "w");
@@ -305,7 +312,8 @@ static void test_chunks(void) {
         tk_csv_reader *r = tk_csv_open(p, 3, SPECS3);
         TK_CHECK(r != NULL);
         tk_columns *all = r ? tk_csv_next(r, 0) : NULL;
-        TK_CHECK_MSG(check_generated(all, 0, n), "one read (crlf %d): %s", crlf, all ? "wrong values" : tk_last_error());
+        TK_CHECK_MSG(check_generated(all, 0, n), "one read (crlf %d): %s", crlf,
+                     all ? "wrong values" : tk_last_error());
         tk_columns *end = r ? tk_csv_next(r, 10) : NULL;
         TK_CHECK(end && end->nrows == 0);
         tk_columns_free(end);
@@ -325,8 +333,8 @@ static void test_chunks(void) {
                 got += rows;
                 if (rows == 0 || (s == 0 && got >= 3)) break; /* 1-row chunks: a few are enough */
             }
-            TK_CHECK_MSG(ok && (s == 0 || got == n), "chunks of %lld (crlf %d): got %lld rows", (long long)sizes[s], crlf,
-                         (long long)got);
+            TK_CHECK_MSG(ok && (s == 0 || got == n), "chunks of %lld (crlf %d): got %lld rows", (long long)sizes[s],
+                         crlf, (long long)got);
             tk_csv_close(r);
         }
     }
@@ -339,15 +347,57 @@ static void test_chunks(void) {
     const tk_column_spec hs[1] = {{"history", TK_COL_INT64_LIST}};
     tk_columns *c = read_all(p, 1, hs);
     TK_CHECK_MSG(c && c->nrows == 2 && c->values[0]->numel == 400001, "%s", c ? "wrong" : tk_last_error());
-    if (c && c->values[0]->numel == 400001) TK_CHECK(tk_i64(c->values[0])[399999] == 399999 && tk_i64(c->values[0])[400000] == 5);
+    if (c && c->values[0]->numel == 400001)
+        TK_CHECK(tk_i64(c->values[0])[399999] == 399999 && tk_i64(c->values[0])[400000] == 5);
     tk_columns_free(c);
+}
+
+/* The end of the first 1 MiB read falls on every byte of a few tricky records. */
+static void test_buffer_boundaries(void) {
+    const char *p = io_path("boundary.csv");
+    static const char tail[] = "-12,\"a \"\"q\"\", b\",1.25e1,3|4\r\n"
+                               "13,,0.5,\r\n"
+                               "14,\"x\r\ny\",\"2\",5\r\n"
+                               "\r\n"
+                               "15,z,-7.5,6|7|8";
+    const size_t block = (size_t)1 << 20, header = strlen("user_id,title,rating,history\n");
+    char *text = malloc(block + sizeof tail + 64);
+    int bad = 0;
+    for (size_t shift = 0; shift < sizeof tail + 2 && bad < 3; shift++) {
+        /* row 2 is "1,<filler>,1,1\n"; the tail starts `shift` bytes before the block's end */
+        size_t filler = block - shift - header - strlen("1,,1,1\n");
+        size_t n = 0;
+        n += (size_t)sprintf(text + n, "user_id,title,rating,history\n1,");
+        memset(text + n, 'f', filler);
+        n += filler;
+        n += (size_t)sprintf(text + n, ",1,1\n%s", tail);
+        io_write(p, text, n);
+        tk_columns *c = read_all(p, 3, SPECS3);
+        const int64_t ids[5] = {1, -12, 13, 14, 15}, hist[7] = {1, 3, 4, 5, 6, 7, 8}, offs[6] = {0, 1, 3, 3, 4, 7};
+        const float r[5] = {1, 12.5f, 0.5f, 2, -7.5f};
+        bool ok = c && c->nrows == 5 && i64_eq(c->values[0], 5, ids) && f32_eq(c->values[1], 5, r) &&
+                  i64_eq(c->values[2], 7, hist) && i64_eq(c->offsets[2], 6, offs);
+        if (!ok) bad++;
+        TK_CHECK_MSG(ok, "boundary %zu bytes before the tail's end: %s", shift, c ? "wrong values" : tk_last_error());
+        tk_columns_free(c);
+    }
+    /* an error past the boundary names the right row */
+    size_t filler = block - 5 - header - strlen("1,,1,1\n");
+    size_t n = (size_t)sprintf(text, "user_id,title,rating,history\n1,");
+    memset(text + n, 'f', filler);
+    n += filler;
+    n += (size_t)sprintf(text + n, ",1,1\n2,t,1.5,9\n3,t,x,9\n");
+    io_write(p, text, n);
+    TK_CHECK(read_all(p, 3, SPECS3) == NULL);
+    TK_CHECK_ERROR(tk_last_error(), "boundary.csv: row 4, column 'rating': \"x\" is not a number");
+    free(text);
 }
 
 /* Floats parsed by the fast path equal strtof's, bit for bit. */
 static void test_float_parsing(void) {
     const char *p = io_path("floats.csv");
     const int n = 50000;
-    char (*cells)[40] = malloc((size_t)n * sizeof *cells);
+    char(*cells)[40] = malloc((size_t)n * sizeof *cells);
     uint64_t s = 12345;
     FILE *f = fopen(p, "w");
     fputs("v\n", f);
@@ -364,7 +414,7 @@ static void test_float_parsing(void) {
         case 2: snprintf(cells[i], 40, "%.9g", (double)((float)x / 16777216.0f)); break;
         case 3: snprintf(cells[i], 40, "0.%010u", x); break;
         case 4: snprintf(cells[i], 40, "%u", x % 16777217u + (x & 1) * 16777200u); break;
-        case 5: snprintf(cells[i], 40, "%.9g", (double)any); break;           /* any float, exponents */
+        case 5: snprintf(cells[i], 40, "%.9g", (double)any); break;              /* any float, exponents */
         case 6: snprintf(cells[i], 40, "%.17g", (double)x * 1e-7 + 1e-9); break; /* long decimals */
         case 7: snprintf(cells[i], 40, "%uE%+d", x % 100000000, (int)(x % 60) - 30); break;
         case 8: snprintf(cells[i], 40, "%.1f", (double)(16777216 + 2 * (x % 1000) + 1)); break; /* float midpoints */
@@ -394,17 +444,30 @@ static void test_float_format(void) {
         float v;
         const char *text;
     } known[] = {
-        {0.1f, "0.1"}, {0.0f, "0"}, {-0.0f, "-0"}, {1.0f, "1"}, {-2.5f, "-2.5"}, {100.0f, "100"},
-        {123456792.0f, "123456790"}, {1e9f, "1e9"}, {1.5e10f, "1.5e10"}, {1e-5f, "0.00001"},
-        {1.25e-6f, "1.25e-6"}, {3.4028235e38f, "3.4028235e38"}, {1.4e-45f, "1e-45"},
-        {1.17549435e-38f, "1.1754944e-38"}, {16777216.0f, "16777216"}, {0.3f, "0.3"},
+        {0.1f, "0.1"},
+        {0.0f, "0"},
+        {-0.0f, "-0"},
+        {1.0f, "1"},
+        {-2.5f, "-2.5"},
+        {100.0f, "100"},
+        {123456792.0f, "123456790"},
+        {1e9f, "1e9"},
+        {1.5e10f, "1.5e10"},
+        {1e-5f, "0.00001"},
+        {1.25e-6f, "1.25e-6"},
+        {3.4028235e38f, "3.4028235e38"},
+        {1.4e-45f, "1e-45"},
+        {1.17549435e-38f, "1.1754944e-38"},
+        {16777216.0f, "16777216"},
+        {0.3f, "0.3"},
         {2.0f / 3.0f, "0.6666667"},
     };
     char buf[40];
     for (size_t i = 0; i < TK_ARRAY_LEN(known); i++) {
         int n = tk_format_f32(known[i].v, buf);
         buf[n] = '\0';
-        TK_CHECK_MSG(strcmp(buf, known[i].text) == 0, "%.9g: got \"%s\", want \"%s\"", (double)known[i].v, buf, known[i].text);
+        TK_CHECK_MSG(strcmp(buf, known[i].text) == 0, "%.9g: got \"%s\", want \"%s\"", (double)known[i].v, buf,
+                     known[i].text);
     }
     /* random bit patterns: reads back, never longer than the shortest %.{p}g that does */
     uint64_t s = 99;
@@ -508,6 +571,7 @@ int main(void) {
     TK_RUN(test_bad_cells);
     TK_RUN(test_header_and_row_errors);
     TK_RUN(test_chunks);
+    TK_RUN(test_buffer_boundaries);
     TK_RUN(test_float_parsing);
     TK_RUN(test_float_format);
     TK_RUN(test_embeddings);

@@ -39,7 +39,8 @@ static void test_round_trip(void) {
     const char *names[5] = {"query/mlp/dense_0/kernel", "ids", "scale", "step", "empty"};
     tk_tensor *ts[5] = {a, b, c, d, e};
     const char *path = io_path("round.safetensors");
-    TK_CHECK(tk_safetensors_write(path, 5, names, ts, "{\"format\":\"towerkit\",\"note\":\"caf\\u00e9 \\\"q\\\"\"}") == TK_OK);
+    TK_CHECK(tk_safetensors_write(path, 5, names, ts, "{\"format\":\"towerkit\",\"note\":\"caf\\u00e9 \\\"q\\\"\"}") ==
+             TK_OK);
     tk_safetensors *st = tk_safetensors_read(path);
     TK_CHECK_MSG(st != NULL, "%s", tk_last_error());
     if (st) {
@@ -52,7 +53,8 @@ static void test_round_trip(void) {
             TK_CHECK(memcmp(t->data, ts[i]->data, (size_t)t->numel * tk_dtype_size(t->dtype)) == 0);
         }
         TK_CHECK(st->tensors[2]->ndim == 0 && st->tensors[2]->numel == 1);
-        TK_CHECK_MSG(st->metadata_json && strcmp(st->metadata_json, "{\"format\":\"towerkit\",\"note\":\"caf\xc3\xa9 \\\"q\\\"\"}") == 0,
+        TK_CHECK_MSG(st->metadata_json &&
+                         strcmp(st->metadata_json, "{\"format\":\"towerkit\",\"note\":\"caf\xc3\xa9 \\\"q\\\"\"}") == 0,
                      "%s", st->metadata_json ? st->metadata_json : "(null)");
     }
     tk_safetensors_free(st);
@@ -98,7 +100,7 @@ static void test_exact_bytes(void) {
     unsigned char want[8 + 144 + 16];
     static const unsigned char len8[8] = {0x90, 0, 0, 0, 0, 0, 0, 0};
     static const unsigned char data[16] = {0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0xc0, /* 1.0f, -2.0f */
-                                           0x07, 0, 0, 0, 0, 0, 0, 0};                     /* 7 */
+                                           0x07, 0,    0,    0,    0,    0,    0,    0};   /* 7 */
     TK_CHECK(sizeof header - 1 == 144);
     memcpy(want, len8, 8);
     memcpy(want + 8, header, 144);
@@ -153,7 +155,8 @@ static void test_truncated(void) {
     expect_read_error(cut, "(truncated?)");
     io_write(cut, bytes, data_start + 4096);
     char want[256];
-    snprintf(want, sizeof want, "%s: tensor 'query/mlp/dense_0/kernel': data ends at byte %zu but the file has %zu bytes (truncated?)",
+    snprintf(want, sizeof want,
+             "%s: tensor 'query/mlp/dense_0/kernel': data ends at byte %zu but the file has %zu bytes (truncated?)",
              cut, data_start + 5120, data_start + 4096);
     tk_safetensors *st = tk_safetensors_read(cut);
     TK_CHECK(st == NULL);

@@ -260,7 +260,8 @@ static tk_status check_file_names(const char *dir, int32_t nfiles, const char *c
     for (int32_t i = 0; i < nfiles; i++) {
         const char *n = names[i];
         if (!n || !*n || strcmp(n, ".") == 0 || strcmp(n, "..") == 0 || strchr(n, '/')) {
-            tk_set_error("checkpoint '%s': extra file name '%s' must be a plain file name (no '/')", dir, n ? n : "(null)");
+            tk_set_error("checkpoint '%s': extra file name '%s' must be a plain file name (no '/')", dir,
+                         n ? n : "(null)");
             return TK_ERROR;
         }
         if (strcmp(n, CONFIG_FILE) == 0 || strcmp(n, WEIGHTS_FILE) == 0) {
@@ -286,8 +287,8 @@ static char *trim_dir(const char *dir) {
     return d;
 }
 
-tk_status tk_checkpoint_write(const char *dir_arg, const tk_block *b, int32_t nfiles,
-                              const char *const *file_names, const char *const *file_texts) {
+tk_status tk_checkpoint_write(const char *dir_arg, const tk_block *b, int32_t nfiles, const char *const *file_names,
+                              const char *const *file_texts) {
     if (!dir_arg || !*dir_arg || !b) {
         tk_set_error("checkpoint_write: %s", !b ? "block is NULL" : "the directory is empty");
         return TK_ERROR;
@@ -429,8 +430,7 @@ static tk_status read_text(const char *dir, const char *name, bool required, cha
     return st;
 }
 
-tk_block *tk_checkpoint_read(const char *dir, int32_t nfiles, const char *const *file_names,
-                             char **file_texts_out) {
+tk_block *tk_checkpoint_read(const char *dir, int32_t nfiles, const char *const *file_names, char **file_texts_out) {
     if (!dir || !*dir) {
         tk_set_error("checkpoint_read: the directory is %s", dir ? "empty" : "NULL");
         return NULL;

@@ -214,7 +214,7 @@ char *tk_read_file(const char *path, size_t *len) {
     buf[n] = '\0';
     if (len) *len = n;
     return buf;
-fail: {
+fail : {
     int err = errno;
     close(fd);
     errno = err;

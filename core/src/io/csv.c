@@ -4,9 +4,13 @@
  * line) and scanned by hand: a record is parsed in place, field by field; fields of
  * columns nobody asked for are skipped with a table-driven scan, the others parsed
  * straight from the buffer into column arrays that grow geometrically and are handed
- * over as the tensors of the chunk (no per-cell allocation, no copy at the end). A
- * record cut by the end of the buffer is parsed again after the next read (list
- * columns roll back the ids they took from it).
+ * over as the tensors of the chunk (no per-cell allocation, no copy at the end). Plain
+ * cells (unquoted integers, '|' lists, decimals) are converted in the same pass that
+ * finds their end; anything else (quotes, exponents, errors) takes the general path:
+ * find the field, then parse it. Decimals are rounded exactly (Clinger's fast path in
+ * float or double, strtof for the rest). A record cut by the end of the buffer is
+ * parsed again after the next read (list columns roll back the ids they took).
+ * Measured here: 10M rows of 8 columns (557 MB) in about 1 s, 9-12M rows/s.
  *
  * Syntax: RFC 4180. Fields are separated by ',', records end with "\n" or "\r\n" (a
  * last record may lack it); a field in double quotes may hold ',', '"' (written "")
@@ -42,19 +46,19 @@ typedef struct csv_col {
 struct tk_csv_reader {
     FILE *f;
     char *path;
-    char *buf;      /* cap + 1 bytes: buf[end] is a NUL sentinel */
+    char *buf; /* cap + 1 bytes: buf[end] is a NUL sentinel */
     size_t cap, pos, end;
     bool eof, failed, done;
-    int64_t row;    /* records consumed, the header included (the next is row + 1) */
+    int64_t row; /* records consumed, the header included (the next is row + 1) */
     int32_t nfields;
-    char **header;  /* nfields names */
+    char **header;      /* nfields names */
     int32_t *field_col; /* per header field: the column read from it, or -1 */
     int32_t ncols;
     csv_col *cols;
     int32_t nlists;
-    int32_t *lists;     /* indices of the list columns */
+    int32_t *lists;         /* indices of the list columns */
     int64_t nrows, caprows; /* the chunk being read */
-    char *scratch;      /* a quoted cell without its "" escapes */
+    char *scratch;          /* a quoted cell without its "" escapes */
     size_t scratch_cap;
 };
 
@@ -70,9 +74,14 @@ static void cell_error(const tk_csv_reader *r, int32_t c, const char *s, const c
                  (int)(cut ? CSV_TEXT_MAX : len), s, cut ? "..." : "", what);
 }
 
-/* The name of header field f for messages. */
-static const char *field_name(const tk_csv_reader *r, int32_t f) {
-    return r->header && f < r->nfields ? r->header[f] : "(beyond the header)";
+/* "column '<name>'" for field f (0-based) of a record, or "field <f + 1>" in the header
+ * or beyond it. */
+static const char *field_label(const tk_csv_reader *r, int32_t f, char *buf, size_t n) {
+    if (r->header && f < r->nfields)
+        snprintf(buf, n, "column '%s'", r->header[f]);
+    else
+        snprintf(buf, n, "field %d", (int)f + 1);
+    return buf;
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -132,15 +141,14 @@ static int parse_f32_slow(const char *s, const char *e, float *out) {
 }
 
 static const double pow10_tab[121] = {
-    1e-60, 1e-59, 1e-58, 1e-57, 1e-56, 1e-55, 1e-54, 1e-53, 1e-52, 1e-51, 1e-50, 1e-49, 1e-48,
-    1e-47, 1e-46, 1e-45, 1e-44, 1e-43, 1e-42, 1e-41, 1e-40, 1e-39, 1e-38, 1e-37, 1e-36, 1e-35,
-    1e-34, 1e-33, 1e-32, 1e-31, 1e-30, 1e-29, 1e-28, 1e-27, 1e-26, 1e-25, 1e-24, 1e-23, 1e-22,
-    1e-21, 1e-20, 1e-19, 1e-18, 1e-17, 1e-16, 1e-15, 1e-14, 1e-13, 1e-12, 1e-11, 1e-10, 1e-9, 1e-8,
-    1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9,
-    1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25,
-    1e26, 1e27, 1e28, 1e29, 1e30, 1e31, 1e32, 1e33, 1e34, 1e35, 1e36, 1e37, 1e38, 1e39, 1e40, 1e41,
-    1e42, 1e43, 1e44, 1e45, 1e46, 1e47, 1e48, 1e49, 1e50, 1e51, 1e52, 1e53, 1e54, 1e55, 1e56, 1e57,
-    1e58, 1e59, 1e60,
+    1e-60, 1e-59, 1e-58, 1e-57, 1e-56, 1e-55, 1e-54, 1e-53, 1e-52, 1e-51, 1e-50, 1e-49, 1e-48, 1e-47, 1e-46, 1e-45,
+    1e-44, 1e-43, 1e-42, 1e-41, 1e-40, 1e-39, 1e-38, 1e-37, 1e-36, 1e-35, 1e-34, 1e-33, 1e-32, 1e-31, 1e-30, 1e-29,
+    1e-28, 1e-27, 1e-26, 1e-25, 1e-24, 1e-23, 1e-22, 1e-21, 1e-20, 1e-19, 1e-18, 1e-17, 1e-16, 1e-15, 1e-14, 1e-13,
+    1e-12, 1e-11, 1e-10, 1e-9,  1e-8,  1e-7,  1e-6,  1e-5,  1e-4,  1e-3,  1e-2,  1e-1,  1e0,   1e1,   1e2,   1e3,
+    1e4,   1e5,   1e6,   1e7,   1e8,   1e9,   1e10,  1e11,  1e12,  1e13,  1e14,  1e15,  1e16,  1e17,  1e18,  1e19,
+    1e20,  1e21,  1e22,  1e23,  1e24,  1e25,  1e26,  1e27,  1e28,  1e29,  1e30,  1e31,  1e32,  1e33,  1e34,  1e35,
+    1e36,  1e37,  1e38,  1e39,  1e40,  1e41,  1e42,  1e43,  1e44,  1e45,  1e46,  1e47,  1e48,  1e49,  1e50,  1e51,
+    1e52,  1e53,  1e54,  1e55,  1e56,  1e57,  1e58,  1e59,  1e60,
 };
 static inline double p10(int k) { return pow10_tab[k + 60]; }
 
@@ -275,7 +283,8 @@ static tk_status parse_list(tk_csv_reader *r, int32_t c, const char *s, const ch
         if (rc != P_OK) {
             char what[128];
             if (rc == P_RANGE)
-                snprintf(what, sizeof what, "has an id outside the int64 range (\"%.*s\")", (int)(t - p > 40 ? 40 : t - p), p);
+                snprintf(what, sizeof what, "has an id outside the int64 range (\"%.*s\")",
+                         (int)(t - p > 40 ? 40 : t - p), p);
             else
                 snprintf(what, sizeof what, "is not a list of integers separated by '|'");
             cell_error(r, c, s, e, what);
@@ -328,8 +337,7 @@ static tk_status parse_cell(tk_csv_reader *r, int32_t c, const char *s, const ch
                    : rc == P_NONFINITE ? "is not a finite number (NaN and infinity are refused)"
                                        : "is not a number");
         return TK_ERROR;
-    default:
-        return parse_list(r, c, s, e);
+    default: return parse_list(r, c, s, e);
     }
 }
 
@@ -361,8 +369,9 @@ static inline int scan_field(const tk_csv_reader *r, const char *p, int32_t f, f
             const char *x = memchr(q, '"', (size_t)(end - q));
             if (!x) {
                 if (!r->eof) return R_MORE;
-                tk_set_error("%s: row %lld, column '%s': a quoted field is not closed before the end of the file",
-                             r->path, (long long)(r->row + 1), field_name(r, f));
+                char label[300];
+                tk_set_error("%s: row %lld, %s: a quoted field is not closed before the end of the file", r->path,
+                             (long long)(r->row + 1), field_label(r, f, label, sizeof label));
                 return R_ERROR;
             }
             if (x + 1 == end && !r->eof) return R_MORE;
@@ -412,8 +421,9 @@ static inline int scan_field(const tk_csv_reader *r, const char *p, int32_t f, f
         out->last = true;
         out->next = p + 2;
     } else {
-        tk_set_error("%s: row %lld, column '%s': text after the closing quote of a quoted field", r->path,
-                     (long long)(r->row + 1), field_name(r, f));
+        char label[300];
+        tk_set_error("%s: row %lld, %s: text after the closing quote of a quoted field", r->path,
+                     (long long)(r->row + 1), field_label(r, f, label, sizeof label));
         return R_ERROR;
     }
     return R_OK;
@@ -461,8 +471,7 @@ static inline const char *number_end(const char *q, const char *end, bool *last)
  * parse_f32's exact fast path takes, followed by a delimiter, parsed in the one pass
  * that finds the field's end. Returns where the next field starts, or NULL to use
  * the general path. */
-static inline const char *fast_cell(tk_csv_reader *r, csv_col *col, const char *p, const char *end,
-                                    bool *last) {
+static inline const char *fast_cell(tk_csv_reader *r, csv_col *col, const char *p, const char *end, bool *last) {
     const char *q = p;
     bool neg = *q == '-';
     q += *q == '-' || *q == '+';
@@ -676,8 +685,8 @@ static tk_status match_columns(tk_csv_reader *r) {
         for (int32_t f = 0; f < r->nfields; f++) {
             if (strcmp(r->header[f], r->cols[c].name) != 0) continue;
             if (found >= 0) {
-                tk_set_error("%s: column '%s' appears twice in the header (fields %d and %d)", r->path,
-                             r->cols[c].name, (int)found + 1, (int)f + 1);
+                tk_set_error("%s: column '%s' appears twice in the header (fields %d and %d)", r->path, r->cols[c].name,
+                             (int)found + 1, (int)f + 1);
                 return TK_ERROR;
             }
             found = f;
@@ -831,7 +840,8 @@ static tk_columns *take_chunk(tk_csv_reader *r) {
             int64_t *offs = col->offs;
             if (!offs && (offs = malloc(sizeof *offs)) != NULL) offs[0] = 0;
             if (offs && r->nrows < r->caprows) offs = shrink(offs, (size_t)rows1 * sizeof *offs);
-            void *vals = col->nvals < col->capvals ? shrink(col->vals, (size_t)col->nvals * sizeof(int64_t)) : col->vals;
+            void *vals =
+                col->nvals < col->capvals ? shrink(col->vals, (size_t)col->nvals * sizeof(int64_t)) : col->vals;
             out->values[c] = tk_tensor_adopt(TK_I64, 1, &col->nvals, vals);
             out->offsets[c] = offs ? tk_tensor_adopt(TK_I64, 1, &rows1, offs) : NULL;
             col->offs = NULL;
@@ -897,7 +907,6 @@ fail:
 /* Writing embeddings                                                                     */
 /* ------------------------------------------------------------------------------------ */
 
-
 static int fmt_u64(uint64_t v, char *out) {
     char tmp[24];
     int n = 0;
@@ -962,12 +971,43 @@ static int fmt_decimal(uint64_t m, int q, char *out) {
     return (int)(o - out);
 }
 
+/* The rounding interval of a float and the probe of one digit count for it. */
+typedef struct f32_interval {
+    double a, lo_mid, hi_mid; /* |v| and the midpoints to its neighbours */
+    bool even;                /* a decimal exactly at a midpoint reads as the even float */
+    int e10;                  /* 10^e10 <= a < 10^(e10 + 1) */
+} f32_interval;
+
+/* Rounds a to p significant digits (m * 10^q); true if that reads back as a. The
+ * decimal is rounded in double precision; when its double value d is known to be exact
+ * it is compared exactly (ties to even, as strtof), otherwise it must lie inside the
+ * interval by far more than the double arithmetic's error. */
+static bool f32_probe(const f32_interval *iv, int p, uint64_t *m_out, int *q_out) {
+    int q = iv->e10 - p + 1;
+    double m = (double)(int64_t)(iv->a * p10(-q) + 0.5); /* < 10^10 */
+    if (m <= 0) return false;
+    double d = q >= -22 && q < 0 ? m / p10(-q) : m * p10(q); /* a division by an exact power rounds once */
+    double tol = d * 1e-14;
+    bool ok;
+    if (d - iv->lo_mid > tol && iv->hi_mid - d > tol) {
+        ok = true; /* clearly inside */
+    } else if (iv->lo_mid - d > tol || d - iv->hi_mid > tol) {
+        ok = false; /* clearly outside */
+    } else {        /* at an edge: decide exactly if d is exactly the decimal, else refuse */
+        bool exact = q >= 0 ? q <= 22 && d < 9007199254740992.0 : q >= -22 && fma(d, p10(-q), -m) == 0;
+        ok = exact && ((d > iv->lo_mid && d < iv->hi_mid) || ((d == iv->lo_mid || d == iv->hi_mid) && iv->even));
+    }
+    if (ok) {
+        *m_out = (uint64_t)m;
+        *q_out = q;
+    }
+    return ok;
+}
+
 /* The shortest decimal (of at most 9 significant digits) that reads back as v, written
- * into out (at least 32 bytes); v finite. Candidates are rounded in double precision and
- * accepted only when clearly inside v's rounding interval (away from its edges by far
- * more than the error of the double arithmetic), so every accepted one reads back
- * exactly; the search over the digit count is a binary search (more digits never
- * round-trip worse). */
+ * into out (at least 32 bytes); v finite. Every accepted candidate reads back exactly
+ * (f32_probe); more digits never read back worse, so the count is searched: 8 first
+ * (most floats of a trained model need 8 or 9), then 7, then a binary search below. */
 int tk_format_f32(float v, char *out) {
     if (v == 0) {
         if (signbit(v)) {
@@ -980,54 +1020,40 @@ int tk_format_f32(float v, char *out) {
     char *o = out;
     if (v < 0) *o++ = '-';
     float af = fabsf(v);
-    double a = af;
+    f32_interval iv;
+    iv.a = af;
     uint32_t bits;
     memcpy(&bits, &af, 4);
-    bool even = (bits & 1) == 0; /* a decimal exactly halfway reads as the even float */
+    iv.even = (bits & 1) == 0;
     uint32_t ub = bits + 1, db = bits - 1; /* the neighbours (bits > 0 here) */
     float up, dn;
     memcpy(&up, &ub, 4);
     memcpy(&dn, &db, 4);
-    double lo_mid = (a + (double)dn) / 2;
-    double hi_mid = isinf(up) ? a + (a - (double)dn) / 2 : (a + (double)up) / 2;
+    iv.lo_mid = (iv.a + (double)dn) / 2;
+    iv.hi_mid = isinf(up) ? iv.a + (iv.a - (double)dn) / 2 : (iv.a + (double)up) / 2;
     int e2;
-    frexp(a, &e2);
+    frexp(iv.a, &e2);
     int e10 = (int)floor((e2 - 1) * 0.30102999566398120); /* then fixed up */
     if (e10 < -45) e10 = -45;
-    while (e10 < 38 && a >= p10(e10 + 1)) e10++;
-    while (e10 > -45 && a < p10(e10)) e10--;
-    uint64_t best_m = 0;
-    int best_q = 0, lo = 1, hi = 9;
-    bool found = false;
-    while (lo <= hi) {
-        int p = (lo + hi) / 2;
-        int q = e10 - p + 1;
-        double m = nearbyint(a * p10(-q)), d;
-        bool exact; /* d is the decimal m * 10^q exactly */
-        if (q >= 0) {
-            d = m * p10(q);
-            exact = q <= 22 && d < 9007199254740992.0;
-        } else if (q >= -22) {
-            d = m / p10(-q); /* correctly rounded: exact whenever the quotient is a double */
-            exact = fma(d, p10(-q), -m) == 0;
-        } else {
-            d = m * p10(q);
-            exact = false;
-        }
-        bool ok;
-        if (m <= 0)
-            ok = false;
-        else if (exact)
-            ok = (d > lo_mid && d < hi_mid) || ((d == lo_mid || d == hi_mid) && even);
-        else
-            ok = d - lo_mid > d * 1e-14 && hi_mid - d > d * 1e-14;
-        if (ok) {
-            best_m = (uint64_t)m;
-            best_q = q;
-            found = true;
-            hi = p - 1;
-        } else {
-            lo = p + 1;
+    while (e10 < 38 && iv.a >= p10(e10 + 1)) e10++;
+    while (e10 > -45 && iv.a < p10(e10)) e10--;
+    iv.e10 = e10;
+    uint64_t m = 0;
+    int q = 0;
+    bool found;
+    if (!f32_probe(&iv, 8, &m, &q)) {
+        found = f32_probe(&iv, 9, &m, &q);
+    } else {
+        found = true;
+        if (f32_probe(&iv, 7, &m, &q)) {
+            int lo = 1, hi = 6;
+            while (lo <= hi) {
+                int p = (lo + hi) / 2;
+                if (f32_probe(&iv, p, &m, &q))
+                    hi = p - 1;
+                else
+                    lo = p + 1;
+            }
         }
     }
     if (!found) { /* not expected; %.9g always reads back */
@@ -1038,7 +1064,7 @@ int tk_format_f32(float v, char *out) {
         memcpy(o, tmp, (size_t)n);
         return (int)(o - out) + n;
     }
-    return (int)(o - out) + fmt_decimal(best_m, best_q, o);
+    return (int)(o - out) + fmt_decimal(m, q, o);
 }
 
 tk_status tk_csv_write_embeddings(const char *path, const tk_tensor *ids, const tk_tensor *matrix) {
@@ -1048,7 +1074,8 @@ tk_status tk_csv_write_embeddings(const char *path, const tk_tensor *ids, const 
     }
     char s1[64], s2[64];
     if (ids->dtype != TK_I64 || !(ids->ndim == 1 || (ids->ndim == 2 && ids->shape[1] == 1))) {
-        tk_set_error("%s: ids must be int64 [N], got %s %s", path, tk_dtype_name(ids->dtype), tk_shape_str(ids, s1, sizeof s1));
+        tk_set_error("%s: ids must be int64 [N], got %s %s", path, tk_dtype_name(ids->dtype),
+                     tk_shape_str(ids, s1, sizeof s1));
         return TK_ERROR;
     }
     if (matrix->dtype != TK_F32 || matrix->ndim != 2 || matrix->shape[0] != ids->shape[0]) {

@@ -70,8 +70,8 @@ static tk_status put_metadata(tk_sbuf *h, const char *path, const char *metadata
     return TK_OK;
 }
 
-tk_status tk_safetensors_write(const char *path, int32_t n, const char *const *names,
-                               tk_tensor *const *tensors, const char *metadata_json) {
+tk_status tk_safetensors_write(const char *path, int32_t n, const char *const *names, tk_tensor *const *tensors,
+                               const char *metadata_json) {
     if (!path) {
         tk_set_error("safetensors_write: path is NULL");
         return TK_ERROR;
@@ -91,7 +91,10 @@ tk_status tk_safetensors_write(const char *path, int32_t n, const char *const *n
         }
         const tk_tensor *t = tensors[i];
         if (!t || !t->data || (t->dtype != TK_F32 && t->dtype != TK_I64)) {
-            tk_set_error("%s: tensor '%s' is %s", path, names[i], !t ? "NULL" : !t->data ? "without data" : "of an unknown dtype");
+            tk_set_error("%s: tensor '%s' is %s", path, names[i],
+                         !t         ? "NULL"
+                         : !t->data ? "without data"
+                                    : "of an unknown dtype");
             return TK_ERROR;
         }
     }
@@ -234,7 +237,8 @@ static bool read_entry(const char *path, const cJSON *o, entry *e) {
     }
     int nd = cJSON_GetArraySize(shape);
     if (nd > TK_MAX_DIMS) {
-        tk_set_error("%s: tensor '%s' has %d dimensions; towerkit tensors have at most %d", path, name, nd, TK_MAX_DIMS);
+        tk_set_error("%s: tensor '%s' has %d dimensions; towerkit tensors have at most %d", path, name, nd,
+                     TK_MAX_DIMS);
         return false;
     }
     e->ndim = nd;
@@ -272,8 +276,7 @@ static bool read_entry(const char *path, const cJSON *o, entry *e) {
         memcpy(fake.shape, e->shape, sizeof fake.shape);
         tk_set_error("%s: tensor '%s': shape %s of %s needs %llu bytes but data_offsets [%llu, %llu] hold %llu", path,
                      name, tk_shape_str(&fake, s, sizeof s), dtype->valuestring, (unsigned long long)bytes,
-                     (unsigned long long)e->begin, (unsigned long long)e->end,
-                     (unsigned long long)(e->end - e->begin));
+                     (unsigned long long)e->begin, (unsigned long long)e->end, (unsigned long long)(e->end - e->begin));
         return false;
     }
     return true;
