@@ -42,7 +42,7 @@ typedef int32_t vi __attribute__((vector_size(4 * VL)));
 typedef uint32_t vu __attribute__((vector_size(4 * VL)));
 #define TK_INLINE static inline __attribute__((always_inline))
 
-#pragma GCC diagnostic push
+/* for the rest of the file (GCC reports it where the helpers end up inlined) */
 #pragma GCC diagnostic ignored "-Wpsabi"
 TK_INLINE vf vf_load(const float *p) {
     vf v;
@@ -132,76 +132,139 @@ TK_INLINE double row_exp_body(float *x, int64_t n, float m) {
     return s;
 }
 
-#pragma GCC diagnostic pop
+/* Counts of x[j] > t and x[j] == t (hard negatives). */
+TK_INLINE int64_t row_count_body(const float *x, int64_t n, float t, bool equal) {
+    vi c = {0};
+    int64_t j = 0, total = 0;
+    for (; j + VL <= n; j += VL) {
+        vf v = vf_load(x + j);
+        c -= equal ? (vi)(v == t) : (vi)(v > t); /* true lanes are -1 */
+    }
+    for (int i = 0; i < VL; i++) total += c[i];
+    for (; j < n; j++) total += equal ? x[j] == t : x[j] > t;
+    return total;
+}
+
+/* x[j] = x[j] >= t ? x[j] : -inf */
+TK_INLINE void row_keep_ge_body(float *x, int64_t n, float t) {
+    int64_t j = 0;
+    for (; j + VL <= n; j += VL) {
+        vf v = vf_load(x + j);
+        vf_store(x + j, vf_select(v >= t, v, (vf){0} - INFINITY));
+    }
+    for (; j < n; j++) x[j] = x[j] >= t ? x[j] : -INFINITY;
+}
 
 typedef struct row_kernels {
     void (*sub)(float *x, const float *c, int64_t n);
     float (*max)(const float *x, int64_t n, bool *has_nan);
     double (*exp)(float *x, int64_t n, float m);
+    int64_t (*count_gt)(const float *x, int64_t n, float t);
+    int64_t (*count_eq)(const float *x, int64_t n, float t);
+    void (*keep_ge)(float *x, int64_t n, float t);
 } row_kernels;
 
-static void row_sub_base(float *x, const float *c, int64_t n) { row_sub_body(x, c, n); }
-static float row_max_base(const float *x, int64_t n, bool *has_nan) { return row_max_body(x, n, has_nan); }
-static double row_exp_base(float *x, int64_t n, float m) { return row_exp_body(x, n, m); }
+/* The kernels for one target: TARGET is an attribute or nothing. */
+#define ROW_KERNELS(suffix, TARGET)                                                                    \
+    TARGET static void row_sub_##suffix(float *x, const float *c, int64_t n) { row_sub_body(x, c, n); }  \
+    TARGET static float row_max_##suffix(const float *x, int64_t n, bool *has_nan) {                    \
+        return row_max_body(x, n, has_nan);                                                            \
+    }                                                                                                  \
+    TARGET static double row_exp_##suffix(float *x, int64_t n, float m) { return row_exp_body(x, n, m); } \
+    TARGET static int64_t row_count_gt_##suffix(const float *x, int64_t n, float t) {                   \
+        return row_count_body(x, n, t, false);                                                         \
+    }                                                                                                  \
+    TARGET static int64_t row_count_eq_##suffix(const float *x, int64_t n, float t) {                   \
+        return row_count_body(x, n, t, true);                                                          \
+    }                                                                                                  \
+    TARGET static void row_keep_ge_##suffix(float *x, int64_t n, float t) { row_keep_ge_body(x, n, t); } \
+    static const row_kernels row_kernels_##suffix = {row_sub_##suffix,      row_max_##suffix,          \
+                                                     row_exp_##suffix,      row_count_gt_##suffix,     \
+                                                     row_count_eq_##suffix, row_keep_ge_##suffix};
 
+ROW_KERNELS(base, )
 #if defined(__x86_64__) && defined(__GNUC__)
-#define TK_AVX2 __attribute__((target("avx2")))
-TK_AVX2 static void row_sub_avx2(float *x, const float *c, int64_t n) { row_sub_body(x, c, n); }
-TK_AVX2 static float row_max_avx2(const float *x, int64_t n, bool *has_nan) { return row_max_body(x, n, has_nan); }
-TK_AVX2 static double row_exp_avx2(float *x, int64_t n, float m) { return row_exp_body(x, n, m); }
+ROW_KERNELS(avx2, __attribute__((target("avx2"))))
 #endif
 
-static row_kernels pick_kernels(void) {
+static const row_kernels *pick_kernels(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) return (row_kernels){row_sub_avx2, row_max_avx2, row_exp_avx2};
+    if (__builtin_cpu_supports("avx2")) return &row_kernels_avx2;
 #endif
-    return (row_kernels){row_sub_base, row_max_base, row_exp_base};
+    return &row_kernels_base;
 }
 
-/* --- hard negatives: the h-th largest of n finite values (quickselect, in place) --- */
-static float kth_largest(float *a, int64_t n, int64_t h) {
-    int64_t lo = 0, hi = n - 1, want = h - 1; /* position in descending order */
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        /* median of three as the pivot */
-        float x = a[lo], y = a[mid], z = a[hi];
-        float pivot = (x > y) ? ((y > z) ? y : (x > z ? z : x)) : ((x > z) ? x : (y > z ? z : y));
-        int64_t i = lo, j = hi;
-        while (i <= j) { /* descending Hoare partition */
-            while (a[i] > pivot) i++;
-            while (a[j] < pivot) j--;
-            if (i <= j) {
-                float t = a[i];
-                a[i] = a[j];
-                a[j] = t;
-                i++;
-                j--;
-            }
+/* --- hard negatives ---
+ * The h-th largest of n values by quickselect with branch-free partitions (random logits
+ * make a partition's branches unpredictable): each round copies the values greater than
+ * a median-of-three pivot to the front of the other buffer and the rest to its back. a
+ * and tmp hold n floats; both are clobbered. 1 <= h <= n; values are not NaN. */
+static float kth_largest(float *a, float *tmp, int64_t n, int64_t h) {
+    while (n > 16) {
+        float x = a[0], y = a[n / 2], z = a[n - 1];
+        float p = x > y ? (y > z ? y : (x > z ? z : x)) : (x > z ? x : (y > z ? z : y));
+        int64_t ng = 0, nl = n; /* tmp[0, ng): > p; tmp[nl, n): <= p */
+        for (int64_t j = 0; j < n; j++) {
+            float v = a[j];
+            tmp[ng] = v;
+            tmp[nl - 1] = v;
+            bool gt = v > p;
+            ng += gt;
+            nl -= !gt;
         }
-        if (want <= j) hi = j;
-        else if (want >= i) lo = i;
-        else return a[want]; /* between j and i: equal to the pivot */
+        if (h <= ng) { /* among the greater ones */
+            float *t = a;
+            a = tmp;
+            tmp = t;
+            n = ng;
+            continue;
+        }
+        /* among the rest, whose largest is p: split off the values equal to p */
+        int64_t rest = n - ng, neq = 0, nlt = 0;
+        const float *r = tmp + ng;
+        for (int64_t j = 0; j < rest; j++) {
+            float v = r[j];
+            a[nlt] = v;
+            bool lt = v < p;
+            nlt += lt;
+            neq += !lt;
+        }
+        h -= ng;
+        if (h <= neq) return p;
+        h -= neq;
+        n = nlt;
     }
-    return a[want];
+    for (int64_t i = 1; i < n; i++) { /* insertion sort, descending */
+        float v = a[i];
+        int64_t j = i;
+        for (; j > 0 && a[j - 1] < v; j--) a[j] = a[j - 1];
+        a[j] = v;
+    }
+    return a[h - 1];
 }
 
 /* Keeps the positive (column b) and the h best other unmasked columns of a row; sets
- * the others to -inf. Ties at the h-th value keep the lower columns. buf: n floats. */
-static void keep_hard_negatives(float *x, int64_t n, int64_t b, int64_t h, float *buf) {
-    int64_t cnt = 0;
-    for (int64_t j = 0; j < n; j++)
-        if (j != b && x[j] > -INFINITY) buf[cnt++] = x[j]; /* NaN is dropped (the row is NaN anyway) */
-    if (cnt <= h) return;
-    float v = kth_largest(buf, cnt, h);
-    int64_t greater = 0;
-    for (int64_t j = 0; j < n; j++) greater += j != b && x[j] > v;
-    int64_t ties = h - greater; /* how many columns equal to v stay, lowest first */
-    for (int64_t j = 0; j < n; j++) {
-        if (j == b || x[j] > v) continue;
-        if (x[j] == v && ties > 0) ties--;
-        else x[j] = -INFINITY;
+ * the others to -inf. Ties at the h-th value keep the lower columns. buf: 2n floats. */
+static void keep_hard_negatives(const row_kernels *k, float *x, int64_t n, int64_t b, int64_t h, float *buf) {
+    float pos = x[b];
+    x[b] = -INFINITY; /* out of the way; restored at the end */
+    if (k->count_gt(x, n, -INFINITY) > h) { /* more unmasked negatives than kept ones */
+        memcpy(buf, x, (size_t)n * sizeof *buf);
+        float v = kth_largest(buf, buf + n, n, h); /* NaN rows are NaN anyway: see row_max */
+        int64_t greater = k->count_gt(x, n, v);
+        if (greater + k->count_eq(x, n, v) <= h) {
+            k->keep_ge(x, n, v); /* no tie to split: keep every value >= v */
+        } else {
+            int64_t ties = h - greater; /* how many columns equal to v stay, lowest first */
+            for (int64_t j = 0; j < n; j++) {
+                bool eq = x[j] == v, keep = x[j] > v || (eq && ties > 0);
+                ties -= eq && keep;
+                x[j] = keep ? x[j] : -INFINITY;
+            }
+        }
     }
+    x[b] = pos;
 }
 
 /* --- false negatives: columns sharing the row's positive id --- */
@@ -423,7 +486,7 @@ tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, con
     if (ids && o->negative_ids && !(snid = sorted_ids(ctx, tk_i64(o->negative_ids), N))) return NULL;
     int64_t hard = o->num_hard_negatives;
     float *buf = NULL;
-    if (hard > 0 && hard < M - 1 && !(buf = tk_ctx_alloc(ctx, (size_t)M * sizeof *buf))) return NULL;
+    if (hard > 0 && hard < M - 1 && !(buf = tk_ctx_alloc(ctx, (size_t)(2 * M) * sizeof *buf))) return NULL;
 
     /* weights are copied: backward must not depend on the caller keeping them */
     float *w = NULL;
@@ -433,11 +496,11 @@ tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, con
     }
 
     /* 2. per row: correction, masking, hard negatives, then the stable softmax */
-    row_kernels k = pick_kernels();
+    const row_kernels *k = pick_kernels();
     double total = 0.0;
     for (int64_t b = 0; b < B; b++) {
         float *x = L + b * M;
-        if (colq) k.sub(x, colq, M);
+        if (colq) k->sub(x, colq, M);
         if (sid) {
             for (int64_t p = lower_bound(sid, B, ids[b]); p < B && sid[p].id == ids[b]; p++)
                 if (sid[p].pos != b) x[sid[p].pos] = -INFINITY;
@@ -445,9 +508,9 @@ tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, con
                 for (int64_t p = lower_bound(snid, N, ids[b]); p < N && snid[p].id == ids[b]; p++)
                     x[B + snid[p].pos] = -INFINITY;
         }
-        if (buf) keep_hard_negatives(x, M, b, hard, buf);
+        if (buf) keep_hard_negatives(k, x, M, b, hard, buf);
         bool nan;
-        float m = k.max(x, M, &nan);
+        float m = k->max(x, M, &nan);
         float pos = x[b];
         double ce;
         if (nan || !isfinite(m)) { /* NaN or inf inputs: a NaN loss the caller sees */
@@ -455,7 +518,7 @@ tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, con
             sum[b] = 1.0f;
             ce = NAN;
         } else {
-            double s = k.exp(x, M, m);
+            double s = k->exp(x, M, m);
             sum[b] = (float)s;
             ce = ((double)m - pos) + log(s);
         }

@@ -23,7 +23,9 @@
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
-#include <stdio.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 /* 512 x 4096 scores (8 MiB) measured fastest for W2's shape (D = 128, two threads):
  * large enough for OpenBLAS to run near its peak, small enough to stay in L3. */
@@ -113,8 +115,6 @@ static bool excluded(const int64_t *ex, int64_t n, int64_t item) {
 typedef int64_t (*scan_fn)(const float *s, int64_t n, float thr);
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-
 static int64_t scan_sse2(const float *s, int64_t n, float thr) {
     __m128 t = _mm_set1_ps(thr);
     int64_t j = 0;

@@ -7,6 +7,8 @@ return function(tk)
 
   local Model = {}
   Model.__index = Model
+  local History = {}
+  History.__index = History
 
   local function fail(level, msg, ...) error(msg:format(...), level + 1) end
 
@@ -249,7 +251,9 @@ return function(tk)
 
   --- fit(data, {batch_size = 1024, epochs = 1, shuffle = true, seed = 0,
   -- validation_data =, validation_opts = {item_corpus =, k =, ...}, callbacks = {},
-  -- verbose = true, drop_last = false}) -> history
+  -- verbose = true, log = print, drop_last = false}) -> history
+  -- On a terminal a progress bar (step, loss, examples/s, ETA) is redrawn in place;
+  -- otherwise (or with a `log` function) a line every 10 s and one per epoch.
   -- A NaN or infinite loss stops training with an error naming the step; the weights
   -- stay those of the last good step.
   function Model:fit(data, opts)
@@ -261,7 +265,8 @@ return function(tk)
     if type(epochs) ~= "number" or epochs < 1 or epochs % 1 ~= 0 then fail(2, "fit: epochs must be a positive integer") end
     local callbacks = opts.callbacks or {}
     local verbose = opts.verbose ~= false
-    local tty = verbose and core.isatty(1)
+    local log = opts.log or print
+    local tty = verbose and not opts.log and core.isatty(1)
     local history = tk.History()
     if not data:has_column(self.item_id) then
       fail(2, "fit: the data has no item id column '%s'", self.item_id)
@@ -301,7 +306,7 @@ return function(tk)
             io.write(("\repoch %d/%d [%s%s] %d/%d  loss %.4f  %.0f ex/s  ETA %s   "):format(epoch, epochs,
               string.rep("=", done), string.rep(" ", width - done), i, nb, sum / steps, rate, format_time(eta)))
           else
-            print(("epoch %d/%d  step %d/%d  loss %.4f  %.0f ex/s  ETA %s"):format(epoch, epochs, i, nb, sum / steps,
+            log(("epoch %d/%d  step %d/%d  loss %.4f  %.0f ex/s  ETA %s"):format(epoch, epochs, i, nb, sum / steps,
               rate, format_time(eta)))
           end
           io.stdout:flush()
@@ -316,7 +321,7 @@ return function(tk)
         for k, val in pairs(v) do logs["val_" .. k] = val end
       end
       history:add_epoch(logs)
-      if verbose then print(tk.History.format_logs(logs)) end
+      if verbose then log(History.format_logs(logs)) end
       for _, cb in ipairs(callbacks) do
         if cb.on_epoch_end then cb:on_epoch_end(self, epoch, logs) end
       end
@@ -497,6 +502,21 @@ return function(tk)
     local info, err = json.decode(files["model.json"])
     if not info then fail(2, "load: %s/model.json: %s", dir, err) end
     if info.class ~= "TwoTowerModel" then fail(2, "load: %s/model.json: not a TwoTowerModel", dir) end
+    if not files["schema.json"] then fail(2, "load: %s has no schema.json", dir) end
+    local ok, file_schema = pcall(tk.Schema.from_json, files["schema.json"], dir .. "/schema.json")
+    if not ok then fail(2, "load: %s", tostring(file_schema)) end
+    local meta = tk.get_meta(block)
+    local want = meta and meta.schema and tk.Schema.from_table(meta.schema, dir .. "/config.json")
+    for _, col in ipairs(want or {}) do
+      local got = file_schema:get(col.name)
+      if not got then
+        fail(2, "load: %s/schema.json does not match the model: it has no column '%s'", dir, col.name)
+      end
+      if got:cardinality() ~= col:cardinality() then
+        fail(2, "load: %s/schema.json does not match the model: column '%s' has cardinality %s, the weights expect %s",
+          dir, col.name, tostring(got:cardinality()), tostring(col:cardinality()))
+      end
+    end
     local o = info.options or {}
     local opts = {
       logits_temperature = o.logits_temperature, logq_reg_factor = o.logq_reg_factor,
@@ -510,9 +530,6 @@ return function(tk)
   end
 
   -- History -------------------------------------------------------------------------
-
-  local History = {}
-  History.__index = History
 
   function tk.History()
     return setmetatable({ epochs = {}, steps = {} }, History)

@@ -130,9 +130,10 @@ static void add_negatives(rl_case *c, uint64_t seed) {
     c->opts.negatives = op_leaf(2, s, 0.7f, seed);
 }
 
-static void free_case(rl_case *c) {
-    op_release(c->query, c->item, c->opts.item_ids, c->opts.item_logq, c->opts.negatives, c->opts.negative_ids,
-               c->opts.negative_logq, c->opts.weights, NULL);
+static void free_case(rl_case *c) { /* each may be NULL: op_release would stop at the first */
+    tk_tensor *all[] = {c->query, c->item, c->opts.item_ids, c->opts.item_logq, c->opts.negatives,
+                        c->opts.negative_ids, c->opts.negative_logq, c->opts.weights};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) tk_tensor_release(all[i]);
 }
 
 /* Builds every configuration the tests run: each option alone, and all together. */

@@ -1,0 +1,163 @@
+/* Retrieval from Lua: the fused two-tower loss, the streaming frequency estimator and
+ * exact top-k. */
+#include "binding.h"
+
+#include <math.h>
+#include <string.h>
+
+#define TKL_FREQ "towerkit.FreqEstimator"
+
+/* An optional tensor field of the options table at idx. */
+static tk_tensor *opt_tensor(lua_State *L, int idx, const char *key) {
+    lua_getfield(L, idx, key);
+    tk_tensor *t = NULL;
+    if (!lua_isnil(L, -1)) {
+        t = tkl_to_tensor(L, -1);
+        if (!t) tkl_error(L, "retrieval_loss: option '%s' must be a tensor", key);
+    }
+    lua_pop(L, 1); /* the tensor stays referenced by the options table */
+    return t;
+}
+
+/* retrieval_loss(query, item [, {temperature =, item_ids =, item_logq =, negatives =,
+ * negative_ids =, negative_logq =, weights =, num_hard_negatives =}]) -> loss [1] */
+static int l_retrieval_loss(lua_State *L) {
+    tkl_check_tensor(L, 1);
+    tkl_check_tensor(L, 2);
+    lua_settop(L, 3);
+    if (!lua_isnil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    tk_retrieval_opts o;
+    memset(&o, 0, sizeof o);
+    if (lua_istable(L, 3)) {
+        o.temperature = (float)tkl_opt_number(L, 3, "temperature", 1.0);
+        o.num_hard_negatives = (int32_t)tkl_opt_integer(L, 3, "num_hard_negatives", 0);
+        o.item_ids = opt_tensor(L, 3, "item_ids");
+        o.item_logq = opt_tensor(L, 3, "item_logq");
+        o.negatives = opt_tensor(L, 3, "negatives");
+        o.negative_ids = opt_tensor(L, 3, "negative_ids");
+        o.negative_logq = opt_tensor(L, 3, "negative_logq");
+        o.weights = opt_tensor(L, 3, "weights");
+    }
+    /* the op runs in the context of its arena inputs */
+    int idx[3] = {1, 2, 0};
+    int n = 2;
+    if (o.negatives) {
+        lua_getfield(L, 3, "negatives");
+        idx[n++] = lua_gettop(L);
+    }
+    tk_ctx *ctx = tkl_op_context(L, n, idx);
+    int ci = lua_gettop(L);
+    return tkl_push_result(L, ci, tk_retrieval_loss(ctx, tkl_check_tensor(L, 1), tkl_check_tensor(L, 2), &o));
+}
+
+/* --- frequency estimator --- */
+
+typedef struct tkl_freq {
+    tk_freq_estimator *e;
+} tkl_freq;
+
+static tkl_freq *check_freq(lua_State *L) {
+    tkl_freq *u = (tkl_freq *)luaL_checkudata(L, 1, TKL_FREQ);
+    if (!u->e) tkl_error(L, "frequency estimator has been freed");
+    return u;
+}
+
+static int freq_gc(lua_State *L) {
+    tkl_freq *u = (tkl_freq *)luaL_checkudata(L, 1, TKL_FREQ);
+    tk_freq_estimator_free(u->e);
+    u->e = NULL;
+    return 0;
+}
+
+/* freq_estimator(buckets, alpha) */
+static int l_freq_estimator(lua_State *L) {
+    double buckets = luaL_checknumber(L, 1);
+    double alpha = luaL_checknumber(L, 2);
+    tkl_freq *u = (tkl_freq *)lua_newuserdata(L, sizeof *u);
+    u->e = NULL;
+    luaL_getmetatable(L, TKL_FREQ);
+    lua_setmetatable(L, -2);
+    u->e = tk_freq_estimator_new((int64_t)buckets, (float)alpha);
+    if (!u->e) return tkl_error(L, "%s", tk_last_error());
+    return 1;
+}
+
+static tk_tensor *ids_arg(lua_State *L, int idx) {
+    tk_tensor *ids = tkl_check_tensor(L, idx);
+    if (ids->dtype != TK_I64) tkl_error(L, "bad argument #%d (int64 ids expected)", idx);
+    return ids;
+}
+
+/* est:update(ids) -> log p of each id (float32, as estimated before this step) */
+static int freq_update(lua_State *L) {
+    tkl_freq *u = check_freq(L);
+    tk_tensor *ids = ids_arg(L, 2);
+    tk_tensor *out = tk_tensor_new_1d(TK_F32, ids->numel);
+    if (!out) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, out);
+    if (tk_freq_estimator_update(u->e, ids->numel, tk_i64(ids), tk_f32(out)) != TK_OK)
+        return tkl_error(L, "%s", tk_last_error());
+    return 1;
+}
+
+static int freq_logq(lua_State *L) {
+    tkl_freq *u = check_freq(L);
+    tk_tensor *ids = ids_arg(L, 2);
+    tk_tensor *out = tk_tensor_new_1d(TK_F32, ids->numel);
+    if (!out) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, out);
+    tk_freq_estimator_logq(u->e, ids->numel, tk_i64(ids), tk_f32(out));
+    return 1;
+}
+
+static int freq_step(lua_State *L) {
+    lua_pushnumber(L, (lua_Number)tk_freq_estimator_step(check_freq(L)->e));
+    return 1;
+}
+
+/* --- top-k --- */
+
+/* topk(queries, items, k [, excl_offsets, excl_items]) -> idx (int64 [Q, k]), scores */
+static int l_topk(lua_State *L) {
+    tk_tensor *q = tkl_check_tensor(L, 1), *items = tkl_check_tensor(L, 2);
+    double k = luaL_checknumber(L, 3);
+    if (k < 1 || k != floor(k)) return tkl_error(L, "bad argument #3 to 'topk' (k must be a positive integer)");
+    const int64_t *off = NULL, *excl = NULL;
+    if (!lua_isnoneornil(L, 4)) {
+        tk_tensor *o = tkl_check_tensor(L, 4), *e = tkl_check_tensor(L, 5);
+        if (o->dtype != TK_I64 || e->dtype != TK_I64) return tkl_error(L, "topk: exclusion lists must be int64");
+        if (q->ndim == 2 && o->numel != q->shape[0] + 1)
+            return tkl_error(L, "topk: exclusion offsets need %lld entries, got %lld", (long long)q->shape[0] + 1, (long long)o->numel);
+        for (int64_t i = 0; i < o->numel; i++)
+            if (tk_i64(o)[i] < 0 || tk_i64(o)[i] > e->numel || (i && tk_i64(o)[i] < tk_i64(o)[i - 1]))
+                return tkl_error(L, "topk: exclusion offsets must increase within the exclusion list");
+        off = tk_i64(o);
+        excl = tk_i64(e);
+    }
+    if (q->ndim != 2) return tkl_error(L, "bad argument #1 to 'topk' (queries [Q, D] expected)");
+    int64_t kk = (int64_t)k;
+    tk_tensor *idx = tk_tensor_new_2d(TK_I64, q->shape[0], kk);
+    if (!idx) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, idx);
+    tk_tensor *scores = tk_tensor_new_2d(TK_F32, q->shape[0], kk);
+    if (!scores) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, scores);
+    if (tk_topk(q, items, kk, off, excl, idx, scores) != TK_OK) return tkl_error(L, "%s", tk_last_error());
+    return 2;
+}
+
+static const luaL_Reg freq_methods[] = {{"update", freq_update}, {"logq", freq_logq}, {"step", freq_step}, {NULL, NULL}};
+
+static const luaL_Reg retrieval_functions[] = {
+    {"retrieval_loss", l_retrieval_loss}, {"freq_estimator", l_freq_estimator}, {"topk", l_topk}, {NULL, NULL}};
+
+void tkl_open_retrieval(lua_State *L) {
+    luaL_newmetatable(L, TKL_FREQ);
+    lua_pushcfunction(L, freq_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    luaL_register(L, NULL, freq_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_register(L, NULL, retrieval_functions);
+}

@@ -1,0 +1,223 @@
+local tk = require "towerkit"
+local T = tk.Tags
+
+local function tmpdir()
+  local p = os.tmpname()
+  os.remove(p)
+  assert(os.execute("mkdir -p " .. p) == 0)
+  return p
+end
+
+local function schema()
+  return tk.Schema {
+    tk.ColumnSchema("user_id", { tags = { T.USER_ID, T.CATEGORICAL }, int_domain = { max = 499 } }),
+    tk.ColumnSchema("user_country", { tags = { T.USER, T.CATEGORICAL }, int_domain = { max = 19 } }),
+    tk.ColumnSchema("user_recent", { tags = { T.USER, T.CATEGORICAL, T.LIST }, int_domain = { max = 49 },
+      value_count = { min = 1, max = 3 } }),
+    tk.ColumnSchema("user_activity", { tags = { T.USER, T.CONTINUOUS } }),
+    tk.ColumnSchema("item_id", { tags = { T.ITEM_ID, T.CATEGORICAL }, int_domain = { max = 399 } }),
+    tk.ColumnSchema("item_category", { tags = { T.ITEM, T.CATEGORICAL }, int_domain = { max = 29 } }),
+    tk.ColumnSchema("item_price", { tags = { T.ITEM, T.CONTINUOUS } }),
+  }
+end
+
+local function make_model(opts)
+  tk.manual_seed(5)
+  opts = opts or {}
+  local model = tk.TwoTowerModel(schema(), tk.MLPBlock({ 32, 16 }, { no_activation_last_layer = true }), {
+    embedding_options = { embedding_dim_default = 8 },
+    post = "l2-norm",
+    logits_temperature = opts.temperature or 0.1,
+    logq = opts.logq,
+    negatives = opts.negatives,
+  })
+  model:compile { optimizer = tk.optim.Adam { learning_rate = opts.lr or 5e-3 } }
+  return model
+end
+
+local data, items = tk.data.synthetic(schema(), 20000, { seed = 2, clusters = 10 })
+local train, test = data:split(0.9, 3)
+
+local function same(a, b) return tostring(a) == tostring(b) end
+
+describe("TwoTowerModel", function()
+  it("learns the planted structure: recall@10 well above popularity", function()
+    local model = make_model { logq = "streaming" }
+    local history = model:fit(train, { batch_size = 256, epochs = 2, verbose = false })
+    assert.equal(2, #history.epochs)
+    assert.truthy(history.epochs[2].loss < history.epochs[1].loss)
+    local ours = model:evaluate(test, { item_corpus = items })
+    local popular = tk.popularity_baseline(train, test, "item_id")
+    assert.truthy(ours.recall_at_10 > 1.5 * popular.recall_at_10,
+      ("recall %.3f vs popularity %.3f"):format(ours.recall_at_10, popular.recall_at_10))
+    assert.truthy(ours.ndcg_at_10 > 1.5 * popular.ndcg_at_10)
+  end)
+
+  it("trains with sampled negatives, hard negatives and a frequency table", function()
+    local counts = {}
+    for i = 1, 400 do counts[i] = 1 / 400 end
+    local model = make_model { logq = counts, negatives = { num = 64, sampler = "popularity", corpus = items } }
+    local h = model:fit(train, { batch_size = 256, epochs = 1, verbose = false })
+    assert.truthy(h.epochs[1].loss > 0)
+    local m2 = make_model { negatives = { num = 32, corpus = items } }
+    m2.opts.num_hard_negatives = 8
+    m2:fit(train, { batch_size = 256, epochs = 1, verbose = false })
+  end)
+
+  it("evaluates on the full catalogue exactly as a brute-force ranking", function()
+    local model = make_model()
+    model:fit(train, { batch_size = 512, epochs = 1, verbose = false })
+    local small = test:select(tk.core.arange(50))
+    local m = model:evaluate(small, { item_corpus = items, metrics = { tk.metrics.RecallAt(5) } })
+    local q = model:query_embeddings(small).embeddings:totable()
+    local e = model:item_embeddings(items)
+    local emb, ids = e.embeddings:totable(), e.ids:totable()
+    local pos = small:column("item_id"):totable()
+    local hits = 0
+    for r = 1, #q do
+      local scores = {}
+      for i = 1, #emb do
+        local s = 0
+        for d = 1, #emb[i] do s = s + q[r][d] * emb[i][d] end
+        scores[i] = { s, ids[i] }
+      end
+      table.sort(scores, function(a, b) return a[1] > b[1] end)
+      for j = 1, 5 do if scores[j][2] == pos[r] then hits = hits + 1 end end
+    end
+    assert.near(hits / #q, m.recall_at_5, 1e-9)
+    -- the encoder returns the same top items
+    local enc = model:to_top_k_encoder(items, { k = 5 })
+    local top, scores = enc:query(small:rows(tk.core.arange(3)))
+    assert.same({ 3, 5 }, top:shape())
+    assert.same({ 3, 5 }, scores:shape())
+    local s = scores:totable()
+    assert.truthy(s[1][1] >= s[1][2] and s[1][2] >= s[1][5])
+  end)
+
+  it("excludes the items a user has seen", function()
+    local model = make_model()
+    model:fit(train, { batch_size = 512, epochs = 1, verbose = false })
+    local plain = model:evaluate(test, { item_corpus = items, k = 10 })
+    local excl = model:evaluate(test, { item_corpus = items, exclude_seen = train })
+    assert.are_not.equal(plain.recall_at_10, excl.recall_at_10)
+  end)
+
+  it("saves and loads a model that predicts exactly the same", function()
+    local dir = tmpdir()
+    local model = make_model()
+    model:fit(train, { batch_size = 512, epochs = 1, verbose = false })
+    model:save(dir .. "/m")
+    local loaded = tk.load(dir .. "/m")
+    local a = model:query_embeddings(test).embeddings
+    local b = loaded:query_embeddings(test).embeddings
+    assert.truthy(same(a, b))
+    assert.same(a:totable()[7], b:totable()[7])
+    -- overwrite in place, then a failing save leaves it intact
+    model:save(dir .. "/m")
+    local f = io.open(dir .. "/m/weights.safetensors", "rb")
+    local good = f:read("*a")
+    f:close()
+    local ok = pcall(model.save, model, dir .. "/nonexistent/deeper/m")
+    assert.is_false(ok)
+    -- a truncated weights file is a clear error
+    os.execute("cp -r " .. dir .. "/m " .. dir .. "/t")
+    f = io.open(dir .. "/t/weights.safetensors", "wb")
+    f:write(good:sub(1, #good - 100))
+    f:close()
+    local ok2, err = pcall(tk.load, dir .. "/t")
+    assert.is_false(ok2)
+    assert.truthy(err:find("weights.safetensors", 1, true), err)
+    -- missing directory
+    ok2, err = pcall(tk.load, dir .. "/none")
+    assert.is_false(ok2)
+    assert.truthy(err:find("none", 1, true), err)
+    -- a schema that does not match the weights
+    os.execute("cp -r " .. dir .. "/m " .. dir .. "/s")
+    local other = schema()
+    local cols = {}
+    for i, c in ipairs(other) do cols[i] = c end
+    cols[1] = tk.ColumnSchema("user_id", { tags = { T.USER_ID, T.CATEGORICAL }, int_domain = { max = 99 } })
+    tk.Schema(cols):write_json(dir .. "/s/schema.json")
+    ok2, err = pcall(tk.load, dir .. "/s")
+    assert.is_false(ok2)
+    assert.truthy(err:find("schema.json does not match", 1, true), err)
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("exports embeddings as CSV and safetensors", function()
+    local dir = tmpdir()
+    local model = make_model()
+    local e = model:item_embeddings(items)
+    assert.same({ 400, 16 }, e.embeddings:shape())
+    e:save(dir .. "/items.csv")
+    e:save(dir .. "/items.safetensors")
+    local back = tk.core.safetensors_read(dir .. "/items.safetensors")
+    assert.same(e.embeddings:totable()[3], back.embeddings:totable()[3])
+    assert.same(e.ids:totable(), back.ids:totable())
+    local f = io.open(dir .. "/items.csv")
+    local header = f:read("*l")
+    f:close()
+    assert.equal("id,e_0,", header:sub(1, 7))
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("stops on a NaN loss, naming the step, with the last good weights kept", function()
+    local rows = train:select(tk.core.arange(1024))
+    local prices = rows:column("item_price")
+    local bad = prices:clone()
+    bad:set(0 / 0, 600) -- row 600 is in the third batch of 256
+    rows.columns.item_price = bad
+    local model = make_model()
+    local ok, err = pcall(model.fit, model, rows, { batch_size = 256, shuffle = false, verbose = false })
+    assert.is_false(ok)
+    assert.truthy(err:find("the loss is nan at step 3", 1, true) or err:find("the loss is -nan at step 3", 1, true), err)
+    local ref = make_model()
+    ref:fit(rows:select(tk.core.arange(512)), { batch_size = 256, shuffle = false, verbose = false })
+    local a, b = model.block:get_weights(), ref.block:get_weights()
+    for i = 1, #a do assert.truthy(same(a[i], b[i]), i) end
+  end)
+
+  it("reports progress lines and validation metrics", function()
+    local lines = {}
+    local model = make_model()
+    model:fit(train:select(tk.core.arange(2048)), { batch_size = 512, epochs = 1, log = function(l) lines[#lines + 1] = l end,
+      validation_data = test:select(tk.core.arange(200)), validation_opts = { item_corpus = items } })
+    assert.truthy(lines[1]:find("^epoch 1/1  step 4/4  loss %d+%.%d+  %d+ ex/s  ETA 0:00$"), lines[1])
+    assert.truthy(lines[2]:find("^epoch 1  examples_per_second [%d.]+  loss [%d.]+  seconds [%d.]+  val_ndcg_at_10 [%d.]+  val_recall_at_10 [%d.]+$"), lines[2])
+  end)
+
+  it("writes its history and runs callbacks", function()
+    local dir = tmpdir()
+    local model = make_model()
+    local stopper = tk.callbacks.EarlyStopping { monitor = "loss", patience = 1, min_delta = 10 }
+    local h = model:fit(train, { batch_size = 512, epochs = 5, verbose = false,
+      callbacks = { stopper, tk.callbacks.ModelCheckpoint { dir = dir .. "/epoch-%d" } } })
+    assert.equal(2, #h.epochs) -- no improvement of 10 after the first epoch
+    assert.equal(2, stopper.stopped_epoch)
+    assert.truthy(io.open(dir .. "/epoch-1/config.json")):close()
+    h:to_csv(dir .. "/h.csv")
+    h:to_json(dir .. "/h.json")
+    local f = io.open(dir .. "/h.csv")
+    assert.equal("epoch,examples_per_second,loss,seconds", f:read("*l"))
+    f:close()
+    f = io.open(dir .. "/h.json")
+    local j = tk.json.decode(f:read("*a"))
+    f:close()
+    assert.equal(2, #j.epochs)
+    assert.truthy(#j.steps > 0)
+    os.execute("rm -rf " .. dir)
+  end)
+
+  it("raises clear errors", function()
+    local model = tk.TwoTowerModel(schema(), tk.MLPBlock { 4 })
+    assert.has_error(function() model:fit(train) end, "fit: call model:compile{...} first")
+    model:compile {}
+    assert.has_error(function() model:evaluate(test) end, "evaluate: item_corpus (a Dataset of items) is required")
+    assert.has_error(function() tk.TwoTowerModel(schema(), tk.MLPBlock { 4 }, { logits_temprature = 1 }) end)
+    assert.has_error(function() tk.TwoTowerModel(tk.MLPBlock { 4 }) end,
+      "TwoTowerModel: the block must be a TwoTowerBlock (it has no query and item towers)")
+    assert.has_error(function() tk.TwoTowerModel(schema(), tk.MLPBlock { 4 }, { logq = { 0.5, 0 } }) end,
+      "TwoTowerModel: logq probabilities must be positive (item 1 is not)")
+    assert.has_error(function() model:fit(train, { epochs = 0 }) end, "fit: epochs must be a positive integer")
+  end)
+end)
