@@ -48,7 +48,7 @@ return function(tk)
   --       p per item id
   --   logq_reg_factor = 1.0, logq_buckets = item cardinality, logq_alpha = 0.01
   --   remove_false_negatives = true   mask in-batch copies of a row's positive item
-  --   negatives = {num =, sampler = "uniform" | "popularity", corpus = items}   extra
+  --   negatives = {num =, sampler = "uniform" | "popularity" | "log_uniform", corpus = items}   extra
   --       sampled negatives from an item corpus, with sampling-probability correction
   --   num_hard_negatives = 0   keep only the hardest negatives per row (TFRS)
   --   sample_weight = column name   per-example weights from the batch
@@ -81,6 +81,12 @@ return function(tk)
     o.logq_reg_factor = opts.logq_reg_factor or 1.0
     o.remove_false_negatives = opts.remove_false_negatives ~= false
     o.num_hard_negatives = opts.num_hard_negatives or 0
+    if type(o.num_hard_negatives) ~= "number" or o.num_hard_negatives < 0 or o.num_hard_negatives % 1 ~= 0 then
+      fail(2, "TwoTowerModel: num_hard_negatives must be a non-negative integer")
+    end
+    if opts.sample_weight ~= nil and type(opts.sample_weight) ~= "string" then
+      fail(2, "TwoTowerModel: sample_weight must be the name of a weight column")
+    end
     o.sample_weight = opts.sample_weight
     self.item_id = id_column(schema, Tags.ITEM_ID, "item id").name
     self.query_id = (schema:select_by_tag(Tags.USER_ID)[1] or {}).name
@@ -111,8 +117,8 @@ return function(tk)
         fail(2, "TwoTowerModel: negatives must be {num = count, sampler = \"uniform\"|\"popularity\", corpus = items}")
       end
       local sampler = n.sampler or "uniform"
-      if sampler ~= "uniform" and sampler ~= "popularity" then
-        fail(2, "TwoTowerModel: unknown negative sampler '%s'; known: popularity, uniform", tostring(sampler))
+      if sampler ~= "uniform" and sampler ~= "popularity" and sampler ~= "log_uniform" then
+        fail(2, "TwoTowerModel: unknown negative sampler '%s'; known: log_uniform, popularity, uniform", tostring(sampler))
       end
       if not tk.data.is_dataset(n.corpus) then
         fail(2, "TwoTowerModel: negatives.corpus must be a Dataset of items with their features")
@@ -160,7 +166,9 @@ return function(tk)
       local p = 1 / n
       return function() return p end, nil
     end
-    -- popularity: counts of each corpus item in the training data (+1 smoothing)
+    -- popularity: counts of each corpus item in the training data (+1 smoothing);
+    -- log_uniform: P(rank r) = log((r + 2) / (r + 1)) / log(n + 1) over the items
+    -- ranked by those counts (TensorFlow's log-uniform candidate sampler)
     local index, counts, total = {}, {}, 0
     for r, id in ipairs(corpus:column(self.item_id):totable()) do
       index[id] = r
@@ -169,6 +177,17 @@ return function(tk)
     for _, id in ipairs(data:column(self.item_id):totable()) do
       local r = index[id]
       if r then counts[r] = counts[r] + 1 end
+    end
+    if self.opts.negatives.sampler == "log_uniform" then
+      local order = {}
+      for r = 1, n do order[r] = r end
+      table.sort(order, function(a, b)
+        if counts[a] ~= counts[b] then return counts[a] > counts[b] end
+        return a < b
+      end)
+      local weights = {}
+      for rank, r in ipairs(order) do weights[r] = math.log((rank + 1) / rank) end
+      counts = weights
     end
     local cdf = {}
     for r = 1, n do
@@ -223,7 +242,12 @@ return function(tk)
         lo.negative_ids = rows[self.item_id]
         lo.negative_logq = logq
       end
-      if o.sample_weight then lo.weights = batch[o.sample_weight] end
+      if o.sample_weight then
+        lo.weights = batch[o.sample_weight]
+        if not lo.weights then
+          error(("fit: the batch has no sample weight column '%s'"):format(o.sample_weight), 0)
+        end
+      end
       local l = core.retrieval_loss(out.query, out.item, lo)
       local extra = ctx:added_loss()
       if extra then l = l + extra end

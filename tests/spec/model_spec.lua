@@ -30,6 +30,8 @@ local function make_model(opts)
     logits_temperature = opts.temperature or 0.1,
     logq = opts.logq,
     negatives = opts.negatives,
+    num_hard_negatives = opts.num_hard_negatives,
+    sample_weight = opts.sample_weight,
   })
   model:compile { optimizer = tk.optim.Adam { learning_rate = opts.lr or 5e-3 } }
   return model
@@ -59,9 +61,19 @@ describe("TwoTowerModel", function()
     local model = make_model { logq = counts, negatives = { num = 64, sampler = "popularity", corpus = items } }
     local h = model:fit(train, { batch_size = 256, epochs = 1, verbose = false })
     assert.truthy(h.epochs[1].loss > 0)
-    local m2 = make_model { negatives = { num = 32, corpus = items } }
-    m2.opts.num_hard_negatives = 8
+    local m2 = make_model { negatives = { num = 32, corpus = items, sampler = "log_uniform" }, num_hard_negatives = 8 }
     m2:fit(train, { batch_size = 256, epochs = 1, verbose = false })
+    -- sample weights: a zero weight removes a row from the loss
+    local rows = train:select(tk.core.arange(256))
+    rows.columns.w = tk.zeros { 256 }
+    local m3 = make_model { sample_weight = "w" }
+    local before = m3.block:get_weights()[1]:totable()
+    assert.equal(0, m3:train_step(rows:rows(tk.core.arange(256))))
+    local m4 = make_model { sample_weight = "missing" }
+    local ok, err = pcall(m4.fit, m4, rows, { verbose = false })
+    assert.is_false(ok)
+    assert.truthy(err:find("the batch has no sample weight column 'missing'", 1, true), err)
+    assert.truthy(before)
   end)
 
   it("evaluates on the full catalogue exactly as a brute-force ranking", function()
