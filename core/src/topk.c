@@ -29,7 +29,7 @@
 
 /* 512 x 4096 scores (8 MiB) measured fastest for W2's shape (D = 128, two threads):
  * large enough for OpenBLAS to run near its peak, small enough to stay in L3. */
-#define TOPK_QUERY_BLOCK 512
+#define TOPK_QUERY_BLOCK 2048
 #define TOPK_ITEM_BLOCK 4096
 #define TOPK_CHUNK 16
 
