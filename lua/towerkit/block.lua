@@ -132,12 +132,7 @@ return function(tk)
     return seq
   end
 
-  local function sorted_keys(t)
-    local keys = {}
-    for k in pairs(t) do keys[#keys + 1] = k end
-    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-    return keys
-  end
+  local sorted_keys = require("towerkit.util").sorted_keys
 
   --- ParallelBlock(branches, {aggregation =, post =, pre =, name =}): branches is a
   -- table name -> block (in sorted name order) or a list (named "0", "1", ...).

@@ -35,14 +35,9 @@ return function(tk)
     if opts ~= nil and type(opts) ~= "table" then fail("EmbeddingOptions: options must be a table") end
     opts = opts or {}
     local self = setmetatable({}, EmbeddingOptions)
+    require("towerkit.util").check_options(opts, FIELDS, "EmbeddingOptions")
     for k, v in pairs(opts) do
       local want = FIELDS[k]
-      if not want then
-        local names = {}
-        for n in pairs(FIELDS) do names[#names + 1] = n end
-        table.sort(names)
-        fail("EmbeddingOptions: unknown option '%s'; known: %s", tostring(k), table.concat(names, ", "))
-      end
       if want ~= "any" and type(v) ~= want then
         fail("EmbeddingOptions: '%s' must be a %s, got %s", k, want, type(v))
       end

@@ -58,12 +58,7 @@ return function(tk)
     return (msg:gsub("^[^%s:]+:%d+: ", ""))
   end
 
-  local function sorted_keys(t)
-    local keys = {}
-    for k in pairs(t) do keys[#keys + 1] = k end
-    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-    return keys
-  end
+  local sorted_keys = require("towerkit.util").sorted_keys
 
   --- Merlin's class name of a block: meta.class (TwoTowerBlock, InputBlock, MLPBlock,
   -- TabularBlock) or else the core kind.

@@ -10,16 +10,8 @@ return function(tk)
     filter = true, block_name = true, input_dim = true, seed = true,
   }
 
-  local function check_known(opts, what, known)
-    for k in pairs(opts) do
-      if not known[k] then
-        local names = {}
-        for n in pairs(known) do names[#names + 1] = n end
-        table.sort(names)
-        error(("%s: unknown option '%s'; known: %s"):format(what, tostring(k), table.concat(names, ", ")), 3)
-      end
-    end
-  end
+  local check_options = require("towerkit.util").check_options
+  local function check_known(opts, what, known) check_options(opts, known, what, 3) end
 
   -- An l2 factor from a number or {l2 = x} (Keras' regularizers.l2(x)).
   local function l2_of(reg, what)

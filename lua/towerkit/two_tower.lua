@@ -34,14 +34,7 @@ return function(tk)
     query_tower = tk.as_block(query_tower, "TwoTower: query_tower")
     if opts ~= nil and type(opts) ~= "table" then error("TwoTower: options must be a table", 2) end
     opts = opts or {}
-    for k in pairs(opts) do
-      if not KNOWN[k] then
-        local names = {}
-        for n in pairs(KNOWN) do names[#names + 1] = n end
-        table.sort(names)
-        error(("TwoTower: unknown option '%s'; known: %s"):format(tostring(k), table.concat(names, ", ")), 2)
-      end
-    end
+    require("towerkit.util").check_options(opts, KNOWN, "TwoTower")
     local qtag = opts.query_tower_tag or Tags.USER
     local itag = opts.item_tower_tag or Tags.ITEM
     for _, t in ipairs { qtag, itag } do
