@@ -220,49 +220,44 @@ static int l_full(lua_State *L) {
     return 1;
 }
 
-/* init(shape, initializer [, seed]): a heap tensor filled by a named initializer. */
-static int l_init(lua_State *L) {
-    int64_t shape[TK_MAX_DIMS];
-    luaL_checktype(L, 1, LUA_TTABLE);
-    int ndim = read_shape(L, 1, shape);
-    tk_init init = tkl_opt_init(L, 2, NULL, tk_init_zeros());
-    uint64_t seed = (uint64_t)luaL_optnumber(L, 3, 0);
+/* A new F32 heap tensor of the shape (a table) at argument 1, filled by init. */
+static int push_initialized(lua_State *L, int ndim, const int64_t *shape, tk_init init, uint64_t seed) {
     tk_tensor *t = tk_tensor_new(TK_F32, ndim, shape);
     if (!t) return tkl_error(L, "%s", tk_last_error());
     tk_init_fill(t, init, seed);
     tkl_push_heap(L, t);
     return 1;
+}
+
+static int check_shape_table(lua_State *L, int64_t *shape) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    return read_shape(L, 1, shape);
+}
+
+/* init(shape, initializer [, seed]): a heap tensor filled by a named initializer. */
+static int l_init(lua_State *L) {
+    int64_t shape[TK_MAX_DIMS];
+    int ndim = check_shape_table(L, shape);
+    tk_init init = tkl_opt_init(L, 2, NULL, tk_init_zeros());
+    return push_initialized(L, ndim, shape, init, (uint64_t)luaL_optnumber(L, 3, 0));
 }
 
 /* randn(shape [, seed [, stddev]]) */
 static int l_randn(lua_State *L) {
     int64_t shape[TK_MAX_DIMS];
-    luaL_checktype(L, 1, LUA_TTABLE);
-    int ndim = read_shape(L, 1, shape);
-    uint64_t seed = (uint64_t)luaL_optnumber(L, 2, 0);
-    float sd = (float)luaL_optnumber(L, 3, 1.0);
-    tk_tensor *t = tk_tensor_new(TK_F32, ndim, shape);
-    if (!t) return tkl_error(L, "%s", tk_last_error());
-    tk_init init = {TK_INIT_RANDOM_NORMAL, sd, 0};
-    tk_init_fill(t, init, seed);
-    tkl_push_heap(L, t);
-    return 1;
+    int ndim = check_shape_table(L, shape);
+    tk_init init = {TK_INIT_RANDOM_NORMAL, (float)luaL_optnumber(L, 3, 1.0), 0};
+    return push_initialized(L, ndim, shape, init, (uint64_t)luaL_optnumber(L, 2, 0));
 }
 
 /* rand(shape [, seed [, low, high]]) */
 static int l_rand(lua_State *L) {
     int64_t shape[TK_MAX_DIMS];
-    luaL_checktype(L, 1, LUA_TTABLE);
-    int ndim = read_shape(L, 1, shape);
-    uint64_t seed = (uint64_t)luaL_optnumber(L, 2, 0);
+    int ndim = check_shape_table(L, shape);
     float lo = (float)luaL_optnumber(L, 3, 0.0), hi = (float)luaL_optnumber(L, 4, 1.0);
     if (!(hi > lo)) return tkl_error(L, "bad argument #4 (high must exceed low)");
-    tk_tensor *t = tk_tensor_new(TK_F32, ndim, shape);
-    if (!t) return tkl_error(L, "%s", tk_last_error());
     tk_init init = {TK_INIT_RANDOM_UNIFORM, lo, hi};
-    tk_init_fill(t, init, seed);
-    tkl_push_heap(L, t);
-    return 1;
+    return push_initialized(L, ndim, shape, init, (uint64_t)luaL_optnumber(L, 2, 0));
 }
 
 /* --- methods --- */
