@@ -220,7 +220,7 @@ static int l_full(lua_State *L) {
     return 1;
 }
 
-/* A new F32 heap tensor of the shape (a table) at argument 1, filled by init. */
+/* Pushes a new F32 heap tensor of the given shape, filled by init. */
 static int push_initialized(lua_State *L, int ndim, const int64_t *shape, tk_init init, uint64_t seed) {
     tk_tensor *t = tk_tensor_new(TK_F32, ndim, shape);
     if (!t) return tkl_error(L, "%s", tk_last_error());
