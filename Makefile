@@ -25,7 +25,7 @@ CTEST_SRC   := $(wildcard tests/c/test_*.c)
 CTEST_BIN   := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 HEADERS     := $(wildcard core/include/*.h core/src/*.h core/src/*/*.h lua/binding/*.h tests/c/*.h)
 
-.PHONY: all deps test test-c test-lua test-asan bench run clean
+.PHONY: all deps peer-deps test test-c test-lua test-asan bench bench-compare run clean
 
 all: $(BUILD)/libtowerkit.a $(BUILD)/libtowerkit.so $(BUILD)/lua/towerkit/core.so $(BUILD)/towerkit
 
@@ -75,8 +75,30 @@ test-asan: deps
 run: deps all
 	$(BUILD)/towerkit examples/two_tower_synthetic.lua
 
-bench: deps all
-	@for b in bench/*.lua; do echo "== $$b"; $(BUILD)/towerkit $$b || exit 1; done
+# Benchmarks (bench/, WORKLOAD.md); never part of `make test`. `make bench` runs ours
+# and the sgemm limit; `make bench-compare` also runs the peers (PyTorch, FAISS),
+# alternately with ours, and prints the ratios. BENCH_ROUNDS repeats the alternation.
+BENCH_ROUNDS ?= 1
+PEER_PKGS := python3-torch python3-faiss python3-numpy
+
+$(BUILD)/bench/sgemm_limit: bench/sgemm_limit.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) $(LIBS)
+
+bench: deps all $(BUILD)/bench/sgemm_limit
+	@echo "== sgemm limit"; $(BUILD)/bench/sgemm_limit
+	@for b in bench/w1_train.lua bench/w2_retrieval.lua; do echo "== $$b"; $(BUILD)/towerkit $$b || exit 1; done
+
+peer-deps:
+	@missing=""; for p in $(PEER_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+bench-compare: deps peer-deps all $(BUILD)/bench/sgemm_limit
+	@/usr/bin/python3 bench/compare.py $(BUILD) $(BENCH_ROUNDS)
 
 clean:
 	rm -rf build build-asan

@@ -1,0 +1,142 @@
+--- Shared helpers of the towerkit benchmarks (WORKLOAD.md): the W1 schema and data,
+-- Zipf-like ids, timing statistics and JSON lines.
+local tk = require "towerkit"
+local T = tk.Tags
+
+local M = {}
+
+M.B = 1024
+M.THREADS = tonumber(os.getenv("TK_BENCH_THREADS") or "2")
+
+--- The W1 schema: four query features and three item features (plus one continuous
+-- each), every categorical feature with its own table of dimension 64.
+function M.schema()
+  return tk.Schema {
+    tk.ColumnSchema("user_id", { tags = { T.USER_ID, T.CATEGORICAL }, int_domain = { max = 99999 } }),
+    tk.ColumnSchema("user_country", { tags = { T.USER, T.CATEGORICAL }, int_domain = { max = 199 } }),
+    tk.ColumnSchema("user_age_bucket", { tags = { T.USER, T.CATEGORICAL }, int_domain = { max = 15 } }),
+    tk.ColumnSchema("user_recent_categories", { tags = { T.USER, T.CATEGORICAL, T.LIST },
+      int_domain = { max = 999 }, value_count = { min = 1, max = 5 } }),
+    tk.ColumnSchema("user_activity", { tags = { T.USER, T.CONTINUOUS } }),
+    tk.ColumnSchema("item_id", { tags = { T.ITEM_ID, T.CATEGORICAL }, int_domain = { max = 199999 } }),
+    tk.ColumnSchema("item_category", { tags = { T.ITEM, T.CATEGORICAL }, int_domain = { max = 999 } }),
+    tk.ColumnSchema("item_brand", { tags = { T.ITEM, T.CATEGORICAL }, int_domain = { max = 4999 } }),
+    tk.ColumnSchema("item_price", { tags = { T.ITEM, T.CONTINUOUS } }),
+  }
+end
+
+--- The W1 model: towers 256-128 (no activation on the last layer), L2 norm, embeddings
+-- of dimension 64, temperature 0.05, plain in-batch softmax (label = diagonal, no
+-- false-negative masking: the peers do none), Adam lr 1e-3, betas (0.9, 0.999), eps 1e-8.
+function M.model(schema)
+  tk.manual_seed(42)
+  local tower = tk.MLPBlock({ 256, 128 }, { no_activation_last_layer = true })
+  local model = tk.TwoTowerModel(schema, tower, {
+    embedding_options = tk.EmbeddingOptions { embedding_dim_default = 64, combiner = "mean" },
+    post = "l2-norm",
+    logits_temperature = 0.05,
+    remove_false_negatives = false,
+  })
+  model:compile {
+    optimizer = tk.optim.Adam { learning_rate = 1e-3, beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-8 },
+  }
+  return model
+end
+
+-- Zipf(s)-like ranks in [0, n): P(r) ~ 1 / (r + 1)^s, by inverse CDF (as the peers do).
+local function zipf(n, s, rng)
+  return tk.data.zipf_sampler(n, s, rng)
+end
+
+--- n interactions of W1 (seeded), as a Dataset.
+function M.w1_data(n, seed)
+  local rng = tk.data.Random(seed or 1)
+  local uid, ucountry, uage, uact = zipf(100000, 1.1, rng), zipf(200, 1.1, rng), zipf(16, 1.1, rng), nil
+  local cat = zipf(1000, 1.1, rng)
+  local iid, brand = zipf(200000, 1.1, rng), zipf(5000, 1.1, rng)
+  local c = { user_id = {}, user_country = {}, user_age_bucket = {}, user_activity = {},
+    item_id = {}, item_category = {}, item_brand = {}, item_price = {} }
+  local values, offsets = {}, { 0 }
+  for r = 1, n do
+    c.user_id[r] = uid()
+    c.user_country[r] = ucountry()
+    c.user_age_bucket[r] = uage()
+    local len = 1 + rng:int(5)
+    for _ = 1, len do values[#values + 1] = cat() end
+    offsets[#offsets + 1] = #values
+    c.user_activity[r] = rng:next()
+    c.item_id[r] = iid()
+    c.item_category[r] = cat()
+    c.item_brand[r] = brand()
+    c.item_price[r] = rng:next()
+  end
+  local cols = {}
+  for name, v in pairs(c) do
+    local float = name == "user_activity" or name == "item_price"
+    cols[name] = tk.tensor(v, float and "float32" or "int64")
+  end
+  cols.user_recent_categories__values = tk.tensor(values, "int64")
+  cols.user_recent_categories__offsets = tk.tensor(offsets, "int64")
+  return tk.data.Dataset(cols)
+end
+
+function M.median(xs)
+  local s = {}
+  for i, x in ipairs(xs) do s[i] = x end
+  table.sort(s)
+  local n = #s
+  if n % 2 == 1 then return s[(n + 1) / 2] end
+  return (s[n / 2] + s[n / 2 + 1]) / 2
+end
+
+function M.minmax(xs)
+  local lo, hi = math.huge, -math.huge
+  for _, x in ipairs(xs) do lo, hi = math.min(lo, x), math.max(hi, x) end
+  return lo, hi
+end
+
+--- Peak resident memory of this process in MiB (VmHWM).
+function M.peak_rss_mib()
+  local f = io.open("/proc/self/status")
+  if not f then return nil end
+  local kb
+  for line in f:lines() do
+    local v = line:match("^VmHWM:%s+(%d+)")
+    if v then kb = tonumber(v) end
+  end
+  f:close()
+  return kb and kb / 1024
+end
+
+--- One JSON line: {"workload":..., "system":"towerkit", "figure":..., "unit":..., "median":..., "min":..., "max":..., "runs":[...], extra...}
+function M.emit(fields)
+  local keys = {}
+  for k in pairs(fields) do keys[#keys + 1] = k end
+  local order = { workload = 1, system = 2, figure = 3, unit = 4, median = 5, min = 6, max = 7 }
+  table.sort(keys, function(a, b)
+    local oa, ob = order[a] or 100, order[b] or 100
+    if oa ~= ob then return oa < ob end
+    return a < b
+  end)
+  local parts = {}
+  for _, k in ipairs(keys) do
+    local v = fields[k]
+    local s
+    if type(v) == "number" then
+      s = (v == math.floor(v) and math.abs(v) < 1e15) and ("%d"):format(v) or ("%.6g"):format(v)
+    elseif type(v) == "table" then
+      local a = {}
+      for i, x in ipairs(v) do a[i] = ("%.6g"):format(x) end
+      s = "[" .. table.concat(a, ", ") .. "]"
+    elseif type(v) == "boolean" then
+      s = tostring(v)
+    else
+      s = ('"%s"'):format(tostring(v))
+    end
+    parts[#parts + 1] = ('"%s": %s'):format(k, s)
+  end
+  print("{" .. table.concat(parts, ", ") .. "}")
+  io.stdout:flush()
+end
+
+return M

@@ -1,0 +1,43 @@
+--- W1 (WORKLOAD.md): two-tower training step, batch 1024, towers 256-128, in-batch
+-- softmax at temperature 0.05, Adam with lazy embedding updates, 2 threads.
+-- Trains through the public API (TwoTowerModel:fit on a Dataset); data generated and
+-- seeded before timing; 5 warm-up steps, then 3 runs of 50 steps; median and min-max.
+--   build/towerkit bench/w1_train.lua [runs] [steps]
+-- Prints JSON lines: examples/s, steady-state allocations and peak RSS.
+local dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+package.path = dir .. "/?.lua;" .. package.path
+local tk = require "towerkit"
+local C = require "common"
+
+local RUNS = tonumber(arg and arg[1]) or 3
+local STEPS = tonumber(arg and arg[2]) or 50
+local WARMUP = 5
+local B = C.B
+
+tk.set_num_threads(C.THREADS)
+local schema = C.schema()
+local warm = C.w1_data(WARMUP * B, 7)
+local data = C.w1_data(STEPS * B, 1)
+local model = C.model(schema)
+local fit_opts = { batch_size = B, epochs = 1, shuffle = false, verbose = false }
+
+model:fit(warm, fit_opts)
+local counter = tk.core.malloc_count -- a process-wide malloc counter, when the host has one
+local stats0 = model.ctx:stats()
+local m0 = counter and counter()
+local rates, losses = {}, {}
+for run = 1, RUNS do
+  local t0 = tk.core.clock()
+  local h = model:fit(data, fit_opts)
+  local dt = tk.core.clock() - t0
+  rates[run] = STEPS * B / dt
+  losses[run] = h.epochs[1].loss
+end
+local stats1 = model.ctx:stats()
+local m1 = counter and counter()
+local lo, hi = C.minmax(rates)
+C.emit { workload = "W1", system = "towerkit", figure = "train", unit = "examples/s", median = C.median(rates),
+  min = lo, max = hi, runs = rates, threads = C.THREADS, steps = STEPS, batch = B, mean_loss_last_run = losses[RUNS] }
+C.emit { workload = "W1", system = "towerkit", figure = "steady_state_ctx_allocations", unit = "count",
+  median = stats1.allocations - stats0.allocations, steps = RUNS * STEPS, arena_bytes = stats1.arena_bytes }
+C.emit { workload = "W1", system = "towerkit", figure = "peak_rss", unit = "MiB", median = C.peak_rss_mib() }
