@@ -3,7 +3,8 @@
 
 BUILD    ?= build
 CC       ?= gcc
-PKGS     := luajit libluajit-5.1-dev libopenblas-dev libcjson-dev lua-busted libedit-dev pkg-config
+PKGS     := luajit libluajit-5.1-dev libopenblas-dev libcjson-dev lua-busted libedit-dev pkg-config \
+            libmicrohttpd-dev
 DEPS_CFLAGS = $(shell pkg-config --cflags luajit openblas libcjson 2>/dev/null)
 DEPS_LIBS   = $(shell pkg-config --libs openblas libcjson 2>/dev/null)
 LUA_LIBS    = $(shell pkg-config --libs luajit 2>/dev/null)
@@ -23,9 +24,12 @@ BIND_OBJ    := $(BIND_SRC:%.c=$(BUILD)/obj/%.o)
 HOST_OBJ    := $(HOST_SRC:%.c=$(BUILD)/obj/%.o)
 CTEST_SRC   := $(wildcard tests/c/test_*.c)
 CTEST_BIN   := $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+# Hosts that link the Lua binding: the serving test, the embedding examples, the server.
+SERVE_BIN   := $(BUILD)/examples/minimal $(BUILD)/examples/towerkit-server $(BUILD)/examples/loadgen
+HOST_LINK    = $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(LDFLAGS) $(LUA_LIBS) $(LIBS) -ldl -Wl,-E
 HEADERS     := $(wildcard core/include/*.h core/src/*.h core/src/*/*.h lua/binding/*.h tests/c/*.h)
 
-.PHONY: all deps peer-deps test test-c test-lua test-asan bench bench-compare run clean
+.PHONY: all deps test test-c test-lua test-asan test-tsan bench bench-server run clean
 
 all: $(BUILD)/libtowerkit.a $(BUILD)/libtowerkit.so $(BUILD)/lua/towerkit/core.so $(BUILD)/towerkit
 
@@ -61,16 +65,45 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libtowerkit.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/c -o $@ $< $(BUILD)/libtowerkit.a $(LDFLAGS) $(LIBS)
 
+# A test (or example) that links the Lua binding: an explicit rule over the pattern one.
+$(BUILD)/tests/test_serving: tests/c/test_serving.c $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/c -o $@ $< $(HOST_LINK)
+
+$(BUILD)/examples/minimal: examples/embed/minimal.c $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(HOST_LINK)
+
+$(BUILD)/examples/towerkit-server: examples/server/server.c $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(shell pkg-config --cflags libmicrohttpd 2>/dev/null) -o $@ $< $(HOST_LINK) \
+	  $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
+
+$(BUILD)/examples/loadgen: bench/server_load/loadgen.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(LDFLAGS) -lm -lpthread
+
 test: deps
-	@$(MAKE) --no-print-directory all $(CTEST_BIN)
+	@$(MAKE) --no-print-directory all $(CTEST_BIN) $(SERVE_BIN)
 	@scripts/run-tests.sh $(BUILD)
 
 # The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
 test-asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
 	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  all $(CTEST_BIN:$(BUILD)/%=build-asan/%)
+	  all $(CTEST_BIN:$(BUILD)/%=build-asan/%) $(SERVE_BIN:$(BUILD)/%=build-asan/%)
 	@TK_ASAN=1 scripts/run-tests.sh build-asan
+
+# The serving test (one model, threads and Lua states, swaps under load) under
+# ThreadSanitizer, with the core and the binding instrumented.
+test-tsan: deps
+	@$(MAKE) --no-print-directory BUILD=build-tsan OPT=-O1 SAN="-fsanitize=thread" build-tsan/tests/test_serving
+	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" OPENBLAS_NUM_THREADS=1 build-tsan/tests/test_serving
+
+# The HTTP server under load on 127.0.0.1 (bounded); writes bench/server_load/RESULTS.md.
+bench-server: deps
+	@$(MAKE) --no-print-directory all $(SERVE_BIN)
+	@bench/server_load/run.sh $(BUILD)
 
 run: deps all
 	$(BUILD)/towerkit examples/two_tower_synthetic.lua
@@ -101,4 +134,4 @@ bench-compare: deps peer-deps all $(BUILD)/bench/sgemm_limit
 	@/usr/bin/python3 bench/compare.py $(BUILD) $(BENCH_ROUNDS)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan

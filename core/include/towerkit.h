@@ -595,52 +595,72 @@ double tk_clip_grad_norm(tk_ctx *ctx, double max_norm);
 /* ------------------------------------------------------------------------------------ */
 
 /* Options of tk_retrieval_loss. Zero-initialise and set what you need; NULL fields are
- * off. */
+ * off. Vectors of one value per row may also be given as [B, 1] ([N, 1]). Ids,
+ * log-probabilities and weights are constants (they get no gradient); log-probabilities
+ * and weights must be finite. */
 typedef struct tk_retrieval_opts {
-    float temperature;              /* logits are divided by it; 0 means 1 */
+    float temperature;              /* logits are divided by it; 0 means 1; else > 0 */
     tk_tensor *item_ids;            /* I64 [B]: mask in-batch columns j != b whose id equals
                                      * the positive's (false negatives, as Merlin) */
     tk_tensor *item_logq;           /* F32 [B]: log sampling probability of each in-batch
                                      * item; logits[:, j] -= item_logq[j] (logQ correction) */
     tk_tensor *negatives;           /* F32 [N, D]: extra sampled negatives (gets gradients) */
-    tk_tensor *negative_ids;        /* I64 [N]: a negative equal to row b's positive is masked */
+    tk_tensor *negative_ids;        /* I64 [N]: a negative equal to row b's positive is
+                                     * masked (needs item_ids) */
     tk_tensor *negative_logq;       /* F32 [N]: logits[:, B + n] -= negative_logq[n] */
     tk_tensor *weights;             /* F32 [B]: sample weights; the loss is sum(w * ce) / B */
     int32_t num_hard_negatives;     /* > 0: per row keep the positive and only the
-                                     * num_hard_negatives highest negative logits (TFRS) */
+                                     * num_hard_negatives highest unmasked negative logits
+                                     * (TFRS; ties keep the lower column); 0: off */
 } tk_retrieval_opts;
 
 /* Softmax cross-entropy of in-batch retrieval, fused: logits[b, j] = q_b . c_j / T over
- * the candidates c = (item rows, then negatives), corrected and masked as opts says;
- * the label of row b is column b. query and item are F32 [B, D]. Returns the mean loss
- * ([1]); gradients flow to query, item and negatives. Masked logits count as -inf. */
+ * the candidates c = (item rows, then negatives), then as TFRS orders it: the logQ
+ * correction, the masking of false negatives, the hard-negative selection; the label of
+ * row b is column b. query and item are F32 [B, D] (they may be one tensor). Returns the
+ * mean loss ([1]); gradients flow to query, item and negatives. Masked and unselected
+ * logits count as -inf (no gradient); a row with only its positive left has ce 0. NaN
+ * or infinite inputs give a loss that is not finite. Allocates only in the context's
+ * arena. */
 tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item,
                              const tk_retrieval_opts *opts);
 
 /* Streaming item-frequency estimation (Yi et al. 2019, "Sampling-bias-corrected neural
- * modeling", algorithm 2): ids hashed into `buckets` slots; per slot the last step an id
- * was seen (A) and a moving average of the gap between sightings (B, learning rate
- * alpha); the estimated sampling probability is 1 / B. */
+ * modeling", algorithm 2): ids hashed (splitmix64's finaliser, mod buckets) into
+ * `buckets` slots; per slot the last step an id was seen (A) and a moving average of the
+ * gap between sightings (B, learning rate alpha); the estimated sampling probability is
+ * p = 1 / B (sightings per step). At step t each id in turn does: if its slot was seen
+ * before, B = (1 - alpha) B + alpha (t - A); then A = t. B starts at 1 / alpha, so a
+ * never-seen id has p = alpha (log p = log alpha: small but finite); an id's first
+ * sighting only sets A. B is kept >= 1e-6. Colliding ids share a slot. Not thread-safe.
+ * new: NULL (tk_last_error) unless buckets >= 1 and 0 < alpha <= 1. */
 typedef struct tk_freq_estimator tk_freq_estimator;
 tk_freq_estimator *tk_freq_estimator_new(int64_t buckets, float alpha);
 void tk_freq_estimator_free(tk_freq_estimator *est);
-/* Records the `n` ids of one training step (steps increase by one per call) and writes
- * log(p) of each, as estimated before this step's update, into logq_out (n floats). */
+/* Records the `n` ids of one training step (steps increase by one per call, from 0) and
+ * writes log(p) of each, as estimated before this call's updates, into logq_out (n
+ * floats; may be NULL). An id repeated within the call gets that same value at each
+ * position, and each occurrence updates in order (the second one records a gap of 0).
+ * TK_ERROR (tk_last_error) on a NULL estimator, n < 0, or ids NULL with n > 0. */
 tk_status tk_freq_estimator_update(tk_freq_estimator *est, int64_t n, const int64_t *ids,
                                    float *logq_out);
 /* log(p) of ids without updating. */
 void tk_freq_estimator_logq(const tk_freq_estimator *est, int64_t n, const int64_t *ids,
                             float *logq_out);
+/* The number of updates so far (the step the next update records). */
 int64_t tk_freq_estimator_step(const tk_freq_estimator *est);
 
-/* Exact top-k by inner product. queries F32 [Q, D], items F32 [N, D]; writes the k best
- * item indices per query (out_idx I64 [Q, k]) with their scores (out_scores F32 [Q, k]),
- * best first, ties broken by the lower index. Items are scored in blocks with one sgemm
- * per block and selected with a per-query heap behind a running threshold. exclude
- * (may be NULL): CSR lists of item indices to skip per query (excl_offsets [Q + 1],
- * excl_items). When fewer than k items remain, the rest of the row is -1 / -INFINITY.
- * Heap or arena tensors; no context needed. Returns TK_ERROR (tk_last_error) on bad
- * shapes or k < 1. */
+/* Exact top-k by inner product. queries F32 [Q, D], items F32 [N, D] (N < 2^32); writes
+ * the k best item indices per query (out_idx I64 [Q, k]) with their scores (out_scores
+ * F32 [Q, k]), best first, ties broken by the lower index; an item whose score is NaN is
+ * never returned. Items are scored in blocks with one sgemm per block (OpenBLAS may use
+ * its threads inside it; the rest runs on the caller's thread) and selected with a
+ * per-query heap behind a running threshold; scratch: one score block, up to 32 MiB.
+ * exclude (may be NULL): CSR lists of item indices to skip per query (excl_offsets
+ * [Q + 1], non-decreasing, excl_offsets[0] >= 0, indexing excl_items; items in [0, N);
+ * lists need not be sorted). When fewer than k items remain, the rest of the row is
+ * -1 / -INFINITY. Heap or arena tensors; no context needed; reentrant. Returns TK_ERROR
+ * (tk_last_error) on bad shapes or dtypes, k < 1, or bad exclusion lists. */
 tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k,
                   const int64_t *excl_offsets, const int64_t *excl_items, tk_tensor *out_idx,
                   tk_tensor *out_scores);
@@ -748,6 +768,133 @@ tk_status tk_csv_write_embeddings(const char *path, const tk_tensor *ids, const 
 /* OpenBLAS threads used by matrix products. */
 void tk_set_num_threads(int n);
 int tk_get_num_threads(void);
+
+/* ------------------------------------------------------------------------------------ */
+/* Serving: a shared model and a pure C recommender                                      */
+/* ------------------------------------------------------------------------------------ */
+
+/* A tk_model is a trained two-tower checkpoint loaded once, read-only from then on, and
+ * shared by every thread and Lua state of a process: the two-tower block (its "query"
+ * and "item" branches and its post block), the text of its schema.json, and the item
+ * catalogue as an embeddings matrix with the item ids. A request encodes a query from
+ * named features in the caller's own tk_ctx and takes the exact top-k (tk_topk).
+ *
+ *     tk_model *m = tk_model_load("model/", NULL);  // + model/item_embeddings.safetensors
+ *     if (!m) { fprintf(stderr, "%s\n", tk_last_error()); return 1; }
+ *     tk_ctx *ctx = tk_ctx_new(0);                   // one per thread
+ *     tk_ctx_reset(ctx);
+ *     tk_value *q = tk_value_table(ctx);
+ *     int64_t user = 42;
+ *     tk_query_set_ids(ctx, q, "user_id", 1, &user);       // one user
+ *     int64_t cats[] = {3, 7}, offs[] = {0, 2};
+ *     tk_query_set_list(ctx, q, "user_recent_categories", 1, offs, cats);
+ *     float activity = 0.5f;
+ *     tk_query_set_floats(ctx, q, "user_activity", 1, &activity);
+ *     tk_tensor *ids, *scores;                                // arena tensors of ctx
+ *     if (tk_model_recommend(m, ctx, q, 10, &ids, &scores) != TK_OK)
+ *         fprintf(stderr, "%s\n", tk_ctx_error(ctx));         // "feature 'user_id': ..."
+ *     tk_ctx_free(ctx);
+ *     tk_model_release(m);
+ *
+ * A tk_model_slot holds "the current model" of a server: a request takes the model with
+ * tk_model_slot_get (retained: it keeps the model it started with) and releases it when
+ * done; tk_model_slot_reload loads a checkpoint completely, checks it, and only then
+ * swaps it in. Requests never see a half-loaded model and none fails because of a swap;
+ * the old model is freed by whoever releases it last.
+ *
+ * Thread safety: every function here may be called from any thread at once, except that
+ * one tk_ctx is used by one thread at a time. Matrix products of concurrent requests
+ * each run on the calling thread; a server usually calls tk_set_num_threads(1). */
+
+typedef struct tk_model tk_model;
+
+typedef enum tk_feature_kind { TK_FEATURE_CATEGORICAL = 0, TK_FEATURE_CONTINUOUS } tk_feature_kind;
+
+/* A feature the query tower reads. A categorical feature `f` is given either as ids
+ * "f" (I64 [B] or [B, 1]) or, multi-hot, as "f__values" (I64 [N]) and "f__offsets"
+ * (I64 [B + 1]); a continuous one as "f" (F32 [B] or [B, 1]). */
+typedef struct tk_feature_info {
+    const char *name;
+    tk_feature_kind kind;
+    int64_t cardinality;  /* categorical: ids are in [0, cardinality); continuous: 0 */
+    bool is_list;         /* the schema marks it multi-hot (a list of ids per row) */
+} tk_feature_info;
+
+/* Where the item catalogue comes from (zero-initialise; NULL opts: all defaults). */
+typedef struct tk_model_options {
+    /* A safetensors file with "ids" (I64 [N]) and "embeddings" (F32 [N, D]), as written
+     * by model:item_embeddings(items):save(path) in Lua. */
+    const char *items_path;
+    /* Or an item catalogue as columns (tk_csv_next's output): the item tower's features
+     * and the item id column; the item tower embeds each distinct id (first row). */
+    const tk_columns *items;
+    int64_t batch_size;   /* rows per item-tower pass; 0: 4096 */
+} tk_model_options;
+
+/* Loads the checkpoint in `dir` (tk_checkpoint_read: config.json, weights.safetensors,
+ * schema.json) and its items: opts->items, else opts->items_path, else
+ * "<dir>/item_embeddings.safetensors". Checks the root is a two-tower block (a parallel
+ * block with "query" and "item" branches), runs one query to learn the embedding width
+ * and checks the item embeddings have it. Returns a model with one reference, or NULL
+ * and tk_last_error ("model 'dir': ..."). */
+tk_model *tk_model_load(const char *dir, const tk_model_options *opts);
+void tk_model_retain(tk_model *m);
+void tk_model_release(tk_model *m);   /* the last release frees it; NULL is ignored */
+
+/* Read-only accessors; borrowed pointers valid while the caller holds a reference. */
+const char *tk_model_dir(const tk_model *m);
+tk_block *tk_model_block(const tk_model *m);       /* the two-tower block */
+tk_block *tk_model_query_block(const tk_model *m); /* its "query" branch */
+tk_block *tk_model_item_block(const tk_model *m);  /* its "item" branch */
+const char *tk_model_schema_json(const tk_model *m); /* schema.json, or NULL if absent */
+const tk_tensor *tk_model_item_ids(const tk_model *m);        /* I64 [N] */
+const tk_tensor *tk_model_item_embeddings(const tk_model *m); /* F32 [N, D] */
+int64_t tk_model_num_items(const tk_model *m);
+int64_t tk_model_dim(const tk_model *m);
+/* The features the query tower reads, in its configuration order. */
+int32_t tk_model_num_features(const tk_model *m);
+const tk_feature_info *tk_model_feature(const tk_model *m, int32_t i);
+
+/* Helpers that add one feature of a B-row query to a tabular value of ctx (copies). */
+tk_status tk_query_set_ids(tk_ctx *ctx, tk_value *q, const char *name, int64_t rows,
+                           const int64_t *ids);
+tk_status tk_query_set_floats(tk_ctx *ctx, tk_value *q, const char *name, int64_t rows,
+                              const float *values);
+/* offsets has rows + 1 entries, offsets[0] = 0; ids has offsets[rows] entries. */
+tk_status tk_query_set_list(tk_ctx *ctx, tk_value *q, const char *name, int64_t rows,
+                            const int64_t *offsets, const int64_t *ids);
+
+/* Checks a query against the model before any forward pass: every entry must name a
+ * feature of the schema (item features are ignored), every query feature must be there
+ * with its dtype and B rows, ids in range, offsets ascending, floats finite. TK_ERROR
+ * with the message in ctx: "unknown feature 'x' (the query tower reads: a, b)",
+ * "feature 'user_id': id 120 at row 0 is out of range [0, 100)", ... */
+tk_status tk_model_check_query(const tk_model *m, tk_ctx *ctx, const tk_value *features);
+/* The query embeddings [B, D] (checked, query tower then post, evaluation mode, no
+ * gradients): an arena tensor of ctx, or NULL with the context's message. */
+tk_tensor *tk_model_encode(tk_model *m, tk_ctx *ctx, tk_value *features);
+/* The k best items of each query row: *ids_out I64 [B, k] (item ids, not row numbers)
+ * and *scores_out F32 [B, k], best first, arena tensors of ctx. When k exceeds the
+ * catalogue the rest of a row is -1 / -INFINITY. The caller resets ctx between
+ * requests (the query it built lives in the same arena). */
+tk_status tk_model_recommend(tk_model *m, tk_ctx *ctx, tk_value *features, int64_t k,
+                             tk_tensor **ids_out, tk_tensor **scores_out);
+
+/* The current model of a server, swapped atomically while requests run. */
+typedef struct tk_model_slot tk_model_slot;
+tk_model_slot *tk_model_slot_new(tk_model *m);  /* retains m (not NULL); NULL on no memory */
+void tk_model_slot_retain(tk_model_slot *s);
+void tk_model_slot_release(tk_model_slot *s);   /* the last one releases its model */
+/* The current model, retained for the caller: release it when the request is done. */
+tk_model *tk_model_slot_get(tk_model_slot *s);
+/* Makes m current (retains it) and releases the previous one. Returns the new version. */
+uint64_t tk_model_slot_set(tk_model_slot *s, tk_model *m);
+/* tk_model_load(dir, opts) and, if it succeeds, tk_model_slot_set; on failure the
+ * current model stays and TK_ERROR is returned (tk_last_error). Reloads are serialised:
+ * a second one waits for the first. */
+tk_status tk_model_slot_reload(tk_model_slot *s, const char *dir, const tk_model_options *opts);
+/* 1 for the first model, incremented by each swap. */
+uint64_t tk_model_slot_version(tk_model_slot *s);
 
 #ifdef __cplusplus
 }

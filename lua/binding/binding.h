@@ -70,6 +70,7 @@ void tkl_open_optim(lua_State *L);
 void tkl_open_json(lua_State *L);
 void tkl_open_io(lua_State *L);
 void tkl_open_retrieval(lua_State *L);
+void tkl_open_serving(lua_State *L); /* towerkit.Model, towerkit.ModelSlot */
 
 /* Option tables */
 const char *tkl_opt_string(lua_State *L, int idx, const char *key, const char *def);

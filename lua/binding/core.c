@@ -39,6 +39,7 @@ int luaopen_towerkit_core(lua_State *L) {
     tkl_open_json(L);
     tkl_open_io(L);
     tkl_open_retrieval(L);
+    tkl_open_serving(L);
     lua_pushcfunction(L, l_set_num_threads);
     lua_setfield(L, -2, "set_num_threads");
     lua_pushcfunction(L, l_get_num_threads);

@@ -83,6 +83,51 @@ int luaopen_towerkit_core(lua_State *L);
  */
 int towerkit_lua_open(lua_State *L, const char *root_dir);
 
+
+/* ------------------------------------------------------------------------------------ */
+/* Sharing one model between the host and any number of states                          */
+/* ------------------------------------------------------------------------------------ */
+
+/* The C host loads a checkpoint once (tk_model_load, core/include/towerkit.h) and hands
+ * the same model to every state; each state's handle holds its own reference and its
+ * own tk_ctx, so states in different threads query one copy of the weights at once.
+ * Either side may release first: the host's tk_model_release and the handle's __gc (or
+ * model:release()) each drop one reference.
+ *
+ *     tk_model *model = tk_model_load("model/", NULL);   // + model/item_embeddings.safetensors
+ *     lua_State *L = luaL_newstate();
+ *     luaL_openlibs(L);
+ *     towerkit_lua_open(L, NULL);
+ *     if (towerkit_lua_push_model(L, model) != 0) { ... lua_tostring(L, -1) ... }
+ *     lua_setglobal(L, "model");
+ *     tk_model_release(model);                 // the state keeps it alive
+ *     luaL_dostring(L, "local tk = require 'towerkit'\n"
+ *                      "local ids, scores = model:recommend({user_id = tk.tensor({7}, 'int64')}, 10)");
+ *
+ * In Lua the handle is a towerkit.Model (see lua/towerkit/serving.lua and
+ * docs/embedding.md): model:recommend(batch [, k = 10]) -> ids int64 [B, k], scores
+ * float32 [B, k] (raises on a bad query); model:try_recommend(batch, k) returns nil and
+ * the message instead; model:encode(batch), model:query_block(), model:item_block(),
+ * model:features(), model:schema(), model:num_items(), model:dim(), model:release().
+ * A batch is a table of tensors named as the query tower's features ("f" for ids or
+ * numbers, "f__values" and "f__offsets" for lists). */
+struct tk_model;
+struct tk_model_slot;
+
+/* Pushes a towerkit.Model handle on m (retained) and returns 0; loads towerkit.core in
+ * L first if it is not loaded (call towerkit_lua_open before, so the Lua part can be
+ * required too). Returns -1 with a message pushed on failure. */
+int towerkit_lua_push_model(lua_State *L, struct tk_model *m);
+
+/* Pushes a towerkit.ModelSlot handle on s (retained): slot:recommend(batch, k) runs on
+ * the model current at the call (and returns the slot version it used as a third
+ * result), slot:reload(dir) loads and swaps in a checkpoint for every state and thread
+ * sharing the slot, slot:current() returns the current towerkit.Model, slot:version(). */
+int towerkit_lua_push_model_slot(lua_State *L, struct tk_model_slot *s);
+
+/* The model of the towerkit.Model at idx (borrowed), or NULL if it is not one. */
+struct tk_model *towerkit_lua_to_model(lua_State *L, int idx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -104,5 +104,6 @@ tk.data = require("towerkit.data")(tk)
 tk.metrics = require("towerkit.metrics")(tk)
 require("towerkit.model")(tk)
 require("towerkit.merlin_methods")(tk)
+require("towerkit.serving")(tk)
 
 return tk
