@@ -21,9 +21,33 @@ local data = C.w1_data(STEPS * B, 1)
 local model = C.model(schema)
 local fit_opts = { batch_size = B, epochs = 1, shuffle = false, verbose = false }
 
+-- Allocation counters: the training contexts' own (tk_ctx_alloc_count), and, when
+-- bench/malloc_count.so is preloaded (make bench does), every malloc of the process
+-- inside train_step (the steps) and over the whole fit (steps plus batching).
+local ffi = require "ffi"
+local counter = pcall(function()
+  ffi.cdef "uint64_t tk_bench_malloc_count(void);"
+  return ffi.C.tk_bench_malloc_count
+end) and pcall(function() return ffi.C.tk_bench_malloc_count end) and function()
+  return tonumber(ffi.C.tk_bench_malloc_count())
+end or nil
+local step_mallocs = 0
+if counter then
+  local train_step = model.train_step
+  model.train_step = function(self, batch)
+    local m = counter()
+    local v = train_step(self, batch)
+    step_mallocs = step_mallocs + counter() - m
+    return v
+  end
+end
+local function ctx_stats()
+  return model._trainer and model._trainer:stats() or model.ctx:stats()
+end
+
 model:fit(warm, fit_opts)
-local counter = tk.core.malloc_count -- a process-wide malloc counter, when the host has one
-local stats0 = model.ctx:stats()
+step_mallocs = 0
+local stats0 = ctx_stats()
 local m0 = counter and counter()
 local rates, losses = {}, {}
 for run = 1, RUNS do
@@ -33,11 +57,16 @@ for run = 1, RUNS do
   rates[run] = STEPS * B / dt
   losses[run] = h.epochs[1].loss
 end
-local stats1 = model.ctx:stats()
+local stats1 = ctx_stats()
 local m1 = counter and counter()
 local lo, hi = C.minmax(rates)
 C.emit { workload = "W1", system = "towerkit", figure = "train", unit = "examples/s", median = C.median(rates),
-  min = lo, max = hi, runs = rates, threads = C.THREADS, steps = STEPS, batch = B, mean_loss_last_run = losses[RUNS] }
+  min = lo, max = hi, runs = rates, threads = C.THREADS, steps = STEPS, batch = B, mean_loss_last_run = losses[RUNS],
+  side_by_side = model._trainer and true or false }
 C.emit { workload = "W1", system = "towerkit", figure = "steady_state_ctx_allocations", unit = "count",
   median = stats1.allocations - stats0.allocations, steps = RUNS * STEPS, arena_bytes = stats1.arena_bytes }
+if counter then
+  C.emit { workload = "W1", system = "towerkit", figure = "steady_state_step_mallocs", unit = "count",
+    median = step_mallocs, steps = RUNS * STEPS, fit_mallocs = m1 - m0 }
+end
 C.emit { workload = "W1", system = "towerkit", figure = "peak_rss", unit = "MiB", median = C.peak_rss_mib() }

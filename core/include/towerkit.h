@@ -583,6 +583,11 @@ int64_t tk_optim_steps(const tk_optim *opt);
 tk_status tk_optim_step(tk_optim *opt, tk_ctx *ctx, int32_t n, tk_tensor *const *params);
 /* Same over the trainable parameters of a block. */
 tk_status tk_optim_step_block(tk_optim *opt, tk_ctx *ctx, const tk_block *b);
+/* One step (Adam's t advances once) over the trainable parameters of blocks[i] with the
+ * gradients of ctxs[i], for i < n: the towers of a two-tower model trained in two
+ * contexts. A parameter with gradients in two of the contexts is an error (nothing is
+ * changed). Applies each context's deferred updates. */
+tk_status tk_optim_step_contexts(tk_optim *opt, int32_t n, tk_ctx *const *ctxs, const tk_block *const *blocks);
 /* Scales every gradient in ctx so their global l2 norm is at most max_norm; returns
  * the norm before clipping. The norm is that of the coalesced (and, for a table with a
  * dense part too, summed) gradients. max_norm may be INFINITY (only measures). A
@@ -664,6 +669,35 @@ int64_t tk_freq_estimator_step(const tk_freq_estimator *est);
 tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k,
                   const int64_t *excl_offsets, const int64_t *excl_items, tk_tensor *out_idx,
                   tk_tensor *out_scores);
+
+/* A two-tower training step with the two towers side by side: the query tower runs on
+ * the calling thread and the item tower on a worker thread the trainer owns, each in its
+ * own context with single-threaded BLAS (when tk_get_num_threads() >= 2; otherwise one
+ * after the other); then the loss (tk_retrieval_loss over the two outputs, in a third
+ * context, BLAS on the caller's threads), both towers' backward passes side by side, and
+ * one optimizer step over both (tk_optim_step_contexts). `post` (may be NULL) is applied
+ * to each tower's output (the l2 norm of a TwoTowerBlock). The towers must not share a
+ * trainable parameter (an embedding table shared by domain), nor may post have
+ * parameters: tk_two_tower_trainer_new returns NULL (tk_last_error) then. The trainer
+ * retains the blocks; the optimizer must outlive it. While the towers run, the OpenBLAS
+ * thread count (process-wide) is 1. */
+typedef struct tk_two_tower_trainer tk_two_tower_trainer;
+tk_two_tower_trainer *tk_two_tower_trainer_new(tk_block *query_tower, tk_block *item_tower, tk_block *post,
+                                               tk_optim *opt, uint64_t seed);
+void tk_two_tower_trainer_free(tk_two_tower_trainer *t);
+/* Resets the three contexts for a new step (training on, gradients on). Build the
+ * step's inputs after it, each in its tower's context. */
+void tk_two_tower_trainer_reset(tk_two_tower_trainer *t);
+/* The context of the query tower (0), of the item tower (1), or of the loss (2). */
+tk_ctx *tk_two_tower_trainer_ctx(tk_two_tower_trainer *t, int tower);
+/* One step on inputs built in the towers' contexts; opts as tk_retrieval_loss (no
+ * sampled negatives). *loss_out gets the loss plus the towers' added losses; when it is
+ * not finite, or a gradient is not (then *loss_out is NaN), nothing is updated and
+ * TK_OK is returned: the caller decides. TK_ERROR
+ * (tk_last_error, also in the loss context) on an error in either tower or the loss;
+ * then no parameter has changed. Steady-state steps allocate nothing. */
+tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in, tk_value *item_in,
+                                    const tk_retrieval_opts *opts, float *loss_out);
 
 /* ------------------------------------------------------------------------------------ */
 /* Files: safetensors weights, checkpoints, CSV                                          */

@@ -267,20 +267,32 @@ tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *alias, int64_t n, const i
     return TK_OK;
 }
 
-/* Sorts row indices with their gradient rows and sums duplicates. Radix-free: a counting
- * pass over an index permutation sorted by insertion sort for small n, qsort otherwise. */
+/* Sorts row indices with their gradient rows and sums duplicates, in arena memory (no
+ * malloc: glibc's qsort would allocate). The (row, position) pairs are sorted by row
+ * with a stable least-significant-digit radix sort, 8 bits a pass over the bits the
+ * largest row has, so duplicates keep their order and are summed in the order they were
+ * appended. */
 typedef struct { int64_t row, pos; } row_pos;
 
-static int cmp_row_pos(const void *a, const void *b) {
-    const row_pos *x = a, *y = b;
-    if (x->row != y->row) return x->row < y->row ? -1 : 1;
-    return x->pos < y->pos ? -1 : (x->pos > y->pos);
+static row_pos *sort_rows(row_pos *a, row_pos *tmp, int64_t n) {
+    uint64_t max = 0;
+    for (int64_t i = 0; i < n; i++) max |= (uint64_t)a[i].row;
+    for (int shift = 0; shift < 64 && (max >> shift) != 0; shift += 8) {
+        int64_t count[257] = {0};
+        for (int64_t i = 0; i < n; i++) count[(((uint64_t)a[i].row >> shift) & 255) + 1]++;
+        for (int b = 0; b < 256; b++) count[b + 1] += count[b];
+        for (int64_t i = 0; i < n; i++) tmp[count[((uint64_t)a[i].row >> shift) & 255]++] = a[i];
+        row_pos *t = a;
+        a = tmp;
+        tmp = t;
+    }
+    return a;
 }
 
 static tk_status coalesce(tk_ctx *ctx, tk_sparse_grad *sg) {
     if (sg->coalesced) return TK_OK;
     int64_t n = sg->n, dim = sg->dim;
-    row_pos *perm = tk_ctx_alloc(ctx, (size_t)(n ? n : 1) * sizeof *perm);
+    row_pos *perm = tk_ctx_alloc(ctx, (size_t)(n ? 2 * n : 1) * sizeof *perm);
     int64_t *rows = tk_ctx_alloc(ctx, (size_t)(n ? n : 1) * sizeof *rows);
     float *values = tk_ctx_alloc(ctx, (size_t)(n ? n * dim : 1) * sizeof *values);
     if (!perm || !rows || !values) return TK_ERROR;
@@ -288,7 +300,7 @@ static tk_status coalesce(tk_ctx *ctx, tk_sparse_grad *sg) {
         perm[i].row = sg->rows[i];
         perm[i].pos = i;
     }
-    qsort(perm, (size_t)n, sizeof *perm, cmp_row_pos);
+    perm = sort_rows(perm, perm + n, n); /* a negative row (refused by the optimizers) sorts last */
     int64_t m = 0;
     for (int64_t i = 0; i < n; i++) {
         const float *src = sg->values + perm[i].pos * dim;

@@ -30,6 +30,7 @@ typedef struct optim_state {
     float *buf;
     int64_t numel;
     uint64_t stamp;       /* last tk_optim_step call that updated it (duplicate guard) */
+    const tk_ctx *stamp_ctx; /* the context whose gradient that call used */
 } optim_state;
 
 /* How one parameter is updated in the current step. */
@@ -369,27 +370,40 @@ static tk_status prepare(tk_optim *opt, tk_ctx *ctx, int32_t i, tk_tensor *p, op
     }
     w->state = state_get(opt, p);
     if (!w->state) return step_fail(ctx, "optimizer step: out of memory for the state of params[%d]", (int)i);
-    if (w->state->stamp == opt->calls) w->kind = GRAD_NONE; /* listed twice: update once */
+    if (w->state->stamp == opt->calls) { /* listed twice: update once */
+        if (w->state->stamp_ctx != ctx)
+            return step_fail(ctx, "optimizer step: params[%d] %s has gradients in two contexts", (int)i,
+                             tk_shape_str(p, s1, sizeof s1));
+        w->kind = GRAD_NONE;
+    }
     w->state->stamp = opt->calls;
+    w->state->stamp_ctx = ctx;
     return TK_OK;
 }
 
-tk_status tk_optim_step(tk_optim *opt, tk_ctx *ctx, int32_t n, tk_tensor *const *params) {
+/* Checks the optimizer and a context before a step. */
+static tk_status check_step(tk_optim *opt, tk_ctx *ctx) {
     if (!ctx) return step_fail(NULL, "optimizer step: context is NULL");
     if (!opt) return step_fail(ctx, "optimizer step: optimizer is NULL");
     if (ctx->failed) {
         tk_set_error("optimizer step: the context has an error: %s", ctx->error);
         return TK_ERROR;
     }
+    return TK_OK;
+}
+
+/* Resolves the gradients of params (from ctx) into opt->work[first, first + n). */
+static tk_status prepare_all(tk_optim *opt, tk_ctx *ctx, int64_t first, int32_t n, tk_tensor *const *params) {
     if (n < 0) return step_fail(ctx, "optimizer step: negative parameter count %d", (int)n);
     if (n > 0 && !params) return step_fail(ctx, "optimizer step: params is NULL");
-    if (!ensure_work(opt, n)) return step_fail(ctx, "optimizer step: out of memory");
-
-    /* Check everything before writing anything. */
-    opt->calls++;
+    if (!ensure_work(opt, first + n)) return step_fail(ctx, "optimizer step: out of memory");
     for (int32_t i = 0; i < n; i++)
-        if (prepare(opt, ctx, i, params[i], &opt->work[i]) != TK_OK) return TK_ERROR;
+        if (prepare(opt, ctx, i, params[i], &opt->work[first + i]) != TK_OK) return TK_ERROR;
+    return TK_OK;
+}
 
+/* Counts the step and applies the rule to opt->work[0, n). */
+static void apply_all(tk_optim *opt, int64_t n) {
     opt->steps++;
     adam_consts ac = {0};
     if (opt->kind == OPTIM_ADAM) {
@@ -402,7 +416,7 @@ tk_status tk_optim_step(tk_optim *opt, tk_ctx *ctx, int32_t n, tk_tensor *const 
         ac.step_size = (float)((double)opt->lr / (1.0 - pow((double)opt->beta1, t)));
         ac.bc2_sqrt = (float)sqrt(1.0 - pow((double)opt->beta2, t));
     }
-    for (int32_t i = 0; i < n; i++) {
+    for (int64_t i = 0; i < n; i++) {
         optim_work *w = &opt->work[i];
         if (w->kind == GRAD_DENSE) {
             update_span(opt, &ac, w->state, 0, w->dense, w->state->numel);
@@ -412,6 +426,14 @@ tk_status tk_optim_step(tk_optim *opt, tk_ctx *ctx, int32_t n, tk_tensor *const 
                 update_span(opt, &ac, w->state, sg->rows[r] * sg->dim, sg->values + r * sg->dim, sg->dim);
         }
     }
+}
+
+tk_status tk_optim_step(tk_optim *opt, tk_ctx *ctx, int32_t n, tk_tensor *const *params) {
+    if (check_step(opt, ctx) != TK_OK) return TK_ERROR;
+    /* Check everything before writing anything. */
+    opt->calls++;
+    if (prepare_all(opt, ctx, 0, n, params) != TK_OK) return TK_ERROR;
+    apply_all(opt, n);
     tk_ctx_apply_updates(ctx);
     return TK_OK;
 }
@@ -439,17 +461,43 @@ static int collect_param(void *ud, const char *path, tk_tensor *param, bool trai
     return 0;
 }
 
-tk_status tk_optim_step_block(tk_optim *opt, tk_ctx *ctx, const tk_block *b) {
-    if (!ctx) return step_fail(NULL, "optimizer step: context is NULL");
-    if (!opt) return step_fail(ctx, "optimizer step: optimizer is NULL");
+/* Appends the trainable parameters of b to opt->block_params. */
+static tk_status collect_block(tk_optim *opt, tk_ctx *ctx, const tk_block *b) {
     if (!b) return step_fail(ctx, "optimizer step: block is NULL");
     block_collect bc = {opt, false};
-    opt->nblock_params = 0;
     tk_block_visit_params(b, false, collect_param, &bc);
     if (bc.oom) return step_fail(ctx, "optimizer step: out of memory");
     if (opt->nblock_params > INT32_MAX)
         return step_fail(ctx, "optimizer step: too many parameters (%lld)", (long long)opt->nblock_params);
+    return TK_OK;
+}
+
+tk_status tk_optim_step_block(tk_optim *opt, tk_ctx *ctx, const tk_block *b) {
+    if (!ctx) return step_fail(NULL, "optimizer step: context is NULL");
+    if (!opt) return step_fail(ctx, "optimizer step: optimizer is NULL");
+    opt->nblock_params = 0;
+    if (collect_block(opt, ctx, b) != TK_OK) return TK_ERROR;
     return tk_optim_step(opt, ctx, (int32_t)opt->nblock_params, opt->block_params);
+}
+
+tk_status tk_optim_step_contexts(tk_optim *opt, int32_t n, tk_ctx *const *ctxs, const tk_block *const *blocks) {
+    if (n < 1 || !ctxs || !blocks) return step_fail(NULL, "optimizer step: no context given");
+    for (int32_t c = 0; c < n; c++)
+        if (check_step(opt, ctxs[c]) != TK_OK) return TK_ERROR;
+    /* Check everything before writing anything: every block's parameters, with the
+     * gradients of its context, go into one work list. */
+    opt->calls++;
+    int64_t total = 0;
+    for (int32_t c = 0; c < n; c++) {
+        opt->nblock_params = 0;
+        if (collect_block(opt, ctxs[c], blocks[c]) != TK_OK) return TK_ERROR;
+        if (prepare_all(opt, ctxs[c], total, (int32_t)opt->nblock_params, opt->block_params) != TK_OK)
+            return TK_ERROR;
+        total += opt->nblock_params;
+    }
+    apply_all(opt, total);
+    for (int32_t c = 0; c < n; c++) tk_ctx_apply_updates(ctxs[c]);
+    return TK_OK;
 }
 
 /* ------------------------------------------------------------------------------------ */

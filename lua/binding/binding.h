@@ -67,6 +67,7 @@ tkl_block *tkl_check_block_ud(lua_State *L, int idx);
 tk_block *tkl_check_block(lua_State *L, int idx);
 void tkl_push_block(lua_State *L, tk_block *b); /* takes over one reference */
 void tkl_open_optim(lua_State *L);
+tk_optim *tkl_check_optim(lua_State *L, int idx); /* the live optimizer of an Optim userdata */
 void tkl_open_json(lua_State *L);
 void tkl_open_io(lua_State *L);
 void tkl_open_retrieval(lua_State *L);

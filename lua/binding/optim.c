@@ -13,6 +13,8 @@ static tkl_optim *check_optim(lua_State *L, int idx) {
     return u;
 }
 
+tk_optim *tkl_check_optim(lua_State *L, int idx) { return check_optim(L, idx)->o; }
+
 static tkl_optim *new_optim_ud(lua_State *L) {
     tkl_optim *u = (tkl_optim *)lua_newuserdata(L, sizeof *u);
     u->o = NULL;

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #define TKL_FREQ "towerkit.FreqEstimator"
+#define TKL_TRAINER "towerkit.TwoTowerTrainer"
 
 /* An optional tensor field of the options table at idx. */
 static tk_tensor *opt_tensor(lua_State *L, int idx, const char *key) {
@@ -19,6 +20,23 @@ static tk_tensor *opt_tensor(lua_State *L, int idx, const char *key) {
     return t;
 }
 
+/* The loss options from the table at idx (or nil). */
+static tk_retrieval_opts loss_opts(lua_State *L, int idx) {
+    tk_retrieval_opts o;
+    memset(&o, 0, sizeof o);
+    if (lua_istable(L, idx)) {
+        o.temperature = (float)tkl_opt_number(L, idx, "temperature", 1.0);
+        o.num_hard_negatives = (int32_t)tkl_opt_integer(L, idx, "num_hard_negatives", 0);
+        o.item_ids = opt_tensor(L, idx, "item_ids");
+        o.item_logq = opt_tensor(L, idx, "item_logq");
+        o.negatives = opt_tensor(L, idx, "negatives");
+        o.negative_ids = opt_tensor(L, idx, "negative_ids");
+        o.negative_logq = opt_tensor(L, idx, "negative_logq");
+        o.weights = opt_tensor(L, idx, "weights");
+    }
+    return o;
+}
+
 /* retrieval_loss(query, item [, {temperature =, item_ids =, item_logq =, negatives =,
  * negative_ids =, negative_logq =, weights =, num_hard_negatives =}]) -> loss [1] */
 static int l_retrieval_loss(lua_State *L) {
@@ -26,18 +44,7 @@ static int l_retrieval_loss(lua_State *L) {
     tkl_check_tensor(L, 2);
     lua_settop(L, 3);
     if (!lua_isnil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
-    tk_retrieval_opts o;
-    memset(&o, 0, sizeof o);
-    if (lua_istable(L, 3)) {
-        o.temperature = (float)tkl_opt_number(L, 3, "temperature", 1.0);
-        o.num_hard_negatives = (int32_t)tkl_opt_integer(L, 3, "num_hard_negatives", 0);
-        o.item_ids = opt_tensor(L, 3, "item_ids");
-        o.item_logq = opt_tensor(L, 3, "item_logq");
-        o.negatives = opt_tensor(L, 3, "negatives");
-        o.negative_ids = opt_tensor(L, 3, "negative_ids");
-        o.negative_logq = opt_tensor(L, 3, "negative_logq");
-        o.weights = opt_tensor(L, 3, "weights");
-    }
+    tk_retrieval_opts o = loss_opts(L, 3);
     /* the op runs in the context of its arena inputs */
     int idx[3] = {1, 2, 0};
     int n = 2;
@@ -146,10 +153,88 @@ static int l_topk(lua_State *L) {
     return 2;
 }
 
+/* --- the two-tower trainer: both towers side by side (tk_two_tower_trainer) --- */
+
+typedef struct tkl_trainer {
+    tk_two_tower_trainer *t;
+} tkl_trainer;
+
+/* two_tower_trainer(query_tower, item_tower, post | nil, optim [, seed]) -> trainer.
+ * The trainer keeps the optimizer userdata alive (its environment). */
+static int l_two_tower_trainer(lua_State *L) {
+    tk_block *q = tkl_check_block(L, 1), *it = tkl_check_block(L, 2);
+    tk_block *post = lua_isnoneornil(L, 3) ? NULL : tkl_check_block(L, 3);
+    tk_optim *opt = tkl_check_optim(L, 4);
+    uint64_t seed = (uint64_t)luaL_optnumber(L, 5, 1);
+    tkl_trainer *u = (tkl_trainer *)lua_newuserdata(L, sizeof *u);
+    u->t = NULL;
+    luaL_getmetatable(L, TKL_TRAINER);
+    lua_setmetatable(L, -2);
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 4);
+    lua_rawseti(L, -2, 1);
+    lua_setfenv(L, -2);
+    u->t = tk_two_tower_trainer_new(q, it, post, opt, seed);
+    if (!u->t) return tkl_error(L, "%s", tk_last_error());
+    return 1;
+}
+
+static tkl_trainer *check_trainer(lua_State *L) {
+    tkl_trainer *u = (tkl_trainer *)luaL_checkudata(L, 1, TKL_TRAINER);
+    if (!u->t) tkl_error(L, "bad argument #1 (the trainer has been freed)");
+    return u;
+}
+
+/* trainer:step(batch [, loss options]) -> loss (a number; not finite: nothing updated) */
+static int trainer_step(lua_State *L) {
+    tk_two_tower_trainer *t = check_trainer(L)->t;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 3);
+    if (!lua_isnil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
+    tk_retrieval_opts o = loss_opts(L, 3);
+    tk_two_tower_trainer_reset(t);
+    tk_value *in[2];
+    for (int s = 0; s < 2; s++) {
+        const char *err = NULL;
+        in[s] = tkl_to_value(L, 2, tk_two_tower_trainer_ctx(t, s), &err);
+        if (!in[s]) return tkl_error(L, "two-tower step: bad batch: %s", err ? err : "not a table of tensors");
+    }
+    float loss;
+    if (tk_two_tower_trainer_step(t, in[0], in[1], &o, &loss) != TK_OK) return tkl_error(L, "%s", tk_last_error());
+    lua_pushnumber(L, loss);
+    return 1;
+}
+
+/* trainer:stats() -> {allocations =, arena_bytes =} over its three contexts */
+static int trainer_stats(lua_State *L) {
+    tk_two_tower_trainer *t = check_trainer(L)->t;
+    double allocs = 0, bytes = 0;
+    for (int s = 0; s < 3; s++) {
+        allocs += (double)tk_ctx_alloc_count(tk_two_tower_trainer_ctx(t, s));
+        bytes += (double)tk_ctx_arena_capacity(tk_two_tower_trainer_ctx(t, s));
+    }
+    lua_createtable(L, 0, 2);
+    lua_pushnumber(L, allocs);
+    lua_setfield(L, -2, "allocations");
+    lua_pushnumber(L, bytes);
+    lua_setfield(L, -2, "arena_bytes");
+    return 1;
+}
+
+static int trainer_gc(lua_State *L) {
+    tkl_trainer *u = (tkl_trainer *)luaL_checkudata(L, 1, TKL_TRAINER);
+    tk_two_tower_trainer_free(u->t);
+    u->t = NULL;
+    return 0;
+}
+
+static const luaL_Reg trainer_methods[] = {{"step", trainer_step}, {"stats", trainer_stats}, {NULL, NULL}};
+
 static const luaL_Reg freq_methods[] = {{"update", freq_update}, {"logq", freq_logq}, {"step", freq_step}, {NULL, NULL}};
 
 static const luaL_Reg retrieval_functions[] = {
-    {"retrieval_loss", l_retrieval_loss}, {"freq_estimator", l_freq_estimator}, {"topk", l_topk}, {NULL, NULL}};
+    {"retrieval_loss", l_retrieval_loss}, {"freq_estimator", l_freq_estimator}, {"topk", l_topk},
+    {"two_tower_trainer", l_two_tower_trainer}, {NULL, NULL}};
 
 void tkl_open_retrieval(lua_State *L) {
     luaL_newmetatable(L, TKL_FREQ);
@@ -157,6 +242,13 @@ void tkl_open_retrieval(lua_State *L) {
     lua_setfield(L, -2, "__gc");
     lua_newtable(L);
     luaL_register(L, NULL, freq_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    luaL_newmetatable(L, TKL_TRAINER);
+    lua_pushcfunction(L, trainer_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    luaL_register(L, NULL, trainer_methods);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
     luaL_register(L, NULL, retrieval_functions);

@@ -220,8 +220,42 @@ return function(tk)
     return self.negative_corpus:rows(idx), tk.tensor(logq)
   end
 
+  -- The trainer that runs the two towers side by side (core.two_tower_trainer), or
+  -- false when this model cannot use it: sampled negatives, gradient clipping (both
+  -- need the two towers in one context), towers sharing an embedding table, a post
+  -- block with weights. Made once per optimizer.
+  local function trainer_for(self)
+    local o = self.opts
+    if o.negatives or self.clip or self.side_by_side == false then return false end
+    if self._trainer_opt == self.optimizer then return self._trainer end
+    local block = self.block
+    local ok, trainer = pcall(core.two_tower_trainer, block:query_block(), block:item_block(), block:post(),
+      self.optimizer._impl, 1)
+    self._trainer_opt, self._trainer = self.optimizer, ok and trainer or false
+    return self._trainer
+  end
+
   -- One training step on a batch; returns the loss (a number).
   function Model:train_step(batch)
+    local trainer = trainer_for(self)
+    if trainer then
+      local o = self.opts
+      local item_ids = batch[self.item_id]
+      local lo = { temperature = o.logits_temperature, num_hard_negatives = o.num_hard_negatives }
+      if o.remove_false_negatives then lo.item_ids = item_ids end
+      if o.logq == "streaming" then
+        lo.item_logq = self.estimator:update(item_ids) * o.logq_reg_factor
+      elseif o.logq == "table" then
+        lo.item_logq = core.index_select(self.logq_table, item_ids) * o.logq_reg_factor
+      end
+      if o.sample_weight then
+        lo.weights = batch[o.sample_weight]
+        if not lo.weights then
+          error(("fit: the batch has no sample weight column '%s'"):format(o.sample_weight), 0)
+        end
+      end
+      return trainer:step(batch, lo) -- not finite: nothing was updated
+    end
     local ctx = self.ctx
     ctx:reset()
     ctx:train(true)

@@ -1,0 +1,316 @@
+/* A two-tower training step with the towers side by side: the query tower on the
+ * calling thread, the item tower on a worker thread, each in its own context with
+ * single-threaded BLAS, joined by the in-batch retrieval loss.
+ *
+ * On small shapes (batch 1024, layers of 256 and 128) OpenBLAS splits a product over two
+ * threads poorly; two single-threaded streams, one per core, do much more work, and
+ * everything between the products (activations, gathers, scatters, norms) runs on both
+ * cores too instead of one. The towers are independent until the logits, and blocks and
+ * parameters are read-only in a forward pass (towerkit.h), so each tower runs in its own
+ * context. One step:
+ *   1. both threads: forward of the tower and of `post` (the l2 norm) in its context;
+ *   2. caller: the loss in a third context (tk_retrieval_loss over the two outputs) and
+ *      its backward, which writes the gradients of the two tower outputs; BLAS uses the
+ *      caller's thread count here (the B x B products split well);
+ *   3. both threads: the rest of each tower's tape, from its output's gradient (and its
+ *      added losses, seeded with 1), then the coalescing of its sparse gradients;
+ *   4. caller: one optimizer step over both towers (tk_optim_step_contexts).
+ * Same arithmetic as the single-context step, so the same results up to the order of
+ * float sums inside BLAS. */
+#include "internal.h"
+
+#include <math.h>
+#include <pthread.h>
+
+typedef enum phase { PHASE_FORWARD = 0, PHASE_BACKWARD, PHASE_QUIT } phase;
+
+struct tk_two_tower_trainer {
+    tk_block *tower[2]; /* query, item */
+    tk_block *post;
+    tk_optim *opt;
+    tk_ctx *ctx[2];
+    tk_ctx *loss_ctx;
+    /* the step being run */
+    tk_value *in[2];
+    tk_tensor *out[2];
+    float extra[2];     /* each tower's added losses (regularisation) */
+    double norm[2];     /* each tower's gradient norm (a non-finite one stops the step) */
+    /* the worker: runs side 1 of each phase */
+    pthread_t worker;
+    bool has_worker;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t posted, done; /* phases posted to the worker and finished by it */
+    phase ph;
+};
+
+/* --- one side of a phase --- */
+
+static void side_forward(tk_two_tower_trainer *t, int s) {
+    tk_ctx *ctx = t->ctx[s];
+    tk_value *v = tk_block_forward(ctx, t->tower[s], t->in[s]);
+    if (v && t->post) v = tk_block_forward(ctx, t->post, v);
+    tk_tensor *out = v ? tk_value_tensor(v) : NULL;
+    if (v && !out && !ctx->failed) tk_ctx_fail(ctx, "the %s tower returned a tabular value, not a tensor", s ? "item" : "query");
+    t->out[s] = out;
+    tk_tensor *extra = out ? tk_ctx_added_loss(ctx) : NULL;
+    t->extra[s] = extra ? tk_f32(extra)[0] : 0.0f;
+}
+
+/* Runs the context's tape backwards over every node whose output got a gradient. */
+static void side_backward(tk_two_tower_trainer *t, int s) {
+    tk_ctx *ctx = t->ctx[s];
+    tk_tensor *extra = tk_ctx_added_loss(ctx);
+    if (extra && extra->requires_grad) {
+        tk_tensor *g = tk_ctx_grad_of(ctx, extra);
+        if (!g) return;
+        tk_f32(g)[0] += 1.0f;
+    }
+    for (int64_t i = ctx->ntape - 1; i >= 0 && !ctx->failed; i--) {
+        tk_node *node = ctx->tape[i];
+        if (node->out->grad && node->backward) node->backward(ctx, node);
+    }
+    /* coalesce the sparse gradients here, on this side's thread, and measure them */
+    for (int64_t i = 0; i < ctx->nleaves && !ctx->failed; i++)
+        if (ctx->leaves[i].alias->sparse && !tk_ctx_sparse_grad(ctx, ctx->leaves[i].source) && !ctx->failed)
+            tk_ctx_fail(ctx, "cannot coalesce a sparse gradient");
+    if (!ctx->failed) t->norm[s] = tk_clip_grad_norm(ctx, INFINITY);
+}
+
+static void run_side(tk_two_tower_trainer *t, phase ph, int s) {
+    if (t->ctx[s]->failed) return;
+    if (ph == PHASE_FORWARD) side_forward(t, s);
+    else side_backward(t, s);
+}
+
+static void *worker_main(void *arg) {
+    tk_two_tower_trainer *t = arg;
+    pthread_mutex_lock(&t->mu);
+    for (;;) {
+        while (t->done == t->posted) pthread_cond_wait(&t->cv, &t->mu);
+        phase ph = t->ph;
+        pthread_mutex_unlock(&t->mu);
+        if (ph == PHASE_QUIT) return NULL;
+        run_side(t, ph, 1);
+        pthread_mutex_lock(&t->mu);
+        t->done++;
+        pthread_cond_broadcast(&t->cv);
+    }
+}
+
+/* Runs a phase on both sides: side 1 on the worker and side 0 here, or both here. */
+static void run_phase(tk_two_tower_trainer *t, phase ph, bool parallel) {
+    if (!parallel) {
+        run_side(t, ph, 0);
+        run_side(t, ph, 1);
+        return;
+    }
+    pthread_mutex_lock(&t->mu);
+    t->ph = ph;
+    t->posted++;
+    pthread_cond_broadcast(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    run_side(t, ph, 0);
+    pthread_mutex_lock(&t->mu);
+    while (t->done != t->posted) pthread_cond_wait(&t->cv, &t->mu);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* --- the trainer --- */
+
+/* Parameter lists for the checks of tk_two_tower_trainer_new. */
+typedef struct param_list {
+    const tk_tensor **p;
+    int64_t n, cap;
+    bool oom;
+} param_list;
+
+static int add_param(void *ud, const char *path, tk_tensor *param, bool trainable) {
+    param_list *l = ud;
+    if (!trainable) return 0;
+    if (l->n == l->cap) {
+        int64_t cap = l->cap ? 2 * l->cap : 64;
+        const tk_tensor **p = realloc(l->p, (size_t)cap * sizeof *p);
+        if (!p) {
+            l->oom = true;
+            return 1;
+        }
+        l->p = p;
+        l->cap = cap;
+    }
+    l->p[l->n++] = param;
+    return 0;
+}
+
+/* Whether the towers can train in two contexts: no trainable parameter shared by the
+ * towers, none in post. Sets tk_last_error when not. */
+static bool towers_separate(tk_block *q, tk_block *it, tk_block *post) {
+    param_list a = {0}, b = {0}, c = {0};
+    tk_block_visit_params(q, false, add_param, &a);
+    tk_block_visit_params(it, false, add_param, &b);
+    if (post) tk_block_visit_params(post, false, add_param, &c);
+    bool ok = !a.oom && !b.oom && !c.oom;
+    if (!ok) tk_set_error("two_tower_trainer: out of memory");
+    if (ok && c.n > 0) {
+        tk_set_error("two_tower_trainer: the post block has trainable parameters");
+        ok = false;
+    }
+    for (int64_t i = 0; ok && i < a.n; i++)
+        for (int64_t j = 0; ok && j < b.n; j++)
+            if (a.p[i] == b.p[j]) {
+                tk_set_error("two_tower_trainer: the towers share a trainable parameter (a shared embedding table)");
+                ok = false;
+            }
+    free(a.p);
+    free(b.p);
+    free(c.p);
+    return ok;
+}
+
+tk_two_tower_trainer *tk_two_tower_trainer_new(tk_block *query_tower, tk_block *item_tower, tk_block *post,
+                                               tk_optim *opt, uint64_t seed) {
+    if (!query_tower || !item_tower || !opt) {
+        tk_set_error("two_tower_trainer: the query tower, the item tower and the optimizer are required");
+        return NULL;
+    }
+    if (!towers_separate(query_tower, item_tower, post)) return NULL;
+    tk_two_tower_trainer *t = calloc(1, sizeof *t);
+    if (!t) {
+        tk_set_error("two_tower_trainer: out of memory");
+        return NULL;
+    }
+    t->ctx[0] = tk_ctx_new(seed);
+    t->ctx[1] = tk_ctx_new(seed + 1);
+    t->loss_ctx = tk_ctx_new(seed + 2);
+    if (!t->ctx[0] || !t->ctx[1] || !t->loss_ctx) {
+        tk_two_tower_trainer_free(t);
+        tk_set_error("two_tower_trainer: out of memory");
+        return NULL;
+    }
+    t->tower[0] = query_tower;
+    t->tower[1] = item_tower;
+    t->post = post;
+    tk_block_retain(query_tower);
+    tk_block_retain(item_tower);
+    if (post) tk_block_retain(post);
+    t->opt = opt;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    t->has_worker = pthread_create(&t->worker, NULL, worker_main, t) == 0; /* else serial */
+    return t;
+}
+
+void tk_two_tower_trainer_free(tk_two_tower_trainer *t) {
+    if (!t) return;
+    if (t->has_worker) {
+        pthread_mutex_lock(&t->mu);
+        t->ph = PHASE_QUIT;
+        t->posted++;
+        pthread_cond_broadcast(&t->cv);
+        pthread_mutex_unlock(&t->mu);
+        pthread_join(t->worker, NULL);
+    }
+    if (t->tower[0]) {
+        pthread_mutex_destroy(&t->mu);
+        pthread_cond_destroy(&t->cv);
+    }
+    tk_ctx_free(t->ctx[0]);
+    tk_ctx_free(t->ctx[1]);
+    tk_ctx_free(t->loss_ctx);
+    tk_block_release(t->tower[0]);
+    tk_block_release(t->tower[1]);
+    tk_block_release(t->post);
+    free(t);
+}
+
+tk_ctx *tk_two_tower_trainer_ctx(tk_two_tower_trainer *t, int tower) {
+    if (!t) return NULL;
+    return tower == 0 ? t->ctx[0] : tower == 1 ? t->ctx[1] : t->loss_ctx;
+}
+
+void tk_two_tower_trainer_reset(tk_two_tower_trainer *t) {
+    for (int s = 0; s < 3; s++) {
+        tk_ctx *ctx = s < 2 ? t->ctx[s] : t->loss_ctx;
+        tk_ctx_reset(ctx);
+        tk_ctx_set_training(ctx, true);
+        tk_ctx_set_grad_enabled(ctx, true);
+    }
+    t->out[0] = t->out[1] = NULL;
+}
+
+/* The first failed context's message, in the loss context and tk_last_error. */
+static tk_status step_failed(tk_two_tower_trainer *t) {
+    const char *names[3] = {"query tower", "item tower", "loss"};
+    for (int s = 0; s < 3; s++) {
+        tk_ctx *ctx = s < 2 ? t->ctx[s] : t->loss_ctx;
+        if (ctx->failed) {
+            tk_set_error("two-tower step: %s: %s", names[s], ctx->error);
+            if (s < 2) tk_ctx_fail(t->loss_ctx, "%s: %s", names[s], ctx->error);
+            return TK_ERROR;
+        }
+    }
+    tk_set_error("two-tower step failed");
+    return TK_ERROR;
+}
+
+tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in, tk_value *item_in,
+                                    const tk_retrieval_opts *opts, float *loss_out) {
+    if (!t) {
+        tk_set_error("two-tower step: trainer is NULL");
+        return TK_ERROR;
+    }
+    if (loss_out) *loss_out = NAN;
+    if (!query_in || !item_in) {
+        tk_set_error("two-tower step: an input is NULL");
+        return TK_ERROR;
+    }
+    if (opts && opts->negatives) {
+        tk_set_error("two-tower step: sampled negatives are not supported here; use tk_retrieval_loss");
+        return TK_ERROR;
+    }
+    t->in[0] = query_in;
+    t->in[1] = item_in;
+    int threads = tk_get_num_threads();
+    bool side_by_side = t->has_worker && threads >= 2;
+    if (side_by_side) tk_set_num_threads(1);
+
+    tk_status st = TK_OK;
+    run_phase(t, PHASE_FORWARD, side_by_side);
+    if (t->ctx[0]->failed || t->ctx[1]->failed) {
+        st = step_failed(t);
+        goto out;
+    }
+    if (side_by_side) tk_set_num_threads(threads);
+    tk_tensor *loss = tk_retrieval_loss(t->loss_ctx, t->out[0], t->out[1], opts);
+    if (!loss) {
+        st = step_failed(t);
+        goto out;
+    }
+    float value = tk_f32(loss)[0] + t->extra[0] + t->extra[1];
+    if (loss_out) *loss_out = value;
+    if (!isfinite(value)) goto out; /* the caller sees the loss; nothing is updated */
+    if (tk_backward(t->loss_ctx, loss) != TK_OK) {
+        st = step_failed(t);
+        goto out;
+    }
+    if (side_by_side) tk_set_num_threads(1);
+    run_phase(t, PHASE_BACKWARD, side_by_side);
+    if (side_by_side) tk_set_num_threads(threads);
+    side_by_side = false;
+    if (t->ctx[0]->failed || t->ctx[1]->failed) {
+        st = step_failed(t);
+        goto out;
+    }
+    if (!isfinite(t->norm[0]) || !isfinite(t->norm[1])) { /* as a NaN loss: nothing is updated */
+        if (loss_out) *loss_out = NAN;
+        goto out;
+    }
+    const tk_block *blocks[2] = {t->tower[0], t->tower[1]};
+    if (tk_optim_step_contexts(t->opt, 2, t->ctx, blocks) != TK_OK) {
+        st = step_failed(t);
+        goto out;
+    }
+out:
+    if (side_by_side) tk_set_num_threads(threads);
+    return st;
+}
