@@ -23,8 +23,9 @@ py = "/usr/bin/python3"
 
 OURS_W1 = [os.path.join(build, "towerkit"), os.path.join(here, "w1_train.lua")]
 OURS_W2 = [os.path.join(build, "towerkit"), os.path.join(here, "w2_retrieval.lua")]
+ours_w1_env = dict(os.environ, LD_PRELOAD=os.path.abspath(os.path.join(build, "bench", "malloc_count.so")))
 PLAN = [
-    (OURS_W1, None),
+    (OURS_W1, ours_w1_env),
     ([py, os.path.join(here, "peers", "torch_w1.py"), "dense"], peer_env),
     ([py, os.path.join(here, "peers", "torch_w1.py"), "sparse"], peer_env),
     (OURS_W2, None),
@@ -84,5 +85,7 @@ if bound and ours:
         print(f"W1 sgemm bound as two single-threaded streams: {two:.0f} examples/s "
               f"(towerkit: {ours / two:.0%})")
 allocs = med("W1", "towerkit", "steady_state_ctx_allocations")
+mallocs = med("W1", "towerkit", "steady_state_step_mallocs")
 if allocs is not None:
-    print(f"W1 steady-state allocations of the training contexts: {allocs:.0f}")
+    print(f"W1 steady state, 150 steps: {allocs:.0f} context allocations, "
+          f"{mallocs if mallocs is not None else 'n/a'} mallocs inside the training steps")

@@ -18,10 +18,14 @@ static tk_block *make_tower(const char *name, const char *id_name, const char *c
     tk_block *e = tk_embeddings_new("embeddings");
     tk_embeddings_add_feature(e, id_name, table, CARD, 6, TK_COMBINER_MEAN, UNIFORM, seed);
     tk_embeddings_add_continuous(e, cont_name);
-    tk_sequential_append(t, e);
-    tk_sequential_append(t, tk_dense_new("dense_0", 7, 16, TK_ACT_RELU, true, tk_init_default_kernel(), UNIFORM, seed + 1));
-    tk_sequential_append(t, tk_dense_new("dense_1", 16, 8, TK_ACT_LINEAR, true, tk_init_default_kernel(), UNIFORM, seed + 2));
+    tk_block *d0 = tk_dense_new("dense_0", 7, 16, TK_ACT_RELU, true, tk_init_default_kernel(), UNIFORM, seed + 1);
+    tk_block *d1 = tk_dense_new("dense_1", 16, 8, TK_ACT_LINEAR, true, tk_init_default_kernel(), UNIFORM, seed + 2);
+    tk_sequential_append(t, e); /* retains */
+    tk_sequential_append(t, d0);
+    tk_sequential_append(t, d1);
     tk_block_release(e);
+    tk_block_release(d0);
+    tk_block_release(d1);
     return t;
 }
 
