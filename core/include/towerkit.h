@@ -218,6 +218,10 @@ struct tk_node {
     int32_t nlist;
 };
 tk_tensor *tk_ctx_input(tk_ctx *ctx, tk_tensor *t);
+/* Retains a heap tensor until the next reset (arena tensors are ignored). tk_ctx_input
+ * does it for every heap input while gradients are on, so a tape never outlives the
+ * tensors it reads; bindings do it for tensors they put into values. */
+tk_status tk_ctx_keep(tk_ctx *ctx, tk_tensor *t);
 tk_node *tk_ctx_record(tk_ctx *ctx, const char *op, tk_backward_fn backward, tk_tensor *out,
                        int32_t nin, tk_tensor *const *in);
 tk_tensor *tk_ctx_grad_of(tk_ctx *ctx, tk_tensor *t);
@@ -921,6 +925,9 @@ void tk_model_slot_retain(tk_model_slot *s);
 void tk_model_slot_release(tk_model_slot *s);   /* the last one releases its model */
 /* The current model, retained for the caller: release it when the request is done. */
 tk_model *tk_model_slot_get(tk_model_slot *s);
+/* The same, and the version of that model (*version, if not NULL), read together under
+ * the slot's lock: a swap cannot fall between the two. */
+tk_model *tk_model_slot_get_versioned(tk_model_slot *s, uint64_t *version);
 /* Makes m current (retains it) and releases the previous one. Returns the new version. */
 uint64_t tk_model_slot_set(tk_model_slot *s, tk_model *m);
 /* tk_model_load(dir, opts) and, if it succeeds, tk_model_slot_set; on failure the

@@ -21,9 +21,34 @@ static void release_updates(tk_ctx *ctx) {
     ctx->nupdates = 0;
 }
 
+static void release_kept(tk_ctx *ctx) {
+    for (int64_t i = 0; i < ctx->nkept; i++) tk_tensor_release(ctx->kept[i]);
+    ctx->nkept = 0;
+}
+
+tk_status tk_ctx_keep(tk_ctx *ctx, tk_tensor *t) {
+    if (!t || !(t->flags & TK_TENSOR_HEAP)) return TK_OK;
+    if (ctx->nkept == ctx->cap_kept) {
+        int64_t cap = ctx->cap_kept ? ctx->cap_kept * 2 : 64;
+        tk_tensor **k = realloc(ctx->kept, (size_t)cap * sizeof *k);
+        if (!k) {
+            tk_ctx_fail(ctx, "out of memory");
+            return TK_ERROR;
+        }
+        ctx->mallocs++;
+        ctx->kept = k;
+        ctx->cap_kept = cap;
+    }
+    tk_tensor_retain(t);
+    ctx->kept[ctx->nkept++] = t;
+    return TK_OK;
+}
+
 void tk_ctx_free(tk_ctx *ctx) {
     if (!ctx) return;
     release_updates(ctx);
+    release_kept(ctx);
+    free(ctx->kept);
     tk_arena_free(&ctx->arena);
     free(ctx->leaves);
     free(ctx->updates);
@@ -32,6 +57,7 @@ void tk_ctx_free(tk_ctx *ctx) {
 
 void tk_ctx_reset(tk_ctx *ctx) {
     release_updates(ctx);
+    release_kept(ctx);
     tk_arena_reset(&ctx->arena);
     ctx->generation++;
     ctx->tape = NULL;
@@ -99,9 +125,12 @@ char *tk_ctx_strdup(tk_ctx *ctx, const char *s) {
 static tk_tensor *arena_tensor(tk_ctx *ctx, tk_dtype dtype, int32_t ndim, const int64_t *shape,
                                bool zero) {
     if (ndim < 0 || ndim > TK_MAX_DIMS) return tk_ctx_fail(ctx, "tensor rank %d is not supported", (int)ndim);
-    for (int32_t i = 0; i < ndim; i++)
-        if (shape[i] < 0) return tk_ctx_fail(ctx, "tensor dimension %d is negative", (int)i);
-    int64_t numel = tk_shape_numel(ndim, shape);
+    int64_t numel;
+    if (!tk_shape_numel_checked(ndim, shape, &numel)) {
+        for (int32_t i = 0; i < ndim; i++)
+            if (shape[i] < 0) return tk_ctx_fail(ctx, "tensor dimension %d is negative", (int)i);
+        return tk_ctx_fail(ctx, "tensor shape is too large");
+    }
     size_t bytes = (size_t)numel * tk_dtype_size(dtype);
     tk_tensor *t = tk_ctx_alloc(ctx, sizeof *t);
     void *data = t ? tk_ctx_alloc(ctx, bytes) : NULL;
@@ -138,10 +167,14 @@ static tk_leaf *find_leaf(const tk_ctx *ctx, const tk_tensor *source) {
 
 tk_tensor *tk_ctx_input(tk_ctx *ctx, tk_tensor *t) {
     if (!t) return NULL;
-    if (!(t->flags & TK_TENSOR_HEAP) || !(t->flags & TK_TENSOR_REQUIRES_GRAD) || !ctx->grad_enabled)
-        return t;
+    if (!(t->flags & TK_TENSOR_HEAP) || !ctx->grad_enabled) return t;
+    if (!(t->flags & TK_TENSOR_REQUIRES_GRAD)) {
+        /* the tape may point to it until backward: the context holds a reference */
+        return tk_ctx_keep(ctx, t) == TK_OK ? t : NULL;
+    }
     tk_leaf *leaf = find_leaf(ctx, t);
     if (leaf) return leaf->alias;
+    if (tk_ctx_keep(ctx, t) != TK_OK) return NULL; /* the leaf map is keyed by its address */
     if (ctx->nleaves == ctx->cap_leaves) {
         int64_t cap = ctx->cap_leaves ? ctx->cap_leaves * 2 : 32;
         tk_leaf *l = realloc(ctx->leaves, (size_t)cap * sizeof *l);
@@ -187,6 +220,9 @@ tk_node *tk_ctx_record(tk_ctx *ctx, const char *op, tk_backward_fn backward, tk_
     }
     tk_node *node = tk_ctx_alloc(ctx, sizeof *node);
     if (!node) return NULL;
+    /* the node reads its inputs at backward time: heap ones must stay alive until then */
+    for (int32_t i = 0; i < nin; i++)
+        if (in[i] && (in[i]->flags & TK_TENSOR_HEAP) && tk_ctx_keep(ctx, in[i]) != TK_OK) return NULL;
     memset(node, 0, sizeof *node);
     node->backward = backward;
     node->op = op;

@@ -61,6 +61,9 @@ struct tk_ctx {
     /* leaves: heap tensors requiring gradients, mapped to their aliases */
     tk_leaf *leaves;
     int64_t nleaves, cap_leaves;
+    /* heap tensors the tape or a value points to, retained until reset */
+    tk_tensor **kept;
+    int64_t nkept, cap_kept;
     /* deferred updates and added losses */
     tk_update *updates;
     int64_t nupdates, cap_updates;
@@ -79,6 +82,9 @@ float tk_rng_normal(uint64_t state[4]);
 
 /* Shape helpers */
 int64_t tk_shape_numel(int32_t ndim, const int64_t *shape);
+/* The element count of a shape, false if a dimension is negative or the count (in
+ * bytes of the largest dtype) overflows. */
+bool tk_shape_numel_checked(int32_t ndim, const int64_t *shape, int64_t *out);
 /* A heap tensor that takes ownership of `data`, malloc'd memory of at least numel
  * elements (NULL allowed when numel is 0); freed by the last tk_tensor_release. On
  * failure frees data and returns NULL (tk_last_error). Readers use it to hand over
@@ -90,6 +96,14 @@ bool tk_check_rank(tk_ctx *ctx, const char *op, const char *arg, const tk_tensor
 
 /* Block helpers shared by block kinds. */
 char *tk_strdup(const char *s);
+/* util.c: a qsort comparator of C strings held by pointer (const char *[]); a malloc'd
+ * copy of `size` bytes (NULL on no memory); the kind of a JSON value for messages ("an
+ * object", "an array", "a string", "a number", "a boolean", "null", or "missing" for
+ * NULL). */
+int tk_strcmp_ptr(const void *a, const void *b);
+void *tk_memdup(const void *p, size_t size);
+struct cJSON;
+const char *tk_json_kind(const struct cJSON *v);
 void tk_block_kinds_register_builtin(void);
 /* Kind definitions (core/src/blocks) */
 extern const tk_block_kind tk_kind_dense, tk_kind_activation, tk_kind_l2norm, tk_kind_dropout,

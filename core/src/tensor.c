@@ -33,6 +33,15 @@ int64_t tk_shape_numel(int32_t ndim, const int64_t *shape) {
     return n;
 }
 
+bool tk_shape_numel_checked(int32_t ndim, const int64_t *shape, int64_t *out) {
+    int64_t n = 1;
+    for (int32_t i = 0; i < ndim; i++) {
+        if (shape[i] < 0 || __builtin_mul_overflow(n, shape[i], &n) || n > INT64_MAX / 8) return false;
+    }
+    *out = n;
+    return true;
+}
+
 static bool valid_shape(int32_t ndim, const int64_t *shape) {
     if (ndim < 0 || ndim > TK_MAX_DIMS) {
         tk_set_error("tensor rank %d is not supported (0 to %d dimensions)", (int)ndim, TK_MAX_DIMS);

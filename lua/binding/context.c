@@ -224,7 +224,8 @@ tk_value *tkl_to_value(lua_State *L, int idx, tk_ctx *ctx, const char **err) {
             *err = "input tensor belongs to another context";
             return NULL;
         }
-        tk_value *v = tk_value_of(ctx, u->t);
+        /* the value may outlive the Lua reference (a Lua block's result): keep it */
+        tk_value *v = tk_ctx_keep(ctx, u->t) == TK_OK ? tk_value_of(ctx, u->t) : NULL;
         if (!v) *err = tk_ctx_error(ctx);
         return v;
     }
@@ -273,7 +274,7 @@ tk_value *tkl_to_value(lua_State *L, int idx, tk_ctx *ctx, const char **err) {
             *err = msg ? msg : "entry is not usable";
             return NULL;
         }
-        if (tk_value_set(ctx, v, names[i], e->t) != TK_OK) {
+        if (tk_ctx_keep(ctx, e->t) != TK_OK || tk_value_set(ctx, v, names[i], e->t) != TK_OK) {
             *err = tk_ctx_error(ctx);
             return NULL;
         }

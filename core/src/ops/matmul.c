@@ -216,8 +216,8 @@ tk_tensor *tk_reshape(tk_ctx *ctx, tk_tensor *a, int32_t ndim, const int64_t *sh
             infer = i;
         } else if (shape[i] < 0) {
             return tk_ctx_fail(ctx, "reshape: bad shape %s (dimensions are >= 0, with at most one -1)", req);
-        } else {
-            known *= shape[i];
+        } else if (__builtin_mul_overflow(known, shape[i], &known) || known > INT64_MAX / 8) {
+            return tk_ctx_fail(ctx, "reshape: shape %s is too large", req);
         }
     }
     if (infer >= 0) {
