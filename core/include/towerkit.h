@@ -459,8 +459,10 @@ tk_block *tk_block_new(const tk_block_kind *kind, const char *name, void *impl);
 tk_status tk_block_add_child(tk_block *b, const char *child_name, tk_block *child); /* retains */
 tk_status tk_block_add_param(tk_block *b, const char *name, tk_tensor *t, bool trainable); /* retains */
 tk_tensor *tk_block_param(const tk_block *b, const char *name);
-void tk_block_set_pre(tk_block *b, tk_block *pre);   /* retains; NULL clears */
-void tk_block_set_post(tk_block *b, tk_block *post);
+/* Sets (retains) or clears (NULL) the pre or post block; TK_ERROR (tk_last_error) if the
+ * hook contains b, which would make a cycle. */
+tk_status tk_block_set_pre(tk_block *b, tk_block *pre);
+tk_status tk_block_set_post(tk_block *b, tk_block *post);
 void tk_block_set_aggregation(tk_block *b, tk_aggregation agg);
 tk_status tk_block_set_name(tk_block *b, const char *name);
 /* Replaces the block's meta JSON object (validated; NULL clears). */

@@ -688,14 +688,16 @@ static int l_from_config_json(lua_State *L) {
 
 static int l_set_pre(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
-    tk_block_set_pre(b, lua_isnoneornil(L, 2) ? NULL : tkl_check_block(L, 2));
+    if (tk_block_set_pre(b, lua_isnoneornil(L, 2) ? NULL : tkl_check_block(L, 2)) != TK_OK)
+        return tkl_error(L, "%s", tk_last_error());
     lua_settop(L, 1);
     return 1;
 }
 
 static int l_set_post(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
-    tk_block_set_post(b, lua_isnoneornil(L, 2) ? NULL : tkl_check_block(L, 2));
+    if (tk_block_set_post(b, lua_isnoneornil(L, 2) ? NULL : tkl_check_block(L, 2)) != TK_OK)
+        return tkl_error(L, "%s", tk_last_error());
     lua_settop(L, 1);
     return 1;
 }

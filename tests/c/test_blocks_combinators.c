@@ -311,7 +311,8 @@ static void test_hooks_and_trace(void) {
     /* clearing the hooks; a cycle is refused */
     tk_block_set_post(d, NULL);
     TK_CHECK(d->post == NULL);
-    tk_block_set_pre(d, mlp);
+    TK_CHECK(tk_block_set_pre(d, mlp) == TK_ERROR);
+    TK_CHECK_ERROR(tk_last_error(), "as pre would make a cycle");
     TK_CHECK(d->pre == pre);
     /* an aggregation on a block that returns a tensor fails with the path */
     tk_block_set_aggregation(mlp, TK_AGG_CONCAT);

@@ -222,19 +222,23 @@ tk_tensor *tk_block_param(const tk_block *b, const char *name) {
     return NULL;
 }
 
-static void set_hook(tk_block *b, tk_block **slot, tk_block *hook, const char *which) {
-    if (!b) return;
+static tk_status set_hook(tk_block *b, tk_block **slot, tk_block *hook, const char *which) {
+    if (!b) {
+        tk_set_error("block_set_%s: block is NULL", which);
+        return TK_ERROR;
+    }
     if (hook && contains(hook, b)) {
         tk_set_error("block '%s': '%s' as %s would make a cycle", b->name, hook->name, which);
-        return;
+        return TK_ERROR;
     }
     tk_block_retain(hook);
     tk_block_release(*slot);
     *slot = hook;
+    return TK_OK;
 }
 
-void tk_block_set_pre(tk_block *b, tk_block *pre) { set_hook(b, &b->pre, pre, "pre"); }
-void tk_block_set_post(tk_block *b, tk_block *post) { set_hook(b, &b->post, post, "post"); }
+tk_status tk_block_set_pre(tk_block *b, tk_block *pre) { return set_hook(b, &b->pre, pre, "pre"); }
+tk_status tk_block_set_post(tk_block *b, tk_block *post) { return set_hook(b, &b->post, post, "post"); }
 
 void tk_block_set_aggregation(tk_block *b, tk_aggregation agg) {
     if (b && (unsigned)agg < TK_AGG_COUNT) b->aggregation = agg;
