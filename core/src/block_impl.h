@@ -23,6 +23,9 @@ tk_status tk_block_add_param_init(tk_block *b, const char *name, tk_tensor *t, b
                                   tk_init init);
 /* A new heap F32 parameter filled from init with seed and marked as requiring gradients
  * when trainable; added to b. Returns the tensor (owned by b) or NULL (tk_last_error). */
+/* Removes (releases) the parameters after the first n: a kind whose build fails midway
+ * takes back what it added, so a later forward can build again. */
+void tk_block_truncate_params(tk_block *b, int32_t n);
 tk_tensor *tk_block_new_param(tk_block *b, const char *name, int32_t ndim, const int64_t *shape,
                               bool trainable, tk_init init, uint64_t seed);
 /* The seed a block draws its lazily-built weights from; tk_block_copy gives the copy a

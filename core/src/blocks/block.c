@@ -204,6 +204,14 @@ tk_status tk_block_add_param_init(tk_block *b, const char *name, tk_tensor *t, b
     return add_param(b, name, t, trainable, info);
 }
 
+void tk_block_truncate_params(tk_block *b, int32_t n) {
+    while (b->nparams > n) {
+        b->nparams--;
+        tk_tensor_release(b->params[b->nparams]);
+        free(b->param_names[b->nparams]);
+    }
+}
+
 tk_tensor *tk_block_new_param(tk_block *b, const char *name, int32_t ndim, const int64_t *shape,
                               bool trainable, tk_init init, uint64_t seed) {
     tk_tensor *t = tk_tensor_new(TK_F32, ndim, shape);

@@ -22,9 +22,12 @@ static tk_status dense_create(tk_block *b, int64_t in) {
     uint64_t seed = tk_block_seed(b);
     int64_t out = d->out ? d->out : in;
     int64_t kshape[2] = {in, out};
-    if (!tk_block_new_param(b, "kernel", 2, kshape, true, d->kernel_init, tk_seed_mix(seed, 0))) return TK_ERROR;
-    if (d->use_bias && !tk_block_new_param(b, "bias", 1, &out, true, d->bias_init, tk_seed_mix(seed, 1)))
+    int32_t n0 = b->nparams;
+    if (!tk_block_new_param(b, "kernel", 2, kshape, true, d->kernel_init, tk_seed_mix(seed, 0)) ||
+        (d->use_bias && !tk_block_new_param(b, "bias", 1, &out, true, d->bias_init, tk_seed_mix(seed, 1)))) {
+        tk_block_truncate_params(b, n0);
         return TK_ERROR;
+    }
     return TK_OK;
 }
 
