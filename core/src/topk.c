@@ -27,8 +27,10 @@
 #include <immintrin.h>
 #endif
 
-/* 512 x 4096 scores (8 MiB) measured fastest for W2's shape (D = 128, two threads):
- * large enough for OpenBLAS to run near its peak, small enough to stay in L3. */
+/* 2048 x 4096 scores (32 MiB, about the L3 here). On W2's shape (D = 128, two threads)
+ * blocks from 512 x 4096 up ran OpenBLAS near its peak and selected equally fast on an
+ * idle machine; with other work on the machine each sgemm call paid a large fixed
+ * delay (its threads handing over), so fewer, larger calls held up best. */
 #define TOPK_QUERY_BLOCK 2048
 #define TOPK_ITEM_BLOCK 4096
 #define TOPK_CHUNK 16
