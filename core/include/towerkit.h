@@ -679,14 +679,15 @@ tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k,
 /* A two-tower training step with the two towers side by side: the query tower runs on
  * the calling thread and the item tower on a worker thread the trainer owns, each in its
  * own context with single-threaded BLAS (when tk_get_num_threads() >= 2; otherwise one
- * after the other); then the loss (tk_retrieval_loss over the two outputs, in a third
- * context, BLAS on the caller's threads), both towers' backward passes side by side, and
- * one optimizer step over both (tk_optim_step_contexts). `post` (may be NULL) is applied
+ * after the other); then the loss (as tk_retrieval_loss over the two outputs, planned in
+ * a third context), half of its rows on each thread; the gradient of the query output on
+ * the calling thread and of the item output on the worker, each followed by its tower's
+ * backward pass; and one optimizer step over both (tk_optim_step_contexts). `post` (may be NULL) is applied
  * to each tower's output (the l2 norm of a TwoTowerBlock). The towers must not share a
  * trainable parameter (an embedding table shared by domain), nor may post have
  * parameters: tk_two_tower_trainer_new returns NULL (tk_last_error) then. The trainer
- * retains the blocks; the optimizer must outlive it. While the towers run, the OpenBLAS
- * thread count (process-wide) is 1. */
+ * retains the blocks; the optimizer must outlive it. During a step the OpenBLAS thread
+ * count (process-wide) is 1; it is restored before the step returns. */
 typedef struct tk_two_tower_trainer tk_two_tower_trainer;
 tk_two_tower_trainer *tk_two_tower_trainer_new(tk_block *query_tower, tk_block *item_tower, tk_block *post,
                                                tk_optim *opt, uint64_t seed);

@@ -111,4 +111,22 @@ extern const tk_block_kind tk_kind_dense, tk_kind_activation, tk_kind_l2norm, tk
     tk_kind_embeddings, tk_kind_sequential, tk_kind_parallel, tk_kind_residual,
     tk_kind_shortcut, tk_kind_callback;
 
+/* The in-batch retrieval loss in parts (retrieval.c), for a caller that runs them on
+ * several threads (the two-tower trainer). tk_rl_prepare validates as tk_retrieval_loss
+ * and allocates everything in ctx (the caller's thread), with scratch for `parts`
+ * concurrent forward parts (1 to TK_RL_PARTS). Then, concurrently over disjoint row
+ * ranges, tk_rl_forward_rows (part: which scratch) returns the sum of w_b ce_b over its
+ * rows (the loss is the sum over all rows / B). Then tk_rl_backward_begin (ctx's thread)
+ * with the loss gradient g and the gradients to accumulate into (any may be NULL), and
+ * concurrently tk_rl_backward_query over disjoint row ranges (dq) and
+ * tk_rl_backward_items (dc, dn). The inputs must stay alive and unchanged throughout. */
+#define TK_RL_PARTS 2
+typedef struct tk_rl_plan tk_rl_plan;
+tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts,
+                          int parts);
+double tk_rl_forward_rows(tk_rl_plan *p, int64_t r0, int64_t r1, int part);
+bool tk_rl_backward_begin(tk_ctx *ctx, tk_rl_plan *p, double g, float *dq, float *dc, float *dn);
+void tk_rl_backward_query(tk_rl_plan *p, int64_t r0, int64_t r1);
+void tk_rl_backward_items(tk_rl_plan *p);
+
 #endif

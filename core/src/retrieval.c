@@ -378,16 +378,6 @@ static bool check_opts(tk_ctx *ctx, const tk_retrieval_opts *o, int64_t B, int64
     return true;
 }
 
-/* --- the op --- */
-
-typedef struct rl_saved {
-    int64_t B, N, D;
-    float *E;         /* [B, B + N]: exp(logit - row max), 0 where masked or dropped */
-    float *sum;       /* [B]: row sums of E */
-    const float *w;   /* weights or NULL */
-    float temperature;
-} rl_saved;
-
 /* C [M, N] (ldc) = alpha op(A) op(B) + beta C, row-major, skipping empty products. */
 static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
@@ -396,46 +386,34 @@ static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                 (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
 
-static void retrieval_backward(tk_ctx *ctx, tk_node *node) {
-    const rl_saved *sv = node->saved;
-    tk_tensor *query = node->in[0], *item = node->in[1], *neg = node->in[2];
-    int64_t B = sv->B, N = sv->N, D = sv->D, M = B + N;
-    float *dq = tk_op_grad(ctx, query);
-    float *dc = tk_op_grad(ctx, item);
-    float *dn = N > 0 ? tk_op_grad(ctx, neg) : NULL;
-    if (ctx->failed || (!dq && !dc && !dn)) return;
-    const float *q = tk_f32(query), *c = tk_f32(item), *nv = neg ? tk_f32(neg) : NULL, *E = sv->E;
-    double g = tk_f32(node->out->grad)[0];
-    float *coef = tk_ctx_alloc(ctx, (size_t)(2 * B) * sizeof *coef), *r = coef + B;
-    if (!coef) return;
-    for (int64_t b = 0; b < B; b++) {
-        double cb = g * (sv->w ? sv->w[b] : 1.0) / ((double)B * sv->temperature);
-        coef[b] = (float)cb;
-        r[b] = (float)(cb / sv->sum[b]);
-    }
-    if (dq) { /* dq_b += r_b (E C)_b - coef_b c_b */
-        float *tmp = tk_ctx_alloc(ctx, (size_t)(B * D) * sizeof *tmp);
-        if (!tmp) return;
-        gemm(false, false, B, D, B, 1.0f, E, M, c, D, 0.0f, tmp, D);
-        gemm(false, false, B, D, N, 1.0f, E + B, M, nv, D, 1.0f, tmp, D);
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t k = 0; k < D; k++) dq[b * D + k] += r[b] * tmp[b * D + k] - coef[b] * c[b * D + k];
-    }
-    if (dc || dn) {
-        float *qr = tk_ctx_alloc(ctx, (size_t)(B * D) * sizeof *qr);
-        if (!qr) return;
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t k = 0; k < D; k++) qr[b * D + k] = r[b] * q[b * D + k];
-        if (dc) { /* dc_j += (E[:, :B]^T Qr)_j - coef_j q_j */
-            gemm(true, false, B, D, B, 1.0f, E, M, qr, D, 1.0f, dc, D);
-            for (int64_t j = 0; j < B; j++)
-                for (int64_t k = 0; k < D; k++) dc[j * D + k] -= coef[j] * q[j * D + k];
-        }
-        if (dn) gemm(true, false, N, D, B, 1.0f, E + B, M, qr, D, 1.0f, dn, D); /* dn += E[:, B:]^T Qr */
-    }
-}
+/* --- the loss in parts ---
+ * One plan per call: the validated inputs, the [B, B + N] buffer, the per-column
+ * corrections and the sorted ids, all in the context's arena. The forward runs over
+ * ranges of rows (each row is independent), the backward in two independent parts: the
+ * query gradient (over ranges of rows) and the item and negative gradients. The op
+ * below runs every part in order; the two-tower trainer runs them on its two threads
+ * (two_tower.c), with single-threaded BLAS. Same code, so the same arithmetic. */
+struct tk_rl_plan {
+    int64_t B, N, D, M;
+    float temperature;
+    const float *q, *c, *n; /* query [B, D], item [B, D], negatives [N, D] */
+    float *E;               /* [B, M]: the logits, then exp(logit - row max), 0 where masked */
+    float *sum;             /* [B]: row sums of E */
+    const float *colq;      /* [M] logQ corrections or NULL */
+    const int64_t *ids;     /* item ids or NULL */
+    const id_pos *sid, *snid; /* item and negative ids, sorted (false negatives) */
+    int64_t hard;
+    float *buf[TK_RL_PARTS]; /* hard-negative scratch, one per part, or NULL */
+    const float *w;         /* weights (copied) or NULL */
+    const row_kernels *k;
+    /* backward (tk_rl_backward_begin) */
+    float *coef, *r;        /* [B] each */
+    float *tmp, *qr;        /* [B, D] each: E C, and r_b q_b */
+    float *dq, *dc, *dn;    /* the gradients written into (+=), or NULL */
+};
 
-tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts) {
+tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts,
+                          int parts) {
     TK_OP_INPUT(ctx, OP, query);
     TK_OP_INPUT(ctx, OP, item);
     static const tk_retrieval_opts defaults = {0};
@@ -456,87 +434,167 @@ tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, con
     if (!check_opts(ctx, o, B, D, &T)) return NULL;
     int64_t N = o->negatives ? o->negatives->shape[0] : 0, M = B + N;
     if (M > INT_MAX) return tk_ctx_fail(ctx, "%s: %lld candidates are too many for BLAS", OP, (long long)M);
+    if (parts < 1 || parts > TK_RL_PARTS) return tk_ctx_fail(ctx, "%s: %d parts (1 to %d)", OP, parts, TK_RL_PARTS);
 
-    bool has_neg = o->negatives != NULL;
-    query = tk_ctx_input(ctx, query);
-    item = tk_ctx_input(ctx, item);
-    tk_tensor *neg = tk_ctx_input(ctx, o->negatives);
-    if (!query || !item || (has_neg && !neg)) return NULL;
-
-    /* 1. logits, two sgemms into one buffer */
-    float *L = tk_ctx_alloc(ctx, (size_t)(B * M) * sizeof *L);
+    tk_rl_plan *p = tk_ctx_alloc(ctx, sizeof *p);
+    float *E = tk_ctx_alloc(ctx, (size_t)(B * M) * sizeof *E);
     float *sum = tk_ctx_alloc(ctx, (size_t)B * sizeof *sum);
-    if (!L || !sum) return NULL;
-    const float *q = tk_f32(query);
-    gemm(false, true, B, B, D, 1.0f / T, q, D, tk_f32(item), D, 0.0f, L, M);
-    if (N > 0) gemm(false, true, B, N, D, 1.0f / T, q, D, tk_f32(neg), D, 0.0f, L + B, M);
+    if (!p || !E || !sum) return NULL;
+    *p = (tk_rl_plan){.B = B, .N = N, .D = D, .M = M, .temperature = T, .q = tk_f32(query),
+                      .c = tk_f32(item), .n = o->negatives ? tk_f32(o->negatives) : NULL, .E = E,
+                      .sum = sum, .hard = o->num_hard_negatives, .k = pick_kernels()};
 
     /* the per-column logQ correction, items then negatives */
-    float *colq = NULL;
     if (o->item_logq || o->negative_logq) {
-        colq = tk_ctx_alloc(ctx, (size_t)M * sizeof *colq);
+        float *colq = tk_ctx_alloc(ctx, (size_t)M * sizeof *colq);
         if (!colq) return NULL;
         for (int64_t j = 0; j < B; j++) colq[j] = o->item_logq ? tk_f32(o->item_logq)[j] : 0.0f;
         for (int64_t n = 0; n < N; n++) colq[B + n] = o->negative_logq ? tk_f32(o->negative_logq)[n] : 0.0f;
+        p->colq = colq;
     }
     /* false negatives: ids sorted once, so that each row visits only its duplicates */
-    const int64_t *ids = o->item_ids ? tk_i64(o->item_ids) : NULL;
-    id_pos *sid = NULL, *snid = NULL;
-    if (ids && !(sid = sorted_ids(ctx, ids, B))) return NULL;
-    if (ids && o->negative_ids && !(snid = sorted_ids(ctx, tk_i64(o->negative_ids), N))) return NULL;
-    int64_t hard = o->num_hard_negatives;
-    float *buf = NULL;
-    if (hard > 0 && hard < M - 1 && !(buf = tk_ctx_alloc(ctx, (size_t)(2 * M) * sizeof *buf))) return NULL;
-
-    /* weights are copied: backward must not depend on the caller keeping them */
-    float *w = NULL;
-    if (o->weights) {
-        if (!(w = tk_ctx_alloc(ctx, (size_t)B * sizeof *w))) return NULL;
-        memcpy(w, o->weights->data, (size_t)B * sizeof *w);
+    if (o->item_ids) {
+        p->ids = tk_i64(o->item_ids);
+        if (!(p->sid = sorted_ids(ctx, p->ids, B))) return NULL;
+        if (o->negative_ids && !(p->snid = sorted_ids(ctx, tk_i64(o->negative_ids), N))) return NULL;
     }
+    if (p->hard > 0 && p->hard < M - 1)
+        for (int i = 0; i < parts; i++)
+            if (!(p->buf[i] = tk_ctx_alloc(ctx, (size_t)(2 * M) * sizeof *p->buf[i]))) return NULL;
+    /* weights are copied: backward must not depend on the caller keeping them */
+    if (o->weights) {
+        float *w = tk_ctx_alloc(ctx, (size_t)B * sizeof *w);
+        if (!w) return NULL;
+        memcpy(w, o->weights->data, (size_t)B * sizeof *w);
+        p->w = w;
+    }
+    return p;
+}
+
+double tk_rl_forward_rows(tk_rl_plan *p, int64_t r0, int64_t r1, int part) {
+    int64_t B = p->B, N = p->N, D = p->D, M = p->M;
+    if (r1 <= r0) return 0.0;
+    /* 1. the logits of these rows, two sgemms into one buffer */
+    const float *q = p->q + r0 * D;
+    float *L = p->E + r0 * M;
+    gemm(false, true, r1 - r0, B, D, 1.0f / p->temperature, q, D, p->c, D, 0.0f, L, M);
+    if (N > 0) gemm(false, true, r1 - r0, N, D, 1.0f / p->temperature, q, D, p->n, D, 0.0f, L + B, M);
 
     /* 2. per row: correction, masking, hard negatives, then the stable softmax */
-    const row_kernels *k = pick_kernels();
+    const row_kernels *k = p->k;
+    const int64_t *ids = p->ids;
+    float *buf = p->buf[part];
     double total = 0.0;
-    for (int64_t b = 0; b < B; b++) {
-        float *x = L + b * M;
-        if (colq) k->sub(x, colq, M);
-        if (sid) {
-            for (int64_t p = lower_bound(sid, B, ids[b]); p < B && sid[p].id == ids[b]; p++)
-                if (sid[p].pos != b) x[sid[p].pos] = -INFINITY;
-            if (snid)
-                for (int64_t p = lower_bound(snid, N, ids[b]); p < N && snid[p].id == ids[b]; p++)
-                    x[B + snid[p].pos] = -INFINITY;
+    for (int64_t b = r0; b < r1; b++) {
+        float *x = p->E + b * M;
+        if (p->colq) k->sub(x, p->colq, M);
+        if (p->sid) {
+            for (int64_t i = lower_bound(p->sid, B, ids[b]); i < B && p->sid[i].id == ids[b]; i++)
+                if (p->sid[i].pos != b) x[p->sid[i].pos] = -INFINITY;
+            if (p->snid)
+                for (int64_t i = lower_bound(p->snid, N, ids[b]); i < N && p->snid[i].id == ids[b]; i++)
+                    x[B + p->snid[i].pos] = -INFINITY;
         }
-        if (buf) keep_hard_negatives(k, x, M, b, hard, buf);
+        if (buf) keep_hard_negatives(k, x, M, b, p->hard, buf);
         bool nan;
         float m = k->max(x, M, &nan);
         float pos = x[b];
         double ce;
         if (nan || !isfinite(m)) { /* NaN or inf inputs: a NaN loss the caller sees */
             memset(x, 0, (size_t)M * sizeof *x);
-            sum[b] = 1.0f;
+            p->sum[b] = 1.0f;
             ce = NAN;
         } else {
             double s = k->exp(x, M, m);
-            sum[b] = (float)s;
+            p->sum[b] = (float)s;
             ce = ((double)m - pos) + log(s);
         }
-        total += w ? w[b] * ce : ce;
+        total += p->w ? p->w[b] * ce : ce;
     }
+    return total;
+}
+
+bool tk_rl_backward_begin(tk_ctx *ctx, tk_rl_plan *p, double g, float *dq, float *dc, float *dn) {
+    int64_t B = p->B, D = p->D;
+    p->dq = dq;
+    p->dc = dc;
+    p->dn = p->N > 0 ? dn : NULL;
+    p->coef = tk_ctx_alloc(ctx, (size_t)(2 * B) * sizeof *p->coef);
+    if (!p->coef) return false;
+    p->r = p->coef + B;
+    if (dq && !(p->tmp = tk_ctx_alloc(ctx, (size_t)(B * D) * sizeof *p->tmp))) return false;
+    if ((dc || p->dn) && !(p->qr = tk_ctx_alloc(ctx, (size_t)(B * D) * sizeof *p->qr))) return false;
+    for (int64_t b = 0; b < B; b++) {
+        double cb = g * (p->w ? p->w[b] : 1.0) / ((double)B * p->temperature);
+        p->coef[b] = (float)cb;
+        p->r[b] = (float)(cb / p->sum[b]);
+    }
+    return true;
+}
+
+void tk_rl_backward_query(tk_rl_plan *p, int64_t r0, int64_t r1) {
+    if (!p->dq || r1 <= r0) return;
+    int64_t B = p->B, N = p->N, D = p->D, M = p->M, rows = r1 - r0;
+    const float *E = p->E + r0 * M, *c = p->c, *coef = p->coef, *r = p->r;
+    float *tmp = p->tmp + r0 * D, *dq = p->dq;
+    /* dq_b += r_b (E C)_b - coef_b c_b */
+    gemm(false, false, rows, D, B, 1.0f, E, M, c, D, 0.0f, tmp, D);
+    gemm(false, false, rows, D, N, 1.0f, E + B, M, p->n, D, 1.0f, tmp, D);
+    for (int64_t b = r0; b < r1; b++) {
+        const float *t = tmp + (b - r0) * D, *cb = c + b * D;
+        float *d = dq + b * D, rb = r[b], kb = coef[b];
+        for (int64_t k = 0; k < D; k++) d[k] += rb * t[k] - kb * cb[k];
+    }
+}
+
+void tk_rl_backward_items(tk_rl_plan *p) {
+    if (!p->dc && !p->dn) return;
+    int64_t B = p->B, N = p->N, D = p->D, M = p->M;
+    const float *q = p->q, *E = p->E, *coef = p->coef, *r = p->r;
+    float *qr = p->qr;
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t k = 0; k < D; k++) qr[b * D + k] = r[b] * q[b * D + k];
+    if (p->dc) { /* dc_j += (E[:, :B]^T Qr)_j - coef_j q_j */
+        float *dc = p->dc;
+        gemm(true, false, B, D, B, 1.0f, E, M, qr, D, 1.0f, dc, D);
+        for (int64_t j = 0; j < B; j++)
+            for (int64_t k = 0; k < D; k++) dc[j * D + k] -= coef[j] * q[j * D + k];
+    }
+    if (p->dn) gemm(true, false, N, D, B, 1.0f, E + B, M, qr, D, 1.0f, p->dn, D); /* dn += E[:, B:]^T Qr */
+}
+
+/* --- the op: every part in order --- */
+
+static void retrieval_backward(tk_ctx *ctx, tk_node *node) {
+    tk_rl_plan *p = node->saved;
+    float *dq = tk_op_grad(ctx, node->in[0]);
+    float *dc = tk_op_grad(ctx, node->in[1]);
+    float *dn = p->N > 0 ? tk_op_grad(ctx, node->in[2]) : NULL;
+    if (ctx->failed || (!dq && !dc && !dn)) return;
+    if (!tk_rl_backward_begin(ctx, p, tk_f32(node->out->grad)[0], dq, dc, dn)) return;
+    tk_rl_backward_query(p, 0, p->B);
+    tk_rl_backward_items(p);
+}
+
+tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts) {
+    tk_rl_plan *p = tk_rl_prepare(ctx, query, item, opts, 1); /* validates */
+    if (!p) return NULL;
+    bool has_neg = p->N > 0 || (opts && opts->negatives);
+    query = tk_ctx_input(ctx, query); /* aliases share the data the plan points to */
+    item = tk_ctx_input(ctx, item);
+    tk_tensor *neg = has_neg ? tk_ctx_input(ctx, opts->negatives) : NULL;
+    if (!query || !item || (has_neg && !neg)) return NULL;
+    double total = tk_rl_forward_rows(p, 0, p->B, 0);
     int64_t one = 1;
     tk_tensor *out = tk_ctx_empty(ctx, TK_F32, 1, &one);
     if (!out) return NULL;
-    tk_f32(out)[0] = (float)(total / (double)B);
+    tk_f32(out)[0] = (float)(total / (double)p->B);
 
     tk_tensor *in[3] = {query, item, neg};
     if (tk_ctx_wants_grad(ctx, 3, in)) {
-        rl_saved *sv = tk_ctx_alloc(ctx, sizeof *sv);
-        if (!sv) return NULL;
-        *sv = (rl_saved){B, N, D, L, sum, w, T};
         tk_node *node = tk_ctx_record(ctx, OP, retrieval_backward, out, 3, in);
         if (!node) return NULL;
-        node->saved = sv;
+        node->saved = p;
     }
     return out;
 }

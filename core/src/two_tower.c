@@ -1,28 +1,31 @@
-/* A two-tower training step with the towers side by side: the query tower on the
- * calling thread, the item tower on a worker thread, each in its own context with
- * single-threaded BLAS, joined by the in-batch retrieval loss.
+/* A two-tower training step on two threads: the query tower and the first half of the
+ * loss's rows on the calling thread, the item tower and the second half on a worker
+ * thread, each tower in its own context, every product a single-threaded sgemm.
  *
  * On small shapes (batch 1024, layers of 256 and 128) OpenBLAS splits a product over two
  * threads poorly; two single-threaded streams, one per core, do much more work, and
  * everything between the products (activations, gathers, scatters, norms) runs on both
  * cores too instead of one. The towers are independent until the logits, and blocks and
  * parameters are read-only in a forward pass (towerkit.h), so each tower runs in its own
- * context. One step:
- *   1. both threads: forward of the tower and of `post` (the l2 norm) in its context;
- *   2. caller: the loss in a third context (tk_retrieval_loss over the two outputs) and
- *      its backward, which writes the gradients of the two tower outputs; BLAS uses the
- *      caller's thread count here (the B x B products split well);
- *   3. both threads: the rest of each tower's tape, from its output's gradient (and its
- *      added losses, seeded with 1), then the coalescing of its sparse gradients;
+ * context. One step, three phases on both threads:
+ *   1. forward: each thread the forward of its tower and of `post` (the l2 norm);
+ *   2. loss: the in-batch loss in parts (tk_rl_*, retrieval.c), planned in a third
+ *      context by the caller; each thread the logits, masking and softmax of half the
+ *      rows (B/2 x B each);
+ *   3. backward: after the caller sums the two halves and checks the loss, the query
+ *      thread the gradient of the query output (E C, B x B x D) and the item thread that
+ *      of the item output (E^T Qr, as many FLOPs), each then the rest of its tower's tape
+ *      (and its added losses, seeded with 1) and the coalescing of its sparse gradients;
  *   4. caller: one optimizer step over both towers (tk_optim_step_contexts).
- * Same arithmetic as the single-context step, so the same results up to the order of
- * float sums inside BLAS. */
-#include "internal.h"
+ * The BLAS thread count stays 1 for the whole step: no OpenBLAS threads to wake, and no
+ * OpenBLAS buffers allocated per step. Same arithmetic as the single-context step, so
+ * the same results up to the order of float sums (the loss adds two half sums). */
+#include "ops_impl.h"
 
 #include <math.h>
 #include <pthread.h>
 
-typedef enum phase { PHASE_FORWARD = 0, PHASE_BACKWARD, PHASE_QUIT } phase;
+typedef enum phase { PHASE_FORWARD = 0, PHASE_LOSS, PHASE_BACKWARD, PHASE_QUIT } phase;
 
 struct tk_two_tower_trainer {
     tk_block *tower[2]; /* query, item */
@@ -33,6 +36,8 @@ struct tk_two_tower_trainer {
     /* the step being run */
     tk_value *in[2];
     tk_tensor *out[2];
+    tk_rl_plan *plan;   /* the loss of the step (in loss_ctx) */
+    double part[2];     /* each half's sum of w_b ce_b */
     float extra[2];     /* each tower's added losses (regularisation) */
     double norm[2];     /* each tower's gradient norm (a non-finite one stops the step) */
     /* the worker: runs side 1 of each phase */
@@ -57,9 +62,18 @@ static void side_forward(tk_two_tower_trainer *t, int s) {
     t->extra[s] = extra ? tk_f32(extra)[0] : 0.0f;
 }
 
-/* Runs the context's tape backwards over every node whose output got a gradient. */
+/* The loss over this side's half of the rows. */
+static void side_loss(tk_two_tower_trainer *t, int s) {
+    int64_t B = t->out[0]->shape[0], half = B / 2;
+    t->part[s] = tk_rl_forward_rows(t->plan, s ? half : 0, s ? B : half, s);
+}
+
+/* The gradient of this side's tower output (from the loss), then the tape backwards over
+ * every node whose output got a gradient. */
 static void side_backward(tk_two_tower_trainer *t, int s) {
     tk_ctx *ctx = t->ctx[s];
+    if (s == 0) tk_rl_backward_query(t->plan, 0, t->out[0]->shape[0]);
+    else tk_rl_backward_items(t->plan);
     tk_tensor *extra = tk_ctx_added_loss(ctx);
     if (extra && extra->requires_grad) {
         tk_tensor *g = tk_ctx_grad_of(ctx, extra);
@@ -80,6 +94,7 @@ static void side_backward(tk_two_tower_trainer *t, int s) {
 static void run_side(tk_two_tower_trainer *t, phase ph, int s) {
     if (t->ctx[s]->failed) return;
     if (ph == PHASE_FORWARD) side_forward(t, s);
+    else if (ph == PHASE_LOSS) side_loss(t, s);
     else side_backward(t, s);
 }
 
@@ -270,9 +285,10 @@ tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in,
     }
     t->in[0] = query_in;
     t->in[1] = item_in;
+    t->plan = NULL;
     int threads = tk_get_num_threads();
     bool side_by_side = t->has_worker && threads >= 2;
-    if (side_by_side) tk_set_num_threads(1);
+    if (threads != 1) tk_set_num_threads(1); /* every product of the step is single-threaded */
 
     tk_status st = TK_OK;
     run_phase(t, PHASE_FORWARD, side_by_side);
@@ -280,23 +296,26 @@ tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in,
         st = step_failed(t);
         goto out;
     }
-    if (side_by_side) tk_set_num_threads(threads);
-    tk_tensor *loss = tk_retrieval_loss(t->loss_ctx, t->out[0], t->out[1], opts);
-    if (!loss) {
+    /* the loss: planned here (validation, arena buffers), its rows on both threads */
+    if (!(t->plan = tk_rl_prepare(t->loss_ctx, t->out[0], t->out[1], opts, 2))) {
         st = step_failed(t);
         goto out;
     }
-    float value = tk_f32(loss)[0] + t->extra[0] + t->extra[1];
+    run_phase(t, PHASE_LOSS, side_by_side);
+    int64_t B = t->out[0]->shape[0];
+    float value = (float)((t->part[0] + t->part[1]) / (double)B) + t->extra[0] + t->extra[1];
     if (loss_out) *loss_out = value;
     if (!isfinite(value)) goto out; /* the caller sees the loss; nothing is updated */
-    if (tk_backward(t->loss_ctx, loss) != TK_OK) {
+    /* the gradients of the two outputs, written by the two threads */
+    float *dq = tk_op_grad(t->loss_ctx, t->out[0]);
+    float *dc = tk_op_grad(t->loss_ctx, t->out[1]);
+    if (!dq && !dc && !t->loss_ctx->failed)
+        tk_ctx_fail(t->loss_ctx, "backward: the loss does not depend on any tensor that requires gradients");
+    if (t->loss_ctx->failed || !tk_rl_backward_begin(t->loss_ctx, t->plan, 1.0, dq, dc, NULL)) {
         st = step_failed(t);
         goto out;
     }
-    if (side_by_side) tk_set_num_threads(1);
     run_phase(t, PHASE_BACKWARD, side_by_side);
-    if (side_by_side) tk_set_num_threads(threads);
-    side_by_side = false;
     if (t->ctx[0]->failed || t->ctx[1]->failed) {
         st = step_failed(t);
         goto out;
@@ -311,6 +330,6 @@ tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in,
         goto out;
     }
 out:
-    if (side_by_side) tk_set_num_threads(threads);
+    if (threads != 1) tk_set_num_threads(threads);
     return st;
 }

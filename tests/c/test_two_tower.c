@@ -140,10 +140,12 @@ static double max_param_diff(const tk_block *a, const tk_block *b) {
 }
 
 /* Same losses and weights as the one-context steps, with 1 and 2 BLAS threads (side by
- * side, and one tower after the other), with and without false-negative masking. */
+ * side, and one tower after the other), with and without false-negative masking, and
+ * (mode 2) with hard negatives, weights and a logQ correction (every row-wise option of
+ * the loss, whose rows the trainer splits over its two threads). */
 static void test_matches_one_context(void) {
     for (int threads = 1; threads <= 2; threads++) {
-        for (int mask = 0; mask < 2; mask++) {
+        for (int mask = 0; mask < 3; mask++) {
             tk_set_num_threads(threads);
             model ref = make_model(), fast = make_model();
             tk_ctx *ctx = tk_ctx_new(1);
@@ -152,9 +154,21 @@ static void test_matches_one_context(void) {
             for (int step = 0; step < 4 && t; step++) {
                 batch b = make_batch(step);
                 tk_retrieval_opts o = {.temperature = 0.1f, .item_ids = mask ? b.iid : NULL};
+                tk_tensor *w = tk_tensor_new_1d(TK_F32, B), *logq = tk_tensor_new_1d(TK_F32, B);
+                for (int i = 0; i < B; i++) {
+                    tk_f32(w)[i] = 0.5f + (float)(i % 3) * 0.25f;
+                    tk_f32(logq)[i] = -0.1f * (float)(i % 7);
+                }
+                if (mask == 2) {
+                    o.num_hard_negatives = 5;
+                    o.weights = w;
+                    o.item_logq = logq;
+                }
                 float l0 = reference_step(&ref, ctx, &b, &o);
                 float l1 = trainer_step(t, &b, &o);
                 TK_CHECK_NEAR(l1, l0, 1e-5);
+                tk_tensor_release(w);
+                tk_tensor_release(logq);
                 free_batch(&b);
             }
             TK_CHECK(tk_get_num_threads() == threads); /* restored after each step */
