@@ -65,8 +65,12 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libtowerkit.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/c -o $@ $< $(BUILD)/libtowerkit.a $(LDFLAGS) $(LIBS)
 
-# A test (or example) that links the Lua binding: an explicit rule over the pattern one.
+# Tests (or examples) that link the Lua binding: explicit rules over the pattern one.
 $(BUILD)/tests/test_serving: tests/c/test_serving.c $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/c -o $@ $< $(HOST_LINK)
+
+$(BUILD)/tests/test_lua_binding: tests/c/test_lua_binding.c $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/c -o $@ $< $(HOST_LINK)
 

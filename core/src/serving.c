@@ -319,13 +319,6 @@ tk_status tk_model_recommend(tk_model *m, tk_ctx *ctx, tk_value *features, int64
 /* Loading                                                                               */
 /* ------------------------------------------------------------------------------------ */
 
-static char *dup_str(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 static bool has_tag(const cJSON *tags, const char *tag) {
     const cJSON *t;
     cJSON_ArrayForEach(t, tags) if (cJSON_IsString(t) && strcmp(t->valuestring, tag) == 0) return true;
@@ -353,12 +346,12 @@ static tk_status read_schema(tk_model *m) {
     cJSON_ArrayForEach(f, feats) {
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
         if (!cJSON_IsString(name)) continue;
-        if (!(m->known[m->nknown] = dup_str(name->valuestring))) break;
+        if (!(m->known[m->nknown] = tk_strdup(name->valuestring))) break;
         m->nknown++;
         const cJSON *ann = cJSON_GetObjectItemCaseSensitive(f, "annotation");
         const cJSON *tags = ann ? cJSON_GetObjectItemCaseSensitive(ann, "tag") : NULL;
         if (!m->item_id_name && (has_tag(tags, "item_id") || (has_tag(tags, "item") && has_tag(tags, "id"))))
-            m->item_id_name = dup_str(name->valuestring);
+            m->item_id_name = tk_strdup(name->valuestring);
         bool list = has_tag(tags, "list") || cJSON_GetObjectItemCaseSensitive(f, "valueCount") != NULL;
         for (int32_t i = 0; i < m->nfeatures; i++)
             if (strcmp(m->features[i].name, name->valuestring) == 0) m->features[i].is_list = list;
@@ -372,7 +365,7 @@ static tk_status add_feature(tk_model *m, const char *name, tk_feature_kind kind
     tk_feature_info *nf = realloc(m->features, (size_t)(m->nfeatures + 1) * sizeof *nf);
     if (!nf) return TK_ERROR;
     m->features = nf;
-    char *n = dup_str(name);
+    char *n = tk_strdup(name);
     if (!n) return TK_ERROR;
     nf[m->nfeatures].name = n;
     nf[m->nfeatures].kind = kind;
@@ -600,7 +593,7 @@ tk_model *tk_model_load(const char *dir, const tk_model_options *opts) {
     int64_t bs = o.batch_size > 0 ? o.batch_size : 4096;
     tk_model *m = calloc(1, sizeof *m);
     tk_ctx *ctx = NULL;
-    if (!m || !(m->dir = dup_str(dir))) {
+    if (!m || !(m->dir = tk_strdup(dir))) {
         free(m);
         tk_set_error("out of memory");
         return NULL;
@@ -710,11 +703,17 @@ void tk_model_slot_release(tk_model_slot *s) {
     free(s);
 }
 
-tk_model *tk_model_slot_get(tk_model_slot *s) {
-    if (!s) return NULL;
+tk_model *tk_model_slot_get(tk_model_slot *s) { return tk_model_slot_get_versioned(s, NULL); }
+
+tk_model *tk_model_slot_get_versioned(tk_model_slot *s, uint64_t *version) {
+    if (!s) {
+        if (version) *version = 0;
+        return NULL;
+    }
     pthread_mutex_lock(&s->lock);
     tk_model *m = s->current;
     tk_model_retain(m);
+    if (version) *version = s->version;
     pthread_mutex_unlock(&s->lock);
     return m;
 }

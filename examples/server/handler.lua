@@ -14,11 +14,9 @@ local MAX_K = 1000
 local model, info, version
 
 local function current()
-  local v = SLOT:version()
-  if v ~= version then
-    model = SLOT:current()
+  if SLOT:version() ~= version then
+    model, version = SLOT:current() -- the model and its version, read together
     info = tk.serving.info(model)
-    version = v
   end
   return model, info, version
 end

@@ -32,6 +32,29 @@ typedef struct tkl_block {
 /* Raises a Lua error with a message; never used with memory still owned by C frames. */
 int tkl_error(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Integers from Lua numbers. A double converts to an integer exactly (and without
+ * undefined behaviour) when it has no fraction and |d| <= 2^53; int64 tensor values
+ * may use the whole int64 range [-2^63, 2^63). */
+#define TKL_INT53_MAX 9007199254740992.0   /* 2^53 */
+#define TKL_INT64_LIMIT 9223372036854775808.0 /* 2^63 */
+bool tkl_is_int53(double d);
+/* The integer argument at idx; raises "bad argument #idx (<what> must be an integer of
+ * magnitude at most 2^53, got x)". tkl_opt_int: def when the argument is none or nil. */
+int64_t tkl_check_int(lua_State *L, int idx, const char *what);
+int64_t tkl_opt_int(lua_State *L, int idx, int64_t def, const char *what);
+/* A seed argument (an integer, negative ones wrap around); def when none or nil. */
+uint64_t tkl_opt_seed(lua_State *L, int idx, uint64_t def);
+
+/* A qsort comparator of C strings held by pointer (const char *[]). */
+int tkl_strcmp_ptr(const void *a, const void *b);
+
+/* Memory a C function owns while it may raise: a userdata holding `p`, which __gc (or
+ * tkl_owned_free) passes to `free_fn` unless it is NULL by then. Pushes the userdata
+ * and returns the slot; set *slot once the memory exists and clear it when ownership
+ * moves elsewhere. */
+void **tkl_push_owned(lua_State *L, void (*free_fn)(void *));
+void tkl_owned_free(lua_State *L, int idx); /* frees now (idx: the owner userdata) */
+
 /* Tensors */
 void tkl_open_tensor(lua_State *L);
 tkl_tensor *tkl_check_tensor_ud(lua_State *L, int idx);

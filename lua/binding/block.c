@@ -45,8 +45,13 @@ double tkl_opt_number(lua_State *L, int idx, const char *key, double def) {
 }
 
 int64_t tkl_opt_integer(lua_State *L, int idx, const char *key, int64_t def) {
-    double d = tkl_opt_number(L, idx, key, (double)def);
+    push_opt(L, idx, key);
+    bool absent = lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (absent) return def;
+    double d = tkl_opt_number(L, idx, key, 0);
     if (d != floor(d)) tkl_error(L, "option '%s' must be an integer, got %g", key, d);
+    if (!tkl_is_int53(d)) tkl_error(L, "option '%s' must be an integer of magnitude at most 2^53, got %g", key, d);
     return (int64_t)d;
 }
 
@@ -166,7 +171,7 @@ static int l_dense(lua_State *L) {
         return tkl_error(L, "bad argument #2 to 'dense' (units must be a non-negative integer (0: the input width), got %g)", units);
     int64_t in = tkl_opt_integer(L, 3, "in", 0);
     if (in < 0) return tkl_error(L, "option 'in' must be non-negative");
-    lua_getfield(L, 3, "activation");
+    push_opt(L, 3, "activation"); /* options may be absent: core.dense("d", 3) */
     int act = tkl_check_activation(L, lua_gettop(L), "dense");
     lua_pop(L, 1);
     bool use_bias = tkl_opt_bool(L, 3, "use_bias", true);
@@ -208,7 +213,8 @@ static int l_batch_norm(lua_State *L) {
     int64_t dim = tkl_opt_integer(L, 2, "dim", 0);
     double momentum = tkl_opt_number(L, 2, "momentum", 0.99);
     double eps = tkl_opt_number(L, 2, "epsilon", 1e-3);
-    if (!(momentum >= 0 && momentum < 1)) return tkl_error(L, "option 'momentum' must be in [0, 1)");
+    /* as the core: 1 keeps the running statistics fixed */
+    if (!(momentum >= 0 && momentum <= 1)) return tkl_error(L, "option 'momentum' must be in [0, 1], got %g", momentum);
     if (!(eps > 0)) return tkl_error(L, "option 'epsilon' must be positive");
     tkl_block *u = new_block_ud(L);
     return finish(L, u, tk_batch_norm_block_new(name, dim, (float)momentum, (float)eps));
@@ -387,6 +393,9 @@ typedef struct call_frame {
 
 static _Thread_local call_frame *current_frame;
 static const char OWNER_KEY = 'o'; /* registry[&OWNER_KEY] = the thread that opened us */
+/* registry[&CALLBACK_KEY] = callback_protected, registry[&FORWARD_KEY] = forward_protected:
+ * pushed from the registry (no allocation) where a Lua error must not be raised. */
+static const char CALLBACK_KEY = 'c', FORWARD_KEY = 'f';
 
 static const void *state_id(lua_State *L) { return lua_topointer(L, LUA_REGISTRYINDEX); }
 
@@ -429,13 +438,17 @@ static tk_value *lua_block_forward(void *ud, tk_ctx *ctx, tk_value *in) {
     callback_call c = {ctx, in, f->ref, NULL, NULL};
     int top = lua_gettop(L);
     /* The function gets tensors of the caller's context, so the ops it runs on them
-     * record on the caller's tape. Errors are caught here: no longjmp crosses C. */
-    lua_pushcfunction(L, callback_protected);
+     * record on the caller's tape. Errors are caught here: no longjmp crosses C. The
+     * three pushes allocate nothing and fit in the slots forward_protected (the C
+     * function running now) is guaranteed. */
+    lua_pushlightuserdata(L, (void *)&CALLBACK_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
     lua_pushlightuserdata(L, &c);
     lua_pushvalue(L, fr->ctx_idx);
     int rc = lua_pcall(L, 2, 0, 0);
     if (rc != 0) {
-        tk_ctx_fail(ctx, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "error in Lua block");
+        /* a string error as it is (converting a number could raise) */
+        tk_ctx_fail(ctx, "%s", lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "error in Lua block");
         lua_settop(L, top);
         return NULL;
     }
@@ -470,6 +483,25 @@ static int l_lua_block(lua_State *L) {
 
 /* --- forward --- */
 
+typedef struct forward_call {
+    tk_block *b;
+    tk_ctx *ctx;
+    tk_value *in;
+} forward_call;
+
+/* forward_protected(forward_call, context): the forward pass with the frame Lua blocks
+ * run in (the context at index 2 of this function's stack). */
+static int forward_protected(lua_State *L) {
+    forward_call *fc = (forward_call *)lua_touserdata(L, 1);
+    call_frame fr = {L, 2, current_frame};
+    current_frame = &fr;
+    tk_value *out = tk_block_forward(fc->ctx, fc->b, fc->in);
+    current_frame = fr.up;
+    if (!out) return tkl_push_result(L, 2, NULL);
+    tkl_push_value(L, 2, out);
+    return 1;
+}
+
 /* block:forward(input [, ctx]) and block(input [, ctx]): runs in ctx (default: the
  * current context) and returns a tensor or a table of tensors of that context. */
 static int l_forward(lua_State *L) {
@@ -497,12 +529,17 @@ static int l_forward(lua_State *L) {
         tk_ctx_clear_error(ctx);
         return tkl_error(L, "%s", msg);
     }
-    call_frame fr = {L, ctx_idx, current_frame};
-    current_frame = &fr;
-    tk_value *out = tk_block_forward(ctx, b, in);
-    current_frame = fr.up;
-    if (!out) return tkl_push_result(L, ctx_idx, NULL);
-    tkl_push_value(L, ctx_idx, out);
+    /* The forward runs in protected mode so current_frame is restored on every path,
+     * whatever raises inside it. */
+    forward_call fc = {b, ctx, in};
+    call_frame *saved = current_frame;
+    lua_pushlightuserdata(L, (void *)&FORWARD_KEY);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, &fc);
+    lua_pushvalue(L, ctx_idx);
+    int rc = lua_pcall(L, 2, 1, 0);
+    current_frame = saved;
+    if (rc != 0) return lua_error(L);
     return 1;
 }
 
@@ -514,12 +551,24 @@ typedef struct trace_state {
     lua_State *L;
     int list_ref; /* registry ref: stack indices differ inside the nested forward call */
     int n;
+    bool failed; /* an entry could not be recorded (out of memory) */
 } trace_state;
 
-static void trace_fn(void *ud, int depth, const tk_block *b, const tk_value *out) {
-    trace_state *s = ud;
-    lua_State *L = s->L;
-    if (!lua_checkstack(L, 8)) return;
+typedef struct trace_entry {
+    trace_state *s;
+    int depth;
+    const tk_block *b;
+    const tk_value *out;
+} trace_entry;
+
+/* Records one entry; runs under lua_cpcall, so a Lua error (out of memory) never
+ * unwinds through the forward pass that called trace_fn. */
+static int trace_protected(lua_State *L) {
+    const trace_entry *e = (const trace_entry *)lua_touserdata(L, 1);
+    trace_state *s = e->s;
+    int depth = e->depth;
+    const tk_block *b = e->b;
+    const tk_value *out = e->out;
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->list_ref);
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, depth);
@@ -543,6 +592,16 @@ static void trace_fn(void *ud, int depth, const tk_block *b, const tk_value *out
     lua_setfield(L, -2, "shape");
     lua_rawseti(L, -2, ++s->n);
     lua_pop(L, 1);
+    return 0;
+}
+
+static void trace_fn(void *ud, int depth, const tk_block *b, const tk_value *out) {
+    trace_state *s = ud;
+    trace_entry e = {s, depth, b, out};
+    if (lua_cpcall(s->L, trace_protected, &e) != 0) {
+        lua_pop(s->L, 1);
+        s->failed = true;
+    }
 }
 
 /* block:trace(input [, ctx]) -> output, {{depth, name, kind, params, shape}, ...} in
@@ -558,7 +617,7 @@ static int l_trace(lua_State *L) {
     lua_newtable(L);
     int list_idx = lua_gettop(L);
     lua_pushvalue(L, list_idx);
-    trace_state s = {L, luaL_ref(L, LUA_REGISTRYINDEX), 0};
+    trace_state s = {L, luaL_ref(L, LUA_REGISTRYINDEX), 0, false};
     tk_ctx_set_trace(ctx, trace_fn, &s);
     lua_pushcfunction(L, l_forward);
     lua_pushvalue(L, 1);
@@ -568,6 +627,7 @@ static int l_trace(lua_State *L) {
     tk_ctx_set_trace(ctx, NULL, NULL);
     luaL_unref(L, LUA_REGISTRYINDEX, s.list_ref);
     if (rc != 0) return lua_error(L);
+    if (s.failed) return tkl_error(L, "trace: out of memory while recording the blocks");
     lua_pushvalue(L, list_idx);
     return 2;
 }
@@ -608,25 +668,40 @@ static int l_children(lua_State *L) {
     return 1;
 }
 
+/* The parameters are collected in two passes that never call Lua (a Lua error must not
+ * unwind through tk_block_visit_params, which may own memory): the first counts them
+ * and their path lengths, the second fills a buffer held by a userdata. Lua tables are
+ * built from the buffer afterwards. */
+typedef struct param_entry {
+    const char *path; /* in the buffer, after the entries */
+    tk_tensor *param; /* borrowed: the block (argument 1) holds it */
+    bool trainable;
+} param_entry;
+
 typedef struct visit_state {
-    lua_State *L;
-    int n;
     bool trainable_only;
+    int64_t n;
+    size_t path_bytes;
+    param_entry *entries; /* second pass: n entries, then the paths */
+    char *paths;
 } visit_state;
 
-static int visit_push(void *ud, const char *path, tk_tensor *param, bool trainable) {
+static int visit_count(void *ud, const char *path, tk_tensor *param, bool trainable) {
     visit_state *s = ud;
     if (s->trainable_only && !trainable) return 0;
-    lua_State *L = s->L;
-    lua_createtable(L, 2, 1);
-    lua_pushstring(L, path);
-    lua_rawseti(L, -2, 1);
-    tk_tensor_retain(param);
-    tkl_push_heap(L, param);
-    lua_rawseti(L, -2, 2);
-    lua_pushboolean(L, trainable);
-    lua_setfield(L, -2, "trainable");
-    lua_rawseti(L, -2, ++s->n);
+    s->n++;
+    s->path_bytes += strlen(path) + 1;
+    return 0;
+}
+
+static int visit_fill(void *ud, const char *path, tk_tensor *param, bool trainable) {
+    visit_state *s = ud;
+    if (s->trainable_only && !trainable) return 0;
+    size_t len = strlen(path) + 1;
+    memcpy(s->paths, path, len);
+    s->entries[s->n] = (param_entry){s->paths, param, trainable};
+    s->paths += len;
+    s->n++;
     return 0;
 }
 
@@ -634,9 +709,28 @@ static int visit_push(void *ud, const char *path, tk_tensor *param, bool trainab
 static int l_parameters(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
     bool skip_root = lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2);
-    visit_state s = {L, 0, lua_toboolean(L, 3)};
-    lua_newtable(L);
-    tk_block_visit_params(b, skip_root, visit_push, &s);
+    visit_state s = {lua_toboolean(L, 3), 0, 0, NULL, NULL};
+    tk_block_visit_params(b, skip_root, visit_count, &s);
+    int64_t n = s.n;
+    param_entry *entries = (param_entry *)lua_newuserdata(L, (size_t)n * sizeof *entries + s.path_bytes + 1);
+    s.entries = entries;
+    s.paths = (char *)(entries + n);
+    s.n = 0;
+    tk_block_visit_params(b, skip_root, visit_fill, &s);
+    if (s.n != n) return tkl_error(L, "parameters: the block changed while it was visited");
+    lua_createtable(L, (int)n, 0);
+    for (int64_t i = 0; i < n; i++) {
+        lua_createtable(L, 2, 1);
+        lua_pushstring(L, entries[i].path);
+        lua_rawseti(L, -2, 1);
+        tkl_push_heap(L, NULL); /* the userdata first: a reference is never left unowned */
+        ((tkl_tensor *)lua_touserdata(L, -1))->t = entries[i].param;
+        tk_tensor_retain(entries[i].param);
+        lua_rawseti(L, -2, 2);
+        lua_pushboolean(L, entries[i].trainable);
+        lua_setfield(L, -2, "trainable");
+        lua_rawseti(L, -2, (int)i + 1);
+    }
     return 1;
 }
 
@@ -660,7 +754,7 @@ static int l_param(lua_State *L) {
 
 static int l_copy(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
-    uint64_t seed = (uint64_t)luaL_optnumber(L, 2, 0);
+    uint64_t seed = tkl_opt_seed(L, 2, 0);
     tkl_block *u = new_block_ud(L);
     return finish(L, u, tk_block_copy(b, seed));
 }
@@ -681,7 +775,7 @@ static int l_config_json(lua_State *L) {
 
 static int l_from_config_json(lua_State *L) {
     const char *json = luaL_checkstring(L, 1);
-    uint64_t seed = (uint64_t)luaL_optnumber(L, 2, 0);
+    uint64_t seed = tkl_opt_seed(L, 2, 0);
     tkl_block *u = new_block_ud(L);
     return finish(L, u, tk_block_from_config_json(json, seed));
 }
@@ -856,6 +950,12 @@ static const luaL_Reg block_functions[] = {
 void tkl_open_block(lua_State *L) {
     lua_pushlightuserdata(L, (void *)&OWNER_KEY);
     lua_pushthread(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, (void *)&CALLBACK_KEY);
+    lua_pushcfunction(L, callback_protected);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_pushlightuserdata(L, (void *)&FORWARD_KEY);
+    lua_pushcfunction(L, forward_protected);
     lua_rawset(L, LUA_REGISTRYINDEX);
     luaL_newmetatable(L, TKL_BLOCK);
     lua_pushcfunction(L, l_block_gc);

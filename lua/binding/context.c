@@ -16,7 +16,7 @@ tkl_context *tkl_check_context(lua_State *L, int idx) {
 
 /* Context([seed]) */
 static int l_context_new(lua_State *L) {
-    uint64_t seed = (uint64_t)luaL_optnumber(L, 1, 0);
+    uint64_t seed = tkl_opt_seed(L, 1, 0);
     tkl_context *c = (tkl_context *)lua_newuserdata(L, sizeof *c);
     c->ctx = NULL;
     luaL_getmetatable(L, TKL_CONTEXT);
@@ -69,7 +69,8 @@ static int l_context_grad_enabled(lua_State *L) {
 
 static int l_context_seed(lua_State *L) {
     tk_ctx *ctx = tkl_check_context(L, 1)->ctx;
-    tk_ctx_seed(ctx, (uint64_t)luaL_checknumber(L, 2));
+    luaL_checknumber(L, 2);
+    tk_ctx_seed(ctx, tkl_opt_seed(L, 2, 0));
     lua_settop(L, 1);
     return 1;
 }
@@ -210,8 +211,6 @@ tk_ctx *tkl_op_context(lua_State *L, int n, const int *idx) {
 
 /* --- values --- */
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
-
 tk_value *tkl_to_value(lua_State *L, int idx, tk_ctx *ctx, const char **err) {
     if (idx < 0) idx = lua_gettop(L) + idx + 1;
     tkl_tensor *u = (tkl_tensor *)luaL_testudata(L, idx, TKL_TENSOR);
@@ -257,7 +256,7 @@ tk_value *tkl_to_value(lua_State *L, int idx, tk_ctx *ctx, const char **err) {
         }
         names[i++] = tk_ctx_strdup(ctx, lua_tostring(L, -1));
     }
-    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    qsort(names, (size_t)n, sizeof *names, tkl_strcmp_ptr);
     for (i = 0; i < n; i++) {
         lua_getfield(L, idx, names[i]);
         tkl_tensor *e = (tkl_tensor *)luaL_testudata(L, -1, TKL_TENSOR);

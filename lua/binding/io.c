@@ -29,8 +29,12 @@ static int l_csv_open(lua_State *L) {
         if (!lua_istable(L, -1)) return tkl_error(L, "bad argument #2 to 'csv_open' (spec %d is not a table)", i + 1);
         lua_getfield(L, -1, "name");
         lua_getfield(L, -2, "type");
+        /* strings only: lua_tostring would convert a number into a new string that is
+         * collectable once popped, and specs keep the pointers */
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+            return tkl_error(L, "bad argument #2 to 'csv_open' (spec %d needs a string name and a string type, got %s and %s)",
+                             i + 1, luaL_typename(L, -2), luaL_typename(L, -1));
         const char *name = lua_tostring(L, -2), *type = lua_tostring(L, -1);
-        if (!name || !type) return tkl_error(L, "bad argument #2 to 'csv_open' (spec %d needs a name and a type)", i + 1);
         specs[i].name = name; /* anchored by the spec table */
         if (!strcmp(type, "int64"))
             specs[i].type = TK_COL_INT64;
@@ -57,27 +61,34 @@ static int csv_next(lua_State *L) {
     tkl_csv *u = (tkl_csv *)luaL_checkudata(L, 1, TKL_CSV);
     if (!u->r) return tkl_error(L, "csv reader is closed");
     double max_rows = luaL_optnumber(L, 2, 1 << 20);
-    if (max_rows < 1) return tkl_error(L, "bad argument #2 to 'next' (max_rows must be positive)");
+    if (!(max_rows >= 1)) return tkl_error(L, "bad argument #2 to 'next' (max_rows must be positive)");
+    if (max_rows > TKL_INT53_MAX) max_rows = TKL_INT53_MAX; /* as good as "all", and castable */
+    lua_settop(L, 2);
+    /* The columns are owned by a userdata while they are converted, so a Lua error
+     * (out of memory) frees them; each tensor moves to its Lua userdata once pushed. */
+    void **slot = tkl_push_owned(L, (void (*)(void *))tk_columns_free);
     tk_columns *c = tk_csv_next(u->r, (int64_t)max_rows);
     if (!c) return tkl_error(L, "%s", tk_last_error());
+    *slot = c;
     lua_createtable(L, 0, c->ncols * 2);
     for (int32_t i = 0; i < c->ncols; i++) {
-        tk_tensor_retain(c->values[i]);
-        tkl_push_heap(L, c->values[i]);
         if (c->types[i] == TK_COL_INT64_LIST) {
             lua_pushfstring(L, "%s__values", c->names[i]);
-            lua_insert(L, -2);
+            tkl_push_heap(L, c->values[i]); /* takes over the reference */
+            c->values[i] = NULL;
             lua_rawset(L, -3);
             lua_pushfstring(L, "%s__offsets", c->names[i]);
-            tk_tensor_retain(c->offsets[i]);
             tkl_push_heap(L, c->offsets[i]);
+            c->offsets[i] = NULL;
             lua_rawset(L, -3);
         } else {
+            tkl_push_heap(L, c->values[i]);
+            c->values[i] = NULL;
             lua_setfield(L, -2, c->names[i]);
         }
     }
     lua_pushnumber(L, (lua_Number)c->nrows);
-    tk_columns_free(c);
+    tkl_owned_free(L, 3);
     return 2;
 }
 
@@ -103,9 +114,11 @@ static int l_safetensors_write(lua_State *L) {
     tk_tensor **ts = (tk_tensor **)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *ts);
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, 2, i + 1);
-        names[i] = lua_tostring(L, -1);
+        /* strings only: a number converted by lua_tostring would not stay anchored */
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return tkl_error(L, "safetensors_write: name %d is not a string (got %s)", i + 1, luaL_typename(L, -1));
+        names[i] = lua_tostring(L, -1); /* anchored by the names table */
         lua_pop(L, 1);
-        if (!names[i]) return tkl_error(L, "safetensors_write: name %d is not a string", i + 1);
         lua_rawgeti(L, 3, i + 1);
         ts[i] = tkl_to_tensor(L, -1);
         lua_pop(L, 1);
@@ -118,19 +131,22 @@ static int l_safetensors_write(lua_State *L) {
 /* safetensors_read(path) -> {name = tensor}, metadata_json or nil */
 static int l_safetensors_read(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    void **slot = tkl_push_owned(L, (void (*)(void *))tk_safetensors_free); /* frees st on an error */
     tk_safetensors *st = tk_safetensors_read(path);
     if (!st) return tkl_error(L, "%s", tk_last_error());
+    *slot = st;
     lua_createtable(L, 0, st->n);
     for (int32_t i = 0; i < st->n; i++) {
-        tk_tensor_retain(st->tensors[i]);
-        tkl_push_heap(L, st->tensors[i]);
+        tkl_push_heap(L, st->tensors[i]); /* takes over the reference */
+        st->tensors[i] = NULL;
         lua_setfield(L, -2, st->names[i]);
     }
     if (st->metadata_json)
         lua_pushstring(L, st->metadata_json);
     else
         lua_pushnil(L);
-    tk_safetensors_free(st);
+    tkl_owned_free(L, 2);
     return 2;
 }
 
@@ -177,6 +193,18 @@ static int l_checkpoint_write(lua_State *L) {
     return 0;
 }
 
+/* The texts tk_checkpoint_read returns, owned by a userdata until they are Lua strings. */
+typedef struct text_list {
+    int n;
+    char *texts[];
+} text_list;
+
+static void text_list_free(void *p) {
+    text_list *t = p;
+    for (int i = 0; i < t->n; i++) free(t->texts[i]);
+    free(t);
+}
+
 /* checkpoint_read(dir, {file names}) -> block, {file_name = text} */
 static int l_checkpoint_read(lua_State *L) {
     const char *dir = luaL_checkstring(L, 1);
@@ -185,26 +213,36 @@ static int l_checkpoint_read(lua_State *L) {
         luaL_checktype(L, 2, LUA_TTABLE);
         n = (int)lua_objlen(L, 2);
     }
-    const char **names = (const char **)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *names);
-    char **texts = (char **)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *texts);
+    lua_settop(L, 2);
+    const char **names = (const char **)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *names); /* 3 */
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, 2, i + 1);
-        names[i] = lua_tostring(L, -1);
+        /* strings only: a number converted by lua_tostring would not stay anchored */
+        if (lua_type(L, -1) != LUA_TSTRING)
+            return tkl_error(L, "bad argument #2 to 'checkpoint_read' (file name %d is not a string, got %s)", i + 1,
+                             luaL_typename(L, -1));
+        names[i] = lua_tostring(L, -1); /* anchored by the list */
         lua_pop(L, 1);
-        if (!names[i]) return tkl_error(L, "bad argument #2 to 'checkpoint_read' (file name %d is not a string)", i + 1);
-        texts[i] = NULL;
     }
-    tk_block *b = tk_checkpoint_read(dir, n, names, texts);
+    /* Everything that owns C memory exists before the read: the block's userdata and
+     * the texts' owner; nothing after the read can leak on a Lua error. */
+    void **slot = tkl_push_owned(L, text_list_free); /* 4 */
+    text_list *texts = calloc(1, sizeof *texts + (size_t)n * sizeof texts->texts[0]);
+    if (!texts) return tkl_error(L, "checkpoint_read: out of memory");
+    *slot = texts;
+    tkl_push_block(L, NULL); /* 5 */
+    tk_block *b = tk_checkpoint_read(dir, n, names, texts->texts);
+    texts->n = n; /* the entries are NULL or malloc'd texts from here on */
     if (!b) return tkl_error(L, "%s", tk_last_error());
-    tkl_push_block(L, b);
+    ((tkl_block *)lua_touserdata(L, 5))->b = b;
     lua_createtable(L, 0, n);
     for (int i = 0; i < n; i++) {
-        if (texts[i]) {
-            lua_pushstring(L, texts[i]);
-            free(texts[i]);
+        if (texts->texts[i]) {
+            lua_pushstring(L, texts->texts[i]);
             lua_setfield(L, -2, names[i]);
         }
     }
+    tkl_owned_free(L, 4);
     return 2;
 }
 

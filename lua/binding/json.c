@@ -93,8 +93,6 @@ static int l_json_decode(lua_State *L) {
     return 1;
 }
 
-static int cmp_keys(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
-
 static void attach(cJSON *parent, const char *key, cJSON *item) {
     if (key)
         cJSON_AddItemToObject(parent, key, item);
@@ -168,7 +166,7 @@ static void to_json(lua_State *L, int idx, int depth, const char *path, cJSON *p
             if (lua_type(L, -1) != LUA_TSTRING) tkl_error(L, "json_encode: %s mixes string and non-string keys", path);
             keys[k++] = lua_tostring(L, -1);
         }
-        qsort(keys, k, sizeof *keys, cmp_keys);
+        qsort(keys, k, sizeof *keys, tkl_strcmp_ptr);
         cJSON *obj = cJSON_CreateObject();
         attach(parent, key, obj);
         for (size_t i = 0; i < k; i++) {

@@ -6,6 +6,7 @@
 #include "binding.h"
 #include "towerkit_lua.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -50,7 +51,7 @@ static int recommend(lua_State *L, tk_model *m, tk_ctx *ctx, int batch_idx, int 
     lua_Number kn = luaL_optnumber(L, k_idx, 10);
     const char *err = NULL;
     char msg[1024];
-    if (kn < 1 || kn != (lua_Number)(int64_t)kn || kn > 1e9) {
+    if (!(kn >= 1 && kn <= 1e9) || kn != floor(kn)) { /* range first: the cast needs it */
         snprintf(msg, sizeof msg, "k must be a positive integer, got %g", (double)kn);
         err = msg;
     }
@@ -113,15 +114,18 @@ static int l_model_encode(lua_State *L) {
     return 1;
 }
 
-static int push_block_ref(lua_State *L, tk_block *b) {
-    tk_block_retain(b);
-    tkl_push_block(L, b);
+/* The served blocks are shared by every thread and state: Lua gets a clone (weights
+ * copied), so changing it cannot change the served model. */
+static int push_block_clone(lua_State *L, const tk_block *b) {
+    tk_block *c = tk_block_clone(b);
+    if (!c) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_block(L, c);
     return 1;
 }
 
-static int l_model_block(lua_State *L) { return push_block_ref(L, tk_model_block(check_model(L, 1)->m)); }
-static int l_model_query_block(lua_State *L) { return push_block_ref(L, tk_model_query_block(check_model(L, 1)->m)); }
-static int l_model_item_block(lua_State *L) { return push_block_ref(L, tk_model_item_block(check_model(L, 1)->m)); }
+static int l_model_block(lua_State *L) { return push_block_clone(L, tk_model_block(check_model(L, 1)->m)); }
+static int l_model_query_block(lua_State *L) { return push_block_clone(L, tk_model_query_block(check_model(L, 1)->m)); }
+static int l_model_item_block(lua_State *L) { return push_block_clone(L, tk_model_item_block(check_model(L, 1)->m)); }
 
 static int l_model_schema(lua_State *L) {
     const char *s = tk_model_schema_json(check_model(L, 1)->m);
@@ -233,10 +237,14 @@ static int l_model_slot(lua_State *L) {
     return 1;
 }
 
+/* slot:current() -> the current model and its version (read together) */
 static int l_slot_current(lua_State *L) {
     tkl_slot *u = check_slot(L, 1);
-    push_model_ud(L, tk_model_slot_get(u->s));
-    return 1;
+    push_model_ud(L, NULL); /* before the reference is taken: nothing leaks on an error */
+    uint64_t version = 0;
+    ((tkl_model *)lua_touserdata(L, -1))->m = tk_model_slot_get_versioned(u->s, &version);
+    lua_pushnumber(L, (lua_Number)version);
+    return 2;
 }
 
 /* recommend / try_recommend on the current model; a third result is the slot version
@@ -244,11 +252,13 @@ static int l_slot_current(lua_State *L) {
 static int slot_recommend(lua_State *L, bool raise) {
     tkl_slot *u = check_slot(L, 1);
     tk_ctx *ctx = ctx_of(L, &u->ctx);
-    uint64_t version = tk_model_slot_version(u->s);
-    tk_model *m = tk_model_slot_get(u->s);
-    /* The model must be released even if a Lua error is raised: anchor it in a
-     * userdata first so __gc releases it. */
-    push_model_ud(L, m);
+    /* The model must be released even if a Lua error is raised: the userdata exists
+     * before the reference is taken, so __gc releases it. The model and its version
+     * are read together, under the slot's lock. */
+    push_model_ud(L, NULL);
+    uint64_t version = 0;
+    tk_model *m = tk_model_slot_get_versioned(u->s, &version);
+    ((tkl_model *)lua_touserdata(L, -1))->m = m;
     int n = recommend(L, m, ctx, 2, 3, raise);
     lua_pushnumber(L, (lua_Number)version);
     (void)n;
@@ -296,9 +306,11 @@ static int l_slot_tostring(lua_State *L) {
     if (!u->s) {
         lua_pushliteral(L, "towerkit.ModelSlot (released)");
     } else {
-        tk_model *m = tk_model_slot_get(u->s);
-        lua_pushfstring(L, "towerkit.ModelSlot version %d: '%s'", (int)tk_model_slot_version(u->s), tk_model_dir(m));
-        tk_model_release(m);
+        push_model_ud(L, NULL); /* releases the model if pushing the text raises */
+        uint64_t version = 0;
+        tk_model *m = tk_model_slot_get_versioned(u->s, &version);
+        ((tkl_model *)lua_touserdata(L, -1))->m = m;
+        lua_pushfstring(L, "towerkit.ModelSlot version %d: '%s'", (int)version, tk_model_dir(m));
     }
     return 1;
 }

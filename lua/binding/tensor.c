@@ -18,6 +18,62 @@ int tkl_error(lua_State *L, const char *fmt, ...) {
     return lua_error(L);
 }
 
+int tkl_strcmp_ptr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* --- memory owned by a C function that may raise --- */
+
+#define TKL_OWNED "towerkit.Owned"
+
+typedef struct tkl_owned {
+    void *p;
+    void (*free_fn)(void *);
+} tkl_owned;
+
+static int owned_gc(lua_State *L) {
+    tkl_owned *o = (tkl_owned *)luaL_checkudata(L, 1, TKL_OWNED);
+    void *p = o->p;
+    o->p = NULL;
+    if (p && o->free_fn) o->free_fn(p);
+    return 0;
+}
+
+void **tkl_push_owned(lua_State *L, void (*free_fn)(void *)) {
+    tkl_owned *o = (tkl_owned *)lua_newuserdata(L, sizeof *o);
+    o->p = NULL;
+    o->free_fn = free_fn;
+    luaL_getmetatable(L, TKL_OWNED);
+    lua_setmetatable(L, -2);
+    return &o->p;
+}
+
+void tkl_owned_free(lua_State *L, int idx) {
+    tkl_owned *o = (tkl_owned *)luaL_checkudata(L, idx, TKL_OWNED);
+    void *p = o->p;
+    o->p = NULL;
+    if (p && o->free_fn) o->free_fn(p);
+}
+
+/* --- integers from Lua numbers --- */
+
+/* A double converts to int64 without undefined behaviour, and exactly, when it is an
+ * integer of magnitude at most 2^53. NaN and infinities are not. */
+bool tkl_is_int53(double d) { return d == floor(d) && fabs(d) <= TKL_INT53_MAX; }
+
+int64_t tkl_check_int(lua_State *L, int idx, const char *what) {
+    double d = luaL_checknumber(L, idx);
+    if (!tkl_is_int53(d))
+        tkl_error(L, "bad argument #%d (%s must be an integer of magnitude at most 2^53, got %g)", idx, what, d);
+    return (int64_t)d;
+}
+
+int64_t tkl_opt_int(lua_State *L, int idx, int64_t def, const char *what) {
+    return lua_isnoneornil(L, idx) ? def : tkl_check_int(L, idx, what);
+}
+
+uint64_t tkl_opt_seed(lua_State *L, int idx, uint64_t def) {
+    return lua_isnoneornil(L, idx) ? def : (uint64_t)tkl_check_int(L, idx, "the seed");
+}
+
 tkl_tensor *tkl_check_tensor_ud(lua_State *L, int idx) {
     return (tkl_tensor *)luaL_checkudata(L, idx, TKL_TENSOR);
 }
@@ -96,6 +152,7 @@ static int read_shape(lua_State *L, int idx, int64_t *shape) {
             double d = lua_tonumber(L, -1);
             lua_pop(L, 1);
             if (d < 0 || d != floor(d)) return tkl_error(L, "bad argument #%d (shape entry %d must be a non-negative integer, got %g)", idx, i + 1, d);
+            if (d > TKL_INT53_MAX) return tkl_error(L, "bad argument #%d (shape entry %d is too large: %g)", idx, i + 1, d);
             shape[i] = (int64_t)d;
         }
         return n;
@@ -104,6 +161,7 @@ static int read_shape(lua_State *L, int idx, int64_t *shape) {
         if (n == TK_MAX_DIMS) return tkl_error(L, "at most %d dimensions", TK_MAX_DIMS);
         double d = lua_tonumber(L, idx + n);
         if (d < 0 || d != floor(d)) return tkl_error(L, "bad argument #%d (dimension must be a non-negative integer, got %g)", idx + n, d);
+        if (d > TKL_INT53_MAX) return tkl_error(L, "bad argument #%d (dimension is too large: %g)", idx + n, d);
         shape[n] = (int64_t)d;
         n++;
     }
@@ -157,6 +215,10 @@ static void fill_nested(lua_State *L, tk_tensor *t, int ndim, const int64_t *sha
                 if (d != floor(d)) {
                     tk_tensor_release(t);
                     tkl_error(L, "bad argument #1 (int64 tensor needs integers; %s is %g)", path, d);
+                }
+                if (!(d >= -TKL_INT64_LIMIT && d < TKL_INT64_LIMIT)) {
+                    tk_tensor_release(t);
+                    tkl_error(L, "bad argument #1 (%s is %g, outside the int64 range)", path, d);
                 }
                 tk_i64(t)[*pos] = (int64_t)d;
             }
@@ -239,7 +301,7 @@ static int l_init(lua_State *L) {
     int64_t shape[TK_MAX_DIMS];
     int ndim = check_shape_table(L, shape);
     tk_init init = tkl_opt_init(L, 2, NULL, tk_init_zeros());
-    return push_initialized(L, ndim, shape, init, (uint64_t)luaL_optnumber(L, 3, 0));
+    return push_initialized(L, ndim, shape, init, tkl_opt_seed(L, 3, 0));
 }
 
 /* randn(shape [, seed [, stddev]]) */
@@ -247,7 +309,7 @@ static int l_randn(lua_State *L) {
     int64_t shape[TK_MAX_DIMS];
     int ndim = check_shape_table(L, shape);
     tk_init init = {TK_INIT_RANDOM_NORMAL, (float)luaL_optnumber(L, 3, 1.0), 0};
-    return push_initialized(L, ndim, shape, init, (uint64_t)luaL_optnumber(L, 2, 0));
+    return push_initialized(L, ndim, shape, init, tkl_opt_seed(L, 2, 0));
 }
 
 /* rand(shape [, seed [, low, high]]) */
@@ -257,7 +319,7 @@ static int l_rand(lua_State *L) {
     float lo = (float)luaL_optnumber(L, 3, 0.0), hi = (float)luaL_optnumber(L, 4, 1.0);
     if (!(hi > lo)) return tkl_error(L, "bad argument #4 (high must exceed low)");
     tk_init init = {TK_INIT_RANDOM_UNIFORM, lo, hi};
-    return push_initialized(L, ndim, shape, init, (uint64_t)luaL_optnumber(L, 2, 0));
+    return push_initialized(L, ndim, shape, init, tkl_opt_seed(L, 2, 0));
 }
 
 /* --- methods --- */
@@ -364,10 +426,13 @@ static int l_set(lua_State *L) {
     double v = luaL_checknumber(L, 2);
     if (u->ctx) return tkl_error(L, "set: tensors computed in a context are read-only; clone() first");
     int64_t off = offset_of(L, t, 3);
-    if (t->dtype == TK_F32)
+    if (t->dtype == TK_F32) {
         tk_f32(t)[off] = (float)v;
-    else
+    } else {
+        if (v != floor(v) || !(v >= -TKL_INT64_LIMIT && v < TKL_INT64_LIMIT))
+            return tkl_error(L, "bad argument #2 to 'set' (an int64 tensor needs an integer in the int64 range, got %g)", v);
         tk_i64(t)[off] = (int64_t)v;
+    }
     return 0;
 }
 
@@ -645,6 +710,12 @@ int tkl_check_activation(lua_State *L, int idx, const char *what) {
     return act;
 }
 
+/* is_activation(name) -> true if the core knows the activation (core.names("activation")) */
+static int l_is_activation(lua_State *L) {
+    lua_pushboolean(L, lua_type(L, 1) == LUA_TSTRING && tk_activation_from_name(lua_tostring(L, 1)) >= 0);
+    return 1;
+}
+
 /* t:activate(name) and the named shortcuts t:relu() ... */
 static int l_activate(lua_State *L) {
     int idx[1] = {1};
@@ -690,13 +761,17 @@ static int l_reshape(lua_State *L) {
         if (ndim > TK_MAX_DIMS) return tkl_error(L, "bad argument #2 (at most %d dimensions)", TK_MAX_DIMS);
         for (int i = 0; i < ndim; i++) {
             lua_rawgeti(L, 2, i + 1);
-            shape[i] = (int64_t)luaL_checknumber(L, -1);
+            double d = lua_tonumber(L, -1);
+            if (lua_type(L, -1) != LUA_TNUMBER || !tkl_is_int53(d))
+                return tkl_error(L, "bad argument #2 to 'reshape' (shape entry %d must be an integer, got %s)", i + 1,
+                                 lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1) : luaL_typename(L, -1));
+            shape[i] = (int64_t)d;
             lua_pop(L, 1);
         }
     } else {
         for (ndim = 0; lua_type(L, 2 + ndim) == LUA_TNUMBER; ndim++) {
             if (ndim == TK_MAX_DIMS) return tkl_error(L, "at most %d dimensions", TK_MAX_DIMS);
-            shape[ndim] = (int64_t)lua_tonumber(L, 2 + ndim);
+            shape[ndim] = tkl_check_int(L, 2 + ndim, "a dimension");
         }
     }
     tk_ctx *ctx = tkl_op_context(L, 1, idx);
@@ -801,8 +876,8 @@ static int l_index_select(lua_State *L) {
     tk_tensor *idx = tkl_check_tensor(L, 2);
     if (t->ndim < 1) return tkl_error(L, "bad argument #1 to 'index_select' (a tensor of at least 1 dimension expected)");
     if (idx->dtype != TK_I64 || idx->ndim != 1) return tkl_error(L, "bad argument #2 to 'index_select' (int64 [n] indices expected)");
-    int64_t first = (int64_t)luaL_optnumber(L, 3, 0);
-    int64_t count = (int64_t)luaL_optnumber(L, 4, (lua_Number)(idx->numel - first));
+    int64_t first = tkl_opt_int(L, 3, 0, "first");
+    int64_t count = tkl_opt_int(L, 4, idx->numel - first, "count");
     if (first < 0 || count < 0 || first + count > idx->numel)
         return tkl_error(L, "bad argument #3 to 'index_select' (range %lld+%lld outside %lld indices)", (long long)first,
                          (long long)count, (long long)idx->numel);
@@ -833,8 +908,8 @@ static int l_ragged_select(lua_State *L) {
         return tkl_error(L, "bad argument #2 to 'ragged_select' (int64 [rows + 1] offsets expected)");
     if (values->ndim != 1) return tkl_error(L, "bad argument #1 to 'ragged_select' (1-d values expected)");
     if (idx->dtype != TK_I64 || idx->ndim != 1) return tkl_error(L, "bad argument #3 to 'ragged_select' (int64 [n] indices expected)");
-    int64_t first = (int64_t)luaL_optnumber(L, 4, 0);
-    int64_t count = (int64_t)luaL_optnumber(L, 5, (lua_Number)(idx->numel - first));
+    int64_t first = tkl_opt_int(L, 4, 0, "first");
+    int64_t count = tkl_opt_int(L, 5, idx->numel - first, "count");
     if (first < 0 || count < 0 || first + count > idx->numel)
         return tkl_error(L, "bad argument #4 to 'ragged_select' (range outside the indices)");
     const int64_t *ix = tk_i64(idx) + first, *off = tk_i64(offsets);
@@ -901,7 +976,7 @@ static int l_cat_rows(lua_State *L) {
 /* arange(n [, dtype]) -> 0 .. n-1 */
 static int l_arange(lua_State *L) {
     double n = luaL_checknumber(L, 1);
-    if (n < 0 || n != floor(n)) return tkl_error(L, "bad argument #1 to 'arange' (a non-negative integer expected)");
+    if (!(n >= 0) || !tkl_is_int53(n)) return tkl_error(L, "bad argument #1 to 'arange' (a non-negative integer expected)");
     tk_dtype dtype = (tk_dtype)parse_dtype(L, 2, TK_I64);
     tk_tensor *t = tk_tensor_new_1d(dtype, (int64_t)n);
     if (!t) return tkl_error(L, "%s", tk_last_error());
@@ -919,7 +994,8 @@ static int l_arange(lua_State *L) {
 static int l_shuffle(lua_State *L) {
     tkl_tensor *u = tkl_check_tensor_ud(L, 1);
     tk_tensor *t = tkl_check_tensor(L, 1);
-    uint64_t seed = (uint64_t)luaL_checknumber(L, 2);
+    luaL_checknumber(L, 2);
+    uint64_t seed = tkl_opt_seed(L, 2, 0);
     if (u->ctx || t->ndim != 1) return tkl_error(L, "bad argument #1 to 'shuffle' (a 1-d tensor made outside a context expected)");
     uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL;
     size_t es = tk_dtype_size(t->dtype);
@@ -954,6 +1030,51 @@ static int l_map_ids(lua_State *L) {
         tk_i64(out)[i] = j < 0 ? -1 : tk_i64(ids)[j];
     }
     return 1;
+}
+
+/* check_ids(ids, cardinality [, offsets]) -> nil when every id of the int64 tensor is in
+ * [0, cardinality); else the 1-based row of the first id out of range and that id. With
+ * offsets (int64 [rows + 1]: a list column's flat ids), the row is the one whose list
+ * holds it; without, ids are one per row (the first dimension). */
+static int l_check_ids(lua_State *L) {
+    tk_tensor *ids = tkl_check_tensor(L, 1);
+    int64_t card = tkl_check_int(L, 2, "cardinality");
+    tk_tensor *off = lua_isnoneornil(L, 3) ? NULL : tkl_check_tensor(L, 3);
+    if (ids->dtype != TK_I64) return tkl_error(L, "bad argument #1 to 'check_ids' (int64 ids expected)");
+    if (off && (off->dtype != TK_I64 || off->ndim != 1 || off->numel < 1))
+        return tkl_error(L, "bad argument #3 to 'check_ids' (int64 [rows + 1] offsets expected)");
+    const int64_t *v = tk_i64(ids);
+    int64_t n = ids->numel, bad = -1;
+    for (int64_t i = 0; i < n; i++) {
+        if (v[i] < 0 || v[i] >= card) {
+            bad = i;
+            break;
+        }
+    }
+    if (bad < 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    int64_t row;
+    if (off) {
+        /* the last row r with offsets[r] <= bad (rows with empty lists share offsets) */
+        const int64_t *o = tk_i64(off);
+        int64_t lo = 0, hi = off->numel - 1; /* answer in [lo, hi) */
+        while (hi - lo > 1) {
+            int64_t mid = lo + (hi - lo) / 2;
+            if (o[mid] <= bad)
+                lo = mid;
+            else
+                hi = mid;
+        }
+        row = lo;
+    } else {
+        int64_t per_row = ids->ndim > 1 && ids->shape[0] > 0 ? n / ids->shape[0] : 1;
+        row = bad / per_row;
+    }
+    lua_pushnumber(L, (lua_Number)(row + 1));
+    lua_pushnumber(L, (lua_Number)v[bad]);
+    return 2;
 }
 
 static int l_is_tensor(lua_State *L) {
@@ -998,12 +1119,17 @@ static const luaL_Reg tensor_functions[] = {
     {"index_select", l_index_select}, {"ragged_select", l_ragged_select},
     {"cat_rows", l_cat_rows},   {"arange", l_arange},
     {"shuffle", l_shuffle},    {"map_ids", l_map_ids},
+    {"check_ids", l_check_ids}, {"is_activation", l_is_activation},
     {NULL, NULL}};
 
 /* Registers the Tensor metatable and adds the tensor functions to the module table at
  * the top of the stack. The methods table is exposed as module.Tensor so the Lua layer
  * can add methods written in Lua. */
 void tkl_open_tensor(lua_State *L) {
+    luaL_newmetatable(L, TKL_OWNED);
+    lua_pushcfunction(L, owned_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
     luaL_newmetatable(L, TKL_TENSOR);
     luaL_register(L, NULL, tensor_meta);
     lua_newtable(L);

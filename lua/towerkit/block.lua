@@ -20,6 +20,15 @@ return function(tk)
   end
   tk._take_seed = take_seed
 
+  --- Raises "<what>: unknown activation 'x'; known: linear, relu, ..." unless name is an
+  -- activation of the core. level as for error (default: the caller's caller).
+  function tk._check_activation(name, what, level)
+    if not core.is_activation(name) then
+      local shown = type(name) == "string" and ("'" .. name .. "'") or ("(a " .. type(name) .. ")")
+      error(("%s: unknown activation %s; known: %s"):format(what, shown, core.names("activation")), (level or 2) + 1)
+    end
+  end
+
   local function check_opts(opts, fname)
     if opts ~= nil and type(opts) ~= "table" then
       error(("%s: options must be a table, got %s"):format(fname, type(opts)), 3)
@@ -47,6 +56,7 @@ return function(tk)
     if type(units) ~= "number" or units < 1 or units % 1 ~= 0 then
       error(("Dense: units must be a positive integer, got %s"):format(tostring(units)), 2)
     end
+    if opts.activation ~= nil then tk._check_activation(opts.activation, "Dense", 2) end
     return core.dense(opts.name or "dense", units, {
       ["in"] = opts.input_dim,
       activation = opts.activation,

@@ -264,6 +264,28 @@ return function(tk)
     return only
   end
 
+  -- Categorical ids outside [0, cardinality) are an error naming the file, the row
+  -- (1-based, the header is row 1; `before` data rows came in earlier chunks) and the
+  -- column (DESIGN §4).
+  local function check_csv_ids(path, schema, specs, cols, before)
+    for _, spec in ipairs(specs) do
+      local col = schema:column(spec.name)
+      local card = col:has_tag(Tags.CATEGORICAL) and col:cardinality()
+      if card then
+        local row, id
+        if spec.type == "int64_list" then
+          row, id = core.check_ids(cols[spec.name .. "__values"], card, cols[spec.name .. "__offsets"])
+        elseif spec.type == "int64" then
+          row, id = core.check_ids(cols[spec.name], card)
+        end
+        if row then
+          error(("%s: row %d, column '%s': id %.0f is out of range [0, %.0f)"):format(
+            path, before + row + 1, spec.name, id, card), 3)
+        end
+      end
+    end
+  end
+
   --- read_csv(path, schema [, {columns =}]) -> Dataset: a CSV file with a header row;
   -- the schema gives each column's type (list cells hold ids separated by '|'). Columns
   -- of the schema that are strings are skipped; a bad cell is an error naming the file,
@@ -277,6 +299,7 @@ return function(tk)
     local reader = core.csv_open(path, specs)
     local cols = reader:next(2 ^ 52)
     reader:close()
+    check_csv_ids(path, schema, specs, cols, 0)
     local ds = setmetatable({ columns = cols, schema = schema }, Dataset)
     ds:_check()
     return ds
@@ -290,7 +313,9 @@ return function(tk)
     opts = opts or {}
     local rows = opts.chunk_rows or 1048576
     if type(rows) ~= "number" or rows < 1 then fail(2, "csv_chunks: chunk_rows must be positive") end
-    local reader = core.csv_open(path, csv_specs(schema, columns_filter(opts, "csv_chunks")))
+    local specs = csv_specs(schema, columns_filter(opts, "csv_chunks"))
+    local reader = core.csv_open(path, specs)
+    local before = 0 -- data rows of the earlier chunks
     return function()
       if not reader then return nil end
       local cols, n = reader:next(rows)
@@ -299,6 +324,8 @@ return function(tk)
         reader = nil
         return nil
       end
+      check_csv_ids(path, schema, specs, cols, before)
+      before = before + n
       local ds = setmetatable({ columns = cols, schema = schema }, Dataset)
       ds:_check()
       return ds

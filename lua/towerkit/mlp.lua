@@ -51,8 +51,11 @@ return function(tk)
       if #activation ~= #dimensions then
         fail("MLPBlock: %d activations for %d layers", #activation, #dimensions)
       end
+      for i = 1, #activation do tk._check_activation(activation[i], "MLPBlock", 2) end
     elseif type(activation) ~= "string" then
       fail("MLPBlock: activation must be a name or a list of names, one per layer")
+    else
+      tk._check_activation(activation, "MLPBlock", 2)
     end
     if opts.dropout ~= nil and (type(opts.dropout) ~= "number" or opts.dropout < 0 or opts.dropout >= 1) then
       fail("MLPBlock: dropout must be a rate in [0, 1), got %s", tostring(opts.dropout))

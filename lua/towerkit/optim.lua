@@ -45,11 +45,34 @@ return function(tk)
     return setmetatable({ kind = kind, _impl = impl, config = opts }, Optimizer)
   end
 
+  local check_options = require("towerkit.util").check_options
+
+  local function set(...)
+    local s = {}
+    for _, k in ipairs { ... } do s[k] = true end
+    return s
+  end
+  local KNOWN = {
+    SGD = set("learning_rate", "lr", "momentum", "nesterov", "weight_decay"),
+    Adam = set("learning_rate", "lr", "beta_1", "beta_2", "epsilon"),
+    AdamW = set("learning_rate", "lr", "beta_1", "beta_2", "epsilon", "weight_decay"),
+    Adagrad = set("learning_rate", "lr", "initial_accumulator_value", "epsilon"),
+  }
+
+  -- A copy of the caller's options (never changed) with lr as learning_rate; unknown
+  -- keys are an error naming the known ones.
   local function check(opts, name)
     if opts ~= nil and type(opts) ~= "table" then error(name .. ": options must be a table", 3) end
-    opts = opts or {}
-    if opts.lr and not opts.learning_rate then opts.learning_rate = opts.lr end
-    return opts
+    local copy = {}
+    for k, v in pairs(opts or {}) do copy[k] = v end
+    if name == "Adam" and copy.weight_decay ~= nil then
+      if copy.weight_decay ~= 0 then error("Adam: weight_decay is decoupled in towerkit; use AdamW", 3) end
+      copy.weight_decay = nil -- 0: no decay, as without it
+    end
+    check_options(copy, KNOWN[name], name, 3)
+    if copy.lr ~= nil and copy.learning_rate == nil then copy.learning_rate = copy.lr end
+    copy.lr = nil
+    return copy
   end
 
   --- SGD{learning_rate = 0.01, momentum = 0, nesterov = false, weight_decay = 0}
@@ -61,9 +84,6 @@ return function(tk)
   --- Adam{learning_rate = 0.001, beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-7}
   function optim.Adam(opts)
     opts = check(opts, "Adam")
-    if opts.weight_decay and opts.weight_decay ~= 0 then
-      error("Adam: weight_decay is decoupled in towerkit; use AdamW", 2)
-    end
     return make("Adam", core.adam(opts), opts)
   end
 

@@ -287,14 +287,18 @@ typedef struct worker {
     tk_model_slot *slot;
     int requests;
     int failures, mismatches, saw[2];
+    int version_mismatches; /* a model paired with another model's version */
 } worker;
 
+/* The swaps below make odd versions model a (refs[0]) and even ones model b. */
 static void *query_worker(void *arg) {
     worker *w = arg;
     tk_ctx *ctx = tk_ctx_new(0);
     for (int i = 0; i < w->requests; i++) {
         tk_ctx_reset(ctx);
-        tk_model *m = tk_model_slot_get(w->slot);
+        uint64_t version = 0;
+        tk_model *m = tk_model_slot_get_versioned(w->slot, &version);
+        if ((m == refs[0].model) != (version % 2 == 1)) w->version_mismatches++;
         tk_tensor *ids, *scores;
         if (tk_model_recommend(m, ctx, two_users(ctx), 5, &ids, &scores) != TK_OK) {
             w->failures++;
@@ -336,15 +340,22 @@ static void test_threads_and_swaps(void) {
         usleep(500);
     }
     for (int i = 0; i < NW; i++) pthread_join(th[i], NULL);
-    int fails = 0, mism = 0, saw0 = 0, saw1 = 0;
+    int fails = 0, mism = 0, saw0 = 0, saw1 = 0, vmism = 0;
     for (int i = 0; i < NW; i++) {
         fails += w[i].failures;
         mism += w[i].mismatches;
         saw0 += w[i].saw[0];
         saw1 += w[i].saw[1];
+        vmism += w[i].version_mismatches;
     }
     TK_CHECK_MSG(fails == 0, "%d failed requests", fails);
     TK_CHECK_MSG(mism == 0, "%d requests differ from their model's reference", mism);
+    TK_CHECK_MSG(vmism == 0, "%d requests got a model with another model's version", vmism);
+    uint64_t v = 0;
+    tk_model *cur = tk_model_slot_get_versioned(slot, &v);
+    TK_CHECK(v == 41 && cur == a);
+    tk_model_release(cur);
+    TK_CHECK(tk_model_slot_get_versioned(NULL, &v) == NULL && v == 0);
     TK_CHECK(saw0 + saw1 == NW * 300);
     TK_CHECK(tk_model_slot_version(slot) == 41);
     /* a failed reload keeps the current model */
@@ -439,6 +450,102 @@ static void test_lua_states_in_threads(void) {
     tk_model_release(m);
 }
 
+/* ---- Lua states recommending through a slot while it swaps ---- */
+
+/* slot:recommend returns the version of the model that answered: odd versions are model
+ * a (EXPECT_ODD), even ones model b. */
+static const char *LUA_SLOT_QUERY =
+    "local tk = require 'towerkit'\n"
+    "local n = ...\n"
+    "local q = { user_id = tk.tensor({3, 7}, 'int64'), user_tags__values = tk.tensor({1, 2, 5}, 'int64'),\n"
+    "            user_tags__offsets = tk.tensor({0, 2, 3}, 'int64'), user_activity = tk.tensor({0.5, -1}) }\n"
+    "local seen = {}\n"
+    "for i = 1, n do\n"
+    "  local ids, scores, version = slot:recommend(q, 5)\n"
+    "  local s = table.concat(ids:totable()[1], ',') .. ';' .. table.concat(ids:totable()[2], ',')\n"
+    "  local expect = version % 2 == 1 and EXPECT_ODD or EXPECT_EVEN\n"
+    "  if s ~= expect then error(('version %d answered %s, expected %s'):format(version, s, expect)) end\n"
+    "  local m, v = slot:current()\n"
+    "  if (m:dir() == DIR_ODD) ~= (v % 2 == 1) then error(('current(): version %d with %s'):format(v, m:dir())) end\n"
+    "  seen[version % 2] = true\n"
+    "end\n"
+    "return 'ok'\n";
+
+typedef struct lua_slot_worker {
+    tk_model_slot *slot;
+    const char *expect_odd, *expect_even;
+    char error[512];
+} lua_slot_worker;
+
+static void *lua_slot_thread(void *arg) {
+    lua_slot_worker *w = arg;
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    if (towerkit_lua_open(L, NULL) != 0 || towerkit_lua_push_model_slot(L, w->slot) != 0) {
+        snprintf(w->error, sizeof w->error, "%s", lua_tostring(L, -1));
+        lua_close(L);
+        return NULL;
+    }
+    lua_setglobal(L, "slot");
+    lua_pushstring(L, w->expect_odd);
+    lua_setglobal(L, "EXPECT_ODD");
+    lua_pushstring(L, w->expect_even);
+    lua_setglobal(L, "EXPECT_EVEN");
+    lua_pushstring(L, ckpt_a);
+    lua_setglobal(L, "DIR_ODD");
+    if (luaL_loadstring(L, LUA_SLOT_QUERY) != 0) {
+        snprintf(w->error, sizeof w->error, "%s", lua_tostring(L, -1));
+    } else {
+        lua_pushnumber(L, 150);
+        if (lua_pcall(L, 1, 1, 0) != 0) snprintf(w->error, sizeof w->error, "%s", lua_tostring(L, -1));
+    }
+    lua_close(L);
+    return NULL;
+}
+
+static void ids_string(const ref_result *r, char *out, size_t n) {
+    const int64_t *x = r->ids;
+    snprintf(out, n, "%lld,%lld,%lld,%lld,%lld;%lld,%lld,%lld,%lld,%lld", (long long)x[0], (long long)x[1],
+             (long long)x[2], (long long)x[3], (long long)x[4], (long long)x[5], (long long)x[6], (long long)x[7],
+             (long long)x[8], (long long)x[9]);
+}
+
+static void test_lua_slot_versions_under_swaps(void) {
+    tk_model *a = tk_model_load(ckpt_a, NULL), *b = tk_model_load(ckpt_b, NULL);
+    TK_CHECK(a && b);
+    if (!a || !b) {
+        tk_model_release(a);
+        tk_model_release(b);
+        return;
+    }
+    reference(&refs[0], a);
+    reference(&refs[1], b);
+    char odd[256], even[256];
+    ids_string(&refs[0], odd, sizeof odd);
+    ids_string(&refs[1], even, sizeof even);
+    TK_CHECK(strcmp(odd, even) != 0);
+    tk_model_slot *slot = tk_model_slot_new(a);
+    enum { NT = 2 };
+    lua_slot_worker w[NT];
+    pthread_t th[NT];
+    for (int i = 0; i < NT; i++) {
+        memset(&w[i], 0, sizeof w[i]);
+        w[i].slot = slot;
+        w[i].expect_odd = odd;
+        w[i].expect_even = even;
+        pthread_create(&th[i], NULL, lua_slot_thread, &w[i]);
+    }
+    for (int s = 0; s < 40; s++) {
+        tk_model_slot_set(slot, s % 2 ? a : b); /* version s + 2: even is b */
+        usleep(300);
+    }
+    for (int i = 0; i < NT; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < NT; i++) TK_CHECK_MSG(w[i].error[0] == 0, "state %d: %s", i, w[i].error);
+    tk_model_slot_release(slot);
+    tk_model_release(a);
+    tk_model_release(b);
+}
+
 /* The host releases first, then the state; and the other way round. */
 static void test_release_orders(void) {
     tk_model *m = tk_model_load(ckpt_a, NULL);
@@ -488,6 +595,7 @@ int main(void) {
     TK_RUN(test_bad_queries);
     TK_RUN(test_threads_and_swaps);
     TK_RUN(test_lua_states_in_threads);
+    TK_RUN(test_lua_slot_versions_under_swaps);
     TK_RUN(test_release_orders);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_root);

@@ -59,6 +59,37 @@ describe("read_csv", function()
     assert.is_false(ok)
     assert.truthy(err:find("missing.csv", 1, true), err)
   end)
+
+  it("names the file, row and column of a categorical id out of range", function()
+    -- user_id has cardinality 10, genres 6; data row r is file row r + 1
+    write(dir .. "/ids.csv", "user_id,genres,price\n1,1,0.5\n9,0|5,1\n2,3,1\n10,1,2\n")
+    local ok, err = pcall(tk.data.read_csv, dir .. "/ids.csv", schema())
+    assert.is_false(ok)
+    assert.truthy(err:find(dir .. "/ids.csv: row 5, column 'user_id': id 10 is out of range [0, 10)", 1, true), err)
+    write(dir .. "/neg.csv", "user_id,genres,price\n-1,1,0.5\n")
+    ok, err = pcall(tk.data.read_csv, dir .. "/neg.csv", schema())
+    assert.truthy(err:find("neg.csv: row 2, column 'user_id': id -1 is out of range [0, 10)", 1, true), err)
+    -- a list id: the row whose list holds it (empty lists in between)
+    write(dir .. "/list.csv", "user_id,genres,price\n1,,0.5\n2,,1\n3,1|6,1\n")
+    ok, err = pcall(tk.data.read_csv, dir .. "/list.csv", schema())
+    assert.truthy(err:find("list.csv: row 4, column 'genres': id 6 is out of range [0, 6)", 1, true), err)
+    -- in chunks: rows count from the start of the file
+    local chunks = {}
+    ok, err = pcall(function()
+      for chunk in tk.data.csv_chunks(dir .. "/ids.csv", schema(), { chunk_rows = 2 }) do
+        chunks[#chunks + 1] = chunk:size()
+      end
+    end)
+    assert.is_false(ok)
+    assert.same({ 2 }, chunks)
+    assert.truthy(err:find(dir .. "/ids.csv: row 5, column 'user_id': id 10 is out of range [0, 10)", 1, true), err)
+    -- a column that is not read is not checked
+    local only = tk.data.read_csv(dir .. "/ids.csv", schema(), { columns = { "price", "genres" } })
+    assert.equal(4, only:size())
+    -- ids in range read as before
+    write(dir .. "/ok.csv", "user_id,genres,price\n0,0|5,0.5\n9,,1\n")
+    assert.equal(2, tk.data.read_csv(dir .. "/ok.csv", schema()):size())
+  end)
 end)
 
 describe("the MovieLens converter", function()

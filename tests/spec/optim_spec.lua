@@ -84,4 +84,35 @@ describe("hand training", function()
     assert.has_error(function() tk.optim.Adam { beta_1 = "x" } end, "option 'beta_1' must be a number")
     assert.has_error(function() tk.optim.Adam():step(42) end, "step: a block or a list of parameters expected, got number")
   end)
+
+  it("reject unknown options and leave the caller's table unchanged", function()
+    assert.has_error(function() tk.optim.SGD { learning_rate = 0.1, momentun = 0.9 } end,
+      "SGD: unknown option 'momentun'; known: learning_rate, lr, momentum, nesterov, weight_decay")
+    assert.has_error(function() tk.optim.Adam { beta1 = 0.9 } end,
+      "Adam: unknown option 'beta1'; known: beta_1, beta_2, epsilon, learning_rate, lr")
+    assert.has_error(function() tk.optim.AdamW { momentum = 0.9 } end,
+      "AdamW: unknown option 'momentum'; known: beta_1, beta_2, epsilon, learning_rate, lr, weight_decay")
+    assert.has_error(function() tk.optim.Adagrad { beta_1 = 0.9 } end,
+      "Adagrad: unknown option 'beta_1'; known: epsilon, initial_accumulator_value, learning_rate, lr")
+    assert.has_error(function() tk.optim.Adam { weight_decay = 0.1 } end,
+      "Adam: weight_decay is decoupled in towerkit; use AdamW")
+    local ok, err = pcall(function() local o = tk.optim.SGD { nesterv = true }; return o end)
+    assert.is_false(ok)
+    assert.truthy(err:find("optim_spec.lua:", 1, true), err) -- raised at the caller's line
+
+    local opts = { lr = 0.05 }
+    local sgd = tk.optim.SGD(opts)
+    assert.same({ lr = 0.05 }, opts)
+    assert.near(0.05, sgd:learning_rate(), 1e-7)
+    local w = { weight_decay = nil, learning_rate = 0.01 }
+    local adamw = tk.optim.AdamW(w)
+    assert.same({ learning_rate = 0.01 }, w)
+    assert.near(0.004, adamw.config.weight_decay, 1e-12)
+    assert.near(0.01, adamw:learning_rate(), 1e-7)
+    local ada = { learning_rate = 0.2, initial_accumulator_value = 0.5 }
+    tk.optim.Adagrad(ada)
+    assert.same({ learning_rate = 0.2, initial_accumulator_value = 0.5 }, ada)
+    assert.near(0.3, tk.optim.Adam({ lr = 0.3, learning_rate = nil }):learning_rate(), 1e-7)
+    assert.near(0.001, tk.optim.Adam({ weight_decay = 0 }):learning_rate(), 1e-7)
+  end)
 end)

@@ -369,21 +369,11 @@ char *tk_block_config_json(const tk_block *b) {
 /* Reading                                                                                */
 /* ------------------------------------------------------------------------------------ */
 
-static const char *json_type(const cJSON *v) {
-    if (!v) return "nothing";
-    if (cJSON_IsObject(v)) return "an object";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    return "null";
-}
-
 static tk_status read_hook(tk_block *b, const cJSON *o, const char *key, uint64_t seed) {
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!h) return TK_OK;
     if (!cJSON_IsObject(h)) {
-        tk_cfg_fail("\"%s\" must be a block config object, got %s", key, json_type(h));
+        tk_cfg_fail("\"%s\" must be a block config object, got %s", key, tk_json_kind(h));
         return TK_ERROR;
     }
     tk_block *hook = tk_block_from_cjson(h, seed);
@@ -429,7 +419,7 @@ static tk_status read_generic(tk_block *b, const cJSON *o, uint64_t seed) {
 }
 
 tk_block *tk_block_from_cjson(const cJSON *o, uint64_t seed) {
-    if (!cJSON_IsObject(o)) return tk_cfg_fail("a block config must be a JSON object, got %s", json_type(o));
+    if (!cJSON_IsObject(o)) return tk_cfg_fail("a block config must be a JSON object, got %s", o ? tk_json_kind(o) : "nothing");
     const char *kind = NULL, *name = NULL;
     if (!tk_cfg_string(o, "kind", true, &kind) || !tk_cfg_string(o, "name", true, &name)) return NULL;
     if (!*name) return tk_cfg_fail("\"name\" must not be empty");

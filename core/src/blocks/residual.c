@@ -28,11 +28,7 @@ static tk_status residual_write_config(const tk_block *b, void *json) {
     return cJSON_AddStringToObject(json, "activation", tk_activation_name(r->act)) ? TK_OK : TK_ERROR;
 }
 
-static void *residual_copy_impl(const void *impl) {
-    residual_impl *c = malloc(sizeof *c);
-    if (c) *c = *(const residual_impl *)impl;
-    return c;
-}
+static void *residual_copy_impl(const void *impl) { return tk_memdup(impl, sizeof(residual_impl)); }
 
 const tk_block_kind tk_kind_residual = {
     .name = "residual",

@@ -66,16 +66,12 @@ tk_status tk_value_set(tk_ctx *ctx, tk_value *v, const char *name, tk_tensor *t)
     return TK_OK;
 }
 
-static int cmp_names(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 const char **tk_value_sorted_names(tk_ctx *ctx, const tk_value *v) {
     if (!v || v->n < 0) return NULL;
     const char **names = tk_ctx_alloc(ctx, (size_t)(v->n ? v->n : 1) * sizeof *names);
     if (!names) return NULL;
     if (v->n) memcpy(names, v->names, (size_t)v->n * sizeof *names);
-    qsort(names, (size_t)v->n, sizeof *names, cmp_names);
+    qsort(names, (size_t)v->n, sizeof *names, tk_strcmp_ptr);
     return names;
 }
 

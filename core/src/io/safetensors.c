@@ -26,17 +26,13 @@ static const char *st_dtype(tk_dtype d) { return d == TK_I64 ? "I64" : "F32"; }
 /* Writing                                                                                */
 /* ------------------------------------------------------------------------------------ */
 
-static int cmp_str_ptr(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 /* The first name that appears twice, or NULL. */
 static const char *find_duplicate(int32_t n, const char *const *names) {
     if (n < 2) return NULL;
     const char **sorted = malloc((size_t)n * sizeof *sorted);
     if (!sorted) return NULL;
     memcpy(sorted, names, (size_t)n * sizeof *sorted);
-    qsort(sorted, (size_t)n, sizeof *sorted, cmp_str_ptr);
+    qsort(sorted, (size_t)n, sizeof *sorted, tk_strcmp_ptr);
     const char *dup = NULL;
     for (int32_t i = 1; i < n && !dup; i++)
         if (strcmp(sorted[i - 1], sorted[i]) == 0) dup = sorted[i];
@@ -197,29 +193,19 @@ static bool json_uint(const cJSON *v, uint64_t *out) {
     return true;
 }
 
-static const char *json_kind(const cJSON *v) {
-    if (!v) return "missing";
-    if (cJSON_IsObject(v)) return "an object";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsBool(v)) return "a boolean";
-    return "null";
-}
-
 /* Fills e from the header entry o; false with the error set. */
 static bool read_entry(const char *path, const cJSON *o, entry *e) {
     const char *name = o->string;
     e->name = name;
     if (!cJSON_IsObject(o)) {
-        tk_set_error("%s: tensor '%s': the header entry must be an object, got %s", path, name, json_kind(o));
+        tk_set_error("%s: tensor '%s': the header entry must be an object, got %s", path, name, tk_json_kind(o));
         return false;
     }
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(o, "dtype");
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(o, "shape");
     const cJSON *offs = cJSON_GetObjectItemCaseSensitive(o, "data_offsets");
     if (!cJSON_IsString(dtype)) {
-        tk_set_error("%s: tensor '%s': \"dtype\" must be a string, got %s", path, name, json_kind(dtype));
+        tk_set_error("%s: tensor '%s': \"dtype\" must be a string, got %s", path, name, tk_json_kind(dtype));
         return false;
     }
     if (strcmp(dtype->valuestring, "F32") == 0) {
@@ -232,7 +218,7 @@ static bool read_entry(const char *path, const cJSON *o, entry *e) {
         return false;
     }
     if (!cJSON_IsArray(shape)) {
-        tk_set_error("%s: tensor '%s': \"shape\" must be an array, got %s", path, name, json_kind(shape));
+        tk_set_error("%s: tensor '%s': \"shape\" must be an array, got %s", path, name, tk_json_kind(shape));
         return false;
     }
     int nd = cJSON_GetArraySize(shape);
@@ -395,7 +381,7 @@ tk_safetensors *tk_safetensors_read(const char *path) {
         }
     }
     if (!cJSON_IsObject(root)) {
-        tk_set_error("%s: the header must be a JSON object, got %s", path, json_kind(root));
+        tk_set_error("%s: the header must be a JSON object, got %s", path, tk_json_kind(root));
         goto done;
     }
     int32_t n = 0;
@@ -413,12 +399,12 @@ tk_safetensors *tk_safetensors_read(const char *path) {
     }
     if (meta) {
         if (!cJSON_IsObject(meta)) {
-            tk_set_error("%s: \"__metadata__\" must be an object of strings, got %s", path, json_kind(meta));
+            tk_set_error("%s: \"__metadata__\" must be an object of strings, got %s", path, tk_json_kind(meta));
             goto done;
         }
         for (const cJSON *m = meta->child; m; m = m->next) {
             if (!cJSON_IsString(m)) {
-                tk_set_error("%s: metadata '%s' must be a string, got %s", path, m->string, json_kind(m));
+                tk_set_error("%s: metadata '%s' must be a string, got %s", path, m->string, tk_json_kind(m));
                 goto done;
             }
         }
