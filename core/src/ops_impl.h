@@ -52,6 +52,8 @@ static inline int64_t tk_op_rows(const tk_tensor *t) {
 void tk_act_forward(tk_activation act, float *y, const float *x, int64_t n);
 void tk_act_backward(tk_activation act, float *dx, const float *dy, const float *x,
                      const float *y, int64_t n, bool accumulate);
+/* y = act(y + bias) in one pass (bias may be NULL): a dense layer's bias and activation. */
+void tk_bias_act_forward(tk_activation act, float *y, const float *bias, int64_t n);
 /* Whether tk_act_backward needs the activation's input x. */
 static inline bool tk_act_needs_input(tk_activation act) { return act == TK_ACT_GELU; }
 

@@ -21,6 +21,7 @@
  *   dn_i += (E[:, B:]^T Qr)_i
  * Ids, log-probabilities and weights are constants (no gradient). */
 #include "ops_impl.h"
+#include "simd.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -35,27 +36,7 @@ static const char *const OP = "retrieval_loss";
  * Each kernel is one always-inlined body compiled twice: for the baseline (SSE2 on
  * x86-64, two instructions per 8-lane operation; NEON elsewhere) and, on x86-64, for AVX2,
  * picked at run time (the exp runs about twice as fast). The 8-lane helpers never cross a
- * call boundary, so the vector ABI warning (-Wpsabi) does not apply to them. */
-#define VL 8
-typedef float vf __attribute__((vector_size(4 * VL)));
-typedef int32_t vi __attribute__((vector_size(4 * VL)));
-typedef uint32_t vu __attribute__((vector_size(4 * VL)));
-#define TK_INLINE static inline __attribute__((always_inline))
-
-/* for the rest of the file (GCC reports it where the helpers end up inlined) */
-#pragma GCC diagnostic ignored "-Wpsabi"
-TK_INLINE vf vf_load(const float *p) {
-    vf v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-TK_INLINE void vf_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
-
-TK_INLINE vf vf_select(vi mask, vf a, vf b) { /* mask ? a : b, lane-wise */
-    return (vf)(((vi)a & mask) | ((vi)b & ~mask));
-}
-
+ * call boundary (simd.h). */
 TK_INLINE vf vf_exp(vf x) {
     const float lo = -87.33654f, hi = 88.37626f;
     vi keep = x > lo;

@@ -126,10 +126,13 @@ static tk_tensor *dense_fn(tk_ctx *ctx, void *ud) {
 }
 
 static void test_dense_grads(void) {
-    for (int act = 0; act < TK_ACT_COUNT; act++)
+    /* 5 outputs: the scalar tails of the vectorised bias and activation; 13: a vector
+     * body of 8 and a tail */
+    for (int act = 0; act < 2 * TK_ACT_COUNT; act++)
         for (int with_bias = 0; with_bias < 2; with_bias++) {
-            dense_case c = {op_leaf_2d(4, 3, 500 + act), op_leaf_2d(3, 5, 600 + act),
-                            with_bias ? op_leaf_1d(5, 700 + act) : NULL, (tk_activation)act};
+            int64_t out = act < TK_ACT_COUNT ? 5 : 13;
+            dense_case c = {op_leaf_2d(4, 3, 500 + act), op_leaf_2d(3, out, 600 + act),
+                            with_bias ? op_leaf_1d(out, 700 + act) : NULL, (tk_activation)(act % TK_ACT_COUNT)};
             /* keep pre-activations away from relu's and selu's kink at 0 */
             for (int tries = 0; tries < 100; tries++) {
                 tk_ctx *ctx = tk_ctx_new(1);

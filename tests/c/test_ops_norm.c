@@ -41,6 +41,9 @@ static void test_l2norm_grads(void) {
     c.a = op_leaf(3, s3, 1, 2);
     TK_CHECK(gradcheck_run("l2norm 3-D", l2norm_fn, &c, 1, &c.a, false, 1e-2) == 0);
     tk_tensor_release(c.a);
+    c.a = op_leaf_2d(3, 19, 4); /* rows of 19: vector bodies and tails */
+    TK_CHECK(gradcheck_run("l2norm wide", l2norm_fn, &c, 1, &c.a, false, 1e-2) == 0);
+    tk_tensor_release(c.a);
 
     /* Where the norm is clamped, 1/sqrt(1e-12) is a constant: dx = 1e6 dy exactly
      * (finite differences of 1e-2 would leave the clamped region, so by hand). */

@@ -1,5 +1,6 @@
 /* Matrix products (OpenBLAS), the fused dense layer, transpose and reshape. */
 #include "ops_impl.h"
+#include "simd.h"
 
 #include <cblas.h>
 #include <limits.h>
@@ -106,8 +107,7 @@ static void dense_backward(tk_ctx *ctx, tk_node *node) {
         dz = buf;
     }
     if (db)
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < out; j++) db[j] += dz[r * out + j];
+        for (int64_t r = 0; r < rows; r++) tk_vec_add(db, dz + r * out, out);
     if (dx) gemm(false, true, rows, in, out, dz, tk_f32(w), 1.0f, dx); /* dx += dz W^T */
     if (dw) gemm(true, false, in, out, rows, tk_f32(x), dz, 1.0f, dw); /* dW += x^T dz */
 }
@@ -153,10 +153,13 @@ tk_tensor *tk_dense(tk_ctx *ctx, tk_tensor *x, tk_tensor *kernel, tk_tensor *bia
     const float *bv = bias ? tk_f32(bias) : NULL;
     for (int64_t r = 0; r < rows; r++) { /* one pass: bias, then activation, row by row */
         float *yr = yv + r * out;
-        if (bv)
-            for (int64_t j = 0; j < out; j++) yr[j] += bv[j];
-        if (z) memcpy(z + r * out, yr, (size_t)out * sizeof *yr);
-        tk_act_forward(act, yr, yr, out);
+        if (z) { /* the pre-activation is kept in between */
+            if (bv) tk_vec_add(yr, bv, out);
+            memcpy(z + r * out, yr, (size_t)out * sizeof *yr);
+            tk_act_forward(act, yr, yr, out);
+        } else {
+            tk_bias_act_forward(act, yr, bv, out);
+        }
     }
     if (grad) {
         tk_node *node = tk_ctx_record(ctx, op, dense_backward, y, 3, inputs);
