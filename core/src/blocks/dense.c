@@ -107,11 +107,7 @@ static tk_status dense_write_config(const tk_block *b, void *json) {
     return ok ? TK_OK : TK_ERROR;
 }
 
-static void *dense_copy_impl(const void *impl) {
-    dense_impl *c = malloc(sizeof *c);
-    if (c) memcpy(c, impl, sizeof *c);
-    return c;
-}
+static void *dense_copy_impl(const void *impl) { return tk_memdup(impl, sizeof(dense_impl)); }
 
 const tk_block_kind tk_kind_dense = {
     .name = "dense",

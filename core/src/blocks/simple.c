@@ -51,13 +51,7 @@ static tk_status activation_write_config(const tk_block *b, void *json) {
     return cJSON_AddStringToObject(json, "activation", tk_activation_name(a->act)) ? TK_OK : TK_ERROR;
 }
 
-static void *copy_small(const void *impl, size_t size) {
-    void *c = malloc(size);
-    if (c) memcpy(c, impl, size);
-    return c;
-}
-
-static void *act_copy_impl(const void *impl) { return copy_small(impl, sizeof(act_impl)); }
+static void *act_copy_impl(const void *impl) { return tk_memdup(impl, sizeof(act_impl)); }
 
 const tk_block_kind tk_kind_activation = {
     .name = "activation",
@@ -125,7 +119,7 @@ static tk_status dropout_write_config(const tk_block *b, void *json) {
     return tk_cfg_add_float(json, "rate", ((const dropout_impl *)b->impl)->rate) ? TK_OK : TK_ERROR;
 }
 
-static void *dropout_copy_impl(const void *impl) { return copy_small(impl, sizeof(dropout_impl)); }
+static void *dropout_copy_impl(const void *impl) { return tk_memdup(impl, sizeof(dropout_impl)); }
 
 const tk_block_kind tk_kind_dropout = {
     .name = "dropout",
@@ -221,7 +215,7 @@ static tk_status bn_write_config(const tk_block *b, void *json) {
     return ok ? TK_OK : TK_ERROR;
 }
 
-static void *bn_copy_impl(const void *impl) { return copy_small(impl, sizeof(bn_impl)); }
+static void *bn_copy_impl(const void *impl) { return tk_memdup(impl, sizeof(bn_impl)); }
 
 const tk_block_kind tk_kind_batch_norm = {
     .name = "batch_norm",
