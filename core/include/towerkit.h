@@ -706,6 +706,19 @@ tk_ctx *tk_two_tower_trainer_ctx(tk_two_tower_trainer *t, int tower);
 tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in, tk_value *item_in,
                                     const tk_retrieval_opts *opts, float *loss_out);
 
+/* Embeddings of every row of a table of columns through `block` then `post` (may be
+ * NULL), in evaluation mode, in batches of batch_size rows: a new heap float32 [n, D]
+ * (item export). Columns as a batch's: names[i] with cols[i] (heap tensors, rows along
+ * the first dimension), ragged lists as "f__values" and "f__offsets". The batches run on
+ * two threads (when tk_get_num_threads() >= 2), each with its own context and
+ * single-threaded BLAS, the first batch alone (it may build a lazy block); the OpenBLAS
+ * thread count is restored before returning. NULL (tk_last_error) on an error. */
+tk_tensor *tk_block_embed(tk_block *block, tk_block *post, int32_t ncols, const char *const *names,
+                          tk_tensor *const *cols, int64_t batch_size);
+/* The row indices (int64 [k], ascending) of the first occurrence of each distinct value
+ * of an int64 tensor. NULL (tk_last_error) on a bad dtype or no memory. */
+tk_tensor *tk_unique_first(const tk_tensor *ids);
+
 /* ------------------------------------------------------------------------------------ */
 /* Files: safetensors weights, checkpoints, CSV                                          */
 /* ------------------------------------------------------------------------------------ */

@@ -228,13 +228,47 @@ static int trainer_gc(lua_State *L) {
     return 0;
 }
 
+/* --- item export (tk_block_embed) and the first row of each id (tk_unique_first) --- */
+
+/* embed_rows(block, post | nil, columns, batch_size) -> float32 [n, D]: columns is a
+ * table of name -> heap tensor (a Dataset's columns). */
+static int l_embed_rows(lua_State *L) {
+    tk_block *block = tkl_check_block(L, 1);
+    tk_block *post = lua_isnoneornil(L, 2) ? NULL : tkl_check_block(L, 2);
+    luaL_checktype(L, 3, LUA_TTABLE);
+    int64_t bs = tkl_check_int(L, 4, "batch_size");
+    int32_t n = 0;
+    for (lua_pushnil(L); lua_next(L, 3); lua_pop(L, 1)) n++;
+    const char **names = lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *names);
+    tk_tensor **cols = lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *cols);
+    int32_t i = 0;
+    for (lua_pushnil(L); lua_next(L, 3); lua_pop(L, 1)) { /* strings and tensors stay in the table */
+        if (lua_type(L, -2) != LUA_TSTRING || !(cols[i] = tkl_to_tensor(L, -1)))
+            return tkl_error(L, "embed_rows: columns must map names to tensors");
+        names[i++] = lua_tostring(L, -2);
+    }
+    tk_tensor *out = tk_block_embed(block, post, n, names, cols, bs);
+    if (!out) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, out);
+    return 1;
+}
+
+/* unique_first(ids) -> int64 [k]: the first row of each distinct id, in order. */
+static int l_unique_first(lua_State *L) {
+    tk_tensor *out = tk_unique_first(tkl_check_tensor(L, 1));
+    if (!out) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, out);
+    return 1;
+}
+
 static const luaL_Reg trainer_methods[] = {{"step", trainer_step}, {"stats", trainer_stats}, {NULL, NULL}};
 
 static const luaL_Reg freq_methods[] = {{"update", freq_update}, {"logq", freq_logq}, {"step", freq_step}, {NULL, NULL}};
 
 static const luaL_Reg retrieval_functions[] = {
     {"retrieval_loss", l_retrieval_loss}, {"freq_estimator", l_freq_estimator}, {"topk", l_topk},
-    {"two_tower_trainer", l_two_tower_trainer}, {NULL, NULL}};
+    {"two_tower_trainer", l_two_tower_trainer}, {"embed_rows", l_embed_rows}, {"unique_first", l_unique_first},
+    {NULL, NULL}};
 
 void tkl_open_retrieval(lua_State *L) {
     luaL_newmetatable(L, TKL_FREQ);

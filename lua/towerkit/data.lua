@@ -224,15 +224,9 @@ return function(tk)
   function Dataset:unique_by(name)
     local ids = self:column(name)
     if ids:dtype() ~= "int64" then fail(2, "unique_by: column '%s' must hold int64 ids", name) end
-    local seen, keep = {}, {}
-    local values = ids:totable()
-    for i, v in ipairs(values) do
-      if not seen[v] then
-        seen[v] = true
-        keep[#keep + 1] = i - 1
-      end
-    end
-    return self:select(tk.tensor(keep, "int64"))
+    local keep = core.unique_first(ids)
+    if keep:numel() == self.n then return self end -- every id once: the rows themselves
+    return self:select(keep)
   end
 
   -- The CSV column specs of a schema: lists as int64_list, int dtypes (and categorical

@@ -391,20 +391,14 @@ return function(tk)
     return history
   end
 
-  -- Embeddings of one tower over a dataset, in batches, in evaluation mode.
+  -- Embeddings of one tower over a dataset, in batches, in evaluation mode, on two
+  -- threads (core.embed_rows: row ranges of the columns, no gathering, each batch
+  -- written straight into the result).
   local function tower_embeddings(self, which, data, bs)
     local tower = which == "query" and self.block:query_block() or self.block:item_block()
-    local ctx = tk.Context(2)
-    local parts = {}
-    for batch in data:batches { batch_size = bs or 4096 } do
-      ctx:reset()
-      ctx:grad_enabled(false)
-      local out = tower:forward(batch, ctx)
-      if self.block:post() then out = self.block:post():forward(out, ctx) end
-      parts[#parts + 1] = out:clone()
-    end
-    if #parts == 0 then fail(3, "%s_embeddings: the data has no rows", which) end
-    return core.cat_rows(parts)
+    if data:size() == 0 then fail(3, "%s_embeddings: the data has no rows", which) end
+    local post = self.block:post()
+    return core.embed_rows(tower, post, data.columns, bs or 1024)
   end
 
   local Embeddings = {}

@@ -322,11 +322,50 @@ static void test_optim_step_contexts(void) {
     tk_tensor_release(x);
 }
 
+/* tk_block_embed (batches on two threads, written into one result) gives the rows of a
+ * one-context forward; tk_unique_first gives the first row of each id. */
+static void test_embed_and_unique(void) {
+    model m = make_model();
+    batch b = make_batch(1);
+    tk_ctx *ctx = tk_ctx_new(1);
+    tk_ctx_set_training(ctx, false);
+    tk_ctx_set_grad_enabled(ctx, false);
+    tk_tensor *ref = tk_value_tensor(tk_block_forward(ctx, m.post, tk_block_forward(ctx, m.i, batch_value(ctx, &b))));
+    TK_CHECK_MSG(ref, "%s", tk_ctx_error(ctx));
+    const char *names[2] = {"item_id", "item_x"};
+    tk_tensor *cols[2] = {b.iid, b.ic};
+    for (int threads = 1; threads <= 2 && ref; threads++) {
+        tk_set_num_threads(threads);
+        tk_tensor *out = tk_block_embed(m.i, m.post, 2, names, cols, 5); /* 7 batches, the last of 2 */
+        TK_CHECK_MSG(out && out->numel == ref->numel, "%s", tk_last_error());
+        for (int64_t k = 0; out && k < out->numel; k++) TK_CHECK_NEAR(tk_f32(out)[k], tk_f32(ref)[k], 1e-6);
+        TK_CHECK(tk_get_num_threads() == threads);
+        tk_tensor_release(out);
+    }
+    TK_CHECK(tk_block_embed(m.i, m.post, 1, names + 1, cols + 1, 5) == NULL); /* no item_id */
+    tk_tensor *u = tk_unique_first(b.iid);
+    bool seen[13] = {false};
+    int64_t distinct = 0;
+    for (int i = 0; i < B; i++) distinct += !seen[tk_i64(b.iid)[i]], seen[tk_i64(b.iid)[i]] = true;
+    TK_CHECK(u && u->numel == distinct && distinct > 1);
+    for (int64_t k = 0; u && k < u->numel; k++) {
+        int64_t row = tk_i64(u)[k];
+        for (int64_t r = 0; r < row; r++) TK_CHECK(tk_i64(b.iid)[r] != tk_i64(b.iid)[row]); /* first */
+        if (k > 0) TK_CHECK(row > tk_i64(u)[k - 1]);
+    }
+    tk_tensor_release(u);
+    tk_set_num_threads(2);
+    tk_ctx_free(ctx);
+    free_batch(&b);
+    free_model(&m);
+}
+
 int main(void) {
     tk_test_run("trainer matches one-context steps", test_matches_one_context);
     tk_test_run("trainer steady-state steps allocate nothing", test_steady_state);
     tk_test_run("trainer: a NaN gradient updates nothing", test_nan_gradient_updates_nothing);
     tk_test_run("trainer refuses shared tables, negatives, bad inputs", test_refusals);
     tk_test_run("optim_step_contexts", test_optim_step_contexts);
+    tk_test_run("block_embed and unique_first", test_embed_and_unique);
     return tk_test_summary();
 }

@@ -1,0 +1,229 @@
+/* Embeddings of a whole table of rows through one block (item export), and the first
+ * row of each distinct id (the item corpus of a set of interactions).
+ *
+ * tk_block_embed runs the block in evaluation mode over batches of rows on two threads,
+ * each with its own context and single-threaded BLAS (as the two-tower trainer: on these
+ * shapes two single-threaded sgemm streams do more than each product split over both
+ * cores), and writes each batch's output straight into its rows of the result. Batches
+ * are row ranges of the columns: views for plain columns, rebased offsets for ragged
+ * lists; nothing is gathered. The first batch runs alone (it may build a lazy block and
+ * gives the output width); blocks are read-only in a forward pass after that. */
+#include "internal.h"
+
+#include <pthread.h>
+#include <stdio.h>
+
+typedef struct embed_job {
+    tk_block *block, *post;
+    int32_t ncols;
+    const char *const *names;
+    tk_tensor *const *cols;
+    int64_t n, bs, nb;
+    tk_tensor *out; /* [n, D], NULL until the first batch */
+    int64_t next;   /* the next batch to run (atomic) */
+    tk_ctx *ctx[2];
+    bool failed[2];
+} embed_job;
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* The rows of a table of columns: plain columns' first dimension, lists' offsets - 1. */
+static int64_t column_rows(const char *name, const tk_tensor *t) {
+    if (ends_with(name, "__values")) return -1; /* counted by its offsets */
+    if (ends_with(name, "__offsets")) return t->numel - 1;
+    return t->ndim >= 1 ? t->shape[0] : -2;
+}
+
+/* An arena view of rows [r0, r0 + count) of t (rows along its first dimension). */
+static tk_tensor *row_view(tk_ctx *ctx, const tk_tensor *t, int64_t r0, int64_t count) {
+    tk_tensor *v = tk_ctx_alloc(ctx, sizeof *v);
+    if (!v) return NULL;
+    int64_t row = t->shape[0] ? t->numel / t->shape[0] : 0;
+    memset(v, 0, sizeof *v);
+    v->dtype = t->dtype;
+    v->ndim = t->ndim;
+    memcpy(v->shape, t->shape, sizeof v->shape);
+    v->shape[0] = count;
+    v->numel = count * row;
+    v->data = (char *)t->data + (size_t)(r0 * row) * tk_dtype_size(t->dtype);
+    v->flags = TK_TENSOR_VIEW;
+    return v;
+}
+
+/* The batch of rows [r0, r0 + count) as a tabular value in ctx. */
+static tk_value *batch_value(tk_ctx *ctx, const embed_job *j, int64_t r0, int64_t count) {
+    tk_value *v = tk_value_table(ctx);
+    if (!v) return NULL;
+    for (int32_t c = 0; c < j->ncols; c++) {
+        const char *name = j->names[c];
+        const tk_tensor *t = j->cols[c];
+        if (ends_with(name, "__values")) continue; /* with its offsets */
+        if (!ends_with(name, "__offsets")) {
+            tk_tensor *s = row_view(ctx, t, r0, count);
+            if (!s || tk_value_set(ctx, v, name, s) != TK_OK) return NULL;
+            continue;
+        }
+        /* a ragged list: offsets rebased to 0, values from the first row's */
+        char vname[256];
+        size_t base = strlen(name) - strlen("__offsets");
+        snprintf(vname, sizeof vname, "%.*s__values", (int)base, name);
+        const tk_tensor *vals = NULL;
+        for (int32_t k = 0; k < j->ncols; k++)
+            if (strcmp(j->names[k], vname) == 0) vals = j->cols[k];
+        if (!vals) return tk_ctx_fail(ctx, "embed: list column '%s' has no '%s'", name, vname);
+        const int64_t *off = tk_i64(t) + r0;
+        int64_t one = count + 1;
+        tk_tensor *o = tk_ctx_empty(ctx, TK_I64, 1, &one);
+        if (!o) return NULL;
+        for (int64_t i = 0; i <= count; i++) tk_i64(o)[i] = off[i] - off[0];
+        tk_tensor *s = row_view(ctx, vals, off[0], off[count] - off[0]);
+        if (!s || tk_value_set(ctx, v, vname, s) != TK_OK || tk_value_set(ctx, v, name, o) != TK_OK) return NULL;
+    }
+    return v;
+}
+
+/* Runs batch b in ctx and copies its output into the result (made by the first batch). */
+static bool run_batch(embed_job *j, tk_ctx *ctx, int64_t b) {
+    tk_ctx_reset(ctx);
+    tk_ctx_set_training(ctx, false);
+    tk_ctx_set_grad_enabled(ctx, false);
+    int64_t r0 = b * j->bs, count = j->n - r0 < j->bs ? j->n - r0 : j->bs;
+    tk_value *v = batch_value(ctx, j, r0, count);
+    if (v) v = tk_block_forward(ctx, j->block, v);
+    if (v && j->post) v = tk_block_forward(ctx, j->post, v);
+    tk_tensor *y = v ? tk_value_tensor(v) : NULL;
+    if (ctx->failed) return false;
+    if (!y || y->dtype != TK_F32 || y->ndim != 2 || y->shape[0] != count) {
+        char s[64];
+        if (y) tk_shape_str(y, s, sizeof s);
+        tk_ctx_fail(ctx, "embed: the block must return a float32 [rows, D] tensor, got %s",
+                    y ? s : "a tabular value");
+        return false;
+    }
+    if (!j->out) {
+        if (!(j->out = tk_tensor_new_2d(TK_F32, j->n, y->shape[1]))) {
+            tk_ctx_fail(ctx, "embed: %s", tk_last_error());
+            return false;
+        }
+    } else if (y->shape[1] != j->out->shape[1]) {
+        tk_ctx_fail(ctx, "embed: batches have %lld and %lld columns", (long long)j->out->shape[1],
+                    (long long)y->shape[1]);
+        return false;
+    }
+    memcpy(tk_f32(j->out) + r0 * y->shape[1], tk_f32(y), (size_t)y->numel * sizeof(float));
+    return true;
+}
+
+/* Takes batches until none is left or this side fails. */
+static void run_side(embed_job *j, int s) {
+    for (;;) {
+        int64_t b = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+        if (b >= j->nb) return;
+        if (!run_batch(j, j->ctx[s], b)) {
+            j->failed[s] = true;
+            __atomic_store_n(&j->next, j->nb, __ATOMIC_RELAXED); /* stop the other side */
+            return;
+        }
+    }
+}
+
+static void *side_main(void *arg) {
+    run_side(arg, 1);
+    return NULL;
+}
+
+tk_tensor *tk_block_embed(tk_block *block, tk_block *post, int32_t ncols, const char *const *names,
+                          tk_tensor *const *cols, int64_t batch_size) {
+    if (!block || ncols < 1 || !names || !cols || batch_size < 1) {
+        tk_set_error("embed: a block, at least one column and batch_size >= 1 are required");
+        return NULL;
+    }
+    int64_t n = -1;
+    for (int32_t c = 0; c < ncols; c++) {
+        if (!names[c] || !cols[c]) {
+            tk_set_error("embed: column %d is NULL", (int)c);
+            return NULL;
+        }
+        int64_t rows = column_rows(names[c], cols[c]);
+        if (rows == -1) continue;
+        if (rows < 0 || (n >= 0 && rows != n)) {
+            tk_set_error("embed: column '%s' has %lld rows, others %lld", names[c], (long long)rows, (long long)n);
+            return NULL;
+        }
+        n = rows;
+    }
+    if (n < 1) {
+        tk_set_error("embed: the columns have no rows");
+        return NULL;
+    }
+    embed_job j = {block, post, ncols, names, cols, n, batch_size, (n + batch_size - 1) / batch_size, NULL, 1,
+                   {tk_ctx_new(1), tk_ctx_new(2)}, {false, false}};
+    tk_tensor *result = NULL;
+    int threads = tk_get_num_threads();
+    if (!j.ctx[0] || !j.ctx[1]) {
+        tk_set_error("embed: out of memory");
+        goto out;
+    }
+    if (!run_batch(&j, j.ctx[0], 0)) { /* alone: builds a lazy block, sizes the result */
+        tk_set_error("%s", tk_ctx_error(j.ctx[0]));
+        goto out;
+    }
+    pthread_t worker;
+    bool two = threads >= 2 && j.nb > 2;
+    if (two) tk_set_num_threads(1);
+    if (two && pthread_create(&worker, NULL, side_main, &j) != 0) two = false;
+    run_side(&j, 0);
+    if (two) pthread_join(worker, NULL);
+    else run_side(&j, 1); /* nothing left unless the worker could not start */
+    if (threads != tk_get_num_threads()) tk_set_num_threads(threads);
+    for (int s = 0; s < 2; s++)
+        if (j.failed[s]) {
+            tk_set_error("%s", tk_ctx_error(j.ctx[s]));
+            goto out;
+        }
+    result = j.out;
+    j.out = NULL;
+out:
+    tk_tensor_release(j.out);
+    tk_ctx_free(j.ctx[0]);
+    tk_ctx_free(j.ctx[1]);
+    return result;
+}
+
+/* --- the first row of each distinct id: open addressing on the ids --- */
+
+tk_tensor *tk_unique_first(const tk_tensor *ids) {
+    if (!ids || ids->dtype != TK_I64) {
+        tk_set_error("unique_first: ids must be an int64 tensor");
+        return NULL;
+    }
+    int64_t n = ids->numel, cap = 16;
+    while (cap < 2 * n) cap *= 2;
+    int64_t *slot = malloc((size_t)cap * sizeof *slot); /* row of the id in the slot, or -1 */
+    int64_t *keep = malloc((size_t)(n ? n : 1) * sizeof *keep);
+    tk_tensor *out = NULL;
+    if (!slot || !keep) {
+        tk_set_error("unique_first: out of memory");
+        goto out;
+    }
+    memset(slot, 0xff, (size_t)cap * sizeof *slot);
+    const int64_t *id = tk_i64(ids);
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t h = (uint64_t)id[i] * 0x9E3779B97F4A7C15ull;
+        int64_t s = (int64_t)(h >> 20) & (cap - 1);
+        while (slot[s] >= 0 && id[slot[s]] != id[i]) s = (s + 1) & (cap - 1);
+        if (slot[s] < 0) {
+            slot[s] = i;
+            keep[k++] = i;
+        }
+    }
+    if ((out = tk_tensor_new_1d(TK_I64, k))) memcpy(tk_i64(out), keep, (size_t)k * sizeof *keep);
+out:
+    free(slot);
+    free(keep);
+    return out;
+}
