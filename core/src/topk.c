@@ -20,6 +20,8 @@
  * for the rare candidates that pass the threshold. */
 #include "internal.h"
 
+#include <pthread.h>
+
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
@@ -34,6 +36,8 @@
 #define TOPK_QUERY_BLOCK 2048
 #define TOPK_ITEM_BLOCK 4096
 #define TOPK_CHUNK 16
+/* Queries per thread below which tk_topk stays on the caller's thread. */
+#define TOPK_SPLIT_MIN 256
 
 /* Heap entries are 64-bit keys that order as the results do: the score mapped to an
  * unsigned integer with the same order (sign flipped for positives, all bits for
@@ -301,6 +305,75 @@ static int64_t *sorted_exclusions(int64_t nq, int64_t ni, const int64_t *off, co
     return copy;
 }
 
+/* One thread's share of tk_topk: queries [q_begin, q_end). */
+typedef struct topk_job {
+    const tk_tensor *queries, *items;
+    int64_t k;
+    const int64_t *excl_offsets, *ex;
+    tk_tensor *out_idx, *out_scores;
+    int64_t q_begin, q_end;
+    tk_status status;
+} topk_job;
+
+static void topk_range(topk_job *job) {
+    const tk_tensor *queries = job->queries, *items = job->items;
+    const int64_t *excl_offsets = job->excl_offsets, *ex = job->ex;
+    int64_t k = job->k, d = queries->shape[1], ni = items->shape[0];
+    int64_t nq = job->q_end - job->q_begin;
+    int64_t cap = k < ni ? k : ni; /* heap capacity */
+    int64_t qb = nq < TOPK_QUERY_BLOCK ? nq : TOPK_QUERY_BLOCK;
+    int64_t nb = ni < TOPK_ITEM_BLOCK ? ni : TOPK_ITEM_BLOCK;
+    float *os = tk_f32(job->out_scores);
+    int64_t *oi = tk_i64(job->out_idx);
+    job->status = TK_OK;
+    if (ni == 0) {
+        for (int64_t q = job->q_begin; q < job->q_end; q++) finish_row((uint64_t *)(oi + q * k), os + q * k, 0, k);
+        return;
+    }
+    if (nq <= 0) return;
+    float *scores = malloc((size_t)(qb * nb) * sizeof *scores);
+    topk_row *rows = malloc((size_t)qb * sizeof *rows);
+    if (!scores || !rows) {
+        free(scores);
+        free(rows);
+        job->status = TK_ERROR;
+        return;
+    }
+    scan_fn scan = pick_scan();
+    const float *qv = tk_f32(queries), *iv = tk_f32(items);
+    for (int64_t q0 = job->q_begin; q0 < job->q_end; q0 += qb) {
+        int64_t mq = job->q_end - q0 < qb ? job->q_end - q0 : qb;
+        for (int64_t r = 0; r < mq; r++) {
+            int64_t q = q0 + r;
+            rows[r] = (topk_row){(uint64_t *)(oi + q * k), 0, NULL, 0};
+            if (ex) {
+                rows[r].ex = ex + (excl_offsets[q] - excl_offsets[0]);
+                rows[r].nex = excl_offsets[q + 1] - excl_offsets[q];
+            }
+        }
+        for (int64_t j0 = 0; j0 < ni; j0 += nb) {
+            int64_t mi = ni - j0 < nb ? ni - j0 : nb;
+            if (d > 0)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)mq, (blasint)mi, (blasint)d, 1.0f,
+                            qv + q0 * d, (blasint)d, iv + j0 * d, (blasint)d, 0.0f, scores, (blasint)mi);
+            else
+                memset(scores, 0, (size_t)(mq * mi) * sizeof *scores);
+            for (int64_t r = 0; r < mq; r++) select_row(&rows[r], cap, scores + r * mi, mi, j0, scan);
+        }
+        for (int64_t r = 0; r < mq; r++) {
+            heap_sort_best_first(rows[r].heap, rows[r].count);
+            finish_row(rows[r].heap, os + (q0 + r) * k, rows[r].count, k);
+        }
+    }
+    free(scores);
+    free(rows);
+}
+
+static void *topk_main(void *arg) {
+    topk_range(arg);
+    return NULL;
+}
+
 tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k, const int64_t *excl_offsets,
                   const int64_t *excl_items, tk_tensor *out_idx, tk_tensor *out_scores) {
     if (!check_matrix("queries", queries) || !check_matrix("items", items)) return TK_ERROR;
@@ -336,54 +409,33 @@ tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k, c
         if (!ok) return TK_ERROR;
     }
 
-    int64_t cap = k < ni ? k : ni; /* heap capacity */
-    int64_t qb = nq < TOPK_QUERY_BLOCK ? nq : TOPK_QUERY_BLOCK;
-    int64_t nb = ni < TOPK_ITEM_BLOCK ? ni : TOPK_ITEM_BLOCK;
-    float *scores = NULL;
-    topk_row *rows = NULL;
-    if (nq > 0 && ni > 0) {
-        scores = malloc((size_t)(qb * nb) * sizeof *scores);
-        rows = malloc((size_t)qb * sizeof *rows);
-        if (!scores || !rows) {
-            free(scores);
-            free(rows);
-            free(ex);
-            tk_set_error("topk: out of memory for a %lld x %lld score block", (long long)qb, (long long)nb);
-            return TK_ERROR;
+    topk_job jobs[2];
+    for (int i = 0; i < 2; i++)
+        jobs[i] = (topk_job){queries, items, k, excl_offsets, ex, out_idx, out_scores, 0, nq, TK_OK};
+    /* Two halves of the queries on two threads with single-threaded BLAS beat each
+     * product split over both threads (the selection, a third of the time, runs on
+     * both cores too). Small query sets stay on the caller's thread. */
+    int threads = tk_get_num_threads();
+    bool two = threads >= 2 && nq >= 2 * TOPK_SPLIT_MIN && ni > 0;
+    pthread_t worker;
+    if (two) {
+        jobs[0].q_end = jobs[1].q_begin = nq / 2;
+        tk_set_num_threads(1);
+        if (pthread_create(&worker, NULL, topk_main, &jobs[1]) != 0) {
+            two = false;
+            jobs[0].q_end = nq;
+            tk_set_num_threads(threads);
         }
     }
-    scan_fn scan = pick_scan();
-    const float *qv = tk_f32(queries), *iv = tk_f32(items);
-    float *os = tk_f32(out_scores);
-    int64_t *oi = tk_i64(out_idx);
-    for (int64_t q0 = 0; q0 < nq && ni > 0; q0 += qb) {
-        int64_t mq = nq - q0 < qb ? nq - q0 : qb;
-        for (int64_t r = 0; r < mq; r++) {
-            int64_t q = q0 + r;
-            rows[r] = (topk_row){(uint64_t *)(oi + q * k), 0, NULL, 0};
-            if (ex) {
-                rows[r].ex = ex + (excl_offsets[q] - excl_offsets[0]);
-                rows[r].nex = excl_offsets[q + 1] - excl_offsets[q];
-            }
-        }
-        for (int64_t j0 = 0; j0 < ni; j0 += nb) {
-            int64_t mi = ni - j0 < nb ? ni - j0 : nb;
-            if (d > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)mq, (blasint)mi, (blasint)d, 1.0f,
-                            qv + q0 * d, (blasint)d, iv + j0 * d, (blasint)d, 0.0f, scores, (blasint)mi);
-            else
-                memset(scores, 0, (size_t)(mq * mi) * sizeof *scores);
-            for (int64_t r = 0; r < mq; r++) select_row(&rows[r], cap, scores + r * mi, mi, j0, scan);
-        }
-        for (int64_t r = 0; r < mq; r++) {
-            heap_sort_best_first(rows[r].heap, rows[r].count);
-            finish_row(rows[r].heap, os + (q0 + r) * k, rows[r].count, k);
-        }
+    topk_range(&jobs[0]);
+    if (two) {
+        pthread_join(worker, NULL);
+        tk_set_num_threads(threads);
     }
-    if (ni == 0)
-        for (int64_t q = 0; q < nq; q++) finish_row((uint64_t *)(oi + q * k), os + q * k, 0, k);
-    free(scores);
-    free(rows);
     free(ex);
+    if (jobs[0].status != TK_OK || (two && jobs[1].status != TK_OK)) {
+        tk_set_error("topk: out of memory for a %d x %d score block", TOPK_QUERY_BLOCK, TOPK_ITEM_BLOCK);
+        return TK_ERROR;
+    }
     return TK_OK;
 }
