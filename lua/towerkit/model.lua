@@ -235,25 +235,34 @@ return function(tk)
     return self._trainer
   end
 
+  -- The options of the retrieval loss for a batch: temperature, hard negatives, false
+  -- negative masking, logQ correction (updating the streaming estimator) and weights.
+  local function loss_options(self, batch)
+    local o = self.opts
+    local item_ids = batch[self.item_id]
+    local lo = { temperature = o.logits_temperature, num_hard_negatives = o.num_hard_negatives }
+    if o.remove_false_negatives then lo.item_ids = item_ids end
+    if o.logq == "streaming" then
+      lo.item_logq = self.estimator:update(item_ids) * o.logq_reg_factor
+    elseif o.logq == "table" then
+      lo.item_logq = core.index_select(self.logq_table, item_ids) * o.logq_reg_factor
+    end
+    if o.sample_weight then
+      lo.weights = batch[o.sample_weight]
+      if not lo.weights then
+        error(("fit: the batch has no sample weight column '%s'"):format(o.sample_weight), 0)
+      end
+    end
+    return lo
+  end
+
   -- One training step on a batch; returns the loss (a number).
   function Model:train_step(batch)
     local trainer = trainer_for(self)
     if trainer then
-      local o = self.opts
-      local item_ids = batch[self.item_id]
-      local lo = { temperature = o.logits_temperature, num_hard_negatives = o.num_hard_negatives }
-      if o.remove_false_negatives then lo.item_ids = item_ids end
-      if o.logq == "streaming" then
-        lo.item_logq = self.estimator:update(item_ids) * o.logq_reg_factor
-      elseif o.logq == "table" then
-        lo.item_logq = core.index_select(self.logq_table, item_ids) * o.logq_reg_factor
-      end
-      if o.sample_weight then
-        lo.weights = batch[o.sample_weight]
-        if not lo.weights then
-          error(("fit: the batch has no sample weight column '%s'"):format(o.sample_weight), 0)
-        end
-      end
+      -- the options' small tensors (scaled logQ) live in self.ctx until the next step
+      self.ctx:reset()
+      local lo = self.ctx:run(loss_options, self, batch)
       return trainer:step(batch, lo) -- not finite: nothing was updated
     end
     local ctx = self.ctx
@@ -262,25 +271,12 @@ return function(tk)
     local o = self.opts
     local loss = ctx:run(function()
       local out = self.block:forward(batch, ctx)
-      local item_ids = batch[self.item_id]
-      local lo = { temperature = o.logits_temperature, num_hard_negatives = o.num_hard_negatives }
-      if o.remove_false_negatives then lo.item_ids = item_ids end
-      if o.logq == "streaming" then
-        lo.item_logq = self.estimator:update(item_ids) * o.logq_reg_factor
-      elseif o.logq == "table" then
-        lo.item_logq = core.index_select(self.logq_table, item_ids) * o.logq_reg_factor
-      end
+      local lo = loss_options(self, batch)
       if o.negatives then
         local rows, logq = sample_negatives(self, self._rng)
         lo.negatives = self.block:item_block():forward(rows, ctx)
         lo.negative_ids = rows[self.item_id]
         lo.negative_logq = logq
-      end
-      if o.sample_weight then
-        lo.weights = batch[o.sample_weight]
-        if not lo.weights then
-          error(("fit: the batch has no sample weight column '%s'"):format(o.sample_weight), 0)
-        end
       end
       local l = core.retrieval_loss(out.query, out.item, lo)
       local extra = ctx:added_loss()

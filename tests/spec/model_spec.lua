@@ -45,7 +45,11 @@ local function same(a, b) return tostring(a) == tostring(b) end
 describe("TwoTowerModel", function()
   it("learns the planted structure: recall@10 well above popularity", function()
     local model = make_model { logq = "streaming" }
+    tk.reset()
+    local before = tk.default_context():stats().arena_bytes
     local history = model:fit(train, { batch_size = 256, epochs = 2, verbose = false })
+    -- training keeps its tensors in the model's own contexts, reset every step
+    assert.equal(before, tk.default_context():stats().arena_bytes)
     assert.equal(2, #history.epochs)
     assert.truthy(history.epochs[2].loss < history.epochs[1].loss)
     local ours = model:evaluate(test, { item_corpus = items })
