@@ -78,13 +78,13 @@ static int freq_gc(lua_State *L) {
 
 /* freq_estimator(buckets, alpha) */
 static int l_freq_estimator(lua_State *L) {
-    double buckets = luaL_checknumber(L, 1);
+    int64_t buckets = tkl_check_int(L, 1, "buckets");
     double alpha = luaL_checknumber(L, 2);
     tkl_freq *u = (tkl_freq *)lua_newuserdata(L, sizeof *u);
     u->e = NULL;
     luaL_getmetatable(L, TKL_FREQ);
     lua_setmetatable(L, -2);
-    u->e = tk_freq_estimator_new((int64_t)buckets, (float)alpha);
+    u->e = tk_freq_estimator_new(buckets, (float)alpha);
     if (!u->e) return tkl_error(L, "%s", tk_last_error());
     return 1;
 }
@@ -127,8 +127,8 @@ static int freq_step(lua_State *L) {
 /* topk(queries, items, k [, excl_offsets, excl_items]) -> idx (int64 [Q, k]), scores */
 static int l_topk(lua_State *L) {
     tk_tensor *q = tkl_check_tensor(L, 1), *items = tkl_check_tensor(L, 2);
-    double k = luaL_checknumber(L, 3);
-    if (k < 1 || k != floor(k)) return tkl_error(L, "bad argument #3 to 'topk' (k must be a positive integer)");
+    int64_t kk = tkl_check_int(L, 3, "k");
+    if (kk < 1) return tkl_error(L, "bad argument #3 to 'topk' (k must be a positive integer)");
     const int64_t *off = NULL, *excl = NULL;
     if (!lua_isnoneornil(L, 4)) {
         tk_tensor *o = tkl_check_tensor(L, 4), *e = tkl_check_tensor(L, 5);
@@ -142,7 +142,6 @@ static int l_topk(lua_State *L) {
         excl = tk_i64(e);
     }
     if (q->ndim != 2) return tkl_error(L, "bad argument #1 to 'topk' (queries [Q, D] expected)");
-    int64_t kk = (int64_t)k;
     tk_tensor *idx = tk_tensor_new_2d(TK_I64, q->shape[0], kk);
     if (!idx) return tkl_error(L, "%s", tk_last_error());
     tkl_push_heap(L, idx);
@@ -165,7 +164,7 @@ static int l_two_tower_trainer(lua_State *L) {
     tk_block *q = tkl_check_block(L, 1), *it = tkl_check_block(L, 2);
     tk_block *post = lua_isnoneornil(L, 3) ? NULL : tkl_check_block(L, 3);
     tk_optim *opt = tkl_check_optim(L, 4);
-    uint64_t seed = (uint64_t)luaL_optnumber(L, 5, 1);
+    uint64_t seed = tkl_opt_seed(L, 5, 1);
     tkl_trainer *u = (tkl_trainer *)lua_newuserdata(L, sizeof *u);
     u->t = NULL;
     luaL_getmetatable(L, TKL_TRAINER);

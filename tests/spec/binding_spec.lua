@@ -232,3 +232,15 @@ describe("the binding", function()
     end)
   end)
 end)
+
+describe("retrieval binding arguments", function()
+  local tk = require "towerkit"
+  it("range-checks k, buckets and seeds before casting", function()
+    assert.has_error(function() tk.core.topk(tk.ones { 2, 3 }, tk.ones { 4, 3 }, 1e30) end,
+      "bad argument #3 (k must be an integer of magnitude at most 2^53, got 1e+30)")
+    assert.has_error(function() tk.core.topk(tk.ones { 2, 3 }, tk.ones { 4, 3 }, 0) end,
+      "bad argument #3 to 'topk' (k must be a positive integer)")
+    assert.has_error(function() tk.core.freq_estimator(1.5, 0.1) end,
+      "bad argument #1 (buckets must be an integer of magnitude at most 2^53, got 1.5)")
+  end)
+end)
