@@ -4,18 +4,10 @@
 local tk = require "towerkit"
 local core = tk.core
 
-local function tmpdir()
-  local p = os.tmpname()
-  os.remove(p)
-  assert(os.execute("mkdir -p " .. p) == 0)
-  return p
-end
+local files = require "tests.spec.helpers.files"
+local tmpdir = files.tmpdir
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local write = files.write
 
 local function err_of(fn, ...)
   local ok, err = pcall(fn, ...)

@@ -1,12 +1,8 @@
 local tk = require "towerkit"
 local T = tk.Tags
 
-local function tmpdir()
-  local p = os.tmpname()
-  os.remove(p)
-  assert(os.execute("mkdir -p " .. p) == 0)
-  return p
-end
+local files = require "tests.spec.helpers.files"
+local tmpdir = files.tmpdir
 
 local function schema()
   return tk.Schema {
