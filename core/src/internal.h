@@ -121,6 +121,15 @@ extern const tk_block_kind tk_kind_dense, tk_kind_activation, tk_kind_l2norm, tk
  * concurrently tk_rl_backward_query over disjoint row ranges (dq) and
  * tk_rl_backward_items (dc, dn). The inputs must stay alive and unchanged throughout. */
 #define TK_RL_PARTS 2
+/* The optimizer step of tk_optim_step_contexts in two parts, for a caller that applies it
+ * on several threads: tk_optim_prepare_contexts checks and resolves every gradient (and
+ * counts the step; nothing is written yet) and sets ends[c] to the end of context c's
+ * items; then tk_optim_apply_range over disjoint ranges (the items of one context, one
+ * thread each), then tk_ctx_apply_updates for each context. */
+tk_status tk_optim_prepare_contexts(tk_optim *opt, int32_t n, tk_ctx *const *ctxs, const tk_block *const *blocks,
+                                    int64_t *ends);
+void tk_optim_apply_range(tk_optim *opt, int64_t lo, int64_t hi);
+
 typedef struct tk_rl_plan tk_rl_plan;
 tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts,
                           int parts);

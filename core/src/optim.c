@@ -45,6 +45,12 @@ typedef struct optim_work {
     const tk_sparse_grad *sparse; /* GRAD_SPARSE */
 } optim_work;
 
+typedef struct adam_consts {
+    float lr, b1, b2, eps, decay; /* decay = 1 - lr * wd */
+    float step_size;              /* lr / (1 - b1^t) */
+    float bc2_sqrt;               /* sqrt(1 - b2^t) */
+} adam_consts;
+
 struct tk_optim {
     optim_kind kind;
     float lr;
@@ -64,6 +70,8 @@ struct tk_optim {
     int64_t cap_work;
     tk_tensor **block_params;
     int64_t nblock_params, cap_block_params;
+    adam_consts ac;       /* the constants of the step being applied */
+    int64_t nwork;        /* its work items (tk_optim_prepare_contexts) */
 };
 
 /* ------------------------------------------------------------------------------------ */
@@ -243,11 +251,6 @@ static optim_state *state_get(tk_optim *opt, tk_tensor *p) {
 /* Update kernels over a contiguous span (a whole tensor, or one row of a table)          */
 /* ------------------------------------------------------------------------------------ */
 
-typedef struct adam_consts {
-    float lr, b1, b2, eps, decay; /* decay = 1 - lr * wd */
-    float step_size;              /* lr / (1 - b1^t) */
-    float bc2_sqrt;               /* sqrt(1 - b2^t) */
-} adam_consts;
 
 static void sgd_span(const tk_optim *opt, float *p, const float *g, float *v, int64_t n) {
     const float lr = opt->lr, mu = opt->momentum, wd = opt->weight_decay;
@@ -424,8 +427,8 @@ static tk_status prepare_all(tk_optim *opt, tk_ctx *ctx, int64_t first, int32_t 
     return TK_OK;
 }
 
-/* Counts the step and applies the rule to opt->work[0, n). */
-static void apply_all(tk_optim *opt, int64_t n) {
+/* Counts the step and sets the rule's constants for it (opt->ac). */
+static void begin_apply(tk_optim *opt) {
     opt->steps++;
     adam_consts ac = {0};
     if (opt->kind == OPTIM_ADAM) {
@@ -438,16 +441,29 @@ static void apply_all(tk_optim *opt, int64_t n) {
         ac.step_size = (float)((double)opt->lr / (1.0 - pow((double)opt->beta1, t)));
         ac.bc2_sqrt = (float)sqrt(1.0 - pow((double)opt->beta2, t));
     }
-    for (int64_t i = 0; i < n; i++) {
+    opt->ac = ac;
+}
+
+/* Applies the rule to opt->work[lo, hi) with the constants of begin_apply. Items are
+ * distinct parameters (duplicates are GRAD_NONE), so disjoint ranges may run at once. */
+static void apply_range(tk_optim *opt, int64_t lo, int64_t hi) {
+    const adam_consts *ac = &opt->ac;
+    for (int64_t i = lo; i < hi; i++) {
         optim_work *w = &opt->work[i];
         if (w->kind == GRAD_DENSE) {
-            update_span(opt, &ac, w->state, 0, w->dense, w->state->numel);
+            update_span(opt, ac, w->state, 0, w->dense, w->state->numel);
         } else if (w->kind == GRAD_SPARSE) {
             const tk_sparse_grad *sg = w->sparse;
             for (int64_t r = 0; r < sg->n; r++)
-                update_span(opt, &ac, w->state, sg->rows[r] * sg->dim, sg->values + r * sg->dim, sg->dim);
+                update_span(opt, ac, w->state, sg->rows[r] * sg->dim, sg->values + r * sg->dim, sg->dim);
         }
     }
+}
+
+/* Counts the step and applies the rule to opt->work[0, n). */
+static void apply_all(tk_optim *opt, int64_t n) {
+    begin_apply(opt);
+    apply_range(opt, 0, n);
 }
 
 tk_status tk_optim_step(tk_optim *opt, tk_ctx *ctx, int32_t n, tk_tensor *const *params) {
@@ -502,7 +518,8 @@ tk_status tk_optim_step_block(tk_optim *opt, tk_ctx *ctx, const tk_block *b) {
     return tk_optim_step(opt, ctx, (int32_t)opt->nblock_params, opt->block_params);
 }
 
-tk_status tk_optim_step_contexts(tk_optim *opt, int32_t n, tk_ctx *const *ctxs, const tk_block *const *blocks) {
+tk_status tk_optim_prepare_contexts(tk_optim *opt, int32_t n, tk_ctx *const *ctxs, const tk_block *const *blocks,
+                                    int64_t *ends) {
     if (n < 1 || !ctxs || !blocks) return step_fail(NULL, "optimizer step: no context given");
     for (int32_t c = 0; c < n; c++)
         if (check_step(opt, ctxs[c]) != TK_OK) return TK_ERROR;
@@ -516,8 +533,18 @@ tk_status tk_optim_step_contexts(tk_optim *opt, int32_t n, tk_ctx *const *ctxs, 
         if (prepare_all(opt, ctxs[c], total, (int32_t)opt->nblock_params, opt->block_params) != TK_OK)
             return TK_ERROR;
         total += opt->nblock_params;
+        if (ends) ends[c] = total;
     }
-    apply_all(opt, total);
+    opt->nwork = total;
+    begin_apply(opt);
+    return TK_OK;
+}
+
+void tk_optim_apply_range(tk_optim *opt, int64_t lo, int64_t hi) { apply_range(opt, lo, hi); }
+
+tk_status tk_optim_step_contexts(tk_optim *opt, int32_t n, tk_ctx *const *ctxs, const tk_block *const *blocks) {
+    if (tk_optim_prepare_contexts(opt, n, ctxs, blocks, NULL) != TK_OK) return TK_ERROR;
+    apply_range(opt, 0, opt->nwork);
     for (int32_t c = 0; c < n; c++) tk_ctx_apply_updates(ctxs[c]);
     return TK_OK;
 }

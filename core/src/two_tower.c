@@ -7,7 +7,7 @@
  * everything between the products (activations, gathers, scatters, norms) runs on both
  * cores too instead of one. The towers are independent until the logits, and blocks and
  * parameters are read-only in a forward pass (towerkit.h), so each tower runs in its own
- * context. One step, three phases on both threads:
+ * context. One step, four phases on both threads:
  *   1. forward: each thread the forward of its tower and of `post` (the l2 norm);
  *   2. loss: the in-batch loss in parts (tk_rl_*, retrieval.c), planned in a third
  *      context by the caller; each thread the logits, masking and softmax of half the
@@ -16,7 +16,9 @@
  *      thread the gradient of the query output (E C, B x B x D) and the item thread that
  *      of the item output (E^T Qr, as many FLOPs), each then the rest of its tower's tape
  *      (and its added losses, seeded with 1) and the coalescing of its sparse gradients;
- *   4. caller: one optimizer step over both towers (tk_optim_step_contexts).
+ *   4. update: the caller checks and resolves every gradient for one optimizer step over
+ *      both towers (tk_optim_prepare_contexts: nothing written yet), then each thread
+ *      applies the rule to its tower's parameters (disjoint: the towers share none).
  * The BLAS thread count stays 1 for the whole step: no OpenBLAS threads to wake, and no
  * OpenBLAS buffers allocated per step. Same arithmetic as the single-context step, so
  * the same results up to the order of float sums (the loss adds two half sums). */
@@ -25,7 +27,7 @@
 #include <math.h>
 #include <pthread.h>
 
-typedef enum phase { PHASE_FORWARD = 0, PHASE_LOSS, PHASE_BACKWARD, PHASE_QUIT } phase;
+typedef enum phase { PHASE_FORWARD = 0, PHASE_LOSS, PHASE_BACKWARD, PHASE_UPDATE, PHASE_QUIT } phase;
 
 struct tk_two_tower_trainer {
     tk_block *tower[2]; /* query, item */
@@ -40,6 +42,7 @@ struct tk_two_tower_trainer {
     double part[2];     /* each half's sum of w_b ce_b */
     float extra[2];     /* each tower's added losses (regularisation) */
     double norm[2];     /* each tower's gradient norm (a non-finite one stops the step) */
+    int64_t ends[2];    /* the end of each tower's items in the optimizer's work list */
     /* the worker: runs side 1 of each phase */
     pthread_t worker;
     bool has_worker;
@@ -91,9 +94,17 @@ static void side_backward(tk_two_tower_trainer *t, int s) {
     if (!ctx->failed) t->norm[s] = tk_clip_grad_norm(ctx, INFINITY);
 }
 
+/* The optimizer's rule over this side's tower (prepared by the caller), then the
+ * context's deferred updates. */
+static void side_update(tk_two_tower_trainer *t, int s) {
+    tk_optim_apply_range(t->opt, s ? t->ends[0] : 0, t->ends[s]);
+    tk_ctx_apply_updates(t->ctx[s]);
+}
+
 static void run_side(tk_two_tower_trainer *t, phase ph, int s) {
-    if (t->ctx[s]->failed) return;
-    if (ph == PHASE_FORWARD) side_forward(t, s);
+    if (ph == PHASE_UPDATE) side_update(t, s); /* prepared: both contexts are fine */
+    else if (t->ctx[s]->failed) return;
+    else if (ph == PHASE_FORWARD) side_forward(t, s);
     else if (ph == PHASE_LOSS) side_loss(t, s);
     else side_backward(t, s);
 }
@@ -325,10 +336,11 @@ tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in,
         goto out;
     }
     const tk_block *blocks[2] = {t->tower[0], t->tower[1]};
-    if (tk_optim_step_contexts(t->opt, 2, t->ctx, blocks) != TK_OK) {
+    if (tk_optim_prepare_contexts(t->opt, 2, t->ctx, blocks, t->ends) != TK_OK) {
         st = step_failed(t);
         goto out;
     }
+    run_phase(t, PHASE_UPDATE, side_by_side);
 out:
     if (threads != 1) tk_set_num_threads(threads);
     return st;
