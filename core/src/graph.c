@@ -1,5 +1,6 @@
 /* Contexts: arena tensors, the gradient tape, leaf aliases, deferred updates. */
 #include "internal.h"
+#include "simd.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -271,13 +272,12 @@ tk_status tk_backward(tk_ctx *ctx, tk_tensor *loss) {
 
 /* --- sparse gradients --- */
 
-tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *alias, int64_t n, const int64_t *rows,
-                               const float *values) {
+float *tk_ctx_sparse_reserve(tk_ctx *ctx, tk_tensor *alias, int64_t n, const int64_t *rows) {
     int64_t dim = alias->ndim == 2 ? alias->shape[1] : 1;
     tk_sparse_grad *sg = alias->sparse;
     if (!sg) {
         sg = tk_ctx_alloc(ctx, sizeof *sg);
-        if (!sg) return TK_ERROR;
+        if (!sg) return NULL;
         memset(sg, 0, sizeof *sg);
         sg->dim = dim;
         alias->sparse = sg;
@@ -287,7 +287,7 @@ tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *alias, int64_t n, const i
         while (cap < sg->n + n) cap *= 2;
         int64_t *r = tk_ctx_alloc(ctx, (size_t)cap * sizeof *r);
         float *v = tk_ctx_alloc(ctx, (size_t)(cap * dim) * sizeof *v);
-        if (!r || !v) return TK_ERROR;
+        if (!r || !v) return NULL;
         if (sg->n) {
             memcpy(r, sg->rows, (size_t)sg->n * sizeof *r);
             memcpy(v, sg->values, (size_t)(sg->n * dim) * sizeof *v);
@@ -297,9 +297,18 @@ tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *alias, int64_t n, const i
         sg->cap = cap;
     }
     memcpy(sg->rows + sg->n, rows, (size_t)n * sizeof *rows);
-    memcpy(sg->values + sg->n * dim, values, (size_t)(n * dim) * sizeof *values);
+    float *values = sg->values + sg->n * dim;
     sg->n += n;
     sg->coalesced = false;
+    return values;
+}
+
+tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *alias, int64_t n, const int64_t *rows,
+                               const float *values) {
+    float *v = tk_ctx_sparse_reserve(ctx, alias, n, rows);
+    if (!v) return TK_ERROR;
+    int64_t dim = alias->ndim == 2 ? alias->shape[1] : 1;
+    memcpy(v, values, (size_t)(n * dim) * sizeof *values);
     return TK_OK;
 }
 
@@ -341,8 +350,7 @@ static tk_status coalesce(tk_ctx *ctx, tk_sparse_grad *sg) {
     for (int64_t i = 0; i < n; i++) {
         const float *src = sg->values + perm[i].pos * dim;
         if (m > 0 && rows[m - 1] == perm[i].row) {
-            float *dst = values + (m - 1) * dim;
-            for (int64_t j = 0; j < dim; j++) dst[j] += src[j];
+            tk_vec_add(values + (m - 1) * dim, src, dim);
         } else {
             rows[m] = perm[i].row;
             memcpy(values + m * dim, src, (size_t)dim * sizeof *src);

@@ -121,6 +121,11 @@ extern const tk_block_kind tk_kind_dense, tk_kind_activation, tk_kind_l2norm, tk
  * concurrently tk_rl_backward_query over disjoint row ranges (dq) and
  * tk_rl_backward_items (dc, dn). The inputs must stay alive and unchanged throughout. */
 #define TK_RL_PARTS 2
+/* tk_ctx_sparse_append without the copy: appends the n row indices and returns where
+ * their n x dim gradient values go (the caller writes every one), NULL when out of
+ * memory (the context has failed). */
+float *tk_ctx_sparse_reserve(tk_ctx *ctx, tk_tensor *table_alias, int64_t n, const int64_t *rows);
+
 /* The optimizer step of tk_optim_step_contexts in two parts, for a caller that applies it
  * on several threads: tk_optim_prepare_contexts checks and resolves every gradient (and
  * counts the step; nothing is written yet) and sets ends[c] to the end of context c's

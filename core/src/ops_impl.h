@@ -34,6 +34,12 @@ void *tk_op_null_input(tk_ctx *ctx, const char *op, const char *arg);
  * NULL otherwise. On OOM the context fails and NULL is returned too. */
 float *tk_op_grad(tk_ctx *ctx, tk_tensor *t);
 
+/* As tk_op_grad, for a backward that covers every element of t's gradient: when t has
+ * no gradient yet, the buffer is allocated uninitialised and *fresh is set, and the
+ * caller writes (=) it instead of accumulating (+=) into zeros; skips a memset and a
+ * read of the buffer where a node is the first (often the only) consumer to reach t. */
+float *tk_op_grad_w(tk_ctx *ctx, tk_tensor *t, bool *fresh);
+
 /* An arena view of a with another shape (same numel), sharing a's data, whose gradient
  * flows back unchanged. Used by reshape and by identity ops (dropout in evaluation). */
 tk_tensor *tk_op_view(tk_ctx *ctx, const char *op, tk_tensor *a, int32_t ndim, const int64_t *shape);

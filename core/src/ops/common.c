@@ -1,5 +1,6 @@
 /* Validation and gradient helpers shared by the ops. */
 #include "ops_impl.h"
+#include "simd.h"
 
 void *tk_op_null_input(tk_ctx *ctx, const char *op, const char *arg) {
     if (!ctx) return NULL;
@@ -26,11 +27,23 @@ float *tk_op_grad(tk_ctx *ctx, tk_tensor *t) {
     return g ? tk_f32(g) : NULL;
 }
 
+float *tk_op_grad_w(tk_ctx *ctx, tk_tensor *t, bool *fresh) {
+    *fresh = false;
+    if (!t || !t->requires_grad) return NULL;
+    if (!t->grad) {
+        if (!(t->grad = tk_ctx_empty(ctx, TK_F32, t->ndim, t->shape))) return NULL;
+        *fresh = true;
+    }
+    return tk_f32(t->grad);
+}
+
 static void view_backward(tk_ctx *ctx, tk_node *node) {
-    float *da = tk_op_grad(ctx, node->in[0]);
+    bool fresh;
+    float *da = tk_op_grad_w(ctx, node->in[0], &fresh);
     if (!da) return;
     const float *dy = tk_f32(node->out->grad);
-    for (int64_t i = 0; i < node->out->numel; i++) da[i] += dy[i];
+    if (fresh) memcpy(da, dy, (size_t)node->out->numel * sizeof *da);
+    else tk_vec_add(da, dy, node->out->numel);
 }
 
 tk_tensor *tk_op_view(tk_ctx *ctx, const char *op, tk_tensor *a, int32_t ndim, const int64_t *shape) {

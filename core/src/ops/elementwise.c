@@ -132,7 +132,8 @@ static void unary_backward(tk_ctx *ctx, tk_node *node) {
     un_kind kind = (un_kind)node->arg.i[0];
     float s = (float)node->arg.f[1];
     tk_tensor *a = node->in[0];
-    float *da = tk_op_grad(ctx, a);
+    bool fresh = false; /* an activation writes a fresh gradient; the others add into zeros */
+    float *da = kind == UN_ACTIVATE ? tk_op_grad_w(ctx, a, &fresh) : tk_op_grad(ctx, a);
     if (!da) return;
     const float *x = tk_f32(a), *y = tk_f32(node->out), *dy = tk_f32(node->out->grad);
     int64_t n = a->numel;
@@ -143,7 +144,7 @@ static void unary_backward(tk_ctx *ctx, tk_node *node) {
     case UN_LOG: for (int64_t i = 0; i < n; i++) da[i] += dy[i] / x[i]; break;
     case UN_SQRT: for (int64_t i = 0; i < n; i++) da[i] += 0.5f * dy[i] / y[i]; break;
     case UN_SQUARE: for (int64_t i = 0; i < n; i++) da[i] += 2.0f * x[i] * dy[i]; break;
-    case UN_ACTIVATE: tk_act_backward((tk_activation)node->arg.i[2], da, dy, x, y, n, true); break;
+    case UN_ACTIVATE: tk_act_backward((tk_activation)node->arg.i[2], da, dy, x, y, n, !fresh); break;
     }
 }
 

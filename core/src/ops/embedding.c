@@ -6,6 +6,7 @@
  * row b: one sparse row per looked-up id (the context coalesces duplicates), never a
  * dense table-sized gradient. */
 #include "ops_impl.h"
+#include "simd.h"
 
 static const char *const combiner_names[] = {"sum", "mean", "sqrtn"};
 
@@ -56,16 +57,25 @@ static void embedding_backward(tk_ctx *ctx, tk_node *node) {
         return;
     }
     if (n == 0) return;
-    float *values = tk_ctx_alloc(ctx, (size_t)(n * dim) * sizeof *values);
+    /* the rows' scaled gradients, written straight into the table's sparse gradient */
+    float *values = tk_ctx_sparse_reserve(ctx, table, n, idv);
     if (!values) return;
     for (int64_t b = 0; b < rows; b++) {
         int64_t lo, hi;
         row_bounds(off, b, &lo, &hi);
         float w = row_weight(combiner, hi - lo);
-        for (int64_t p = lo; p < hi; p++)
-            for (int64_t j = 0; j < dim; j++) values[p * dim + j] = w * dy[b * dim + j];
+        const float *g = dy + b * dim;
+        for (int64_t p = lo; p < hi; p++) {
+            float *v = values + p * dim;
+            if (w == 1.0f) {
+                memcpy(v, g, (size_t)dim * sizeof *v);
+                continue;
+            }
+            int64_t j = 0;
+            for (; j + VL <= dim; j += VL) vf_store(v + j, w * vf_load(g + j));
+            for (; j < dim; j++) v[j] = w * g[j];
+        }
     }
-    tk_ctx_sparse_append(ctx, table, n, idv, values);
 }
 
 tk_tensor *tk_embedding_lookup(tk_ctx *ctx, tk_tensor *table, tk_tensor *ids, tk_tensor *offsets,

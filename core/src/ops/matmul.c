@@ -34,24 +34,25 @@ static bool blas_dims_ok(tk_ctx *ctx, const char *op, const tk_tensor *t, const 
 
 static void matmul_backward(tk_ctx *ctx, tk_node *node) {
     tk_tensor *a = node->in[0], *b = node->in[1];
-    bool ta = node->arg.i[0], tb = node->arg.i[1];
+    bool ta = node->arg.i[0], tb = node->arg.i[1], fa, fb;
     int64_t m = node->out->shape[0], n = node->out->shape[1];
     int64_t k = ta ? a->shape[0] : a->shape[1];
     const float *dc = tk_f32(node->out->grad);
-    float *da = tk_op_grad(ctx, a);
-    float *db = tk_op_grad(ctx, b);
+    float *da = tk_op_grad_w(ctx, a, &fa);
+    float *db = a == b && da ? da : tk_op_grad_w(ctx, b, &fb); /* a * a^T: da's second part adds */
+    if (a == b) fb = false;
     if (ctx->failed) return;
     if (da) {
-        if (!ta) /* dA [m, k] += dC op(B)^T */
-            gemm(false, !tb, m, k, n, dc, tk_f32(b), 1.0f, da);
-        else /* dA [k, m] += op(B) dC^T */
-            gemm(tb, true, k, m, n, tk_f32(b), dc, 1.0f, da);
+        if (!ta) /* dA [m, k] (+)= dC op(B)^T */
+            gemm(false, !tb, m, k, n, dc, tk_f32(b), fa ? 0.0f : 1.0f, da);
+        else /* dA [k, m] (+)= op(B) dC^T */
+            gemm(tb, true, k, m, n, tk_f32(b), dc, fa ? 0.0f : 1.0f, da);
     }
     if (db) {
-        if (!tb) /* dB [k, n] += op(A)^T dC */
-            gemm(!ta, false, k, n, m, tk_f32(a), dc, 1.0f, db);
-        else /* dB [n, k] += dC^T op(A) */
-            gemm(true, ta, n, k, m, dc, tk_f32(a), 1.0f, db);
+        if (!tb) /* dB [k, n] (+)= op(A)^T dC */
+            gemm(!ta, false, k, n, m, tk_f32(a), dc, fb ? 0.0f : 1.0f, db);
+        else /* dB [n, k] (+)= dC^T op(A) */
+            gemm(true, ta, n, k, m, dc, tk_f32(a), fb ? 0.0f : 1.0f, db);
     }
 }
 
@@ -94,9 +95,10 @@ static void dense_backward(tk_ctx *ctx, tk_node *node) {
     tk_activation act = (tk_activation)node->arg.i[0];
     int64_t rows = x->shape[0], in = x->shape[1], out = w->shape[1];
     const float *dy = tk_f32(y->grad);
-    float *dx = tk_op_grad(ctx, x);
-    float *dw = tk_op_grad(ctx, w);
-    float *db = tk_op_grad(ctx, bias);
+    bool fx, fw, fb; /* fresh gradients are written, not accumulated */
+    float *dx = tk_op_grad_w(ctx, x, &fx);
+    float *dw = tk_op_grad_w(ctx, w, &fw);
+    float *db = tk_op_grad_w(ctx, bias, &fb);
     if (ctx->failed) return;
     /* dz = dy * act'(z), one pass; for a linear layer dz is dy itself. */
     const float *dz = dy;
@@ -106,10 +108,17 @@ static void dense_backward(tk_ctx *ctx, tk_node *node) {
         tk_act_backward(act, buf, dy, node->saved, tk_f32(y), y->numel, false);
         dz = buf;
     }
-    if (db)
-        for (int64_t r = 0; r < rows; r++) tk_vec_add(db, dz + r * out, out);
-    if (dx) gemm(false, true, rows, in, out, dz, tk_f32(w), 1.0f, dx); /* dx += dz W^T */
-    if (dw) gemm(true, false, in, out, rows, tk_f32(x), dz, 1.0f, dw); /* dW += x^T dz */
+    if (db) {
+        int64_t r = 0;
+        if (fb) {
+            if (rows > 0) memcpy(db, dz, (size_t)out * sizeof *db);
+            else memset(db, 0, (size_t)out * sizeof *db);
+            r = 1;
+        }
+        for (; r < rows; r++) tk_vec_add(db, dz + r * out, out);
+    }
+    if (dx) gemm(false, true, rows, in, out, dz, tk_f32(w), fx ? 0.0f : 1.0f, dx); /* dx (+)= dz W^T */
+    if (dw) gemm(true, false, in, out, rows, tk_f32(x), dz, fw ? 0.0f : 1.0f, dw); /* dW (+)= x^T dz */
 }
 
 tk_tensor *tk_dense(tk_ctx *ctx, tk_tensor *x, tk_tensor *kernel, tk_tensor *bias, tk_activation act) {

@@ -46,7 +46,8 @@ static float inv_norm(const float *x, int64_t n, bool *clamped) {
 
 static void l2norm_backward(tk_ctx *ctx, tk_node *node) {
     tk_tensor *a = node->in[0];
-    float *da = tk_op_grad(ctx, a);
+    bool fresh; /* written, not accumulated */
+    float *da = tk_op_grad_w(ctx, a, &fresh);
     if (!da) return;
     const float *r = node->saved, *y = tk_f32(node->out), *dy = tk_f32(node->out->grad);
     int64_t rows = tk_op_rows(a), n = tk_op_cols(a);
@@ -55,11 +56,16 @@ static void l2norm_backward(tk_ctx *ctx, tk_node *node) {
         float *dai = da + i * n;
         float ri = r[i];
         if (ri < 0.0f) { /* clamped */
-            scale_row(dai, dyi, -ri, n, true);
+            scale_row(dai, dyi, -ri, n, !fresh);
             continue;
         }
         float d = (float)dot_f64(dyi, yi, n);
         int64_t j = 0;
+        if (fresh) {
+            for (; j + VL <= n; j += VL) vf_store(dai + j, ri * (vf_load(dyi + j) - vf_load(yi + j) * d));
+            for (; j < n; j++) dai[j] = ri * (dyi[j] - yi[j] * d);
+            continue;
+        }
         for (; j + VL <= n; j += VL)
             vf_store(dai + j, vf_load(dai + j) + ri * (vf_load(dyi + j) - vf_load(yi + j) * d));
         for (; j < n; j++) dai[j] += ri * (dyi[j] - yi[j] * d);

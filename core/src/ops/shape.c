@@ -3,6 +3,7 @@
  * Both keep every input in node->list (node->in holds the first four, for readers of the
  * tape); the backward scatters the output gradient back to each input. */
 #include "ops_impl.h"
+#include "simd.h"
 
 /* Checks the count, NULL entries and dtypes of a list of inputs. */
 static bool check_list(tk_ctx *ctx, const char *op, int32_t n, tk_tensor *const *ts) {
@@ -58,13 +59,15 @@ static void concat_backward(tk_ctx *ctx, tk_node *node) {
     for (int32_t k = 0; k < node->nlist; k++) {
         tk_tensor *t = node->list[k];
         int64_t w = tk_op_cols(t);
-        float *dt = tk_op_grad(ctx, t);
+        bool fresh; /* written, not accumulated */
+        float *dt = tk_op_grad_w(ctx, t, &fresh);
         if (ctx->failed) return;
         if (dt)
             for (int64_t r = 0; r < rows; r++) {
                 const float *src = dy + r * total + off;
                 float *dst = dt + r * w;
-                for (int64_t j = 0; j < w; j++) dst[j] += src[j];
+                if (fresh) memcpy(dst, src, (size_t)w * sizeof *dst);
+                else tk_vec_add(dst, src, w);
             }
         off += w;
     }
