@@ -3,6 +3,10 @@
 #include "ops_impl.h"
 #include "simd.h"
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 /* --- binary ops with broadcast ---
  * a is seen as [rows, cols] with cols its last dimension; b[r, j] is read at
  * r * b_row + j * b_col: (cols, 1) when b has a's shape, (0, 1) for a row vector,
@@ -227,32 +231,52 @@ static inline float sigmoidf(float x) {
     return e / (1.0f + e);
 }
 
-/* ReLU without branches (half the signs of a layer's outputs are unpredictable): 8 lanes
- * at a time, y = x > 0 ? x : 0 (NaN gives 0, as the scalar form). b (may be NULL) is
- * added first: y = relu(x + b), the fused bias of a dense layer. y may be x. */
+/* ReLU without branches (half the signs of a layer's outputs are unpredictable), a
+ * vector at a time, y = x > 0 ? x : 0 (NaN gives 0, as the scalar form). b (may be NULL)
+ * is added first: y = relu(x + b), the fused bias of a dense layer. y may be x.
+ * On x86-64 in SSE: max(v, 0) returns its second operand, 0, for NaN and for -0, so it
+ * is exactly the select. (GCC lowers an 8-lane vector comparison on plain SSE2 to a
+ * scalar compare per lane through the stack, which made this loop 10% of an export.) */
 static void relu_forward(float *y, const float *x, const float *b, int64_t n) {
-    const vf zero = {0};
     int64_t i = 0;
+#if defined(__SSE2__)
+    const __m128 zero = _mm_setzero_ps();
+    if (b)
+        for (; i + 4 <= n; i += 4)
+            _mm_storeu_ps(y + i, _mm_max_ps(_mm_add_ps(_mm_loadu_ps(x + i), _mm_loadu_ps(b + i)), zero));
+    else
+        for (; i + 4 <= n; i += 4) _mm_storeu_ps(y + i, _mm_max_ps(_mm_loadu_ps(x + i), zero));
+#else
+    const vf zero = {0};
     for (; i + VL <= n; i += VL) {
         vf v = vf_load(x + i);
         if (b) v += vf_load(b + i);
-        vf_store(y + i, vf_select(v > 0.0f, v, zero));
+        vf_store(y + i, vf_select(v > zero, v, zero));
     }
+#endif
     for (; i < n; i++) {
         float v = b ? x[i] + b[i] : x[i];
         y[i] = v > 0.0f ? v : 0.0f;
     }
 }
 
-/* dx (+)= dy * (y > 0 ? 1 : 0), 8 lanes at a time: a multiply rather than a select, so
+/* dx (+)= dy * (y > 0 ? 1 : 0), a vector at a time: a multiply rather than a select, so
  * that a NaN or infinite dy gives what the scalar form gives. */
 static void relu_backward(float *dx, const float *dy, const float *y, int64_t n, bool accumulate) {
-    const vf zero = {0}, one = vf_splat(1.0f);
     int64_t i = 0;
+#if defined(__SSE2__)
+    const __m128 zero = _mm_setzero_ps(), one = _mm_set1_ps(1.0f);
+    for (; i + 4 <= n; i += 4) {
+        __m128 d = _mm_mul_ps(_mm_loadu_ps(dy + i), _mm_and_ps(_mm_cmpgt_ps(_mm_loadu_ps(y + i), zero), one));
+        _mm_storeu_ps(dx + i, accumulate ? _mm_add_ps(_mm_loadu_ps(dx + i), d) : d);
+    }
+#else
+    const vf zero = {0}, one = vf_splat(1.0f);
     for (; i + VL <= n; i += VL) {
-        vf d = vf_load(dy + i) * vf_select(vf_load(y + i) > 0.0f, one, zero);
+        vf d = vf_load(dy + i) * vf_select(vf_load(y + i) > zero, one, zero);
         vf_store(dx + i, accumulate ? vf_load(dx + i) + d : d);
     }
+#endif
     for (; i < n; i++) {
         float d = dy[i] * (y[i] > 0.0f ? 1.0f : 0.0f);
         dx[i] = accumulate ? dx[i] + d : d;
