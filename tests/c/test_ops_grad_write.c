@@ -141,7 +141,43 @@ static void test_embedding_reserve(void) {
     op_release(table, i1, i2, o2, dy1, dy2, NULL);
 }
 
+/* ReLU's vector kernels (SSE max and compare) against the scalar form, bit for bit,
+ * with -0, NaN and infinities in the body and the tail; forward with a bias (dense). */
+static void test_relu_kernels(void) {
+    enum { N = 11 };
+    float xs[N] = {-0.0f, NAN, INFINITY, -INFINITY, 2.5f, -1.5f, 0.0f, 1e-30f, -NAN, 3.0f, -0.0f};
+    float dys[N] = {1, 2, NAN, 4, INFINITY, 6, 7, 8, 9, -10, 11};
+    tk_tensor *x = op_leaf(2, (int64_t[]){1, N}, 1, 1), *w = tk_test_randn(2, (int64_t[]){1, N}, 1, 2);
+    memcpy(x->data, xs, sizeof xs);
+    for (int i = 0; i < N; i++) tk_f32(w)[i] = i % 3 == 0 ? 0.0f : 1.0f;
+    tk_ctx *ctx = tk_ctx_new(1);
+    tk_tensor *y = tk_activate(ctx, x, TK_ACT_RELU);
+    tk_tensor *dy = tk_test_tensor(2, (int64_t[]){1, N}, dys);
+    TK_CHECK(y && tk_backward(ctx, tk_sum(ctx, tk_mul(ctx, y, dy), -1, false)) == TK_OK);
+    tk_tensor *g = tk_ctx_grad(ctx, x);
+    int bad = 0;
+    for (int i = 0; i < N; i++) {
+        float want = xs[i] > 0.0f ? xs[i] : 0.0f, dwant = dys[i] * (want > 0.0f ? 1.0f : 0.0f);
+        float got = tk_f32(y)[i], dgot = tk_f32(g)[i];
+        if (memcmp(&got, &want, 4) != 0 || !(memcmp(&dgot, &dwant, 4) == 0 || (isnan(dgot) && isnan(dwant)))) bad++;
+    }
+    TK_CHECK_MSG(bad == 0, "%d relu lanes differ from the scalar form", bad);
+    /* the dense layer's fused bias: relu(x W + b) with a [1, 1] kernel row per lane */
+    tk_ctx_set_grad_enabled(ctx, false);
+    tk_tensor *one = tk_test_tensor(2, (int64_t[]){1, 1}, (float[]){1.0f});
+    tk_tensor *z = tk_dense(ctx, one, w, x, TK_ACT_RELU);
+    bad = 0;
+    for (int i = 0; i < N; i++) {
+        float v = tk_f32(w)[i] + xs[i], want = v > 0.0f ? v : 0.0f;
+        if (memcmp(&tk_f32(z)[i], &want, 4) != 0) bad++;
+    }
+    TK_CHECK_MSG(bad == 0, "%d fused bias + relu lanes differ from the scalar form", bad);
+    tk_ctx_free(ctx);
+    op_release(x, w, dy, one, NULL);
+}
+
 int main(void) {
+    TK_RUN(test_relu_kernels);
     TK_RUN(test_fresh_then_accumulate);
     TK_RUN(test_embedding_reserve);
     return tk_test_summary();

@@ -4,24 +4,7 @@
 
 #define L2_EPS 1e-12 /* Keras' l2_normalize epsilon on the squared norm */
 
-/* sum_j x[j] y[j] in double, in 4 double lanes (products of floats are exact in double;
- * the lanes only change the order of the sums, not their precision). */
-typedef double vd __attribute__((vector_size(32)));
-typedef float vf4 __attribute__((vector_size(16)));
-
-static double dot_f64(const float *x, const float *y, int64_t n) {
-    vd acc = {0};
-    int64_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        vf4 a, b;
-        memcpy(&a, x + j, sizeof a);
-        memcpy(&b, y + j, sizeof b);
-        acc += __builtin_convertvector(a, vd) * __builtin_convertvector(b, vd);
-    }
-    double s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    for (; j < n; j++) s += (double)x[j] * y[j];
-    return s;
-}
+static double dot_f64(const float *x, const float *y, int64_t n) { return tk_dot_f64(x, y, n); }
 
 /* y[j] = a * x[j] (+ y[j] when accumulating) */
 static void scale_row(float *y, const float *x, float a, int64_t n, bool accumulate) {
