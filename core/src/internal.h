@@ -135,6 +135,11 @@ tk_status tk_optim_prepare_contexts(tk_optim *opt, int32_t n, tk_ctx *const *ctx
                                     int64_t *ends);
 void tk_optim_apply_range(tk_optim *opt, int64_t lo, int64_t hi);
 
+/* Tests: the two-tower trainer's item thread computes a fixed number of the query
+ * gradient's last rows (capped at the batch) instead of the measured balance; -1 restores
+ * the balance. */
+void tk_two_tower_trainer_fix_tail(tk_two_tower_trainer *t, int64_t rows);
+
 typedef struct tk_rl_plan tk_rl_plan;
 tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts,
                           int parts);

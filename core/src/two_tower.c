@@ -16,6 +16,8 @@
  *      thread the gradient of the query output (E C, B x B x D) and the item thread that
  *      of the item output (E^T Qr, as many FLOPs), each then the rest of its tower's tape
  *      (and its added losses, seeded with 1) and the coalescing of its sparse gradients;
+ *      the item thread also takes the last rows of E C, as many as balance the longer
+ *      query tape (measured each step, balance_tail);
  *   4. update: the caller checks and resolves every gradient for one optimizer step over
  *      both towers (tk_optim_prepare_contexts: nothing written yet), then each thread
  *      applies the rule to its tower's parameters (disjoint: the towers share none).
@@ -26,6 +28,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <time.h>
 
 typedef enum phase { PHASE_FORWARD = 0, PHASE_LOSS, PHASE_BACKWARD, PHASE_UPDATE, PHASE_QUIT } phase;
 
@@ -43,6 +46,12 @@ struct tk_two_tower_trainer {
     float extra[2];     /* each tower's added losses (regularisation) */
     double norm[2];     /* each tower's gradient norm (a non-finite one stops the step) */
     int64_t ends[2];    /* the end of each tower's items in the optimizer's work list */
+    /* the backward's balance: the item thread computes the query gradient's last `tail`
+     * rows first (then signals tail_done = step), sized from the two sides' times */
+    int64_t tail, fixed_tail; /* fixed_tail >= 0: set by tests, not balanced */
+    uint64_t step, tail_done;
+    double bwd_time[2], dq_row_time;
+    pthread_cond_t tail_cv;
     /* the worker: runs side 1 of each phase */
     pthread_t worker;
     bool has_worker;
@@ -71,12 +80,44 @@ static void side_loss(tk_two_tower_trainer *t, int s) {
     t->part[s] = tk_rl_forward_rows(t->plan, s ? half : 0, s ? B : half, s);
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The item thread's share of the query gradient is done (or will not be: it failed). */
+static void post_tail(tk_two_tower_trainer *t) {
+    pthread_mutex_lock(&t->mu);
+    t->tail_done = t->step;
+    pthread_cond_broadcast(&t->tail_cv);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void wait_tail(tk_two_tower_trainer *t) {
+    pthread_mutex_lock(&t->mu);
+    while (t->tail_done != t->step) pthread_cond_wait(&t->tail_cv, &t->mu);
+    pthread_mutex_unlock(&t->mu);
+}
+
 /* The gradient of this side's tower output (from the loss), then the tape backwards over
- * every node whose output got a gradient. */
+ * every node whose output got a gradient. The query tower's tape is the longer one (more
+ * features, a wider first layer): the item thread computes the last `tail` rows of the
+ * query output's gradient before its own (the rows are independent), and the query
+ * thread waits for them before its tape. */
 static void side_backward(tk_two_tower_trainer *t, int s) {
     tk_ctx *ctx = t->ctx[s];
-    if (s == 0) tk_rl_backward_query(t->plan, 0, t->out[0]->shape[0]);
-    else tk_rl_backward_items(t->plan);
+    double t0 = now_s();
+    int64_t B = t->out[0]->shape[0];
+    if (s == 0) {
+        tk_rl_backward_query(t->plan, 0, B - t->tail);
+        if (B > t->tail) t->dq_row_time = (now_s() - t0) / (double)(B - t->tail);
+        if (t->tail > 0) wait_tail(t);
+    } else {
+        tk_rl_backward_query(t->plan, B - t->tail, B);
+        post_tail(t);
+        tk_rl_backward_items(t->plan);
+    }
     tk_tensor *extra = tk_ctx_added_loss(ctx);
     if (extra && extra->requires_grad) {
         tk_tensor *g = tk_ctx_grad_of(ctx, extra);
@@ -92,6 +133,20 @@ static void side_backward(tk_two_tower_trainer *t, int s) {
         if (ctx->leaves[i].alias->sparse && !tk_ctx_sparse_grad(ctx, ctx->leaves[i].source) && !ctx->failed)
             tk_ctx_fail(ctx, "cannot coalesce a sparse gradient");
     if (!ctx->failed) t->norm[s] = tk_clip_grad_norm(ctx, INFINITY);
+    t->bwd_time[s] = now_s() - t0;
+}
+
+/* After a side-by-side backward: moves rows of the query gradient towards the thread that
+ * finished first, half the imbalance at a time (damped), in multiples of 32 rows (whole
+ * sgemm row blocks), at most half the batch. */
+static void balance_tail(tk_two_tower_trainer *t, int64_t B) {
+    if (!(t->dq_row_time > 0.0)) return;
+    double rows = (t->bwd_time[0] - t->bwd_time[1]) / (2.0 * t->dq_row_time); /* to equalise */
+    int64_t tail = t->tail + (int64_t)(rows / 2.0);
+    tail = (tail + 16) / 32 * 32;
+    if (tail < 0) tail = 0;
+    if (tail > B / 2) tail = B / 2 / 32 * 32;
+    t->tail = tail;
 }
 
 /* The optimizer's rule over this side's tower (prepared by the caller), then the
@@ -102,11 +157,17 @@ static void side_update(tk_two_tower_trainer *t, int s) {
 }
 
 static void run_side(tk_two_tower_trainer *t, phase ph, int s) {
-    if (ph == PHASE_UPDATE) side_update(t, s); /* prepared: both contexts are fine */
-    else if (t->ctx[s]->failed) return;
-    else if (ph == PHASE_FORWARD) side_forward(t, s);
-    else if (ph == PHASE_LOSS) side_loss(t, s);
-    else side_backward(t, s);
+    if (ph == PHASE_UPDATE) {
+        side_update(t, s); /* prepared: both contexts are fine */
+    } else if (t->ctx[s]->failed) {
+        if (ph == PHASE_BACKWARD && s == 1) post_tail(t); /* the query thread may wait for it */
+    } else if (ph == PHASE_FORWARD) {
+        side_forward(t, s);
+    } else if (ph == PHASE_LOSS) {
+        side_loss(t, s);
+    } else {
+        side_backward(t, s);
+    }
 }
 
 static void *worker_main(void *arg) {
@@ -220,8 +281,10 @@ tk_two_tower_trainer *tk_two_tower_trainer_new(tk_block *query_tower, tk_block *
     tk_block_retain(item_tower);
     if (post) tk_block_retain(post);
     t->opt = opt;
+    t->fixed_tail = -1;
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
+    pthread_cond_init(&t->tail_cv, NULL);
     t->has_worker = pthread_create(&t->worker, NULL, worker_main, t) == 0; /* else serial */
     return t;
 }
@@ -239,6 +302,7 @@ void tk_two_tower_trainer_free(tk_two_tower_trainer *t) {
     if (t->tower[0]) {
         pthread_mutex_destroy(&t->mu);
         pthread_cond_destroy(&t->cv);
+        pthread_cond_destroy(&t->tail_cv);
     }
     tk_ctx_free(t->ctx[0]);
     tk_ctx_free(t->ctx[1]);
@@ -247,6 +311,10 @@ void tk_two_tower_trainer_free(tk_two_tower_trainer *t) {
     tk_block_release(t->tower[1]);
     tk_block_release(t->post);
     free(t);
+}
+
+void tk_two_tower_trainer_fix_tail(tk_two_tower_trainer *t, int64_t rows) {
+    if (t) t->fixed_tail = rows < 0 ? -1 : rows;
 }
 
 tk_ctx *tk_two_tower_trainer_ctx(tk_two_tower_trainer *t, int tower) {
@@ -326,7 +394,11 @@ tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in,
         st = step_failed(t);
         goto out;
     }
+    t->step++;
+    if (t->fixed_tail >= 0) t->tail = t->fixed_tail < B ? t->fixed_tail : B;
+    if (!side_by_side || t->tail > B) t->tail = 0; /* serial: the query side does every row */
     run_phase(t, PHASE_BACKWARD, side_by_side);
+    if (side_by_side && t->fixed_tail < 0) balance_tail(t, B);
     if (t->ctx[0]->failed || t->ctx[1]->failed) {
         st = step_failed(t);
         goto out;
