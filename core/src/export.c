@@ -4,9 +4,10 @@
  * tk_block_embed runs the block in evaluation mode over batches of rows on two threads,
  * each with its own context and single-threaded BLAS (as the two-tower trainer: on these
  * shapes two single-threaded sgemm streams do more than each product split over both
- * cores), and writes each batch's output straight into its rows of the result. Batches
- * are row ranges of the columns: views for plain columns, rebased offsets for ragged
- * lists; nothing is gathered. The first batch runs alone (it may build a lazy block and
+ * cores), and writes each batch's output straight into its rows of the result (an
+ * l2norm post block normalises straight into them). Batches are row ranges of the
+ * columns: views for plain columns, rebased offsets for ragged lists; nothing is
+ * gathered. The first batch runs alone (it may build a lazy block and
  * gives the output width); blocks are read-only in a forward pass after that. */
 #include "internal.h"
 
@@ -85,7 +86,9 @@ static tk_value *batch_value(tk_ctx *ctx, const embed_job *j, int64_t r0, int64_
     return v;
 }
 
-/* Runs batch b in ctx and copies its output into the result (made by the first batch). */
+/* Runs batch b in ctx and writes its output into the result (made by the first batch).
+ * An l2norm post block is applied straight into the result rows (tk_l2norm_rows: the
+ * block's bits, without its arena output and the copy of it). */
 static bool run_batch(embed_job *j, tk_ctx *ctx, int64_t b) {
     tk_ctx_reset(ctx);
     tk_ctx_set_training(ctx, false);
@@ -93,8 +96,12 @@ static bool run_batch(embed_job *j, tk_ctx *ctx, int64_t b) {
     int64_t r0 = b * j->bs, count = j->n - r0 < j->bs ? j->n - r0 : j->bs;
     tk_value *v = batch_value(ctx, j, r0, count);
     if (v) v = tk_block_forward(ctx, j->block, v);
-    if (v && j->post) v = tk_block_forward(ctx, j->post, v);
     tk_tensor *y = v ? tk_value_tensor(v) : NULL;
+    bool norm_here = j->out && j->post && j->post->kind == &tk_kind_l2norm && y && y->dtype == TK_F32 && y->ndim == 2;
+    if (v && j->post && !norm_here) {
+        v = tk_block_forward(ctx, j->post, v);
+        y = v ? tk_value_tensor(v) : NULL;
+    }
     if (ctx->failed) return false;
     if (!y || y->dtype != TK_F32 || y->ndim != 2 || y->shape[0] != count) {
         char s[64];
@@ -113,7 +120,9 @@ static bool run_batch(embed_job *j, tk_ctx *ctx, int64_t b) {
                     (long long)y->shape[1]);
         return false;
     }
-    memcpy(tk_f32(j->out) + r0 * y->shape[1], tk_f32(y), (size_t)y->numel * sizeof(float));
+    float *dst = tk_f32(j->out) + r0 * y->shape[1];
+    if (norm_here) tk_l2norm_rows(dst, tk_f32(y), count, y->shape[1]);
+    else memcpy(dst, tk_f32(y), (size_t)y->numel * sizeof(float));
     return true;
 }
 

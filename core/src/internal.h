@@ -135,6 +135,10 @@ tk_status tk_optim_prepare_contexts(tk_optim *opt, int32_t n, tk_ctx *const *ctx
                                     int64_t *ends);
 void tk_optim_apply_range(tk_optim *opt, int64_t lo, int64_t hi);
 
+/* y = l2norm(x) over rows [rows, n], as tk_l2norm's forward (the same bits), into any
+ * buffer: the item export writes the post-tower norm straight into its result. */
+void tk_l2norm_rows(float *y, const float *x, int64_t rows, int64_t n);
+
 /* Tests: the two-tower trainer's item thread computes a fixed number of the query
  * gradient's last rows (capped at the batch) instead of the measured balance; -1 restores
  * the balance. */

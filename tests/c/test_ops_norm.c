@@ -1,6 +1,7 @@
 /* l2norm, cosine, dropout and batch_norm. */
 #include "op_test.h"
 #include "simd.h"
+#include "internal.h"
 
 /* --- l2norm --- */
 
@@ -370,8 +371,26 @@ static void test_dot_f64(void) {
     }
 }
 
+/* tk_l2norm_rows (the export's norm into its result) gives tk_l2norm's bits, with a
+ * zero row (clamped) and widths with and without a vector tail. */
+static void test_l2norm_rows(void) {
+    for (int64_t n = 1; n <= 19; n += 6) {
+        int64_t s[2] = {4, n};
+        tk_tensor *x = tk_test_randn(2, s, 3, 40 + n);
+        for (int64_t j = 0; j < n; j++) tk_f32(x)[2 * n + j] = 0.0f;
+        tk_ctx *ctx = tk_ctx_new(1);
+        tk_tensor *y = tk_l2norm(ctx, x);
+        float got[4 * 19];
+        tk_l2norm_rows(got, tk_f32(x), 4, n);
+        TK_CHECK_MSG(y && memcmp(got, y->data, (size_t)(4 * n) * sizeof(float)) == 0, "n = %lld", (long long)n);
+        tk_ctx_free(ctx);
+        tk_tensor_release(x);
+    }
+}
+
 int main(void) {
     TK_RUN(test_dot_f64);
+    TK_RUN(test_l2norm_rows);
     TK_RUN(test_l2norm_values);
     TK_RUN(test_l2norm_grads);
     TK_RUN(test_cosine);

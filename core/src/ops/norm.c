@@ -55,6 +55,13 @@ static void l2norm_backward(tk_ctx *ctx, tk_node *node) {
     }
 }
 
+void tk_l2norm_rows(float *y, const float *x, int64_t rows, int64_t n) {
+    for (int64_t i = 0; i < rows; i++) {
+        bool clamped;
+        scale_row(y + i * n, x + i * n, inv_norm(x + i * n, n, &clamped), n, false);
+    }
+}
+
 tk_tensor *tk_l2norm(tk_ctx *ctx, tk_tensor *a) {
     const char *op = "l2norm";
     TK_OP_INPUT(ctx, op, a);
@@ -69,11 +76,15 @@ tk_tensor *tk_l2norm(tk_ctx *ctx, tk_tensor *a) {
     if (grad && !saved) return NULL;
     const float *x = tk_f32(a);
     float *y = tk_f32(out);
-    for (int64_t i = 0; i < rows; i++) {
-        bool clamped;
-        float r = inv_norm(x + i * n, n, &clamped);
-        scale_row(y + i * n, x + i * n, r, n, false);
-        if (saved) saved[i] = clamped ? -r : r;
+    if (!saved) {
+        tk_l2norm_rows(y, x, rows, n);
+    } else {
+        for (int64_t i = 0; i < rows; i++) {
+            bool clamped;
+            float r = inv_norm(x + i * n, n, &clamped);
+            scale_row(y + i * n, x + i * n, r, n, false);
+            saved[i] = clamped ? -r : r;
+        }
     }
     if (grad) {
         tk_node *node = tk_ctx_record(ctx, op, l2norm_backward, out, 1, &a);
