@@ -1,7 +1,6 @@
 --- Shared helpers of the towerkit benchmarks (WORKLOAD.md): the W1 schema and data,
 -- Zipf-like ids, timing statistics and JSON lines.
 local tk = require "towerkit"
-local T = tk.Tags
 
 local M = {}
 
@@ -10,19 +9,11 @@ M.THREADS = tonumber(os.getenv("TK_BENCH_THREADS") or "2")
 
 --- The W1 schema: four query features and three item features (plus one continuous
 -- each), every categorical feature with its own table of dimension 64.
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local w1_schema = dofile(here .. "/../examples/w1_schema.lua")
+
 function M.schema()
-  return tk.Schema {
-    tk.ColumnSchema("user_id", { tags = { T.USER_ID, T.CATEGORICAL }, int_domain = { max = 99999 } }),
-    tk.ColumnSchema("user_country", { tags = { T.USER, T.CATEGORICAL }, int_domain = { max = 199 } }),
-    tk.ColumnSchema("user_age_bucket", { tags = { T.USER, T.CATEGORICAL }, int_domain = { max = 15 } }),
-    tk.ColumnSchema("user_recent_categories", { tags = { T.USER, T.CATEGORICAL, T.LIST },
-      int_domain = { max = 999 }, value_count = { min = 1, max = 5 } }),
-    tk.ColumnSchema("user_activity", { tags = { T.USER, T.CONTINUOUS } }),
-    tk.ColumnSchema("item_id", { tags = { T.ITEM_ID, T.CATEGORICAL }, int_domain = { max = 199999 } }),
-    tk.ColumnSchema("item_category", { tags = { T.ITEM, T.CATEGORICAL }, int_domain = { max = 999 } }),
-    tk.ColumnSchema("item_brand", { tags = { T.ITEM, T.CATEGORICAL }, int_domain = { max = 4999 } }),
-    tk.ColumnSchema("item_price", { tags = { T.ITEM, T.CONTINUOUS } }),
-  }
+  return w1_schema(tk, { users = 100000, items = 200000, brands = 5000 })
 end
 
 --- The W1 model: towers 256-128 (no activation on the last layer), L2 norm, embeddings

@@ -3,24 +3,14 @@
 -- baseline.
 --   build/towerkit examples/two_tower_synthetic.lua [rows]
 local tk = require "towerkit"
-local T = tk.Tags
 
 local rows = tonumber(arg and arg[1]) or 300000
 tk.manual_seed(42)
 
 -- The features of WORKLOAD.md's W1, with smaller id spaces so it runs in under a minute.
-local schema = tk.Schema {
-  tk.ColumnSchema("user_id", { tags = { T.USER_ID, T.CATEGORICAL }, int_domain = { max = 9999 } }),
-  tk.ColumnSchema("user_country", { tags = { T.USER, T.CATEGORICAL }, int_domain = { max = 199 } }),
-  tk.ColumnSchema("user_age_bucket", { tags = { T.USER, T.CATEGORICAL }, int_domain = { max = 15 } }),
-  tk.ColumnSchema("user_recent_categories", { tags = { T.USER, T.CATEGORICAL, T.LIST },
-    int_domain = { max = 999, name = "category" }, value_count = { min = 1, max = 5 } }),
-  tk.ColumnSchema("user_activity", { tags = { T.USER, T.CONTINUOUS } }),
-  tk.ColumnSchema("item_id", { tags = { T.ITEM_ID, T.CATEGORICAL }, int_domain = { max = 4999 } }),
-  tk.ColumnSchema("item_category", { tags = { T.ITEM, T.CATEGORICAL }, int_domain = { max = 999, name = "category" } }),
-  tk.ColumnSchema("item_brand", { tags = { T.ITEM, T.CATEGORICAL }, int_domain = { max = 499 } }),
-  tk.ColumnSchema("item_price", { tags = { T.ITEM, T.CONTINUOUS } }),
-}
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local schema = dofile(here .. "/w1_schema.lua")(tk, { users = 10000, items = 5000, brands = 500,
+  shared_categories = true })
 
 local t0 = tk.core.clock()
 local data, items = tk.data.synthetic(schema, rows, { seed = 1, clusters = 50 })

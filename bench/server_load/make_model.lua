@@ -3,21 +3,11 @@
 -- embeddings, plus BODIES: one /recommend request body per line for 1000 users.
 --   towerkit bench/server_load/make_model.lua DIR BODIES
 local tk = require "towerkit"
-local T = tk.Tags
 local dir, bodies = arg[1], arg[2]
 tk.manual_seed(42)
-local schema = tk.Schema {
-  tk.ColumnSchema("user_id", { tags = { T.USER_ID, T.CATEGORICAL }, int_domain = { max = 9999 } }),
-  tk.ColumnSchema("user_country", { tags = { T.USER, T.CATEGORICAL }, int_domain = { max = 199 } }),
-  tk.ColumnSchema("user_age_bucket", { tags = { T.USER, T.CATEGORICAL }, int_domain = { max = 15 } }),
-  tk.ColumnSchema("user_recent_categories", { tags = { T.USER, T.CATEGORICAL, T.LIST },
-    int_domain = { max = 999, name = "category" }, value_count = { min = 1, max = 5 } }),
-  tk.ColumnSchema("user_activity", { tags = { T.USER, T.CONTINUOUS } }),
-  tk.ColumnSchema("item_id", { tags = { T.ITEM_ID, T.CATEGORICAL }, int_domain = { max = 4999 } }),
-  tk.ColumnSchema("item_category", { tags = { T.ITEM, T.CATEGORICAL }, int_domain = { max = 999, name = "category" } }),
-  tk.ColumnSchema("item_brand", { tags = { T.ITEM, T.CATEGORICAL }, int_domain = { max = 499 } }),
-  tk.ColumnSchema("item_price", { tags = { T.ITEM, T.CONTINUOUS } }),
-}
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local schema = dofile(here .. "/../../examples/w1_schema.lua")(tk, { users = 10000, items = 5000, brands = 500,
+  shared_categories = true })
 local data, items = tk.data.synthetic(schema, 20000, { seed = 1, clusters = 50 })
 local model = tk.TwoTowerModel(schema, tk.MLPBlock({ 128, 64 }, { no_activation_last_layer = true }), {
   embedding_options = tk.EmbeddingOptions { embedding_dim_default = 32 }, post = "l2-norm",
