@@ -145,6 +145,10 @@ bool tk_ctx_training(const tk_ctx *ctx);
 void tk_ctx_set_grad_enabled(tk_ctx *ctx, bool on);   /* on by default */
 bool tk_ctx_grad_enabled(const tk_ctx *ctx);
 void tk_ctx_seed(tk_ctx *ctx, uint64_t seed);
+/* How many threads this context's large matrix products may be split over (Threads
+ * below): n >= 1, or 0 (the default) for the process's tk_get_num_threads(). A server
+ * that runs one request per thread sets 1. */
+void tk_ctx_set_num_threads(tk_ctx *ctx, int n);
 uint64_t tk_ctx_rand_u64(tk_ctx *ctx);
 float tk_ctx_rand_uniform(tk_ctx *ctx);                /* [0, 1) */
 float tk_ctx_rand_normal(tk_ctx *ctx);                 /* N(0, 1) */
@@ -819,7 +823,20 @@ tk_status tk_csv_write_embeddings(const char *path, const tk_tensor *ids, const 
 /* Threads                                                                               */
 /* ------------------------------------------------------------------------------------ */
 
-/* OpenBLAS threads used by matrix products. */
+/* One thread policy, owned by the core. towerkit runs its parallel work on a process-wide
+ * pool of worker threads: the two-tower trainer's towers, loss rows and gradient blocks,
+ * the item export's batches, top-k's query blocks, and the row blocks of large matrix
+ * products. Every matrix product is a single-threaded OpenBLAS sgemm on the thread that
+ * needs it: towerkit sets OpenBLAS's own thread count to 1 the first time one of these
+ * two functions is called (every parallel path calls them) and never changes it while
+ * anything runs, so any number of host threads may train, export or query at once.
+ *
+ * tk_set_num_threads(n): how many threads (the caller and n - 1 workers) each parallel
+ * call may use, from 1 (everything on the calling thread) up; more than the machine's
+ * cores is allowed and correct, only slower. The default is the number of online CPUs.
+ * Results are bit-identical from run to run for a given thread count; across thread
+ * counts the last bits of sums may differ (how rows are grouped into products), except
+ * for tk_topk and tk_block_embed, whose work is cut independently of the count. */
 void tk_set_num_threads(int n);
 int tk_get_num_threads(void);
 

@@ -1,17 +1,18 @@
 /* Embeddings of a whole table of rows through one block (item export), and the first
  * row of each distinct id (the item corpus of a set of interactions).
  *
- * tk_block_embed runs the block in evaluation mode over batches of rows on two threads,
- * each with its own context and single-threaded BLAS (as the two-tower trainer: on these
- * shapes two single-threaded sgemm streams do more than each product split over both
- * cores), and writes each batch's output straight into its rows of the result (an
- * l2norm post block normalises straight into them). Batches are row ranges of the
+ * tk_block_embed runs the block in evaluation mode over batches of rows on the pool's
+ * threads (parallel.c), each thread with its own context and every product on one thread
+ * (as in the two-tower trainer: on these shapes single-threaded sgemm streams side by
+ * side do more than each product split over the cores), and writes each batch's output
+ * straight into its rows of the result (an l2norm post block normalises straight into
+ * them). A batch's arithmetic does not depend on the thread that runs it, so the result
+ * is the same bits for any thread count. Batches are row ranges of the
  * columns: views for plain columns, rebased offsets for ragged lists; nothing is
  * gathered. The first batch runs alone (it may build a lazy block and
  * gives the output width); blocks are read-only in a forward pass after that. */
 #include "internal.h"
 
-#include <pthread.h>
 #include <stdio.h>
 
 typedef struct embed_job {
@@ -20,10 +21,10 @@ typedef struct embed_job {
     const char *const *names;
     tk_tensor *const *cols;
     int64_t n, bs, nb;
-    tk_tensor *out; /* [n, D], NULL until the first batch */
-    int64_t next;   /* the next batch to run (atomic) */
-    tk_ctx *ctx[2];
-    bool failed[2];
+    tk_tensor *out;   /* [n, D], NULL until the first batch */
+    tk_ctx **ctx;     /* [slot]: one context per thread */
+    int64_t *failed;  /* [slot]: the first batch that failed there, or -1 */
+    bool stop;        /* a batch failed: the others are skipped (atomic) */
 } embed_job;
 
 static bool ends_with(const char *s, const char *suffix) {
@@ -126,22 +127,14 @@ static bool run_batch(embed_job *j, tk_ctx *ctx, int64_t b) {
     return true;
 }
 
-/* Takes batches until none is left or this side fails. */
-static void run_side(embed_job *j, int s) {
-    for (;;) {
-        int64_t b = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
-        if (b >= j->nb) return;
-        if (!run_batch(j, j->ctx[s], b)) {
-            j->failed[s] = true;
-            __atomic_store_n(&j->next, j->nb, __ATOMIC_RELAXED); /* stop the other side */
-            return;
-        }
+static void batch_task(void *arg, int64_t task, int slot) {
+    embed_job *j = arg;
+    int64_t b = task + 1; /* the first batch ran alone */
+    if (__atomic_load_n(&j->stop, __ATOMIC_RELAXED)) return;
+    if (!run_batch(j, j->ctx[slot], b)) {
+        j->failed[slot] = b;
+        __atomic_store_n(&j->stop, true, __ATOMIC_RELAXED);
     }
-}
-
-static void *side_main(void *arg) {
-    run_side(arg, 1);
-    return NULL;
 }
 
 tk_tensor *tk_block_embed(tk_block *block, tk_block *post, int32_t ncols, const char *const *names,
@@ -168,11 +161,19 @@ tk_tensor *tk_block_embed(tk_block *block, tk_block *post, int32_t ncols, const 
         tk_set_error("embed: the columns have no rows");
         return NULL;
     }
-    embed_job j = {block, post, ncols, names, cols, n, batch_size, (n + batch_size - 1) / batch_size, NULL, 1,
-                   {tk_ctx_new(1), tk_ctx_new(2)}, {false, false}};
-    tk_tensor *result = NULL;
+    int64_t nb = (n + batch_size - 1) / batch_size;
     int threads = tk_get_num_threads();
-    if (!j.ctx[0] || !j.ctx[1]) {
+    if (threads > nb - 1) threads = nb > 1 ? (int)(nb - 1) : 1;
+    embed_job j = {block, post, ncols, names, cols, n, batch_size, nb, NULL,
+                   calloc((size_t)threads, sizeof(tk_ctx *)), malloc((size_t)threads * sizeof(int64_t)), false};
+    tk_tensor *result = NULL;
+    bool ok = j.ctx && j.failed;
+    for (int s = 0; ok && s < threads; s++) {
+        j.failed[s] = -1;
+        ok = (j.ctx[s] = tk_ctx_new((uint64_t)s + 1)) != NULL;
+        if (ok) tk_ctx_set_num_threads(j.ctx[s], 1); /* the batches are the parallel work */
+    }
+    if (!ok) {
         tk_set_error("embed: out of memory");
         goto out;
     }
@@ -180,25 +181,21 @@ tk_tensor *tk_block_embed(tk_block *block, tk_block *post, int32_t ncols, const 
         tk_set_error("%s", tk_ctx_error(j.ctx[0]));
         goto out;
     }
-    pthread_t worker;
-    bool two = threads >= 2 && j.nb > 2;
-    if (two) tk_set_num_threads(1);
-    if (two && pthread_create(&worker, NULL, side_main, &j) != 0) two = false;
-    run_side(&j, 0);
-    if (two) pthread_join(worker, NULL);
-    else run_side(&j, 1); /* nothing left unless the worker could not start */
-    if (threads != tk_get_num_threads()) tk_set_num_threads(threads);
-    for (int s = 0; s < 2; s++)
-        if (j.failed[s]) {
-            tk_set_error("%s", tk_ctx_error(j.ctx[s]));
-            goto out;
-        }
+    tk_parallel_run(nb - 1, threads, batch_task, &j);
+    int first = -1; /* the slot of the first failed batch: the same message on every run */
+    for (int s = 0; s < threads; s++)
+        if (j.failed[s] >= 0 && (first < 0 || j.failed[s] < j.failed[first])) first = s;
+    if (first >= 0) {
+        tk_set_error("%s", tk_ctx_error(j.ctx[first]));
+        goto out;
+    }
     result = j.out;
     j.out = NULL;
 out:
     tk_tensor_release(j.out);
-    tk_ctx_free(j.ctx[0]);
-    tk_ctx_free(j.ctx[1]);
+    for (int s = 0; j.ctx && s < threads; s++) tk_ctx_free(j.ctx[s]);
+    free(j.ctx);
+    free(j.failed);
     return result;
 }
 

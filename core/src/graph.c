@@ -78,6 +78,8 @@ void tk_ctx_seed(tk_ctx *ctx, uint64_t seed) { tk_rng_seed(ctx->rng, seed); }
 uint64_t tk_ctx_rand_u64(tk_ctx *ctx) { return tk_rng_next(ctx->rng); }
 float tk_ctx_rand_uniform(tk_ctx *ctx) { return tk_rng_uniform(ctx->rng); }
 float tk_ctx_rand_normal(tk_ctx *ctx) { return tk_rng_normal(ctx->rng); }
+void tk_ctx_set_num_threads(tk_ctx *ctx, int n) { ctx->threads = n < 0 ? 0 : n; }
+int tk_ctx_threads(const tk_ctx *ctx) { return ctx->threads > 0 ? ctx->threads : tk_get_num_threads(); }
 size_t tk_ctx_arena_capacity(const tk_ctx *ctx) { return tk_arena_capacity(&ctx->arena); }
 uint64_t tk_ctx_alloc_count(const tk_ctx *ctx) { return ctx->arena.mallocs + ctx->mallocs; }
 

@@ -32,6 +32,20 @@ void tk_arena_reset(tk_arena *a);
 void tk_arena_free(tk_arena *a);
 size_t tk_arena_capacity(const tk_arena *a);
 
+/* The thread pool (parallel.c). tk_parallel_run calls fn(arg, task, slot) for every task
+ * in [0, ntasks) on at most `threads` threads (the caller among them; <= 0: the process's
+ * tk_get_num_threads()), and returns when all have finished. `slot` (0 for the caller,
+ * below `threads`) tells which of the job's threads runs the task: for per-thread
+ * scratch, never for arithmetic (a task's results must depend on its index alone). Tasks
+ * may call tk_parallel_run themselves. */
+typedef void (*tk_task_fn)(void *arg, int64_t task, int slot);
+void tk_parallel_run(int64_t ntasks, int threads, tk_task_fn fn, void *arg);
+/* Part i of `parts` near-equal parts of [0, n), boundaries at multiples of `align`. */
+void tk_split_range(int64_t n, int64_t parts, int64_t i, int64_t align, int64_t *lo, int64_t *hi);
+/* The thread count a context's work may use: its own (tk_ctx_set_num_threads), or the
+ * process's. */
+int tk_ctx_threads(const tk_ctx *ctx);
+
 /* A deferred write (batch-norm running statistics). */
 typedef struct tk_update {
     tk_tensor *dst; /* retained heap tensor */
@@ -72,6 +86,7 @@ struct tk_ctx {
     void *trace_ud;
     int trace_depth;
     uint64_t mallocs; /* malloc calls outside the arena (growing side arrays) */
+    int threads;      /* tk_ctx_set_num_threads; 0: the process's count */
 };
 
 /* Random numbers: xoshiro256** seeded by splitmix64. */
@@ -114,13 +129,12 @@ extern const tk_block_kind tk_kind_dense, tk_kind_activation, tk_kind_l2norm, tk
 /* The in-batch retrieval loss in parts (retrieval.c), for a caller that runs them on
  * several threads (the two-tower trainer). tk_rl_prepare validates as tk_retrieval_loss
  * and allocates everything in ctx (the caller's thread), with scratch for `parts`
- * concurrent forward parts (1 to TK_RL_PARTS). Then, concurrently over disjoint row
- * ranges, tk_rl_forward_rows (part: which scratch) returns the sum of w_b ce_b over its
+ * concurrent forward parts (at least 1). Then, concurrently over disjoint row ranges,
+ * tk_rl_forward_rows (part: which scratch, below `parts`) returns the sum of w_b ce_b over its
  * rows (the loss is the sum over all rows / B). Then tk_rl_backward_begin (ctx's thread)
  * with the loss gradient g and the gradients to accumulate into (any may be NULL), and
  * concurrently tk_rl_backward_query over disjoint row ranges (dq) and
  * tk_rl_backward_items (dc, dn). The inputs must stay alive and unchanged throughout. */
-#define TK_RL_PARTS 2
 /* tk_ctx_sparse_append without the copy: appends the n row indices and returns where
  * their n x dim gradient values go (the caller writes every one), NULL when out of
  * memory (the context has failed). */
@@ -139,10 +153,9 @@ void tk_optim_apply_range(tk_optim *opt, int64_t lo, int64_t hi);
  * buffer: the item export writes the post-tower norm straight into its result. */
 void tk_l2norm_rows(float *y, const float *x, int64_t rows, int64_t n);
 
-/* Tests: the two-tower trainer's item thread computes a fixed number of the query
- * gradient's last rows (capped at the batch) instead of the measured balance; -1 restores
- * the balance. */
-void tk_two_tower_trainer_fix_tail(tk_two_tower_trainer *t, int64_t rows);
+/* Tests: the two-tower trainer's item task takes at most a fixed number of the query
+ * gradient's last blocks instead of the measured balance; -1 restores the balance. */
+void tk_two_tower_trainer_fix_tail(tk_two_tower_trainer *t, int64_t blocks);
 
 typedef struct tk_rl_plan tk_rl_plan;
 tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts,

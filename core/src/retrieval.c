@@ -372,8 +372,9 @@ static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
  * corrections and the sorted ids, all in the context's arena. The forward runs over
  * ranges of rows (each row is independent), the backward in two independent parts: the
  * query gradient (over ranges of rows) and the item and negative gradients. The op
- * below runs every part in order; the two-tower trainer runs them on its two threads
- * (two_tower.c), with single-threaded BLAS. Same code, so the same arithmetic. */
+ * below runs every part in order; the two-tower trainer runs them on the pool's threads
+ * (two_tower.c), in blocks of rows. Same code; the same arithmetic up to how the rows
+ * are grouped into products and the order of the row sums. */
 struct tk_rl_plan {
     int64_t B, N, D, M;
     float temperature;
@@ -384,7 +385,7 @@ struct tk_rl_plan {
     const int64_t *ids;     /* item ids or NULL */
     const id_pos *sid, *snid; /* item and negative ids, sorted (false negatives) */
     int64_t hard;
-    float *buf[TK_RL_PARTS]; /* hard-negative scratch, one per part, or NULL */
+    float **buf;            /* hard-negative scratch, one per part, or NULL */
     const float *w;         /* weights (copied) or NULL */
     const row_kernels *k;
     /* backward (tk_rl_backward_begin) */
@@ -415,7 +416,7 @@ tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const 
     if (!check_opts(ctx, o, B, D, &T)) return NULL;
     int64_t N = o->negatives ? o->negatives->shape[0] : 0, M = B + N;
     if (M > INT_MAX) return tk_ctx_fail(ctx, "%s: %lld candidates are too many for BLAS", OP, (long long)M);
-    if (parts < 1 || parts > TK_RL_PARTS) return tk_ctx_fail(ctx, "%s: %d parts (1 to %d)", OP, parts, TK_RL_PARTS);
+    if (parts < 1) return tk_ctx_fail(ctx, "%s: %d parts (at least 1)", OP, parts);
 
     tk_rl_plan *p = tk_ctx_alloc(ctx, sizeof *p);
     float *E = tk_ctx_alloc(ctx, (size_t)(B * M) * sizeof *E);
@@ -439,9 +440,11 @@ tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const 
         if (!(p->sid = sorted_ids(ctx, p->ids, B))) return NULL;
         if (o->negative_ids && !(p->snid = sorted_ids(ctx, tk_i64(o->negative_ids), N))) return NULL;
     }
-    if (p->hard > 0 && p->hard < M - 1)
+    if (p->hard > 0 && p->hard < M - 1) {
+        if (!(p->buf = tk_ctx_alloc(ctx, (size_t)parts * sizeof *p->buf))) return NULL;
         for (int i = 0; i < parts; i++)
             if (!(p->buf[i] = tk_ctx_alloc(ctx, (size_t)(2 * M) * sizeof *p->buf[i]))) return NULL;
+    }
     /* weights are copied: backward must not depend on the caller keeping them */
     if (o->weights) {
         float *w = tk_ctx_alloc(ctx, (size_t)B * sizeof *w);
@@ -464,7 +467,7 @@ double tk_rl_forward_rows(tk_rl_plan *p, int64_t r0, int64_t r1, int part) {
     /* 2. per row: correction, masking, hard negatives, then the stable softmax */
     const row_kernels *k = p->k;
     const int64_t *ids = p->ids;
-    float *buf = p->buf[part];
+    float *buf = p->buf ? p->buf[part] : NULL;
     double total = 0.0;
     for (int64_t b = r0; b < r1; b++) {
         float *x = p->E + b * M;

@@ -20,8 +20,6 @@
  * for the rare candidates that pass the threshold. */
 #include "internal.h"
 
-#include <pthread.h>
-
 #include <cblas.h>
 #include <limits.h>
 #include <math.h>
@@ -29,15 +27,14 @@
 #include <immintrin.h>
 #endif
 
-/* 2048 x 4096 scores (32 MiB, about the L3 here). On W2's shape (D = 128, two threads)
- * blocks from 512 x 4096 up ran OpenBLAS near its peak and selected equally fast on an
- * idle machine; with other work on the machine each sgemm call paid a large fixed
- * delay (its threads handing over), so fewer, larger calls held up best. */
-#define TOPK_QUERY_BLOCK 2048
+/* Query blocks of 512 and item blocks of 4096: an 8 MiB score block per thread. The query
+ * blocks are the unit of parallel work (tk_parallel_run) and are cut the same way for
+ * every thread count: a block's sgemm, and so every score, has the same shape and bits
+ * whichever thread runs it. On W2's shape (D = 128) blocks of 512 x 4096 up run the
+ * single-threaded sgemm near its peak. */
+#define TOPK_QUERY_BLOCK 512
 #define TOPK_ITEM_BLOCK 4096
 #define TOPK_CHUNK 16
-/* Queries per thread below which tk_topk stays on the caller's thread. */
-#define TOPK_SPLIT_MIN 256
 
 /* Heap entries are 64-bit keys that order as the results do: the score mapped to an
  * unsigned integer with the same order (sign flipped for positives, all bits for
@@ -305,73 +302,67 @@ static int64_t *sorted_exclusions(int64_t nq, int64_t ni, const int64_t *off, co
     return copy;
 }
 
-/* One thread's share of tk_topk: queries [q_begin, q_end). */
+/* tk_topk's work: the query blocks, taken by the pool's threads in any order. Each block
+ * is scored and selected the same way whichever thread runs it, so the results do not
+ * depend on the thread count. Score buffers are per thread (slot), made on first use. */
 typedef struct topk_job {
     const tk_tensor *queries, *items;
     int64_t k;
     const int64_t *excl_offsets, *ex;
     tk_tensor *out_idx, *out_scores;
-    int64_t q_begin, q_end;
-    tk_status status;
+    float **scores;  /* [slot]: a qb x nb score block */
+    topk_row **rows; /* [slot]: qb rows */
+    bool oom;        /* a scratch allocation failed (atomic) */
 } topk_job;
 
-static void topk_range(topk_job *job) {
+static void topk_block(void *arg, int64_t block, int slot) {
+    topk_job *job = arg;
     const tk_tensor *queries = job->queries, *items = job->items;
     const int64_t *excl_offsets = job->excl_offsets, *ex = job->ex;
-    int64_t k = job->k, d = queries->shape[1], ni = items->shape[0];
-    int64_t nq = job->q_end - job->q_begin;
+    int64_t k = job->k, d = queries->shape[1], ni = items->shape[0], nq = queries->shape[0];
+    int64_t q0 = block * TOPK_QUERY_BLOCK, mq = nq - q0 < TOPK_QUERY_BLOCK ? nq - q0 : TOPK_QUERY_BLOCK;
     int64_t cap = k < ni ? k : ni; /* heap capacity */
-    int64_t qb = nq < TOPK_QUERY_BLOCK ? nq : TOPK_QUERY_BLOCK;
     int64_t nb = ni < TOPK_ITEM_BLOCK ? ni : TOPK_ITEM_BLOCK;
     float *os = tk_f32(job->out_scores);
     int64_t *oi = tk_i64(job->out_idx);
-    job->status = TK_OK;
     if (ni == 0) {
-        for (int64_t q = job->q_begin; q < job->q_end; q++) finish_row((uint64_t *)(oi + q * k), os + q * k, 0, k);
+        for (int64_t q = q0; q < q0 + mq; q++) finish_row((uint64_t *)(oi + q * k), os + q * k, 0, k);
         return;
     }
-    if (nq <= 0) return;
-    float *scores = malloc((size_t)(qb * nb) * sizeof *scores);
-    topk_row *rows = malloc((size_t)qb * sizeof *rows);
-    if (!scores || !rows) {
-        free(scores);
-        free(rows);
-        job->status = TK_ERROR;
-        return;
+    if (__atomic_load_n(&job->oom, __ATOMIC_RELAXED)) return;
+    if (!job->scores[slot]) {
+        job->scores[slot] = malloc((size_t)(TOPK_QUERY_BLOCK * nb) * sizeof(float));
+        job->rows[slot] = malloc((size_t)TOPK_QUERY_BLOCK * sizeof(topk_row));
+        if (!job->scores[slot] || !job->rows[slot]) {
+            __atomic_store_n(&job->oom, true, __ATOMIC_RELAXED);
+            return;
+        }
     }
+    float *scores = job->scores[slot];
+    topk_row *rows = job->rows[slot];
     scan_fn scan = pick_scan();
     const float *qv = tk_f32(queries), *iv = tk_f32(items);
-    for (int64_t q0 = job->q_begin; q0 < job->q_end; q0 += qb) {
-        int64_t mq = job->q_end - q0 < qb ? job->q_end - q0 : qb;
-        for (int64_t r = 0; r < mq; r++) {
-            int64_t q = q0 + r;
-            rows[r] = (topk_row){(uint64_t *)(oi + q * k), 0, NULL, 0};
-            if (ex) {
-                rows[r].ex = ex + (excl_offsets[q] - excl_offsets[0]);
-                rows[r].nex = excl_offsets[q + 1] - excl_offsets[q];
-            }
-        }
-        for (int64_t j0 = 0; j0 < ni; j0 += nb) {
-            int64_t mi = ni - j0 < nb ? ni - j0 : nb;
-            if (d > 0)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)mq, (blasint)mi, (blasint)d, 1.0f,
-                            qv + q0 * d, (blasint)d, iv + j0 * d, (blasint)d, 0.0f, scores, (blasint)mi);
-            else
-                memset(scores, 0, (size_t)(mq * mi) * sizeof *scores);
-            for (int64_t r = 0; r < mq; r++) select_row(&rows[r], cap, scores + r * mi, mi, j0, scan);
-        }
-        for (int64_t r = 0; r < mq; r++) {
-            heap_sort_best_first(rows[r].heap, rows[r].count);
-            finish_row(rows[r].heap, os + (q0 + r) * k, rows[r].count, k);
+    for (int64_t r = 0; r < mq; r++) {
+        int64_t q = q0 + r;
+        rows[r] = (topk_row){(uint64_t *)(oi + q * k), 0, NULL, 0};
+        if (ex) {
+            rows[r].ex = ex + (excl_offsets[q] - excl_offsets[0]);
+            rows[r].nex = excl_offsets[q + 1] - excl_offsets[q];
         }
     }
-    free(scores);
-    free(rows);
-}
-
-static void *topk_main(void *arg) {
-    topk_range(arg);
-    return NULL;
+    for (int64_t j0 = 0; j0 < ni; j0 += nb) {
+        int64_t mi = ni - j0 < nb ? ni - j0 : nb;
+        if (d > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)mq, (blasint)mi, (blasint)d, 1.0f,
+                        qv + q0 * d, (blasint)d, iv + j0 * d, (blasint)d, 0.0f, scores, (blasint)mi);
+        else
+            memset(scores, 0, (size_t)(mq * mi) * sizeof *scores);
+        for (int64_t r = 0; r < mq; r++) select_row(&rows[r], cap, scores + r * mi, mi, j0, scan);
+    }
+    for (int64_t r = 0; r < mq; r++) {
+        heap_sort_best_first(rows[r].heap, rows[r].count);
+        finish_row(rows[r].heap, os + (q0 + r) * k, rows[r].count, k);
+    }
 }
 
 tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k, const int64_t *excl_offsets,
@@ -409,31 +400,22 @@ tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k, c
         if (!ok) return TK_ERROR;
     }
 
-    topk_job jobs[2];
-    for (int i = 0; i < 2; i++)
-        jobs[i] = (topk_job){queries, items, k, excl_offsets, ex, out_idx, out_scores, 0, nq, TK_OK};
-    /* Two halves of the queries on two threads with single-threaded BLAS beat each
-     * product split over both threads (the selection, a third of the time, runs on
-     * both cores too). Small query sets stay on the caller's thread. */
+    int64_t blocks = (nq + TOPK_QUERY_BLOCK - 1) / TOPK_QUERY_BLOCK;
     int threads = tk_get_num_threads();
-    bool two = threads >= 2 && nq >= 2 * TOPK_SPLIT_MIN && ni > 0;
-    pthread_t worker;
-    if (two) {
-        jobs[0].q_end = jobs[1].q_begin = nq / 2;
-        tk_set_num_threads(1);
-        if (pthread_create(&worker, NULL, topk_main, &jobs[1]) != 0) {
-            two = false;
-            jobs[0].q_end = nq;
-            tk_set_num_threads(threads);
-        }
+    if (threads > blocks) threads = (int)blocks;
+    if (threads < 1) threads = 1;
+    topk_job job = {queries, items, k, excl_offsets, ex, out_idx, out_scores,
+                    calloc((size_t)threads, sizeof(float *)), calloc((size_t)threads, sizeof(topk_row *)), false};
+    if (job.scores && job.rows) tk_parallel_run(blocks, threads, topk_block, &job);
+    bool failed = !job.scores || !job.rows || job.oom;
+    for (int i = 0; i < threads; i++) {
+        if (job.scores) free(job.scores[i]);
+        if (job.rows) free(job.rows[i]);
     }
-    topk_range(&jobs[0]);
-    if (two) {
-        pthread_join(worker, NULL);
-        tk_set_num_threads(threads);
-    }
+    free(job.scores);
+    free(job.rows);
     free(ex);
-    if (jobs[0].status != TK_OK || (two && jobs[1].status != TK_OK)) {
+    if (failed) {
         tk_set_error("topk: out of memory for a %d x %d score block", TOPK_QUERY_BLOCK, TOPK_ITEM_BLOCK);
         return TK_ERROR;
     }

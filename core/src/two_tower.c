@@ -1,36 +1,47 @@
-/* A two-tower training step on two threads: the query tower and the first half of the
- * loss's rows on the calling thread, the item tower and the second half on a worker
- * thread, each tower in its own context, every product a single-threaded sgemm.
+/* A two-tower training step on the core's thread pool (parallel.c): the two towers side
+ * by side, each in its own context, every product a single-threaded sgemm.
  *
- * On small shapes (batch 1024, layers of 256 and 128) OpenBLAS splits a product over two
- * threads poorly; two single-threaded streams, one per core, do much more work, and
+ * On small shapes (batch 1024, layers of 256 and 128) a product split over two cores
+ * runs poorly; two single-threaded streams, one per core, do much more work, and
  * everything between the products (activations, gathers, scatters, norms) runs on both
  * cores too instead of one. The towers are independent until the logits, and blocks and
  * parameters are read-only in a forward pass (towerkit.h), so each tower runs in its own
- * context. One step, four phases on both threads:
- *   1. forward: each thread the forward of its tower and of `post` (the l2 norm);
+ * context. One step, four phases, each a job of the pool:
+ *   1. forward: two tasks, each the forward of its tower and of `post` (the l2 norm);
  *   2. loss: the in-batch loss in parts (tk_rl_*, retrieval.c), planned in a third
- *      context by the caller; each thread the logits, masking and softmax of half the
- *      rows (B/2 x B each);
- *   3. backward: after the caller sums the two halves and checks the loss, the query
- *      thread the gradient of the query output (E C, B x B x D) and the item thread that
- *      of the item output (E^T Qr, as many FLOPs), each then the rest of its tower's tape
- *      (and its added losses, seeded with 1) and the coalescing of its sparse gradients;
- *      the item thread also takes the last rows of E C, as many as balance the longer
- *      query tape (measured each step, balance_tail);
+ *      context by the caller; one task per block of rows (logits, masking and
+ *      softmax), the row sums added in block order;
+ *   3. backward: after the caller checks the loss, the query task takes blocks of the
+ *      query output's gradient (E C) from the front and the item task takes blocks from
+ *      the back, as many as balance the longer query tape (measured each step), then
+ *      the item output's gradient (E^T Qr); each then runs the rest of its tower's tape
+ *      (and its added losses, seeded with 1) and coalesces its sparse gradients; tasks
+ *      beyond the two (more threads) take query-gradient blocks from the front;
  *   4. update: the caller checks and resolves every gradient for one optimizer step over
- *      both towers (tk_optim_prepare_contexts: nothing written yet), then each thread
- *      applies the rule to its tower's parameters (disjoint: the towers share none).
- * The BLAS thread count stays 1 for the whole step: no OpenBLAS threads to wake, and no
- * OpenBLAS buffers allocated per step. Same arithmetic as the single-context step, so
- * the same results up to the order of float sums (the loss adds two half sums). */
+ *      both towers (tk_optim_prepare_contexts: nothing written yet), then two tasks
+ *      apply the rule to their tower's parameters (disjoint: the towers share none).
+ * Determinism: the blocks of the loss and of the query gradient are cut the same way
+ * whatever the thread count or timing (a block is one sgemm call of a fixed shape), so
+ * which thread computes a block, and the measured balance, never change a bit. With up
+ * to three threads every product runs whole on one thread and a step gives the same bits
+ * as with one; from four threads on, each tower's context splits its large products over
+ * half the threads (tk_ctx_set_num_threads), which may change the last bits. */
 #include "ops_impl.h"
 
 #include <math.h>
 #include <pthread.h>
 #include <time.h>
 
-typedef enum phase { PHASE_FORWARD = 0, PHASE_LOSS, PHASE_BACKWARD, PHASE_UPDATE, PHASE_QUIT } phase;
+/* Rows per block of the loss and of the query gradient: an eighth of the batch, rounded
+ * up to a multiple of 16 (whole register blocks of every OpenBLAS x86 kernel), at most
+ * 128 (from there on, repacking the shared operand per block costs a few percent of the
+ * product), enough blocks to balance the two sides. It depends on the batch alone. */
+static int64_t block_size(int64_t B) {
+    int64_t rows = ((B + 7) / 8 + 15) / 16 * 16;
+    return rows < 128 ? rows : 128;
+}
+
+typedef enum phase { PHASE_FORWARD = 0, PHASE_LOSS, PHASE_BACKWARD, PHASE_UPDATE } phase;
 
 struct tk_two_tower_trainer {
     tk_block *tower[2]; /* query, item */
@@ -39,31 +50,31 @@ struct tk_two_tower_trainer {
     tk_ctx *ctx[2];
     tk_ctx *loss_ctx;
     /* the step being run */
+    phase ph;
+    int threads;
     tk_value *in[2];
     tk_tensor *out[2];
     tk_rl_plan *plan;   /* the loss of the step (in loss_ctx) */
-    double part[2];     /* each half's sum of w_b ce_b */
+    int64_t block;      /* rows per block of the loss and the query gradient */
+    int64_t nblocks;    /* blocks of the batch */
+    double *part;       /* [nblocks]: each block's sum of w_b ce_b (loss_ctx's arena) */
     float extra[2];     /* each tower's added losses (regularisation) */
     double norm[2];     /* each tower's gradient norm (a non-finite one stops the step) */
     int64_t ends[2];    /* the end of each tower's items in the optimizer's work list */
-    /* the backward's balance: the item thread computes the query gradient's last `tail`
-     * rows first (then signals tail_done = step), sized from the two sides' times */
-    int64_t tail, fixed_tail; /* fixed_tail >= 0: set by tests, not balanced */
-    uint64_t step, tail_done;
-    double bwd_time[2], dq_row_time;
-    pthread_cond_t tail_cv;
-    /* the worker: runs side 1 of each phase */
-    pthread_t worker;
-    bool has_worker;
+    /* the query gradient's blocks: [0, front) taken from the front, [back, nblocks) from
+     * the back (by the item task, at most `tail` of them), `done` finished */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    uint64_t posted, done; /* phases posted to the worker and finished by it */
-    phase ph;
+    int64_t front, back, done;
+    int64_t tail, fixed_tail; /* fixed_tail >= 0: set by tests, not balanced */
+    double bwd_time[2], block_time;
 };
 
-/* --- one side of a phase --- */
+static int64_t batch_rows(const tk_two_tower_trainer *t) { return t->out[0]->shape[0]; }
 
-static void side_forward(tk_two_tower_trainer *t, int s) {
+/* --- one task of a phase --- */
+
+static void task_forward(tk_two_tower_trainer *t, int s) {
     tk_ctx *ctx = t->ctx[s];
     tk_value *v = tk_block_forward(ctx, t->tower[s], t->in[s]);
     if (v && t->post) v = tk_block_forward(ctx, t->post, v);
@@ -74,48 +85,62 @@ static void side_forward(tk_two_tower_trainer *t, int s) {
     t->extra[s] = extra ? tk_f32(extra)[0] : 0.0f;
 }
 
-/* The loss over this side's half of the rows. */
-static void side_loss(tk_two_tower_trainer *t, int s) {
-    int64_t B = t->out[0]->shape[0], half = B / 2;
-    t->part[s] = tk_rl_forward_rows(t->plan, s ? half : 0, s ? B : half, s);
-}
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* The item thread's share of the query gradient is done (or will not be: it failed). */
-static void post_tail(tk_two_tower_trainer *t) {
+/* The next block of the query gradient from the front, or from the back for the item
+ * task while it has taken fewer than `tail`; -1 when none is left to take. */
+static int64_t take_block(tk_two_tower_trainer *t, bool from_back, int64_t *taken) {
+    int64_t b = -1;
     pthread_mutex_lock(&t->mu);
-    t->tail_done = t->step;
-    pthread_cond_broadcast(&t->tail_cv);
+    if (t->front < t->back && (!from_back || *taken < t->tail)) b = from_back ? --t->back : t->front++;
+    pthread_mutex_unlock(&t->mu);
+    if (b >= 0) (*taken)++;
+    return b;
+}
+
+/* Computes block b of the query gradient and counts it done. */
+static void block_rows(const tk_two_tower_trainer *t, int64_t b, int64_t *r0, int64_t *r1) {
+    int64_t B = batch_rows(t);
+    *r0 = b * t->block;
+    *r1 = *r0 + t->block < B ? *r0 + t->block : B;
+}
+
+static void run_block(tk_two_tower_trainer *t, int64_t b) {
+    int64_t r0, r1;
+    block_rows(t, b, &r0, &r1);
+    tk_rl_backward_query(t->plan, r0, r1);
+    pthread_mutex_lock(&t->mu);
+    if (++t->done == t->nblocks) pthread_cond_broadcast(&t->cv);
     pthread_mutex_unlock(&t->mu);
 }
 
-static void wait_tail(tk_two_tower_trainer *t) {
+/* Waits until every block of the query gradient is done: the ones not done yet are
+ * being computed by running tasks. */
+static void wait_blocks(tk_two_tower_trainer *t) {
     pthread_mutex_lock(&t->mu);
-    while (t->tail_done != t->step) pthread_cond_wait(&t->tail_cv, &t->mu);
+    while (t->done < t->nblocks) pthread_cond_wait(&t->cv, &t->mu);
     pthread_mutex_unlock(&t->mu);
 }
 
 /* The gradient of this side's tower output (from the loss), then the tape backwards over
  * every node whose output got a gradient. The query tower's tape is the longer one (more
- * features, a wider first layer): the item thread computes the last `tail` rows of the
- * query output's gradient before its own (the rows are independent), and the query
- * thread waits for them before its tape. */
-static void side_backward(tk_two_tower_trainer *t, int s) {
+ * features, a wider first layer), so the item task takes the last blocks of the query
+ * output's gradient before its own (the rows are independent), and the query task
+ * waits for all blocks before its tape. */
+static void task_backward(tk_two_tower_trainer *t, int s) {
     tk_ctx *ctx = t->ctx[s];
     double t0 = now_s();
-    int64_t B = t->out[0]->shape[0];
+    int64_t taken = 0, b;
     if (s == 0) {
-        tk_rl_backward_query(t->plan, 0, B - t->tail);
-        if (B > t->tail) t->dq_row_time = (now_s() - t0) / (double)(B - t->tail);
-        if (t->tail > 0) wait_tail(t);
+        while ((b = take_block(t, false, &taken)) >= 0) run_block(t, b);
+        if (taken > 0) t->block_time = (now_s() - t0) / (double)taken;
+        wait_blocks(t);
     } else {
-        tk_rl_backward_query(t->plan, B - t->tail, B);
-        post_tail(t);
+        while ((b = take_block(t, true, &taken)) >= 0) run_block(t, b);
         tk_rl_backward_items(t->plan);
     }
     tk_tensor *extra = tk_ctx_added_loss(ctx);
@@ -136,71 +161,49 @@ static void side_backward(tk_two_tower_trainer *t, int s) {
     t->bwd_time[s] = now_s() - t0;
 }
 
-/* After a side-by-side backward: moves rows of the query gradient towards the thread that
- * finished first, half the imbalance at a time (damped), in multiples of 32 rows (whole
- * sgemm row blocks), at most half the batch. */
-static void balance_tail(tk_two_tower_trainer *t, int64_t B) {
-    if (!(t->dq_row_time > 0.0)) return;
-    double rows = (t->bwd_time[0] - t->bwd_time[1]) / (2.0 * t->dq_row_time); /* to equalise */
-    int64_t tail = t->tail + (int64_t)(rows / 2.0);
-    tail = (tail + 16) / 32 * 32;
+/* After a backward: moves blocks of the query gradient towards the task that finished
+ * first, half the imbalance at a time (damped), at most half the blocks. Only the work's
+ * placement changes, never its arithmetic. */
+static void balance_tail(tk_two_tower_trainer *t) {
+    if (!(t->block_time > 0.0)) return;
+    double blocks = (t->bwd_time[0] - t->bwd_time[1]) / (2.0 * t->block_time); /* to equalise */
+    int64_t tail = t->tail + (int64_t)lround(blocks / 2.0);
     if (tail < 0) tail = 0;
-    if (tail > B / 2) tail = B / 2 / 32 * 32;
+    if (tail > t->nblocks / 2) tail = t->nblocks / 2;
     t->tail = tail;
 }
 
-/* The optimizer's rule over this side's tower (prepared by the caller), then the
- * context's deferred updates. */
-static void side_update(tk_two_tower_trainer *t, int s) {
-    tk_optim_apply_range(t->opt, s ? t->ends[0] : 0, t->ends[s]);
-    tk_ctx_apply_updates(t->ctx[s]);
-}
-
-static void run_side(tk_two_tower_trainer *t, phase ph, int s) {
-    if (ph == PHASE_UPDATE) {
-        side_update(t, s); /* prepared: both contexts are fine */
-    } else if (t->ctx[s]->failed) {
-        if (ph == PHASE_BACKWARD && s == 1) post_tail(t); /* the query thread may wait for it */
-    } else if (ph == PHASE_FORWARD) {
-        side_forward(t, s);
-    } else if (ph == PHASE_LOSS) {
-        side_loss(t, s);
-    } else {
-        side_backward(t, s);
-    }
-}
-
-static void *worker_main(void *arg) {
+static void phase_task(void *arg, int64_t task, int slot) {
     tk_two_tower_trainer *t = arg;
-    pthread_mutex_lock(&t->mu);
-    for (;;) {
-        while (t->done == t->posted) pthread_cond_wait(&t->cv, &t->mu);
-        phase ph = t->ph;
-        pthread_mutex_unlock(&t->mu);
-        if (ph == PHASE_QUIT) return NULL;
-        run_side(t, ph, 1);
-        pthread_mutex_lock(&t->mu);
-        t->done++;
-        pthread_cond_broadcast(&t->cv);
+    int s = task < 2 ? (int)task : -1; /* the tower of a two-sided task */
+    switch (t->ph) {
+    case PHASE_FORWARD:
+        task_forward(t, s);
+        break;
+    case PHASE_LOSS: { /* one block of rows; slot picks the scratch */
+        int64_t r0, r1;
+        block_rows(t, task, &r0, &r1);
+        t->part[task] = tk_rl_forward_rows(t->plan, r0, r1, slot);
+        break;
+    }
+    case PHASE_BACKWARD:
+        if (s >= 0) {
+            if (!t->ctx[s]->failed) task_backward(t, s);
+        } else { /* a further thread: blocks from the front */
+            int64_t taken = 0, b;
+            while ((b = take_block(t, false, &taken)) >= 0) run_block(t, b);
+        }
+        break;
+    case PHASE_UPDATE: /* prepared: both contexts are fine */
+        tk_optim_apply_range(t->opt, s ? t->ends[0] : 0, t->ends[s]);
+        tk_ctx_apply_updates(t->ctx[s]);
+        break;
     }
 }
 
-/* Runs a phase on both sides: side 1 on the worker and side 0 here, or both here. */
-static void run_phase(tk_two_tower_trainer *t, phase ph, bool parallel) {
-    if (!parallel) {
-        run_side(t, ph, 0);
-        run_side(t, ph, 1);
-        return;
-    }
-    pthread_mutex_lock(&t->mu);
+static void run_phase(tk_two_tower_trainer *t, phase ph, int64_t ntasks) {
     t->ph = ph;
-    t->posted++;
-    pthread_cond_broadcast(&t->cv);
-    pthread_mutex_unlock(&t->mu);
-    run_side(t, ph, 0);
-    pthread_mutex_lock(&t->mu);
-    while (t->done != t->posted) pthread_cond_wait(&t->cv, &t->mu);
-    pthread_mutex_unlock(&t->mu);
+    tk_parallel_run(ntasks, t->threads, phase_task, t);
 }
 
 /* --- the trainer --- */
@@ -284,25 +287,14 @@ tk_two_tower_trainer *tk_two_tower_trainer_new(tk_block *query_tower, tk_block *
     t->fixed_tail = -1;
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cv, NULL);
-    pthread_cond_init(&t->tail_cv, NULL);
-    t->has_worker = pthread_create(&t->worker, NULL, worker_main, t) == 0; /* else serial */
     return t;
 }
 
 void tk_two_tower_trainer_free(tk_two_tower_trainer *t) {
     if (!t) return;
-    if (t->has_worker) {
-        pthread_mutex_lock(&t->mu);
-        t->ph = PHASE_QUIT;
-        t->posted++;
-        pthread_cond_broadcast(&t->cv);
-        pthread_mutex_unlock(&t->mu);
-        pthread_join(t->worker, NULL);
-    }
     if (t->tower[0]) {
         pthread_mutex_destroy(&t->mu);
         pthread_cond_destroy(&t->cv);
-        pthread_cond_destroy(&t->tail_cv);
     }
     tk_ctx_free(t->ctx[0]);
     tk_ctx_free(t->ctx[1]);
@@ -313,8 +305,8 @@ void tk_two_tower_trainer_free(tk_two_tower_trainer *t) {
     free(t);
 }
 
-void tk_two_tower_trainer_fix_tail(tk_two_tower_trainer *t, int64_t rows) {
-    if (t) t->fixed_tail = rows < 0 ? -1 : rows;
+void tk_two_tower_trainer_fix_tail(tk_two_tower_trainer *t, int64_t blocks) {
+    if (t) t->fixed_tail = blocks < 0 ? -1 : blocks;
 }
 
 tk_ctx *tk_two_tower_trainer_ctx(tk_two_tower_trainer *t, int tower) {
@@ -365,55 +357,43 @@ tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in,
     t->in[0] = query_in;
     t->in[1] = item_in;
     t->plan = NULL;
-    int threads = tk_get_num_threads();
-    bool side_by_side = t->has_worker && threads >= 2;
-    if (threads != 1) tk_set_num_threads(1); /* every product of the step is single-threaded */
+    /* Each tower's context may split its large products over half the threads (from four
+     * threads on: with two or three, the towers side by side already fill them). */
+    t->threads = tk_get_num_threads();
+    for (int s = 0; s < 2; s++) tk_ctx_set_num_threads(t->ctx[s], t->threads >= 4 ? t->threads / 2 : 1);
 
-    tk_status st = TK_OK;
-    run_phase(t, PHASE_FORWARD, side_by_side);
-    if (t->ctx[0]->failed || t->ctx[1]->failed) {
-        st = step_failed(t);
-        goto out;
-    }
-    /* the loss: planned here (validation, arena buffers), its rows on both threads */
-    if (!(t->plan = tk_rl_prepare(t->loss_ctx, t->out[0], t->out[1], opts, 2))) {
-        st = step_failed(t);
-        goto out;
-    }
-    run_phase(t, PHASE_LOSS, side_by_side);
-    int64_t B = t->out[0]->shape[0];
-    float value = (float)((t->part[0] + t->part[1]) / (double)B) + t->extra[0] + t->extra[1];
+    run_phase(t, PHASE_FORWARD, 2);
+    if (t->ctx[0]->failed || t->ctx[1]->failed) return step_failed(t);
+    /* the loss: planned here (validation, arena buffers), its row blocks on the threads */
+    if (!(t->plan = tk_rl_prepare(t->loss_ctx, t->out[0], t->out[1], opts, t->threads))) return step_failed(t);
+    int64_t B = batch_rows(t);
+    t->block = block_size(B);
+    t->nblocks = (B + t->block - 1) / t->block;
+    if (!(t->part = tk_ctx_alloc(t->loss_ctx, (size_t)t->nblocks * sizeof *t->part))) return step_failed(t);
+    run_phase(t, PHASE_LOSS, t->nblocks);
+    double sum = 0.0;
+    for (int64_t b = 0; b < t->nblocks; b++) sum += t->part[b]; /* in block order */
+    float value = (float)(sum / (double)B) + t->extra[0] + t->extra[1];
     if (loss_out) *loss_out = value;
-    if (!isfinite(value)) goto out; /* the caller sees the loss; nothing is updated */
-    /* the gradients of the two outputs, written by the two threads */
+    if (!isfinite(value)) return TK_OK; /* the caller sees the loss; nothing is updated */
+    /* the gradients of the two outputs, written by the tasks */
     float *dq = tk_op_grad(t->loss_ctx, t->out[0]);
     float *dc = tk_op_grad(t->loss_ctx, t->out[1]);
     if (!dq && !dc && !t->loss_ctx->failed)
         tk_ctx_fail(t->loss_ctx, "backward: the loss does not depend on any tensor that requires gradients");
-    if (t->loss_ctx->failed || !tk_rl_backward_begin(t->loss_ctx, t->plan, 1.0, dq, dc, NULL)) {
-        st = step_failed(t);
-        goto out;
-    }
-    t->step++;
-    if (t->fixed_tail >= 0) t->tail = t->fixed_tail < B ? t->fixed_tail : B;
-    if (!side_by_side || t->tail > B) t->tail = 0; /* serial: the query side does every row */
-    run_phase(t, PHASE_BACKWARD, side_by_side);
-    if (side_by_side && t->fixed_tail < 0) balance_tail(t, B);
-    if (t->ctx[0]->failed || t->ctx[1]->failed) {
-        st = step_failed(t);
-        goto out;
-    }
+    if (t->loss_ctx->failed || !tk_rl_backward_begin(t->loss_ctx, t->plan, 1.0, dq, dc, NULL)) return step_failed(t);
+    t->front = t->done = 0;
+    t->back = t->nblocks;
+    if (t->fixed_tail >= 0) t->tail = t->fixed_tail;
+    run_phase(t, PHASE_BACKWARD, t->threads > 2 ? t->threads : 2);
+    if (t->fixed_tail < 0) balance_tail(t);
+    if (t->ctx[0]->failed || t->ctx[1]->failed) return step_failed(t);
     if (!isfinite(t->norm[0]) || !isfinite(t->norm[1])) { /* as a NaN loss: nothing is updated */
         if (loss_out) *loss_out = NAN;
-        goto out;
+        return TK_OK;
     }
     const tk_block *blocks[2] = {t->tower[0], t->tower[1]};
-    if (tk_optim_prepare_contexts(t->opt, 2, t->ctx, blocks, t->ends) != TK_OK) {
-        st = step_failed(t);
-        goto out;
-    }
-    run_phase(t, PHASE_UPDATE, side_by_side);
-out:
-    if (threads != 1) tk_set_num_threads(threads);
-    return st;
+    if (tk_optim_prepare_contexts(t->opt, 2, t->ctx, blocks, t->ends) != TK_OK) return step_failed(t);
+    run_phase(t, PHASE_UPDATE, 2);
+    return TK_OK;
 }

@@ -1,4 +1,5 @@
-/* matmul (every transpose form), the fused dense layer, transpose, reshape, threads. */
+/* matmul (every transpose form), the fused dense layer, transpose, reshape, products split
+ * over threads. */
 #include "op_test.h"
 
 /* op(a)[i, l] for a stored [r, c] */
@@ -266,14 +267,68 @@ static void test_errors(void) {
     tk_ctx_free(ctx);
 }
 
-static void test_threads(void) {
-    int before = tk_get_num_threads();
-    tk_set_num_threads(1);
-    TK_CHECK(tk_get_num_threads() == 1);
-    tk_set_num_threads(0); /* clamped to 1 */
-    TK_CHECK(tk_get_num_threads() == 1);
-    tk_set_num_threads(before);
-    TK_CHECK(tk_get_num_threads() == before);
+/* Large products are split into row blocks over the context's threads: every transpose
+ * form of matmul and the dense layer, forward and backward, with 2 to 4 threads agree
+ * with one thread within float rounding (each block is an sgemm of its own, whose kernel
+ * may round differently at block edges), and give the same bits when run again. */
+typedef struct split_run {
+    tk_tensor *y, *da, *db; /* clones of the output and the gradients */
+} split_run;
+
+static split_run run_product(int threads, int form, tk_tensor *a, tk_tensor *b, tk_tensor *bias) {
+    tk_ctx *ctx = tk_ctx_new(1);
+    tk_ctx_set_num_threads(ctx, threads);
+    tk_tensor *y = form < 4 ? tk_matmul(ctx, a, b, form & 1, form & 2) : tk_dense(ctx, a, b, bias, TK_ACT_RELU);
+    tk_tensor *loss = y ? tk_sum(ctx, tk_square(ctx, y), -1, false) : NULL;
+    TK_CHECK_MSG(loss && tk_backward(ctx, loss) == TK_OK, "%s", tk_ctx_error(ctx));
+    split_run r = {y ? tk_tensor_clone(y) : NULL, NULL, NULL};
+    tk_tensor *ga = tk_ctx_grad_of(ctx, a), *gb = tk_ctx_grad_of(ctx, b);
+    r.da = ga ? tk_tensor_clone(ga) : NULL;
+    r.db = gb ? tk_tensor_clone(gb) : NULL;
+    tk_ctx_free(ctx);
+    return r;
+}
+
+static void free_run(split_run *r) { op_release(r->y, r->da, r->db, NULL); }
+
+/* The largest difference relative to the largest magnitude of want. */
+static double rel_diff(const tk_tensor *got, const tk_tensor *want) {
+    if (!got || !want || got->numel != want->numel) return INFINITY;
+    double diff = 0, scale = 1e-30;
+    for (int64_t i = 0; i < want->numel; i++) {
+        diff = fmax(diff, fabs((double)tk_f32(got)[i] - tk_f32(want)[i]));
+        scale = fmax(scale, fabs((double)tk_f32(want)[i]));
+    }
+    return diff / scale;
+}
+
+static bool same_bits(const tk_tensor *x, const tk_tensor *y) {
+    return x && y && x->numel == y->numel && memcmp(x->data, y->data, (size_t)x->numel * sizeof(float)) == 0;
+}
+
+static void test_split_products(void) {
+    const int64_t m = 203, k = 97, n = 131; /* m k n > the split threshold; m not a multiple of 16 */
+    for (int form = 0; form < 5; form++) { /* 0-3: matmul (ta = bit 0, tb = bit 1); 4: dense */
+        bool ta = form < 4 && (form & 1), tb = form < 4 && (form & 2);
+        int64_t sa[2] = {ta ? k : m, ta ? m : k}, sb[2] = {tb ? n : k, tb ? k : n}, sn[1] = {n};
+        tk_tensor *a = tk_test_randn(2, sa, 1, 300 + form), *b = tk_test_randn(2, sb, 1, 400 + form);
+        tk_tensor *bias = tk_test_randn(1, sn, 1, 500);
+        tk_tensor_set_requires_grad(a, true);
+        tk_tensor_set_requires_grad(b, true);
+        split_run one = run_product(1, form, a, b, bias);
+        for (int threads = 2; threads <= 4; threads++) {
+            split_run r = run_product(threads, form, a, b, bias), again = run_product(threads, form, a, b, bias);
+            /* sums of k (or m, n) products of unit normals: a few float ulps of the largest */
+            TK_CHECK_MSG(rel_diff(r.y, one.y) < 1e-5 && rel_diff(r.da, one.da) < 1e-5 && rel_diff(r.db, one.db) < 1e-5,
+                         "form %d, %d threads", form, threads);
+            TK_CHECK_MSG(same_bits(r.y, again.y) && same_bits(r.da, again.da) && same_bits(r.db, again.db),
+                         "form %d, %d threads: a second run differs", form, threads);
+            free_run(&r);
+            free_run(&again);
+        }
+        free_run(&one);
+        op_release(a, b, bias, NULL);
+    }
 }
 
 int main(void) {
@@ -283,6 +338,6 @@ int main(void) {
     TK_RUN(test_dense_grads);
     TK_RUN(test_transpose_reshape);
     TK_RUN(test_errors);
-    TK_RUN(test_threads);
+    TK_RUN(test_split_products);
     return tk_test_summary();
 }

@@ -6,7 +6,7 @@
 
 #include <pthread.h>
 
-#define B 32
+#define B 100 /* seven blocks of 16 rows in the trainer, the last one of 4 */
 #define CARD 40
 
 static const tk_init UNIFORM = {TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f};
@@ -140,52 +140,113 @@ static double max_param_diff(const tk_block *a, const tk_block *b) {
     return worst;
 }
 
-/* Same losses and weights as the one-context steps, with 1 and 2 BLAS threads (side by
- * side, and one tower after the other), with and without false-negative masking, and
- * (mode 2) with hard negatives, weights and a logQ correction (every row-wise option of
- * the loss, whose rows the trainer splits over its two threads). */
+/* The options of the loss by mode: plain, with false-negative masking, and (mode 2) with
+ * hard negatives, weights and a logQ correction (every row-wise option of the loss, whose
+ * rows the trainer splits into blocks). */
+typedef struct loss_case {
+    tk_retrieval_opts o;
+    tk_tensor *w, *logq;
+} loss_case;
+
+static loss_case make_loss_case(int mode, const batch *b) {
+    loss_case c = {{.temperature = 0.1f, .item_ids = mode ? b->iid : NULL}, tk_tensor_new_1d(TK_F32, B),
+                   tk_tensor_new_1d(TK_F32, B)};
+    for (int i = 0; i < B; i++) {
+        tk_f32(c.w)[i] = 0.5f + (float)(i % 3) * 0.25f;
+        tk_f32(c.logq)[i] = -0.1f * (float)(i % 7);
+    }
+    if (mode == 2) {
+        c.o.num_hard_negatives = 5;
+        c.o.weights = c.w;
+        c.o.item_logq = c.logq;
+    }
+    return c;
+}
+
+static void free_loss_case(loss_case *c) {
+    tk_tensor_release(c->w);
+    tk_tensor_release(c->logq);
+}
+
+/* Four trainer steps with `threads` threads and a fixed tail (-1: the measured balance);
+ * the losses go to losses[4], the trained model is returned. */
+static model train_four(int threads, int64_t tail, int mode, float *losses) {
+    tk_set_num_threads(threads);
+    model m = make_model();
+    tk_two_tower_trainer *t = tk_two_tower_trainer_new(m.q, m.i, m.post, m.opt, 1);
+    TK_CHECK_MSG(t, "%s", tk_last_error());
+    tk_two_tower_trainer_fix_tail(t, tail);
+    for (int step = 0; step < 4 && t; step++) {
+        batch b = make_batch(step);
+        loss_case c = make_loss_case(mode, &b);
+        losses[step] = trainer_step(t, &b, &c.o);
+        free_loss_case(&c);
+        free_batch(&b);
+    }
+    tk_two_tower_trainer_free(t);
+    return m;
+}
+
+/* Whether two models' parameters have the same bits. */
+static bool same_params(const tk_block *a, const tk_block *b) {
+    plist pa = params_of(a), pb = params_of(b);
+    bool same = pa.n == pb.n;
+    for (int32_t j = 0; same && j < pa.n; j++)
+        same = pa.p[j]->numel == pb.p[j]->numel &&
+               memcmp(pa.p[j]->data, pb.p[j]->data, (size_t)pa.p[j]->numel * sizeof(float)) == 0;
+    return same;
+}
+
+/* The same losses and weights as the one-context steps, within float tolerance (the
+ * trainer adds the loss's rows by blocks and groups the products by blocks), with 1 to 4
+ * threads and the measured balance, and with 2 threads and the item task taking none,
+ * one, half or all of the query gradient's blocks. */
 static void test_matches_one_context(void) {
-    /* runs 0-1: 1 and 2 threads, the measured balance of the query gradient's rows;
-     * runs 2-4: 2 threads, the item thread computing 1, B / 2 + 3 and all B of them */
-    const int64_t tails[5] = {-1, -1, 1, B / 2 + 3, B};
-    for (int run = 0; run < 5; run++) {
-        int threads = run == 0 ? 1 : 2;
-        for (int mask = 0; mask < 3; mask++) {
-            tk_set_num_threads(threads);
-            model ref = make_model(), fast = make_model();
+    const struct { int threads; int64_t tail; } runs[] = {{1, -1}, {2, -1}, {3, -1}, {4, -1},
+                                                          {2, 0},  {2, 1},  {2, 4},  {2, 7}};
+    for (size_t run = 0; run < TK_ARRAY_LEN(runs); run++) {
+        for (int mode = 0; mode < 3; mode++) {
+            float losses[4];
+            model fast = train_four(runs[run].threads, runs[run].tail, mode, losses);
+            model ref = make_model();
             tk_ctx *ctx = tk_ctx_new(1);
-            tk_two_tower_trainer *t = tk_two_tower_trainer_new(fast.q, fast.i, fast.post, fast.opt, 1);
-            TK_CHECK_MSG(t, "%s", tk_last_error());
-            tk_two_tower_trainer_fix_tail(t, tails[run]);
-            for (int step = 0; step < 4 && t; step++) {
+            for (int step = 0; step < 4; step++) {
                 batch b = make_batch(step);
-                tk_retrieval_opts o = {.temperature = 0.1f, .item_ids = mask ? b.iid : NULL};
-                tk_tensor *w = tk_tensor_new_1d(TK_F32, B), *logq = tk_tensor_new_1d(TK_F32, B);
-                for (int i = 0; i < B; i++) {
-                    tk_f32(w)[i] = 0.5f + (float)(i % 3) * 0.25f;
-                    tk_f32(logq)[i] = -0.1f * (float)(i % 7);
-                }
-                if (mask == 2) {
-                    o.num_hard_negatives = 5;
-                    o.weights = w;
-                    o.item_logq = logq;
-                }
-                float l0 = reference_step(&ref, ctx, &b, &o);
-                float l1 = trainer_step(t, &b, &o);
-                TK_CHECK_NEAR(l1, l0, 1e-5);
-                tk_tensor_release(w);
-                tk_tensor_release(logq);
+                loss_case c = make_loss_case(mode, &b);
+                float l0 = reference_step(&ref, ctx, &b, &c.o);
+                TK_CHECK_NEAR(losses[step], l0, 1e-5);
+                free_loss_case(&c);
                 free_batch(&b);
             }
-            TK_CHECK(tk_get_num_threads() == threads); /* restored after each step */
             TK_CHECK_NEAR(max_param_diff(ref.q, fast.q), 0, 1e-5);
             TK_CHECK_NEAR(max_param_diff(ref.i, fast.i), 0, 1e-5);
             TK_CHECK(tk_optim_steps(fast.opt) == 4);
-            tk_two_tower_trainer_free(t);
             tk_ctx_free(ctx);
             free_model(&ref);
             free_model(&fast);
         }
+    }
+    tk_set_num_threads(2);
+}
+
+/* Determinism by construction: the loss's and the query gradient's blocks are cut by the
+ * batch size alone and each is one product of a fixed shape, whichever thread takes it;
+ * with up to three threads every product runs whole on one thread. So a second run, the
+ * thread count from 1 to 3, and where the item task's share of the blocks ends all give
+ * the same bits. */
+static void test_same_bits(void) {
+    const struct { int threads; int64_t tail; } runs[] = {{2, -1}, {2, -1}, {1, -1}, {3, -1}, {2, 0}, {2, 3}, {2, 7}};
+    for (int mode = 0; mode < 3; mode++) {
+        float first[4];
+        model a = train_four(runs[0].threads, runs[0].tail, mode, first);
+        for (size_t run = 1; run < TK_ARRAY_LEN(runs); run++) {
+            float losses[4];
+            model b = train_four(runs[run].threads, runs[run].tail, mode, losses);
+            TK_CHECK_MSG(memcmp(first, losses, sizeof first) == 0 && same_params(a.q, b.q) && same_params(a.i, b.i),
+                         "mode %d, %d threads, tail %lld", mode, runs[run].threads, (long long)runs[run].tail);
+            free_model(&b);
+        }
+        free_model(&a);
     }
     tk_set_num_threads(2);
 }
@@ -328,7 +389,7 @@ static void test_optim_step_contexts(void) {
     tk_tensor_release(x);
 }
 
-/* tk_block_embed (batches on two threads, written into one result) gives the rows of a
+/* tk_block_embed (batches on the pool's threads, written into one result) gives the rows of a
  * one-context forward; tk_unique_first gives the first row of each id. */
 static void test_embed_and_unique(void) {
     model m = make_model();
@@ -340,14 +401,20 @@ static void test_embed_and_unique(void) {
     TK_CHECK_MSG(ref, "%s", tk_ctx_error(ctx));
     const char *names[2] = {"item_id", "item_x"};
     tk_tensor *cols[2] = {b.iid, b.ic};
-    for (int threads = 1; threads <= 2 && ref; threads++) {
+    tk_tensor *first = NULL;
+    for (int threads = 1; threads <= 4 && ref; threads++) {
         tk_set_num_threads(threads);
-        tk_tensor *out = tk_block_embed(m.i, m.post, 2, names, cols, 5); /* 7 batches, the last of 2 */
+        tk_tensor *out = tk_block_embed(m.i, m.post, 2, names, cols, 7); /* 15 batches, the last of 2 */
         TK_CHECK_MSG(out && out->numel == ref->numel, "%s", tk_last_error());
         for (int64_t k = 0; out && k < out->numel; k++) TK_CHECK_NEAR(tk_f32(out)[k], tk_f32(ref)[k], 1e-6);
-        TK_CHECK(tk_get_num_threads() == threads);
-        tk_tensor_release(out);
+        /* each batch is computed the same way whichever thread takes it: the same bits
+         * for every thread count */
+        if (first && out) TK_CHECK_MSG(memcmp(first->data, out->data, (size_t)out->numel * sizeof(float)) == 0,
+                                       "%d threads", threads);
+        if (!first) first = out;
+        else tk_tensor_release(out);
     }
+    tk_tensor_release(first);
     TK_CHECK(tk_block_embed(m.i, m.post, 1, names + 1, cols + 1, 5) == NULL); /* no item_id */
     tk_tensor *u = tk_unique_first(b.iid);
     bool seen[13] = {false};
@@ -368,6 +435,7 @@ static void test_embed_and_unique(void) {
 
 int main(void) {
     tk_test_run("trainer matches one-context steps", test_matches_one_context);
+    tk_test_run("trainer: the same bits for any run, 1 to 3 threads, any balance", test_same_bits);
     tk_test_run("trainer steady-state steps allocate nothing", test_steady_state);
     tk_test_run("trainer: a NaN gradient updates nothing", test_nan_gradient_updates_nothing);
     tk_test_run("trainer refuses shared tables, negatives, bad inputs", test_refusals);

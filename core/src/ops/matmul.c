@@ -7,16 +7,56 @@
 
 /* C [M, N] = op(A) op(B) + beta C, row-major. op(A) is [M, K]: A is stored [M, K], or
  * [K, M] when ta. op(B) is [K, N]: B is stored [K, N], or [N, K] when tb. */
-static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, const float *B,
+typedef struct gemm_args {
+    bool ta, tb;
+    int64_t M, N, K;
+    const float *A, *B;
+    float beta;
+    float *C;
+    int64_t parts;
+} gemm_args;
+
+/* Rows [r0, r1) of C: a single-threaded sgemm on the calling thread. */
+static void gemm_rows(const gemm_args *g, int64_t r0, int64_t r1) {
+    if (r1 <= r0) return;
+    const float *a = g->ta ? g->A + r0 : g->A + r0 * g->K; /* row r0 of op(A) */
+    cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans, g->tb ? CblasTrans : CblasNoTrans,
+                (blasint)(r1 - r0), (blasint)g->N, (blasint)g->K, 1.0f, a, (blasint)(g->ta ? g->M : g->K), g->B,
+                (blasint)(g->tb ? g->K : g->N), g->beta, g->C + r0 * g->N, (blasint)g->N);
+}
+
+/* Products split over threads are cut into row blocks at multiples of GEMM_ROW_ALIGN
+ * rows (whole register blocks of every OpenBLAS x86 kernel), and only from
+ * GEMM_SPLIT_MIN multiply-adds up: below that, handing a block to another thread (some
+ * microseconds) is a sizeable part of the product. */
+#define GEMM_ROW_ALIGN 16
+#define GEMM_SPLIT_MIN ((int64_t)1 << 21)
+
+static void gemm_task(void *arg, int64_t t, int slot) {
+    (void)slot;
+    const gemm_args *g = arg;
+    int64_t r0, r1;
+    tk_split_range(g->M, g->parts, t, GEMM_ROW_ALIGN, &r0, &r1);
+    gemm_rows(g, r0, r1);
+}
+
+/* The product on the context's threads: row blocks that depend only on the shape and the
+ * context's thread count, so the bits do too. */
+static void gemm(tk_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float *A, const float *B,
                  float beta, float *C) {
     if (M == 0 || N == 0) return;
     if (K == 0) { /* an empty sum: OpenBLAS rejects K = 0 leading dimensions */
         for (int64_t i = 0; i < M * N; i++) C[i] = beta == 0.0f ? 0.0f : beta * C[i];
         return;
     }
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                (blasint)M, (blasint)N, (blasint)K, 1.0f, A, (blasint)(ta ? M : K), B,
-                (blasint)(tb ? K : N), beta, C, (blasint)N);
+    gemm_args g = {ta, tb, M, N, K, A, B, beta, C, 1};
+    int threads = tk_ctx_threads(ctx);
+    if (threads > 1 && M * N * K >= GEMM_SPLIT_MIN) {
+        int64_t blocks = (M + GEMM_ROW_ALIGN - 1) / GEMM_ROW_ALIGN;
+        g.parts = blocks < threads ? blocks : threads;
+    }
+    if (g.parts > 1) tk_parallel_run(g.parts, threads, gemm_task, &g);
+    else gemm_rows(&g, 0, M);
 }
 
 static bool blas_dims_ok(tk_ctx *ctx, const char *op, const tk_tensor *t, const char *arg) {
@@ -44,15 +84,15 @@ static void matmul_backward(tk_ctx *ctx, tk_node *node) {
     if (ctx->failed) return;
     if (da) {
         if (!ta) /* dA [m, k] (+)= dC op(B)^T */
-            gemm(false, !tb, m, k, n, dc, tk_f32(b), fa ? 0.0f : 1.0f, da);
+            gemm(ctx, false, !tb, m, k, n, dc, tk_f32(b), fa ? 0.0f : 1.0f, da);
         else /* dA [k, m] (+)= op(B) dC^T */
-            gemm(tb, true, k, m, n, tk_f32(b), dc, fa ? 0.0f : 1.0f, da);
+            gemm(ctx, tb, true, k, m, n, tk_f32(b), dc, fa ? 0.0f : 1.0f, da);
     }
     if (db) {
         if (!tb) /* dB [k, n] (+)= op(A)^T dC */
-            gemm(!ta, false, k, n, m, tk_f32(a), dc, fb ? 0.0f : 1.0f, db);
+            gemm(ctx, !ta, false, k, n, m, tk_f32(a), dc, fb ? 0.0f : 1.0f, db);
         else /* dB [n, k] (+)= dC^T op(A) */
-            gemm(true, ta, n, k, m, dc, tk_f32(a), fb ? 0.0f : 1.0f, db);
+            gemm(ctx, true, ta, n, k, m, dc, tk_f32(a), fb ? 0.0f : 1.0f, db);
     }
 }
 
@@ -77,7 +117,7 @@ tk_tensor *tk_matmul(tk_ctx *ctx, tk_tensor *a, tk_tensor *b, bool trans_a, bool
     int64_t shape[2] = {m, n};
     tk_tensor *out = a && b ? tk_ctx_empty(ctx, TK_F32, 2, shape) : NULL;
     if (!out) return NULL;
-    gemm(trans_a, trans_b, m, n, k, tk_f32(a), tk_f32(b), 0.0f, tk_f32(out));
+    gemm(ctx, trans_a, trans_b, m, n, k, tk_f32(a), tk_f32(b), 0.0f, tk_f32(out));
     tk_tensor *in[2] = {a, b};
     if (tk_ctx_wants_grad(ctx, 2, in)) {
         tk_node *node = tk_ctx_record(ctx, op, matmul_backward, out, 2, in);
@@ -117,8 +157,8 @@ static void dense_backward(tk_ctx *ctx, tk_node *node) {
         }
         for (; r < rows; r++) tk_vec_add(db, dz + r * out, out);
     }
-    if (dx) gemm(false, true, rows, in, out, dz, tk_f32(w), fx ? 0.0f : 1.0f, dx); /* dx (+)= dz W^T */
-    if (dw) gemm(true, false, in, out, rows, tk_f32(x), dz, fw ? 0.0f : 1.0f, dw); /* dW (+)= x^T dz */
+    if (dx) gemm(ctx, false, true, rows, in, out, dz, tk_f32(w), fx ? 0.0f : 1.0f, dx); /* dx (+)= dz W^T */
+    if (dw) gemm(ctx, true, false, in, out, rows, tk_f32(x), dz, fw ? 0.0f : 1.0f, dw); /* dW (+)= x^T dz */
 }
 
 tk_tensor *tk_dense(tk_ctx *ctx, tk_tensor *x, tk_tensor *kernel, tk_tensor *bias, tk_activation act) {
@@ -158,7 +198,7 @@ tk_tensor *tk_dense(tk_ctx *ctx, tk_tensor *x, tk_tensor *kernel, tk_tensor *bia
     if (grad && tk_act_needs_input(act) && !(z = tk_ctx_alloc(ctx, (size_t)y->numel * sizeof *z)))
         return NULL;
     float *yv = tk_f32(y);
-    gemm(false, false, rows, out, in, tk_f32(x), tk_f32(kernel), 0.0f, yv);
+    gemm(ctx, false, false, rows, out, in, tk_f32(x), tk_f32(kernel), 0.0f, yv);
     const float *bv = bias ? tk_f32(bias) : NULL;
     for (int64_t r = 0; r < rows; r++) { /* one pass: bias, then activation, row by row */
         float *yr = yv + r * out;
@@ -244,8 +284,3 @@ tk_tensor *tk_reshape(tk_ctx *ctx, tk_tensor *a, int32_t ndim, const int64_t *sh
     a = tk_ctx_input(ctx, a);
     return a ? tk_op_view(ctx, op, a, ndim, want) : NULL;
 }
-
-/* --- threads --- */
-
-void tk_set_num_threads(int n) { openblas_set_num_threads(n < 1 ? 1 : n); }
-int tk_get_num_threads(void) { return openblas_get_num_threads(); }
