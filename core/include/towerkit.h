@@ -283,7 +283,8 @@ tk_tensor *tk_exp(tk_ctx *ctx, tk_tensor *a);
 tk_tensor *tk_log(tk_ctx *ctx, tk_tensor *a);
 tk_tensor *tk_sqrt(tk_ctx *ctx, tk_tensor *a);
 tk_tensor *tk_square(tk_ctx *ctx, tk_tensor *a);
-/* 2-D matrix product, OpenBLAS sgemm: op(a) [m, k] x op(b) [k, n] -> [m, n]. */
+/* 2-D matrix product, OpenBLAS sgemm: op(a) [m, k] x op(b) [k, n] -> [m, n]. A large
+ * product (and the dense layer's) is split into row blocks over the context's threads. */
 tk_tensor *tk_matmul(tk_ctx *ctx, tk_tensor *a, tk_tensor *b, bool trans_a, bool trans_b);
 /* Reductions. axis -1 means all elements (result has one element, shape [1]);
  * otherwise the axis is removed ([B, D] over axis 1 -> [B]). keepdim keeps it as 1. */
@@ -668,30 +669,31 @@ int64_t tk_freq_estimator_step(const tk_freq_estimator *est);
 /* Exact top-k by inner product. queries F32 [Q, D], items F32 [N, D] (N < 2^32); writes
  * the k best item indices per query (out_idx I64 [Q, k]) with their scores (out_scores
  * F32 [Q, k]), best first, ties broken by the lower index; an item whose score is NaN is
- * never returned. Items are scored in blocks with one sgemm per block (OpenBLAS may use
- * its threads inside it; the rest runs on the caller's thread) and selected with a
- * per-query heap behind a running threshold; scratch: one score block, up to 32 MiB.
+ * never returned. Queries are taken in blocks of 512 on the pool's threads (Threads
+ * below), the items scored in blocks with one single-threaded sgemm per block and
+ * selected with a per-query heap behind a running threshold; scratch: one score block
+ * of up to 8 MiB per thread. The results are the same bits for every thread count.
  * exclude (may be NULL): CSR lists of item indices to skip per query (excl_offsets
  * [Q + 1], non-decreasing, excl_offsets[0] >= 0, indexing excl_items; items in [0, N);
  * lists need not be sorted). When fewer than k items remain, the rest of the row is
- * -1 / -INFINITY. Heap or arena tensors; no context needed; reentrant. Returns TK_ERROR
+ * -1 / -INFINITY. Heap or arena tensors; no context needed; reentrant: any number of
+ * threads may call it at once. Returns TK_ERROR
  * (tk_last_error) on bad shapes or dtypes, k < 1, or bad exclusion lists. */
 tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k,
                   const int64_t *excl_offsets, const int64_t *excl_items, tk_tensor *out_idx,
                   tk_tensor *out_scores);
 
-/* A two-tower training step with the two towers side by side: the query tower runs on
- * the calling thread and the item tower on a worker thread the trainer owns, each in its
- * own context with single-threaded BLAS (when tk_get_num_threads() >= 2; otherwise one
- * after the other); then the loss (as tk_retrieval_loss over the two outputs, planned in
- * a third context), half of its rows on each thread; the gradient of the query output on
- * the calling thread and of the item output on the worker, each followed by its tower's
- * backward pass; and one optimizer step over both (tk_optim_step_contexts). `post` (may be NULL) is applied
+/* A two-tower training step with the two towers side by side on the pool's threads
+ * (Threads below; one after the other with one thread), each in its own context; then
+ * the loss (as tk_retrieval_loss over the two outputs, planned in a third context) in
+ * blocks of rows over the threads; the gradient of the query output in blocks of rows and
+ * that of the item output, each followed by its tower's backward pass; and one optimizer
+ * step over both (tk_optim_step_contexts). `post` (may be NULL) is applied
  * to each tower's output (the l2 norm of a TwoTowerBlock). The towers must not share a
  * trainable parameter (an embedding table shared by domain), nor may post have
  * parameters: tk_two_tower_trainer_new returns NULL (tk_last_error) then. The trainer
- * retains the blocks; the optimizer must outlive it. During a step the OpenBLAS thread
- * count (process-wide) is 1; it is restored before the step returns. */
+ * retains the blocks; the optimizer must outlive it. For one thread count a step gives
+ * the same bits on every run; with 1 to 3 threads, the same bits as with one. */
 typedef struct tk_two_tower_trainer tk_two_tower_trainer;
 tk_two_tower_trainer *tk_two_tower_trainer_new(tk_block *query_tower, tk_block *item_tower, tk_block *post,
                                                tk_optim *opt, uint64_t seed);
@@ -714,9 +716,9 @@ tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in,
  * NULL), in evaluation mode, in batches of batch_size rows: a new heap float32 [n, D]
  * (item export). Columns as a batch's: names[i] with cols[i] (heap tensors, rows along
  * the first dimension), ragged lists as "f__values" and "f__offsets". The batches run on
- * two threads (when tk_get_num_threads() >= 2), each with its own context and
- * single-threaded BLAS, the first batch alone (it may build a lazy block); the OpenBLAS
- * thread count is restored before returning. NULL (tk_last_error) on an error. */
+ * the pool's threads (Threads below), one context per thread, the first batch alone (it
+ * may build a lazy block); the result is the same bits for every thread count. NULL
+ * (tk_last_error) on an error. */
 tk_tensor *tk_block_embed(tk_block *block, tk_block *post, int32_t ncols, const char *const *names,
                           tk_tensor *const *cols, int64_t batch_size);
 /* The row indices (int64 [k], ascending) of the first occurrence of each distinct value
@@ -874,8 +876,9 @@ int tk_get_num_threads(void);
  * the old model is freed by whoever releases it last.
  *
  * Thread safety: every function here may be called from any thread at once, except that
- * one tk_ctx is used by one thread at a time. Matrix products of concurrent requests
- * each run on the calling thread; a server usually calls tk_set_num_threads(1). */
+ * one tk_ctx is used by one thread at a time. A server that runs one request per thread
+ * usually calls tk_set_num_threads(1): each request's products and top-k then run on its
+ * own thread. */
 
 typedef struct tk_model tk_model;
 
