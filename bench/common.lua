@@ -99,6 +99,14 @@ function M.peak_rss_mib()
   return kb and kb / 1024
 end
 
+--- One line naming the OpenBLAS kernel that runs, the best one for this CPU and the CPU:
+-- figures compare only between runs of one kernel.
+function M.print_blas()
+  local b = tk.blas_info()
+  print(("# openblas kernel %s (best for this CPU: %s), cpu %s"):format(b.kernel, b.best, b.cpu))
+  io.stdout:flush()
+end
+
 --- One JSON line: {"workload":..., "system":"towerkit", "figure":..., "unit":..., "median":..., "min":..., "max":..., "runs":[...], extra...}
 function M.emit(fields)
   local keys = {}

@@ -5,8 +5,10 @@ the faster peer, and the sgemm limit.
 
   python3 bench/compare.py BUILD_DIR [rounds]
 
-Peers run with OMP_WAIT_POLICY=passive and without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE
-(at their best); ours keeps the environment as it is."""
+Peers run with OMP_WAIT_POLICY=passive, without OPENBLAS_L2_SIZE and with OPENBLAS_CORETYPE
+set to the best kernel for this CPU (tk.blas_info().best, which our launcher re-executes
+with when the variable is unset): PyTorch and FAISS link the same OpenBLAS, which may not
+know the CPU and fall back to a weaker kernel. Ours keeps the environment as it is."""
 import json
 import os
 import statistics
@@ -16,10 +18,11 @@ import sys
 build = sys.argv[1] if len(sys.argv) > 1 else "build"
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 here = os.path.dirname(os.path.abspath(__file__))
-peer_env = dict(os.environ, OMP_WAIT_POLICY="passive")
-for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
-    peer_env.pop(var, None)
 py = "/usr/bin/python3"
+best_kernel = subprocess.run([os.path.join(build, "towerkit"), "-e", "io.write(require('towerkit').blas_info().best)"],
+                             stdout=subprocess.PIPE, text=True, check=True).stdout
+peer_env = dict(os.environ, OMP_WAIT_POLICY="passive", OPENBLAS_CORETYPE=best_kernel)
+peer_env.pop("OPENBLAS_L2_SIZE", None)
 
 OURS_W1 = [os.path.join(build, "towerkit"), os.path.join(here, "w1_train.lua")]
 OURS_W2 = [os.path.join(build, "towerkit"), os.path.join(here, "w2_retrieval.lua")]

@@ -106,6 +106,7 @@ static void *stream_main(void *arg) {
 
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2;
+    printf("# openblas kernel %s\n", openblas_get_corename());
     bufs x = make_bufs();
     openblas_set_num_threads(threads);
     shape big = {"1024^3", 0, 0, 1024, 1024, 1024};

@@ -8,6 +8,7 @@ local dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 package.path = dir .. "/?.lua;" .. package.path
 local tk = require "towerkit"
 local C = require "common"
+C.print_blas()
 
 local RUNS = tonumber(arg and arg[1]) or 3
 local STEPS = tonumber(arg and arg[2]) or 50

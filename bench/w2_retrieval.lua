@@ -10,6 +10,7 @@ local dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 package.path = dir .. "/?.lua;" .. package.path
 local tk = require "towerkit"
 local C = require "common"
+C.print_blas()
 
 local RUNS = tonumber(arg and arg[1]) or 3
 local NI, NQ, K, D = 200000, 10000, 100, 128

@@ -525,6 +525,9 @@ int main(int argc, char **argv)
         argv = default_argv;
         argc = 1;
     }
+    /* Before anything runs: OpenBLAS chose its kernel before main; if it is weaker than
+     * the CPU's best this starts the launcher again with OPENBLAS_CORETYPE set. */
+    tk_blas_reexec_if_weaker(argv);
     lua_State *L = luaL_newstate();
     if (!L) {
         l_message(PROGNAME, "cannot create state: not enough memory");

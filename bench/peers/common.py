@@ -42,6 +42,23 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def print_blas():
+    """One line naming the OpenBLAS kernel this process runs (numpy, PyTorch and FAISS link
+    the system's OpenBLAS), if an OpenBLAS is loaded: call it after importing them."""
+    import ctypes
+
+    with open("/proc/self/maps") as f:
+        paths = sorted({line.split()[-1] for line in f if "openblas" in line and "/" in line})
+    for path in paths:
+        try:
+            corename = ctypes.CDLL(path).openblas_get_corename
+        except (OSError, AttributeError):
+            continue
+        corename.restype = ctypes.c_char_p
+        print(f"# openblas kernel {corename().decode()} ({path})", flush=True)
+        return
+
+
 def emit(workload, system, figure, unit, values=None, median=None, **extra):
     out = {"workload": workload, "system": system, "figure": figure, "unit": unit}
     if values is not None:

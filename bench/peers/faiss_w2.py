@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from common import THREADS, emit, peak_rss_mib  # noqa: E402
+from common import THREADS, emit, peak_rss_mib, print_blas  # noqa: E402
 
 NI, NQ, K, D, RUNS = 200_000, 10_000, 100, 128, 3
 
@@ -20,6 +20,7 @@ def normalized(rng, n):
 
 def main():
     faiss.omp_set_num_threads(THREADS)
+    print_blas()
     rng = np.random.default_rng(5)
     items, queries = normalized(rng, NI), normalized(rng, NQ)
     index = faiss.IndexFlatIP(D)

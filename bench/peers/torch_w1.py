@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from common import B, THREADS, emit, peak_rss_mib, w1_data  # noqa: E402
+from common import B, THREADS, emit, peak_rss_mib, print_blas, w1_data  # noqa: E402
 
 STEPS, RUNS, WARMUP, DIM = 50, 3, 5, 64
 
@@ -41,6 +41,7 @@ def main():
     variant = sys.argv[1] if len(sys.argv) > 1 else "dense"
     sparse = variant == "sparse"
     torch.set_num_threads(THREADS)
+    print_blas()
     torch.manual_seed(42)
     query = Tower([100_000, 200, 16], [1000], sparse)
     item = Tower([200_000, 1000, 5000], [], sparse)

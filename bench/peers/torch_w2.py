@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from common import THREADS, emit, peak_rss_mib, zipf_ids  # noqa: E402
+from common import THREADS, emit, peak_rss_mib, print_blas, zipf_ids  # noqa: E402
 from torch_w1 import Tower  # noqa: E402
 
 NI, NQ, K, D, RUNS = 200_000, 10_000, 100, 128, 3
@@ -18,6 +18,7 @@ EXPORT_BATCH, QUERY_BLOCK = 4096, 512
 
 def main():
     torch.set_num_threads(THREADS)
+    print_blas()
     torch.manual_seed(42)
     item = Tower([200_000, 1000, 5000], [], sparse=False).eval()
     rng = np.random.default_rng(3)

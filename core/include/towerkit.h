@@ -822,6 +822,46 @@ void tk_csv_close(tk_csv_reader *r);
 tk_status tk_csv_write_embeddings(const char *path, const tk_tensor *ids, const tk_tensor *matrix);
 
 /* ------------------------------------------------------------------------------------ */
+/* BLAS kernel                                                                           */
+/* ------------------------------------------------------------------------------------ */
+
+/* OpenBLAS built with DYNAMIC_ARCH (as Debian's) picks its kernels once, in its library
+ * constructor before main, from the environment variable OPENBLAS_CORETYPE or else from
+ * its own table of CPU models. An OpenBLAS older than the CPU (Debian 12's 0.3.21 on a
+ * Xeon 6 or a Zen 5) may not find the model and fall back to its Prescott (SSE3)
+ * kernels: every matrix product runs several times slower, silently. towerkit reads the
+ * CPU's features (cpuid, and xgetbv for what the OS enables) and names the best kernel
+ * this OpenBLAS has for them: SkylakeX for AVX-512 F/BW/DQ/VL (Cooperlake with
+ * AVX512_BF16), Haswell for AVX2 and FMA (Zen on AMD), Sandybridge for AVX, else Nehalem
+ * or Prescott. Without cpuid (not x86-64) or without DYNAMIC_ARCH, best is the kernel.
+ *
+ * The first checkpoint loaded in a process (tk_checkpoint_read, so tk_model_load and
+ * Lua's tk.load) prints one line on stderr when the kernel is below best, with the
+ * advice below; TOWERKIT_QUIET_BLAS=1 in the environment silences it. */
+typedef struct tk_blas_info {
+    char kernel[32];      /* the kernel OpenBLAS runs (openblas_get_corename()) */
+    char best[32];        /* the best kernel this OpenBLAS has for this CPU */
+    bool below_best;      /* kernel is weaker than best for float32 matrix products */
+    bool user_set;        /* OPENBLAS_CORETYPE is set, and not by tk_blas_reexec_if_weaker */
+    int threads;          /* towerkit's thread count (tk_get_num_threads()) */
+    int blas_threads;     /* OpenBLAS's own (openblas_get_num_threads()) */
+    char cpu[64];         /* vendor and brand string ("AuthenticAMD AMD EPYC ...") */
+    char advice[160];     /* what to do when below_best, "" otherwise */
+} tk_blas_info;
+/* Fills *out (not NULL). Thread-safe; the CPU is read once per process. Kernel names
+ * compare case-insensitively, as OPENBLAS_CORETYPE does. */
+void tk_blas_get_info(tk_blas_info *out);
+/* For a launcher's or a server's main(), called first: when OPENBLAS_CORETYPE is not set
+ * and the kernel is below best, sets OPENBLAS_CORETYPE=<best> (and TOWERKIT_BLAS_REEXEC,
+ * the marker that this was done) and executes /proc/self/exe again with argv (main's,
+ * NULL-terminated; the working directory, descriptors and the rest of the environment
+ * stay). Returns when there was nothing to do, or when the exec failed (then the
+ * environment is as it was). Never overrides a value the user set and never runs twice
+ * in a chain of processes: if OpenBLAS ignores the name, the process just runs on. A C
+ * host that does not want a re-exec sets OPENBLAS_CORETYPE before it starts instead. */
+void tk_blas_reexec_if_weaker(char **argv);
+
+/* ------------------------------------------------------------------------------------ */
 /* Threads                                                                               */
 /* ------------------------------------------------------------------------------------ */
 

@@ -153,6 +153,25 @@ void tk_optim_apply_range(tk_optim *opt, int64_t lo, int64_t hi);
  * buffer: the item export writes the post-tower norm straight into its result. */
 void tk_l2norm_rows(float *y, const float *x, int64_t rows, int64_t n);
 
+/* blas.c: the CPU features that choose an OpenBLAS kernel. tk_cpu_detect fills them from
+ * cpuid and xgetbv and writes "vendor brand" into cpu; false (all features off, cpu
+ * "unknown") where there is no cpuid. tk_blas_kernel_for names the best kernel for them
+ * (the OS must enable the registers too); tk_blas_kernel_weaker tells whether `kernel`
+ * runs float32 matrix products slower than `best` (false when either name is one we do
+ * not rank). tk_blas_warn_once prints the stderr line of towerkit.h's "BLAS kernel" once
+ * per process; checkpoint reads call it. */
+typedef struct tk_cpu_features {
+    bool amd;                /* AuthenticAMD or HygonGenuine: the AVX2 kernel is "Zen" */
+    bool sse42, avx, fma, avx2;
+    bool avx512f, avx512bw, avx512dq, avx512vl, avx512bf16;
+    bool os_avx, os_avx512;  /* XCR0 enables the YMM, and the opmask and ZMM, state */
+} tk_cpu_features;
+bool tk_cpu_detect(tk_cpu_features *f, char *cpu, size_t len);
+const char *tk_blas_kernel_for(const tk_cpu_features *f);
+bool tk_blas_kernel_weaker(const char *kernel, const char *best);
+void tk_blas_warn_once(void);
+
+
 /* Tests: the two-tower trainer's item task takes at most a fixed number of the query
  * gradient's last blocks instead of the measured balance; -1 restores the balance. */
 void tk_two_tower_trainer_fix_tail(tk_two_tower_trainer *t, int64_t blocks);

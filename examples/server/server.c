@@ -277,6 +277,9 @@ static void usage(FILE *out, const char *prog)
 
 int main(int argc, char **argv)
 {
+    /* First: if OpenBLAS runs a kernel weaker than the CPU's best, start again with
+     * OPENBLAS_CORETYPE set (towerkit.h, "BLAS kernel"). */
+    tk_blas_reexec_if_weaker(argv);
     const char *env_port = getenv("TOWERKIT_PORT");
     cfg.port = env_port && env_port[0] ? atoi(env_port) : 8080;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);

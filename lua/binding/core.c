@@ -16,6 +16,30 @@ static int l_get_num_threads(lua_State *L) {
     return 1;
 }
 
+/* blas_info() -> {kernel, best, below_best, user_set, threads, blas_threads, cpu, advice} */
+static int l_blas_info(lua_State *L) {
+    tk_blas_info info;
+    tk_blas_get_info(&info);
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, info.kernel);
+    lua_setfield(L, -2, "kernel");
+    lua_pushstring(L, info.best);
+    lua_setfield(L, -2, "best");
+    lua_pushboolean(L, info.below_best);
+    lua_setfield(L, -2, "below_best");
+    lua_pushboolean(L, info.user_set);
+    lua_setfield(L, -2, "user_set");
+    lua_pushinteger(L, info.threads);
+    lua_setfield(L, -2, "threads");
+    lua_pushinteger(L, info.blas_threads);
+    lua_setfield(L, -2, "blas_threads");
+    lua_pushstring(L, info.cpu);
+    lua_setfield(L, -2, "cpu");
+    lua_pushstring(L, info.advice);
+    lua_setfield(L, -2, "advice");
+    return 1;
+}
+
 /* isatty([fd = 1]) */
 static int l_isatty(lua_State *L) {
     lua_pushboolean(L, isatty((int)luaL_optinteger(L, 1, 1)));
@@ -44,6 +68,8 @@ int luaopen_towerkit_core(lua_State *L) {
     lua_setfield(L, -2, "set_num_threads");
     lua_pushcfunction(L, l_get_num_threads);
     lua_setfield(L, -2, "get_num_threads");
+    lua_pushcfunction(L, l_blas_info);
+    lua_setfield(L, -2, "blas_info");
     lua_pushcfunction(L, l_isatty);
     lua_setfield(L, -2, "isatty");
     lua_pushcfunction(L, l_clock);

@@ -82,6 +82,9 @@ end
 
 tk.set_num_threads = core.set_num_threads
 tk.get_num_threads = core.get_num_threads
+--- blas_info() -> {kernel, best, below_best, user_set, threads, blas_threads, cpu, advice}:
+-- the OpenBLAS kernel that runs and the best one for this CPU (towerkit.h, "BLAS kernel").
+tk.blas_info = core.blas_info
 
 --- JSON: decode(text) -> value (or nil, message), encode(value [, pretty]) -> text with
 -- sorted keys, array(t) marks a table as an array, null is JSON's null.

@@ -490,6 +490,8 @@ tk_block *tk_checkpoint_read(const char *dir, int32_t nfiles, const char *const 
     }
     free(config);
     free(weights);
+    /* Loading a model is when a slow BLAS kernel starts to matter: say so, once. */
+    tk_blas_warn_once();
     return b;
 fail:
     for (int32_t i = 0; i < nfiles; i++) {
