@@ -1,8 +1,10 @@
 /* tk_topk against a brute-force reference: small-integer data (exact float scores, many
  * ties) for bit-exact comparisons, random data with a tolerance, exclusions, short rows,
- * shapes that are not multiples of the blocks, and bad arguments. */
+ * shapes that are not multiples of the blocks, 1 to 4 threads, concurrent callers, and bad
+ * arguments. */
 #include "tk_test.h"
 
+#include <pthread.h>
 #include <stdint.h>
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
@@ -176,6 +178,51 @@ static void test_split_matches_serial(void) {
     tk_tensor_release(s2);
 }
 
+/* Several host threads call tk_topk at once, each on the pool's threads: every call gets
+ * the serial results (no call changes process-wide state the others read; test-tsan
+ * runs this under ThreadSanitizer). */
+typedef struct host_call {
+    const tk_tensor *q, *it;
+    const tk_tensor *want_idx, *want_scores;
+    bool ok;
+} host_call;
+
+static void *host_topk(void *arg) {
+    host_call *c = arg;
+    tk_tensor *idx = tk_tensor_new_2d(TK_I64, c->q->shape[0], 10), *sc = tk_tensor_new_2d(TK_F32, c->q->shape[0], 10);
+    c->ok = true;
+    for (int r = 0; r < 5; r++) {
+        c->ok = c->ok && tk_topk(c->q, c->it, 10, NULL, NULL, idx, sc) == TK_OK &&
+                memcmp(idx->data, c->want_idx->data, (size_t)idx->numel * sizeof(int64_t)) == 0 &&
+                memcmp(sc->data, c->want_scores->data, (size_t)sc->numel * sizeof(float)) == 0;
+    }
+    tk_tensor_release(idx);
+    tk_tensor_release(sc);
+    return NULL;
+}
+
+static void test_concurrent_callers(void) {
+    tk_tensor *q = normal_matrix(1500, 16, 8), *it = normal_matrix(2000, 16, 9);
+    tk_tensor *idx = tk_tensor_new_2d(TK_I64, 1500, 10), *sc = tk_tensor_new_2d(TK_F32, 1500, 10);
+    int threads = tk_get_num_threads();
+    tk_set_num_threads(1);
+    TK_CHECK(tk_topk(q, it, 10, NULL, NULL, idx, sc) == TK_OK);
+    tk_set_num_threads(2);
+    host_call calls[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        calls[i] = (host_call){q, it, idx, sc, false};
+        TK_CHECK(pthread_create(&th[i], NULL, host_topk, &calls[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) TK_CHECK_MSG(calls[i].ok, "host thread %d", i);
+    tk_set_num_threads(threads);
+    tk_tensor_release(q);
+    tk_tensor_release(it);
+    tk_tensor_release(idx);
+    tk_tensor_release(sc);
+}
+
 static void test_exclusions(void) {
     tk_tensor *q = int_matrix(600, 4, 2), *it = int_matrix(5000, 4, 2);
     excl e = make_excl(600, 5000, 6);
@@ -305,6 +352,7 @@ int main(void) {
     TK_RUN(test_exact_many_queries);
     TK_RUN(test_exclusions);
     TK_RUN(test_split_matches_serial);
+    TK_RUN(test_concurrent_callers);
     TK_RUN(test_random_floats);
     TK_RUN(test_special_values);
     TK_RUN(test_arena_tensors);
