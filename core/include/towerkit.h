@@ -149,6 +149,8 @@ void tk_ctx_seed(tk_ctx *ctx, uint64_t seed);
  * below): n >= 1, or 0 (the default) for the process's tk_get_num_threads(). A server
  * that runs one request per thread sets 1. */
 void tk_ctx_set_num_threads(tk_ctx *ctx, int n);
+/* The count in force: the context's own, or the process's. */
+int tk_ctx_get_num_threads(const tk_ctx *ctx);
 uint64_t tk_ctx_rand_u64(tk_ctx *ctx);
 float tk_ctx_rand_uniform(tk_ctx *ctx);                /* [0, 1) */
 float tk_ctx_rand_normal(tk_ctx *ctx);                 /* N(0, 1) */

@@ -79,7 +79,7 @@ uint64_t tk_ctx_rand_u64(tk_ctx *ctx) { return tk_rng_next(ctx->rng); }
 float tk_ctx_rand_uniform(tk_ctx *ctx) { return tk_rng_uniform(ctx->rng); }
 float tk_ctx_rand_normal(tk_ctx *ctx) { return tk_rng_normal(ctx->rng); }
 void tk_ctx_set_num_threads(tk_ctx *ctx, int n) { ctx->threads = n < 0 ? 0 : n; }
-int tk_ctx_threads(const tk_ctx *ctx) { return ctx->threads > 0 ? ctx->threads : tk_get_num_threads(); }
+int tk_ctx_get_num_threads(const tk_ctx *ctx) { return ctx->threads > 0 ? ctx->threads : tk_get_num_threads(); }
 size_t tk_ctx_arena_capacity(const tk_ctx *ctx) { return tk_arena_capacity(&ctx->arena); }
 uint64_t tk_ctx_alloc_count(const tk_ctx *ctx) { return ctx->arena.mallocs + ctx->mallocs; }
 

@@ -42,9 +42,6 @@ typedef void (*tk_task_fn)(void *arg, int64_t task, int slot);
 void tk_parallel_run(int64_t ntasks, int threads, tk_task_fn fn, void *arg);
 /* Part i of `parts` near-equal parts of [0, n), boundaries at multiples of `align`. */
 void tk_split_range(int64_t n, int64_t parts, int64_t i, int64_t align, int64_t *lo, int64_t *hi);
-/* The thread count a context's work may use: its own (tk_ctx_set_num_threads), or the
- * process's. */
-int tk_ctx_threads(const tk_ctx *ctx);
 
 /* A deferred write (batch-norm running statistics). */
 typedef struct tk_update {

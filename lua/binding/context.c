@@ -67,6 +67,21 @@ static int l_context_grad_enabled(lua_State *L) {
     return 1;
 }
 
+/* ctx:num_threads([n]) sets how many threads the context's large products may use (0:
+ * the process's count, tk.set_num_threads) or reads the count in force. */
+static int l_context_num_threads(lua_State *L) {
+    tk_ctx *ctx = tkl_check_context(L, 1)->ctx;
+    if (lua_gettop(L) >= 2) {
+        int64_t n = tkl_check_int(L, 2, "num_threads");
+        if (n < 0 || n > 1024) return tkl_error(L, "bad argument #1 to 'num_threads' (expected 0 to 1024, got %lld)", (long long)n);
+        tk_ctx_set_num_threads(ctx, (int)n);
+        lua_settop(L, 1);
+        return 1;
+    }
+    lua_pushinteger(L, tk_ctx_get_num_threads(ctx));
+    return 1;
+}
+
 static int l_context_seed(lua_State *L) {
     tk_ctx *ctx = tkl_check_context(L, 1)->ctx;
     luaL_checknumber(L, 2);
@@ -307,6 +322,7 @@ static const luaL_Reg context_methods[] = {
     {"reset", l_context_reset},
     {"train", l_context_train},
     {"grad_enabled", l_context_grad_enabled},
+    {"num_threads", l_context_num_threads},
     {"seed", l_context_seed},
     {"generation", l_context_generation},
     {"grad", l_context_grad},

@@ -5,9 +5,10 @@
 #include <unistd.h>
 
 static int l_set_num_threads(lua_State *L) {
-    int n = (int)luaL_checkinteger(L, 1);
-    if (n < 1) return tkl_error(L, "bad argument #1 to 'set_num_threads' (expected a positive count, got %d)", n);
-    tk_set_num_threads(n);
+    int64_t n = tkl_check_int(L, 1, "n");
+    if (n < 1 || n > 1024)
+        return tkl_error(L, "bad argument #1 to 'set_num_threads' (expected a count from 1 to 1024, got %lld)", (long long)n);
+    tk_set_num_threads((int)n);
     return 0;
 }
 

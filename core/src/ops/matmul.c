@@ -50,7 +50,7 @@ static void gemm(tk_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
         return;
     }
     gemm_args g = {ta, tb, M, N, K, A, B, beta, C, 1};
-    int threads = tk_ctx_threads(ctx);
+    int threads = tk_ctx_get_num_threads(ctx);
     if (threads > 1 && M * N * K >= GEMM_SPLIT_MIN) {
         int64_t blocks = (M + GEMM_ROW_ALIGN - 1) / GEMM_ROW_ALIGN;
         g.parts = blocks < threads ? blocks : threads;

@@ -1,4 +1,4 @@
--- Determinism (issue 9): for a fixed seed, data and thread count, fit, evaluate, the item
+-- The thread count (tk.set_num_threads, ctx:num_threads) and determinism: for a fixed seed, data and thread count, fit, evaluate, the item
 -- export and top-k give the same bits on every run; across thread counts the results
 -- agree within float rounding.
 local tk = require "towerkit"
@@ -74,5 +74,39 @@ describe("determinism", function()
       assert.truthy(math.abs(two.loss - other.loss) < 1e-4 * math.abs(two.loss), n .. " threads")
       assert.truthy(max_diff(two.items, other.items) < 1e-4, n .. " threads")
     end
+  end)
+end)
+
+describe("threads", function()
+  it("sets and reads the process's count and a context's", function()
+    local before = tk.get_num_threads()
+    assert.truthy(before >= 1)
+    tk.set_num_threads(3)
+    assert.equal(3, tk.get_num_threads())
+    local ctx = tk.Context(1)
+    assert.equal(3, ctx:num_threads())
+    ctx:num_threads(1)
+    assert.equal(1, ctx:num_threads())
+    ctx:num_threads(0) -- back to the process's count
+    assert.equal(3, ctx:num_threads())
+    tk.set_num_threads(before)
+    assert.equal(1, tk.blas_info().blas_threads) -- every product is single-threaded
+  end)
+
+  it("refuses counts out of range, naming the function", function()
+    for _, bad in ipairs { 0, -2, 5000 } do
+      local ok, err = pcall(tk.set_num_threads, bad)
+      assert.is_false(ok)
+      assert.truthy(err:find("set_num_threads (expected a count from 1 to 1024", 1, true), err)
+    end
+    local ok, err = pcall(tk.set_num_threads, 1.5)
+    assert.is_false(ok)
+    assert.truthy(err:find("must be an integer", 1, true), err)
+    ok = pcall(tk.set_num_threads, "four")
+    assert.is_false(ok)
+    local ctx = tk.Context(1)
+    ok, err = pcall(ctx.num_threads, ctx, -1)
+    assert.is_false(ok)
+    assert.truthy(err:find("num_threads", 1, true), err)
   end)
 end)
