@@ -92,11 +92,11 @@ static void test_thread_count(void) {
     tk_set_num_threads(before);
     TK_CHECK(openblas_get_num_threads() == 1);
     tk_ctx *ctx = tk_ctx_new(0);
-    TK_CHECK(tk_ctx_threads(ctx) == before);
+    TK_CHECK(tk_ctx_get_num_threads(ctx) == before);
     tk_ctx_set_num_threads(ctx, 2);
-    TK_CHECK(tk_ctx_threads(ctx) == 2);
+    TK_CHECK(tk_ctx_get_num_threads(ctx) == 2);
     tk_ctx_set_num_threads(ctx, 0);
-    TK_CHECK(tk_ctx_threads(ctx) == before);
+    TK_CHECK(tk_ctx_get_num_threads(ctx) == before);
     tk_ctx_free(ctx);
 }
 

@@ -97,7 +97,7 @@ describe("threads", function()
     for _, bad in ipairs { 0, -2, 5000 } do
       local ok, err = pcall(tk.set_num_threads, bad)
       assert.is_false(ok)
-      assert.truthy(err:find("set_num_threads (expected a count from 1 to 1024", 1, true), err)
+      assert.truthy(err:find("to 'set_num_threads' (expected a count from 1 to 1024", 1, true), err)
     end
     local ok, err = pcall(tk.set_num_threads, 1.5)
     assert.is_false(ok)
