@@ -5,10 +5,13 @@ the faster peer, and the sgemm limit.
 
   python3 bench/compare.py BUILD_DIR [rounds]
 
-Peers run with OMP_WAIT_POLICY=passive, without OPENBLAS_L2_SIZE and with OPENBLAS_CORETYPE
-set to the best kernel for this CPU (tk.blas_info().best, which our launcher re-executes
-with when the variable is unset): PyTorch and FAISS link the same OpenBLAS, which may not
-know the CPU and fall back to a weaker kernel. Ours keeps the environment as it is."""
+Ours runs as a user with no setting would: without OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
+(some machines set them globally), so the launcher chooses the kernel, re-executing with
+the best one when OpenBLAS misreads the CPU. The peers run at their best: with
+OMP_WAIT_POLICY=passive, without OPENBLAS_L2_SIZE and with OPENBLAS_CORETYPE set to the
+best kernel for this CPU (tk.blas_info().best): PyTorch and FAISS link the same OpenBLAS,
+which may not know the CPU and fall back to a weaker kernel. The sgemm limit runs with
+the best kernel too."""
 import json
 import os
 import statistics
@@ -19,19 +22,19 @@ build = sys.argv[1] if len(sys.argv) > 1 else "build"
 rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 here = os.path.dirname(os.path.abspath(__file__))
 py = "/usr/bin/python3"
+ours_env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
 best_kernel = subprocess.run([os.path.join(build, "towerkit"), "-e", "io.write(require('towerkit').blas_info().best)"],
-                             stdout=subprocess.PIPE, text=True, check=True).stdout
-peer_env = dict(os.environ, OMP_WAIT_POLICY="passive", OPENBLAS_CORETYPE=best_kernel)
-peer_env.pop("OPENBLAS_L2_SIZE", None)
+                             env=ours_env, stdout=subprocess.PIPE, text=True, check=True).stdout
+peer_env = dict(ours_env, OMP_WAIT_POLICY="passive", OPENBLAS_CORETYPE=best_kernel)
 
 OURS_W1 = [os.path.join(build, "towerkit"), os.path.join(here, "w1_train.lua")]
 OURS_W2 = [os.path.join(build, "towerkit"), os.path.join(here, "w2_retrieval.lua")]
-ours_w1_env = dict(os.environ, LD_PRELOAD=os.path.abspath(os.path.join(build, "bench", "malloc_count.so")))
+ours_w1_env = dict(ours_env, LD_PRELOAD=os.path.abspath(os.path.join(build, "bench", "malloc_count.so")))
 PLAN = [
     (OURS_W1, ours_w1_env),
     ([py, os.path.join(here, "peers", "torch_w1.py"), "dense"], peer_env),
     ([py, os.path.join(here, "peers", "torch_w1.py"), "sparse"], peer_env),
-    (OURS_W2, None),
+    (OURS_W2, ours_env),
     ([py, os.path.join(here, "peers", "torch_w2.py")], peer_env),
     ([py, os.path.join(here, "peers", "faiss_w2.py")], peer_env),
 ]
@@ -50,7 +53,7 @@ def run(cmd, env):
     return out
 
 
-run([os.path.join(build, "bench", "sgemm_limit")], None)
+run([os.path.join(build, "bench", "sgemm_limit")], dict(ours_env, OPENBLAS_CORETYPE=best_kernel))
 for _ in range(rounds):
     for cmd, env in PLAN:
         run(cmd, env)
