@@ -10,7 +10,10 @@ DEPS_LIBS   = $(shell pkg-config --libs openblas libcjson 2>/dev/null)
 LUA_LIBS    = $(shell pkg-config --libs luajit 2>/dev/null)
 OPT      ?= -O2
 SAN      ?=
-CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -Wall -Wextra -Wno-unused-parameter \
+# -ffp-contract=off: no a*b+c fused into an FMA behind our back (GCC's default for GNU C
+# when the target has FMA), so the vector and scalar forms of a kernel that are written to
+# do the same operations give the same bits whatever -march or target attribute is used.
+CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -ffp-contract=off -Wall -Wextra -Wno-unused-parameter \
             -Icore/include -Icore/src -Ilua/binding $(DEPS_CFLAGS) $(SAN) \
             -DTK_ROOT_DIR='"$(CURDIR)"'
 LDFLAGS  += $(SAN)
