@@ -371,15 +371,20 @@ static void test_dot_f64(void) {
     }
 }
 
-/* tk_l2norm_rows (the export's norm into its result) gives tk_l2norm's bits, with a
- * zero row (clamped) and widths with and without a vector tail. */
+/* tk_l2norm_rows (the export's and the no-grad path's norm into its result) against the
+ * branch of tk_l2norm that records a gradient (the input requires one): bit for bit, since
+ * both call inv_norm and scale_row on the same row (the recording branch only also saves
+ * r), so each element is the same double sum, the same rounding and the same product.
+ * With a zero row (clamped) and widths with and without a vector tail. */
 static void test_l2norm_rows(void) {
     for (int64_t n = 1; n <= 19; n += 6) {
         int64_t s[2] = {4, n};
-        tk_tensor *x = tk_test_randn(2, s, 3, 40 + n);
+        tk_tensor *x = op_leaf(2, s, 3, 40 + n);
         for (int64_t j = 0; j < n; j++) tk_f32(x)[2 * n + j] = 0.0f;
         tk_ctx *ctx = tk_ctx_new(1);
         tk_tensor *y = tk_l2norm(ctx, x);
+        /* the recording branch was taken: backward reaches x */
+        TK_CHECK(y && tk_backward(ctx, tk_sum(ctx, y, -1, false)) == TK_OK && tk_ctx_grad(ctx, x) != NULL);
         float got[4 * 19];
         tk_l2norm_rows(got, tk_f32(x), 4, n);
         TK_CHECK_MSG(y && memcmp(got, y->data, (size_t)(4 * n) * sizeof(float)) == 0, "n = %lld", (long long)n);
