@@ -10,7 +10,10 @@ DEPS_LIBS   = $(shell pkg-config --libs openblas libcjson 2>/dev/null)
 LUA_LIBS    = $(shell pkg-config --libs luajit 2>/dev/null)
 OPT      ?= -O2
 SAN      ?=
-CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -Wall -Wextra -Wno-unused-parameter \
+# -ffp-contract=off: no a*b+c fused into an FMA behind our back (GCC's default for GNU C
+# when the target has FMA), so the vector and scalar forms of a kernel that are written to
+# do the same operations give the same bits whatever -march or target attribute is used.
+CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -ffp-contract=off -Wall -Wextra -Wno-unused-parameter \
             -Icore/include -Icore/src -Ilua/binding $(DEPS_CFLAGS) $(SAN) \
             -DTK_ROOT_DIR='"$(CURDIR)"'
 LDFLAGS  += $(SAN)
@@ -29,7 +32,7 @@ SERVE_BIN   := $(BUILD)/examples/minimal $(BUILD)/examples/towerkit-server $(BUI
 HOST_LINK    = $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(LDFLAGS) $(LUA_LIBS) $(LIBS) -ldl -Wl,-E
 HEADERS     := $(wildcard core/include/*.h core/src/*.h core/src/*/*.h lua/binding/*.h tests/c/*.h)
 
-.PHONY: all deps test test-c test-lua test-asan test-tsan bench bench-server run clean
+.PHONY: all deps test test-c test-lua test-kernels test-asan test-tsan bench bench-server run clean
 
 all: $(BUILD)/libtowerkit.a $(BUILD)/libtowerkit.so $(BUILD)/lua/towerkit/core.so $(BUILD)/towerkit
 
@@ -91,18 +94,30 @@ test: deps
 	@$(MAKE) --no-print-directory all $(CTEST_BIN) $(SERVE_BIN)
 	@scripts/run-tests.sh $(BUILD)
 
-# The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
-test-asan: deps
-	@$(MAKE) --no-print-directory BUILD=build-asan OPT=-O1 \
-	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
-	  all $(CTEST_BIN:$(BUILD)/%=build-asan/%) $(SERVE_BIN:$(BUILD)/%=build-asan/%)
-	@TK_ASAN=1 scripts/run-tests.sh build-asan
+# The C unit tests once per OpenBLAS sgemm kernel (OPENBLAS_CORETYPE), the kernels CI
+# machines pick: a test that holds on one machine must hold on the others.
+KERNELS ?= Prescott Haswell SkylakeX Zen
+test-kernels: deps
+	@$(MAKE) --no-print-directory all $(CTEST_BIN) $(SERVE_BIN)
+	@scripts/run-kernels.sh $(BUILD) $(KERNELS)
 
-# The serving test (one model, threads and Lua states, swaps under load) under
-# ThreadSanitizer, with the core and the binding instrumented.
+# The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
+ASAN_BUILD ?= build-asan
+test-asan: deps
+	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 \
+	  SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  all $(CTEST_BIN:$(BUILD)/%=$(ASAN_BUILD)/%) $(SERVE_BIN:$(BUILD)/%=$(ASAN_BUILD)/%)
+	@TK_ASAN=1 scripts/run-tests.sh $(ASAN_BUILD)
+
+# The tests that run threads (one model shared by threads and Lua states, swaps under
+# load; the threaded blocks, top-k and training) under ThreadSanitizer, with the core and
+# the binding instrumented; counted like the others.
+TSAN_BUILD ?= build-tsan
+TSAN_TESTS ?= test_serving test_blocks_threads test_topk test_two_tower
 test-tsan: deps
-	@$(MAKE) --no-print-directory BUILD=build-tsan OPT=-O1 SAN="-fsanitize=thread" build-tsan/tests/test_serving
-	@TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" OPENBLAS_NUM_THREADS=1 build-tsan/tests/test_serving
+	@$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) OPT=-O1 SAN="-fsanitize=thread" \
+	  $(TSAN_TESTS:%=$(TSAN_BUILD)/tests/%)
+	@TK_TSAN=1 scripts/run-tests.sh $(TSAN_BUILD) $(TSAN_TESTS)
 
 # The HTTP server under load on 127.0.0.1 (bounded); writes bench/server_load/RESULTS.md.
 bench-server: deps
@@ -144,4 +159,4 @@ bench-compare: deps peer-deps all $(BUILD)/bench/sgemm_limit $(BUILD)/bench/mall
 	@/usr/bin/python3 bench/compare.py $(BUILD) $(BENCH_ROUNDS)
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)

@@ -62,6 +62,7 @@ static void test_aggregation_values(void) {
     tk_ctx *ctx = tk_ctx_new(1);
     tk_tensor *a, *b;
     tk_value *v = two_entries(ctx, &a, &b);
+    /* tol 0 below: copies, and sums of a few small integers, exact in any order */
     /* concat in sorted key order: a's columns first */
     tk_tensor *c = tk_aggregate(ctx, TK_AGG_CONCAT, v);
     const float cw[8] = {5, 6, 1, 2, 7, 8, 3, 4};
@@ -157,7 +158,7 @@ static void test_aggregation_block(void) {
     tk_value *v = two_entries(ctx, &a, &b);
     tk_value *out = tk_block_forward(ctx, agg, v);
     const float cw[8] = {5, 6, 1, 2, 7, 8, 3, 4};
-    TK_CHECK(out && bt_near(tk_value_tensor(out), cw, 8, 0));
+    TK_CHECK(out && bt_near(tk_value_tensor(out), cw, 8, 0)); /* concat copies: exact */
     tk_ctx_reset(ctx);
     TK_CHECK(tk_block_forward(ctx, agg, tk_value_of(ctx, a)) == NULL);
     TK_CHECK_ERROR(tk_ctx_error(ctx), "agg: aggregation needs a tabular input, got a tensor float32 [2, 2]");

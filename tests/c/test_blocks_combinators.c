@@ -75,10 +75,11 @@ static void test_parallel(void) {
     TK_CHECK(tk_value_is_tabular(out) && out->n == 2);
     tk_tensor *qo = tk_value_get(out, "query"), *io = tk_value_get(out, "item");
     TK_CHECK(bt_shape2(qo, 5, 3) && bt_shape2(io, 5, 2));
-    /* every branch got the whole input: the same as running the tower alone */
+    /* every branch got the whole input: the same as running the tower alone (bit for bit:
+     * the same block on the same input with the same shapes, so the same operations) */
     tk_value *alone = tk_block_forward(ctx, q, tk_value_of(ctx, x));
     TK_CHECK(alone && qo && memcmp(tk_f32(tk_value_tensor(alone)), tk_f32(qo), 15 * sizeof(float)) == 0);
-    /* with concat: sorted keys, item first */
+    /* with concat: sorted keys, item first (concat copies: the same bits) */
     tk_block_set_aggregation(par, TK_AGG_CONCAT);
     tk_value *cat = tk_block_forward(ctx, par, tk_value_of(ctx, x));
     tk_tensor *c = tk_value_tensor(cat);
@@ -192,7 +193,7 @@ static void test_shortcut(void) {
     out = tk_block_forward(ctx, sc2, bt_input(ctx, &gc));
     tk_tensor *o = tk_value_tensor(out);
     TK_CHECK_MSG(bt_shape2(o, 4, 5), "%s", tk_ctx_error(ctx));
-    /* "a" sorts first: the first two columns are the shortcut */
+    /* "a" sorts first: the first two columns are the shortcut (copied: the same bits) */
     TK_CHECK(o && tk_f32(o)[0] == tk_f32(gc.ins[1])[0] && tk_f32(o)[1] == tk_f32(gc.ins[1])[1]);
     tk_ctx_free(ctx);
     TK_CHECK(bt_gradcheck("shortcut with filter", &gc, false, 1e-2) == 0);
@@ -231,7 +232,7 @@ static void test_callback(void) {
     tk_tensor *x = bt_mat(1, 2, (const float[]){0.5f, -1});
     tk_ctx *ctx = tk_ctx_new(1);
     tk_value *out = tk_block_forward(ctx, cb, tk_value_of(ctx, x));
-    TK_CHECK(out && bt_near(tk_value_tensor(out), (const float[]){0.25f, 1}, 2, 0));
+    TK_CHECK(out && bt_near(tk_value_tensor(out), (const float[]){0.25f, 1}, 2, 0)); /* squares of 0.5, -1: exact */
     TK_CHECK(calls == 1);
     tk_ctx_reset(ctx);
     const int64_t some_ids[1] = {1};

@@ -83,7 +83,8 @@ static void test_dense_lazy_build(void) {
     tk_tensor *k = tk_block_param(d, "kernel");
     TK_CHECK(bt_shape2(k, 257, 4));
     TK_CHECK(tk_block_count_params(d) == 257 * 4 + 4);
-    /* the same seed draws the same kernel: built lazily or eagerly */
+    /* the same seed draws the same kernel, bit for bit: built lazily or eagerly (one
+     * seeded generator, the same draws, no arithmetic that depends on the build path) */
     tk_block *e = tk_dense_new("dense_0", 257, 4, TK_ACT_RELU, true, tk_init_default_kernel(), tk_init_zeros(), 3);
     TK_CHECK(memcmp(tk_block_param(e, "kernel")->data, k->data, (size_t)k->numel * sizeof(float)) == 0);
     tk_block_release(e);

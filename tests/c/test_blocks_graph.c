@@ -137,7 +137,7 @@ static void test_copy_and_clone(void) {
         TK_CHECK(tk_tensor_same_shape(a.t[i], b.t[i]) && tk_tensor_same_shape(a.t[i], c.t[i]));
         TK_CHECK(a.t[i] != b.t[i] && a.t[i] != c.t[i]);
         size_t bytes = (size_t)a.t[i]->numel * sizeof(float);
-        TK_CHECK(memcmp(a.t[i]->data, c.t[i]->data, bytes) == 0);
+        TK_CHECK(memcmp(a.t[i]->data, c.t[i]->data, bytes) == 0); /* a clone copies: the bits */
         bool zeros = strstr(a.path[i], "bias") != NULL; /* drawn from zeros: equal again */
         TK_CHECK_MSG((memcmp(a.t[i]->data, b.t[i]->data, bytes) == 0) == zeros, "%s", a.path[i]);
         TK_CHECK((b.t[i]->flags & TK_TENSOR_REQUIRES_GRAD) && (c.t[i]->flags & TK_TENSOR_REQUIRES_GRAD));
@@ -151,7 +151,7 @@ static void test_copy_and_clone(void) {
     /* a clone is independent of the original */
     tk_f32(c.t[1])[0] += 1.0f;
     TK_CHECK(tk_f32(a.t[1])[0] != tk_f32(c.t[1])[0]);
-    /* copy with the same seed twice: the same weights */
+    /* copy with the same seed twice: the same weights (the same seeded draws, bit for bit) */
     tk_block *cp2 = tk_block_copy(tt, 99);
     path_list d = {0};
     tk_block_visit_params(cp2, true, collect, &d);
@@ -160,7 +160,8 @@ static void test_copy_and_clone(void) {
     tk_block_release(cp);
     tk_block_release(cl);
     tk_block_release(tt);
-    /* lazily-sized blocks: a copy builds other weights, a clone the same */
+    /* lazily-sized blocks: a copy builds other weights, a clone the same (its seed: the
+     * same draws, bit for bit) */
     tk_block *lazy = dense("d", 0, 3, TK_ACT_LINEAR, 5);
     tk_block *lcopy = tk_block_copy(lazy, 1), *lclone = tk_block_clone(lazy);
     tk_tensor *x = bt_randn(2, 4, 1);

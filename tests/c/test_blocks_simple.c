@@ -7,7 +7,7 @@ static void test_activation_block(void) {
     tk_block *b = tk_activation_block_new("act", TK_ACT_RELU);
     tk_ctx *ctx = tk_ctx_new(1);
     tk_value *out = tk_block_forward(ctx, b, tk_value_of(ctx, x));
-    TK_CHECK(out && bt_near(tk_value_tensor(out), relu, 4, 0));
+    TK_CHECK(out && bt_near(tk_value_tensor(out), relu, 4, 0)); /* max(x, 0) is exact */
     /* tabular: applied to each entry */
     tk_value *v = tk_value_table(ctx);
     tk_value_set(ctx, v, "p", x);
@@ -55,7 +55,7 @@ static void test_dropout_block(void) {
     tk_block *b = tk_dropout_block_new("drop", 0.5f);
     tk_tensor *x = bt_randn(50, 40, 1);
     tk_ctx *ctx = tk_ctx_new(3);
-    /* evaluation: identity */
+    /* evaluation: identity (the input's values: exact) */
     tk_value *out = tk_block_forward(ctx, b, tk_value_of(ctx, x));
     TK_CHECK(out && bt_near(tk_value_tensor(out), tk_f32(x), x->numel, 0));
     /* training: each element dropped or scaled by 2 */
@@ -100,7 +100,7 @@ static void test_batch_norm_block(void) {
     TK_CHECK(out && bt_near(tk_value_tensor(out), want, 4, 1e-5));
     /* the forward did not write the running statistics; the deferred update does */
     tk_tensor *mm = tk_block_param(b, "moving_mean"), *mv = tk_block_param(b, "moving_variance");
-    TK_CHECK(tk_f32(mm)[0] == 0 && tk_f32(mv)[0] == 1);
+    TK_CHECK(tk_f32(mm)[0] == 0 && tk_f32(mv)[0] == 1); /* the initial values, untouched */
     tk_ctx_apply_updates(ctx);
     TK_CHECK_NEAR(tk_f32(mm)[0], 0.02, 1e-6);
     TK_CHECK_NEAR(tk_f32(mm)[1], 0.04, 1e-6);

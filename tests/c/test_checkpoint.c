@@ -85,6 +85,8 @@ static outputs run(tk_block *b, bool train_first) {
     return o;
 }
 
+/* Bit for bit: weights go through the file unchanged, and the outputs compared come from
+ * the same evaluation pass (run()) on the same inputs and shapes in this process. */
 static bool same_bits(const tk_tensor *a, const tk_tensor *b) {
     return a && b && a->dtype == b->dtype && tk_tensor_same_shape(a, b) &&
            memcmp(a->data, b->data, (size_t)a->numel * tk_dtype_size(a->dtype)) == 0;

@@ -41,6 +41,7 @@ static bool i64_eq(const tk_tensor *t, int64_t n, const int64_t *want) {
     return n == 0 || memcmp(t->data, want, (size_t)n * sizeof *want) == 0;
 }
 
+/* Bit for bit: the reader rounds each decimal correctly, as the compiler does the literals. */
 static bool f32_eq(const tk_tensor *t, int64_t n, const float *want) {
     if (!t || t->dtype != TK_F32 || t->ndim != 1 || t->numel != n) return false;
     return n == 0 || memcmp(t->data, want, (size_t)n * sizeof *want) == 0;
@@ -393,7 +394,7 @@ static void test_buffer_boundaries(void) {
     free(text);
 }
 
-/* Floats parsed by the fast path equal strtof's, bit for bit. */
+/* Floats parsed by the fast path equal strtof's, bit for bit (both round correctly). */
 static void test_float_parsing(void) {
     const char *p = io_path("floats.csv");
     const int n = 50000;
@@ -537,6 +538,7 @@ static void test_embeddings(void) {
     tk_columns *c = read_all(p, 17, specs);
     TK_CHECK_MSG(c && c->nrows == n, "%s", c ? "rows" : tk_last_error());
     if (c && c->nrows == n) {
+        /* bit for bit: the shortest text that reads back, read back correctly rounded */
         TK_CHECK(memcmp(c->values[0]->data, ids->data, (size_t)n * 8) == 0);
         bool same = true;
         for (int64_t i = 0; i < n; i++)

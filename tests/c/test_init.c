@@ -59,6 +59,7 @@ static void test_names(void) {
 }
 
 static void test_constants(void) {
+    /* constants are stored, not computed: exact */
     tk_tensor *t = tk_tensor_new_2d(TK_F32, 3, 4);
     tk_init_fill(t, (tk_init){TK_INIT_ONES, 0, 0}, 1);
     for (int i = 0; i < 12; i++) TK_CHECK(tk_f32(t)[i] == 1.0f);
@@ -162,6 +163,7 @@ static void test_fans(void) {
     tk_tensor_release(c);
 }
 
+/* One seed, one sequence of draws and the same arithmetic on them: the same bits. */
 static void test_determinism(void) {
     for (int k = TK_INIT_RANDOM_UNIFORM; k < TK_INIT_COUNT; k++) {
         tk_init init;

@@ -142,7 +142,10 @@ static void test_embedding_reserve(void) {
 }
 
 /* ReLU's vector kernels (SSE max and compare) against the scalar form, bit for bit,
- * with -0, NaN and infinities in the body and the tail; forward with a bias (dense). */
+ * with -0, NaN and infinities in the body and the tail; forward with a bias (dense).
+ * Bitwise by construction: max, compare and the one multiply or add per lane are the
+ * same IEEE operations in both forms (no FMA: -ffp-contract=off), and the dense
+ * layer's product is 1 x w, exact in any sgemm kernel. */
 static void test_relu_kernels(void) {
     enum { N = 11 };
     float xs[N] = {-0.0f, NAN, INFINITY, -INFINITY, 2.5f, -1.5f, 0.0f, 1e-30f, -NAN, 3.0f, -0.0f};

@@ -39,7 +39,7 @@ static void test_matmul_values(void) {
     /* an empty inner dimension gives zeros */
     int64_t s20[2] = {2, 0}, s03[2] = {0, 3};
     tk_tensor *e1 = op_f32(2, s20, NULL), *e2 = op_f32(2, s03, NULL);
-    OP_CHECK_VALUES(tk_matmul(ctx, e1, e2, false, false), ((float[]){0, 0, 0, 0, 0, 0}), 0);
+    OP_CHECK_VALUES(tk_matmul(ctx, e1, e2, false, false), ((float[]){0, 0, 0, 0, 0, 0}), 0); /* empty sums: 0 */
     TK_CHECK(!tk_ctx_failed(ctx));
     op_release(a, b, e1, e2, NULL);
     tk_ctx_free(ctx);
@@ -180,7 +180,7 @@ static void test_transpose_reshape(void) {
     tk_tensor *a = op_f32(2, s23, (float[]){1, 2, 3, 4, 5, 6});
     tk_tensor *t = tk_transpose(ctx, a);
     OP_CHECK_SHAPE(t, 3, 2);
-    OP_CHECK_VALUES(t, ((float[]){1, 4, 2, 5, 3, 6}), 0);
+    OP_CHECK_VALUES(t, ((float[]){1, 4, 2, 5, 3, 6}), 0); /* moves values: exact (reshape too) */
     int64_t s[2] = {-1, 2};
     tk_tensor *r = tk_reshape(ctx, a, 2, s);
     OP_CHECK_SHAPE(r, 3, 2);
@@ -190,7 +190,7 @@ static void test_transpose_reshape(void) {
     tk_tensor *r1 = tk_reshape(ctx, t, 1, &s6);
     OP_CHECK_VALUES(r1, ((float[]){1, 4, 2, 5, 3, 6}), 0);
     tk_tensor *r0 = tk_reshape(ctx, tk_sum(ctx, a, -1, false), 0, NULL); /* [1] -> scalar */
-    TK_CHECK(r0 && r0->ndim == 0 && r0->numel == 1 && tk_f32(r0)[0] == 21);
+    TK_CHECK(r0 && r0->ndim == 0 && r0->numel == 1 && tk_f32(r0)[0] == 21); /* small integers: exact */
     /* int64 ids reshape too ([B, 1] -> [B]) */
     tk_tensor *ids = tk_tensor_new_2d(TK_I64, 3, 1);
     tk_tensor *flat = tk_reshape(ctx, ids, 1, (int64_t[]){3});

@@ -140,7 +140,8 @@ static void test_dropout_values(void) {
     }
     TK_CHECK(bad == 0);
     TK_CHECK_MSG(zeros > 2300 && zeros < 2700, "%lld zeros of 10000 at rate 0.25", (long long)zeros);
-    /* the mask repeats for one seed, and changes with the next draw */
+    /* the mask repeats for one seed (the same draws and scale: the same bits), and
+     * changes with the next draw */
     tk_tensor *m1 = tk_tensor_clone(y);
     tk_ctx_reset(ctx);
     tk_ctx_seed(ctx, 5);
@@ -175,7 +176,7 @@ static void test_dropout_grads(void) {
     TK_CHECK(tk_backward(ctx, tk_sum(ctx, y, -1, false)) == TK_OK);
     tk_tensor *g = tk_ctx_grad(ctx, c.a);
     for (int64_t i = 0; g && i < g->numel; i++)
-        TK_CHECK(tk_f32(y)[i] == 0.0f ? tk_f32(g)[i] == 0.0f : tk_f32(g)[i] == 2.0f);
+        TK_CHECK(tk_f32(y)[i] == 0.0f ? tk_f32(g)[i] == 0.0f : tk_f32(g)[i] == 2.0f); /* 1 * 1/(1 - 0.5): exact */
     TK_CHECK(g != NULL);
     tk_ctx_free(ctx);
     tk_tensor_release(c.a);
@@ -218,7 +219,7 @@ static void test_batch_norm_values(void) {
     OP_CHECK_VALUES(y, ((float[]){-1, -1.5f, 3, -0.5f}), 1e-6);
     y = tk_batch_norm(ctx, x, NULL, NULL, rm, rv, 0.9f, 0.0f);
     OP_CHECK_VALUES(y, ((float[]){-1, -1, 1, 1}), 1e-6);
-    /* running statistics are not written during the forward pass */
+    /* running statistics are not written during the forward pass (untouched: exact) */
     OP_CHECK_VALUES(rm, ((float[]){0, 1}), 0);
     OP_CHECK_VALUES(rv, ((float[]){1, 1}), 0);
     /* two deferred updates per call; apply both calls' updates:
@@ -247,7 +248,7 @@ static void test_batch_norm_values(void) {
     int64_t s12[2] = {1, 2};
     tk_tensor *x1 = op_f32(2, s12, (float[]){5, 7});
     y = tk_batch_norm(ctx, x1, NULL, NULL, rm, rv, 0.5f, 1e-3f);
-    OP_CHECK_VALUES(y, ((float[]){0, 0}), 0);
+    OP_CHECK_VALUES(y, ((float[]){0, 0}), 0); /* x - mean of one row: exactly 0 */
     tk_ctx_apply_updates(ctx);
     OP_CHECK_VALUES(rv, ((float[]){0.595f, 1.165f}), 1e-6);
     TK_CHECK(!tk_ctx_failed(ctx));
@@ -280,7 +281,7 @@ static void test_batch_norm_grads(void) {
     bn_case row = {c.x, op_leaf(2, s13, 1, 9), NULL, c.rm, c.rv};
     tk_tensor *rl[2] = {c.x, row.gamma};
     TK_CHECK(gradcheck_run("batch_norm training, gamma [1, D]", bn_fn, &row, 2, rl, true, 1e-2) == 0);
-    /* the running statistics were never touched by the checks (no update applied) */
+    /* the running statistics were never touched by the checks (no update applied: exact) */
     OP_CHECK_VALUES(c.rm, ((float[]){0.1f, -0.2f, 0.3f}), 0);
     op_release(c.x, c.gamma, c.beta, c.rm, c.rv, row.gamma, NULL);
 }
@@ -350,7 +351,9 @@ static void test_cosine_l2norm_errors(void) {
 }
 
 /* tk_dot_f64 (l2norm's and the gradient norm's sums): the same bits as the plain 4-lane
- * loop it replaces, for lengths with and without a tail. */
+ * loop it replaces, for lengths with and without a tail. Bitwise by construction: float
+ * products are exact in double and both sum the same lanes in the same order (no FMA:
+ * -ffp-contract=off). */
 static void test_dot_f64(void) {
     float x[131], y[131];
     uint64_t s = 99;
@@ -371,15 +374,20 @@ static void test_dot_f64(void) {
     }
 }
 
-/* tk_l2norm_rows (the export's norm into its result) gives tk_l2norm's bits, with a
- * zero row (clamped) and widths with and without a vector tail. */
+/* tk_l2norm_rows (the export's and the no-grad path's norm into its result) against the
+ * branch of tk_l2norm that records a gradient (the input requires one): bit for bit, since
+ * both call inv_norm and scale_row on the same row (the recording branch only also saves
+ * r), so each element is the same double sum, the same rounding and the same product.
+ * With a zero row (clamped) and widths with and without a vector tail. */
 static void test_l2norm_rows(void) {
     for (int64_t n = 1; n <= 19; n += 6) {
         int64_t s[2] = {4, n};
-        tk_tensor *x = tk_test_randn(2, s, 3, 40 + n);
+        tk_tensor *x = op_leaf(2, s, 3, 40 + n);
         for (int64_t j = 0; j < n; j++) tk_f32(x)[2 * n + j] = 0.0f;
         tk_ctx *ctx = tk_ctx_new(1);
         tk_tensor *y = tk_l2norm(ctx, x);
+        /* the recording branch was taken: backward reaches x */
+        TK_CHECK(y && tk_backward(ctx, tk_sum(ctx, y, -1, false)) == TK_OK && tk_ctx_grad(ctx, x) != NULL);
         float got[4 * 19];
         tk_l2norm_rows(got, tk_f32(x), 4, n);
         TK_CHECK_MSG(y && memcmp(got, y->data, (size_t)(4 * n) * sizeof(float)) == 0, "n = %lld", (long long)n);

@@ -1,6 +1,7 @@
 /* concat (last axis, any count) and stack (new last axis). */
 #include "op_test.h"
 
+/* tol 0 here: concat and stack copy values, exact */
 static void test_concat_values(void) {
     tk_ctx *ctx = tk_ctx_new(1);
     int64_t s21[2] = {2, 1}, s22[2] = {2, 2};

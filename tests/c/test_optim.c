@@ -118,9 +118,9 @@ static void test_skip_and_bookkeeping(void) {
     tk_tensor *both[3] = {q, p, p}; /* p listed twice: updated once */
     TK_CHECK(tk_optim_step(opt, ctx, 3, both) == TK_OK);
     TK_CHECK(tk_optim_steps(opt) == 1);
-    TK_CHECK(memcmp(q->data, P0, sizeof P0) == 0);
+    TK_CHECK(memcmp(q->data, P0, sizeof P0) == 0); /* never written: the bits */
     for (int i = 0; i < 3; i++) TK_CHECK_NEAR(tk_f32(p)[i], P0[i] - (C[0][i] > 0 ? 0.1 : -0.1), 1e-6);
-    TK_CHECK_NEAR(tk_f32(stat)[0], 6.0, 0);
+    TK_CHECK_NEAR(tk_f32(stat)[0], 6.0, 0); /* 0.5 * 2 + 0.5 * 10: exact */
     /* an empty step counts too */
     tk_ctx_reset(ctx); /* the context drops the references its tape held */
     TK_CHECK(p->refcount == 2); /* held by the optimizer */
@@ -128,7 +128,7 @@ static void test_skip_and_bookkeeping(void) {
     TK_CHECK(tk_optim_step(opt, ctx, 0, NULL) == TK_OK);
     TK_CHECK(tk_optim_steps(opt) == 2);
     tk_optim_set_lr(opt, 0.5f);
-    TK_CHECK_NEAR(tk_optim_lr(opt), 0.5, 0);
+    TK_CHECK_NEAR(tk_optim_lr(opt), 0.5, 0); /* stored */
     tk_optim_free(opt);
     TK_CHECK(p->refcount == 1);
     tk_ctx_free(ctx);
@@ -193,7 +193,7 @@ static void test_lazy_adam(void) {
     const float w2[2] = {-1.0f, 0.0f};
     TK_CHECK(backward_lookup(ctx, t, 1, ids2, w2) == TK_OK);
     TK_CHECK(tk_optim_step(opt, ctx, 1, &t) == TK_OK);
-    TK_CHECK(memcmp(tk_f32(t) + 2, row1, sizeof row1) == 0); /* row 1 untouched */
+    TK_CHECK(memcmp(tk_f32(t) + 2, row1, sizeof row1) == 0); /* row 1 untouched: not written, the bits */
     /* row 3, element 0: m = 0.9 * 0.2 - 0.1 = 0.08, v = 0.999 * 0.004 + 0.001 = 0.004996 */
     {
         double m = 0.08, v = 0.999 * 0.004 + 0.001;
@@ -217,7 +217,7 @@ static void test_lazy_adam(void) {
         expect = 0.3 - 0.1 / bc1 * m / (sqrt(v) / sqrt(bc2) + 1e-8);
         TK_CHECK_NEAR(tk_f32(t)[3], expect, 2e-6);
     }
-    /* rows 0, 2 and 4 never touched: bit-identical */
+    /* rows 0, 2 and 4 never touched: bit-identical (never written) */
     for (int r = 0; r < 5; r += 2)
         TK_CHECK(memcmp(tk_f32(t) + 2 * r, tk_f32(orig) + 2 * r, 2 * sizeof(float)) == 0);
     tk_ctx_free(ctx);
@@ -243,7 +243,7 @@ static void test_lazy_others(void) {
             TK_CHECK(backward_lookup(ctx, t, 2, ids, w) == TK_OK);
             TK_CHECK(tk_optim_step(opts[k], ctx, 1, &t) == TK_OK);
         }
-        for (int r = 0; r < 4; r++) /* rows 2 and 4 touched */
+        for (int r = 0; r < 4; r++) /* rows 2 and 4 touched; the others never written: the bits */
             if (r != 2) TK_CHECK(memcmp(tk_f32(t) + 2 * r, tk_f32(orig) + 2 * r, 2 * sizeof(float)) == 0);
         /* element (4, 0): g = 0.5 both steps, p = 0.9 */
         double p = 0.9, expect;
@@ -262,7 +262,7 @@ static void test_lazy_others(void) {
         /* element (2, 1) got a zero gradient but its row was touched: only decay moves it */
         if (k == 0) TK_CHECK(tk_f32(t)[5] < 0.6f);
         if (k == 1) TK_CHECK_NEAR(tk_f32(t)[5], 0.6 * 0.95 * 0.95, 1e-6);
-        if (k == 2) TK_CHECK(tk_f32(t)[5] == 0.6f);
+        if (k == 2) TK_CHECK(tk_f32(t)[5] == 0.6f); /* p - lr * 0 / (...): exactly p */
         tk_ctx_free(ctx);
         tk_optim_free(opts[k]);
         tk_tensor_release(t);
@@ -286,7 +286,7 @@ static void test_lazy_no_dense_gradient(void) {
     TK_CHECK(tk_ctx_arena_capacity(ctx) - before < (size_t)t->numel * sizeof(float));
     TK_CHECK_NEAR(tk_f32(t)[7 * 4], -0.01, 1e-7);
     TK_CHECK_NEAR(tk_f32(t)[199999 * 4 + 3], -0.01, 1e-7);
-    TK_CHECK(tk_f32(t)[8 * 4] == 0.0f);
+    TK_CHECK(tk_f32(t)[8 * 4] == 0.0f); /* a row not looked up: never written */
     tk_ctx_free(ctx);
     tk_optim_free(opt);
     tk_tensor_release(t);
@@ -347,7 +347,7 @@ static void test_clip_grad_norm(void) {
     TK_CHECK(tk_backward(ctx, tk_add(ctx, l1, l2)) == TK_OK);
     /* no clipping below max_norm */
     TK_CHECK_NEAR(tk_clip_grad_norm(ctx, 1e9), 5.0, 1e-6);
-    TK_CHECK_NEAR(tk_f32(tk_ctx_grad(ctx, p))[0], 3.0, 0);
+    TK_CHECK_NEAR(tk_f32(tk_ctx_grad(ctx, p))[0], 3.0, 0); /* not clipped: the gradient as it was, exact */
     TK_CHECK_NEAR(tk_clip_grad_norm(ctx, INFINITY), 5.0, 1e-6);
     /* clip to 1: everything scaled by 1/5 */
     TK_CHECK_NEAR(tk_clip_grad_norm(ctx, 1.0), 5.0, 1e-6);
@@ -355,7 +355,7 @@ static void test_clip_grad_norm(void) {
     tk_sparse_grad *sg = tk_ctx_sparse_grad(ctx, t);
     TK_CHECK(sg && sg->n == 1 && sg->rows[0] == 2);
     if (sg && sg->n == 1) {
-        TK_CHECK_NEAR(sg->values[0], 0.0, 0);
+        TK_CHECK_NEAR(sg->values[0], 0.0, 0); /* 0 * 2 + 0 * 2, scaled: exactly 0 */
         TK_CHECK_NEAR(sg->values[1], 0.8, 1e-7);
     }
     TK_CHECK_NEAR(tk_clip_grad_norm(ctx, 10.0), 1.0, 1e-6);
@@ -365,7 +365,7 @@ static void test_clip_grad_norm(void) {
     TK_CHECK(tk_optim_step(opt, ctx, 2, both) == TK_OK);
     TK_CHECK_NEAR(tk_f32(p)[0], 0.4, 1e-6);
     TK_CHECK_NEAR(tk_f32(t)[5], 0.6 - 0.8, 1e-6);
-    TK_CHECK(tk_f32(t)[4] == 0.5f);
+    TK_CHECK(tk_f32(t)[4] == 0.5f); /* its gradient is 0: p - 1 * 0, exactly p */
     /* bad max_norm */
     TK_CHECK(tk_clip_grad_norm(ctx, 0.0) < 0);
     TK_CHECK_ERROR(tk_ctx_error(ctx), "max_norm must be > 0");
@@ -403,7 +403,7 @@ static void test_step_block(void) {
     for (int i = 0; i < 3; i++) {
         TK_CHECK_NEAR(tk_f32(w)[i], P0[i] - 0.1 * tk_f32(gw)[i], 1e-6);
         TK_CHECK_NEAR(tk_f32(v)[i], P0[i] - 0.1 * tk_f32(gv)[i], 1e-6);
-        TK_CHECK(tk_f32(stat)[i] == P0[i]); /* not trainable */
+        TK_CHECK(tk_f32(stat)[i] == P0[i]); /* not trainable: never written */
     }
     TK_CHECK(tk_optim_step_block(opt, ctx, NULL) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "block is NULL");
@@ -451,7 +451,7 @@ static void test_constructor_errors(void) {
     tk_optim *opt = tk_optim_sgd_new(0.1f, 0.0f, false, 0.0f);
     tk_optim_set_lr(opt, -1.0f);
     TK_CHECK_ERROR(tk_last_error(), "learning rate");
-    TK_CHECK(tk_optim_lr(opt) == 0.1f); /* kept */
+    TK_CHECK(tk_optim_lr(opt) == 0.1f); /* kept: stored */
     tk_optim_free(opt);
 }
 
@@ -508,7 +508,10 @@ static void test_step_errors(void) {
 
 /* The vector paths of Adam (8 lanes in AVX where the CPU has it, 4 in SSE) give the bits
  * of the scalar rule: a 29-element parameter (vector body and tail) against 29
- * one-element parameters (the scalar loop), three steps, with and without decay. */
+ * one-element parameters (the scalar loop), three steps, with and without decay.
+ * Bitwise by construction: the gradients are g exactly on both sides, and each lane does
+ * the scalar rule's IEEE operations (mul, add, div, sqrt) in its order, with no FMA
+ * (written so, and -ffp-contract=off keeps GCC from fusing the scalar form). */
 static void test_adam_vector_bits(void) {
     enum { N = 29 };
     for (int wd = 0; wd < 2; wd++) {

@@ -239,7 +239,8 @@ static void test_values_large(void) {
     TK_CHECK(loss != NULL);
     if (loss) TK_CHECK_MSG(fabs(tk_f32(loss)[0] - want) <= 1e-5 * (1.0 + fabs(want)), "%.8g vs %.8g",
                            (double)tk_f32(loss)[0], want);
-    /* with grad disabled the value is the same */
+    /* with grad disabled the value is the same, bit for bit: the forward pass is one code
+     * path (tk_rl_forward_rows, the same sgemms and row kernels); grad only records a node */
     tk_ctx_set_grad_enabled(ctx, false);
     tk_tensor *l2 = tk_retrieval_loss(ctx, c.query, c.item, &c.opts);
     if (loss && l2) TK_CHECK(tk_f32(loss)[0] == tk_f32(l2)[0]);
@@ -307,6 +308,8 @@ static void test_fully_masked_rows(void) {
     TK_CHECK(loss && tk_backward(ctx, loss) == TK_OK);
     tk_tensor *gq = tk_ctx_grad(ctx, c.query), *gn = tk_ctx_grad(ctx, c.opts.negatives);
     for (int64_t i = 0; gq && i < gq->numel; i++) TK_CHECK_NEAR(tk_f32(gq)[i], 0.0, 1e-7);
+    /* exactly 0: every masked column's softmax weight is exp(-inf) = 0, and sums of zero
+     * products are 0 in any kernel */
     for (int64_t i = 0; gn && i < gn->numel; i++) TK_CHECK(tk_f32(gn)[i] == 0.0f);
     free_case(&c);
     tk_ctx_free(ctx);
@@ -326,6 +329,8 @@ static void test_hard_negative_semantics(void) {
     TK_CHECK(plain && all && exactly);
     float plain_value = plain ? tk_f32(plain)[0] : NAN;
     if (plain && all && exactly) {
+        /* bit for bit: h >= B + N - 1 keeps every column, so no selection runs (the plain
+         * code path, the same operations) */
         TK_CHECK(tk_f32(plain)[0] == tk_f32(all)[0]);
         TK_CHECK(tk_f32(plain)[0] == tk_f32(exactly)[0]);
     }
@@ -338,7 +343,8 @@ static void test_hard_negative_semantics(void) {
     if (one) TK_CHECK_NEAR(tk_f32(one)[0], reference_loss(&c), 1e-5);
     if (one) TK_CHECK(tk_f32(one)[0] < plain_value);
     TK_CHECK(one && tk_backward(ctx, one) == TK_OK);
-    /* a negative row that is nobody's hardest gets exactly zero gradient */
+    /* a negative row that is nobody's hardest gets exactly zero gradient (its column's
+     * weights are exp(-inf) = 0 in every row: sums of zero products, 0 in any kernel) */
     tk_tensor *gn = tk_ctx_grad(ctx, c.opts.negatives);
     int zero_rows = 0;
     for (int64_t n = 0; gn && n < CN; n++) {

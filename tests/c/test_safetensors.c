@@ -50,7 +50,7 @@ static void test_round_trip(void) {
             tk_tensor *t = st->tensors[i];
             TK_CHECK(t->dtype == ts[i]->dtype && tk_tensor_same_shape(t, ts[i]));
             TK_CHECK(t->flags & TK_TENSOR_HEAP);
-            TK_CHECK(memcmp(t->data, ts[i]->data, (size_t)t->numel * tk_dtype_size(t->dtype)) == 0);
+            TK_CHECK(memcmp(t->data, ts[i]->data, (size_t)t->numel * tk_dtype_size(t->dtype)) == 0); /* raw bytes */
         }
         TK_CHECK(st->tensors[2]->ndim == 0 && st->tensors[2]->numel == 1);
         TK_CHECK_MSG(st->metadata_json &&
@@ -120,7 +120,7 @@ static void test_exact_bytes(void) {
     /* and a hand-made file is read */
     write_raw(path, "{\"x\":{\"dtype\":\"F32\",\"shape\":[1,2],\"data_offsets\":[0,8]}}", data, 8);
     tk_safetensors *st = tk_safetensors_read(path);
-    TK_CHECK(st && st->n == 1 && st->tensors[0]->ndim == 2 && tk_f32(st->tensors[0])[1] == -2.0f);
+    TK_CHECK(st && st->n == 1 && st->tensors[0]->ndim == 2 && tk_f32(st->tensors[0])[1] == -2.0f); /* raw bytes */
     tk_safetensors_free(st);
     tk_tensor_release(a);
     tk_tensor_release(b);

@@ -41,6 +41,28 @@ static int tk_test_passed, tk_test_failed;
         }                                                                                   \
     } while (0)
 
+/* Elements of got farther than tol from want (n of each), the first few printed. For
+ * results that reach the same values by different code paths (sgemm calls of other shapes,
+ * kernels or thread splits, other batchings), which round differently: those are never
+ * compared bit for bit. tol is absolute: derive it from the computation (its length and
+ * the magnitude of its terms), not from what one machine happens to give. */
+static inline int tk_test_mismatches(const float *got, const float *want, int64_t n, double tol) {
+    int bad = 0;
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)want[i]);
+        if (!(d <= tol)) {
+            if (bad < 5) printf("    element %lld: got %.9g, want %.9g\n", (long long)i, (double)got[i], (double)want[i]);
+            bad++;
+        }
+        if (d > worst || d != d) worst = d;
+    }
+    if (bad) printf("    %d of %lld elements differ by more than %g (at most %g)\n", bad, (long long)n, tol, worst);
+    return bad;
+}
+
+#define TK_CHECK_ALL_NEAR(got, want, n, tol) TK_CHECK(tk_test_mismatches((got), (want), (n), (tol)) == 0)
+
 /* The error message contains `needle`. */
 #define TK_CHECK_ERROR(msg, needle)                                                         \
     TK_CHECK_MSG(strstr((msg), (needle)) != NULL, "message \"%s\" lacks \"%s\"", (msg), (needle))

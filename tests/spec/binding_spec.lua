@@ -51,7 +51,7 @@ describe("the binding", function()
       local b, files = core.checkpoint_read(dir .. "/ck", { "notes.txt", "absent.txt" })
       assert.equal("hello", files["notes.txt"])
       assert.is_nil(files["absent.txt"])
-      assert.same(block:param("kernel"):totable(), b:param("kernel"):totable())
+      assert.same(block:param("kernel"):totable(), b:param("kernel"):totable()) -- through a file: bitwise
       err = err_of(core.checkpoint_read, dir .. "/nope", { "notes.txt" })
       assert.truthy(err:find("/nope': no such directory", 1, true), err)
     end)
@@ -88,7 +88,7 @@ describe("the binding", function()
       assert.same({ 1, 3 }, core.index_select(x, idx, 1, 1):shape())
       err = err_of(tk.randn, { 2 }, 1e300)
       assert.truthy(err:find("the seed must be an integer", 1, true), err)
-      assert.same(tk.randn({ 2 }, -1):totable(), tk.randn({ 2 }, -1):totable())
+      assert.same(tk.randn({ 2 }, -1):totable(), tk.randn({ 2 }, -1):totable()) -- one seed: bitwise
     end)
 
     it("integer options refuse values beyond 2^53", function()
@@ -115,6 +115,7 @@ describe("the binding", function()
     ctx:train(true)
     bn(tk.tensor { { 1, 2 }, { 3, 8 } }, ctx)
     ctx:apply_updates()
+    -- exact: momentum 1 gives 1 * m + 0 * batch; momentum 0 the batch's mean of small integers
     assert.same(before, bn:param("moving_mean"):totable())
     assert.same({ 1, 1 }, bn:param("moving_variance"):totable())
     -- momentum 0 takes the batch statistics at once

@@ -33,12 +33,13 @@ describe("blocks", function()
     local x = tk.randn({ 3, 4 }, 9)
     local seq = a:connect(b)
     assert.equal("sequential", seq:kind())
+    -- bitwise: the same blocks on the same input and shapes, the same operations
     assert.same(b(a(x)):totable(), seq(x):totable())
 
     local res = a:connect_with_residual(b)
     local ax = a(x)
     local expect = (b(ax) + ax):totable()
-    assert.same(expect, res(x):totable())
+    assert.same(expect, res(x):totable()) -- the same ops in the same order: bitwise
 
     local sc = a:connect_with_shortcut(b)
     assert.same({ 3, 8 }, sc(x):shape())
@@ -94,7 +95,7 @@ describe("blocks", function()
     assert.same({ 3, 2 }, c:get_weights()[1]:shape())
     assert.are_not.same(d:get_weights()[1]:totable(), c:get_weights()[1]:totable())
     c:set_weights(d:get_weights())
-    assert.same(d:get_weights()[1]:totable(), c:get_weights()[1]:totable())
+    assert.same(d:get_weights()[1]:totable(), c:get_weights()[1]:totable()) -- copied: bitwise
     assert.has_error(function() c:set_weights({ tk.zeros { 2, 2 }, tk.zeros { 2 } }) end,
       "set_weights: 'kernel' has shape [3, 2], got [2, 2]")
     assert.has_error(function() c:set_weights({ tk.zeros { 3, 2 } }) end,

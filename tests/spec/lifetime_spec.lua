@@ -15,7 +15,7 @@ describe("lifetimes", function()
     collectgarbage()
     collectgarbage()
     loss:backward()
-    -- d sum / d table: ones on the looked-up rows (ids 1 to 4), zeros elsewhere
+    -- d sum / d table: ones on the looked-up rows (ids 1 to 4), zeros elsewhere (exact)
     local g = keep:grad():totable()
     for row = 1, 6 do
       local want = (row >= 2 and row <= 5) and 1 or 0

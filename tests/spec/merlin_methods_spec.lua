@@ -200,7 +200,7 @@ describe("merlin methods: structure and weights", function()
     for i, p in ipairs(named) do assert.same(p[2]:shape(), w[i]:shape()) end
     -- the weights are the live parameters, not copies
     w[#w]:fill(0.5)
-    assert.same(w[#w]:totable(), tt:get_weights()[#w]:totable())
+    assert.same(w[#w]:totable(), tt:get_weights()[#w]:totable()) -- the same tensor
     assert.equal(#w, #tt:variables())
     local trainable, frozen = tt:trainable_variables(), tt:non_trainable_weights()
     assert.equal(#tt:trainable_weights(), #trainable)
@@ -335,7 +335,7 @@ describe("merlin methods: calls", function()
     local out = d:apply_to_all({ a = tk.ones { 2, 2 }, b = { c = tk.ones { 1, 2 } } })
     assert.same({ 2, 3 }, out.a:shape())
     assert.same({ 1, 3 }, out.b.c:shape())
-    assert.same(d(tk.ones { 2, 2 }):totable(), out.a:totable())
+    assert.same(d(tk.ones { 2, 2 }):totable(), out.a:totable()) -- same block, input and shape: bitwise
     assert.same({ 4, 3 }, d:apply_to_all(tk.ones { 4, 2 }):shape())
     local only = d:apply_to_all({ a = tk.ones { 2, 2 }, b = tk.ones { 5, 2 } }, { "a" })
     assert.same({ "a" }, sorted(only))
@@ -405,7 +405,7 @@ describe("merlin methods: calls", function()
     assert.same({ 4, 2 }, prepared(x):shape())
     assert.equal("sequential", prepared:kind())
     local same = d:prepare { block = tk.Filter({ "a", "b" }), aggregation = "concat" }
-    assert.same(prepared(x):totable(), same(x):totable())
+    assert.same(prepared(x):totable(), same(x):totable()) -- the same blocks and shapes: bitwise
     local scaled = tk.Dense(2, { input_dim = 2 }):prepare(nil, "l2-norm")
     assert.same({ 1, 2 }, scaled(tk.tensor { { 3, 4 } }):shape())
     assert_error("prepare: block: a block, a function or a table of blocks expected, got number", function() d:prepare(5) end)
@@ -468,7 +468,7 @@ describe("merlin methods: calls", function()
     local hook = function(value, text) seen[#seen + 1] = text end
     local d = tk.Dense(2, { input_dim = 3, name = "d" })
     local after = d:connect_debug_block({ hook = hook })
-    assert.same(d(tk.ones { 4, 3 }):totable(), after(tk.ones { 4, 3 }):totable())
+    assert.same(d(tk.ones { 4, 3 }):totable(), after(tk.ones { 4, 3 }):totable()) -- identity after d: bitwise
     assert.same({ "float32 [4, 2]" }, seen)
     local before = d:connect_debug_block({ append = false, hook = hook, name = "dbg" })
     assert.same({ "dbg", "d" }, names_of(before:layers()))

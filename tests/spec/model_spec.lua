@@ -122,6 +122,8 @@ describe("TwoTowerModel", function()
     local loaded = tk.load(dir .. "/m")
     local a = model:query_embeddings(test).embeddings
     local b = loaded:query_embeddings(test).embeddings
+    -- bitwise: the weights go through the file unchanged, and both are the same
+    -- embed_rows call (batches, thread split) on the same data in this process
     assert.truthy(same(a, b))
     assert.same(a:totable()[7], b:totable()[7])
     -- overwrite in place, then a failing save leaves it intact
@@ -164,7 +166,7 @@ describe("TwoTowerModel", function()
     e:save(dir .. "/items.csv")
     e:save(dir .. "/items.safetensors")
     local back = tk.core.safetensors_read(dir .. "/items.safetensors")
-    assert.same(e.embeddings:totable()[3], back.embeddings:totable()[3])
+    assert.same(e.embeddings:totable()[3], back.embeddings:totable()[3]) -- through a file: bitwise
     assert.same(e.ids:totable(), back.ids:totable())
     local f = io.open(dir .. "/items.csv")
     local header = f:read("*l")

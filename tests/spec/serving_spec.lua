@@ -56,6 +56,9 @@ describe("serving", function()
       for _, f in ipairs(m:features()) do names[#names + 1] = f.name end
       assert.same({ "user_id", "user_recent_categories", "user_activity" }, names)
       local ids, scores = m:recommend(assert(tk.serving.query(m, QUERY)), 5)
+      -- the same ids: the helper's encoder scored the same query (one row, the same
+      -- blocks and weights) against the matrix it saved, on this machine and kernel, so
+      -- the same scores bit for bit and the same order
       assert.equal(slurp(ckpt("m1") .. "/expected.txt"):match("[%d,]+"), table.concat(ids:totable()[1], ","))
       assert.same({ 1, 5 }, scores:shape())
       assert.equal("query", m:query_block():name())
@@ -97,7 +100,7 @@ describe("serving", function()
       assert.same({ ckpt("m1"), 3 }, { cur:dir(), v })
       local c, _, v3 = slot:recommend(batch, 5)
       assert.equal(3, v3)
-      assert.same(a:totable(), c:totable())
+      assert.same(a:totable(), c:totable()) -- m1 again: the same weights and path, the same ids
       local none, err, v4 = slot:try_recommend({ colour = tk.tensor({ 1 }) }, 5)
       assert.is_nil(none)
       assert.truthy(err:find("unknown feature 'colour'", 1, true), err)
@@ -120,7 +123,7 @@ describe("serving", function()
       assert.equal(0, qb:parameters()[1][2]:totable()[1][1])
       local ids2, scores2 = m:recommend(batch, 5)
       assert.same(ids:totable(), ids2:totable())
-      assert.same(scores:totable(), scores2:totable())
+      assert.same(scores:totable(), scores2:totable()) -- the served model, unchanged: bitwise
       assert.is_nil(m:query_block():post())
       local fresh = m:query_block():parameters()
       assert.are_not.same(qb:parameters()[1][2]:totable(), fresh[1][2]:totable())
@@ -179,6 +182,7 @@ describe("serving", function()
       assert.equal(50, body.items)
       st, body = request("POST", "/recommend", tk.json.encode({ features = QUERY, k = 5 }))
       assert.equal(200, st)
+      -- the same ids as the encoder's, for the reason given in the tk.Model spec above
       assert.equal(slurp(ckpt("m1") .. "/expected.txt"):match("[%d,]+"), table.concat(body.items, ","))
       assert.equal(5, #body.scores)
       st, body = request("POST", "/recommend", tk.json.encode({ users = { QUERY, QUERY }, k = 3 }))

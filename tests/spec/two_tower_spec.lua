@@ -151,7 +151,7 @@ describe("MLPBlock", function()
     local nobias = tk.MLPBlock({ 3 }, { use_bias = false, input_dim = 2 })
     assert.equal(6, nobias:count_params())
     local ones = tk.MLPBlock({ 2 }, { kernel_initializer = "ones", bias_initializer = "ones", input_dim = 2 })
-    assert.same({ { 2, 2 } }, ones(tk.tensor { { 1, 0 } }):totable()) -- 1 * 1 + 0 * 1 + bias 1
+    assert.same({ { 2, 2 } }, ones(tk.tensor { { 1, 0 } }):totable()) -- 1 * 1 + 0 * 1 + bias 1: exact
     local fn = tk.MLPBlock({ 2, 2 }, { input_dim = 3, kernel_initializer = function(shape)
       return tk.full(shape, shape[1] == 3 and 0.25 or 0.5)
     end })
