@@ -1,6 +1,9 @@
 /* One model, many contexts: two threads run forward and backward of one shared model at
  * once and get results bit-identical to a single-threaded run; lazily-sized blocks
- * raced from two threads are built once; a step allocates nothing in steady state. */
+ * raced from two threads are built once; a step allocates nothing in steady state.
+ * Bitwise by construction: every context here uses the process's thread count, so each
+ * product is cut into the same row blocks, each one single-threaded sgemm of the same
+ * shape on the same data, whichever thread runs it (towerkit.h, "Threads"). */
 #include "block_test.h"
 
 #include <pthread.h>
