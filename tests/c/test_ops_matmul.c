@@ -282,7 +282,7 @@ static split_run run_product(int threads, int form, tk_tensor *a, tk_tensor *b, 
     tk_tensor *loss = y ? tk_sum(ctx, tk_square(ctx, y), -1, false) : NULL;
     TK_CHECK_MSG(loss && tk_backward(ctx, loss) == TK_OK, "%s", tk_ctx_error(ctx));
     split_run r = {y ? tk_tensor_clone(y) : NULL, NULL, NULL};
-    tk_tensor *ga = tk_ctx_grad_of(ctx, a), *gb = tk_ctx_grad_of(ctx, b);
+    tk_tensor *ga = tk_ctx_grad(ctx, a), *gb = tk_ctx_grad(ctx, b);
     r.da = ga ? tk_tensor_clone(ga) : NULL;
     r.db = gb ? tk_tensor_clone(gb) : NULL;
     tk_ctx_free(ctx);

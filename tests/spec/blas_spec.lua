@@ -61,6 +61,13 @@ local function count(s, needle)
   end
 end
 
+-- LD_PRELOAD for the fake OpenBLAS name: after the sanitizer runtimes `make test-asan`
+-- preloads, which must come first.
+local function preload(lib)
+  local pre = os.getenv("LD_PRELOAD")
+  return q((pre and pre ~= "" and pre .. " " or "") .. lib)
+end
+
 describe("BLAS kernel", function()
   local fake, best
   setup(function()
@@ -68,7 +75,8 @@ describe("BLAS kernel", function()
     tmp = p:read("*l")
     p:close()
     fake = tmp .. "/fake_corename.so"
-    local _, err, status = run("cc -shared -fPIC -o " .. q(fake) .. " tests/spec/helpers/fake_corename.c -ldl")
+    -- the compiler must not inherit the sanitizer preload of `make test-asan`
+    local _, err, status = run("env -u LD_PRELOAD cc -shared -fPIC -o " .. q(fake) .. " tests/spec/helpers/fake_corename.c -ldl")
     assert(status == 0, err)
     local _, err2, status2 = run(LAUNCHER .. " tests/spec/helpers/tiny_model.lua " .. q(tmp .. "/model"))
     assert(status2 == 0, err2)
@@ -109,7 +117,7 @@ describe("BLAS kernel", function()
   end)
 
   it("re-executes with the best kernel where OpenBLAS falls back to Prescott", function()
-    local env = "-u OPENBLAS_CORETYPE -u TOWERKIT_BLAS_REEXEC LD_PRELOAD=" .. q(fake)
+    local env = "-u OPENBLAS_CORETYPE -u TOWERKIT_BLAS_REEXEC LD_PRELOAD=" .. preload(fake)
     local out, err, status = run(launcher(env, INFO, "a 'b c'"))
     assert.equal(0, status, err)
     assert.equal(1, count(out, "\n"), out) -- the script ran once, from the stdin the re-exec kept
@@ -124,7 +132,7 @@ describe("BLAS kernel", function()
 
   it("does not loop when OpenBLAS ignores the name, and the first load warns", function()
     if best:lower() == "prescott" then return end -- nothing better to ask for
-    local env = "-u OPENBLAS_CORETYPE -u TOWERKIT_BLAS_REEXEC FAKE_CORENAME=always LD_PRELOAD=" .. q(fake)
+    local env = "-u OPENBLAS_CORETYPE -u TOWERKIT_BLAS_REEXEC FAKE_CORENAME=always LD_PRELOAD=" .. preload(fake)
     local out, err, status = run(launcher(env, INFO .. "require('towerkit').load(" .. q(tmp .. "/model") .. ")"))
     assert.equal(0, status, err)
     local f = fields(out)
