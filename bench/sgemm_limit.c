@@ -5,7 +5,9 @@
  * as the query and item towers can). Prints one JSON line per figure, then the FLOPs per
  * W1 example and the sgemm-bound W1 rate.
  *   build/bench/sgemm_limit [threads] */
+#ifndef _GNU_SOURCE /* the Makefile defines it too */
 #define _GNU_SOURCE
+#endif
 #include <cblas.h>
 #include <pthread.h>
 #include <stdbool.h>
