@@ -549,7 +549,7 @@ tk_block *tk_dropout_block_new(const char *name, float rate);
  * moving_mean, moving_variance (not trainable). Keras defaults: momentum 0.99, eps 1e-3. */
 tk_block *tk_batch_norm_block_new(const char *name, int64_t dim, float momentum, float eps);
 /* Filter: keeps (exclude = false) or drops (exclude = true) the named entries of a
- * tabular input; a ragged feature "f" matches "f__values" and "f__offsets" too. */
+ * tabular input; the name of a ragged feature matches both its entries. */
 tk_block *tk_filter_block_new(const char *name, int32_t n, const char *const *names, bool exclude);
 /* As-tabular: wraps a tensor as {output_name: tensor}. */
 tk_block *tk_as_tabular_block_new(const char *name, const char *output_name);
@@ -558,7 +558,7 @@ tk_block *tk_aggregation_block_new(const char *name, tk_aggregation agg);
 
 /* Embedding tables for categorical features. Forward takes a tabular input and returns
  * {feature: [B, dim]} for each configured feature (one-hot "f" as I64 [B] or [B, 1];
- * multi-hot "f__values"/"f__offsets"); a configured feature missing from the input is
+ * multi-hot as ragged feature "f", tk_value_set_ragged); a configured feature missing from the input is
  * an error naming it. Features configured with the same table name share one table.
  * Parameters are the tables, named by table name. */
 tk_block *tk_embeddings_new(const char *name);
@@ -747,7 +747,7 @@ tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in,
 /* Embeddings of every row of a table of columns through `block` then `post` (may be
  * NULL), in evaluation mode, in batches of batch_size rows: a new heap float32 [n, D]
  * (item export). Columns as a batch's: names[i] with cols[i] (heap tensors, rows along
- * the first dimension), ragged lists as "f__values" and "f__offsets". The batches run on
+ * the first dimension), a ragged list as its two entries (tk_ragged_name_join). The batches run on
  * the pool's threads (Threads below), one context per thread, the first batch alone (it
  * may build a lazy block); the result is the same bits for every thread count. NULL
  * (tk_last_error) on an error. */
@@ -995,8 +995,8 @@ typedef struct tk_model tk_model;
 typedef enum tk_feature_kind { TK_FEATURE_CATEGORICAL = 0, TK_FEATURE_CONTINUOUS } tk_feature_kind;
 
 /* A feature the query tower reads. A categorical feature `f` is given either as ids
- * "f" (I64 [B] or [B, 1]) or, multi-hot, as "f__values" (I64 [N]) and "f__offsets"
- * (I64 [B + 1]); a continuous one as "f" (F32 [B] or [B, 1]). */
+ * "f" (I64 [B] or [B, 1]) or, multi-hot, as ragged feature "f" (tk_value_set_ragged:
+ * I64 values [N], offsets [B + 1]); a continuous one as "f" (F32 [B] or [B, 1]). */
 typedef struct tk_feature_info {
     const char *name;
     tk_feature_kind kind;

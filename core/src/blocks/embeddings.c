@@ -2,7 +2,7 @@
  *
  * Each feature reads one table; features configured with the same table name share it.
  * Input: a tabular value with, for each configured feature f, either "f" (one-hot, I64
- * [B] or [B, 1]) or "f__values" and "f__offsets" (multi-hot, ragged, combined with the
+ * [B] or [B, 1]) or ragged feature f (multi-hot, tk_value_get_ragged, combined with the
  * feature's combiner). Output: {f: [B, dim]} in configuration order. Parameters are the
  * tables [cardinality, dim], named by table name, in order of first use.
  * Continuous features added with tk_embeddings_add_continuous pass through as [B, 1]
