@@ -141,55 +141,37 @@ void tkl_push_field(lua_State *L, int idx, const char *key) {
         lua_pushnil(L);
 }
 
-const char *tkl_field_string(lua_State *L, int idx, const char *key, const char *def) {
+/* Pushes field `key` of the table at idx and tells whether it is there (not nil);
+ * raises unless it then has the Lua type `type` (`kind` for the message). The caller
+ * pops it. */
+static bool push_typed_field(lua_State *L, int idx, const char *key, int type, const char *kind) {
     tkl_push_field(L, idx, key);
-    const char *s = def;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING) {
-            lua_pop(L, 1);
-            tkl_error(L, "option '%s' must be a string", key);
-        }
-        s = lua_tostring(L, -1); /* still referenced by the options table */
-    }
-    lua_pop(L, 1);
+    if (lua_isnil(L, -1)) return false;
+    if (lua_type(L, -1) != type) tkl_error(L, "option '%s' must be %s", key, kind);
+    return true;
+}
+
+const char *tkl_field_string(lua_State *L, int idx, const char *key, const char *def) {
+    const char *s = push_typed_field(L, idx, key, LUA_TSTRING, "a string") ? lua_tostring(L, -1) : def;
+    lua_pop(L, 1); /* s stays referenced by the options table */
     return s;
 }
 
 double tkl_field_number(lua_State *L, int idx, const char *key, double def) {
-    tkl_push_field(L, idx, key);
-    double d = def;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER) {
-            lua_pop(L, 1);
-            tkl_error(L, "option '%s' must be a number", key);
-        }
-        d = lua_tonumber(L, -1);
-    }
+    double d = push_typed_field(L, idx, key, LUA_TNUMBER, "a number") ? lua_tonumber(L, -1) : def;
     lua_pop(L, 1);
     return d;
 }
 
 int64_t tkl_field_int(lua_State *L, int idx, const char *key, int64_t def) {
-    tkl_push_field(L, idx, key);
-    bool absent = lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (absent) return def;
-    double d = tkl_field_number(L, idx, key, 0);
+    double d = tkl_field_number(L, idx, key, (double)def); /* a default (small) passes the checks below */
     if (d != floor(d)) tkl_error(L, "option '%s' must be an integer, got %g", key, d);
     if (!tkl_is_int53(d)) tkl_error(L, "option '%s' must be an integer of magnitude at most 2^53, got %g", key, d);
     return (int64_t)d;
 }
 
 bool tkl_field_bool(lua_State *L, int idx, const char *key, bool def) {
-    tkl_push_field(L, idx, key);
-    bool b = def;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TBOOLEAN) {
-            lua_pop(L, 1);
-            tkl_error(L, "option '%s' must be a boolean", key);
-        }
-        b = lua_toboolean(L, -1);
-    }
+    bool b = push_typed_field(L, idx, key, LUA_TBOOLEAN, "a boolean") ? lua_toboolean(L, -1) : def;
     lua_pop(L, 1);
     return b;
 }

@@ -42,20 +42,22 @@ static void test_ragged_check(void) {
               *empty = tk_tensor_new_1d(TK_I64, 0);
     TK_CHECK(tk_ragged_check("feature 'g'", vals, ok) == TK_OK);
     TK_CHECK(tk_ragged_check("feature 'g'", fv, ok) == TK_OK); /* values of any dtype */
-    TK_CHECK(tk_ragged_check("feature 'g'", vals, bad_start) == TK_ERROR);
-    TK_CHECK_ERROR(tk_last_error(), "feature 'g': offsets must start at 0, got 1");
-    TK_CHECK(tk_ragged_check("feature 'g'", vals, dec) == TK_ERROR);
-    TK_CHECK_ERROR(tk_last_error(), "feature 'g': offsets must not decrease, got 3 then 2 at row 1");
-    TK_CHECK(tk_ragged_check("feature 'g'", vals, bad_end) == TK_ERROR);
-    TK_CHECK_ERROR(tk_last_error(), "feature 'g': offsets must end at the number of values (4), got 3");
-    TK_CHECK(tk_ragged_check("feature 'g'", vals, fo) == TK_ERROR);
-    TK_CHECK_ERROR(tk_last_error(), "feature 'g': offsets must be int64 [B + 1], got float32 [3]");
-    TK_CHECK(tk_ragged_check("feature 'g'", vals, empty) == TK_ERROR);
-    TK_CHECK_ERROR(tk_last_error(), "offsets must be int64 [B + 1], got int64 [0]");
-    TK_CHECK(tk_ragged_check("feature 'g'", mat, ok) == TK_ERROR);
-    TK_CHECK_ERROR(tk_last_error(), "feature 'g': values must be 1-D [N], got int64 [2, 2]");
-    TK_CHECK(tk_ragged_check("feature 'g'", NULL, ok) == TK_ERROR);
-    TK_CHECK_ERROR(tk_last_error(), "feature 'g': values is NULL");
+    const struct {
+        const tk_tensor *values, *offsets;
+        const char *message;
+    } bad[] = {
+        {vals, bad_start, "feature 'g': offsets must start at 0, got 1"},
+        {vals, dec, "feature 'g': offsets must not decrease, got 3 then 2 at row 1"},
+        {vals, bad_end, "feature 'g': offsets must end at the number of values (4), got 3"},
+        {vals, fo, "feature 'g': offsets must be int64 [B + 1], got float32 [3]"},
+        {vals, empty, "feature 'g': offsets must be int64 [B + 1], got int64 [0]"},
+        {mat, ok, "feature 'g': values must be 1-D [N], got int64 [2, 2]"},
+        {NULL, ok, "feature 'g': values is NULL"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        TK_CHECK(tk_ragged_check("feature 'g'", bad[i].values, bad[i].offsets) == TK_ERROR);
+        TK_CHECK_ERROR(tk_last_error(), bad[i].message);
+    }
     tk_tensor *t[] = {vals, ok, bad_start, dec, bad_end, fv, fo, mat, empty};
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) tk_tensor_release(t[i]);
 }
