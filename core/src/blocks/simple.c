@@ -299,8 +299,8 @@ static filter_impl *filter_make(int32_t n, const char *const *names, bool exclud
 /* entry is f or a part of ragged feature f */
 static bool feature_matches(const char *entry, const char *f) {
     size_t len;
-    tk_ragged_name_split(entry, &len);
-    return len == strlen(f) && strncmp(entry, f, len) == 0;
+    if (strcmp(entry, f) == 0) return true;
+    return tk_ragged_name_split(entry, &len) != TK_RAGGED_NONE && len == strlen(f) && strncmp(entry, f, len) == 0;
 }
 
 static tk_value *filter_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
