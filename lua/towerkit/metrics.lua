@@ -30,27 +30,28 @@ local function count(set)
   return n
 end
 
+-- The relevant items among the first k of ranked.
+local function hits_at(k, ranked, relevant)
+  local hits = 0
+  for i = 1, math.min(k, #ranked) do
+    if relevant[ranked[i]] then hits = hits + 1 end
+  end
+  return hits
+end
+
 local function log2(x) return math.log(x) / math.log(2) end
 
 function metrics.RecallAt(k)
   return make("recall", k, function(self, ranked, relevant)
     local total = count(relevant)
     if total == 0 then return 0 end
-    local hits = 0
-    for i = 1, math.min(self.k, #ranked) do
-      if relevant[ranked[i]] then hits = hits + 1 end
-    end
-    return hits / total
+    return hits_at(self.k, ranked, relevant) / total
   end)
 end
 
 function metrics.PrecisionAt(k)
   return make("precision", k, function(self, ranked, relevant)
-    local hits = 0
-    for i = 1, math.min(self.k, #ranked) do
-      if relevant[ranked[i]] then hits = hits + 1 end
-    end
-    return hits / self.k
+    return hits_at(self.k, ranked, relevant) / self.k
   end)
 end
 
