@@ -111,8 +111,8 @@ function serving.query(model, users)
     if f.kind == "continuous" then
       batch[f.name] = core.tensor(c)
     elseif c.list or f.is_list then
-      batch[f.name .. "__values"] = #c.ids > 0 and core.tensor(c.ids, "int64") or core.zeros({ 0 }, "int64")
-      batch[f.name .. "__offsets"] = core.tensor(c.offsets, "int64")
+      batch[ragged.values_name(f.name)] = #c.ids > 0 and core.tensor(c.ids, "int64") or core.zeros({ 0 }, "int64")
+      batch[ragged.offsets_name(f.name)] = core.tensor(c.offsets, "int64")
     else
       batch[f.name] = core.tensor(c.ids, "int64")
     end
