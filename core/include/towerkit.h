@@ -373,8 +373,12 @@ void tk_init_fill(tk_tensor *t, tk_init init, uint64_t seed);
 /* ------------------------------------------------------------------------------------ */
 
 /* A value is a tensor or a tabular value (ordered map name -> tensor; Merlin's dict of
- * tensors). A ragged multi-hot feature `f` is two entries, "f__values" (I64 [N]) and
- * "f__offsets" (I64 [B + 1]). Values live in a context's arena. */
+ * tensors). Values live in a context's arena. A ragged (list, multi-hot) feature `f`
+ * is a pair of tensors: its values, all rows' lists one after the other ([N]), and
+ * offsets I64 [B + 1], row b being values[offsets[b] .. offsets[b + 1]). A tabular value
+ * stores the pair as two entries (so checkpoints, CSV columns and Lua tables see plain
+ * named tensors) whose names only tk_ragged_name_split and tk_ragged_name_join know;
+ * code reads and writes the pair with tk_value_get_ragged and tk_value_set_ragged. */
 typedef struct tk_value {
     int32_t n;           /* number of entries; -1 for a single tensor */
     int32_t cap;
@@ -392,6 +396,32 @@ tk_status tk_value_set(tk_ctx *ctx, tk_value *v, const char *name, tk_tensor *t)
 tk_tensor *tk_value_get(const tk_value *v, const char *name);
 /* Entry names in sorted order (arena array of v->n pointers). */
 const char **tk_value_sorted_names(tk_ctx *ctx, const tk_value *v);
+
+/* The two entries of a ragged feature. */
+typedef enum tk_ragged_part { TK_RAGGED_NONE = 0, TK_RAGGED_VALUES, TK_RAGGED_OFFSETS } tk_ragged_part;
+/* Which part of a ragged feature the entry (or column) `name` is, TK_RAGGED_NONE for a
+ * plain entry; *feature_len (if not NULL) gets the length of the feature's name, the
+ * prefix of `name` (all of it for a plain entry). */
+tk_ragged_part tk_ragged_name_split(const char *name, size_t *feature_len);
+/* The inverse: the entry name of `part` of ragged feature `feature` (the feature's own
+ * name for TK_RAGGED_NONE), written as snprintf does: at most len bytes with the NUL
+ * (buf may be NULL when len is 0); returns the name's length, >= len when it was cut. */
+size_t tk_ragged_name_join(const char *feature, tk_ragged_part part, char *buf, size_t len);
+/* Checks a ragged pair: values 1-D (any dtype), offsets I64 [B + 1] starting at 0,
+ * never decreasing, ending at the number of values. `what` starts the message, e.g.
+ * "feature 'genres'": "feature 'genres': offsets must end at the number of values (5),
+ * got 4". TK_ERROR (tk_last_error) on a NULL tensor or any of the above. Reads every
+ * offset: callers check a pair once, not per batch. */
+tk_status tk_ragged_check(const char *what, const tk_tensor *values, const tk_tensor *offsets);
+/* Sets (replaces) ragged feature `name` of a tabular value after tk_ragged_check (the
+ * message names the feature, in ctx). The tensors are borrowed as with tk_value_set. */
+tk_status tk_value_set_ragged(tk_ctx *ctx, tk_value *v, const char *name, tk_tensor *values,
+                              tk_tensor *offsets);
+/* The tensors of ragged feature `name` of a tabular value: true when both entries are
+ * there. Each out pointer (not NULL) gets its entry or NULL, so a caller tells a half
+ * given feature from an absent one. Nothing is checked: values built entry by entry (a
+ * Lua table, tk_value_set) are checked where they are used. */
+bool tk_value_get_ragged(const tk_value *v, const char *name, tk_tensor **values, tk_tensor **offsets);
 
 /* ------------------------------------------------------------------------------------ */
 /* Blocks                                                                                */
@@ -519,7 +549,7 @@ tk_block *tk_dropout_block_new(const char *name, float rate);
  * moving_mean, moving_variance (not trainable). Keras defaults: momentum 0.99, eps 1e-3. */
 tk_block *tk_batch_norm_block_new(const char *name, int64_t dim, float momentum, float eps);
 /* Filter: keeps (exclude = false) or drops (exclude = true) the named entries of a
- * tabular input; a ragged feature "f" matches "f__values" and "f__offsets" too. */
+ * tabular input; the name of a ragged feature matches both its entries. */
 tk_block *tk_filter_block_new(const char *name, int32_t n, const char *const *names, bool exclude);
 /* As-tabular: wraps a tensor as {output_name: tensor}. */
 tk_block *tk_as_tabular_block_new(const char *name, const char *output_name);
@@ -528,7 +558,7 @@ tk_block *tk_aggregation_block_new(const char *name, tk_aggregation agg);
 
 /* Embedding tables for categorical features. Forward takes a tabular input and returns
  * {feature: [B, dim]} for each configured feature (one-hot "f" as I64 [B] or [B, 1];
- * multi-hot "f__values"/"f__offsets"); a configured feature missing from the input is
+ * multi-hot as ragged feature "f", tk_value_set_ragged); a configured feature missing from the input is
  * an error naming it. Features configured with the same table name share one table.
  * Parameters are the tables, named by table name. */
 tk_block *tk_embeddings_new(const char *name);
@@ -717,7 +747,7 @@ tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in,
 /* Embeddings of every row of a table of columns through `block` then `post` (may be
  * NULL), in evaluation mode, in batches of batch_size rows: a new heap float32 [n, D]
  * (item export). Columns as a batch's: names[i] with cols[i] (heap tensors, rows along
- * the first dimension), ragged lists as "f__values" and "f__offsets". The batches run on
+ * the first dimension), a ragged list as its two entries (tk_ragged_name_join). The batches run on
  * the pool's threads (Threads below), one context per thread, the first batch alone (it
  * may build a lazy block); the result is the same bits for every thread count. NULL
  * (tk_last_error) on an error. */
@@ -726,6 +756,44 @@ tk_tensor *tk_block_embed(tk_block *block, tk_block *post, int32_t ncols, const 
 /* The row indices (int64 [k], ascending) of the first occurrence of each distinct value
  * of an int64 tensor. NULL (tk_last_error) on a bad dtype or no memory. */
 tk_tensor *tk_unique_first(const tk_tensor *ids);
+
+/* ------------------------------------------------------------------------------------ */
+/* Data kernels: the rows of columns, for batching                                       */
+/* ------------------------------------------------------------------------------------ */
+
+/* What a data loader does to the columns of a table (Lua's Dataset runs on these): pick,
+ * join and shuffle rows, translate and check ids. Rows run along the first dimension.
+ * The inputs may be heap or arena tensors and are only read (tk_shuffle: written in
+ * place); results are new heap tensors the caller releases with tk_tensor_release, and
+ * no gradient is recorded. Errors return NULL or TK_ERROR with tk_last_error naming the
+ * function and what is wrong: "index_select: index 7 out of range [0, 5)". */
+
+/* Rows idx[0 .. n) of t (at least 1-D), in that order, repeats allowed: [n, ...]. */
+tk_tensor *tk_index_select(const tk_tensor *t, int64_t n, const int64_t *idx);
+/* The same for a ragged column, values (1-D, any dtype) and offsets (I64 [rows + 1]):
+ * the lists of rows idx[0 .. n) as *values_out ([total], values' dtype) and
+ * *offsets_out (I64 [n + 1], from 0). Only the selected rows' offsets are read (a batch
+ * costs its own rows, not the column's); each pair must lie within the values and not
+ * decrease (tk_ragged_check checks a whole column once). Both outs are NULL on error. */
+tk_status tk_ragged_select(const tk_tensor *values, const tk_tensor *offsets, int64_t n, const int64_t *idx,
+                           tk_tensor **values_out, tk_tensor **offsets_out);
+/* The rows of ts[0 .. n) one after the other: one dtype, rank and row shape; [total, ...].
+ * Messages number the tensors from 1 ("entry 2 has another dtype or row shape than
+ * entry 1"), as a Lua list of them. */
+tk_tensor *tk_cat_rows(int32_t n, const tk_tensor *const *ts);
+/* Shuffles a 1-D tensor in place (Fisher-Yates on a fixed xorshift generator): the
+ * order depends on the seed and the length alone, on every platform. */
+tk_status tk_shuffle(tk_tensor *t, uint64_t seed);
+/* ids[j] for every entry j of an I64 index tensor of any shape (ids I64 [n]), with the
+ * index's shape; -1 stays -1 (tk_topk's "no item"), any other j outside [0, n) fails. */
+tk_tensor *tk_map_ids(const tk_tensor *idx, const tk_tensor *ids);
+/* Finds the first id of an I64 tensor outside [0, cardinality): its row (0-based) in
+ * *row and the id in *id, or *row = *id = -1 when all are in range. Without offsets (NULL)
+ * ids hold one row per first-dimension entry; with offsets (ids the values of a ragged
+ * column, checked by tk_ragged_check) the row is the one whose list holds the id.
+ * TK_ERROR only for bad arguments. */
+tk_status tk_check_ids(const tk_tensor *ids, int64_t cardinality, const tk_tensor *offsets, int64_t *row,
+                       int64_t *id);
 
 /* ------------------------------------------------------------------------------------ */
 /* Files: safetensors weights, checkpoints, CSV                                          */
@@ -927,8 +995,8 @@ typedef struct tk_model tk_model;
 typedef enum tk_feature_kind { TK_FEATURE_CATEGORICAL = 0, TK_FEATURE_CONTINUOUS } tk_feature_kind;
 
 /* A feature the query tower reads. A categorical feature `f` is given either as ids
- * "f" (I64 [B] or [B, 1]) or, multi-hot, as "f__values" (I64 [N]) and "f__offsets"
- * (I64 [B + 1]); a continuous one as "f" (F32 [B] or [B, 1]). */
+ * "f" (I64 [B] or [B, 1]) or, multi-hot, as ragged feature "f" (tk_value_set_ragged:
+ * I64 values [N], offsets [B + 1]); a continuous one as "f" (F32 [B] or [B, 1]). */
 typedef struct tk_feature_info {
     const char *name;
     tk_feature_kind kind;

@@ -27,16 +27,38 @@ typedef struct embed_job {
     bool stop;        /* a batch failed: the others are skipped (atomic) */
 } embed_job;
 
-static bool ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
+/* The column of the other part of the ragged feature whose part column c is, or -1. */
+static int32_t ragged_partner(int32_t ncols, const char *const *names, int32_t c) {
+    size_t len, other_len;
+    tk_ragged_part part = tk_ragged_name_split(names[c], &len);
+    for (int32_t k = 0; k < ncols; k++) {
+        tk_ragged_part other = tk_ragged_name_split(names[k], &other_len);
+        if (other != TK_RAGGED_NONE && other != part && other_len == len && strncmp(names[k], names[c], len) == 0)
+            return k;
+    }
+    return -1;
 }
 
-/* The rows of a table of columns: plain columns' first dimension, lists' offsets - 1. */
-static int64_t column_rows(const char *name, const tk_tensor *t) {
-    if (ends_with(name, "__values")) return -1; /* counted by its offsets */
-    if (ends_with(name, "__offsets")) return t->numel - 1;
-    return t->ndim >= 1 ? t->shape[0] : -2;
+/* The rows of column c: a plain column's first dimension, a list's offsets - 1 (after
+ * checking the list once, with its values); -1 for a list's values (counted by its
+ * offsets), -2 (tk_last_error) for a bad column. */
+static int64_t column_rows(int32_t ncols, const char *const *names, tk_tensor *const *cols, int32_t c) {
+    size_t len;
+    tk_ragged_part part = tk_ragged_name_split(names[c], &len);
+    if (part == TK_RAGGED_NONE) {
+        if (cols[c]->ndim >= 1) return cols[c]->shape[0];
+        tk_set_error("embed: column '%s' is a scalar", names[c]);
+        return -2;
+    }
+    int32_t k = ragged_partner(ncols, names, c);
+    if (k < 0) {
+        tk_set_error("embed: list column '%s' has no '%s'", names[c], part == TK_RAGGED_VALUES ? "offsets" : "values");
+        return -2;
+    }
+    if (part == TK_RAGGED_VALUES) return -1;
+    char what[256];
+    snprintf(what, sizeof what, "embed: list column '%.*s'", (int)len, names[c]);
+    return tk_ragged_check(what, cols[k], cols[c]) == TK_OK ? cols[c]->numel - 1 : -2;
 }
 
 /* An arena view of rows [r0, r0 + count) of t (rows along its first dimension). */
@@ -62,27 +84,23 @@ static tk_value *batch_value(tk_ctx *ctx, const embed_job *j, int64_t r0, int64_
     for (int32_t c = 0; c < j->ncols; c++) {
         const char *name = j->names[c];
         const tk_tensor *t = j->cols[c];
-        if (ends_with(name, "__values")) continue; /* with its offsets */
-        if (!ends_with(name, "__offsets")) {
+        tk_ragged_part part = tk_ragged_name_split(name, NULL);
+        if (part == TK_RAGGED_VALUES) continue; /* with its offsets */
+        if (part == TK_RAGGED_NONE) {
             tk_tensor *s = row_view(ctx, t, r0, count);
             if (!s || tk_value_set(ctx, v, name, s) != TK_OK) return NULL;
             continue;
         }
-        /* a ragged list: offsets rebased to 0, values from the first row's */
-        char vname[256];
-        size_t base = strlen(name) - strlen("__offsets");
-        snprintf(vname, sizeof vname, "%.*s__values", (int)base, name);
-        const tk_tensor *vals = NULL;
-        for (int32_t k = 0; k < j->ncols; k++)
-            if (strcmp(j->names[k], vname) == 0) vals = j->cols[k];
-        if (!vals) return tk_ctx_fail(ctx, "embed: list column '%s' has no '%s'", name, vname);
+        /* a ragged list (checked by tk_block_embed): offsets rebased to 0, values from
+         * the first row's; the entries keep the columns' names */
+        int32_t k = ragged_partner(j->ncols, j->names, c);
         const int64_t *off = tk_i64(t) + r0;
         int64_t one = count + 1;
         tk_tensor *o = tk_ctx_empty(ctx, TK_I64, 1, &one);
         if (!o) return NULL;
         for (int64_t i = 0; i <= count; i++) tk_i64(o)[i] = off[i] - off[0];
-        tk_tensor *s = row_view(ctx, vals, off[0], off[count] - off[0]);
-        if (!s || tk_value_set(ctx, v, vname, s) != TK_OK || tk_value_set(ctx, v, name, o) != TK_OK) return NULL;
+        tk_tensor *s = row_view(ctx, j->cols[k], off[0], off[count] - off[0]);
+        if (!s || tk_value_set(ctx, v, j->names[k], s) != TK_OK || tk_value_set(ctx, v, name, o) != TK_OK) return NULL;
     }
     return v;
 }
@@ -149,9 +167,12 @@ tk_tensor *tk_block_embed(tk_block *block, tk_block *post, int32_t ncols, const 
             tk_set_error("embed: column %d is NULL", (int)c);
             return NULL;
         }
-        int64_t rows = column_rows(names[c], cols[c]);
+    }
+    for (int32_t c = 0; c < ncols; c++) {
+        int64_t rows = column_rows(ncols, names, cols, c);
         if (rows == -1) continue;
-        if (rows < 0 || (n >= 0 && rows != n)) {
+        if (rows == -2) return NULL;
+        if (n >= 0 && rows != n) {
             tk_set_error("embed: column '%s' has %lld rows, others %lld", names[c], (long long)rows, (long long)n);
             return NULL;
         }

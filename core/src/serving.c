@@ -72,41 +72,37 @@ const tk_feature_info *tk_model_feature(const tk_model *m, int32_t i) {
 /* Queries                                                                               */
 /* ------------------------------------------------------------------------------------ */
 
-static tk_status set_copy(tk_ctx *ctx, tk_value *q, const char *name, tk_dtype dtype, int64_t n,
-                          const void *src) {
-    if (!ctx || !q || !name || n < 0 || (n > 0 && !src)) {
-        if (ctx && !tk_ctx_failed(ctx)) tk_ctx_fail(ctx, "query: bad arguments for feature '%s'", name ? name : "?");
-        return TK_ERROR;
-    }
+/* An arena copy of n elements of src, as a 1-D tensor of ctx for feature `name`. */
+static tk_tensor *copy_1d(tk_ctx *ctx, const char *name, tk_dtype dtype, int64_t n, const void *src) {
+    if (!ctx) return NULL;
+    if (!name || n < 0 || (n > 0 && !src))
+        return tk_ctx_fail(ctx, "query: bad arguments for feature '%s'", name ? name : "?");
     int64_t shape[1] = {n};
     tk_tensor *t = tk_ctx_empty(ctx, dtype, 1, shape);
-    if (!t) return TK_ERROR;
-    if (n) memcpy(t->data, src, (size_t)n * tk_dtype_size(dtype));
-    return tk_value_set(ctx, q, name, t);
+    if (t && n) memcpy(t->data, src, (size_t)n * tk_dtype_size(dtype));
+    return t;
 }
 
 tk_status tk_query_set_ids(tk_ctx *ctx, tk_value *q, const char *name, int64_t rows, const int64_t *ids) {
-    return set_copy(ctx, q, name, TK_I64, rows, ids);
+    tk_tensor *t = copy_1d(ctx, name, TK_I64, rows, ids);
+    return t ? tk_value_set(ctx, q, name, t) : TK_ERROR;
 }
 
 tk_status tk_query_set_floats(tk_ctx *ctx, tk_value *q, const char *name, int64_t rows, const float *values) {
-    return set_copy(ctx, q, name, TK_F32, rows, values);
+    tk_tensor *t = copy_1d(ctx, name, TK_F32, rows, values);
+    return t ? tk_value_set(ctx, q, name, t) : TK_ERROR;
 }
 
 tk_status tk_query_set_list(tk_ctx *ctx, tk_value *q, const char *name, int64_t rows, const int64_t *offsets,
                             const int64_t *ids) {
-    if (!ctx || !name || rows < 0 || !offsets) {
-        if (ctx && !tk_ctx_failed(ctx)) tk_ctx_fail(ctx, "query: bad arguments for list feature '%s'", name ? name : "?");
+    if (!ctx || rows < 0 || !offsets) {
+        if (ctx) tk_ctx_fail(ctx, "query: bad arguments for list feature '%s'", name ? name : "?");
         return TK_ERROR;
     }
-    char vname[256], oname[256];
-    if ((size_t)snprintf(vname, sizeof vname, "%s__values", name) >= sizeof vname ||
-        (size_t)snprintf(oname, sizeof oname, "%s__offsets", name) >= sizeof oname) {
-        tk_ctx_fail(ctx, "query: feature name '%.40s...' is too long", name);
-        return TK_ERROR;
-    }
-    if (set_copy(ctx, q, oname, TK_I64, rows + 1, offsets) != TK_OK) return TK_ERROR;
-    return set_copy(ctx, q, vname, TK_I64, offsets[rows] > 0 ? offsets[rows] : 0, ids);
+    tk_tensor *o = copy_1d(ctx, name, TK_I64, rows + 1, offsets);
+    /* a bad last offset copies no ids: tk_value_set_ragged names the offsets */
+    tk_tensor *v = o ? copy_1d(ctx, name, TK_I64, offsets[rows] > 0 ? offsets[rows] : 0, ids) : NULL;
+    return v ? tk_value_set_ragged(ctx, q, name, v, o) : TK_ERROR;
 }
 
 static const tk_feature_info *find_feature(const tk_model *m, const char *name, size_t len) {
@@ -119,16 +115,6 @@ static bool is_known(const tk_model *m, const char *name, size_t len) {
     for (int32_t i = 0; i < m->nknown; i++)
         if (strlen(m->known[i]) == len && strncmp(m->known[i], name, len) == 0) return true;
     return false;
-}
-
-static size_t base_len(const char *name) {
-    size_t n = strlen(name);
-    static const char *const suffixes[] = {"__values", "__offsets"};
-    for (size_t i = 0; i < 2; i++) {
-        size_t s = strlen(suffixes[i]);
-        if (n > s && strcmp(name + n - s, suffixes[i]) == 0) return n - s;
-    }
-    return n;
 }
 
 static void feature_list(const tk_model *m, char *buf, size_t len) {
@@ -163,7 +149,8 @@ tk_status tk_model_check_query(const tk_model *m, tk_ctx *ctx, const tk_value *v
     char names[512];
     for (int32_t i = 0; i < v->n; i++) {
         const char *name = v->names[i];
-        size_t len = base_len(name);
+        size_t len;
+        tk_ragged_name_split(name, &len);
         if (find_feature(m, name, len) || is_known(m, name, len)) continue;
         feature_list(m, names, sizeof names);
         tk_ctx_fail(ctx, "unknown feature '%s' (the query tower reads: %s)", name, names);
@@ -208,34 +195,27 @@ tk_status tk_model_check_query(const tk_model *m, tk_ctx *ctx, const tk_value *v
                     return TK_ERROR;
                 }
         } else {
-            char vname[256], oname[256];
-            snprintf(vname, sizeof vname, "%s__values", f->name);
-            snprintf(oname, sizeof oname, "%s__offsets", f->name);
-            tk_tensor *vals = tk_value_get(v, vname), *offs = tk_value_get(v, oname);
-            if (!vals && !offs) {
-                tk_ctx_fail(ctx, "missing feature '%s' (%s)", f->name, f->is_list ? "a list of ids per row" : "an id per row");
+            tk_tensor *vals, *offs;
+            if (!tk_value_get_ragged(v, f->name, &vals, &offs)) {
+                if (!vals && !offs)
+                    tk_ctx_fail(ctx, "missing feature '%s' (%s)", f->name, f->is_list ? "a list of ids per row" : "an id per row");
+                else
+                    tk_ctx_fail(ctx, "feature '%s': list %s without %s", f->name, vals ? "values" : "offsets",
+                                vals ? "offsets" : "values");
                 return TK_ERROR;
             }
-            if (!vals || !offs) {
-                tk_ctx_fail(ctx, "feature '%s': '%s' needs '%s'", f->name, vals ? vname : oname, vals ? oname : vname);
+            char what[256];
+            snprintf(what, sizeof what, "feature '%s'", f->name);
+            if (tk_ragged_check(what, vals, offs) != TK_OK) {
+                tk_ctx_fail(ctx, "%s", tk_last_error());
                 return TK_ERROR;
             }
-            if (vals->dtype != TK_I64 || vals->ndim != 1 || offs->dtype != TK_I64 || offs->ndim != 1 || offs->shape[0] < 1) {
-                tk_ctx_fail(ctx, "feature '%s': a list is int64 values [N] and int64 offsets [B + 1]", f->name);
+            if (vals->dtype != TK_I64) {
+                tk_ctx_fail(ctx, "feature '%s': expected int64 ids in the list, got %s", f->name, tk_dtype_name(vals->dtype));
                 return TK_ERROR;
             }
             rows = offs->shape[0] - 1;
             const int64_t *o = tk_i64(offs), *d = tk_i64(vals);
-            if (o[0] != 0 || o[rows] != vals->shape[0]) {
-                tk_ctx_fail(ctx, "feature '%s': offsets must start at 0 and end at the number of values (%lld)", f->name,
-                            (long long)vals->shape[0]);
-                return TK_ERROR;
-            }
-            for (int64_t r = 0; r < rows; r++)
-                if (o[r + 1] < o[r]) {
-                    tk_ctx_fail(ctx, "feature '%s': offsets must not decrease (row %lld)", f->name, (long long)r);
-                    return TK_ERROR;
-                }
             for (int64_t r = 0; r < rows; r++)
                 for (int64_t p = o[r]; p < o[r + 1]; p++)
                     if (d[p] < 0 || d[p] >= f->cardinality) {
@@ -484,37 +464,29 @@ static int cmp_i64(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+/* A heap tensor handed to ctx, which keeps it until its next reset (NULL: ctx fails
+ * with the data kernel's message). */
+static tk_tensor *keep_in(tk_ctx *ctx, tk_tensor *t) {
+    if (!t) return tk_ctx_fail(ctx, "%s", tk_last_error());
+    tk_status st = tk_ctx_keep(ctx, t);
+    tk_tensor_release(t);
+    return st == TK_OK ? t : NULL;
+}
+
 /* The rows rows[0..n) of every column as a tabular value of ctx. */
 static tk_value *gather_columns(tk_ctx *ctx, const tk_columns *c, int64_t n, const int64_t *rows) {
     tk_value *v = tk_value_table(ctx);
     if (!v) return NULL;
     for (int32_t j = 0; j < c->ncols; j++) {
         if (c->types[j] == TK_COL_INT64_LIST) {
-            const int64_t *o = tk_i64(c->offsets[j]), *d = tk_i64(c->values[j]);
-            int64_t total = 0;
-            for (int64_t i = 0; i < n; i++) total += o[rows[i] + 1] - o[rows[i]];
-            int64_t oshape[1] = {n + 1}, vshape[1] = {total};
-            tk_tensor *offs = tk_ctx_empty(ctx, TK_I64, 1, oshape), *vals = tk_ctx_empty(ctx, TK_I64, 1, vshape);
-            if (!offs || !vals) return NULL;
-            int64_t *od = tk_i64(offs), *vd = tk_i64(vals), p = 0;
-            od[0] = 0;
-            for (int64_t i = 0; i < n; i++) {
-                for (int64_t q = o[rows[i]]; q < o[rows[i] + 1]; q++) vd[p++] = d[q];
-                od[i + 1] = p;
-            }
-            char vname[256], oname[256];
-            snprintf(vname, sizeof vname, "%s__values", c->names[j]);
-            snprintf(oname, sizeof oname, "%s__offsets", c->names[j]);
-            if (tk_value_set(ctx, v, vname, vals) != TK_OK || tk_value_set(ctx, v, oname, offs) != TK_OK) return NULL;
+            tk_tensor *vals, *offs;
+            tk_ragged_select(c->values[j], c->offsets[j], n, rows, &vals, &offs);
+            vals = keep_in(ctx, vals); /* both, so neither can leak */
+            offs = keep_in(ctx, offs);
+            if (!vals || !offs || tk_value_set_ragged(ctx, v, c->names[j], vals, offs) != TK_OK) return NULL;
         } else {
-            tk_dtype dt = c->types[j] == TK_COL_FLOAT32 ? TK_F32 : TK_I64;
-            int64_t shape[1] = {n};
-            tk_tensor *t = tk_ctx_empty(ctx, dt, 1, shape);
-            if (!t) return NULL;
-            size_t es = tk_dtype_size(dt);
-            for (int64_t i = 0; i < n; i++)
-                memcpy((char *)t->data + (size_t)i * es, (const char *)c->values[j]->data + (size_t)rows[i] * es, es);
-            if (tk_value_set(ctx, v, c->names[j], t) != TK_OK) return NULL;
+            tk_tensor *t = keep_in(ctx, tk_index_select(c->values[j], n, rows));
+            if (!t || tk_value_set(ctx, v, c->names[j], t) != TK_OK) return NULL;
         }
     }
     return v;

@@ -29,22 +29,12 @@ typedef struct tkl_block {
     tk_block *b;
 } tkl_block;
 
+/* --- util.c: helpers of every file, depending on the core and Lua alone --- */
+
+/* Registers util.c's metatables; luaopen_towerkit_core calls it first. */
+void tkl_open_util(lua_State *L);
 /* Raises a Lua error with a message; never used with memory still owned by C frames. */
 int tkl_error(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* Integers from Lua numbers. A double converts to an integer exactly (and without
- * undefined behaviour) when it has no fraction and |d| <= 2^53; int64 tensor values
- * may use the whole int64 range [-2^63, 2^63). */
-#define TKL_INT53_MAX 9007199254740992.0   /* 2^53 */
-#define TKL_INT64_LIMIT 9223372036854775808.0 /* 2^63 */
-bool tkl_is_int53(double d);
-/* The integer argument at idx; raises "bad argument #idx (<what> must be an integer of
- * magnitude at most 2^53, got x)". tkl_opt_int: def when the argument is none or nil. */
-int64_t tkl_check_int(lua_State *L, int idx, const char *what);
-int64_t tkl_opt_int(lua_State *L, int idx, int64_t def, const char *what);
-/* A seed argument (an integer, negative ones wrap around); def when none or nil. */
-uint64_t tkl_opt_seed(lua_State *L, int idx, uint64_t def);
-
 /* A qsort comparator of C strings held by pointer (const char *[]). */
 int tkl_strcmp_ptr(const void *a, const void *b);
 
@@ -54,6 +44,40 @@ int tkl_strcmp_ptr(const void *a, const void *b);
  * moves elsewhere. */
 void **tkl_push_owned(lua_State *L, void (*free_fn)(void *));
 void tkl_owned_free(lua_State *L, int idx); /* frees now (idx: the owner userdata) */
+
+/* Integers from Lua numbers. A double converts to an integer exactly (and without
+ * undefined behaviour) when it has no fraction and |d| <= 2^53; int64 tensor values
+ * may use the whole int64 range [-2^63, 2^63). */
+#define TKL_INT53_MAX 9007199254740992.0   /* 2^53 */
+#define TKL_INT64_LIMIT 9223372036854775808.0 /* 2^63 */
+bool tkl_is_int53(double d);
+
+/* Positional arguments: tkl_check_*(L, idx, what) raises on a missing or bad argument,
+ * tkl_opt_*(L, idx, what, def) returns def when it is none or nil. `what` names the
+ * argument in messages: "bad argument #3 (first must be an integer of magnitude at most
+ * 2^53, got 0.5)"; for an activation it names the function ("bad argument #2 to
+ * 'activate' (unknown activation 'swish'; known: ...)"). A seed is an integer whose
+ * negative values wrap around. */
+int64_t tkl_check_int(lua_State *L, int idx, const char *what);
+int64_t tkl_opt_int(lua_State *L, int idx, const char *what, int64_t def);
+uint64_t tkl_opt_seed(lua_State *L, int idx, const char *what, uint64_t def);
+int tkl_opt_activation(lua_State *L, int idx, const char *what, tk_activation def);
+/* An initializer: a name string or {kind = name, a = , b = }. */
+tk_init tkl_opt_init(lua_State *L, int idx, const char *what, tk_init def);
+
+/* Option tables: tkl_field_*(L, idx, key, def) reads field `key` of the table at idx
+ * (idx 0 or a non-table: no options), def when it is nil; the key names the option in
+ * messages ("option 'in' must be an integer, got 0.5"). tkl_push_field pushes the field
+ * (nil when absent) for a reader of its own. */
+void tkl_push_field(lua_State *L, int idx, const char *key);
+const char *tkl_field_string(lua_State *L, int idx, const char *key, const char *def);
+double tkl_field_number(lua_State *L, int idx, const char *key, double def);
+int64_t tkl_field_int(lua_State *L, int idx, const char *key, int64_t def);
+bool tkl_field_bool(lua_State *L, int idx, const char *key, bool def);
+tk_init tkl_field_init(lua_State *L, int idx, const char *key, tk_init def);
+
+/* Pushes the entry name of a part of a ragged feature (tk_ragged_name_join). */
+void tkl_push_ragged_name(lua_State *L, const char *feature, tk_ragged_part part);
 
 /* Tensors */
 void tkl_open_tensor(lua_State *L);
@@ -95,14 +119,5 @@ void tkl_open_json(lua_State *L);
 void tkl_open_io(lua_State *L);
 void tkl_open_retrieval(lua_State *L);
 void tkl_open_serving(lua_State *L); /* towerkit.Model, towerkit.ModelSlot */
-
-/* Option tables */
-const char *tkl_opt_string(lua_State *L, int idx, const char *key, const char *def);
-double tkl_opt_number(lua_State *L, int idx, const char *key, double def);
-int64_t tkl_opt_integer(lua_State *L, int idx, const char *key, int64_t def);
-bool tkl_opt_bool(lua_State *L, int idx, const char *key, bool def);
-/* An initializer: a name string or {kind = name, a = , b = }; def if absent. */
-tk_init tkl_opt_init(lua_State *L, int idx, const char *key, tk_init def);
-int tkl_check_activation(lua_State *L, int idx, const char *what);
 
 #endif

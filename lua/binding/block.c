@@ -7,112 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* --- option tables --- */
-
-static void push_opt(lua_State *L, int idx, const char *key) {
-    if (idx && lua_istable(L, idx))
-        lua_getfield(L, idx, key);
-    else
-        lua_pushnil(L);
-}
-
-const char *tkl_opt_string(lua_State *L, int idx, const char *key, const char *def) {
-    push_opt(L, idx, key);
-    const char *s = def;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TSTRING) {
-            lua_pop(L, 1);
-            tkl_error(L, "option '%s' must be a string", key);
-        }
-        s = lua_tostring(L, -1); /* still referenced by the options table */
-    }
-    lua_pop(L, 1);
-    return s;
-}
-
-double tkl_opt_number(lua_State *L, int idx, const char *key, double def) {
-    push_opt(L, idx, key);
-    double d = def;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TNUMBER) {
-            lua_pop(L, 1);
-            tkl_error(L, "option '%s' must be a number", key);
-        }
-        d = lua_tonumber(L, -1);
-    }
-    lua_pop(L, 1);
-    return d;
-}
-
-int64_t tkl_opt_integer(lua_State *L, int idx, const char *key, int64_t def) {
-    push_opt(L, idx, key);
-    bool absent = lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (absent) return def;
-    double d = tkl_opt_number(L, idx, key, 0);
-    if (d != floor(d)) tkl_error(L, "option '%s' must be an integer, got %g", key, d);
-    if (!tkl_is_int53(d)) tkl_error(L, "option '%s' must be an integer of magnitude at most 2^53, got %g", key, d);
-    return (int64_t)d;
-}
-
-bool tkl_opt_bool(lua_State *L, int idx, const char *key, bool def) {
-    push_opt(L, idx, key);
-    bool b = def;
-    if (!lua_isnil(L, -1)) {
-        if (lua_type(L, -1) != LUA_TBOOLEAN) {
-            lua_pop(L, 1);
-            tkl_error(L, "option '%s' must be a boolean", key);
-        }
-        b = lua_toboolean(L, -1);
-    }
-    lua_pop(L, 1);
-    return b;
-}
-
-/* Initializer at stack top: "name" or {kind = "name", a = x, b = y}. Pops it. */
-static tk_init init_at_top(lua_State *L, const char *what, tk_init def) {
-    tk_init init = def;
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return init;
-    }
-    const char *name = NULL;
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        name = lua_tostring(L, -1);
-    } else if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, "kind");
-        name = lua_tostring(L, -1);
-        lua_pop(L, 1);
-    }
-    if (!name) {
-        lua_pop(L, 1);
-        tkl_error(L, "%s must be an initializer name or {kind = name, a = , b = }", what);
-    }
-    if (tk_init_from_name(name, &init) < 0) {
-        char n[64];
-        snprintf(n, sizeof n, "%s", name);
-        lua_pop(L, 1);
-        tkl_error(L, "%s: unknown initializer '%s'; known: %s", what, n, tk_init_names());
-    }
-    if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, "a");
-        if (lua_isnumber(L, -1)) init.a = (float)lua_tonumber(L, -1);
-        lua_getfield(L, -2, "b");
-        if (lua_isnumber(L, -1)) init.b = (float)lua_tonumber(L, -1);
-        lua_pop(L, 2);
-    }
-    lua_pop(L, 1);
-    return init;
-}
-
-tk_init tkl_opt_init(lua_State *L, int idx, const char *key, tk_init def) {
-    if (key)
-        push_opt(L, idx, key);
-    else
-        lua_pushvalue(L, idx);
-    return init_at_top(L, key ? key : "initializer", def);
-}
-
 /* --- userdata --- */
 
 tkl_block *tkl_check_block_ud(lua_State *L, int idx) { return (tkl_block *)luaL_checkudata(L, idx, TKL_BLOCK); }
@@ -169,16 +63,16 @@ static int l_dense(lua_State *L) {
     double units = luaL_checknumber(L, 2);
     if (units < 0 || units != floor(units))
         return tkl_error(L, "bad argument #2 to 'dense' (units must be a non-negative integer (0: the input width), got %g)", units);
-    int64_t in = tkl_opt_integer(L, 3, "in", 0);
+    int64_t in = tkl_field_int(L, 3, "in", 0);
     if (in < 0) return tkl_error(L, "option 'in' must be non-negative");
-    push_opt(L, 3, "activation"); /* options may be absent: core.dense("d", 3) */
-    int act = tkl_check_activation(L, lua_gettop(L), "dense");
+    tkl_push_field(L, 3, "activation"); /* options may be absent: core.dense("d", 3) */
+    int act = tkl_opt_activation(L, lua_gettop(L), "dense", TK_ACT_LINEAR);
     lua_pop(L, 1);
-    bool use_bias = tkl_opt_bool(L, 3, "use_bias", true);
-    tk_init kinit = tkl_opt_init(L, 3, "kernel_initializer", tk_init_default_kernel());
-    tk_init binit = tkl_opt_init(L, 3, "bias_initializer", tk_init_zeros());
-    uint64_t seed = (uint64_t)tkl_opt_integer(L, 3, "seed", 0);
-    double l2 = tkl_opt_number(L, 3, "kernel_l2", 0);
+    bool use_bias = tkl_field_bool(L, 3, "use_bias", true);
+    tk_init kinit = tkl_field_init(L, 3, "kernel_initializer", tk_init_default_kernel());
+    tk_init binit = tkl_field_init(L, 3, "bias_initializer", tk_init_zeros());
+    uint64_t seed = (uint64_t)tkl_field_int(L, 3, "seed", 0);
+    double l2 = tkl_field_number(L, 3, "kernel_l2", 0);
     if (l2 < 0) return tkl_error(L, "option 'kernel_l2' must be non-negative");
     tkl_block *u = new_block_ud(L);
     tk_block *b = tk_dense_new(name, in, (int64_t)units, (tk_activation)act, use_bias, kinit, binit, seed);
@@ -188,7 +82,7 @@ static int l_dense(lua_State *L) {
 
 static int l_activation(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
-    int act = tkl_check_activation(L, 2, "activation");
+    int act = tkl_opt_activation(L, 2, "activation", TK_ACT_LINEAR);
     tkl_block *u = new_block_ud(L);
     return finish(L, u, tk_activation_block_new(name, (tk_activation)act));
 }
@@ -210,9 +104,9 @@ static int l_dropout_block(lua_State *L) {
 /* batch_norm(name, {dim =, momentum =, epsilon =}) */
 static int l_batch_norm(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
-    int64_t dim = tkl_opt_integer(L, 2, "dim", 0);
-    double momentum = tkl_opt_number(L, 2, "momentum", 0.99);
-    double eps = tkl_opt_number(L, 2, "epsilon", 1e-3);
+    int64_t dim = tkl_field_int(L, 2, "dim", 0);
+    double momentum = tkl_field_number(L, 2, "momentum", 0.99);
+    double eps = tkl_field_number(L, 2, "epsilon", 1e-3);
     /* as the core: 1 keeps the running statistics fixed */
     if (!(momentum >= 0 && momentum <= 1)) return tkl_error(L, "option 'momentum' must be in [0, 1], got %g", momentum);
     if (!(eps > 0)) return tkl_error(L, "option 'epsilon' must be positive");
@@ -276,17 +170,17 @@ static int l_add_feature(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
     const char *feature = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
-    const char *table = tkl_opt_string(L, 3, "table", feature);
-    int64_t card = tkl_opt_integer(L, 3, "cardinality", 0);
-    int64_t dim = tkl_opt_integer(L, 3, "dim", 0);
+    const char *table = tkl_field_string(L, 3, "table", feature);
+    int64_t card = tkl_field_int(L, 3, "cardinality", 0);
+    int64_t dim = tkl_field_int(L, 3, "dim", 0);
     if (card < 1) return tkl_error(L, "feature '%s': option 'cardinality' must be a positive integer", feature);
     if (dim < 1) return tkl_error(L, "feature '%s': option 'dim' must be a positive integer", feature);
-    const char *cname = tkl_opt_string(L, 3, "combiner", "mean");
+    const char *cname = tkl_field_string(L, 3, "combiner", "mean");
     int comb = tk_combiner_from_name(cname);
     if (comb < 0) return tkl_error(L, "feature '%s': unknown combiner '%s'; known: sum, mean, sqrtn", feature, cname);
     tk_init def = {TK_INIT_TRUNCATED_NORMAL, 0.05f, 0};
-    tk_init init = tkl_opt_init(L, 3, "initializer", def);
-    uint64_t seed = (uint64_t)tkl_opt_integer(L, 3, "seed", 0);
+    tk_init init = tkl_field_init(L, 3, "initializer", def);
+    uint64_t seed = (uint64_t)tkl_field_int(L, 3, "seed", 0);
     if (b->kind != tk_block_kind_find("embeddings")) return tkl_error(L, "add_feature: block '%s' is not an embeddings block", b->name);
     if (tk_embeddings_add_feature(b, feature, table, card, dim, (tk_combiner)comb, init, seed) != TK_OK)
         return tkl_error(L, "%s", tk_last_error());
@@ -359,7 +253,7 @@ static int l_parallel(lua_State *L) {
 static int l_residual(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
     tk_block *inner = tkl_check_block(L, 2);
-    int act = tkl_check_activation(L, 3, "residual");
+    int act = tkl_opt_activation(L, 3, "residual", TK_ACT_LINEAR);
     tkl_block *u = new_block_ud(L);
     return finish(L, u, tk_residual_new(name, inner, (tk_activation)act));
 }
@@ -754,7 +648,7 @@ static int l_param(lua_State *L) {
 
 static int l_copy(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
-    uint64_t seed = tkl_opt_seed(L, 2, 0);
+    uint64_t seed = tkl_opt_seed(L, 2, "the seed", 0);
     tkl_block *u = new_block_ud(L);
     return finish(L, u, tk_block_copy(b, seed));
 }
@@ -775,7 +669,7 @@ static int l_config_json(lua_State *L) {
 
 static int l_from_config_json(lua_State *L) {
     const char *json = luaL_checkstring(L, 1);
-    uint64_t seed = tkl_opt_seed(L, 2, 0);
+    uint64_t seed = tkl_opt_seed(L, 2, "the seed", 0);
     tkl_block *u = new_block_ud(L);
     return finish(L, u, tk_block_from_config_json(json, seed));
 }

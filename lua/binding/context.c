@@ -16,7 +16,7 @@ tkl_context *tkl_check_context(lua_State *L, int idx) {
 
 /* Context([seed]) */
 static int l_context_new(lua_State *L) {
-    uint64_t seed = tkl_opt_seed(L, 1, 0);
+    uint64_t seed = tkl_opt_seed(L, 1, "the seed", 0);
     tkl_context *c = (tkl_context *)lua_newuserdata(L, sizeof *c);
     c->ctx = NULL;
     luaL_getmetatable(L, TKL_CONTEXT);
@@ -85,7 +85,7 @@ static int l_context_num_threads(lua_State *L) {
 static int l_context_seed(lua_State *L) {
     tk_ctx *ctx = tkl_check_context(L, 1)->ctx;
     luaL_checknumber(L, 2);
-    tk_ctx_seed(ctx, tkl_opt_seed(L, 2, 0));
+    tk_ctx_seed(ctx, tkl_opt_seed(L, 2, "the seed", 0));
     lua_settop(L, 1);
     return 1;
 }

@@ -55,7 +55,33 @@ static int l_clock(lua_State *L) {
     return 1;
 }
 
+static const char *const ragged_parts[] = {"values", "offsets", NULL};
+
+/* ragged_split(name) -> feature, "values" | "offsets" for an entry of a ragged feature;
+ * nil for a plain entry. */
+static int l_ragged_split(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1);
+    size_t len;
+    tk_ragged_part part = tk_ragged_name_split(name, &len);
+    if (part == TK_RAGGED_NONE) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushlstring(L, name, len);
+    lua_pushstring(L, ragged_parts[part == TK_RAGGED_VALUES ? 0 : 1]);
+    return 2;
+}
+
+/* ragged_join(feature, "values" | "offsets") -> the entry's name */
+static int l_ragged_join(lua_State *L) {
+    const char *feature = luaL_checkstring(L, 1);
+    int part = luaL_checkoption(L, 2, NULL, ragged_parts);
+    tkl_push_ragged_name(L, feature, part == 0 ? TK_RAGGED_VALUES : TK_RAGGED_OFFSETS);
+    return 1;
+}
+
 int luaopen_towerkit_core(lua_State *L) {
+    tkl_open_util(L);
     lua_newtable(L);
     tkl_open_tensor(L);
     tkl_open_context(L);
@@ -75,6 +101,10 @@ int luaopen_towerkit_core(lua_State *L) {
     lua_setfield(L, -2, "isatty");
     lua_pushcfunction(L, l_clock);
     lua_setfield(L, -2, "clock");
+    lua_pushcfunction(L, l_ragged_split);
+    lua_setfield(L, -2, "ragged_split");
+    lua_pushcfunction(L, l_ragged_join);
+    lua_setfield(L, -2, "ragged_join");
     lua_pushliteral(L, TK_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

@@ -55,8 +55,8 @@ static int l_csv_open(lua_State *L) {
     return 1;
 }
 
-/* reader:next(max_rows) -> {name = tensor, list__values =, list__offsets =}, rows; rows is
- * 0 at the end of the file. */
+/* reader:next(max_rows) -> {name = tensor, and a list column's two entries}, rows; rows
+ * is 0 at the end of the file. */
 static int csv_next(lua_State *L) {
     tkl_csv *u = (tkl_csv *)luaL_checkudata(L, 1, TKL_CSV);
     if (!u->r) return tkl_error(L, "csv reader is closed");
@@ -73,11 +73,11 @@ static int csv_next(lua_State *L) {
     lua_createtable(L, 0, c->ncols * 2);
     for (int32_t i = 0; i < c->ncols; i++) {
         if (c->types[i] == TK_COL_INT64_LIST) {
-            lua_pushfstring(L, "%s__values", c->names[i]);
+            tkl_push_ragged_name(L, c->names[i], TK_RAGGED_VALUES);
             tkl_push_heap(L, c->values[i]); /* takes over the reference */
             c->values[i] = NULL;
             lua_rawset(L, -3);
-            lua_pushfstring(L, "%s__offsets", c->names[i]);
+            tkl_push_ragged_name(L, c->names[i], TK_RAGGED_OFFSETS);
             tkl_push_heap(L, c->offsets[i]);
             c->offsets[i] = NULL;
             lua_rawset(L, -3);

@@ -31,30 +31,30 @@ static int finish(lua_State *L, tkl_optim *u, tk_optim *o) {
 
 /* sgd{learning_rate =, momentum =, nesterov =, weight_decay =} */
 static int l_sgd(lua_State *L) {
-    double lr = tkl_opt_number(L, 1, "learning_rate", 0.01);
-    double momentum = tkl_opt_number(L, 1, "momentum", 0);
-    bool nesterov = tkl_opt_bool(L, 1, "nesterov", false);
-    double wd = tkl_opt_number(L, 1, "weight_decay", 0);
+    double lr = tkl_field_number(L, 1, "learning_rate", 0.01);
+    double momentum = tkl_field_number(L, 1, "momentum", 0);
+    bool nesterov = tkl_field_bool(L, 1, "nesterov", false);
+    double wd = tkl_field_number(L, 1, "weight_decay", 0);
     tkl_optim *u = new_optim_ud(L);
     return finish(L, u, tk_optim_sgd_new((float)lr, (float)momentum, nesterov, (float)wd));
 }
 
 /* adam{learning_rate =, beta_1 =, beta_2 =, epsilon =, weight_decay =} */
 static int l_adam(lua_State *L) {
-    double lr = tkl_opt_number(L, 1, "learning_rate", 0.001);
-    double b1 = tkl_opt_number(L, 1, "beta_1", 0.9);
-    double b2 = tkl_opt_number(L, 1, "beta_2", 0.999);
-    double eps = tkl_opt_number(L, 1, "epsilon", 1e-7);
-    double wd = tkl_opt_number(L, 1, "weight_decay", 0);
+    double lr = tkl_field_number(L, 1, "learning_rate", 0.001);
+    double b1 = tkl_field_number(L, 1, "beta_1", 0.9);
+    double b2 = tkl_field_number(L, 1, "beta_2", 0.999);
+    double eps = tkl_field_number(L, 1, "epsilon", 1e-7);
+    double wd = tkl_field_number(L, 1, "weight_decay", 0);
     tkl_optim *u = new_optim_ud(L);
     return finish(L, u, tk_optim_adam_new((float)lr, (float)b1, (float)b2, (float)eps, (float)wd));
 }
 
 /* adagrad{learning_rate =, initial_accumulator_value =, epsilon =} */
 static int l_adagrad(lua_State *L) {
-    double lr = tkl_opt_number(L, 1, "learning_rate", 0.001);
-    double init = tkl_opt_number(L, 1, "initial_accumulator_value", 0.1);
-    double eps = tkl_opt_number(L, 1, "epsilon", 1e-7);
+    double lr = tkl_field_number(L, 1, "learning_rate", 0.001);
+    double init = tkl_field_number(L, 1, "initial_accumulator_value", 0.1);
+    double eps = tkl_field_number(L, 1, "epsilon", 1e-7);
     tkl_optim *u = new_optim_ud(L);
     return finish(L, u, tk_optim_adagrad_new((float)lr, (float)init, (float)eps));
 }

@@ -25,8 +25,8 @@ static tk_retrieval_opts loss_opts(lua_State *L, int idx) {
     tk_retrieval_opts o;
     memset(&o, 0, sizeof o);
     if (lua_istable(L, idx)) {
-        o.temperature = (float)tkl_opt_number(L, idx, "temperature", 1.0);
-        o.num_hard_negatives = (int32_t)tkl_opt_integer(L, idx, "num_hard_negatives", 0);
+        o.temperature = (float)tkl_field_number(L, idx, "temperature", 1.0);
+        o.num_hard_negatives = (int32_t)tkl_field_int(L, idx, "num_hard_negatives", 0);
         o.item_ids = opt_tensor(L, idx, "item_ids");
         o.item_logq = opt_tensor(L, idx, "item_logq");
         o.negatives = opt_tensor(L, idx, "negatives");
@@ -164,7 +164,7 @@ static int l_two_tower_trainer(lua_State *L) {
     tk_block *q = tkl_check_block(L, 1), *it = tkl_check_block(L, 2);
     tk_block *post = lua_isnoneornil(L, 3) ? NULL : tkl_check_block(L, 3);
     tk_optim *opt = tkl_check_optim(L, 4);
-    uint64_t seed = tkl_opt_seed(L, 5, 1);
+    uint64_t seed = tkl_opt_seed(L, 5, "the seed", 1);
     tkl_trainer *u = (tkl_trainer *)lua_newuserdata(L, sizeof *u);
     u->t = NULL;
     luaL_getmetatable(L, TKL_TRAINER);

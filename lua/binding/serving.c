@@ -83,8 +83,8 @@ static int recommend(lua_State *L, tk_model *m, tk_ctx *ctx, int batch_idx, int 
 static int l_model_load(lua_State *L) {
     const char *dir = luaL_checkstring(L, 1);
     tk_model_options o = {0};
-    o.items_path = tkl_opt_string(L, 2, "items", NULL);
-    o.batch_size = tkl_opt_integer(L, 2, "batch_size", 0);
+    o.items_path = tkl_field_string(L, 2, "items", NULL);
+    o.batch_size = tkl_field_int(L, 2, "batch_size", 0);
     tk_model *m = tk_model_load(dir, &o);
     if (!m) return tkl_error(L, "%s", tk_last_error());
     push_model_ud(L, m);
@@ -273,7 +273,7 @@ static int l_slot_reload(lua_State *L) {
     tkl_slot *u = check_slot(L, 1);
     const char *dir = luaL_checkstring(L, 2);
     tk_model_options o = {0};
-    o.items_path = tkl_opt_string(L, 3, "items", NULL);
+    o.items_path = tkl_field_string(L, 3, "items", NULL);
     if (tk_model_slot_reload(u->s, dir, &o) != TK_OK) return tkl_error(L, "%s", tk_last_error());
     lua_pushnumber(L, (lua_Number)tk_model_slot_version(u->s));
     return 1;

@@ -2,77 +2,8 @@
 #include "binding.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-
-int tkl_error(lua_State *L, const char *fmt, ...) {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    luaL_where(L, 1);
-    lua_pushstring(L, msg);
-    lua_concat(L, 2);
-    return lua_error(L);
-}
-
-int tkl_strcmp_ptr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
-
-/* --- memory owned by a C function that may raise --- */
-
-#define TKL_OWNED "towerkit.Owned"
-
-typedef struct tkl_owned {
-    void *p;
-    void (*free_fn)(void *);
-} tkl_owned;
-
-static int owned_gc(lua_State *L) {
-    tkl_owned *o = (tkl_owned *)luaL_checkudata(L, 1, TKL_OWNED);
-    void *p = o->p;
-    o->p = NULL;
-    if (p && o->free_fn) o->free_fn(p);
-    return 0;
-}
-
-void **tkl_push_owned(lua_State *L, void (*free_fn)(void *)) {
-    tkl_owned *o = (tkl_owned *)lua_newuserdata(L, sizeof *o);
-    o->p = NULL;
-    o->free_fn = free_fn;
-    luaL_getmetatable(L, TKL_OWNED);
-    lua_setmetatable(L, -2);
-    return &o->p;
-}
-
-void tkl_owned_free(lua_State *L, int idx) {
-    tkl_owned *o = (tkl_owned *)luaL_checkudata(L, idx, TKL_OWNED);
-    void *p = o->p;
-    o->p = NULL;
-    if (p && o->free_fn) o->free_fn(p);
-}
-
-/* --- integers from Lua numbers --- */
-
-/* A double converts to int64 without undefined behaviour, and exactly, when it is an
- * integer of magnitude at most 2^53. NaN and infinities are not. */
-bool tkl_is_int53(double d) { return d == floor(d) && fabs(d) <= TKL_INT53_MAX; }
-
-int64_t tkl_check_int(lua_State *L, int idx, const char *what) {
-    double d = luaL_checknumber(L, idx);
-    if (!tkl_is_int53(d))
-        tkl_error(L, "bad argument #%d (%s must be an integer of magnitude at most 2^53, got %g)", idx, what, d);
-    return (int64_t)d;
-}
-
-int64_t tkl_opt_int(lua_State *L, int idx, int64_t def, const char *what) {
-    return lua_isnoneornil(L, idx) ? def : tkl_check_int(L, idx, what);
-}
-
-uint64_t tkl_opt_seed(lua_State *L, int idx, uint64_t def) {
-    return lua_isnoneornil(L, idx) ? def : (uint64_t)tkl_check_int(L, idx, "the seed");
-}
 
 tkl_tensor *tkl_check_tensor_ud(lua_State *L, int idx) {
     return (tkl_tensor *)luaL_checkudata(L, idx, TKL_TENSOR);
@@ -300,8 +231,8 @@ static int check_shape_table(lua_State *L, int64_t *shape) {
 static int l_init(lua_State *L) {
     int64_t shape[TK_MAX_DIMS];
     int ndim = check_shape_table(L, shape);
-    tk_init init = tkl_opt_init(L, 2, NULL, tk_init_zeros());
-    return push_initialized(L, ndim, shape, init, tkl_opt_seed(L, 3, 0));
+    tk_init init = tkl_opt_init(L, 2, "initializer", tk_init_zeros());
+    return push_initialized(L, ndim, shape, init, tkl_opt_seed(L, 3, "the seed", 0));
 }
 
 /* randn(shape [, seed [, stddev]]) */
@@ -309,7 +240,7 @@ static int l_randn(lua_State *L) {
     int64_t shape[TK_MAX_DIMS];
     int ndim = check_shape_table(L, shape);
     tk_init init = {TK_INIT_RANDOM_NORMAL, (float)luaL_optnumber(L, 3, 1.0), 0};
-    return push_initialized(L, ndim, shape, init, tkl_opt_seed(L, 2, 0));
+    return push_initialized(L, ndim, shape, init, tkl_opt_seed(L, 2, "the seed", 0));
 }
 
 /* rand(shape [, seed [, low, high]]) */
@@ -319,7 +250,7 @@ static int l_rand(lua_State *L) {
     float lo = (float)luaL_optnumber(L, 3, 0.0), hi = (float)luaL_optnumber(L, 4, 1.0);
     if (!(hi > lo)) return tkl_error(L, "bad argument #4 (high must exceed low)");
     tk_init init = {TK_INIT_RANDOM_UNIFORM, lo, hi};
-    return push_initialized(L, ndim, shape, init, tkl_opt_seed(L, 2, 0));
+    return push_initialized(L, ndim, shape, init, tkl_opt_seed(L, 2, "the seed", 0));
 }
 
 /* --- methods --- */
@@ -701,15 +632,6 @@ static int l_scale(lua_State *L) {
     return tkl_push_result(L, lua_gettop(L), tk_scale(ctx, a, s));
 }
 
-int tkl_check_activation(lua_State *L, int idx, const char *what) {
-    const char *name = luaL_optstring(L, idx, "linear");
-    int act = tk_activation_from_name(name);
-    if (act < 0)
-        return tkl_error(L, "bad argument #%d to '%s' (unknown activation '%s'; known: %s)", idx, what, name,
-                         tk_activation_names());
-    return act;
-}
-
 /* is_activation(name) -> true if the core knows the activation (core.names("activation")) */
 static int l_is_activation(lua_State *L) {
     lua_pushboolean(L, lua_type(L, 1) == LUA_TSTRING && tk_activation_from_name(lua_tostring(L, 1)) >= 0);
@@ -720,7 +642,7 @@ static int l_is_activation(lua_State *L) {
 static int l_activate(lua_State *L) {
     int idx[1] = {1};
     tk_tensor *a = tkl_check_tensor(L, 1);
-    int act = tkl_check_activation(L, 2, "activate");
+    int act = tkl_opt_activation(L, 2, "activate", TK_ACT_LINEAR);
     tk_ctx *ctx = tkl_op_context(L, 1, idx);
     return tkl_push_result(L, lua_gettop(L), tk_activate(ctx, a, (tk_activation)act));
 }
@@ -861,81 +783,49 @@ static int l_embedding_lookup(lua_State *L) {
                                                       has_off ? tkl_check_tensor(L, 3) : NULL, (tk_combiner)comb, name));
 }
 
-/* --- row selection for batching (heap results, no gradients) --- */
+/* --- the core's data kernels (data.c): heap results, no gradients --- */
 
-static int64_t row_bytes(const tk_tensor *t) {
-    int64_t n = 1;
-    for (int d = 1; d < t->ndim; d++) n *= t->shape[d];
-    return n * (int64_t)tk_dtype_size(t->dtype);
+/* The int64 [n] indices at idx, cut to [first, first + count) by the optional arguments
+ * after them (all by default); *count gets the count. */
+static const int64_t *index_range(lua_State *L, int idx, const char *fn, int64_t *count) {
+    tk_tensor *ix = tkl_check_tensor(L, idx);
+    if (ix->dtype != TK_I64 || ix->ndim != 1)
+        tkl_error(L, "bad argument #%d to '%s' (int64 [n] indices expected)", idx, fn);
+    int64_t first = tkl_opt_int(L, idx + 1, "first", 0);
+    *count = tkl_opt_int(L, idx + 2, "count", ix->numel - first);
+    if (first < 0 || *count < 0 || first + *count > ix->numel)
+        tkl_error(L, "bad argument #%d to '%s' (range %lld+%lld outside %lld indices)", idx + 1, fn, (long long)first,
+                  (long long)*count, (long long)ix->numel);
+    return tk_i64(ix) + first;
+}
+
+/* Pushes the heap tensor a data kernel made, or raises the kernel's message. */
+static int push_made(lua_State *L, tk_tensor *t) {
+    if (!t) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, t);
+    return 1;
 }
 
 /* index_select(t, idx [, first, count]): rows idx[first .. first+count) (0-based
  * indices) of t along its first dimension, as a new heap tensor. */
 static int l_index_select(lua_State *L) {
     tk_tensor *t = tkl_check_tensor(L, 1);
-    tk_tensor *idx = tkl_check_tensor(L, 2);
-    if (t->ndim < 1) return tkl_error(L, "bad argument #1 to 'index_select' (a tensor of at least 1 dimension expected)");
-    if (idx->dtype != TK_I64 || idx->ndim != 1) return tkl_error(L, "bad argument #2 to 'index_select' (int64 [n] indices expected)");
-    int64_t first = tkl_opt_int(L, 3, 0, "first");
-    int64_t count = tkl_opt_int(L, 4, idx->numel - first, "count");
-    if (first < 0 || count < 0 || first + count > idx->numel)
-        return tkl_error(L, "bad argument #3 to 'index_select' (range %lld+%lld outside %lld indices)", (long long)first,
-                         (long long)count, (long long)idx->numel);
-    const int64_t *ix = tk_i64(idx) + first;
-    for (int64_t i = 0; i < count; i++)
-        if (ix[i] < 0 || ix[i] >= t->shape[0])
-            return tkl_error(L, "index_select: index %lld out of range [0, %lld)", (long long)ix[i], (long long)t->shape[0]);
-    int64_t shape[TK_MAX_DIMS];
-    memcpy(shape, t->shape, sizeof shape);
-    shape[0] = count;
-    tk_tensor *out = tk_tensor_new(t->dtype, t->ndim, shape);
-    if (!out) return tkl_error(L, "%s", tk_last_error());
-    tkl_push_heap(L, out);
-    int64_t rb = row_bytes(t);
-    const char *src = t->data;
-    char *dst = out->data;
-    for (int64_t i = 0; i < count; i++) memcpy(dst + i * rb, src + ix[i] * rb, (size_t)rb);
-    return 1;
+    int64_t n;
+    const int64_t *ix = index_range(L, 2, "index_select", &n);
+    return push_made(L, tk_index_select(t, n, ix));
 }
 
 /* ragged_select(values, offsets, idx [, first, count]) -> values, offsets of the selected
  * rows of a ragged list column. */
 static int l_ragged_select(lua_State *L) {
-    tk_tensor *values = tkl_check_tensor(L, 1);
-    tk_tensor *offsets = tkl_check_tensor(L, 2);
-    tk_tensor *idx = tkl_check_tensor(L, 3);
-    if (offsets->dtype != TK_I64 || offsets->ndim != 1 || offsets->numel < 1)
-        return tkl_error(L, "bad argument #2 to 'ragged_select' (int64 [rows + 1] offsets expected)");
-    if (values->ndim != 1) return tkl_error(L, "bad argument #1 to 'ragged_select' (1-d values expected)");
-    if (idx->dtype != TK_I64 || idx->ndim != 1) return tkl_error(L, "bad argument #3 to 'ragged_select' (int64 [n] indices expected)");
-    int64_t first = tkl_opt_int(L, 4, 0, "first");
-    int64_t count = tkl_opt_int(L, 5, idx->numel - first, "count");
-    if (first < 0 || count < 0 || first + count > idx->numel)
-        return tkl_error(L, "bad argument #4 to 'ragged_select' (range outside the indices)");
-    const int64_t *ix = tk_i64(idx) + first, *off = tk_i64(offsets);
-    int64_t rows = offsets->numel - 1, total = 0;
-    for (int64_t i = 0; i < count; i++) {
-        if (ix[i] < 0 || ix[i] >= rows)
-            return tkl_error(L, "ragged_select: index %lld out of range [0, %lld)", (long long)ix[i], (long long)rows);
-        int64_t a = off[ix[i]], b = off[ix[i] + 1];
-        if (a < 0 || b < a || b > values->numel) return tkl_error(L, "ragged_select: offsets are not increasing or exceed the values");
-        total += b - a;
-    }
-    tk_tensor *ov = tk_tensor_new_1d(values->dtype, total);
-    if (!ov) return tkl_error(L, "%s", tk_last_error());
-    tkl_push_heap(L, ov);
-    tk_tensor *oo = tk_tensor_new_1d(TK_I64, count + 1);
-    if (!oo) return tkl_error(L, "%s", tk_last_error());
-    tkl_push_heap(L, oo);
-    size_t es = tk_dtype_size(values->dtype);
-    int64_t pos = 0;
-    tk_i64(oo)[0] = 0;
-    for (int64_t i = 0; i < count; i++) {
-        int64_t a = off[ix[i]], n = off[ix[i] + 1] - a;
-        memcpy((char *)ov->data + pos * es, (const char *)values->data + a * es, (size_t)n * es);
-        pos += n;
-        tk_i64(oo)[i + 1] = pos;
-    }
+    tk_tensor *values = tkl_check_tensor(L, 1), *offsets = tkl_check_tensor(L, 2);
+    int64_t n;
+    const int64_t *ix = index_range(L, 3, "ragged_select", &n);
+    /* the userdata first: once the tensors exist nothing may raise before they are held */
+    tkl_push_heap(L, NULL);
+    tkl_push_heap(L, NULL);
+    tkl_tensor *uv = tkl_check_tensor_ud(L, -2), *uo = tkl_check_tensor_ud(L, -1);
+    if (tk_ragged_select(values, offsets, n, ix, &uv->t, &uo->t) != TK_OK) return tkl_error(L, "%s", tk_last_error());
     return 2;
 }
 
@@ -944,33 +834,14 @@ static int l_cat_rows(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     int n = (int)lua_objlen(L, 1);
     if (n < 1) return tkl_error(L, "bad argument #1 to 'cat_rows' (a non-empty list of tensors expected)");
-    int64_t rows = 0;
-    tk_tensor *first = NULL;
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, 1, i);
-        tk_tensor *t = tkl_to_tensor(L, -1);
+    const tk_tensor **ts = (const tk_tensor **)lua_newuserdata(L, (size_t)n * sizeof *ts);
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, i + 1);
+        ts[i] = tkl_to_tensor(L, -1); /* anchored by the list */
         lua_pop(L, 1);
-        if (!t || t->ndim < 1) return tkl_error(L, "bad argument #1 to 'cat_rows' (entry %d is not a tensor of rows)", i);
-        if (!first) first = t;
-        if (t->dtype != first->dtype || t->ndim != first->ndim || row_bytes(t) != row_bytes(first))
-            return tkl_error(L, "cat_rows: entry %d has another dtype or row shape than entry 1", i);
-        rows += t->shape[0];
+        if (!ts[i]) return tkl_error(L, "bad argument #1 to 'cat_rows' (entry %d is not a tensor)", i + 1);
     }
-    int64_t shape[TK_MAX_DIMS];
-    memcpy(shape, first->shape, sizeof shape);
-    shape[0] = rows;
-    tk_tensor *out = tk_tensor_new(first->dtype, first->ndim, shape);
-    if (!out) return tkl_error(L, "%s", tk_last_error());
-    tkl_push_heap(L, out);
-    int64_t rb = row_bytes(first), pos = 0;
-    for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L, 1, i);
-        tk_tensor *t = tkl_to_tensor(L, -1);
-        lua_pop(L, 1);
-        memcpy((char *)out->data + pos * rb, t->data, (size_t)(t->shape[0] * rb));
-        pos += t->shape[0];
-    }
-    return 1;
+    return push_made(L, tk_cat_rows(n, ts));
 }
 
 /* arange(n [, dtype]) -> 0 .. n-1 */
@@ -990,26 +861,14 @@ static int l_arange(lua_State *L) {
     return 1;
 }
 
-/* shuffle(t, seed): a Fisher-Yates shuffle of a 1-d heap tensor in place. */
+/* shuffle(t, seed): shuffles a 1-d heap tensor in place and returns it. */
 static int l_shuffle(lua_State *L) {
     tkl_tensor *u = tkl_check_tensor_ud(L, 1);
     tk_tensor *t = tkl_check_tensor(L, 1);
     luaL_checknumber(L, 2);
-    uint64_t seed = tkl_opt_seed(L, 2, 0);
-    if (u->ctx || t->ndim != 1) return tkl_error(L, "bad argument #1 to 'shuffle' (a 1-d tensor made outside a context expected)");
-    uint64_t s = seed * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL;
-    size_t es = tk_dtype_size(t->dtype);
-    char tmp[8];
-    for (int64_t i = t->numel - 1; i > 0; i--) {
-        s ^= s >> 12;
-        s ^= s << 25;
-        s ^= s >> 27;
-        int64_t j = (int64_t)((s * 0x2545F4914F6CDD1DULL) % (uint64_t)(i + 1));
-        char *a = (char *)t->data + i * es, *b = (char *)t->data + j * es;
-        memcpy(tmp, a, es);
-        memcpy(a, b, es);
-        memcpy(b, tmp, es);
-    }
+    uint64_t seed = tkl_opt_seed(L, 2, "the seed", 0);
+    if (u->ctx) return tkl_error(L, "bad argument #1 to 'shuffle' (a tensor made outside a context expected)");
+    if (tk_shuffle(t, seed) != TK_OK) return tkl_error(L, "%s", tk_last_error());
     lua_settop(L, 1);
     return 1;
 }
@@ -1017,19 +876,8 @@ static int l_shuffle(lua_State *L) {
 /* map_ids(idx, ids) -> ids[idx] for every entry of an int64 index tensor (any shape;
  * -1 stays -1: "no item"). */
 static int l_map_ids(lua_State *L) {
-    tk_tensor *idx = tkl_check_tensor(L, 1);
-    tk_tensor *ids = tkl_check_tensor(L, 2);
-    if (idx->dtype != TK_I64) return tkl_error(L, "bad argument #1 to 'map_ids' (int64 indices expected)");
-    if (ids->dtype != TK_I64 || ids->ndim != 1) return tkl_error(L, "bad argument #2 to 'map_ids' (int64 [n] ids expected)");
-    tk_tensor *out = tk_tensor_new(TK_I64, idx->ndim, idx->shape);
-    if (!out) return tkl_error(L, "%s", tk_last_error());
-    tkl_push_heap(L, out);
-    for (int64_t i = 0; i < idx->numel; i++) {
-        int64_t j = tk_i64(idx)[i];
-        if (j < -1 || j >= ids->numel) return tkl_error(L, "map_ids: index %lld out of range [0, %lld)", (long long)j, (long long)ids->numel);
-        tk_i64(out)[i] = j < 0 ? -1 : tk_i64(ids)[j];
-    }
-    return 1;
+    tk_tensor *idx = tkl_check_tensor(L, 1), *ids = tkl_check_tensor(L, 2);
+    return push_made(L, tk_map_ids(idx, ids));
 }
 
 /* check_ids(ids, cardinality [, offsets]) -> nil when every id of the int64 tensor is in
@@ -1040,40 +888,14 @@ static int l_check_ids(lua_State *L) {
     tk_tensor *ids = tkl_check_tensor(L, 1);
     int64_t card = tkl_check_int(L, 2, "cardinality");
     tk_tensor *off = lua_isnoneornil(L, 3) ? NULL : tkl_check_tensor(L, 3);
-    if (ids->dtype != TK_I64) return tkl_error(L, "bad argument #1 to 'check_ids' (int64 ids expected)");
-    if (off && (off->dtype != TK_I64 || off->ndim != 1 || off->numel < 1))
-        return tkl_error(L, "bad argument #3 to 'check_ids' (int64 [rows + 1] offsets expected)");
-    const int64_t *v = tk_i64(ids);
-    int64_t n = ids->numel, bad = -1;
-    for (int64_t i = 0; i < n; i++) {
-        if (v[i] < 0 || v[i] >= card) {
-            bad = i;
-            break;
-        }
-    }
-    if (bad < 0) {
+    int64_t row, id;
+    if (tk_check_ids(ids, card, off, &row, &id) != TK_OK) return tkl_error(L, "%s", tk_last_error());
+    if (row < 0) {
         lua_pushnil(L);
         return 1;
     }
-    int64_t row;
-    if (off) {
-        /* the last row r with offsets[r] <= bad (rows with empty lists share offsets) */
-        const int64_t *o = tk_i64(off);
-        int64_t lo = 0, hi = off->numel - 1; /* answer in [lo, hi) */
-        while (hi - lo > 1) {
-            int64_t mid = lo + (hi - lo) / 2;
-            if (o[mid] <= bad)
-                lo = mid;
-            else
-                hi = mid;
-        }
-        row = lo;
-    } else {
-        int64_t per_row = ids->ndim > 1 && ids->shape[0] > 0 ? n / ids->shape[0] : 1;
-        row = bad / per_row;
-    }
     lua_pushnumber(L, (lua_Number)(row + 1));
-    lua_pushnumber(L, (lua_Number)v[bad]);
+    lua_pushnumber(L, (lua_Number)id);
     return 2;
 }
 
@@ -1126,10 +948,6 @@ static const luaL_Reg tensor_functions[] = {
  * the top of the stack. The methods table is exposed as module.Tensor so the Lua layer
  * can add methods written in Lua. */
 void tkl_open_tensor(lua_State *L) {
-    luaL_newmetatable(L, TKL_OWNED);
-    lua_pushcfunction(L, owned_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pop(L, 1);
     luaL_newmetatable(L, TKL_TENSOR);
     luaL_register(L, NULL, tensor_meta);
     lua_newtable(L);

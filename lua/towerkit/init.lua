@@ -1,112 +1,65 @@
 --- towerkit: two-tower retrieval models in LuaJIT on a C core.
 --
--- This module is the facade over the C binding `towerkit.core`: tensors and their
--- ops, contexts, blocks with Merlin's methods (towerkit.block), and optimizers
--- (towerkit.optim).
+-- This module only assembles the public table `tk` from the modules below; each of
+-- them requires what it uses. The C binding is `towerkit.core`.
 local core = require "towerkit.core"
-
-local function pack(...) return { n = select("#", ...), ... } end
+local tensor = require "towerkit.tensor"
+local context = require "towerkit.context"
+local json = require "towerkit.json"
+local seed = require "towerkit.seed"
+local schema = require "towerkit.schema"
+local block = require "towerkit.block"
+local model = require "towerkit.model"
+local serving = require "towerkit.serving"
 
 local tk = {
   _VERSION = core.version,
   core = core,
 }
 
--- Tensors -------------------------------------------------------------------------
-tk.tensor = core.tensor
-tk.zeros = core.zeros
-tk.ones = core.ones
-tk.full = core.full
-tk.randn = core.randn
-tk.rand = core.rand
-tk.matmul = core.matmul
-tk.concat = core.concat
-tk.stack = core.stack
-tk.cosine = core.cosine
-tk.embedding_lookup = core.embedding_lookup
-tk.is_tensor = core.is_tensor
-tk.Tensor = core.Tensor
-
---- Fills a new tensor with a named initializer ("glorot_uniform", "he_normal", ...).
--- @param shape table of dimensions
--- @param initializer name or {kind =, a =, b =}
--- @param seed number (default 0)
-function tk.initialized(shape, initializer, seed)
-  return core.init(shape, initializer, seed)
+-- Copies the named entries of a module into tk.
+local function export(module, names)
+  for _, name in ipairs(names) do tk[name] = assert(module[name], name) end
 end
 
--- Activations as tensor methods: t:relu(), t:sigmoid(), ...
-for _, name in ipairs { "relu", "sigmoid", "tanh", "gelu", "selu", "elu", "softplus" } do
-  core.Tensor[name] = function(self) return self:activate(name) end
-end
-core.Tensor.pow2 = core.Tensor.square
-
--- Losses --------------------------------------------------------------------------
-tk.losses = {
-  cross_entropy = core.cross_entropy,
-  mse = core.mse,
-  bce_with_logits = core.bce_with_logits,
-}
-tk.mse = core.mse
-tk.cross_entropy = core.cross_entropy
-
--- Contexts ------------------------------------------------------------------------
--- Ops run in a context: the context of their inputs when those were computed, else
--- the current one (the default context, or the one `ctx:run(fn)` makes current).
--- A context keeps every intermediate tensor and the gradient tape until it is reset.
-tk.Context = core.Context
-tk.current_context = core.current_context
-tk.default_context = core.default_context
-
---- Resets the current context: frees the intermediates and gradients of the last
--- step. Tensors computed before are released (use t:clone() to keep one).
-function tk.reset()
-  core.current_context():reset()
-end
-
---- Sets the training flag of the current context (dropout, batch-norm statistics).
-function tk.set_training(on)
-  core.current_context():train(on and true or false)
-end
-
---- Runs fn with gradients off in the current context; returns its results.
-function tk.no_grad(fn, ...)
-  local ctx = core.current_context()
-  local was = ctx:grad_enabled()
-  ctx:grad_enabled(false)
-  local res = pack(pcall(fn, ...))
-  ctx:grad_enabled(was)
-  if not res[1] then error(res[2], 0) end
-  return unpack(res, 2, res.n)
-end
-
+-- Tensors, losses and contexts
+export(tensor, { "tensor", "zeros", "ones", "full", "randn", "rand", "matmul", "concat", "stack", "cosine",
+  "embedding_lookup", "is_tensor", "Tensor", "initialized", "losses" })
+tk.mse = tensor.losses.mse
+tk.cross_entropy = tensor.losses.cross_entropy
+export(context, { "Context", "current_context", "default_context", "reset", "set_training", "no_grad" })
 tk.set_num_threads = core.set_num_threads
 tk.get_num_threads = core.get_num_threads
 --- blas_info() -> {kernel, best, below_best, user_set, threads, blas_threads, cpu, advice}:
 -- the OpenBLAS kernel that runs and the best one for this CPU (towerkit.h, "BLAS kernel").
 tk.blas_info = core.blas_info
+tk.json = json
 
---- JSON: decode(text) -> value (or nil, message), encode(value [, pretty]) -> text with
--- sorted keys, array(t) marks a table as an array, null is JSON's null.
-tk.json = { decode = core.json_decode, encode = core.json_encode, array = core.json_array, null = core.json_null }
+-- Schemas
+export(schema, { "Tags", "Schema", "ColumnSchema" })
 
--- Schemas ------------------------------------------------------------------------
-require("towerkit.schema")(tk)
+-- Blocks
+tk.manual_seed = seed.manual_seed
+tk._take_seed = seed.take
+tk._check_activation = block.check_activation
+export(block, { "Block", "Dense", "Activation", "L2Norm", "Dropout", "BatchNormalization", "Filter", "AsTabular",
+  "Aggregation", "LuaBlock", "Debug", "SequentialBlock", "ParallelBlock", "ResidualBlock", "WithShortcut",
+  "as_block", "resolve_post", "MLPBlock", "DenseResidualBlock", "InputBlock", "EmbeddingOptions",
+  "EmbeddingOptionsClass", "infer_embedding_dim", "apply_initializer", "TwoTowerBlock", "registry",
+  "register_block", "set_meta", "get_meta", "from_config", "requires_schema", "rest_branch" })
+tk.BatchNorm = block.BatchNormalization
 
--- Blocks and optimizers ------------------------------------------------------------
-require("towerkit.block")(tk)
-tk.optim = require("towerkit.optim")(tk)
+-- Optimizers, data, metrics, models
+tk.optim = require "towerkit.optim"
+tk.data = require "towerkit.data"
+tk.metrics = require "towerkit.metrics"
+export(model, { "TwoTowerModel", "is_model", "load", "popularity_baseline" })
+tk.History = require("towerkit.history").new
+tk.callbacks = require "towerkit.callbacks"
 
--- Inputs, towers and the two-tower block --------------------------------------------
-require("towerkit.inputs")(tk)
-require("towerkit.mlp")(tk)
-require("towerkit.two_tower")(tk)
-
--- Data, metrics, models ----------------------------------------------------------------
-tk.data = require("towerkit.data")(tk)
-tk.metrics = require("towerkit.metrics")(tk)
-require("towerkit.model")(tk)
-require("towerkit.merlin_methods")(tk)
-require("towerkit.serving")(tk)
+-- Serving
+tk.Model = serving.Model
+tk.ModelSlot = serving.ModelSlot
+tk.serving = { info = serving.info, query = serving.query }
 
 return tk

@@ -1,683 +1,573 @@
 --- TwoTowerModel: training with in-batch negatives, full-catalogue evaluation,
 -- embedding export, top-k retrieval, save and load.
-return function(tk)
-  local core = tk.core
-  local Tags = tk.Tags
-  local json = tk.json
+local core = require "towerkit.core"
+local json = require "towerkit.json"
+local util = require "towerkit.util"
+local datasets = require "towerkit.data"
+local ranking = require "towerkit.metrics"
+local optim = require "towerkit.optim"
+local History = require "towerkit.history"
+local block_meta = require "towerkit.block.meta"
+local TwoTowerBlock = require("towerkit.block.two_tower").TwoTowerBlock
+local Schema = require "towerkit.schema.schema"
+local Tags = require("towerkit.schema.tags").Tags
 
-  local Model = {}
-  Model.__index = Model
-  local History = {}
-  History.__index = History
+local argerror = util.argerror
 
-  local function fail(level, msg, ...) error(msg:format(...), level + 1) end
+local Model = {}
+Model.__index = Model
+local model = {}
 
-  local KNOWN = {
-    logits_temperature = true, logq = true, logq_reg_factor = true, logq_buckets = true, logq_alpha = true,
-    remove_false_negatives = true, negatives = true, num_hard_negatives = true, sample_weight = true,
-    item_tower = true, query_tower_tag = true, item_tower_tag = true, embedding_options = true, post = true,
-  }
-  local BLOCK_OPTS = { item_tower = true, query_tower_tag = true, item_tower_tag = true,
-    embedding_options = true, post = true }
+local KNOWN = {
+  logits_temperature = true, logq = true, logq_reg_factor = true, logq_buckets = true, logq_alpha = true,
+  remove_false_negatives = true, negatives = true, num_hard_negatives = true, sample_weight = true,
+  item_tower = true, query_tower_tag = true, item_tower_tag = true, embedding_options = true, post = true,
+}
+local BLOCK_OPTS = { item_tower = true, query_tower_tag = true, item_tower_tag = true,
+  embedding_options = true, post = true }
 
-  local function check_known(opts)
-    for k in pairs(opts) do
-      if not KNOWN[k] then
-        local names = {}
-        for n in pairs(KNOWN) do names[#names + 1] = n end
-        table.sort(names)
-        fail(4, "TwoTowerModel: unknown option '%s'; known: %s", tostring(k), table.concat(names, ", "))
-      end
-    end
+local function check_known(opts) util.check_options(opts, KNOWN, "TwoTowerModel") end
+
+local function id_column(schema, tag, what)
+  local cols = schema:select_by_tag(tag)
+  if #cols == 0 then
+    argerror("TwoTowerModel: the schema has no %s column (tag '%s')", what, tag)
   end
+  return cols[1]
+end
 
-  local function id_column(schema, tag, what)
-    local cols = schema:select_by_tag(tag)
-    if #cols == 0 then
-      fail(4, "TwoTowerModel: the schema has no %s column (tag '%s')", what, tag)
-    end
-    return cols[1]
+--- TwoTowerModel(two_tower_block, opts) or TwoTowerModel(schema, query_tower, opts)
+-- (then item_tower, query_tower_tag, item_tower_tag, embedding_options and post are
+-- options of the TwoTowerBlock it builds). Options:
+--   logits_temperature = 1.0     logits divided by it
+--   logq = nil | "streaming" | probabilities   logQ correction: logits - reg * log(p);
+--       "streaming" estimates p online (Yi et al. 2019); a tensor or Lua array gives
+--       p per item id
+--   logq_reg_factor = 1.0, logq_buckets = item cardinality, logq_alpha = 0.01
+--   remove_false_negatives = true   mask in-batch copies of a row's positive item
+--   negatives = {num =, sampler = "uniform" | "popularity" | "log_uniform", corpus = items}   extra
+--       sampled negatives from an item corpus, with sampling-probability correction
+--   num_hard_negatives = 0   keep only the hardest negatives per row (TFRS)
+--   sample_weight = column name   per-example weights from the batch
+function model.TwoTowerModel(a, b, c)
+  local block, opts
+  if Schema.is_schema(a) then
+    opts = c or {}
+    if type(opts) ~= "table" then argerror("TwoTowerModel: options must be a table") end
+    check_known(opts)
+    local block_opts = {}
+    for k in pairs(BLOCK_OPTS) do block_opts[k] = opts[k] end
+    block = TwoTowerBlock(a, b, block_opts)
+  else
+    if not core.is_block(a) then argerror("TwoTowerModel: a TwoTowerBlock or a schema expected, got %s", type(a)) end
+    block, opts = a, b or {}
+    if type(opts) ~= "table" then argerror("TwoTowerModel: options must be a table") end
+    check_known(opts)
   end
-
-  --- TwoTowerModel(two_tower_block, opts) or TwoTowerModel(schema, query_tower, opts)
-  -- (then item_tower, query_tower_tag, item_tower_tag, embedding_options and post are
-  -- options of the TwoTowerBlock it builds). Options:
-  --   logits_temperature = 1.0     logits divided by it
-  --   logq = nil | "streaming" | probabilities   logQ correction: logits - reg * log(p);
-  --       "streaming" estimates p online (Yi et al. 2019); a tensor or Lua array gives
-  --       p per item id
-  --   logq_reg_factor = 1.0, logq_buckets = item cardinality, logq_alpha = 0.01
-  --   remove_false_negatives = true   mask in-batch copies of a row's positive item
-  --   negatives = {num =, sampler = "uniform" | "popularity" | "log_uniform", corpus = items}   extra
-  --       sampled negatives from an item corpus, with sampling-probability correction
-  --   num_hard_negatives = 0   keep only the hardest negatives per row (TFRS)
-  --   sample_weight = column name   per-example weights from the batch
-  function tk.TwoTowerModel(a, b, c)
-    local block, opts
-    if tk.Schema.is_schema(a) then
-      opts = c or {}
-      if type(opts) ~= "table" then fail(2, "TwoTowerModel: options must be a table") end
-      check_known(opts)
-      local block_opts = {}
-      for k in pairs(BLOCK_OPTS) do block_opts[k] = opts[k] end
-      block = tk.TwoTowerBlock(a, b, block_opts)
-    else
-      if not core.is_block(a) then fail(2, "TwoTowerModel: a TwoTowerBlock or a schema expected, got %s", type(a)) end
-      block, opts = a, b or {}
-      if type(opts) ~= "table" then fail(2, "TwoTowerModel: options must be a table") end
-      check_known(opts)
-    end
-    local meta = tk.get_meta(block)
-    if not meta or meta.class ~= "TwoTowerBlock" then
-      fail(2, "TwoTowerModel: the block must be a TwoTowerBlock (it has no query and item towers)")
-    end
-    local schema = tk.Schema.from_table(meta.schema, "the TwoTowerBlock's schema")
-    local self = setmetatable({ block = block, schema = schema, opts = {} }, Model)
-    local o = self.opts
-    o.logits_temperature = opts.logits_temperature or 1.0
-    if type(o.logits_temperature) ~= "number" or o.logits_temperature <= 0 then
-      fail(2, "TwoTowerModel: logits_temperature must be a positive number")
-    end
-    o.logq_reg_factor = opts.logq_reg_factor or 1.0
-    o.remove_false_negatives = opts.remove_false_negatives ~= false
-    o.num_hard_negatives = opts.num_hard_negatives or 0
-    if type(o.num_hard_negatives) ~= "number" or o.num_hard_negatives < 0 or o.num_hard_negatives % 1 ~= 0 then
-      fail(2, "TwoTowerModel: num_hard_negatives must be a non-negative integer")
-    end
-    if opts.sample_weight ~= nil and type(opts.sample_weight) ~= "string" then
-      fail(2, "TwoTowerModel: sample_weight must be the name of a weight column")
-    end
-    o.sample_weight = opts.sample_weight
-    self.item_id = id_column(schema, Tags.ITEM_ID, "item id").name
-    self.query_id = (schema:select_by_tag(Tags.USER_ID)[1] or {}).name
-    local card = schema:column(self.item_id):cardinality()
-    if opts.logq == "streaming" then
-      o.logq = "streaming"
-      o.logq_buckets = opts.logq_buckets or card or 1048576
-      o.logq_alpha = opts.logq_alpha or 0.01
-      self.estimator = core.freq_estimator(o.logq_buckets, o.logq_alpha)
-    elseif opts.logq ~= nil then
-      local p = opts.logq
-      if type(p) == "table" and not core.is_tensor(p) then p = tk.tensor(p) end
-      if not core.is_tensor(p) or p:dim() ~= 1 then
-        fail(2, "TwoTowerModel: logq must be \"streaming\" or item probabilities (a 1-d tensor or Lua array)")
-      end
-      local logp, bad = {}, nil
-      for i, v in ipairs(p:totable()) do
-        if not (v > 0) then bad = bad or i end
-        logp[i] = math.log(v)
-      end
-      if bad then fail(2, "TwoTowerModel: logq probabilities must be positive (item %d is not)", bad - 1) end
-      o.logq = "table"
-      self.logq_table = tk.tensor(logp)
-    end
-    if opts.negatives ~= nil then
-      local n = opts.negatives
-      if type(n) ~= "table" or type(n.num) ~= "number" or n.num < 1 or n.num % 1 ~= 0 then
-        fail(2, "TwoTowerModel: negatives must be {num = count, sampler = \"uniform\"|\"popularity\", corpus = items}")
-      end
-      local sampler = n.sampler or "uniform"
-      if sampler ~= "uniform" and sampler ~= "popularity" and sampler ~= "log_uniform" then
-        fail(2, "TwoTowerModel: unknown negative sampler '%s'; known: log_uniform, popularity, uniform", tostring(sampler))
-      end
-      if not tk.data.is_dataset(n.corpus) then
-        fail(2, "TwoTowerModel: negatives.corpus must be a Dataset of items with their features")
-      end
-      o.negatives = { num = n.num, sampler = sampler }
-      self.negative_corpus = n.corpus:unique_by(self.item_id)
-    end
-    return self
+  local meta = block_meta.get(block)
+  if not meta or meta.class ~= "TwoTowerBlock" then
+    argerror("TwoTowerModel: the block must be a TwoTowerBlock (it has no query and item towers)")
   end
-
-  function tk.is_model(x) return getmetatable(x) == Model end
-
-  --- compile{optimizer =, metrics = {...}, clip_grad_norm =, schedule =}
-  function Model:compile(opts)
-    opts = opts or {}
-    if type(opts) ~= "table" then fail(2, "compile: options must be a table") end
-    self.optimizer = opts.optimizer or tk.optim.Adam { learning_rate = 1e-3 }
-    if getmetatable(self.optimizer) == nil or not self.optimizer.step then
-      fail(2, "compile: optimizer must be a tk.optim optimizer")
-    end
-    self.metrics = opts.metrics or { tk.metrics.RecallAt(10), tk.metrics.NDCGAt(10) }
-    for i, m in ipairs(self.metrics) do
-      if not tk.metrics.is_metric(m) then fail(2, "compile: metrics[%d] is not a tk.metrics metric", i) end
-    end
-    self.clip = opts.clip_grad_norm
-    self.schedule = opts.schedule
-    if self.schedule ~= nil and type(self.schedule) ~= "function" then
-      fail(2, "compile: schedule must be a function of the step (see tk.optim.schedules)")
-    end
-    self.base_lr = self.optimizer:learning_rate()
-    self.step_count = 0
-    self.ctx = tk.Context(1)
-    return self
+  local schema = Schema.from_table(meta.schema, "the TwoTowerBlock's schema")
+  local self = setmetatable({ block = block, schema = schema, opts = {} }, Model)
+  local o = self.opts
+  o.logits_temperature = opts.logits_temperature or 1.0
+  if type(o.logits_temperature) ~= "number" or o.logits_temperature <= 0 then
+    argerror("TwoTowerModel: logits_temperature must be a positive number")
   end
-
-  local function need_compiled(self, what)
-    if not self.optimizer then fail(3, "%s: call model:compile{...} first", what) end
+  o.logq_reg_factor = opts.logq_reg_factor or 1.0
+  o.remove_false_negatives = opts.remove_false_negatives ~= false
+  o.num_hard_negatives = opts.num_hard_negatives or 0
+  if type(o.num_hard_negatives) ~= "number" or o.num_hard_negatives < 0 or o.num_hard_negatives % 1 ~= 0 then
+    argerror("TwoTowerModel: num_hard_negatives must be a non-negative integer")
   end
-
-  -- Sampling probabilities of the negative sampler over the corpus rows.
-  local function negative_probs(self, data)
-    local corpus = self.negative_corpus
-    local n = corpus:size()
-    if self.opts.negatives.sampler == "uniform" then
-      local p = 1 / n
-      return function() return p end, nil
+  if opts.sample_weight ~= nil and type(opts.sample_weight) ~= "string" then
+    argerror("TwoTowerModel: sample_weight must be the name of a weight column")
+  end
+  o.sample_weight = opts.sample_weight
+  self.item_id = id_column(schema, Tags.ITEM_ID, "item id").name
+  self.query_id = (schema:select_by_tag(Tags.USER_ID)[1] or {}).name
+  local card = schema:column(self.item_id):cardinality()
+  if opts.logq == "streaming" then
+    o.logq = "streaming"
+    o.logq_buckets = opts.logq_buckets or card or 1048576
+    o.logq_alpha = opts.logq_alpha or 0.01
+    self.estimator = core.freq_estimator(o.logq_buckets, o.logq_alpha)
+  elseif opts.logq ~= nil then
+    local p = opts.logq
+    if type(p) == "table" and not core.is_tensor(p) then p = core.tensor(p) end
+    if not core.is_tensor(p) or p:dim() ~= 1 then
+      argerror("TwoTowerModel: logq must be \"streaming\" or item probabilities (a 1-d tensor or Lua array)")
     end
-    -- popularity: counts of each corpus item in the training data (+1 smoothing);
-    -- log_uniform: P(rank r) = log((r + 2) / (r + 1)) / log(n + 1) over the items
-    -- ranked by those counts (TensorFlow's log-uniform candidate sampler)
-    local index, counts, total = {}, {}, 0
-    for r, id in ipairs(corpus:column(self.item_id):totable()) do
-      index[id] = r
-      counts[r] = 1
+    local logp, bad = {}, nil
+    for i, v in ipairs(p:totable()) do
+      if not (v > 0) then bad = bad or i end
+      logp[i] = math.log(v)
     end
-    for _, id in ipairs(data:column(self.item_id):totable()) do
-      local r = index[id]
-      if r then counts[r] = counts[r] + 1 end
+    if bad then argerror("TwoTowerModel: logq probabilities must be positive (item %d is not)", bad - 1) end
+    o.logq = "table"
+    self.logq_table = core.tensor(logp)
+  end
+  if opts.negatives ~= nil then
+    local n = opts.negatives
+    if type(n) ~= "table" or type(n.num) ~= "number" or n.num < 1 or n.num % 1 ~= 0 then
+      argerror("TwoTowerModel: negatives must be {num = count, sampler = \"uniform\"|\"popularity\", corpus = items}")
     end
-    if self.opts.negatives.sampler == "log_uniform" then
-      local order = {}
-      for r = 1, n do order[r] = r end
-      table.sort(order, function(a, b)
-        if counts[a] ~= counts[b] then return counts[a] > counts[b] end
-        return a < b
-      end)
-      local weights = {}
-      for rank, r in ipairs(order) do weights[r] = math.log((rank + 1) / rank) end
-      counts = weights
+    local sampler = n.sampler or "uniform"
+    if sampler ~= "uniform" and sampler ~= "popularity" and sampler ~= "log_uniform" then
+      argerror("TwoTowerModel: unknown negative sampler '%s'; known: log_uniform, popularity, uniform", tostring(sampler))
     end
-    local cdf = {}
-    for r = 1, n do
-      total = total + counts[r]
-      cdf[r] = total
+    if not datasets.is_dataset(n.corpus) then
+      argerror("TwoTowerModel: negatives.corpus must be a Dataset of items with their features")
     end
-    return function(r) return counts[r] / total end, cdf
+    o.negatives = { num = n.num, sampler = sampler }
+    self.negative_corpus = n.corpus:unique_by(self.item_id)
   end
+  return self
+end
 
-  local function sample_negatives(self, rng)
-    local neg = self._neg
-    local n, num = self.negative_corpus:size(), self.opts.negatives.num
-    local rows = {}
-    for j = 1, num do
-      if neg.cdf then
-        local u = rng:next() * neg.cdf[n]
-        local lo, hi = 1, n
-        while lo < hi do
-          local mid = math.floor((lo + hi) / 2)
-          if neg.cdf[mid] < u then lo = mid + 1 else hi = mid end
-        end
-        rows[j] = lo - 1
-      else
-        rows[j] = rng:int(n)
-      end
-    end
-    local logq = {}
-    for j = 1, num do logq[j] = math.log(neg.prob(rows[j] + 1)) + math.log(num) end
-    local idx = tk.tensor(rows, "int64")
-    return self.negative_corpus:rows(idx), tk.tensor(logq)
+function model.is_model(x) return getmetatable(x) == Model end
+
+--- compile{optimizer =, metrics = {...}, clip_grad_norm =, schedule =}
+function Model:compile(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then argerror("compile: options must be a table") end
+  self.optimizer = opts.optimizer or optim.Adam { learning_rate = 1e-3 }
+  if getmetatable(self.optimizer) == nil or not self.optimizer.step then
+    argerror("compile: optimizer must be a tk.optim optimizer")
   end
-
-  -- The trainer that runs the two towers side by side (core.two_tower_trainer), or
-  -- false when this model cannot use it: sampled negatives, gradient clipping (both
-  -- need the two towers in one context), towers sharing an embedding table, a post
-  -- block with weights. Made once per optimizer.
-  local function trainer_for(self)
-    local o = self.opts
-    if o.negatives or self.clip or self.side_by_side == false then return false end
-    if self._trainer_opt == self.optimizer then return self._trainer end
-    local block = self.block
-    local ok, trainer = pcall(core.two_tower_trainer, block:query_block(), block:item_block(), block:post(),
-      self.optimizer._impl, 1)
-    self._trainer_opt, self._trainer = self.optimizer, ok and trainer or false
-    return self._trainer
+  self.metrics = opts.metrics or { ranking.RecallAt(10), ranking.NDCGAt(10) }
+  for i, m in ipairs(self.metrics) do
+    if not ranking.is_metric(m) then argerror("compile: metrics[%d] is not a tk.metrics metric", i) end
   end
-
-  -- The options of the retrieval loss for a batch: temperature, hard negatives, false
-  -- negative masking, logQ correction (updating the streaming estimator) and weights.
-  local function loss_options(self, batch)
-    local o = self.opts
-    local item_ids = batch[self.item_id]
-    local lo = { temperature = o.logits_temperature, num_hard_negatives = o.num_hard_negatives }
-    if o.remove_false_negatives then lo.item_ids = item_ids end
-    if o.logq == "streaming" then
-      lo.item_logq = self.estimator:update(item_ids) * o.logq_reg_factor
-    elseif o.logq == "table" then
-      lo.item_logq = core.index_select(self.logq_table, item_ids) * o.logq_reg_factor
-    end
-    if o.sample_weight then
-      lo.weights = batch[o.sample_weight]
-      if not lo.weights then
-        error(("fit: the batch has no sample weight column '%s'"):format(o.sample_weight), 0)
-      end
-    end
-    return lo
+  self.clip = opts.clip_grad_norm
+  self.schedule = opts.schedule
+  if self.schedule ~= nil and type(self.schedule) ~= "function" then
+    argerror("compile: schedule must be a function of the step (see tk.optim.schedules)")
   end
+  self.base_lr = self.optimizer:learning_rate()
+  self.step_count = 0
+  self.ctx = core.Context(1)
+  return self
+end
 
-  -- One training step on a batch; returns the loss (a number).
-  function Model:train_step(batch)
-    local trainer = trainer_for(self)
-    if trainer then
-      -- the options' small tensors (scaled logQ) live in self.ctx until the next step
-      self.ctx:reset()
-      local lo = self.ctx:run(loss_options, self, batch)
-      return trainer:step(batch, lo) -- not finite: nothing was updated
-    end
-    local ctx = self.ctx
-    ctx:reset()
-    ctx:train(true)
-    local o = self.opts
-    local loss = ctx:run(function()
-      local out = self.block:forward(batch, ctx)
-      local lo = loss_options(self, batch)
-      if o.negatives then
-        local rows, logq = sample_negatives(self, self._rng)
-        lo.negatives = self.block:item_block():forward(rows, ctx)
-        lo.negative_ids = rows[self.item_id]
-        lo.negative_logq = logq
-      end
-      local l = core.retrieval_loss(out.query, out.item, lo)
-      local extra = ctx:added_loss()
-      if extra then l = l + extra end
-      return l
-    end)
-    local value = loss:item()
-    if value ~= value or value == math.huge or value == -math.huge then
-      return value
-    end
-    loss:backward()
-    local norm = tk.optim.clip_grad_norm(self.clip or math.huge, ctx)
-    if norm ~= norm or norm == math.huge then return 0 / 0 end
-    self.optimizer:step(self.block, ctx)
-    return value
+local function need_compiled(self, what)
+  if not self.optimizer then argerror("%s: call model:compile{...} first", what) end
+end
+
+-- Sampling probabilities of the negative sampler over the corpus rows.
+local function negative_probs(self, data)
+  local corpus = self.negative_corpus
+  local n = corpus:size()
+  if self.opts.negatives.sampler == "uniform" then
+    local p = 1 / n
+    return function() return p end, nil
   end
-
-  local function format_time(s)
-    s = math.max(0, math.floor(s + 0.5))
-    return ("%d:%02d"):format(math.floor(s / 60), s % 60)
+  -- popularity: counts of each corpus item in the training data (+1 smoothing);
+  -- log_uniform: P(rank r) = log((r + 2) / (r + 1)) / log(n + 1) over the items
+  -- ranked by those counts (TensorFlow's log-uniform candidate sampler)
+  local index, counts, total = {}, {}, 0
+  for r, id in ipairs(corpus:column(self.item_id):totable()) do
+    index[id] = r
+    counts[r] = 1
   end
-
-  local function snapshot(block)
-    return block:get_weights()
+  for _, id in ipairs(data:column(self.item_id):totable()) do
+    local r = index[id]
+    if r then counts[r] = counts[r] + 1 end
   end
-
-  --- fit(data, {batch_size = 1024, epochs = 1, shuffle = true, seed = 0,
-  -- validation_data =, validation_opts = {item_corpus =, k =, ...}, callbacks = {},
-  -- verbose = true, log = print, drop_last = false}) -> history
-  -- On a terminal a progress bar (step, loss, examples/s, ETA) is redrawn in place;
-  -- otherwise (or with a `log` function) a line every 10 s and one per epoch.
-  -- A NaN or infinite loss stops training with an error naming the step; the weights
-  -- stay those of the last good step.
-  function Model:fit(data, opts)
-    need_compiled(self, "fit")
-    if not tk.data.is_dataset(data) then fail(2, "fit: data must be a tk.data.Dataset") end
-    opts = opts or {}
-    local bs = opts.batch_size or 1024
-    local epochs = opts.epochs or 1
-    if type(epochs) ~= "number" or epochs < 1 or epochs % 1 ~= 0 then fail(2, "fit: epochs must be a positive integer") end
-    local callbacks = opts.callbacks or {}
-    local verbose = opts.verbose ~= false
-    local log = opts.log or print
-    local tty = verbose and not opts.log and core.isatty(1)
-    local history = tk.History()
-    if not data:has_column(self.item_id) then
-      fail(2, "fit: the data has no item id column '%s'", self.item_id)
-    end
-    if self.opts.negatives then
-      local prob, cdf = negative_probs(self, data)
-      self._neg = { prob = prob, cdf = cdf }
-      self._rng = tk.data.Random((opts.seed or 0) + 17)
-    end
-    local nb = data:num_batches(bs, opts.drop_last)
-    self.stop_training = false
-    for epoch = 1, epochs do
-      local t0, seen, sum, steps = core.clock(), 0, 0, 0
-      local last_print = t0
-      for batch, i in data:batches { batch_size = bs, shuffle = opts.shuffle ~= false,
-        seed = (opts.seed or 0) * 1000 + epoch, drop_last = opts.drop_last } do
-        self.step_count = self.step_count + 1
-        if self.schedule then
-          self.optimizer:set_learning_rate(self.schedule(self.step_count, self.base_lr))
-        end
-        local value = self:train_step(batch)
-        if value ~= value or value == math.huge or value == -math.huge then
-          if tty then io.write("\n") end
-          fail(2, "fit: the loss is %s at step %d (epoch %d, batch %d); training stopped, the weights are those of step %d",
-            tostring(value), self.step_count, epoch, i, self.step_count - 1)
-        end
-        local rows = batch[self.item_id]:numel()
-        seen, sum, steps = seen + rows, sum + value, steps + 1
-        history:add_step { step = self.step_count, epoch = epoch, loss = value }
-        local now = core.clock()
-        if verbose and (tty or now - last_print >= 10 or i == nb) then
-          local rate = seen / math.max(now - t0, 1e-9)
-          local eta = (nb - i) * (now - t0) / i
-          if tty then
-            local width = 24
-            local done = math.floor(width * i / nb)
-            io.write(("\repoch %d/%d [%s%s] %d/%d  loss %.4f  %.0f ex/s  ETA %s   "):format(epoch, epochs,
-              string.rep("=", done), string.rep(" ", width - done), i, nb, sum / steps, rate, format_time(eta)))
-          else
-            log(("epoch %d/%d  step %d/%d  loss %.4f  %.0f ex/s  ETA %s"):format(epoch, epochs, i, nb, sum / steps,
-              rate, format_time(eta)))
-          end
-          io.stdout:flush()
-          last_print = now
-        end
-      end
-      if tty then io.write("\n") end
-      local logs = { epoch = epoch, loss = steps > 0 and sum / steps or 0, seconds = core.clock() - t0,
-        examples_per_second = seen / math.max(core.clock() - t0, 1e-9) }
-      if opts.validation_data then
-        local v = self:evaluate(opts.validation_data, opts.validation_opts or {})
-        for k, val in pairs(v) do logs["val_" .. k] = val end
-      end
-      history:add_epoch(logs)
-      if verbose then log(History.format_logs(logs)) end
-      for _, cb in ipairs(callbacks) do
-        if cb.on_epoch_end then cb:on_epoch_end(self, epoch, logs) end
-      end
-      if self.stop_training then break end
-    end
-    for _, cb in ipairs(callbacks) do
-      if cb.on_train_end then cb:on_train_end(self) end
-    end
-    return history
-  end
-
-  -- Embeddings of one tower over a dataset, in batches, in evaluation mode, on two
-  -- threads (core.embed_rows: row ranges of the columns, no gathering, each batch
-  -- written straight into the result).
-  local function tower_embeddings(self, which, data, bs)
-    local tower = which == "query" and self.block:query_block() or self.block:item_block()
-    if data:size() == 0 then fail(3, "%s_embeddings: the data has no rows", which) end
-    local post = self.block:post()
-    return core.embed_rows(tower, post, data.columns, bs or 1024)
-  end
-
-  local Embeddings = {}
-  Embeddings.__index = Embeddings
-
-  --- Writes the embeddings: format "csv" (id,e_0,...) or "safetensors" (tensors "ids"
-  -- and "embeddings"); the format follows the file extension unless given.
-  function Embeddings:save(path, format)
-    format = format or (path:match("%.csv$") and "csv") or "safetensors"
-    if format == "csv" then
-      core.csv_write_embeddings(path, self.ids, self.embeddings)
-    elseif format == "safetensors" then
-      core.safetensors_write(path, { "ids", "embeddings" }, { self.ids, self.embeddings })
-    else
-      fail(2, "save: unknown format '%s'; known: csv, safetensors", tostring(format))
-    end
-  end
-
-  --- query_embeddings(data [, {batch_size}]) -> {ids =, embeddings =} (ids: the query id
-  -- column when the schema has one, else row numbers).
-  function Model:query_embeddings(data, opts)
-    opts = opts or {}
-    local emb = tower_embeddings(self, "query", data, opts.batch_size)
-    local ids = (self.query_id and data:has_column(self.query_id)) and data:column(self.query_id) or core.arange(data:size())
-    return setmetatable({ ids = ids, embeddings = emb }, Embeddings)
-  end
-
-  --- item_embeddings(items [, {batch_size}]) -> {ids =, embeddings =}, one row per
-  -- distinct item id (first occurrence).
-  function Model:item_embeddings(items, opts)
-    opts = opts or {}
-    if not tk.data.is_dataset(items) then fail(2, "item_embeddings: items must be a Dataset") end
-    local corpus = items:unique_by(self.item_id)
-    local emb = tower_embeddings(self, "item", corpus, opts.batch_size)
-    return setmetatable({ ids = corpus:column(self.item_id), embeddings = emb }, Embeddings)
-  end
-
-  local Encoder = {}
-  Encoder.__index = Encoder
-
-  --- to_top_k_encoder(items, {k = 10}) -> encoder; encoder:query(batch [, {k, exclude}])
-  -- returns item ids (int64 [B, k]) and scores ([B, k]), best first, exact.
-  function Model:to_top_k_encoder(items, opts)
-    opts = opts or {}
-    local k = opts.k or 10
-    if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then fail(2, "to_top_k_encoder: k must be a positive integer") end
-    local e = self:item_embeddings(items, opts)
-    return setmetatable({ model = self, k = k, item_ids = e.ids, items = e.embeddings }, Encoder)
-  end
-
-  function Encoder:query(batch, opts)
-    opts = opts or {}
-    local k = opts.k or self.k
-    local ctx = tk.Context(3)
-    ctx:grad_enabled(false)
-    local q = self.model.block:query_block():forward(batch, ctx)
-    if self.model.block:post() then q = self.model.block:post():forward(q, ctx) end
-    local idx, scores = core.topk(q, self.items, k)
-    return core.map_ids(idx, self.item_ids), scores
-  end
-
-  --- evaluate(data, {item_corpus =, k = max metric k, exclude_seen = train_data,
-  -- batch_size = 4096}) -> {metric_name = value}: full-catalogue retrieval metrics.
-  -- Each row of data is a query whose relevant item is its item id; the corpus is
-  -- de-duplicated by item id; with exclude_seen, items the row's user has in that
-  -- dataset are not ranked (except the row's own item).
-  function Model:evaluate(data, opts)
-    opts = opts or {}
-    if not tk.data.is_dataset(data) then fail(2, "evaluate: data must be a Dataset") end
-    local corpus = opts.item_corpus
-    if not tk.data.is_dataset(corpus) then fail(2, "evaluate: item_corpus (a Dataset of items) is required") end
-    local metrics = opts.metrics or self.metrics or { tk.metrics.RecallAt(10), tk.metrics.NDCGAt(10) }
-    local k = opts.k or 0
-    for _, m in ipairs(metrics) do k = math.max(k, m.k) end
-    local items = self:item_embeddings(corpus, opts)
-    local queries = tower_embeddings(self, "query", data, opts.batch_size)
-    local positives = data:column(self.item_id):totable()
-    local excl_off, excl_items
-    if opts.exclude_seen then
-      if not self.query_id then fail(2, "evaluate: exclude_seen needs a user id column in the schema") end
-      local seen_data = opts.exclude_seen
-      local row_of = {}
-      for r, id in ipairs(items.ids:totable()) do row_of[id] = r - 1 end
-      local seen = {}
-      local users = seen_data:column(self.query_id):totable()
-      local its = seen_data:column(self.item_id):totable()
-      for r = 1, #users do
-        local s = seen[users[r]]
-        if not s then s = {} seen[users[r]] = s end
-        local row = row_of[its[r]]
-        if row then s[row] = true end
-      end
-      local off, list = { 0 }, {}
-      local qusers = data:column(self.query_id):totable()
-      for q = 1, #qusers do
-        local own = row_of[positives[q]]
-        for row in pairs(seen[qusers[q]] or {}) do
-          if row ~= own then list[#list + 1] = row end
-        end
-        off[#off + 1] = #list
-      end
-      excl_off, excl_items = tk.tensor(off, "int64"), tk.tensor(list, "int64")
-    end
-    local idx = core.topk(queries, items.embeddings, k, excl_off, excl_items)
-    local ranked_ids = core.map_ids(idx, items.ids):totable()
-    local relevant = {}
-    for q = 1, #positives do relevant[q] = { [positives[q]] = true } end
-    return tk.metrics.average(metrics, ranked_ids, relevant)
-  end
-
-  --- Popularity baseline: ranks items by their count in `train`; returns the same
-  -- metrics as evaluate for the rows of `data`.
-  function Model:popularity_baseline(train, data, opts)
-    return tk.popularity_baseline(train, data, self.item_id, opts)
-  end
-
-  function tk.popularity_baseline(train, data, item_col, opts)
-    opts = opts or {}
-    local metrics = opts.metrics or { tk.metrics.RecallAt(10), tk.metrics.NDCGAt(10) }
-    local k = 0
-    for _, m in ipairs(metrics) do k = math.max(k, m.k) end
-    local counts = {}
-    for _, id in ipairs(train:column(item_col):totable()) do counts[id] = (counts[id] or 0) + 1 end
+  if self.opts.negatives.sampler == "log_uniform" then
     local order = {}
-    for id in pairs(counts) do order[#order + 1] = id end
+    for r = 1, n do order[r] = r end
     table.sort(order, function(a, b)
       if counts[a] ~= counts[b] then return counts[a] > counts[b] end
       return a < b
     end)
-    local top = {}
-    for i = 1, math.min(k, #order) do top[i] = order[i] end
-    local ranked, relevant = {}, {}
-    for q, id in ipairs(data:column(item_col):totable()) do
-      ranked[q] = top
-      relevant[q] = { [id] = true }
-    end
-    return tk.metrics.average(metrics, ranked, relevant)
+    local weights = {}
+    for rank, r in ipairs(order) do weights[r] = math.log((rank + 1) / rank) end
+    counts = weights
   end
-
-  --- save(dir): config.json, schema.json, model.json and weights.safetensors, written
-  -- to a temporary directory and renamed into place.
-  function Model:save(dir)
-    if type(dir) ~= "string" or dir == "" then fail(2, "save: a directory path expected") end
-    local model_json = json.encode({ class = "TwoTowerModel", options = self.opts, version = tk._VERSION }, true)
-    core.checkpoint_write(dir, self.block, { ["schema.json"] = self.schema:to_json(), ["model.json"] = model_json })
+  local cdf = {}
+  for r = 1, n do
+    total = total + counts[r]
+    cdf[r] = total
   end
+  return function(r) return counts[r] / total end, cdf
+end
 
-  --- tk.load(dir) -> the saved model (compile it again to train further).
-  function tk.load(dir)
-    if type(dir) ~= "string" or dir == "" then fail(2, "load: a directory path expected") end
-    local block, files = core.checkpoint_read(dir, { "schema.json", "model.json" })
-    if not files["model.json"] then fail(2, "load: %s has no model.json", dir) end
-    local info, err = json.decode(files["model.json"])
-    if not info then fail(2, "load: %s/model.json: %s", dir, err) end
-    if info.class ~= "TwoTowerModel" then fail(2, "load: %s/model.json: not a TwoTowerModel", dir) end
-    if not files["schema.json"] then fail(2, "load: %s has no schema.json", dir) end
-    local ok, file_schema = pcall(tk.Schema.from_json, files["schema.json"], dir .. "/schema.json")
-    if not ok then fail(2, "load: %s", tostring(file_schema)) end
-    local meta = tk.get_meta(block)
-    local want = meta and meta.schema and tk.Schema.from_table(meta.schema, dir .. "/config.json")
-    for _, col in ipairs(want or {}) do
-      local got = file_schema:get(col.name)
-      if not got then
-        fail(2, "load: %s/schema.json does not match the model: it has no column '%s'", dir, col.name)
+local function sample_negatives(self, rng)
+  local neg = self._neg
+  local n, num = self.negative_corpus:size(), self.opts.negatives.num
+  local rows = {}
+  for j = 1, num do
+    if neg.cdf then
+      local u = rng:next() * neg.cdf[n]
+      local lo, hi = 1, n
+      while lo < hi do
+        local mid = math.floor((lo + hi) / 2)
+        if neg.cdf[mid] < u then lo = mid + 1 else hi = mid end
       end
-      if got:cardinality() ~= col:cardinality() then
-        fail(2, "load: %s/schema.json does not match the model: column '%s' has cardinality %s, the weights expect %s",
-          dir, col.name, tostring(got:cardinality()), tostring(col:cardinality()))
+      rows[j] = lo - 1
+    else
+      rows[j] = rng:int(n)
+    end
+  end
+  local logq = {}
+  for j = 1, num do logq[j] = math.log(neg.prob(rows[j] + 1)) + math.log(num) end
+  local idx = core.tensor(rows, "int64")
+  return self.negative_corpus:rows(idx), core.tensor(logq)
+end
+
+-- The trainer that runs the two towers side by side (core.two_tower_trainer), or
+-- false when this model cannot use it: sampled negatives, gradient clipping (both
+-- need the two towers in one context), towers sharing an embedding table, a post
+-- block with weights. Made once per optimizer.
+local function trainer_for(self)
+  local o = self.opts
+  if o.negatives or self.clip or self.side_by_side == false then return false end
+  if self._trainer_opt == self.optimizer then return self._trainer end
+  local block = self.block
+  local ok, trainer = pcall(core.two_tower_trainer, block:query_block(), block:item_block(), block:post(),
+    self.optimizer._impl, 1)
+  self._trainer_opt, self._trainer = self.optimizer, ok and trainer or false
+  return self._trainer
+end
+
+-- The options of the retrieval loss for a batch: temperature, hard negatives, false
+-- negative masking, logQ correction (updating the streaming estimator) and weights.
+local function loss_options(self, batch)
+  local o = self.opts
+  local item_ids = batch[self.item_id]
+  local lo = { temperature = o.logits_temperature, num_hard_negatives = o.num_hard_negatives }
+  if o.remove_false_negatives then lo.item_ids = item_ids end
+  if o.logq == "streaming" then
+    lo.item_logq = self.estimator:update(item_ids) * o.logq_reg_factor
+  elseif o.logq == "table" then
+    lo.item_logq = core.index_select(self.logq_table, item_ids) * o.logq_reg_factor
+  end
+  if o.sample_weight then
+    lo.weights = batch[o.sample_weight]
+    if not lo.weights then
+      argerror("fit: the batch has no sample weight column '%s'", o.sample_weight)
+    end
+  end
+  return lo
+end
+
+-- One training step on a batch; returns the loss (a number).
+function Model:train_step(batch)
+  local trainer = trainer_for(self)
+  if trainer then
+    -- the options' small tensors (scaled logQ) live in self.ctx until the next step
+    self.ctx:reset()
+    local lo = self.ctx:run(loss_options, self, batch)
+    return trainer:step(batch, lo) -- not finite: nothing was updated
+  end
+  local ctx = self.ctx
+  ctx:reset()
+  ctx:train(true)
+  local o = self.opts
+  local loss = ctx:run(function()
+    local out = self.block:forward(batch, ctx)
+    local lo = loss_options(self, batch)
+    if o.negatives then
+      local rows, logq = sample_negatives(self, self._rng)
+      lo.negatives = self.block:item_block():forward(rows, ctx)
+      lo.negative_ids = rows[self.item_id]
+      lo.negative_logq = logq
+    end
+    local l = core.retrieval_loss(out.query, out.item, lo)
+    local extra = ctx:added_loss()
+    if extra then l = l + extra end
+    return l
+  end)
+  local value = loss:item()
+  if value ~= value or value == math.huge or value == -math.huge then
+    return value
+  end
+  loss:backward()
+  local norm = optim.clip_grad_norm(self.clip or math.huge, ctx)
+  if norm ~= norm or norm == math.huge then return 0 / 0 end
+  self.optimizer:step(self.block, ctx)
+  return value
+end
+
+local function format_time(s)
+  s = math.max(0, math.floor(s + 0.5))
+  return ("%d:%02d"):format(math.floor(s / 60), s % 60)
+end
+
+--- fit(data, {batch_size = 1024, epochs = 1, shuffle = true, seed = 0,
+-- validation_data =, validation_opts = {item_corpus =, k =, ...}, callbacks = {},
+-- verbose = true, log = print, drop_last = false}) -> history
+-- On a terminal a progress bar (step, loss, examples/s, ETA) is redrawn in place;
+-- otherwise (or with a `log` function) a line every 10 s and one per epoch.
+-- A NaN or infinite loss stops training with an error naming the step; the weights
+-- stay those of the last good step.
+function Model:fit(data, opts)
+  need_compiled(self, "fit")
+  if not datasets.is_dataset(data) then argerror("fit: data must be a tk.data.Dataset") end
+  opts = opts or {}
+  local bs = opts.batch_size or 1024
+  local epochs = opts.epochs or 1
+  if type(epochs) ~= "number" or epochs < 1 or epochs % 1 ~= 0 then argerror("fit: epochs must be a positive integer") end
+  local callbacks = opts.callbacks or {}
+  local verbose = opts.verbose ~= false
+  local log = opts.log or print
+  local tty = verbose and not opts.log and core.isatty(1)
+  local history = History.new()
+  if not data:has_column(self.item_id) then
+    argerror("fit: the data has no item id column '%s'", self.item_id)
+  end
+  if self.opts.negatives then
+    local prob, cdf = negative_probs(self, data)
+    self._neg = { prob = prob, cdf = cdf }
+    self._rng = datasets.Random((opts.seed or 0) + 17)
+  end
+  local nb = data:num_batches(bs, opts.drop_last)
+  self.stop_training = false
+  for epoch = 1, epochs do
+    local t0, seen, sum, steps = core.clock(), 0, 0, 0
+    local last_print = t0
+    for batch, i in data:batches { batch_size = bs, shuffle = opts.shuffle ~= false,
+      seed = (opts.seed or 0) * 1000 + epoch, drop_last = opts.drop_last } do
+      self.step_count = self.step_count + 1
+      if self.schedule then
+        self.optimizer:set_learning_rate(self.schedule(self.step_count, self.base_lr))
       end
-    end
-    local o = info.options or {}
-    local opts = {
-      logits_temperature = o.logits_temperature, logq_reg_factor = o.logq_reg_factor,
-      remove_false_negatives = o.remove_false_negatives, num_hard_negatives = o.num_hard_negatives,
-      sample_weight = o.sample_weight,
-    }
-    if o.logq == "streaming" then
-      opts.logq, opts.logq_buckets, opts.logq_alpha = "streaming", o.logq_buckets, o.logq_alpha
-    end
-    return tk.TwoTowerModel(block, opts)
-  end
-
-  -- History -------------------------------------------------------------------------
-
-  function tk.History()
-    return setmetatable({ epochs = {}, steps = {} }, History)
-  end
-
-  function History:add_step(s) self.steps[#self.steps + 1] = s end
-  function History:add_epoch(logs) self.epochs[#self.epochs + 1] = logs end
-
-  function History.format_logs(logs)
-    local keys = {}
-    for k in pairs(logs) do if k ~= "epoch" then keys[#keys + 1] = k end end
-    table.sort(keys)
-    local parts = { ("epoch %d"):format(logs.epoch) }
-    for _, k in ipairs(keys) do
-      local v = logs[k]
-      parts[#parts + 1] = type(v) == "number" and ("%s %.4f"):format(k, v) or ("%s %s"):format(k, tostring(v))
-    end
-    return table.concat(parts, "  ")
-  end
-
-  local function write_atomic(path, text)
-    local tmp = path .. ".tmp"
-    local f, err = io.open(tmp, "w")
-    if not f then fail(3, "cannot write %s: %s", path, err) end
-    f:write(text)
-    f:close()
-    local ok, rerr = os.rename(tmp, path)
-    if not ok then
-      os.remove(tmp)
-      fail(3, "cannot write %s: %s", path, rerr)
-    end
-  end
-
-  --- The per-epoch logs as CSV (one row per epoch, columns sorted) or JSON.
-  function History:to_csv(path)
-    local keys, seen = { "epoch" }, { epoch = true }
-    for _, e in ipairs(self.epochs) do
-      for k in pairs(e) do if not seen[k] then seen[k] = true keys[#keys + 1] = k end end
-    end
-    table.sort(keys, function(a, b)
-      if a == "epoch" then return b ~= "epoch" end
-      if b == "epoch" then return false end
-      return a < b
-    end)
-    local lines = { table.concat(keys, ",") }
-    for _, e in ipairs(self.epochs) do
-      local row = {}
-      for i, k in ipairs(keys) do row[i] = e[k] ~= nil and tostring(e[k]) or "" end
-      lines[#lines + 1] = table.concat(row, ",")
-    end
-    write_atomic(path, table.concat(lines, "\n") .. "\n")
-  end
-
-  function History:to_json(path)
-    write_atomic(path, json.encode({ epochs = json.array(self.epochs), steps = json.array(self.steps) }, true) .. "\n")
-  end
-
-  -- Callbacks -----------------------------------------------------------------------
-
-  tk.callbacks = {}
-
-  --- EarlyStopping{monitor = "val_recall_at_10", mode = "max", patience = 2,
-  -- min_delta = 0, restore_best_weights = true}
-  function tk.callbacks.EarlyStopping(o)
-    o = o or {}
-    local cb = { monitor = o.monitor or "loss", patience = o.patience or 2, min_delta = o.min_delta or 0,
-      restore = o.restore_best_weights ~= false, wait = 0 }
-    cb.mode = o.mode or (cb.monitor:match("loss") and "min" or "max")
-    if cb.mode ~= "min" and cb.mode ~= "max" then error("EarlyStopping: mode must be \"min\" or \"max\"", 2) end
-    function cb:on_epoch_end(model, epoch, logs)
-      local v = logs[self.monitor]
-      if v == nil then
-        error(("EarlyStopping: the logs have no '%s'"):format(self.monitor), 0)
+      local value = self:train_step(batch)
+      if value ~= value or value == math.huge or value == -math.huge then
+        if tty then io.write("\n") end
+        argerror("fit: the loss is %s at step %d (epoch %d, batch %d); training stopped, the weights are those of step %d",
+          tostring(value), self.step_count, epoch, i, self.step_count - 1)
       end
-      local better = self.best == nil or (self.mode == "min" and v < self.best - self.min_delta)
-        or (self.mode == "max" and v > self.best + self.min_delta)
-      if better then
-        self.best, self.best_epoch, self.wait = v, epoch, 0
-        if self.restore then self.best_weights = snapshot(model.block) end
-      else
-        self.wait = self.wait + 1
-        if self.wait >= self.patience then
-          model.stop_training = true
-          self.stopped_epoch = epoch
-          if self.restore and self.best_weights then model.block:set_weights(self.best_weights) end
+      local rows = batch[self.item_id]:numel()
+      seen, sum, steps = seen + rows, sum + value, steps + 1
+      history:add_step { step = self.step_count, epoch = epoch, loss = value }
+      local now = core.clock()
+      if verbose and (tty or now - last_print >= 10 or i == nb) then
+        local rate = seen / math.max(now - t0, 1e-9)
+        local eta = (nb - i) * (now - t0) / i
+        if tty then
+          local width = 24
+          local done = math.floor(width * i / nb)
+          io.write(("\repoch %d/%d [%s%s] %d/%d  loss %.4f  %.0f ex/s  ETA %s   "):format(epoch, epochs,
+            string.rep("=", done), string.rep(" ", width - done), i, nb, sum / steps, rate, format_time(eta)))
+        else
+          log(("epoch %d/%d  step %d/%d  loss %.4f  %.0f ex/s  ETA %s"):format(epoch, epochs, i, nb, sum / steps,
+            rate, format_time(eta)))
         end
+        io.stdout:flush()
+        last_print = now
       end
     end
-    return cb
+    if tty then io.write("\n") end
+    local logs = { epoch = epoch, loss = steps > 0 and sum / steps or 0, seconds = core.clock() - t0,
+      examples_per_second = seen / math.max(core.clock() - t0, 1e-9) }
+    if opts.validation_data then
+      local v = self:evaluate(opts.validation_data, opts.validation_opts or {})
+      for k, val in pairs(v) do logs["val_" .. k] = val end
+    end
+    history:add_epoch(logs)
+    if verbose then log(History.format_logs(logs)) end
+    for _, cb in ipairs(callbacks) do
+      if cb.on_epoch_end then cb:on_epoch_end(self, epoch, logs) end
+    end
+    if self.stop_training then break end
   end
+  for _, cb in ipairs(callbacks) do
+    if cb.on_train_end then cb:on_train_end(self) end
+  end
+  return history
+end
 
-  --- ModelCheckpoint{dir = "ckpt/epoch-%d"}: saves the model after every epoch (the
-  -- epoch number is substituted into dir when it has a %d).
-  function tk.callbacks.ModelCheckpoint(o)
-    if type(o) ~= "table" or type(o.dir) ~= "string" then error("ModelCheckpoint: {dir = path} expected", 2) end
-    return {
-      dir = o.dir,
-      on_epoch_end = function(self, model, epoch)
-        model:save(self.dir:find("%%d") and self.dir:format(epoch) or self.dir)
-      end,
-    }
+-- Embeddings of one tower over a dataset, in batches, in evaluation mode, on two
+-- threads (core.embed_rows: row ranges of the columns, no gathering, each batch
+-- written straight into the result).
+local function tower_embeddings(self, which, data, bs)
+  local tower = which == "query" and self.block:query_block() or self.block:item_block()
+  if data:size() == 0 then argerror("%s_embeddings: the data has no rows", which) end
+  local post = self.block:post()
+  return core.embed_rows(tower, post, data.columns, bs or 1024)
+end
+
+local Embeddings = {}
+Embeddings.__index = Embeddings
+
+--- Writes the embeddings: format "csv" (id,e_0,...) or "safetensors" (tensors "ids"
+-- and "embeddings"); the format follows the file extension unless given.
+function Embeddings:save(path, format)
+  format = format or (path:match("%.csv$") and "csv") or "safetensors"
+  if format == "csv" then
+    core.csv_write_embeddings(path, self.ids, self.embeddings)
+  elseif format == "safetensors" then
+    core.safetensors_write(path, { "ids", "embeddings" }, { self.ids, self.embeddings })
+  else
+    argerror("save: unknown format '%s'; known: csv, safetensors", tostring(format))
   end
 end
+
+--- query_embeddings(data [, {batch_size}]) -> {ids =, embeddings =} (ids: the query id
+-- column when the schema has one, else row numbers).
+function Model:query_embeddings(data, opts)
+  opts = opts or {}
+  local emb = tower_embeddings(self, "query", data, opts.batch_size)
+  local ids = (self.query_id and data:has_column(self.query_id)) and data:column(self.query_id) or core.arange(data:size())
+  return setmetatable({ ids = ids, embeddings = emb }, Embeddings)
+end
+
+--- item_embeddings(items [, {batch_size}]) -> {ids =, embeddings =}, one row per
+-- distinct item id (first occurrence).
+function Model:item_embeddings(items, opts)
+  opts = opts or {}
+  if not datasets.is_dataset(items) then argerror("item_embeddings: items must be a Dataset") end
+  local corpus = items:unique_by(self.item_id)
+  local emb = tower_embeddings(self, "item", corpus, opts.batch_size)
+  return setmetatable({ ids = corpus:column(self.item_id), embeddings = emb }, Embeddings)
+end
+
+local Encoder = {}
+Encoder.__index = Encoder
+
+--- to_top_k_encoder(items, {k = 10}) -> encoder; encoder:query(batch [, {k, exclude}])
+-- returns item ids (int64 [B, k]) and scores ([B, k]), best first, exact.
+function Model:to_top_k_encoder(items, opts)
+  opts = opts or {}
+  local k = opts.k or 10
+  if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then argerror("to_top_k_encoder: k must be a positive integer") end
+  local e = self:item_embeddings(items, opts)
+  return setmetatable({ model = self, k = k, item_ids = e.ids, items = e.embeddings }, Encoder)
+end
+
+function Encoder:query(batch, opts)
+  opts = opts or {}
+  local k = opts.k or self.k
+  local ctx = core.Context(3)
+  ctx:grad_enabled(false)
+  local q = self.model.block:query_block():forward(batch, ctx)
+  if self.model.block:post() then q = self.model.block:post():forward(q, ctx) end
+  local idx, scores = core.topk(q, self.items, k)
+  return core.map_ids(idx, self.item_ids), scores
+end
+
+--- evaluate(data, {item_corpus =, k = max metric k, exclude_seen = train_data,
+-- batch_size = 4096}) -> {metric_name = value}: full-catalogue retrieval metrics.
+-- Each row of data is a query whose relevant item is its item id; the corpus is
+-- de-duplicated by item id; with exclude_seen, items the row's user has in that
+-- dataset are not ranked (except the row's own item).
+function Model:evaluate(data, opts)
+  opts = opts or {}
+  if not datasets.is_dataset(data) then argerror("evaluate: data must be a Dataset") end
+  local corpus = opts.item_corpus
+  if not datasets.is_dataset(corpus) then argerror("evaluate: item_corpus (a Dataset of items) is required") end
+  local metrics = opts.metrics or self.metrics or { ranking.RecallAt(10), ranking.NDCGAt(10) }
+  local k = opts.k or 0
+  for _, m in ipairs(metrics) do k = math.max(k, m.k) end
+  local items = self:item_embeddings(corpus, opts)
+  local queries = tower_embeddings(self, "query", data, opts.batch_size)
+  local positives = data:column(self.item_id):totable()
+  local excl_off, excl_items
+  if opts.exclude_seen then
+    if not self.query_id then argerror("evaluate: exclude_seen needs a user id column in the schema") end
+    local seen_data = opts.exclude_seen
+    local row_of = {}
+    for r, id in ipairs(items.ids:totable()) do row_of[id] = r - 1 end
+    local seen = {}
+    local users = seen_data:column(self.query_id):totable()
+    local its = seen_data:column(self.item_id):totable()
+    for r = 1, #users do
+      local s = seen[users[r]]
+      if not s then s = {} seen[users[r]] = s end
+      local row = row_of[its[r]]
+      if row then s[row] = true end
+    end
+    local off, list = { 0 }, {}
+    local qusers = data:column(self.query_id):totable()
+    for q = 1, #qusers do
+      local own = row_of[positives[q]]
+      for row in pairs(seen[qusers[q]] or {}) do
+        if row ~= own then list[#list + 1] = row end
+      end
+      off[#off + 1] = #list
+    end
+    excl_off, excl_items = core.tensor(off, "int64"), core.tensor(list, "int64")
+  end
+  local idx = core.topk(queries, items.embeddings, k, excl_off, excl_items)
+  local ranked_ids = core.map_ids(idx, items.ids):totable()
+  local relevant = {}
+  for q = 1, #positives do relevant[q] = { [positives[q]] = true } end
+  return ranking.average(metrics, ranked_ids, relevant)
+end
+
+--- Popularity baseline: ranks items by their count in `train`; returns the same
+-- metrics as evaluate for the rows of `data`.
+function Model:popularity_baseline(train, data, opts)
+  return model.popularity_baseline(train, data, self.item_id, opts)
+end
+
+function model.popularity_baseline(train, data, item_col, opts)
+  opts = opts or {}
+  local metrics = opts.metrics or { ranking.RecallAt(10), ranking.NDCGAt(10) }
+  local k = 0
+  for _, m in ipairs(metrics) do k = math.max(k, m.k) end
+  local counts = {}
+  for _, id in ipairs(train:column(item_col):totable()) do counts[id] = (counts[id] or 0) + 1 end
+  local order = {}
+  for id in pairs(counts) do order[#order + 1] = id end
+  table.sort(order, function(a, b)
+    if counts[a] ~= counts[b] then return counts[a] > counts[b] end
+    return a < b
+  end)
+  local top = {}
+  for i = 1, math.min(k, #order) do top[i] = order[i] end
+  local ranked, relevant = {}, {}
+  for q, id in ipairs(data:column(item_col):totable()) do
+    ranked[q] = top
+    relevant[q] = { [id] = true }
+  end
+  return ranking.average(metrics, ranked, relevant)
+end
+
+--- save(dir): config.json, schema.json, model.json and weights.safetensors, written
+-- to a temporary directory and renamed into place.
+function Model:save(dir)
+  if type(dir) ~= "string" or dir == "" then argerror("save: a directory path expected") end
+  local model_json = json.encode({ class = "TwoTowerModel", options = self.opts, version = core.version }, true)
+  core.checkpoint_write(dir, self.block, { ["schema.json"] = self.schema:to_json(), ["model.json"] = model_json })
+end
+
+--- tk.load(dir) -> the saved model (compile it again to train further).
+function model.load(dir)
+  if type(dir) ~= "string" or dir == "" then argerror("load: a directory path expected") end
+  local block, files = core.checkpoint_read(dir, { "schema.json", "model.json" })
+  if not files["model.json"] then argerror("load: %s has no model.json", dir) end
+  local info, err = json.decode(files["model.json"])
+  if not info then argerror("load: %s/model.json: %s", dir, err) end
+  if info.class ~= "TwoTowerModel" then argerror("load: %s/model.json: not a TwoTowerModel", dir) end
+  if not files["schema.json"] then argerror("load: %s has no schema.json", dir) end
+  local ok, file_schema = pcall(Schema.from_json, files["schema.json"], dir .. "/schema.json")
+  if not ok then argerror("load: %s", tostring(file_schema)) end
+  local meta = block_meta.get(block)
+  local want = meta and meta.schema and Schema.from_table(meta.schema, dir .. "/config.json")
+  for _, col in ipairs(want or {}) do
+    local got = file_schema:get(col.name)
+    if not got then
+      argerror("load: %s/schema.json does not match the model: it has no column '%s'", dir, col.name)
+    end
+    if got:cardinality() ~= col:cardinality() then
+      argerror("load: %s/schema.json does not match the model: column '%s' has cardinality %s, the weights expect %s",
+        dir, col.name, tostring(got:cardinality()), tostring(col:cardinality()))
+    end
+  end
+  local o = info.options or {}
+  local opts = {
+    logits_temperature = o.logits_temperature, logq_reg_factor = o.logq_reg_factor,
+    remove_false_negatives = o.remove_false_negatives, num_hard_negatives = o.num_hard_negatives,
+    sample_weight = o.sample_weight,
+  }
+  if o.logq == "streaming" then
+    opts.logq, opts.logq_buckets, opts.logq_alpha = "streaming", o.logq_buckets, o.logq_alpha
+  end
+  return model.TwoTowerModel(block, opts)
+end
+
+return model

@@ -147,6 +147,12 @@ static void test_filter_block(void) {
              strcmp(out->names[2], "c") == 0);
     out = tk_block_forward(ctx, drop, v);
     TK_CHECK(out && out->n == 2 && tk_value_get(out, "a") && tk_value_get(out, "bb"));
+    /* an entry's own name selects that entry alone */
+    const char *part[1] = {"b__offsets"};
+    tk_block *one = tk_filter_block_new("one", 1, part, false);
+    out = tk_block_forward(ctx, one, v);
+    TK_CHECK(out && out->n == 1 && tk_value_get(out, "b__offsets"));
+    tk_block_release(one);
     TK_CHECK(tk_block_forward(ctx, keep, tk_value_of(ctx, t)) == NULL);
     TK_CHECK_ERROR(tk_ctx_error(ctx), "keep: filter needs a tabular input, got a tensor float32 [2, 2]");
     tk_ctx_free(ctx);

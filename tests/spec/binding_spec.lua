@@ -212,8 +212,18 @@ describe("the binding", function()
       assert.same({ 3, 7 }, { core.check_ids(values, 5, offsets) })
       assert.same({ 4, 8 }, { core.check_ids(values, 8, offsets) })
       assert.is_nil(core.check_ids(values, 9, offsets))
-      assert.has_error(function() core.check_ids(tk.ones { 2 }, 3) end,
-        "bad argument #1 to 'check_ids' (int64 ids expected)")
+      assert.has_error(function() core.check_ids(tk.ones { 2 }, 3) end, "check_ids: the ids must be int64, got float32")
+      assert.has_error(function() core.check_ids(values, 9, tk.tensor({ 0, 2 }, "int64")) end,
+        "check_ids: offsets must end at the number of values (5), got 2")
+    end)
+
+    it("ragged_split and ragged_join name the entries of a list feature as the core does", function()
+      assert.same({ "genres", "values" }, { core.ragged_split("genres__values") })
+      assert.same({ "genres", "offsets" }, { core.ragged_split("genres__offsets") })
+      assert.is_nil(core.ragged_split("genres"))
+      assert.equal("genres__values", core.ragged_join("genres", "values"))
+      assert.equal("genres__offsets", core.ragged_join("genres", "offsets"))
+      assert.has_error(function() core.ragged_join("genres", "ids") end)
     end)
 
     it("is_activation knows the core's activations", function()

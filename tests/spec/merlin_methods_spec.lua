@@ -1,6 +1,4 @@
 local tk = require "towerkit"
--- towerkit.init loads towerkit.merlin_methods; load it here too until it does.
-if tk.core.Block.parallel_dict == nil then require("towerkit.merlin_methods")(tk) end
 local Tags = tk.Tags
 
 local MOVIELENS = "tests/data/merlin-schema-movielens-100k.json"

@@ -1,5 +1,4 @@
 local tk = require "towerkit"
-if not tk.Schema then require("towerkit.schema")(tk) end
 
 local Tags = tk.Tags
 local MOVIELENS = "tests/data/merlin-schema-movielens-100k.json"

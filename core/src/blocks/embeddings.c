@@ -2,7 +2,7 @@
  *
  * Each feature reads one table; features configured with the same table name share it.
  * Input: a tabular value with, for each configured feature f, either "f" (one-hot, I64
- * [B] or [B, 1]) or "f__values" and "f__offsets" (multi-hot, ragged, combined with the
+ * [B] or [B, 1]) or ragged feature f (multi-hot, tk_value_get_ragged, combined with the
  * feature's combiner). Output: {f: [B, dim]} in configuration order. Parameters are the
  * tables [cardinality, dim], named by table name, in order of first use.
  * Continuous features added with tk_embeddings_add_continuous pass through as [B, 1]
@@ -84,21 +84,19 @@ static tk_value *emb_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
         const emb_feature *f = &e->features[i];
         const emb_table *t = &e->tables[f->table];
         tk_tensor *ids = tk_value_get(in, f->name), *offsets = NULL;
-        char vname[256], oname[256];
-        if (!ids) {
-            snprintf(vname, sizeof vname, "%s__values", f->name);
-            snprintf(oname, sizeof oname, "%s__offsets", f->name);
-            ids = tk_value_get(in, vname);
-            offsets = tk_value_get(in, oname);
+        if (!ids && !tk_value_get_ragged(in, f->name, &ids, &offsets)) {
+            char vname[256], oname[256]; /* the entries' names, for the message */
+            tk_ragged_name_join(f->name, TK_RAGGED_VALUES, vname, sizeof vname);
+            tk_ragged_name_join(f->name, TK_RAGGED_OFFSETS, oname, sizeof oname);
             if (!ids && !offsets)
                 return tk_ctx_fail(ctx, "embeddings: the input has no feature '%s' (expected '%s', or '%s' and '%s')",
                                    f->name, f->name, vname, oname);
-            if (!ids || !offsets)
-                return tk_ctx_fail(ctx, "embeddings: feature '%s' has '%s' but no '%s'", f->name,
-                                   ids ? vname : oname, ids ? oname : vname);
-            if (offsets->dtype != TK_I64)
-                return tk_ctx_fail(ctx, "embeddings: '%s' must be int64, got %s", oname, tk_dtype_name(offsets->dtype));
+            return tk_ctx_fail(ctx, "embeddings: feature '%s' has '%s' but no '%s'", f->name, ids ? vname : oname,
+                               ids ? oname : vname);
         }
+        if (offsets && offsets->dtype != TK_I64)
+            return tk_ctx_fail(ctx, "embeddings: the offsets of feature '%s' must be int64, got %s", f->name,
+                               tk_dtype_name(offsets->dtype));
         if (ids->dtype != TK_I64) {
             char s[64];
             return tk_ctx_fail(ctx, "embeddings: feature '%s' must be int64 ids, got %s %s", f->name,

@@ -296,11 +296,11 @@ static filter_impl *filter_make(int32_t n, const char *const *names, bool exclud
     return f;
 }
 
-/* entry is f, f__values or f__offsets */
+/* entry is f or a part of ragged feature f */
 static bool feature_matches(const char *entry, const char *f) {
-    size_t n = strlen(f);
-    if (strncmp(entry, f, n) != 0) return false;
-    return entry[n] == '\0' || strcmp(entry + n, "__values") == 0 || strcmp(entry + n, "__offsets") == 0;
+    size_t len;
+    if (strcmp(entry, f) == 0) return true;
+    return tk_ragged_name_split(entry, &len) != TK_RAGGED_NONE && len == strlen(f) && strncmp(entry, f, len) == 0;
 }
 
 static tk_value *filter_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
