@@ -68,25 +68,13 @@ tk_tensor *tk_tensor_new(tk_dtype dtype, int32_t ndim, const int64_t *shape) {
         return NULL;
     }
     if (!valid_shape(ndim, shape)) return NULL;
-    tk_tensor *t = calloc(1, sizeof *t);
-    if (!t) {
-        tk_set_error("out of memory");
-        return NULL;
-    }
-    t->dtype = dtype;
-    t->ndim = ndim;
-    for (int32_t i = 0; i < ndim; i++) t->shape[i] = shape[i];
-    t->numel = tk_shape_numel(ndim, shape);
-    size_t bytes = (size_t)t->numel * tk_dtype_size(dtype);
-    t->data = calloc(bytes ? bytes : 1, 1);
-    if (!t->data) {
-        free(t);
+    size_t bytes = (size_t)tk_shape_numel(ndim, shape) * tk_dtype_size(dtype);
+    void *data = calloc(bytes ? bytes : 1, 1);
+    if (!data) {
         tk_set_error("out of memory allocating %zu bytes", bytes);
         return NULL;
     }
-    t->flags = TK_TENSOR_HEAP;
-    t->refcount = 1;
-    return t;
+    return tk_tensor_adopt(dtype, ndim, shape, data);
 }
 
 tk_tensor *tk_tensor_adopt(tk_dtype dtype, int32_t ndim, const int64_t *shape, void *data) {
