@@ -27,6 +27,13 @@ local BLOCK_OPTS = { item_tower = true, query_tower_tag = true, item_tower_tag =
   embedding_options = true, post = true }
 
 local function check_known(opts) util.check_options(opts, KNOWN, "TwoTowerModel") end
+local POPULARITY_OPTS = { metrics = true, k = true, exclude_seen = true, user_id = true }
+
+-- The column tagged USER_ID in a dataset's schema, if it has one.
+local function user_column(d)
+  local col = d.schema and d.schema:select_by_tag(Tags.USER_ID)[1]
+  return col and col.name
+end
 
 local function id_column(schema, tag, what)
   local cols = schema:select_by_tag(tag)
@@ -323,7 +330,16 @@ function Model:fit(data, opts)
     self._neg = { prob = prob, cdf = cdf }
     self._rng = datasets.Random((opts.seed or 0) + 17)
   end
+  if type(bs) ~= "number" or bs < 2 or bs % 1 ~= 0 then
+    argerror("fit: batch_size must be an integer >= 2 (the in-batch softmax needs other rows as negatives), got %s",
+      tostring(bs))
+  end
+  if data:size() < 2 then
+    argerror("fit: the data has %d row%s; training needs at least 2 (one batch of a positive and a negative)",
+      data:size(), data:size() == 1 and "" or "s")
+  end
   local nb = data:num_batches(bs, opts.drop_last)
+  self._fit_data = data -- what evaluate{exclude_seen = true} excludes
   self.stop_training = false
   for epoch = 1, epochs do
     local t0, seen, sum, steps = core.clock(), 0, 0, 0
@@ -449,46 +465,90 @@ function Encoder:query(batch, opts)
   return core.map_ids(idx, self.item_ids), scores
 end
 
---- evaluate(data, {item_corpus =, k = max metric k, exclude_seen = train_data,
--- batch_size = 4096}) -> {metric_name = value}: full-catalogue retrieval metrics.
--- Each row of data is a query whose relevant item is its item id; the corpus is
--- de-duplicated by item id; with exclude_seen, items the row's user has in that
--- dataset are not ranked (except the row's own item).
+--- evaluate(data, {item_corpus =, k = max metric k, exclude_seen = train_data | true,
+-- batch_size = 4096, metrics =}) -> {metric_name = value}: full-catalogue retrieval
+-- metrics. Each row of data is a query whose relevant item is its item id; the corpus is
+-- de-duplicated by item id, and every positive must be in it. With exclude_seen, the
+-- items the row's user has in that dataset (true: the data of the last fit) are not
+-- ranked, except the row's own item. k is capped at the catalogue's size.
+local EVALUATE_OPTS = { item_corpus = true, k = true, exclude_seen = true, batch_size = true, metrics = true }
+
+-- The dataset exclude_seen names: a Dataset, or true for the data of the model's last fit.
+local function seen_dataset(self, value, what)
+  if value == true then
+    if not self._fit_data then
+      argerror("%s: exclude_seen = true means the data of the last fit, but this model has not been fit; pass the training Dataset", what)
+    end
+    return self._fit_data
+  end
+  if not datasets.is_dataset(value) then
+    argerror("%s: exclude_seen must be a Dataset of interactions (user id, item id) or true, got %s", what,
+      util.describe(value))
+  end
+  return value
+end
+
+-- Per query row of `data`, the items (as keys of `key_of`: corpus rows, or ids) its user
+-- has in `seen`, without the row's own positive: CSR lists (off, list) as Lua arrays.
+local function seen_lists(user_col, item_col, seen, data, key_of, what)
+  for _, d in ipairs { seen, data } do
+    if not d:has_column(user_col) then argerror("%s: exclude_seen needs the user id column '%s' in the data", what, user_col) end
+  end
+  local by_user = {}
+  local users, its = seen:column(user_col):totable(), seen:column(item_col):totable()
+  for r = 1, #users do
+    local s = by_user[users[r]]
+    if not s then s = {} by_user[users[r]] = s end
+    local key = key_of(its[r])
+    if key then s[#s + 1] = key end
+  end
+  local off, list = { 0 }, {}
+  local qusers, positives = data:column(user_col):totable(), data:column(item_col):totable()
+  for q = 1, #qusers do
+    local own, done = key_of(positives[q]), {}
+    for _, key in ipairs(by_user[qusers[q]] or {}) do
+      if key ~= own and not done[key] then
+        list[#list + 1] = key
+        done[key] = true
+      end
+    end
+    off[#off + 1] = #list
+  end
+  return off, list
+end
+
+local function metrics_k(metrics, k)
+  k = k or 0
+  for _, m in ipairs(metrics) do k = math.max(k, m.k) end
+  return k
+end
+
 function Model:evaluate(data, opts)
-  opts = opts or {}
+  opts = util.known_options(opts, EVALUATE_OPTS, "evaluate")
   if not datasets.is_dataset(data) then argerror("evaluate: data must be a Dataset") end
   local corpus = opts.item_corpus
   if not datasets.is_dataset(corpus) then argerror("evaluate: item_corpus (a Dataset of items) is required") end
+  if data:size() == 0 then argerror("evaluate: data has no rows") end
+  if not data:has_column(self.item_id) then argerror("evaluate: data has no item id column '%s'", self.item_id) end
   local metrics = opts.metrics or self.metrics or { ranking.RecallAt(10), ranking.NDCGAt(10) }
-  local k = opts.k or 0
-  for _, m in ipairs(metrics) do k = math.max(k, m.k) end
   local items = self:item_embeddings(corpus, opts)
-  local queries = tower_embeddings(self, "query", data, opts.batch_size)
+  local n_items = items.ids:numel()
+  local k = math.min(metrics_k(metrics, opts.k), n_items)
+  local row_of = {}
+  for r, id in ipairs(items.ids:totable()) do row_of[id] = r - 1 end
   local positives = data:column(self.item_id):totable()
+  for q, id in ipairs(positives) do
+    if not row_of[id] then
+      argerror("evaluate: item id %d in column '%s' (row %d of data) is not in item_corpus; evaluate on items the corpus has",
+        id, self.item_id, q)
+    end
+  end
+  local queries = tower_embeddings(self, "query", data, opts.batch_size)
   local excl_off, excl_items
   if opts.exclude_seen then
     if not self.query_id then argerror("evaluate: exclude_seen needs a user id column in the schema") end
-    local seen_data = opts.exclude_seen
-    local row_of = {}
-    for r, id in ipairs(items.ids:totable()) do row_of[id] = r - 1 end
-    local seen = {}
-    local users = seen_data:column(self.query_id):totable()
-    local its = seen_data:column(self.item_id):totable()
-    for r = 1, #users do
-      local s = seen[users[r]]
-      if not s then s = {} seen[users[r]] = s end
-      local row = row_of[its[r]]
-      if row then s[row] = true end
-    end
-    local off, list = { 0 }, {}
-    local qusers = data:column(self.query_id):totable()
-    for q = 1, #qusers do
-      local own = row_of[positives[q]]
-      for row in pairs(seen[qusers[q]] or {}) do
-        if row ~= own then list[#list + 1] = row end
-      end
-      off[#off + 1] = #list
-    end
+    local off, list = seen_lists(self.query_id, self.item_id, seen_dataset(self, opts.exclude_seen, "evaluate"), data,
+      function(id) return row_of[id] end, "evaluate")
     excl_off, excl_items = core.tensor(off, "int64"), core.tensor(list, "int64")
   end
   local idx = core.topk(queries, items.embeddings, k, excl_off, excl_items)
@@ -499,16 +559,26 @@ function Model:evaluate(data, opts)
 end
 
 --- Popularity baseline: ranks items by their count in `train`; returns the same
--- metrics as evaluate for the rows of `data`.
+-- metrics as evaluate for the rows of `data`, with the same exclude_seen.
 function Model:popularity_baseline(train, data, opts)
-  return model.popularity_baseline(train, data, self.item_id, opts)
+  opts = util.known_options(opts, POPULARITY_OPTS, "popularity_baseline")
+  local o = { metrics = opts.metrics or self.metrics, k = opts.k, user_id = opts.user_id or self.query_id }
+  if opts.exclude_seen then o.exclude_seen = seen_dataset(self, opts.exclude_seen, "popularity_baseline") end
+  return model.popularity_baseline(train, data, self.item_id, o)
 end
 
+--- tk.popularity_baseline(train, data, item_col, {metrics =, k =, exclude_seen = dataset,
+-- user_id = column}): the items of train ranked by count (ties by id). With exclude_seen,
+-- each row's ranking skips the items its user has in that dataset, except its own, as
+-- evaluate does; the user column is user_id, or the one tagged USER_ID in the data's
+-- schema.
 function model.popularity_baseline(train, data, item_col, opts)
-  opts = opts or {}
+  opts = util.known_options(opts, POPULARITY_OPTS, "popularity_baseline")
+  for name, d in pairs { train = train, data = data } do
+    if not datasets.is_dataset(d) then argerror("popularity_baseline: %s must be a Dataset", name) end
+    if not d:has_column(item_col) then argerror("popularity_baseline: %s has no item column '%s'", name, item_col) end
+  end
   local metrics = opts.metrics or { ranking.RecallAt(10), ranking.NDCGAt(10) }
-  local k = 0
-  for _, m in ipairs(metrics) do k = math.max(k, m.k) end
   local counts = {}
   for _, id in ipairs(train:column(item_col):totable()) do counts[id] = (counts[id] or 0) + 1 end
   local order = {}
@@ -517,12 +587,37 @@ function model.popularity_baseline(train, data, item_col, opts)
     if counts[a] ~= counts[b] then return counts[a] > counts[b] end
     return a < b
   end)
+  local k = math.min(metrics_k(metrics, opts.k), #order)
   local top = {}
-  for i = 1, math.min(k, #order) do top[i] = order[i] end
+  for i = 1, k do top[i] = order[i] end
+  local positives = data:column(item_col):totable()
   local ranked, relevant = {}, {}
-  for q, id in ipairs(data:column(item_col):totable()) do
-    ranked[q] = top
+  local off, list
+  if opts.exclude_seen then
+    if type(opts.exclude_seen) ~= "table" or not datasets.is_dataset(opts.exclude_seen) then
+      argerror("popularity_baseline: exclude_seen must be a Dataset of interactions, got %s", util.describe(opts.exclude_seen))
+    end
+    local user_col = opts.user_id or user_column(data) or user_column(opts.exclude_seen)
+    if not user_col then
+      argerror("popularity_baseline: exclude_seen needs the user id column: pass user_id = name (no column is tagged USER_ID)")
+    end
+    off, list = seen_lists(user_col, item_col, opts.exclude_seen, data, function(id) return id end, "popularity_baseline")
+  end
+  for q, id in ipairs(positives) do
     relevant[q] = { [id] = true }
+    if not off or off[q] == off[q + 1] then
+      ranked[q] = top
+    else -- walk the popularity order past this user's seen items
+      local skip, row = {}, {}
+      for e = off[q] + 1, off[q + 1] do skip[list[e]] = true end
+      for _, item in ipairs(order) do
+        if not skip[item] then
+          row[#row + 1] = item
+          if #row == k then break end
+        end
+      end
+      ranked[q] = row
+    end
   end
   return ranking.average(metrics, ranked, relevant)
 end

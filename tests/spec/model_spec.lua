@@ -235,3 +235,77 @@ describe("TwoTowerModel", function()
     assert.has_error(function() model:fit(train, { epochs = 0 }) end, "fit: epochs must be a positive integer")
   end)
 end)
+
+describe("evaluation protocol", function()
+  local model = make_model()
+  model:fit(train, { batch_size = 256, epochs = 1, verbose = false })
+  local small = test:select(tk.core.arange(200))
+
+  it("excludes seen items with exclude_seen = true (the data of the last fit) as with the dataset", function()
+    local a = model:evaluate(small, { item_corpus = items, exclude_seen = train })
+    local b = model:evaluate(small, { item_corpus = items, exclude_seen = true })
+    assert.same(a, b)
+    local plain = model:evaluate(small, { item_corpus = items })
+    assert.truthy(a.recall_at_10 >= plain.recall_at_10)
+    local fresh = make_model()
+    local ok, err = pcall(fresh.evaluate, fresh, small, { item_corpus = items, exclude_seen = true })
+    assert.is_false(ok)
+    assert.truthy(err:find("has not been fit; pass the training Dataset", 1, true), err)
+    ok, err = pcall(model.evaluate, model, small, { item_corpus = items, exclude_seen = "train" })
+    assert.is_false(ok)
+    assert.truthy(err:find("exclude_seen must be a Dataset of interactions (user id, item id) or true", 1, true), err)
+  end)
+
+  it("caps k at the catalogue and names unknown options", function()
+    local m = model:evaluate(small, { item_corpus = items, metrics = { tk.metrics.RecallAt(100000) } })
+    assert.equal(1, m.recall_at_100000) -- every positive is in the catalogue of 400
+    local ok, err = pcall(model.evaluate, model, small, { item_corpus = items, exclude = train })
+    assert.is_false(ok)
+    assert.truthy(err:find("evaluate: unknown option 'exclude'", 1, true), err)
+  end)
+
+  it("refuses positives outside the item corpus, naming the id and the column", function()
+    local few = items:select(tk.core.arange(10))
+    local ok, err = pcall(model.evaluate, model, small, { item_corpus = few })
+    assert.is_false(ok)
+    assert.truthy(err:find("in column 'item_id' (row ", 1, true) and err:find("is not in item_corpus", 1, true), err)
+  end)
+
+  it("ranks popularity with the same exclusion of seen items", function()
+    local with = tk.popularity_baseline(train, small, "item_id", { exclude_seen = train, user_id = "user_id" })
+    local same = model:popularity_baseline(train, small, { exclude_seen = train })
+    assert.same(with, same)
+    local without = tk.popularity_baseline(train, small, "item_id")
+    -- excluding seen items can only move each row's positive up
+    assert.truthy(with.recall_at_10 >= without.recall_at_10)
+    -- brute force for one row: the most popular items its user has not seen in train
+    local counts, seen = {}, {}
+    local users, its = train:column("user_id"):totable(), train:column("item_id"):totable()
+    local u0, pos0 = small:column("user_id"):totable()[1], small:column("item_id"):totable()[1]
+    for r = 1, #its do
+      counts[its[r]] = (counts[its[r]] or 0) + 1
+      if users[r] == u0 and its[r] ~= pos0 then seen[its[r]] = true end
+    end
+    local order = {}
+    for id in pairs(counts) do if not seen[id] then order[#order + 1] = id end end
+    table.sort(order, function(a, b) return counts[a] > counts[b] or (counts[a] == counts[b] and a < b) end)
+    local hit = 0
+    for i = 1, 10 do if order[i] == pos0 then hit = 1 end end
+    local one = tk.popularity_baseline(train, small:select(tk.core.arange(1)), "item_id",
+      { exclude_seen = train, user_id = "user_id", metrics = { tk.metrics.RecallAt(10) } })
+    assert.equal(hit, one.recall_at_10)
+    local ok, err = pcall(tk.popularity_baseline, train, small, "item_id", { exclude_seen = true })
+    assert.is_false(ok)
+    assert.truthy(err:find("exclude_seen must be a Dataset of interactions", 1, true), err)
+  end)
+
+  it("refuses a batch of one row and data with fewer than two rows", function()
+    local m = make_model()
+    local ok, err = pcall(m.fit, m, train, { batch_size = 1, verbose = false })
+    assert.is_false(ok)
+    assert.truthy(err:find("batch_size must be an integer >= 2", 1, true), err)
+    ok, err = pcall(m.fit, m, train:select(tk.core.arange(0)), { verbose = false })
+    assert.is_false(ok)
+    assert.truthy(err:find("the data has 0 rows; training needs at least 2", 1, true), err)
+  end)
+end)
