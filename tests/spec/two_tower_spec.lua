@@ -124,6 +124,19 @@ describe("InputBlock", function()
     assert.truthy(ctx:added_loss():item() > 0)
   end)
 
+  it("combines a column given with offsets by the options' combiner, LIST tag or not", function()
+    local schema = tk.Schema {
+      tk.ColumnSchema("tags", { tags = { Tags.USER, Tags.CATEGORICAL }, int_domain = { max = 3 } }),
+    }
+    local block = tk.InputBlock(schema, { embedding_options = { embedding_dim_default = 2,
+      embeddings_initializers = { tags = function(shape)
+        return tk.tensor { { 1, 10 }, { 2, 20 }, { 3, 30 }, { 4, 40 } }
+      end } } })
+    -- row 1: ids 0 and 2 (mean of rows 1 and 3), row 2: id 3
+    local out = block { tags__values = ids { 0, 2, 3 }, tags__offsets = ids { 0, 2, 3 } }
+    assert.same({ { 2, 20 }, { 4, 40 } }, out.tags:totable())
+  end)
+
   it("needs a domain for categorical features", function()
     local bad = tk.Schema { tk.ColumnSchema("c", { tags = { Tags.CATEGORICAL } }) }
     local ok, err = pcall(tk.InputBlock, bad)

@@ -71,7 +71,10 @@ local function InputBlock(schema, opts)
     for _, col in ipairs(t.features) do
       emb:add_feature(col.name, {
         table = tname, cardinality = t.cardinality, dim = dim,
-        combiner = col.is_list and eo.combiner or "sum",
+        -- the options' combiner for every feature: a one-hot id is its own row under any
+        -- combiner, and a column that comes with offsets (a list the schema did not tag)
+        -- is combined as the options say, not summed
+        combiner = eo.combiner,
         initializer = type(init) ~= "function" and init or nil,
         seed = seed,
       })
