@@ -37,7 +37,9 @@ end
 -- kernel_initializer = "glorot_uniform", bias_initializer = "zeros",
 -- kernel_regularizer =, dropout =, normalization =, no_activation_last_layer = false,
 -- filter =, block_name = "mlp", input_dim =})
--- A Lua function kernel_initializer fn(shape, seed) needs input_dim for the first layer.
+-- kernel_initializer and bias_initializer: a name, a {kind =, ...} table or a Lua function
+-- fn(shape, seed), for all layers or as a list with one per layer; a function for the
+-- first layer's kernel needs input_dim.
 function mlp.MLPBlock(dimensions, opts)
   if type(dimensions) ~= "table" or #dimensions == 0 then
     argerror("MLPBlock: dimensions must be a non-empty list of layer sizes")
@@ -64,10 +66,20 @@ function mlp.MLPBlock(dimensions, opts)
   if opts.dropout ~= nil and (type(opts.dropout) ~= "number" or opts.dropout < 0 or opts.dropout >= 1) then
     argerror("MLPBlock: dropout must be a rate in [0, 1), got %s", tostring(opts.dropout))
   end
-  local kinit = opts.kernel_initializer or "glorot_uniform"
-  local fn_init = type(kinit) == "function"
-  if fn_init and not opts.input_dim then
-    argerror("MLPBlock: a function kernel_initializer needs input_dim (the width of the first layer's input)")
+  -- Initializers: one for all layers, or a list with one per layer; each a name, a
+  -- {kind =, ...} table or a function fn(shape, seed) (applied once the layer's shape is
+  -- known: a first layer's kernel needs input_dim).
+  local function per_layer(value, what, default)
+    if type(value) == "table" and value.kind == nil and #value > 0 then
+      if #value ~= #dimensions then argerror("MLPBlock: %d %ss for %d layers", #value, what, #dimensions) end
+      return function(i) return value[i] end
+    end
+    return function() return value == nil and default or value end
+  end
+  local kinit = per_layer(opts.kernel_initializer, "kernel_initializer", "glorot_uniform")
+  local binit = per_layer(opts.bias_initializer, "bias_initializer", "zeros")
+  if type(kinit(1)) == "function" and not opts.input_dim then
+    argerror("MLPBlock: a function kernel_initializer for the first layer needs input_dim (the width of its input)")
   end
   local l2 = l2_of(opts.kernel_regularizer, "MLPBlock")
 
@@ -79,14 +91,18 @@ function mlp.MLPBlock(dimensions, opts)
     local last = i == #dimensions
     if opts.no_activation_last_layer and last then act = "linear" end
     local seed = seeds.take()
+    local k, b = kinit(i), binit(i)
     local dense = layers.Dense(dim, {
       name = "dense_" .. idx, activation = act, use_bias = opts.use_bias,
-      kernel_initializer = not fn_init and kinit or "zeros",
-      bias_initializer = opts.bias_initializer, kernel_regularizer = l2,
+      kernel_initializer = type(k) ~= "function" and k or "zeros",
+      bias_initializer = type(b) ~= "function" and b or "zeros", kernel_regularizer = l2,
       input_dim = in_dim, seed = seed,
     })
-    if fn_init then
-      initializers.apply(dense:param("kernel"), kinit, seed, "MLPBlock kernel_initializer")
+    if type(k) == "function" then
+      initializers.apply(dense:param("kernel"), k, seed, ("MLPBlock kernel_initializer (layer %d)"):format(i))
+    end
+    if type(b) == "function" and opts.use_bias ~= false then
+      initializers.apply(dense:param("bias"), b, seed, ("MLPBlock bias_initializer (layer %d)"):format(i))
     end
     list[#list + 1] = dense
     if opts.dropout and opts.dropout > 0 and not (opts.no_activation_last_layer and last) then
@@ -102,9 +118,17 @@ function mlp.MLPBlock(dimensions, opts)
     if not core.is_block(f) then f = layers.Filter(f) end
     mlp:set_pre(f)
   end
+  -- the options a config can carry: functions (and lists holding one) and blocks cannot
+  local function plain(v)
+    if type(v) == "function" or core.is_block(v) then return false end
+    if type(v) == "table" then
+      for _, x in pairs(v) do if not plain(x) then return false end end
+    end
+    return true
+  end
   local info = { class = "MLPBlock", dimensions = dimensions }
   for k, v in pairs(opts) do
-    if type(v) ~= "function" and not core.is_block(v) and k ~= "filter" then info[k] = v end
+    if plain(v) and k ~= "filter" then info[k] = v end
   end
   meta.set(mlp, info)
   return mlp
