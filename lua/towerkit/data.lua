@@ -70,7 +70,7 @@ end
 -- `f__offsets`. All columns must have the same number of rows.
 function data.Dataset(columns, opts)
   if type(columns) ~= "table" then argerror("Dataset: a table of columns expected, got %s", type(columns)) end
-  opts = opts or {}
+  opts = util.known_options(opts, { schema = true }, "Dataset")
   local schema = opts.schema
   local self = setmetatable({ columns = {}, schema = schema, n = nil }, Dataset)
   for _, name in ipairs(sorted_keys(columns)) do
@@ -179,7 +179,7 @@ end
 -- seed = 0, drop_last = false} do ... end. A shuffle draws a new order per call from
 -- seed (pass the epoch as seed for a new order each epoch).
 function Dataset:batches(opts)
-  opts = opts or {}
+  opts = util.known_options(opts, { batch_size = true, shuffle = true, seed = true, drop_last = true }, "batches")
   local bs = opts.batch_size or 1024
   if type(bs) ~= "number" or bs < 1 or bs % 1 ~= 0 then
     argerror("batches: batch_size must be a positive integer, got %s", tostring(bs))
@@ -281,7 +281,7 @@ end
 function data.read_csv(path, schema, opts)
   if type(path) ~= "string" then argerror("read_csv: a file path expected, got %s", type(path)) end
   if not Schema.is_schema(schema) then argerror("read_csv: a Schema expected, got %s", type(schema)) end
-  opts = opts or {}
+  opts = util.known_options(opts, { columns = true }, "read_csv")
   local specs = csv_specs(schema, columns_filter(opts, "read_csv"))
   if #specs == 0 then argerror("read_csv: the schema selects no column to read") end
   local reader = core.csv_open(path, specs)
@@ -298,7 +298,7 @@ end
 function data.csv_chunks(path, schema, opts)
   if type(path) ~= "string" then argerror("csv_chunks: a file path expected, got %s", type(path)) end
   if not Schema.is_schema(schema) then argerror("csv_chunks: a Schema expected, got %s", type(schema)) end
-  opts = opts or {}
+  opts = util.known_options(opts, { columns = true, chunk_rows = true }, "csv_chunks")
   local rows = opts.chunk_rows or 1048576
   if type(rows) ~= "number" or rows < 1 then argerror("csv_chunks: chunk_rows must be positive") end
   local specs = csv_specs(schema, columns_filter(opts, "csv_chunks"))
@@ -393,7 +393,7 @@ end
 function data.synthetic(schema, n, opts)
   if not Schema.is_schema(schema) then argerror("synthetic: a Schema expected, got %s", type(schema)) end
   if type(n) ~= "number" or n < 1 or n % 1 ~= 0 then argerror("synthetic: n must be a positive integer") end
-  opts = opts or {}
+  opts = util.known_options(opts, { seed = true, clusters = true, affinity = true, zipf = true }, "synthetic")
   local rng = data.Random(opts.seed or 1)
   local C = opts.clusters or 20
   local affinity = opts.affinity or 0.9

@@ -27,6 +27,10 @@ local BLOCK_OPTS = { item_tower = true, query_tower_tag = true, item_tower_tag =
   embedding_options = true, post = true }
 
 local function check_known(opts) util.check_options(opts, KNOWN, "TwoTowerModel") end
+local FIT_OPTS = {
+  batch_size = true, epochs = true, shuffle = true, seed = true, drop_last = true, verbose = true, log = true,
+  callbacks = true, validation_data = true, validation_opts = true,
+}
 local POPULARITY_OPTS = { metrics = true, k = true, exclude_seen = true, user_id = true }
 
 -- The column tagged USER_ID in a dataset's schema, if it has one.
@@ -137,8 +141,7 @@ function model.is_model(x) return getmetatable(x) == Model end
 
 --- compile{optimizer =, metrics = {...}, clip_grad_norm =, schedule =}
 function Model:compile(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then argerror("compile: options must be a table") end
+  opts = util.known_options(opts, { optimizer = true, metrics = true, schedule = true, clip_grad_norm = true }, "compile")
   self.optimizer = opts.optimizer or optim.Adam { learning_rate = 1e-3 }
   if getmetatable(self.optimizer) == nil or not self.optimizer.step then
     argerror("compile: optimizer must be a tk.optim optimizer")
@@ -313,7 +316,7 @@ end
 function Model:fit(data, opts)
   need_compiled(self, "fit")
   if not datasets.is_dataset(data) then argerror("fit: data must be a tk.data.Dataset") end
-  opts = opts or {}
+  opts = util.known_options(opts, FIT_OPTS, "fit")
   local bs = opts.batch_size or 1024
   local epochs = opts.epochs or 1
   if type(epochs) ~= "number" or epochs < 1 or epochs % 1 ~= 0 then argerror("fit: epochs must be a positive integer") end
@@ -425,7 +428,7 @@ end
 --- query_embeddings(data [, {batch_size}]) -> {ids =, embeddings =} (ids: the query id
 -- column when the schema has one, else row numbers).
 function Model:query_embeddings(data, opts)
-  opts = opts or {}
+  opts = util.known_options(opts, { batch_size = true }, "query_embeddings")
   local emb = tower_embeddings(self, "query", data, opts.batch_size)
   local ids = (self.query_id and data:has_column(self.query_id)) and data:column(self.query_id) or core.arange(data:size())
   return setmetatable({ ids = ids, embeddings = emb }, Embeddings)
@@ -434,7 +437,7 @@ end
 --- item_embeddings(items [, {batch_size}]) -> {ids =, embeddings =}, one row per
 -- distinct item id (first occurrence).
 function Model:item_embeddings(items, opts)
-  opts = opts or {}
+  opts = util.known_options(opts, { batch_size = true }, "item_embeddings")
   if not datasets.is_dataset(items) then argerror("item_embeddings: items must be a Dataset") end
   local corpus = items:unique_by(self.item_id)
   local emb = tower_embeddings(self, "item", corpus, opts.batch_size)
@@ -447,15 +450,15 @@ Encoder.__index = Encoder
 --- to_top_k_encoder(items, {k = 10}) -> encoder; encoder:query(batch [, {k, exclude}])
 -- returns item ids (int64 [B, k]) and scores ([B, k]), best first, exact.
 function Model:to_top_k_encoder(items, opts)
-  opts = opts or {}
+  opts = util.known_options(opts, { k = true, batch_size = true }, "to_top_k_encoder")
   local k = opts.k or 10
   if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then argerror("to_top_k_encoder: k must be a positive integer") end
-  local e = self:item_embeddings(items, opts)
+  local e = self:item_embeddings(items, { batch_size = opts.batch_size })
   return setmetatable({ model = self, k = k, item_ids = e.ids, items = e.embeddings }, Encoder)
 end
 
 function Encoder:query(batch, opts)
-  opts = opts or {}
+  opts = util.known_options(opts, { k = true }, "query")
   local k = opts.k or self.k
   local ctx = core.Context(3)
   ctx:grad_enabled(false)
@@ -531,7 +534,7 @@ function Model:evaluate(data, opts)
   if data:size() == 0 then argerror("evaluate: data has no rows") end
   if not data:has_column(self.item_id) then argerror("evaluate: data has no item id column '%s'", self.item_id) end
   local metrics = opts.metrics or self.metrics or { ranking.RecallAt(10), ranking.NDCGAt(10) }
-  local items = self:item_embeddings(corpus, opts)
+  local items = self:item_embeddings(corpus, { batch_size = opts.batch_size })
   local n_items = items.ids:numel()
   local k = math.min(metrics_k(metrics, opts.k), n_items)
   local row_of = {}

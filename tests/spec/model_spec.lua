@@ -309,3 +309,26 @@ describe("evaluation protocol", function()
     assert.truthy(err:find("the data has 0 rows; training needs at least 2", 1, true), err)
   end)
 end)
+
+describe("options", function()
+  it("are checked everywhere: an unknown key is an error naming it and the known ones", function()
+    local m = make_model()
+    local cases = {
+      { "fit", function() m:fit(train, { batch_size = 256, epoch = 1, verbose = false }) end },
+      { "compile", function() m:compile { optimiser = tk.optim.Adam() } end },
+      { "item_embeddings", function() m:item_embeddings(items, { batchsize = 10 }) end },
+      { "query_embeddings", function() m:query_embeddings(test, { batchsize = 10 }) end },
+      { "to_top_k_encoder", function() m:to_top_k_encoder(items, { K = 3 }) end },
+      { "batches", function() for _ in train:batches { batchsize = 3 } do end end },
+      { "Dataset", function() tk.data.Dataset({ a = { 1, 2 } }, { schemas = 1 }) end },
+      { "synthetic", function() tk.data.synthetic(schema(), 10, { cluster = 3 }) end },
+      { "summary", function() m.block:summary(nil, { quite = true }) end },
+      { "InputBlock", function() tk.InputBlock(schema(), { embeddings_options = {} }) end },
+    }
+    for _, c in ipairs(cases) do
+      local ok, err = pcall(c[2])
+      assert.is_false(ok, c[1])
+      assert.truthy(err:find(c[1] .. ": unknown option '", 1, true) and err:find("known: ", 1, true), err)
+    end
+  end)
+end)

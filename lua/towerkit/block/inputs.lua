@@ -19,8 +19,7 @@ local argerror = util.argerror
 -- embedded (multi-hot lists combined with the options' combiner).
 local function InputBlock(schema, opts)
   if not Schema.is_schema(schema) then argerror("InputBlock: a Schema expected, got %s", type(schema)) end
-  if opts ~= nil and type(opts) ~= "table" then argerror("InputBlock: options must be a table") end
-  opts = opts or {}
+  opts = util.known_options(opts, { embedding_options = true, name = true }, "InputBlock")
   local eo = opts.embedding_options or embedding_options.new()
   if not embedding_options.class.is(eo) then eo = embedding_options.new(eo) end
   local features = schema:remove_by_tag(Tags.TARGET)

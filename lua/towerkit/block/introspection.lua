@@ -93,7 +93,7 @@ end
 -- parameter count, indented by depth. Returns the text (and prints it unless
 -- opts.quiet).
 function methods:summary(input, opts)
-  opts = opts or {}
+  opts = util.known_options(opts, { quiet = true }, "summary")
   local rows = {}
   if input ~= nil then
     local ctx = core.Context()

@@ -244,6 +244,11 @@ function Column:with_dtype(dtype, opts)
   if type(opts) ~= "table" then
     raise("ColumnSchema '%s': with_dtype: options must be a table, got %s", self.name, repr(opts))
   end
+  for k in pairs(opts) do
+    if k ~= "is_list" and k ~= "is_ragged" then
+      raise("ColumnSchema '%s': with_dtype: unknown option %s (known: is_list, is_ragged)", self.name, repr(k))
+    end
+  end
   local changes = { dtype = dtype }
   if DTYPES[dtype] and DTYPES[dtype].type ~= "INT" then changes.int_domain = false end
   local is_list = opts.is_list
