@@ -2,7 +2,7 @@
  * chunked reads, edge files, the float formatter and the embeddings writer. */
 #include "io_test.h"
 
-#include "io/io_impl.h" /* tk_format_f32 */
+#include "internal.h" /* tk_format_f32 */
 
 static const tk_column_spec SPECS3[3] = {
     {"user_id", TK_COL_INT64}, {"rating", TK_COL_FLOAT32}, {"history", TK_COL_INT64_LIST}};

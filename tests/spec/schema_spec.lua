@@ -692,7 +692,7 @@ describe("Schema", function()
     it("reports where a write fails", function()
       local path = "/nonexistent-dir-for-towerkit/schema.json"
       assert.has_error(function() tk.Schema {}:write_json(path) end,
-        path .. ": cannot write: " .. path .. ".tmp: No such file or directory")
+        path .. ": cannot create a temporary file in '/nonexistent-dir-for-towerkit': No such file or directory")
     end)
   end)
 end)
