@@ -24,7 +24,6 @@ local function read_text(path)
   return text
 end
 
-
 local function names(schema)
   return schema:column_names()
 end
