@@ -127,7 +127,7 @@ bench-server: deps
 run: deps all
 	$(BUILD)/towerkit examples/two_tower_synthetic.lua
 
-# Benchmarks (bench/, WORKLOAD.md); never part of `make test`. `make bench` runs ours
+# Benchmarks (bench/, workloads in bench/WORKLOAD.md); never part of `make test`. `make bench` runs ours
 # and the sgemm limit; `make bench-compare` also runs the peers (PyTorch, FAISS),
 # alternately with ours, and prints the ratios. BENCH_ROUNDS repeats the alternation.
 BENCH_ROUNDS ?= 1

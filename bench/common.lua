@@ -1,4 +1,4 @@
---- Shared helpers of the towerkit benchmarks (WORKLOAD.md): the W1 schema and data,
+--- Shared helpers of the towerkit benchmarks (bench/WORKLOAD.md): the W1 schema and data,
 -- Zipf-like ids, timing statistics and JSON lines.
 local tk = require "towerkit"
 

@@ -1,4 +1,4 @@
-/* The limit of W1 (WORKLOAD.md): OpenBLAS sgemm GFLOP/s on 1024^3 and on every product of
+/* The limit of W1 (bench/WORKLOAD.md): OpenBLAS sgemm GFLOP/s on 1024^3 and on every product of
  * one W1 training step (forward and backward of the two 256-128 towers and of the
  * in-batch logits), at 2 threads (each product split over both) and as two
  * single-threaded streams side by side (one per core, each doing half of the products,

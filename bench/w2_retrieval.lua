@@ -1,4 +1,4 @@
---- W2 (WORKLOAD.md): retrieval. The item tower of the W1 model exports 200,000 items
+--- W2 (bench/WORKLOAD.md): retrieval. The item tower of the W1 model exports 200,000 items
 -- (TwoTowerModel:item_embeddings: forward in evaluation mode plus the L2 norm, a
 -- 200,000 x 128 matrix), then 10,000 query vectors (128-d, L2-normalised, seeded) get
 -- their exact top-100 by inner product (tk.core.topk, the function behind

@@ -7,7 +7,7 @@ local tk = require "towerkit"
 local rows = tonumber(arg and arg[1]) or 300000
 tk.manual_seed(42)
 
--- The features of WORKLOAD.md's W1, with smaller id spaces so it runs in under a minute.
+-- The features of bench/WORKLOAD.md's W1, with smaller id spaces so it runs in under a minute.
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local schema = dofile(here .. "/w1_schema.lua")(tk, { users = 10000, items = 5000, brands = 500,
   shared_categories = true })

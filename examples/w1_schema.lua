@@ -1,4 +1,4 @@
--- The features of WORKLOAD.md's W1 as a Merlin schema: four user features (id, country,
+-- The features of bench/WORKLOAD.md's W1 as a Merlin schema: four user features (id, country,
 -- age bucket, recent categories as a list of 1 to 5 ids) and a continuous activity; three
 -- item features (id, category, brand) and a continuous price.
 --   local w1_schema = dofile("examples/w1_schema.lua")

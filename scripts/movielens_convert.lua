@@ -91,9 +91,7 @@ local function convert(in_dir, out_dir)
   end
   os.execute("mkdir -p '" .. out_dir:gsub("'", "'\\''") .. "'")
   local csv = out_dir .. "/interactions.csv"
-  local f = assert(io.open(csv, "wb"))
-  f:write(table.concat(out, "\n"), "\n")
-  f:close()
+  tk.io.write_atomic(csv, table.concat(out, "\n") .. "\n")
   local schema = tk.Schema {
     tk.ColumnSchema("userId", { tags = { T.USER_ID, T.CATEGORICAL }, int_domain = { max = max_user } }),
     tk.ColumnSchema("age_bucket", { tags = { T.USER, T.CATEGORICAL }, int_domain = { max = 9 } }),

@@ -1,4 +1,4 @@
-"""Shared helpers of the peer benchmarks (WORKLOAD.md): Zipf-like ids, statistics, JSON lines."""
+"""Shared helpers of the peer benchmarks (bench/WORKLOAD.md): Zipf-like ids, statistics, JSON lines."""
 import json
 import os
 import resource

@@ -1,4 +1,4 @@
-"""W2 (WORKLOAD.md) top-100 in FAISS: IndexFlatIP (exact inner product) over 200,000
+"""W2 (bench/WORKLOAD.md) top-100 in FAISS: IndexFlatIP (exact inner product) over 200,000
 L2-normalised 128-d items, 10,000 queries, k = 100, 2 threads; 1 warm-up, 3 runs.
 The item matrix is random (FAISS has no tower to export with); only search is timed."""
 import sys

@@ -1,4 +1,4 @@
-"""W1 (WORKLOAD.md) in PyTorch: the two-tower training step, batch 1024, towers 256-128,
+"""W1 (bench/WORKLOAD.md) in PyTorch: the two-tower training step, batch 1024, towers 256-128,
 L2 norm, in-batch softmax at temperature 0.05, 2 threads.
 
   python3 bench/peers/torch_w1.py dense    # nn.Embedding, one Adam over everything

@@ -1,4 +1,4 @@
-"""W2 (WORKLOAD.md) in PyTorch: the W1 item tower exports 200,000 items (forward in
+"""W2 (bench/WORKLOAD.md) in PyTorch: the W1 item tower exports 200,000 items (forward in
 no_grad mode plus the L2 norm, batches of 4096), then 10,000 query vectors (128-d,
 L2-normalised) get their exact top-100 by inner product (matmul plus torch.topk over
 blocks of queries). 2 threads; 1 warm-up, 3 runs; median and min-max."""

@@ -796,8 +796,26 @@ tk_status tk_check_ids(const tk_tensor *ids, int64_t cardinality, const tk_tenso
                        int64_t *id);
 
 /* ------------------------------------------------------------------------------------ */
-/* Files: safetensors weights, checkpoints, CSV                                          */
+/* Files: atomic writes, safetensors weights, checkpoints, CSV                           */
 /* ------------------------------------------------------------------------------------ */
+
+/* Atomic files: every file towerkit writes (weights, checkpoint files, CSV, and from
+ * Lua schemas and histories) goes through these, so a reader, a crash or a full disk
+ * sees the old file or the complete new one, never a part. tk_atomic_open creates
+ * "<path>.tmp-XXXXXX" in path's directory (with the mode of the file it replaces);
+ * tk_atomic_write appends bytes, checked; tk_atomic_commit flushes, fsyncs and closes
+ * the temporary file, renames it over path and fsyncs the directory. A write that
+ * fails makes the later writes and the commit fail too. On any failure, and on
+ * tk_atomic_abort, the temporary file is removed and a file at path is left as it
+ * was; the error names the path and the system error ("out/h.csv: write failed: No
+ * space left on device"). Commit and abort free the handle. */
+typedef struct tk_atomic_file tk_atomic_file;
+tk_atomic_file *tk_atomic_open(const char *path);
+tk_status tk_atomic_write(tk_atomic_file *af, const void *data, size_t n);
+tk_status tk_atomic_commit(tk_atomic_file *af);
+void tk_atomic_abort(tk_atomic_file *af);
+/* data[0 .. n) as the file at path, atomically (the four above in one call). */
+tk_status tk_file_write_atomic(const char *path, const void *data, size_t n);
 
 /* Writes tensors in the safetensors layout (8-byte little-endian header length, JSON
  * header {name: {dtype "F32"|"I64", shape, data_offsets}, "__metadata__": {...}}, raw
@@ -805,8 +823,7 @@ tk_status tk_check_ids(const tk_tensor *ids, int64_t cardinality, const tk_tenso
  * multiple of 8 bytes, as the reference writer pads it; tensors are laid out
  * contiguously in the order given. Names must be unique and non-empty ("__metadata__"
  * is reserved). metadata: a JSON object of string values or NULL.
- * Written to a temporary file in the same directory (fsynced) and renamed into place:
- * on any failure the temporary file is removed and an existing file is left as it was. */
+ * Written atomically (tk_atomic_open): on any failure an existing file is left as it was. */
 tk_status tk_safetensors_write(const char *path, int32_t n, const char *const *names,
                                tk_tensor *const *tensors, const char *metadata_json);
 typedef struct tk_safetensors {

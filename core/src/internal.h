@@ -181,4 +181,15 @@ bool tk_rl_backward_begin(tk_ctx *ctx, tk_rl_plan *p, double g, float *dq, float
 void tk_rl_backward_query(tk_rl_plan *p, int64_t r0, int64_t r1);
 void tk_rl_backward_items(tk_rl_plan *p);
 
+/* util.c: numbers as text. tk_pow10_tab[k + 60] is the double nearest 10^k for
+ * -60 <= k <= 60 (the CSV parser's exact fast path and the formatter). tk_format_f32
+ * writes the shortest decimal text (at most 9 significant digits, %g style: plain from
+ * 1e-5 up to 1e9) that strtof reads back as exactly v (finite); the CSV writer and the
+ * block configs both use it, so a float is written one way everywhere. out needs 32
+ * bytes; tk_format_i64 needs 21. Both return the length written (no NUL). */
+extern const double tk_pow10_tab[121];
+static inline double tk_p10(int k) { return tk_pow10_tab[k + 60]; }
+int tk_format_f32(float v, char *out);
+int tk_format_i64(int64_t v, char *out);
+
 #endif

@@ -264,7 +264,9 @@ static int l_shortcut(lua_State *L) {
     tk_block *inner = tkl_check_block(L, 2);
     tk_block *filter = lua_isnoneornil(L, 3) ? NULL : tkl_check_block(L, 3);
     const char *outname = luaL_optstring(L, 4, NULL);
-    int agg = check_aggregation(L, luaL_optstring(L, 5, "concat"), 5);
+    /* false: no aggregation (Merlin's aggregation=None), the outputs stay named */
+    int agg = lua_type(L, 5) == LUA_TBOOLEAN && !lua_toboolean(L, 5) ? TK_AGG_NONE
+                                                                   : check_aggregation(L, luaL_optstring(L, 5, "concat"), 5);
     tkl_block *u = new_block_ud(L);
     return finish(L, u, tk_shortcut_new(name, inner, filter, outname, (tk_aggregation)agg));
 }

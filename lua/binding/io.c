@@ -1,4 +1,5 @@
-/* Files from Lua: CSV reading, embeddings export, safetensors, checkpoints. */
+/* Files from Lua: CSV reading, embeddings export, safetensors, checkpoints, and the
+ * atomic write every file the Lua code writes goes through. */
 #include "binding.h"
 
 #include <stdlib.h>
@@ -246,6 +247,16 @@ static int l_checkpoint_read(lua_State *L) {
     return 2;
 }
 
+/* write_atomic(path, text): text (any bytes) as the file at path, atomically
+ * (tk_file_write_atomic): on failure an error naming the path, and the old file kept. */
+static int l_write_atomic(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    size_t n;
+    const char *text = luaL_checklstring(L, 2, &n);
+    if (tk_file_write_atomic(path, text, n) != TK_OK) return tkl_error(L, "%s", tk_last_error());
+    return 0;
+}
+
 static const luaL_Reg csv_methods[] = {{"next", csv_next}, {"close", csv_close}, {NULL, NULL}};
 
 static const luaL_Reg io_functions[] = {
@@ -257,6 +268,7 @@ static const luaL_Reg io_functions[] = {
     {"load_weights", l_load_weights},
     {"checkpoint_write", l_checkpoint_write},
     {"checkpoint_read", l_checkpoint_read},
+    {"write_atomic", l_write_atomic},
     {NULL, NULL}};
 
 void tkl_open_io(lua_State *L) {

@@ -1,6 +1,6 @@
 --- History: the per-step and per-epoch logs of model:fit, written as CSV or JSON.
 local json = require "towerkit.json"
-local argerror = require("towerkit.util").argerror
+local write_atomic = require("towerkit.util").write_atomic
 
 local History = {}
 History.__index = History
@@ -25,20 +25,8 @@ function History.format_logs(logs)
   return table.concat(parts, "  ")
 end
 
-local function write_atomic(path, text)
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "w")
-  if not f then argerror("cannot write %s: %s", path, err) end
-  f:write(text)
-  f:close()
-  local ok, rerr = os.rename(tmp, path)
-  if not ok then
-    os.remove(tmp)
-    argerror("cannot write %s: %s", path, rerr)
-  end
-end
-
---- The per-epoch logs as CSV (one row per epoch, columns sorted) or JSON.
+--- The per-epoch logs as CSV (one row per epoch, columns sorted) or JSON, written
+-- atomically: on an error (naming the path) the previous file is left as it was.
 function History:to_csv(path)
   local keys, seen = { "epoch" }, { epoch = true }
   for _, e in ipairs(self.epochs) do

@@ -34,6 +34,8 @@ tk.get_num_threads = core.get_num_threads
 -- the OpenBLAS kernel that runs and the best one for this CPU (towerkit.h, "BLAS kernel").
 tk.blas_info = core.blas_info
 tk.json = json
+--- tk.io.write_atomic(path, text): the atomic file write every file of the Lua layer uses.
+tk.io = { write_atomic = require("towerkit.util").write_atomic }
 
 -- Schemas
 export(schema, { "Tags", "Schema", "ColumnSchema" })

@@ -1,5 +1,5 @@
 --- Small helpers shared by the Lua modules: sorted keys, the one way to raise an error,
--- option checks, and `define`, the one way to add a method to a class.
+-- option checks, the one way to write a file, and `define`, the one way to add a method to a class.
 local util = {}
 
 --- The keys of a table, sorted (by their string form).
@@ -71,6 +71,23 @@ function util.describe(v)
   -- required here: towerkit.schema uses this module
   if require("towerkit.schema").Schema.is_schema(v) then return "a Schema" end
   return type(v)
+end
+
+-- Files --------------------------------------------------------------------------------
+
+--- write_atomic(path, text): text (a string, any bytes) as the file at path, through the
+-- core's atomic files (towerkit.h, "Files"): a temporary file beside path, checked
+-- writes, fsync, rename over path, fsync of the directory. Every file the Lua layer
+-- writes goes through here. On failure (a missing directory, a full disk) raises an
+-- error naming the path and the system error; the temporary file is removed and the old
+-- file at path is left as it was.
+function util.write_atomic(path, text)
+  if type(path) ~= "string" or path == "" then
+    argerror("write_atomic: path must be a non-empty string, got %s", type(path))
+  end
+  if type(text) ~= "string" then argerror("write_atomic: %s: text must be a string, got %s", path, type(text)) end
+  local ok, err = pcall(require("towerkit.core").write_atomic, path, text)
+  if not ok then argerror("%s", util.strip_position(err)) end
 end
 
 -- Classes ------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
-/* Helpers for the file-format tests (tests/c/test_safetensors.c, test_checkpoint.c,
- * test_csv.c): a scratch directory under /tmp, whole-file reads and writes, and
- * counting leftovers of atomic writes. */
+/* Helpers for the file tests (tests/c/test_atomic.c, test_safetensors.c,
+ * test_checkpoint.c, test_csv.c): a scratch directory under /tmp, whole-file reads and
+ * writes, counting leftovers of atomic writes, and a disk that fills up. */
 #ifndef TK_IO_TEST_H
 #define TK_IO_TEST_H
 
 #include "tk_test.h"
 
 #include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -96,6 +98,31 @@ static inline void io_remove_tree(const char *dir) {
     }
     closedir(d);
     rmdir(dir);
+}
+
+/* Runs write(ud) with the process's file size limit at `limit` bytes and SIGXFSZ
+ * ignored, so a write past it fails with EFBIG ("File too large") as one would on a
+ * full disk. Tests run as root, which permissions do not stop; this limit they obey. */
+static inline tk_status io_with_size_limit(rlim_t limit, tk_status (*write)(void *), void *ud) {
+    struct rlimit old, lim;
+    getrlimit(RLIMIT_FSIZE, &old);
+    lim = old;
+    lim.rlim_cur = limit;
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    setrlimit(RLIMIT_FSIZE, &lim);
+    tk_status st = write(ud);
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, prev);
+    return st;
+}
+
+/* The whole file equals want[0 .. n). */
+static inline bool io_same(const char *path, const void *want, size_t n) {
+    size_t len = 0;
+    char *got = io_read(path, &len);
+    bool same = got && len == n && memcmp(got, want, n) == 0;
+    free(got);
+    return same;
 }
 
 #endif

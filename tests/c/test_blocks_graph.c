@@ -1,6 +1,7 @@
 /* Block graphs: parameter paths and counts, find, copy and clone, config JSON round
  * trips of every kind, malformed configs, and the kind registry. */
 #include "block_test.h"
+#include "two_tower_fixture.h"
 
 static const tk_init UNIFORM = {TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f};
 
@@ -8,33 +9,9 @@ static tk_block *dense(const char *name, int64_t in, int64_t out, tk_activation 
     return tk_dense_new(name, in, out, act, true, tk_init_default_kernel(), tk_init_zeros(), seed);
 }
 
-static void append(tk_block *seq, tk_block *child) {
-    tk_sequential_append(seq, child);
-    tk_block_release(child);
-}
-
-/* embeddings -> concat -> mlp(dense_0, dense_1) */
-static tk_block *tower(const char *name, const char *feature, int64_t card, uint64_t seed) {
-    tk_block *t = tk_sequential_new(name);
-    tk_block *e = tk_embeddings_new("embeddings");
-    tk_embeddings_add_feature(e, feature, NULL, card, 4, TK_COMBINER_MEAN, UNIFORM, seed);
-    tk_block_set_aggregation(e, TK_AGG_CONCAT);
-    append(t, e);
-    tk_block *mlp = tk_sequential_new("mlp");
-    append(mlp, dense("dense_0", 4, 8, TK_ACT_RELU, seed + 1));
-    append(mlp, dense("dense_1", 8, 3, TK_ACT_LINEAR, seed + 2));
-    append(t, mlp);
-    return t;
-}
-
+/* The fixture's two towers: glorot kernels and zero biases (a clone re-draws only the kernels). */
 static tk_block *two_tower(void) {
-    tk_block *tt = tk_parallel_new("two_tower");
-    tk_block *q = tower("query_tower", "user_id", 10, 1), *i = tower("item_tower", "item_id", 20, 10);
-    tk_parallel_add(tt, "query", q);
-    tk_parallel_add(tt, "item", i);
-    tk_block_release(q);
-    tk_block_release(i);
-    return tt;
+    return tt_two_tower((tt_fixture){3, false, tk_init_default_kernel(), tk_init_zeros(), 1});
 }
 
 typedef struct path_list {
@@ -89,9 +66,9 @@ static void test_param_paths(void) {
 
 static void test_equal_sibling_names(void) {
     tk_block *mlp = tk_sequential_new("mlp");
-    append(mlp, dense("dense", 2, 2, TK_ACT_RELU, 1));
-    append(mlp, dense("other", 2, 2, TK_ACT_RELU, 2));
-    append(mlp, dense("dense", 2, 2, TK_ACT_RELU, 3));
+    tt_append(mlp, dense("dense", 2, 2, TK_ACT_RELU, 1));
+    tt_append(mlp, dense("other", 2, 2, TK_ACT_RELU, 2));
+    tt_append(mlp, dense("dense", 2, 2, TK_ACT_RELU, 3));
     tk_block *bn = tk_batch_norm_block_new("other", 2, 0.99f, 1e-3f); /* the pre shares a name too */
     tk_block_set_pre(mlp, bn);
     tk_block_release(bn);

@@ -2,46 +2,14 @@
  * it did; overwrites are atomic; failed writes leave the old checkpoint; every broken
  * checkpoint is a clear error. */
 #include "io_test.h"
-
-#include <signal.h>
-#include <sys/resource.h>
+#include "two_tower_fixture.h"
 
 static const tk_init UNIFORM = {TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f};
 
-static void append(tk_block *seq, tk_block *child) {
-    tk_sequential_append(seq, child);
-    tk_block_release(child);
-}
-
-static tk_block *dense(const char *name, int64_t in, int64_t out, tk_activation act, uint64_t seed) {
-    return tk_dense_new(name, in, out, act, true, UNIFORM, UNIFORM, seed);
-}
-
-/* embeddings (concat) -> mlp; `lazy`: the first dense and a batch norm take their
- * widths from the first input. */
-static tk_block *tower(const char *name, const char *feature, int64_t card, int64_t out, bool lazy, uint64_t seed) {
-    tk_block *t = tk_sequential_new(name);
-    tk_block *e = tk_embeddings_new("embeddings");
-    tk_embeddings_add_feature(e, feature, NULL, card, 4, TK_COMBINER_MEAN, UNIFORM, seed);
-    tk_block_set_aggregation(e, TK_AGG_CONCAT);
-    append(t, e);
-    tk_block *mlp = tk_sequential_new("mlp");
-    append(mlp, dense("dense_0", lazy ? 0 : 4, 8, TK_ACT_RELU, seed + 1));
-    if (lazy) append(mlp, tk_batch_norm_block_new("bn", 0, 0.9f, 1e-3f));
-    append(mlp, dense("dense_1", 8, out, TK_ACT_LINEAR, seed + 2));
-    append(t, mlp);
-    return t;
-}
-
+/* The fixture's two towers, the query tower sized lazily (with a batch norm), every
+ * weight uniform so that biases differ between seeds too. */
 static tk_block *two_tower(int64_t out, uint64_t seed) {
-    tk_block *tt = tk_parallel_new("two_tower");
-    tk_block *q = tower("query_tower", "user_id", 10, out, true, seed),
-             *i = tower("item_tower", "item_id", 20, out, false, seed + 10);
-    tk_parallel_add(tt, "query", q);
-    tk_parallel_add(tt, "item", i);
-    tk_block_release(q);
-    tk_block_release(i);
-    return tt;
+    return tt_two_tower((tt_fixture){out, true, UNIFORM, UNIFORM, seed});
 }
 
 typedef struct outputs {
@@ -201,6 +169,17 @@ static void test_overwrite(void) {
     io_remove_tree(dir);
 }
 
+typedef struct write_args {
+    const char *dir;
+    const tk_block *b;
+} write_args;
+
+/* tk_checkpoint_write without extra files, for io_with_size_limit. */
+static tk_status write_plain(void *ud) {
+    write_args *w = ud;
+    return tk_checkpoint_write(w->dir, w->b, 0, NULL, NULL);
+}
+
 static void test_failed_writes(void) {
     const char *dir = io_path("keep");
     outputs want, other;
@@ -223,15 +202,8 @@ static void test_failed_writes(void) {
     TK_CHECK(tk_checkpoint_write(dir, c, 1, toolong, text) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "File name too long");
     /* the disk fills up while the weights are written */
-    struct rlimit old, lim;
-    getrlimit(RLIMIT_FSIZE, &old);
-    lim = old;
-    lim.rlim_cur = 1024;
-    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
-    setrlimit(RLIMIT_FSIZE, &lim);
-    tk_status st = tk_checkpoint_write(dir, c, 0, NULL, NULL);
-    setrlimit(RLIMIT_FSIZE, &old);
-    signal(SIGXFSZ, prev);
+    write_args w = {dir, c};
+    tk_status st = io_with_size_limit(1024, write_plain, &w);
     TK_CHECK(st == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "File too large");
     /* a block that is not built */

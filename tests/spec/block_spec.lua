@@ -43,9 +43,16 @@ describe("blocks", function()
 
     local sc = a:connect_with_shortcut(b)
     assert.same({ 3, 8 }, sc(x):shape())
-    local sc_named = tk.WithShortcut(b, { block_outputs_name = "deep", aggregation = false })
     assert.same({ 3, 8 }, tk.WithShortcut(b)(x):shape())
-    assert.truthy(sc_named)
+    -- aggregation = false (Merlin's None): both outputs by name, the block's under
+    -- block_outputs_name, the input under "shortcut" (bitwise: the same ops)
+    local named = tk.WithShortcut(b, { block_outputs_name = "deep", aggregation = false })(x)
+    local keys = {}
+    for k in pairs(named) do keys[#keys + 1] = k end
+    table.sort(keys)
+    assert.same({ "deep", "shortcut" }, keys)
+    assert.same(b(x):totable(), named.deep:totable())
+    assert.same(x:totable(), named.shortcut:totable())
   end)
 
   it("connect_branch and ParallelBlock merge branches and aggregate", function()

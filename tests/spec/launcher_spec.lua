@@ -23,19 +23,10 @@ local function q(s) -- quotes one shell word
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local files = require "tests.spec.helpers.files"
+local function slurp(path) return files.read(path) or "" end -- "" for a file not there yet
 
-local function spit(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local spit = files.write
 
 local tmpfiles = {}
 local function tmpname()

@@ -21,12 +21,24 @@ describe("lifetimes", function()
       local want = (row >= 2 and row <= 5) and 1 or 0
       assert.same({ want, want, want, want, want, want, want, want }, g[row])
     end
+    -- a block collected between its forward and the backward (nothing of it is kept
+    -- here: its weights are read as copies) still gives the backward its weights:
+    -- d sum(x W + b) / dx[i][j] = sum_k W[j][k]
     local d = tk.Dense(3, { seed = 1 })
-    local l2 = d(tk.ones { 2, 4 }):sum()
+    local x = tk.ones({ 2, 4 }):requires_grad(true)
+    local l2 = d(x):sum()
+    local w = d:get_weights()[1]:totable() -- a copy of the kernel [4, 3], built by the forward
     d = nil
     collectgarbage()
     collectgarbage()
     l2:backward()
+    local gx = x:grad():totable()
+    for i = 1, 2 do
+      for j = 1, 4 do
+        local want = w[j][1] + w[j][2] + w[j][3]
+        assert.is_true(math.abs(gx[i][j] - want) <= 1e-6, ("dx[%d][%d] = %.9g, want %.9g"):format(i, j, gx[i][j], want))
+      end
+    end
   end)
 
   it("keeps a Lua block's result alive through the rest of the graph", function()

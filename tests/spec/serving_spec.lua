@@ -18,13 +18,8 @@ local function run(cmd)
   return out, tonumber(out:match("exit=(%d+)%s*$"))
 end
 
-local function slurp(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local files = require "tests.spec.helpers.files"
+local function slurp(path) return files.read(path) or "" end -- "" for a file not there yet
 
 local tmp
 local function ckpt(name) return tmp .. "/" .. name end

@@ -265,15 +265,13 @@ tk_block *tk_cfg_child(const cJSON *children, int i, uint64_t seed) {
     return tk_block_from_cjson(cJSON_GetArrayItem(children, i), tk_seed_mix(seed, (uint64_t)i));
 }
 
-/* The shortest decimal that reads back as the same float: 0.1f is written 0.1. */
+/* The shortest decimal that reads back as the same float (util.c's formatter, as CSV
+ * writes it): 0.1f is written 0.1. */
 static double short_float(float v) {
     char buf[32];
-    for (int prec = 6; prec <= 9; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)v);
-        double d = strtod(buf, NULL);
-        if ((float)d == v) return d;
-    }
-    return (double)v;
+    if (!isfinite(v)) return (double)v; /* the formatter takes finite floats only */
+    buf[tk_format_f32(v, buf)] = '\0';
+    return strtod(buf, NULL);
 }
 
 bool tk_cfg_add_float(cJSON *o, const char *key, float v) {

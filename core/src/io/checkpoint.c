@@ -216,41 +216,15 @@ static int remove_tree(const char *dir) {
     return rc;
 }
 
-/* Writes text to dir/name and fsyncs it. */
+/* Writes text to dir/name (the temporary checkpoint directory), atomically as every
+ * file: the directory swap makes the checkpoint atomic, this checks and syncs each file. */
 static tk_status write_file_synced(const char *dir, const char *name, const char *text) {
     char *path = tk_path_join(dir, name);
     if (!path) {
         tk_set_error("out of memory");
         return TK_ERROR;
     }
-    tk_status st = TK_ERROR;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)tk_new_file_mode());
-    if (fd < 0) {
-        tk_set_error("%s: cannot create: %s", path, strerror(errno));
-        goto done;
-    }
-    size_t n = strlen(text), off = 0;
-    while (off < n) {
-        ssize_t w = write(fd, text + off, n - off);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            tk_set_error("%s: write failed: %s", path, strerror(errno));
-            close(fd);
-            goto done;
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS) {
-        tk_set_error("%s: fsync failed: %s", path, strerror(errno));
-        close(fd);
-        goto done;
-    }
-    if (close(fd) != 0) {
-        tk_set_error("%s: close failed: %s", path, strerror(errno));
-        goto done;
-    }
-    st = TK_OK;
-done:
+    tk_status st = tk_file_write_atomic(path, text, strlen(text));
     free(path);
     return st;
 }

@@ -1,5 +1,5 @@
-/* Shared helpers of the file formats: atomic files, paths, whole-file reads, a string
- * builder with JSON escaping. */
+/* Shared helpers of the file formats: paths, whole-file reads, a string builder with
+ * JSON escaping. Atomic files are in io/atomic.c. */
 #include "io/io_impl.h"
 
 #include <errno.h>
@@ -72,104 +72,6 @@ tk_status tk_fsync_dir(const char *dir) {
         return TK_ERROR;
     }
     return TK_OK;
-}
-
-/* ------------------------------------------------------------------------------------ */
-/* Atomic files                                                                           */
-/* ------------------------------------------------------------------------------------ */
-
-tk_status tk_atomic_open(tk_atomic_file *af, const char *path) {
-    af->f = NULL;
-    af->tmp = NULL;
-    af->path = path;
-    if (!path || !*path) {
-        tk_set_error("file path is empty");
-        return TK_ERROR;
-    }
-    size_t n = strlen(path);
-    if (path[n - 1] == '/') {
-        tk_set_error("%s: a file path must not end with '/'", path);
-        return TK_ERROR;
-    }
-    af->tmp = malloc(n + 12);
-    if (!af->tmp) {
-        tk_set_error("out of memory");
-        return TK_ERROR;
-    }
-    snprintf(af->tmp, n + 12, "%s.tmp-XXXXXX", path);
-    int fd = mkstemp(af->tmp);
-    if (fd < 0) {
-        int err = errno;
-        char *dir = tk_path_dirname(path);
-        tk_set_error("%s: cannot create a temporary file in '%s': %s", path, dir ? dir : ".", strerror(err));
-        free(dir);
-        free(af->tmp);
-        af->tmp = NULL;
-        return TK_ERROR;
-    }
-    /* mkstemp makes the file private (0600); give it the mode of the file it replaces,
-     * or the one open(2) would */
-    struct stat st;
-    unsigned mode = stat(path, &st) == 0 && S_ISREG(st.st_mode) ? (unsigned)(st.st_mode & 07777) : tk_new_file_mode();
-    if (fchmod(fd, (mode_t)mode) != 0) { /* not fatal: the file is still correct */
-    }
-    af->f = fdopen(fd, "wb");
-    if (!af->f) {
-        int err = errno;
-        close(fd);
-        unlink(af->tmp);
-        free(af->tmp);
-        af->tmp = NULL;
-        tk_set_error("%s: cannot open the temporary file: %s", path, strerror(err));
-        return TK_ERROR;
-    }
-    return TK_OK;
-}
-
-tk_status tk_atomic_write(tk_atomic_file *af, const void *data, size_t n) {
-    if (n == 0) return TK_OK;
-    if (fwrite(data, 1, n, af->f) != n) {
-        tk_set_error("%s: write failed: %s", af->path, strerror(errno));
-        return TK_ERROR;
-    }
-    return TK_OK;
-}
-
-void tk_atomic_abort(tk_atomic_file *af) {
-    if (af->f) fclose(af->f);
-    if (af->tmp) unlink(af->tmp);
-    free(af->tmp);
-    af->f = NULL;
-    af->tmp = NULL;
-}
-
-tk_status tk_atomic_commit(tk_atomic_file *af) {
-    const char *what = NULL;
-    int err = 0;
-    if (fflush(af->f) != 0) {
-        what = "write failed";
-    } else if (fsync(fileno(af->f)) != 0 && errno != EINVAL && errno != EROFS) {
-        what = "fsync failed";
-    } else {
-        FILE *f = af->f;
-        af->f = NULL;
-        if (fclose(f) != 0)
-            what = "close failed";
-        else if (rename(af->tmp, af->path) != 0)
-            what = "cannot rename the temporary file into place";
-    }
-    if (what) {
-        err = errno;
-        tk_atomic_abort(af);
-        tk_set_error("%s: %s: %s", af->path, what, strerror(err));
-        return TK_ERROR;
-    }
-    free(af->tmp);
-    af->tmp = NULL;
-    char *dir = tk_path_dirname(af->path);
-    tk_status st = dir ? tk_fsync_dir(dir) : TK_OK;
-    free(dir);
-    return st;
 }
 
 /* ------------------------------------------------------------------------------------ */

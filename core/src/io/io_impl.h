@@ -1,28 +1,11 @@
-/* Helpers shared by the file formats (core/src/io). Not installed.
- *
- * Atomic files: tk_atomic_open creates "<path>.tmp-XXXXXX" (mkstemp) in the directory of
- * `path`; the writer fills af.f; tk_atomic_commit flushes, fsyncs, closes and renames it
- * over `path` (then fsyncs the directory); tk_atomic_abort closes and removes the
- * temporary file. Either way the struct is released; an existing file at `path` is
- * replaced only by a complete new one. */
+/* Helpers shared by the file formats (core/src/io). Not installed. Files are written
+ * with towerkit.h's atomic files (io/atomic.c). */
 #ifndef TK_IO_IMPL_H
 #define TK_IO_IMPL_H
 
 #include "internal.h"
 
 #include <stdio.h>
-
-typedef struct tk_atomic_file {
-    FILE *f;
-    char *tmp;        /* the temporary file's path */
-    const char *path; /* the target (borrowed) */
-} tk_atomic_file;
-
-tk_status tk_atomic_open(tk_atomic_file *af, const char *path);
-tk_status tk_atomic_commit(tk_atomic_file *af);
-void tk_atomic_abort(tk_atomic_file *af);
-/* fwrite of n bytes; on failure sets "<path>: write failed: <reason>". */
-tk_status tk_atomic_write(tk_atomic_file *af, const void *data, size_t n);
 
 /* fsync of a directory (best effort: errors other than EIO are ignored). */
 tk_status tk_fsync_dir(const char *dir);
@@ -49,9 +32,5 @@ void tk_sbuf_putn(tk_sbuf *b, const char *s, size_t n);
 void tk_sbuf_puts(tk_sbuf *b, const char *s);
 void tk_sbuf_printf(tk_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tk_sbuf_json_string(tk_sbuf *b, const char *s);
-
-/* The shortest decimal text (at most 9 significant digits, %g style) that strtof reads
- * back as exactly v (finite); out needs 32 bytes. Returns the length (no NUL). */
-int tk_format_f32(float v, char *out);
 
 #endif

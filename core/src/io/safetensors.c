@@ -130,23 +130,19 @@ tk_status tk_safetensors_write(const char *path, int32_t n, const char *const *n
         return TK_ERROR;
     }
 
-    tk_atomic_file af;
-    if (tk_atomic_open(&af, path) != TK_OK) {
+    tk_atomic_file *af = tk_atomic_open(path);
+    if (!af) {
         free(h.data);
         return TK_ERROR;
     }
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)h.len >> (8 * i));
-    tk_status st = tk_atomic_write(&af, len8, 8);
-    if (st == TK_OK) st = tk_atomic_write(&af, h.data, h.len);
+    tk_status st = tk_atomic_write(af, len8, 8);
+    if (st == TK_OK) st = tk_atomic_write(af, h.data, h.len);
     for (int32_t i = 0; i < n && st == TK_OK; i++)
-        st = tk_atomic_write(&af, tensors[i]->data, (size_t)tensors[i]->numel * tk_dtype_size(tensors[i]->dtype));
+        st = tk_atomic_write(af, tensors[i]->data, (size_t)tensors[i]->numel * tk_dtype_size(tensors[i]->dtype));
     free(h.data);
-    if (st != TK_OK) {
-        tk_atomic_abort(&af);
-        return TK_ERROR;
-    }
-    return tk_atomic_commit(&af);
+    return tk_atomic_commit(af); /* fails, and removes the file, after a failed write */
 }
 
 /* ------------------------------------------------------------------------------------ */

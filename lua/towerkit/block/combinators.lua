@@ -92,13 +92,14 @@ function combinators.ResidualBlock(block, opts)
 end
 
 --- WithShortcut(block, {shortcut_filter =, aggregation = "concat", post =,
--- block_outputs_name =}): {block_outputs_name: block(x), shortcut: filter(x) or x}.
+-- block_outputs_name =}): {block_outputs_name: block(x), shortcut: filter(x) or x},
+-- aggregated; aggregation = false keeps the two outputs by name.
 function combinators.WithShortcut(block, opts)
   opts = opts_table(opts, "WithShortcut")
   local filter = opts.shortcut_filter
   if filter ~= nil and not core.is_block(filter) then filter = layers.Filter(filter) end
   local b = core.shortcut(opts.name or "with_shortcut", as_block(block, "WithShortcut"), filter,
-    opts.block_outputs_name, opts.aggregation or "concat")
+    opts.block_outputs_name, opts.aggregation == nil and "concat" or opts.aggregation)
   if opts.post then b:set_post(combinators.resolve_post(opts.post)) end
   return b
 end

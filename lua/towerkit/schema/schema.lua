@@ -9,6 +9,7 @@
 -- A schema keeps its columns in its array part (so `#schema` and ipairs work in
 -- LuaJIT, where `#` ignores __len on tables); methods live in the metatable.
 local json = require "towerkit.json"
+local write_atomic = require("towerkit.util").write_atomic
 local common = require "towerkit.schema.common"
 local tags = require "towerkit.schema.tags"
 local format = require "towerkit.schema.json_format"
@@ -210,8 +211,8 @@ function Schema:to_json(pretty)
   return json.encode(self:to_table(), pretty ~= false) .. "\n"
 end
 
---- Writes the schema to path as Merlin's schema.json, atomically (path .. ".tmp"
--- is written, then renamed). Returns path.
+--- Writes the schema to path as Merlin's schema.json, atomically (util.write_atomic:
+-- on an error the old file is left as it was). Returns path.
 function Schema:write_json(path)
   check_schema(self, "write_json")
   if type(path) ~= "string" or path == "" then
@@ -219,20 +220,7 @@ function Schema:write_json(path)
   end
   local ok, text = pcall(function() return json.encode(self:to_table(), true) .. "\n" end)
   if not ok then raise("%s: cannot encode the schema: %s", path, tostring(text)) end
-  local tmp = path .. ".tmp"
-  local f, err = io.open(tmp, "wb")
-  if not f then raise("%s: cannot write: %s", path, tostring(err)) end
-  local wok, werr = f:write(text)
-  local cok, cerr = f:close()
-  if not wok or not cok then
-    os.remove(tmp)
-    raise("%s: cannot write: %s", path, tostring(werr or cerr))
-  end
-  local rok, rerr = os.rename(tmp, path)
-  if not rok then
-    os.remove(tmp)
-    raise("%s: cannot rename %s into place: %s", path, tmp, tostring(rerr))
-  end
+  write_atomic(path, text)
   return path
 end
 

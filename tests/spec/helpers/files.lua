@@ -16,4 +16,26 @@ function M.write(path, text)
   f:close()
 end
 
+--- The whole file, or nil when it cannot be read.
+function M.read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  return text
+end
+
+--- The names in dir that contain `needle` (plain text), sorted: leftovers of atomic
+-- writes are "<name>.tmp-XXXXXX".
+function M.entries(dir, needle)
+  local p = assert(io.popen("ls -A '" .. dir:gsub("'", "'\\''") .. "'"))
+  local names = {}
+  for name in p:lines() do
+    if name:find(needle, 1, true) then names[#names + 1] = name end
+  end
+  p:close()
+  table.sort(names)
+  return names
+end
+
 return M
