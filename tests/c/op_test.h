@@ -66,6 +66,15 @@ static inline int op_mismatches(const tk_tensor *t, const float *want, double to
     return bad;
 }
 
+/* The op call returns NULL and leaves a message containing `needle` in ctx, which is
+ * cleared for the next case. */
+#define OP_CHECK_FAILS(ctx, call, needle)                                                \
+    do {                                                                                 \
+        TK_CHECK((call) == NULL);                                                        \
+        TK_CHECK_ERROR(tk_ctx_error(ctx), needle);                                       \
+        tk_ctx_clear_error(ctx);                                                         \
+    } while (0)
+
 #define OP_CHECK_VALUES(t, want, tol)                                                    \
     do {                                                                                 \
         const tk_tensor *op_t_ = (t);                                                    \
