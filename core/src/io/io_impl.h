@@ -1,10 +1,4 @@
-/* Helpers shared by the file formats (core/src/io). Not installed.
- *
- * Atomic files: tk_atomic_open creates "<path>.tmp-XXXXXX" (mkstemp) in the directory of
- * `path`; the writer fills af.f; tk_atomic_commit flushes, fsyncs, closes and renames it
- * over `path` (then fsyncs the directory); tk_atomic_abort closes and removes the
- * temporary file. Either way the struct is released; an existing file at `path` is
- * replaced only by a complete new one. */
+/* Helpers shared by the file formats (core/src/io). Not installed. */
 #ifndef TK_IO_IMPL_H
 #define TK_IO_IMPL_H
 
@@ -12,6 +6,11 @@
 
 #include <stdio.h>
 
+/* Atomic files: tk_atomic_open creates "<path>.tmp-XXXXXX" (mkstemp) in the directory of
+ * `path`; the writer fills af.f; tk_atomic_commit flushes, fsyncs, closes and renames it
+ * over `path` (then fsyncs the directory); tk_atomic_abort closes and removes the
+ * temporary file. Either way the struct is released; an existing file at `path` is
+ * replaced only by a complete new one. */
 typedef struct tk_atomic_file {
     FILE *f;
     char *tmp;        /* the temporary file's path */
@@ -39,7 +38,9 @@ static inline unsigned tk_new_file_mode(void) { return 0666u & ~tk_process_umask
  * Returns NULL with errno set on failure (ENOENT for a missing file). */
 char *tk_read_file(const char *path, size_t *len);
 
-/* Escapes s as a JSON string (with the quotes) into a growable buffer. */
+/* A growable, NUL-terminated string buffer (zero-initialise; the owner frees data). A
+ * write that cannot grow it sets oom and every later write is dropped: check oom once,
+ * at the end. */
 typedef struct tk_sbuf {
     char *data;
     size_t len, cap;
@@ -48,6 +49,7 @@ typedef struct tk_sbuf {
 void tk_sbuf_putn(tk_sbuf *b, const char *s, size_t n);
 void tk_sbuf_puts(tk_sbuf *b, const char *s);
 void tk_sbuf_printf(tk_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Escapes s as a JSON string (with the quotes). */
 void tk_sbuf_json_string(tk_sbuf *b, const char *s);
 
 /* The shortest decimal text (at most 9 significant digits, %g style) that strtof reads
