@@ -32,7 +32,7 @@ SERVE_BIN   := $(BUILD)/examples/minimal $(BUILD)/examples/towerkit-server $(BUI
 HOST_LINK    = $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(LDFLAGS) $(LUA_LIBS) $(LIBS) -ldl -Wl,-E
 HEADERS     := $(wildcard core/include/*.h core/src/*.h core/src/*/*.h lua/binding/*.h tests/c/*.h)
 
-.PHONY: all deps test test-c test-lua test-kernels test-asan test-tsan bench bench-server run clean
+.PHONY: all deps test test-c test-lua test-kernels test-asan test-tsan check-includes bench bench-server run clean
 
 all: $(BUILD)/libtowerkit.a $(BUILD)/libtowerkit.so $(BUILD)/lua/towerkit/core.so $(BUILD)/towerkit
 
@@ -118,6 +118,11 @@ test-tsan: deps
 	@$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) OPT=-O1 SAN="-fsanitize=thread" \
 	  $(TSAN_TESTS:%=$(TSAN_BUILD)/tests/%)
 	@TK_TSAN=1 scripts/run-tests.sh $(TSAN_BUILD) $(TSAN_TESTS)
+
+# The modules of core/src depend on each other one way only (the layering is in
+# scripts/check-includes.sh): read from the objects, so it builds them first.
+check-includes: $(CORE_OBJ)
+	@scripts/check-includes.sh $(BUILD)
 
 # The HTTP server under load on 127.0.0.1 (bounded); writes bench/server_load/RESULTS.md.
 bench-server: deps
