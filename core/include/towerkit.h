@@ -1,19 +1,32 @@
 /*
  * towerkit.h - the C core of towerkit: tensors, reverse-mode gradients, blocks and
  * optimizers for two-tower retrieval models. No Lua in here: a C host can build, train
- * and run a model with this header and libtowerkit alone.
+ * and run a model with this header and libtowerkit alone; towerkit_ext.h adds what
+ * writing an op or a block kind takes (the tape, the block struct and its kind).
  *
- * A worked example (a dense layer trained by hand on one batch):
+ * A worked example: a two-layer MLP fitted to one batch by hand. Every object it makes
+ * is released at its end (tests/c/test_header_example.c runs this text, line for line,
+ * under the sanitizers too, and fails when the two differ):
  *
+ *     tk_tensor *x = tk_tensor_new_2d(TK_F32, 8, 4), *y = tk_tensor_new_2d(TK_F32, 8, 1);
+ *     for (int i = 0; i < 32; i++) tk_f32(x)[i] = (float)(i % 5) - 2.0f;
+ *     for (int i = 0; i < 8; i++) tk_f32(y)[i] = 0.5f * tk_f32(x)[4 * i] + 1.0f;
  *     tk_block *mlp = tk_sequential_new("mlp");
- *     tk_sequential_append(mlp, tk_dense_new("dense_0", 0, 16, TK_ACT_RELU, true,
- *                                            tk_init_default_kernel(), tk_init_zeros(), 1));
- *     tk_sequential_append(mlp, tk_dense_new("dense_1", 0, 1, TK_ACT_LINEAR, true,
- *                                            tk_init_default_kernel(), tk_init_zeros(), 2));
+ *     tk_block *layers[2] = {
+ *         tk_dense_new("dense_0", 0, 16, TK_ACT_RELU, true, tk_init_default_kernel(),
+ *                      tk_init_zeros(), 1),
+ *         tk_dense_new("dense_1", 0, 1, TK_ACT_LINEAR, true, tk_init_default_kernel(),
+ *                      tk_init_zeros(), 2),
+ *     };
+ *     for (int i = 0; i < 2; i++) {
+ *         tk_sequential_append(mlp, layers[i]);    // mlp retains the layer,
+ *         tk_block_release(layers[i]);             // so ours goes
+ *     }
  *     tk_optim *opt = tk_optim_adam_new(1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f);
  *     tk_ctx *ctx = tk_ctx_new(42);
+ *     float last = NAN;
  *     for (int step = 0; step < 100; step++) {
- *         tk_ctx_reset(ctx);                        // frees the last step's intermediates
+ *         tk_ctx_reset(ctx);                       // frees the last step's intermediates
  *         tk_ctx_set_training(ctx, true);
  *         tk_value *out = tk_block_forward(ctx, mlp, tk_value_of(ctx, x));
  *         tk_tensor *loss = tk_mse_loss(ctx, tk_value_tensor(out), y);
@@ -21,9 +34,14 @@
  *             fprintf(stderr, "%s\n", tk_ctx_error(ctx));
  *             break;
  *         }
- *         tk_optim_step_block(opt, ctx, mlp);        // reads the gradients of ctx
+ *         last = tk_f32(loss)[0];                  // loss lives in ctx until the reset
+ *         tk_optim_step_block(opt, ctx, mlp);      // reads the gradients of ctx
  *     }
- *     tk_ctx_free(ctx); tk_optim_free(opt); tk_block_release(mlp);
+ *     tk_ctx_free(ctx);
+ *     tk_optim_free(opt);
+ *     tk_block_release(mlp);
+ *     tk_tensor_release(x);
+ *     tk_tensor_release(y);
  *
  * Conventions
  * - Names are tk_<class>_<action>; constructors are *_new, destructors *_free (owned
@@ -158,9 +176,6 @@ float tk_ctx_rand_normal(tk_ctx *ctx);                 /* N(0, 1) */
 const char *tk_ctx_error(const tk_ctx *ctx);
 bool tk_ctx_failed(const tk_ctx *ctx);
 void *tk_ctx_fail(tk_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Prefixes the current message with a block path component: "dense_0: msg" becomes
- * "mlp/dense_0: msg". Blocks call it when a child fails. */
-void tk_ctx_error_push_path(tk_ctx *ctx, const char *name);
 void tk_ctx_clear_error(tk_ctx *ctx);
 /* Bytes of arena memory the context holds (for tests of steady-state allocation). */
 size_t tk_ctx_arena_capacity(const tk_ctx *ctx);
@@ -200,53 +215,18 @@ tk_sparse_grad *tk_ctx_sparse_grad(tk_ctx *ctx, const tk_tensor *leaf);
 /* Enumerates the heap leaves that received a gradient in this context. */
 int64_t tk_ctx_leaf_count(const tk_ctx *ctx);
 const tk_tensor *tk_ctx_leaf(const tk_ctx *ctx, int64_t i);
-
-/* --- for op implementers (core/src/ops) ---
- * tk_ctx_input maps a heap tensor that requires gradients to its context alias (one per
- * heap leaf per context); every other tensor is returned as is. Ops call it on each
- * input before reading `requires_grad`. tk_ctx_record appends a node whose backward is
- * run by tk_backward when `out` has a gradient. tk_ctx_grad_of returns the gradient of
- * an arena tensor, allocating a zeroed one on first use. */
-typedef void (*tk_backward_fn)(tk_ctx *ctx, tk_node *node);
-#define TK_NODE_MAX_INPUTS 4
-struct tk_node {
-    tk_backward_fn backward;
-    const char *op;             /* op name, for errors and debugging */
-    tk_tensor *out;
-    tk_tensor *in[TK_NODE_MAX_INPUTS];
-    int32_t nin;
-    union {
-        double f[4];
-        int64_t i[4];
-    } arg;                      /* small saved scalars */
-    void *saved;                /* arena data saved by the forward pass */
-    tk_tensor **list;           /* variadic inputs (concat, stack) */
-    int32_t nlist;
-};
-tk_tensor *tk_ctx_input(tk_ctx *ctx, tk_tensor *t);
-/* Retains a heap tensor until the next reset (arena tensors are ignored). tk_ctx_input
- * does it for every heap input while gradients are on, so a tape never outlives the
- * tensors it reads; bindings do it for tensors they put into values. */
+/* Retains a heap tensor until the next reset (arena tensors are ignored). Ops do it for
+ * every heap input while gradients are on, so a tape never outlives the tensors it
+ * reads; a host does it for heap tensors it puts into values and then lets go of. */
 tk_status tk_ctx_keep(tk_ctx *ctx, tk_tensor *t);
-tk_node *tk_ctx_record(tk_ctx *ctx, const char *op, tk_backward_fn backward, tk_tensor *out,
-                       int32_t nin, tk_tensor *const *in);
-tk_tensor *tk_ctx_grad_of(tk_ctx *ctx, tk_tensor *t);
-/* Appends `n` rows of sparse gradient to a table alias. */
-tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *table_alias, int64_t n,
-                               const int64_t *rows, const float *values);
-/* Whether the op being built should record: gradients on and any input requires them. */
-bool tk_ctx_wants_grad(const tk_ctx *ctx, int32_t nin, tk_tensor *const *in);
-
-/* A write a forward pass asks for: dst = (1 - momentum) * src + momentum * dst... is
- * expressed generally as dst[i] = a * dst[i] + b * src[i]; src is arena memory. */
-tk_status tk_ctx_defer_update(tk_ctx *ctx, tk_tensor *dst, const float *src, float a, float b);
-/* Applies and clears the deferred updates (the optimizer step calls it). */
+/* Applies and clears the writes a forward pass deferred (batch-norm statistics); the
+ * optimizer step calls it. */
 void tk_ctx_apply_updates(tk_ctx *ctx);
-
-/* Regularisation losses blocks add during a forward pass (Keras' add_loss). The sum of
- * them ([1]), or NULL if none; a training loop adds it to its loss before backward. */
-tk_status tk_ctx_add_loss(tk_ctx *ctx, tk_tensor *loss);
+/* The sum ([1]) of the regularisation losses blocks added during the forward pass
+ * (Keras' add_loss; a dense kernel or an embeddings L2 penalty), or NULL if none: an
+ * arena tensor of ctx. A training loop adds it to its loss before tk_backward. */
 tk_tensor *tk_ctx_added_loss(tk_ctx *ctx);
+
 
 /* ------------------------------------------------------------------------------------ */
 /* Ops. Each returns an arena tensor of ctx, or NULL with the context's message set.     */
@@ -423,13 +403,6 @@ tk_status tk_value_set_ragged(tk_ctx *ctx, tk_value *v, const char *name, tk_ten
  * Lua table, tk_value_set) are checked where they are used. */
 bool tk_value_get_ragged(const tk_value *v, const char *name, tk_tensor **values, tk_tensor **offsets);
 
-/* ------------------------------------------------------------------------------------ */
-/* Blocks                                                                                */
-/* ------------------------------------------------------------------------------------ */
-
-typedef struct tk_block tk_block;
-typedef struct tk_block_kind tk_block_kind;
-
 /* Aggregations of a tabular value into a tensor (Merlin's registered names). */
 typedef enum tk_aggregation {
     TK_AGG_NONE = 0,
@@ -445,57 +418,34 @@ const char *tk_aggregation_name(tk_aggregation agg);
 const char *tk_aggregation_names(void);
 tk_tensor *tk_aggregate(tk_ctx *ctx, tk_aggregation agg, const tk_value *v);
 
-/* A block is a reference-counted node of a model graph. Containers retain children. */
-struct tk_block {
-    const tk_block_kind *kind;
-    char *name;
-    int32_t refcount;
-    int32_t nchildren, cap_children;
-    tk_block **children;
-    char **child_names;        /* parallel branch names (NULL entries elsewhere) */
-    int32_t nparams, cap_params;
-    tk_tensor **params;        /* heap tensors, retained */
-    char **param_names;
-    bool *param_trainable;     /* false for running statistics */
-    tk_block *pre, *post;      /* optional, applied around the block */
-    tk_aggregation aggregation;
-    void *impl;                /* kind-specific state, owned */
-    char *meta;                /* a JSON object of the layer above (the Lua API's class
-                                * and options), kept in configs and copies; or NULL */
-    volatile int built;        /* lazily sized blocks: weights created */
-};
+/* ------------------------------------------------------------------------------------ */
+/* Blocks                                                                                */
+/* ------------------------------------------------------------------------------------ */
 
-struct tk_block_kind {
-    const char *name;  /* "dense", "sequential", ... */
-    /* The block's own computation (pre/post/aggregation are applied by
-     * tk_block_forward). Must not write the block or its parameters. */
-    tk_value *(*forward)(tk_ctx *ctx, tk_block *b, tk_value *in);
-    /* Builds lazily-sized weights from the first input; NULL if never lazy. */
-    tk_status (*build)(tk_ctx *ctx, tk_block *b, tk_value *in);
-    /* Writes kind-specific config fields into a cJSON object (void * to keep cJSON out
-     * of this header); NULL if none. */
-    tk_status (*write_config)(const tk_block *b, void *json_object);
-    /* Frees impl; NULL if impl is plain malloc'd memory or NULL. */
-    void (*free_impl)(void *impl);
-    /* Deep-copies impl for tk_block_copy; NULL if impl is NULL. */
-    void *(*copy_impl)(const void *impl);
-};
+/* A block is a reference-counted node of a model graph: a kind (dense, sequential, ...)
+ * with its parameters, children, optional pre and post blocks and an aggregation.
+ * Containers retain their children. Opaque here: the functions below build and read it;
+ * towerkit_ext.h has the struct, for authors of block kinds.
+ *
+ * Ownership: every function below that returns a new block (the constructors, copy,
+ * clone, from_config_json) gives the caller its one reference, released with
+ * tk_block_release; NULL means failure (tk_last_error). A container, a pre or post
+ * hook and a model retain what they are given, so a caller that hands a block over
+ * still releases its own reference. The other pointers a block returns (its name,
+ * children, parameters, hooks, meta) are borrowed: valid while the block is alive and
+ * until the call that replaces them; retain a block or a tensor to keep it longer. */
+typedef struct tk_block tk_block;
 
-/* Runs pre, the block, post and the aggregation. On failure returns NULL with the
- * block's name pushed on the error path. */
+/* Runs pre, the block, post and the aggregation: a value in ctx's arena. On failure
+ * returns NULL with the block's name pushed on the error path. */
 tk_value *tk_block_forward(tk_ctx *ctx, tk_block *b, tk_value *in);
 void tk_block_retain(tk_block *b);
-void tk_block_release(tk_block *b);
+void tk_block_release(tk_block *b); /* the last release frees it; NULL is ignored */
 /* A deep copy with new, freshly initialised weights (Merlin's copy()): same config,
  * parameters re-drawn from their initialisers with `seed`. */
 tk_block *tk_block_copy(const tk_block *b, uint64_t seed);
 /* A deep copy sharing nothing, weights copied. */
 tk_block *tk_block_clone(const tk_block *b);
-/* Generic block construction for bindings and kinds. */
-tk_block *tk_block_new(const tk_block_kind *kind, const char *name, void *impl);
-tk_status tk_block_add_child(tk_block *b, const char *child_name, tk_block *child); /* retains */
-tk_status tk_block_add_param(tk_block *b, const char *name, tk_tensor *t, bool trainable); /* retains */
-tk_tensor *tk_block_param(const tk_block *b, const char *name);
 /* Sets (retains) or clears (NULL) the pre or post block; TK_ERROR (tk_last_error) if the
  * hook contains b, which would make a cycle. */
 tk_status tk_block_set_pre(tk_block *b, tk_block *pre);
@@ -507,29 +457,47 @@ tk_status tk_block_set_meta(tk_block *b, const char *json_object);
 /* Whether all lazily-sized weights exist. */
 bool tk_block_is_built(const tk_block *b);
 
+/* What a block is made of (summaries, bindings); borrowed, as above. */
+const char *tk_block_name(const tk_block *b);
+const char *tk_block_kind_name(const tk_block *b);  /* "dense", "sequential", ... */
+const char *tk_block_meta(const tk_block *b);       /* its meta JSON object, or NULL */
+tk_block *tk_block_pre(const tk_block *b);          /* NULL if none */
+tk_block *tk_block_post(const tk_block *b);         /* NULL if none */
+tk_aggregation tk_block_aggregation(const tk_block *b); /* TK_AGG_NONE if none */
+/* The children of a container in order (none for other kinds); child i is NULL when i
+ * is out of range. Its name is the one the container gives it: a parallel branch's
+ * name, else the child's own. */
+int32_t tk_block_num_children(const tk_block *b);
+tk_block *tk_block_child(const tk_block *b, int32_t i);
+const char *tk_block_child_name(const tk_block *b, int32_t i);
+/* The block's own parameters (not its children's), heap tensors in the order the kind
+ * added them; NULL (false) when i is out of range. tk_block_param finds one by name. */
+int32_t tk_block_num_params(const tk_block *b);
+tk_tensor *tk_block_param_at(const tk_block *b, int32_t i);
+const char *tk_block_param_name(const tk_block *b, int32_t i);
+bool tk_block_param_trainable(const tk_block *b, int32_t i); /* false: running statistics */
+tk_tensor *tk_block_param(const tk_block *b, const char *name); /* NULL if none */
+
 /* Parameters in a stable order, named by block path ("query/mlp/dense_0/kernel"). The
  * root's own name is the first component unless skip_root. The callback returns
- * non-zero to stop. Children of one container with equal names get "_<index>". */
+ * non-zero to stop. Children of one container with equal names get "_<index>". path
+ * is valid during the call only; param is borrowed from its block. */
 typedef int (*tk_param_visitor)(void *ud, const char *path, tk_tensor *param, bool trainable);
 void tk_block_visit_params(const tk_block *b, bool skip_root, tk_param_visitor fn, void *ud);
 int64_t tk_block_count_params(const tk_block *b); /* scalars in all parameters */
-/* Finds a descendant (or b itself) by name, depth first; NULL if none. */
+/* Finds a descendant (or b itself) by name, depth first; NULL if none. Borrowed. */
 tk_block *tk_block_find(tk_block *b, const char *name);
 
 /* Config as JSON: {"kind": ..., "name": ..., ...kind fields..., "children": [...],
- * "pre": ..., "post": ..., "aggregation": ...}. Returned string is malloc'd. */
+ * "pre": ..., "post": ..., "aggregation": ...}: a malloc'd string the caller frees
+ * (free()), or NULL (tk_last_error). */
 char *tk_block_config_json(const tk_block *b);
 /* Builds an unbuilt block graph from config JSON (weights fresh from initialisers with
  * seed). NULL and tk_last_error on malformed config or an unknown kind. */
 tk_block *tk_block_from_config_json(const char *json, uint64_t seed);
-/* Kinds are registered by name so configs can be read back. Built-in kinds are
- * registered on first use; bindings may add theirs (a kind whose from_config is NULL
- * cannot be restored from config). */
-typedef tk_block *(*tk_block_from_config_fn)(const void *json_object, uint64_t seed);
-tk_status tk_block_kind_register(const tk_block_kind *kind, tk_block_from_config_fn from_config);
-const tk_block_kind *tk_block_kind_find(const char *name);
 
-/* Hook called after each block of a forward pass (summary, debugging). */
+/* Hook called after each block of a forward pass (summary, debugging); b and out are
+ * borrowed for the call. */
 typedef void (*tk_trace_fn)(void *ud, int depth, const tk_block *b, const tk_value *out);
 void tk_ctx_set_trace(tk_ctx *ctx, tk_trace_fn fn, void *ud);
 

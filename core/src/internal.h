@@ -2,7 +2,7 @@
 #ifndef TK_INTERNAL_H
 #define TK_INTERNAL_H
 
-#include "towerkit.h"
+#include "towerkit_ext.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
