@@ -10,12 +10,15 @@ DEPS_LIBS   = $(shell pkg-config --libs openblas libcjson 2>/dev/null)
 LUA_LIBS    = $(shell pkg-config --libs luajit 2>/dev/null)
 OPT      ?= -O2
 SAN      ?=
+# WERROR=1 makes every warning an error (.ci/run sets it). A knob rather than
+# CFLAGS+=-Werror on the command line, which would replace the CFLAGS below.
+WERROR   ?=
 # -ffp-contract=off: no a*b+c fused into an FMA behind our back (GCC's default for GNU C
 # when the target has FMA), so the vector and scalar forms of a kernel that are written to
 # do the same operations give the same bits whatever -march or target attribute is used.
 CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -ffp-contract=off -Wall -Wextra -Wno-unused-parameter \
             -Icore/include -Icore/src -Ilua/binding $(DEPS_CFLAGS) $(SAN) \
-            -DTK_ROOT_DIR='"$(CURDIR)"'
+            -DTK_ROOT_DIR='"$(CURDIR)"' $(if $(WERROR),-Werror)
 LDFLAGS  += $(SAN)
 LIBS      = $(DEPS_LIBS) -lm -lpthread
 
