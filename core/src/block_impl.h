@@ -1,7 +1,7 @@
 /* Helpers shared by the block kinds (core/src/blocks). Not installed.
  *
  * Every block is allocated by tk_block_new as a tk_block_priv, whose public part is the
- * tk_block of towerkit.h. The private part remembers, for each parameter, the
+ * tk_block of towerkit_ext.h. The private part remembers, for each parameter, the
  * initialiser it was drawn from (so tk_block_copy can draw fresh weights), and a seed
  * for weights built lazily at the first forward. */
 #ifndef TK_BLOCK_IMPL_H
