@@ -10,12 +10,15 @@ DEPS_LIBS   = $(shell pkg-config --libs openblas libcjson 2>/dev/null)
 LUA_LIBS    = $(shell pkg-config --libs luajit 2>/dev/null)
 OPT      ?= -O2
 SAN      ?=
+# WERROR=1 makes every warning an error (.ci/run sets it). A knob rather than
+# CFLAGS+=-Werror on the command line, which would replace the CFLAGS below.
+WERROR   ?=
 # -ffp-contract=off: no a*b+c fused into an FMA behind our back (GCC's default for GNU C
 # when the target has FMA), so the vector and scalar forms of a kernel that are written to
 # do the same operations give the same bits whatever -march or target attribute is used.
 CFLAGS   += -std=c11 -D_GNU_SOURCE $(OPT) -g -fPIC -ffp-contract=off -Wall -Wextra -Wno-unused-parameter \
             -Icore/include -Icore/src -Ilua/binding $(DEPS_CFLAGS) $(SAN) \
-            -DTK_ROOT_DIR='"$(CURDIR)"'
+            -DTK_ROOT_DIR='"$(CURDIR)"' $(if $(WERROR),-Werror)
 LDFLAGS  += $(SAN)
 LIBS      = $(DEPS_LIBS) -lm -lpthread
 
@@ -32,7 +35,7 @@ SERVE_BIN   := $(BUILD)/examples/minimal $(BUILD)/examples/towerkit-server $(BUI
 HOST_LINK    = $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(LDFLAGS) $(LUA_LIBS) $(LIBS) -ldl -Wl,-E
 HEADERS     := $(wildcard core/include/*.h core/src/*.h core/src/*/*.h lua/binding/*.h tests/c/*.h)
 
-.PHONY: all deps test test-c test-lua test-kernels test-asan test-tsan bench bench-server run clean
+.PHONY: all deps test test-c test-lua test-kernels test-asan test-tsan check-includes bench bench-server run clean
 
 all: $(BUILD)/libtowerkit.a $(BUILD)/libtowerkit.so $(BUILD)/lua/towerkit/core.so $(BUILD)/towerkit
 
@@ -118,6 +121,11 @@ test-tsan: deps
 	@$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) OPT=-O1 SAN="-fsanitize=thread" \
 	  $(TSAN_TESTS:%=$(TSAN_BUILD)/tests/%)
 	@TK_TSAN=1 scripts/run-tests.sh $(TSAN_BUILD) $(TSAN_TESTS)
+
+# The modules of core/src depend on each other one way only (the layering is in
+# scripts/check-includes.sh): read from the objects, so it builds them first.
+check-includes: $(CORE_OBJ)
+	@scripts/check-includes.sh $(BUILD)
 
 # The HTTP server under load on 127.0.0.1 (bounded); writes bench/server_load/RESULTS.md.
 bench-server: deps

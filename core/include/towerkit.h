@@ -1,19 +1,32 @@
 /*
  * towerkit.h - the C core of towerkit: tensors, reverse-mode gradients, blocks and
  * optimizers for two-tower retrieval models. No Lua in here: a C host can build, train
- * and run a model with this header and libtowerkit alone.
+ * and run a model with this header and libtowerkit alone; towerkit_ext.h adds what
+ * writing an op or a block kind takes (the tape, the block struct and its kind).
  *
- * A worked example (a dense layer trained by hand on one batch):
+ * A worked example: a two-layer MLP fitted to one batch by hand. Every object it makes
+ * is released at its end (tests/c/test_header_example.c runs this text, line for line,
+ * under the sanitizers too, and fails when the two differ):
  *
+ *     tk_tensor *x = tk_tensor_new_2d(TK_F32, 8, 4), *y = tk_tensor_new_2d(TK_F32, 8, 1);
+ *     for (int i = 0; i < 32; i++) tk_f32(x)[i] = (float)(i % 5) - 2.0f;
+ *     for (int i = 0; i < 8; i++) tk_f32(y)[i] = 0.5f * tk_f32(x)[4 * i] + 1.0f;
  *     tk_block *mlp = tk_sequential_new("mlp");
- *     tk_sequential_append(mlp, tk_dense_new("dense_0", 0, 16, TK_ACT_RELU, true,
- *                                            tk_init_default_kernel(), tk_init_zeros(), 1));
- *     tk_sequential_append(mlp, tk_dense_new("dense_1", 0, 1, TK_ACT_LINEAR, true,
- *                                            tk_init_default_kernel(), tk_init_zeros(), 2));
+ *     tk_block *layers[2] = {
+ *         tk_dense_new("dense_0", 0, 16, TK_ACT_RELU, true, tk_init_default_kernel(),
+ *                      tk_init_zeros(), 1),
+ *         tk_dense_new("dense_1", 0, 1, TK_ACT_LINEAR, true, tk_init_default_kernel(),
+ *                      tk_init_zeros(), 2),
+ *     };
+ *     for (int i = 0; i < 2; i++) {
+ *         tk_sequential_append(mlp, layers[i]);    // mlp retains the layer,
+ *         tk_block_release(layers[i]);             // so ours goes
+ *     }
  *     tk_optim *opt = tk_optim_adam_new(1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f);
  *     tk_ctx *ctx = tk_ctx_new(42);
+ *     float last = NAN;
  *     for (int step = 0; step < 100; step++) {
- *         tk_ctx_reset(ctx);                        // frees the last step's intermediates
+ *         tk_ctx_reset(ctx);                       // frees the last step's intermediates
  *         tk_ctx_set_training(ctx, true);
  *         tk_value *out = tk_block_forward(ctx, mlp, tk_value_of(ctx, x));
  *         tk_tensor *loss = tk_mse_loss(ctx, tk_value_tensor(out), y);
@@ -21,9 +34,14 @@
  *             fprintf(stderr, "%s\n", tk_ctx_error(ctx));
  *             break;
  *         }
- *         tk_optim_step_block(opt, ctx, mlp);        // reads the gradients of ctx
+ *         last = tk_f32(loss)[0];                  // loss lives in ctx until the reset
+ *         tk_optim_step_block(opt, ctx, mlp);      // reads the gradients of ctx
  *     }
- *     tk_ctx_free(ctx); tk_optim_free(opt); tk_block_release(mlp);
+ *     tk_ctx_free(ctx);
+ *     tk_optim_free(opt);
+ *     tk_block_release(mlp);
+ *     tk_tensor_release(x);
+ *     tk_tensor_release(y);
  *
  * Conventions
  * - Names are tk_<class>_<action>; constructors are *_new, destructors *_free (owned
@@ -41,6 +59,12 @@
  *   statistics) is recorded in the context and applied by tk_ctx_apply_updates, which
  *   the optimizer step calls. The one exception is the first call of a block whose input
  *   width was not given: it builds its weights once, under a lock.
+ * - Every pointer returned says whose it is. What a *_new, *_clone, *_copy, *_load,
+ *   *_read, *_open or *_next returns is the caller's: one reference to release, or an
+ *   object to free with the matching function. What a function taking a tk_ctx returns
+ *   (ops, values, gradients) is arena memory of that context. Accessors (tk_block_*,
+ *   tk_model_*, tk_value_get, ...) return borrowed pointers, valid while their owner
+ *   lives and holds them. Names (tk_dtype_name, tk_*_name, tk_*_names) are static text.
  */
 #ifndef TOWERKIT_H
 #define TOWERKIT_H
@@ -93,20 +117,23 @@ typedef struct tk_tensor {
     bool requires_grad;         /* gradients flow to or through this tensor */
 } tk_tensor;
 
-/* Heap tensors. `shape` has `ndim` entries (0 <= ndim <= 4; ndim 0 is a scalar).
- * Data is zero-filled. Returns NULL (tk_last_error) on a bad shape or no memory. */
+/* Heap tensors with one reference, the caller's. `shape` has `ndim` entries
+ * (0 <= ndim <= 4; ndim 0 is a scalar). Data is zero-filled. Returns NULL
+ * (tk_last_error) on a bad shape or no memory. */
 tk_tensor *tk_tensor_new(tk_dtype dtype, int32_t ndim, const int64_t *shape);
 tk_tensor *tk_tensor_new_1d(tk_dtype dtype, int64_t n0);
 tk_tensor *tk_tensor_new_2d(tk_dtype dtype, int64_t n0, int64_t n1);
-/* A heap copy of any tensor (arena or heap); drops gradient state. */
+/* A heap copy of any tensor (arena or heap), the caller's; drops gradient state. */
 tk_tensor *tk_tensor_clone(const tk_tensor *t);
-/* A heap view of a heap tensor with another shape of the same numel (retains t). */
+/* A heap view of a heap tensor with another shape of the same numel, the caller's; the
+ * view retains t, so the data lives until both are released. */
 tk_tensor *tk_tensor_reshape_view(tk_tensor *t, int32_t ndim, const int64_t *shape);
 void tk_tensor_retain(tk_tensor *t);
 void tk_tensor_release(tk_tensor *t); /* NULL and arena tensors are ignored */
 /* Marks a heap tensor as a parameter or other leaf whose gradient contexts compute. */
 void tk_tensor_set_requires_grad(tk_tensor *t, bool on);
 
+/* The data of t, borrowed from it. */
 static inline float *tk_f32(const tk_tensor *t) { return (float *)t->data; }
 static inline int64_t *tk_i64(const tk_tensor *t) { return (int64_t *)t->data; }
 size_t tk_dtype_size(tk_dtype dtype);
@@ -122,7 +149,8 @@ void tk_tensor_fill(tk_tensor *t, double value);
 /* Errors                                                                                */
 /* ------------------------------------------------------------------------------------ */
 
-/* The message of the last failed call without a context on this thread. */
+/* The message of the last failed call without a context on this thread: a thread-local
+ * buffer that the next failure on the thread overwrites. */
 const char *tk_last_error(void);
 void tk_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
@@ -132,7 +160,8 @@ void tk_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* A context owns the arena of intermediates, the gradient tape, the RNG (for dropout
  * and for building lazily-sized blocks), the training flag and the error message. One
- * context is used by one thread at a time. */
+ * context is used by one thread at a time. tk_ctx_new returns NULL when out of memory;
+ * tk_ctx_free frees the context and everything in its arena. */
 tk_ctx *tk_ctx_new(uint64_t seed);
 void tk_ctx_free(tk_ctx *ctx);
 /* Frees every arena tensor, the tape, gradients and pending updates; keeps the memory
@@ -154,24 +183,23 @@ int tk_ctx_get_num_threads(const tk_ctx *ctx);
 uint64_t tk_ctx_rand_u64(tk_ctx *ctx);
 float tk_ctx_rand_uniform(tk_ctx *ctx);                /* [0, 1) */
 float tk_ctx_rand_normal(tk_ctx *ctx);                 /* N(0, 1) */
-/* Error state. tk_ctx_fail formats a message and returns NULL for `return tk_ctx_fail()`. */
+/* Error state. tk_ctx_error is the context's buffer ("" when none), valid until the next
+ * call on ctx. tk_ctx_fail formats a message and returns NULL for `return tk_ctx_fail()`;
+ * it keeps an earlier message. */
 const char *tk_ctx_error(const tk_ctx *ctx);
 bool tk_ctx_failed(const tk_ctx *ctx);
 void *tk_ctx_fail(tk_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Prefixes the current message with a block path component: "dense_0: msg" becomes
- * "mlp/dense_0: msg". Blocks call it when a child fails. */
-void tk_ctx_error_push_path(tk_ctx *ctx, const char *name);
 void tk_ctx_clear_error(tk_ctx *ctx);
 /* Bytes of arena memory the context holds (for tests of steady-state allocation). */
 size_t tk_ctx_arena_capacity(const tk_ctx *ctx);
 /* Count of malloc calls the context has made over its life. */
 uint64_t tk_ctx_alloc_count(const tk_ctx *ctx);
 
-/* Arena tensors of a context, zero-filled (tk_ctx_empty: not filled). */
+/* Arena tensors of a context, zero-filled (tk_ctx_empty: not filled); valid until reset. */
 tk_tensor *tk_ctx_zeros(tk_ctx *ctx, tk_dtype dtype, int32_t ndim, const int64_t *shape);
 tk_tensor *tk_ctx_empty(tk_ctx *ctx, tk_dtype dtype, int32_t ndim, const int64_t *shape);
 tk_tensor *tk_ctx_zeros_like(tk_ctx *ctx, const tk_tensor *t);
-/* Raw arena memory, 64-byte aligned, valid until reset. */
+/* Raw arena memory, 64-byte aligned, valid until reset; a copy of s there. */
 void *tk_ctx_alloc(tk_ctx *ctx, size_t bytes);
 char *tk_ctx_strdup(tk_ctx *ctx, const char *s);
 
@@ -182,9 +210,9 @@ char *tk_ctx_strdup(tk_ctx *ctx, const char *s);
 /* Runs the tape backwards from `loss` (a tensor of one element) and accumulates the
  * gradients of every leaf that requires them. */
 tk_status tk_backward(tk_ctx *ctx, tk_tensor *loss);
-/* The dense gradient of a heap leaf after tk_backward, or NULL if it got none. For an
- * embedding table that got sparse row gradients this materialises a dense copy in the
- * arena (for inspection and tests; optimizers read the sparse form). */
+/* The dense gradient of a heap leaf after tk_backward, an arena tensor of ctx, or NULL
+ * if it got none. For an embedding table that got sparse row gradients this materialises
+ * a dense copy in the arena (for inspection and tests; optimizers read the sparse form). */
 tk_tensor *tk_ctx_grad(tk_ctx *ctx, const tk_tensor *leaf);
 /* Sparse row gradient of a table: `n` distinct rows in ascending order and their summed
  * gradient rows `values` ([n, dim] row-major). Coalesced on first call. */
@@ -196,57 +224,24 @@ struct tk_sparse_grad {
     float *values;
     bool coalesced;
 };
+/* The sparse gradient of a table leaf, owned by ctx until reset; NULL if it got none. */
 tk_sparse_grad *tk_ctx_sparse_grad(tk_ctx *ctx, const tk_tensor *leaf);
-/* Enumerates the heap leaves that received a gradient in this context. */
+/* Enumerates the heap leaves that received a gradient in this context; the context
+ * holds a reference to each until reset. */
 int64_t tk_ctx_leaf_count(const tk_ctx *ctx);
 const tk_tensor *tk_ctx_leaf(const tk_ctx *ctx, int64_t i);
-
-/* --- for op implementers (core/src/ops) ---
- * tk_ctx_input maps a heap tensor that requires gradients to its context alias (one per
- * heap leaf per context); every other tensor is returned as is. Ops call it on each
- * input before reading `requires_grad`. tk_ctx_record appends a node whose backward is
- * run by tk_backward when `out` has a gradient. tk_ctx_grad_of returns the gradient of
- * an arena tensor, allocating a zeroed one on first use. */
-typedef void (*tk_backward_fn)(tk_ctx *ctx, tk_node *node);
-#define TK_NODE_MAX_INPUTS 4
-struct tk_node {
-    tk_backward_fn backward;
-    const char *op;             /* op name, for errors and debugging */
-    tk_tensor *out;
-    tk_tensor *in[TK_NODE_MAX_INPUTS];
-    int32_t nin;
-    union {
-        double f[4];
-        int64_t i[4];
-    } arg;                      /* small saved scalars */
-    void *saved;                /* arena data saved by the forward pass */
-    tk_tensor **list;           /* variadic inputs (concat, stack) */
-    int32_t nlist;
-};
-tk_tensor *tk_ctx_input(tk_ctx *ctx, tk_tensor *t);
-/* Retains a heap tensor until the next reset (arena tensors are ignored). tk_ctx_input
- * does it for every heap input while gradients are on, so a tape never outlives the
- * tensors it reads; bindings do it for tensors they put into values. */
+/* Retains a heap tensor until the next reset (arena tensors are ignored). Ops do it for
+ * every heap input while gradients are on, so a tape never outlives the tensors it
+ * reads; a host does it for heap tensors it puts into values and then lets go of. */
 tk_status tk_ctx_keep(tk_ctx *ctx, tk_tensor *t);
-tk_node *tk_ctx_record(tk_ctx *ctx, const char *op, tk_backward_fn backward, tk_tensor *out,
-                       int32_t nin, tk_tensor *const *in);
-tk_tensor *tk_ctx_grad_of(tk_ctx *ctx, tk_tensor *t);
-/* Appends `n` rows of sparse gradient to a table alias. */
-tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *table_alias, int64_t n,
-                               const int64_t *rows, const float *values);
-/* Whether the op being built should record: gradients on and any input requires them. */
-bool tk_ctx_wants_grad(const tk_ctx *ctx, int32_t nin, tk_tensor *const *in);
-
-/* A write a forward pass asks for: dst = (1 - momentum) * src + momentum * dst... is
- * expressed generally as dst[i] = a * dst[i] + b * src[i]; src is arena memory. */
-tk_status tk_ctx_defer_update(tk_ctx *ctx, tk_tensor *dst, const float *src, float a, float b);
-/* Applies and clears the deferred updates (the optimizer step calls it). */
+/* Applies and clears the writes a forward pass deferred (batch-norm statistics); the
+ * optimizer step calls it. */
 void tk_ctx_apply_updates(tk_ctx *ctx);
-
-/* Regularisation losses blocks add during a forward pass (Keras' add_loss). The sum of
- * them ([1]), or NULL if none; a training loop adds it to its loss before backward. */
-tk_status tk_ctx_add_loss(tk_ctx *ctx, tk_tensor *loss);
+/* The sum ([1]) of the regularisation losses blocks added during the forward pass
+ * (Keras' add_loss; a dense kernel or an embeddings L2 penalty), or NULL if none: an
+ * arena tensor of ctx. A training loop adds it to its loss before tk_backward. */
 tk_tensor *tk_ctx_added_loss(tk_ctx *ctx);
+
 
 /* ------------------------------------------------------------------------------------ */
 /* Ops. Each returns an arena tensor of ctx, or NULL with the context's message set.     */
@@ -389,11 +384,13 @@ typedef struct tk_value {
 tk_value *tk_value_of(tk_ctx *ctx, tk_tensor *t);       /* NULL t -> NULL */
 tk_value *tk_value_table(tk_ctx *ctx);                   /* empty tabular value */
 static inline bool tk_value_is_tabular(const tk_value *v) { return v && v->n >= 0; }
-/* The tensor of a single-tensor value; NULL for a tabular one. */
+/* The tensor of a single-tensor value; NULL for a tabular one. Borrowed, as the
+ * entries of tk_value_get: a value holds its tensors without retaining them. */
 tk_tensor *tk_value_tensor(const tk_value *v);
-/* Sets (replaces) an entry; name is copied into the arena. */
+/* Sets (replaces) an entry; name is copied into the arena, t is borrowed (a heap tensor
+ * must outlive the value's use, or be given to tk_ctx_keep). */
 tk_status tk_value_set(tk_ctx *ctx, tk_value *v, const char *name, tk_tensor *t);
-tk_tensor *tk_value_get(const tk_value *v, const char *name);
+tk_tensor *tk_value_get(const tk_value *v, const char *name); /* NULL if absent */
 /* Entry names in sorted order (arena array of v->n pointers). */
 const char **tk_value_sorted_names(tk_ctx *ctx, const tk_value *v);
 
@@ -423,13 +420,6 @@ tk_status tk_value_set_ragged(tk_ctx *ctx, tk_value *v, const char *name, tk_ten
  * Lua table, tk_value_set) are checked where they are used. */
 bool tk_value_get_ragged(const tk_value *v, const char *name, tk_tensor **values, tk_tensor **offsets);
 
-/* ------------------------------------------------------------------------------------ */
-/* Blocks                                                                                */
-/* ------------------------------------------------------------------------------------ */
-
-typedef struct tk_block tk_block;
-typedef struct tk_block_kind tk_block_kind;
-
 /* Aggregations of a tabular value into a tensor (Merlin's registered names). */
 typedef enum tk_aggregation {
     TK_AGG_NONE = 0,
@@ -443,59 +433,37 @@ typedef enum tk_aggregation {
 int tk_aggregation_from_name(const char *name); /* -1 if unknown */
 const char *tk_aggregation_name(tk_aggregation agg);
 const char *tk_aggregation_names(void);
+/* Applies agg to a tabular value: an arena tensor of ctx, or NULL with its message. */
 tk_tensor *tk_aggregate(tk_ctx *ctx, tk_aggregation agg, const tk_value *v);
 
-/* A block is a reference-counted node of a model graph. Containers retain children. */
-struct tk_block {
-    const tk_block_kind *kind;
-    char *name;
-    int32_t refcount;
-    int32_t nchildren, cap_children;
-    tk_block **children;
-    char **child_names;        /* parallel branch names (NULL entries elsewhere) */
-    int32_t nparams, cap_params;
-    tk_tensor **params;        /* heap tensors, retained */
-    char **param_names;
-    bool *param_trainable;     /* false for running statistics */
-    tk_block *pre, *post;      /* optional, applied around the block */
-    tk_aggregation aggregation;
-    void *impl;                /* kind-specific state, owned */
-    char *meta;                /* a JSON object of the layer above (the Lua API's class
-                                * and options), kept in configs and copies; or NULL */
-    volatile int built;        /* lazily sized blocks: weights created */
-};
+/* ------------------------------------------------------------------------------------ */
+/* Blocks                                                                                */
+/* ------------------------------------------------------------------------------------ */
 
-struct tk_block_kind {
-    const char *name;  /* "dense", "sequential", ... */
-    /* The block's own computation (pre/post/aggregation are applied by
-     * tk_block_forward). Must not write the block or its parameters. */
-    tk_value *(*forward)(tk_ctx *ctx, tk_block *b, tk_value *in);
-    /* Builds lazily-sized weights from the first input; NULL if never lazy. */
-    tk_status (*build)(tk_ctx *ctx, tk_block *b, tk_value *in);
-    /* Writes kind-specific config fields into a cJSON object (void * to keep cJSON out
-     * of this header); NULL if none. */
-    tk_status (*write_config)(const tk_block *b, void *json_object);
-    /* Frees impl; NULL if impl is plain malloc'd memory or NULL. */
-    void (*free_impl)(void *impl);
-    /* Deep-copies impl for tk_block_copy; NULL if impl is NULL. */
-    void *(*copy_impl)(const void *impl);
-};
+/* A block is a reference-counted node of a model graph: a kind (dense, sequential, ...)
+ * with its parameters, children, optional pre and post blocks and an aggregation.
+ * Containers retain their children. Opaque here: the functions below build and read it;
+ * towerkit_ext.h has the struct, for authors of block kinds.
+ *
+ * Ownership: every function below that returns a new block (the constructors, copy,
+ * clone, from_config_json) gives the caller its one reference, released with
+ * tk_block_release; NULL means failure (tk_last_error). A container, a pre or post
+ * hook and a model retain what they are given, so a caller that hands a block over
+ * still releases its own reference. The other pointers a block returns (its name,
+ * children, parameters, hooks, meta) are borrowed: valid while the block is alive and
+ * until the call that replaces them; retain a block or a tensor to keep it longer. */
+typedef struct tk_block tk_block;
 
-/* Runs pre, the block, post and the aggregation. On failure returns NULL with the
- * block's name pushed on the error path. */
+/* Runs pre, the block, post and the aggregation: a value in ctx's arena. On failure
+ * returns NULL with the block's name pushed on the error path. */
 tk_value *tk_block_forward(tk_ctx *ctx, tk_block *b, tk_value *in);
 void tk_block_retain(tk_block *b);
-void tk_block_release(tk_block *b);
+void tk_block_release(tk_block *b); /* the last release frees it; NULL is ignored */
 /* A deep copy with new, freshly initialised weights (Merlin's copy()): same config,
  * parameters re-drawn from their initialisers with `seed`. */
 tk_block *tk_block_copy(const tk_block *b, uint64_t seed);
 /* A deep copy sharing nothing, weights copied. */
 tk_block *tk_block_clone(const tk_block *b);
-/* Generic block construction for bindings and kinds. */
-tk_block *tk_block_new(const tk_block_kind *kind, const char *name, void *impl);
-tk_status tk_block_add_child(tk_block *b, const char *child_name, tk_block *child); /* retains */
-tk_status tk_block_add_param(tk_block *b, const char *name, tk_tensor *t, bool trainable); /* retains */
-tk_tensor *tk_block_param(const tk_block *b, const char *name);
 /* Sets (retains) or clears (NULL) the pre or post block; TK_ERROR (tk_last_error) if the
  * hook contains b, which would make a cycle. */
 tk_status tk_block_set_pre(tk_block *b, tk_block *pre);
@@ -507,29 +475,47 @@ tk_status tk_block_set_meta(tk_block *b, const char *json_object);
 /* Whether all lazily-sized weights exist. */
 bool tk_block_is_built(const tk_block *b);
 
+/* What a block is made of (summaries, bindings); borrowed, as above. */
+const char *tk_block_name(const tk_block *b);
+const char *tk_block_kind_name(const tk_block *b);  /* "dense", "sequential", ... */
+const char *tk_block_meta(const tk_block *b);       /* its meta JSON object, or NULL */
+tk_block *tk_block_pre(const tk_block *b);          /* NULL if none */
+tk_block *tk_block_post(const tk_block *b);         /* NULL if none */
+tk_aggregation tk_block_aggregation(const tk_block *b); /* TK_AGG_NONE if none */
+/* The children of a container in order (none for other kinds); child i is NULL when i
+ * is out of range. Its name is the one the container gives it: a parallel branch's
+ * name, else the child's own. */
+int32_t tk_block_num_children(const tk_block *b);
+tk_block *tk_block_child(const tk_block *b, int32_t i);
+const char *tk_block_child_name(const tk_block *b, int32_t i);
+/* The block's own parameters (not its children's), heap tensors in the order the kind
+ * added them; NULL (false) when i is out of range. tk_block_param finds one by name. */
+int32_t tk_block_num_params(const tk_block *b);
+tk_tensor *tk_block_param_at(const tk_block *b, int32_t i);
+const char *tk_block_param_name(const tk_block *b, int32_t i);
+bool tk_block_param_trainable(const tk_block *b, int32_t i); /* false: running statistics */
+tk_tensor *tk_block_param(const tk_block *b, const char *name); /* NULL if none */
+
 /* Parameters in a stable order, named by block path ("query/mlp/dense_0/kernel"). The
  * root's own name is the first component unless skip_root. The callback returns
- * non-zero to stop. Children of one container with equal names get "_<index>". */
+ * non-zero to stop. Children of one container with equal names get "_<index>". path
+ * is valid during the call only; param is borrowed from its block. */
 typedef int (*tk_param_visitor)(void *ud, const char *path, tk_tensor *param, bool trainable);
 void tk_block_visit_params(const tk_block *b, bool skip_root, tk_param_visitor fn, void *ud);
 int64_t tk_block_count_params(const tk_block *b); /* scalars in all parameters */
-/* Finds a descendant (or b itself) by name, depth first; NULL if none. */
+/* Finds a descendant (or b itself) by name, depth first; NULL if none. Borrowed. */
 tk_block *tk_block_find(tk_block *b, const char *name);
 
 /* Config as JSON: {"kind": ..., "name": ..., ...kind fields..., "children": [...],
- * "pre": ..., "post": ..., "aggregation": ...}. Returned string is malloc'd. */
+ * "pre": ..., "post": ..., "aggregation": ...}: a malloc'd string the caller frees
+ * (free()), or NULL (tk_last_error). */
 char *tk_block_config_json(const tk_block *b);
 /* Builds an unbuilt block graph from config JSON (weights fresh from initialisers with
  * seed). NULL and tk_last_error on malformed config or an unknown kind. */
 tk_block *tk_block_from_config_json(const char *json, uint64_t seed);
-/* Kinds are registered by name so configs can be read back. Built-in kinds are
- * registered on first use; bindings may add theirs (a kind whose from_config is NULL
- * cannot be restored from config). */
-typedef tk_block *(*tk_block_from_config_fn)(const void *json_object, uint64_t seed);
-tk_status tk_block_kind_register(const tk_block_kind *kind, tk_block_from_config_fn from_config);
-const tk_block_kind *tk_block_kind_find(const char *name);
 
-/* Hook called after each block of a forward pass (summary, debugging). */
+/* Hook called after each block of a forward pass (summary, debugging); b and out are
+ * borrowed for the call. */
 typedef void (*tk_trace_fn)(void *ud, int depth, const tk_block *b, const tk_value *out);
 void tk_ctx_set_trace(tk_ctx *ctx, tk_trace_fn fn, void *ud);
 
@@ -590,7 +576,10 @@ tk_block *tk_shortcut_new(const char *name, tk_block *block, tk_block *shortcut_
                           const char *block_outputs_name, tk_aggregation agg);
 
 /* A block implemented by a host callback (the Lua binding uses it for Lua functions).
- * The callback runs in the caller's thread with the caller's context. */
+ * The callback runs in the caller's thread with the caller's context and returns a
+ * value in it (or NULL after tk_ctx_fail). The block owns ud from a successful call on:
+ * free_ud(ud) (if not NULL) runs when the last copy of the block is freed; when the
+ * constructor fails, ud stays the caller's. */
 typedef tk_value *(*tk_callback_fn)(void *ud, tk_ctx *ctx, tk_value *in);
 tk_block *tk_callback_block_new(const char *name, tk_callback_fn fn, void *ud,
                                 void (*free_ud)(void *ud));
@@ -605,7 +594,7 @@ typedef struct tk_optim tk_optim;
  * optimizer retains until tk_optim_free), allocated on its first update. Constructors
  * return NULL (tk_last_error) on a learning rate that is not finite and > 0, or on a
  * negative or non-finite momentum, eps, weight decay or accumulator, or a beta outside
- * [0, 1). */
+ * [0, 1); an optimizer is the caller's, freed with tk_optim_free. */
 /* SGD: g += weight_decay * p; v = momentum * v + g; p -= lr * (nesterov ? g + momentum * v
  * : v). Nesterov needs momentum > 0. */
 tk_optim *tk_optim_sgd_new(float lr, float momentum, bool nesterov, float weight_decay);
@@ -666,7 +655,7 @@ typedef struct tk_retrieval_opts {
  * the candidates c = (item rows, then negatives), then as TFRS orders it: the logQ
  * correction, the masking of false negatives, the hard-negative selection; the label of
  * row b is column b. query and item are F32 [B, D] (they may be one tensor). Returns the
- * mean loss ([1]); gradients flow to query, item and negatives. Masked and unselected
+ * mean loss ([1], an arena tensor of ctx); gradients flow to query, item and negatives. Masked and unselected
  * logits count as -inf (no gradient); a row with only its positive left has ce 0. NaN
  * or infinite inputs give a loss that is not finite. Allocates only in the context's
  * arena. */
@@ -681,7 +670,8 @@ tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item,
  * before, B = (1 - alpha) B + alpha (t - A); then A = t. B starts at 1 / alpha, so a
  * never-seen id has p = alpha (log p = log alpha: small but finite); an id's first
  * sighting only sets A. B is kept >= 1e-6. Colliding ids share a slot. Not thread-safe.
- * new: NULL (tk_last_error) unless buckets >= 1 and 0 < alpha <= 1. */
+ * new: the caller's estimator (tk_freq_estimator_free), or NULL (tk_last_error) unless
+ * buckets >= 1 and 0 < alpha <= 1. */
 typedef struct tk_freq_estimator tk_freq_estimator;
 tk_freq_estimator *tk_freq_estimator_new(int64_t buckets, float alpha);
 void tk_freq_estimator_free(tk_freq_estimator *est);
@@ -724,7 +714,8 @@ tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k,
  * to each tower's output (the l2 norm of a TwoTowerBlock). The towers must not share a
  * trainable parameter (an embedding table shared by domain), nor may post have
  * parameters: tk_two_tower_trainer_new returns NULL (tk_last_error) then. The trainer
- * retains the blocks; the optimizer must outlive it. For one thread count a step gives
+ * retains the blocks; the optimizer must outlive it. The trainer is the caller's
+ * (tk_two_tower_trainer_free, which releases the blocks). For one thread count a step gives
  * the same bits on every run; with 1 to 3 threads, the same bits as with one. */
 typedef struct tk_two_tower_trainer tk_two_tower_trainer;
 tk_two_tower_trainer *tk_two_tower_trainer_new(tk_block *query_tower, tk_block *item_tower, tk_block *post,
@@ -733,7 +724,8 @@ void tk_two_tower_trainer_free(tk_two_tower_trainer *t);
 /* Resets the three contexts for a new step (training on, gradients on). Build the
  * step's inputs after it, each in its tower's context. */
 void tk_two_tower_trainer_reset(tk_two_tower_trainer *t);
-/* The context of the query tower (0), of the item tower (1), or of the loss (2). */
+/* The context of the query tower (0), of the item tower (1), or of the loss (2), owned
+ * by the trainer. */
 tk_ctx *tk_two_tower_trainer_ctx(tk_two_tower_trainer *t, int tower);
 /* One step on inputs built in the towers' contexts; opts as tk_retrieval_loss (no
  * sampled negatives). *loss_out gets the loss plus the towers' added losses; when it is
@@ -749,12 +741,13 @@ tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in,
  * (item export). Columns as a batch's: names[i] with cols[i] (heap tensors, rows along
  * the first dimension), a ragged list as its two entries (tk_ragged_name_join). The batches run on
  * the pool's threads (Threads below), one context per thread, the first batch alone (it
- * may build a lazy block); the result is the same bits for every thread count. NULL
- * (tk_last_error) on an error. */
+ * may build a lazy block); the result is the same bits for every thread count. The
+ * tensor is the caller's (tk_tensor_release); NULL (tk_last_error) on an error. */
 tk_tensor *tk_block_embed(tk_block *block, tk_block *post, int32_t ncols, const char *const *names,
                           tk_tensor *const *cols, int64_t batch_size);
 /* The row indices (int64 [k], ascending) of the first occurrence of each distinct value
- * of an int64 tensor. NULL (tk_last_error) on a bad dtype or no memory. */
+ * of an int64 tensor: a heap tensor, the caller's. NULL (tk_last_error) on a bad dtype
+ * or no memory. */
 tk_tensor *tk_unique_first(const tk_tensor *ids);
 
 /* ------------------------------------------------------------------------------------ */
@@ -836,7 +829,9 @@ typedef struct tk_safetensors {
  * header is checked before any data is read: a file too short, a header length past
  * the end, malformed JSON, an unsupported dtype, a shape that does not match its
  * data_offsets, overlapping ranges, data past the end (truncated), or a duplicate name
- * are errors naming the file and the tensor; NULL and tk_last_error. */
+ * are errors naming the file and the tensor; NULL and tk_last_error. The result is the
+ * caller's: tk_safetensors_free frees it and releases its tensors (retain one to keep
+ * it). */
 tk_safetensors *tk_safetensors_read(const char *path);
 void tk_safetensors_free(tk_safetensors *st);
 
@@ -859,8 +854,9 @@ tk_status tk_block_load_weights(tk_block *b, const char *path);
  * directory is removed and an existing checkpoint is left intact. */
 tk_status tk_checkpoint_write(const char *dir, const tk_block *b, int32_t nfiles,
                               const char *const *file_names, const char *const *file_texts);
-/* Reads a checkpoint: the block (built, with its weights); file_texts_out[i] gets the
- * malloc'd text of file_names[i] (NULL if absent). NULL and tk_last_error ("checkpoint
+/* Reads a checkpoint: the block (built, with its weights; one reference, the caller's);
+ * file_texts_out[i] gets the text of file_names[i], malloc'd for the caller to free()
+ * (NULL if absent). NULL and tk_last_error ("checkpoint
  * 'dir': config.json is missing", "...: config.json: block config: malformed JSON...",
  * "dir/weights.safetensors: tensor 'x' is float32 [4, 8] but the parameter is ...") on a
  * missing, empty or malformed file, or weights that do not match the config. Blocks
@@ -890,13 +886,15 @@ typedef struct tk_columns {
     tk_tensor **values;
     tk_tensor **offsets;
 } tk_columns;
-void tk_columns_free(tk_columns *c);
+void tk_columns_free(tk_columns *c); /* frees the batch and releases its tensors */
 /* Streaming reader: opens the file and checks the header has every requested column
- * (the error lists the header's columns). The file is read in 1 MiB blocks. */
+ * (the error lists the header's columns). The file is read in 1 MiB blocks. The reader
+ * is the caller's (tk_csv_close); NULL and tk_last_error on failure. */
 typedef struct tk_csv_reader tk_csv_reader;
 tk_csv_reader *tk_csv_open(const char *path, int32_t ncols, const tk_column_spec *cols);
 /* The next chunk of at most max_rows rows (max_rows <= 0: all remaining rows); nrows 0
- * at the end. Tensors are heap tensors sized to the rows read. NULL on an error naming
+ * at the end: the caller's, freed with tk_columns_free. Tensors are heap tensors sized
+ * to the rows read. NULL on an error naming
  * the file, the row (1-based, header = row 1) and the column with the cell's text:
  * "data/train.csv: row 17, column 'item_id': \"abc\" is not an integer"; the reader
  * then stays failed. */
@@ -1083,7 +1081,9 @@ tk_status tk_model_recommend(tk_model *m, tk_ctx *ctx, tk_value *features, int64
 
 /* The current model of a server, swapped atomically while requests run. */
 typedef struct tk_model_slot tk_model_slot;
-tk_model_slot *tk_model_slot_new(tk_model *m);  /* retains m (not NULL); NULL on no memory */
+/* A slot holding m (retained; not NULL), with one reference, the caller's; NULL on no
+ * memory. */
+tk_model_slot *tk_model_slot_new(tk_model *m);
 void tk_model_slot_retain(tk_model_slot *s);
 void tk_model_slot_release(tk_model_slot *s);   /* the last one releases its model */
 /* The current model, retained for the caller: release it when the request is done. */

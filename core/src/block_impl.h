@@ -1,7 +1,7 @@
 /* Helpers shared by the block kinds (core/src/blocks). Not installed.
  *
  * Every block is allocated by tk_block_new as a tk_block_priv, whose public part is the
- * tk_block of towerkit.h. The private part remembers, for each parameter, the
+ * tk_block of towerkit_ext.h. The private part remembers, for each parameter, the
  * initialiser it was drawn from (so tk_block_copy can draw fresh weights), and a seed
  * for weights built lazily at the first forward. */
 #ifndef TK_BLOCK_IMPL_H
@@ -21,11 +21,11 @@ typedef struct tk_param_info {
 /* tk_block_add_param with the initialiser the tensor was filled from (for copy). */
 tk_status tk_block_add_param_init(tk_block *b, const char *name, tk_tensor *t, bool trainable,
                                   tk_init init);
-/* A new heap F32 parameter filled from init with seed and marked as requiring gradients
- * when trainable; added to b. Returns the tensor (owned by b) or NULL (tk_last_error). */
 /* Removes (releases) the parameters after the first n: a kind whose build fails midway
  * takes back what it added, so a later forward can build again. */
 void tk_block_truncate_params(tk_block *b, int32_t n);
+/* A new heap F32 parameter filled from init with seed and marked as requiring gradients
+ * when trainable; added to b. Returns the tensor (owned by b) or NULL (tk_last_error). */
 tk_tensor *tk_block_new_param(tk_block *b, const char *name, int32_t ndim, const int64_t *shape,
                               bool trainable, tk_init init, uint64_t seed);
 /* The seed a block draws its lazily-built weights from; tk_block_copy gives the copy a
@@ -68,7 +68,8 @@ bool tk_cfg_bool(const cJSON *o, const char *key, bool required, bool *out);
 bool tk_cfg_string(const cJSON *o, const char *key, bool required, const char **out);
 bool tk_cfg_activation(const cJSON *o, const char *key, bool required, tk_activation *out);
 bool tk_cfg_init(const cJSON *o, const char *key, bool required, tk_init *out);
-/* The "children" array with exactly n entries (n < 0: any number); NULL on failure. */
+/* The "children" array with n_min to n_max entries (n_max < 0: no limit); NULL on
+ * failure. With n_min 0 the array is optional: NULL without an error when it is absent. */
 const cJSON *tk_cfg_children(const cJSON *o, int n_min, int n_max);
 /* The "name" of a config object (checked by tk_block_from_cjson before the kind's
  * from_config runs). */
@@ -80,7 +81,12 @@ tk_block *tk_cfg_child(const cJSON *children, int i, uint64_t seed);
 bool tk_cfg_add_float(cJSON *o, const char *key, float v);
 bool tk_cfg_add_init(cJSON *o, const char *key, tk_init init);
 
-/* --- kinds: constructors from config (one per built-in kind) --- */
+/* --- kinds: the built-in kinds and their constructors from config --- */
+
+extern const tk_block_kind tk_kind_dense, tk_kind_activation, tk_kind_l2norm, tk_kind_dropout,
+    tk_kind_batch_norm, tk_kind_filter, tk_kind_as_tabular, tk_kind_aggregation,
+    tk_kind_embeddings, tk_kind_sequential, tk_kind_parallel, tk_kind_residual,
+    tk_kind_shortcut, tk_kind_callback;
 tk_block *tk_dense_from_config(const void *json, uint64_t seed);
 tk_block *tk_activation_from_config(const void *json, uint64_t seed);
 tk_block *tk_l2norm_from_config(const void *json, uint64_t seed);

@@ -11,7 +11,7 @@
  * columns: views for plain columns, rebased offsets for ragged lists; nothing is
  * gathered. The first batch runs alone (it may build a lazy block and
  * gives the output width); blocks are read-only in a forward pass after that. */
-#include "internal.h"
+#include "block_impl.h" /* tk_kind_l2norm */
 
 #include <stdio.h>
 

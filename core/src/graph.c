@@ -425,16 +425,6 @@ void tk_ctx_apply_updates(tk_ctx *ctx) {
     release_updates(ctx);
 }
 
-tk_status tk_ctx_add_loss(tk_ctx *ctx, tk_tensor *loss) {
-    if (!loss) return TK_ERROR;
-    if (loss->numel != 1) {
-        tk_ctx_fail(ctx, "add_loss: a loss must have one element");
-        return TK_ERROR;
-    }
-    ctx->added_loss = ctx->added_loss ? tk_add(ctx, ctx->added_loss, loss) : loss;
-    return ctx->added_loss ? TK_OK : TK_ERROR;
-}
-
 tk_tensor *tk_ctx_added_loss(tk_ctx *ctx) { return ctx->added_loss; }
 
 void tk_ctx_set_trace(tk_ctx *ctx, tk_trace_fn fn, void *ud) {

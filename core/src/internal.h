@@ -2,7 +2,7 @@
 #ifndef TK_INTERNAL_H
 #define TK_INTERNAL_H
 
-#include "towerkit.h"
+#include "towerkit_ext.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -106,7 +106,7 @@ tk_tensor *tk_tensor_adopt(tk_dtype dtype, int32_t ndim, const int64_t *shape, v
 bool tk_check_f32(tk_ctx *ctx, const char *op, const char *arg, const tk_tensor *t);
 bool tk_check_rank(tk_ctx *ctx, const char *op, const char *arg, const tk_tensor *t, int32_t ndim);
 
-/* Block helpers shared by block kinds. */
+/* A malloc'd copy of a C string (NULL on no memory or for NULL). */
 char *tk_strdup(const char *s);
 /* util.c: a qsort comparator of C strings held by pointer (const char *[]); a malloc'd
  * copy of `size` bytes (NULL on no memory); the kind of a JSON value for messages ("an
@@ -116,12 +116,6 @@ int tk_strcmp_ptr(const void *a, const void *b);
 void *tk_memdup(const void *p, size_t size);
 struct cJSON;
 const char *tk_json_kind(const struct cJSON *v);
-void tk_block_kinds_register_builtin(void);
-/* Kind definitions (core/src/blocks) */
-extern const tk_block_kind tk_kind_dense, tk_kind_activation, tk_kind_l2norm, tk_kind_dropout,
-    tk_kind_batch_norm, tk_kind_filter, tk_kind_as_tabular, tk_kind_aggregation,
-    tk_kind_embeddings, tk_kind_sequential, tk_kind_parallel, tk_kind_residual,
-    tk_kind_shortcut, tk_kind_callback;
 
 /* The in-batch retrieval loss in parts (retrieval.c), for a caller that runs them on
  * several threads (the two-tower trainer). tk_rl_prepare validates as tk_retrieval_loss
@@ -132,6 +126,14 @@ extern const tk_block_kind tk_kind_dense, tk_kind_activation, tk_kind_l2norm, tk
  * with the loss gradient g and the gradients to accumulate into (any may be NULL), and
  * concurrently tk_rl_backward_query over disjoint row ranges (dq) and
  * tk_rl_backward_items (dc, dn). The inputs must stay alive and unchanged throughout. */
+typedef struct tk_rl_plan tk_rl_plan;
+tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts,
+                          int parts);
+double tk_rl_forward_rows(tk_rl_plan *p, int64_t r0, int64_t r1, int part);
+bool tk_rl_backward_begin(tk_ctx *ctx, tk_rl_plan *p, double g, float *dq, float *dc, float *dn);
+void tk_rl_backward_query(tk_rl_plan *p, int64_t r0, int64_t r1);
+void tk_rl_backward_items(tk_rl_plan *p);
+
 /* tk_ctx_sparse_append without the copy: appends the n row indices and returns where
  * their n x dim gradient values go (the caller writes every one), NULL when out of
  * memory (the context has failed). */
@@ -168,18 +170,9 @@ const char *tk_blas_kernel_for(const tk_cpu_features *f);
 bool tk_blas_kernel_weaker(const char *kernel, const char *best);
 void tk_blas_warn_once(void);
 
-
 /* Tests: the two-tower trainer's item task takes at most a fixed number of the query
  * gradient's last blocks instead of the measured balance; -1 restores the balance. */
 void tk_two_tower_trainer_fix_tail(tk_two_tower_trainer *t, int64_t blocks);
-
-typedef struct tk_rl_plan tk_rl_plan;
-tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts,
-                          int parts);
-double tk_rl_forward_rows(tk_rl_plan *p, int64_t r0, int64_t r1, int part);
-bool tk_rl_backward_begin(tk_ctx *ctx, tk_rl_plan *p, double g, float *dq, float *dc, float *dn);
-void tk_rl_backward_query(tk_rl_plan *p, int64_t r0, int64_t r1);
-void tk_rl_backward_items(tk_rl_plan *p);
 
 /* util.c: numbers as text. tk_pow10_tab[k + 60] is the double nearest 10^k for
  * -60 <= k <= 60 (the CSV parser's exact fast path and the formatter). tk_format_f32

@@ -181,7 +181,8 @@ static int l_add_feature(lua_State *L) {
     tk_init def = {TK_INIT_TRUNCATED_NORMAL, 0.05f, 0};
     tk_init init = tkl_field_init(L, 3, "initializer", def);
     uint64_t seed = (uint64_t)tkl_field_int(L, 3, "seed", 0);
-    if (b->kind != tk_block_kind_find("embeddings")) return tkl_error(L, "add_feature: block '%s' is not an embeddings block", b->name);
+    if (strcmp(tk_block_kind_name(b), "embeddings") != 0)
+        return tkl_error(L, "add_feature: block '%s' is not an embeddings block", tk_block_name(b));
     if (tk_embeddings_add_feature(b, feature, table, card, dim, (tk_combiner)comb, init, seed) != TK_OK)
         return tkl_error(L, "%s", tk_last_error());
     lua_settop(L, 1);
@@ -192,7 +193,8 @@ static int l_add_feature(lua_State *L) {
 static int l_add_continuous(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
     const char *feature = luaL_checkstring(L, 2);
-    if (b->kind != tk_block_kind_find("embeddings")) return tkl_error(L, "add_continuous: block '%s' is not an embeddings block", b->name);
+    if (strcmp(tk_block_kind_name(b), "embeddings") != 0)
+        return tkl_error(L, "add_continuous: block '%s' is not an embeddings block", tk_block_name(b));
     if (tk_embeddings_add_continuous(b, feature) != TK_OK) return tkl_error(L, "%s", tk_last_error());
     lua_settop(L, 1);
     return 1;
@@ -421,7 +423,7 @@ static int l_forward(lua_State *L) {
     tk_value *in = tkl_to_value(L, 2, ctx, &err);
     if (!in) {
         char msg[512];
-        snprintf(msg, sizeof msg, "%s: %s", b->name, err ? err : "bad input");
+        snprintf(msg, sizeof msg, "%s: %s", tk_block_name(b), err ? err : "bad input");
         tk_ctx_clear_error(ctx);
         return tkl_error(L, "%s", msg);
     }
@@ -469,9 +471,9 @@ static int trace_protected(lua_State *L) {
     lua_createtable(L, 0, 5);
     lua_pushinteger(L, depth);
     lua_setfield(L, -2, "depth");
-    lua_pushstring(L, b->name ? b->name : "");
+    lua_pushstring(L, tk_block_name(b));
     lua_setfield(L, -2, "name");
-    lua_pushstring(L, b->kind->name);
+    lua_pushstring(L, tk_block_kind_name(b));
     lua_setfield(L, -2, "kind");
     lua_pushnumber(L, (lua_Number)tk_block_count_params(b));
     lua_setfield(L, -2, "params");
@@ -538,26 +540,26 @@ static int l_name(lua_State *L) {
         lua_settop(L, 1);
         return 1;
     }
-    lua_pushstring(L, b->name ? b->name : "");
+    lua_pushstring(L, tk_block_name(b));
     return 1;
 }
 
 static int l_kind(lua_State *L) {
-    lua_pushstring(L, tkl_check_block(L, 1)->kind->name);
+    lua_pushstring(L, tk_block_kind_name(tkl_check_block(L, 1)));
     return 1;
 }
 
 /* block:children() -> { {name = , block = }, ... } */
 static int l_children(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
-    lua_createtable(L, b->nchildren, 0);
-    for (int32_t i = 0; i < b->nchildren; i++) {
+    int32_t n = tk_block_num_children(b);
+    lua_createtable(L, n, 0);
+    for (int32_t i = 0; i < n; i++) {
         lua_createtable(L, 0, 2);
-        tk_block_retain(b->children[i]);
-        tkl_push_block(L, b->children[i]);
+        tk_block_retain(tk_block_child(b, i));
+        tkl_push_block(L, tk_block_child(b, i));
         lua_setfield(L, -2, "block");
-        const char *cn = b->child_names && b->child_names[i] ? b->child_names[i] : b->children[i]->name;
-        lua_pushstring(L, cn ? cn : "");
+        lua_pushstring(L, tk_block_child_name(b, i));
         lua_setfield(L, -2, "name");
         lua_rawseti(L, -2, i + 1);
     }
@@ -702,8 +704,8 @@ static int push_optional_block(lua_State *L, tk_block *b) {
     return 1;
 }
 
-static int l_get_pre(lua_State *L) { return push_optional_block(L, tkl_check_block(L, 1)->pre); }
-static int l_get_post(lua_State *L) { return push_optional_block(L, tkl_check_block(L, 1)->post); }
+static int l_get_pre(lua_State *L) { return push_optional_block(L, tk_block_pre(tkl_check_block(L, 1))); }
+static int l_get_post(lua_State *L) { return push_optional_block(L, tk_block_post(tkl_check_block(L, 1))); }
 
 static int l_set_aggregation(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
@@ -714,19 +716,19 @@ static int l_set_aggregation(lua_State *L) {
 }
 
 static int l_get_aggregation(lua_State *L) {
-    tk_block *b = tkl_check_block(L, 1);
-    if (b->aggregation == TK_AGG_NONE)
+    tk_aggregation agg = tk_block_aggregation(tkl_check_block(L, 1));
+    if (agg == TK_AGG_NONE)
         lua_pushnil(L);
     else
-        lua_pushstring(L, tk_aggregation_name(b->aggregation));
+        lua_pushstring(L, tk_aggregation_name(agg));
     return 1;
 }
 
 /* block:meta() -> the meta JSON text or nil; block:set_meta(text_or_nil) */
 static int l_meta(lua_State *L) {
-    tk_block *b = tkl_check_block(L, 1);
-    if (b->meta)
-        lua_pushstring(L, b->meta);
+    const char *meta = tk_block_meta(tkl_check_block(L, 1));
+    if (meta)
+        lua_pushstring(L, meta);
     else
         lua_pushnil(L);
     return 1;
@@ -772,7 +774,7 @@ static int l_tostring(lua_State *L) {
     if (!u->b)
         lua_pushstring(L, "block (freed)");
     else
-        lua_pushfstring(L, "%s block '%s' (%f parameters)", u->b->kind->name, u->b->name ? u->b->name : "",
+        lua_pushfstring(L, "%s block '%s' (%f parameters)", tk_block_kind_name(u->b), tk_block_name(u->b),
                         (double)tk_block_count_params(u->b));
     return 1;
 }

@@ -4,6 +4,7 @@
 #define TK_BLOCK_TEST_H
 
 #include "gradcheck.h"
+#include "towerkit_ext.h" /* the graph test registers a kind of its own and reads its blocks */
 
 /* A heap I64 tensor of n ids ([n], or [n, 1] when col). */
 static inline tk_tensor *bt_ids(int64_t n, const int64_t *ids, bool col) {

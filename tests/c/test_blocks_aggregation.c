@@ -152,7 +152,7 @@ static void test_aggregation_errors(void) {
 
 static void test_aggregation_block(void) {
     tk_block *agg = tk_aggregation_block_new("agg", TK_AGG_CONCAT);
-    TK_CHECK(agg && agg->aggregation == TK_AGG_CONCAT);
+    TK_CHECK(agg && tk_block_aggregation(agg) == TK_AGG_CONCAT);
     tk_ctx *ctx = tk_ctx_new(1);
     tk_tensor *a, *b;
     tk_value *v = two_entries(ctx, &a, &b);

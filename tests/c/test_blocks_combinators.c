@@ -23,7 +23,7 @@ static void test_sequential(void) {
     bt_set_param(d1, "bias", (const float[]){0.5f});
     append(mlp, d0);
     append(mlp, d1);
-    TK_CHECK(mlp->nchildren == 2);
+    TK_CHECK(tk_block_num_children(mlp) == 2);
     tk_tensor *x = bt_mat(2, 2, (const float[]){3, 4, 0.5f, -2});
     tk_ctx *ctx = tk_ctx_new(1);
     tk_value *out = tk_block_forward(ctx, mlp, tk_value_of(ctx, x));
@@ -99,7 +99,7 @@ static void test_parallel_tabular_merge_and_duplicates(void) {
     tk_block *a = tk_as_tabular_block_new("a", "x"), *b = tk_as_tabular_block_new("b", "y");
     tk_parallel_add(par, NULL, a);
     tk_parallel_add(par, NULL, b);
-    TK_CHECK(par->child_names[0] && strcmp(par->child_names[0], "a") == 0);
+    TK_CHECK(strcmp(tk_block_child_name(par, 0), "a") == 0);
     tk_tensor *x = bt_randn(2, 2, 1);
     tk_ctx *ctx = tk_ctx_new(1);
     tk_value *out = tk_block_forward(ctx, par, tk_value_of(ctx, x));
@@ -273,7 +273,7 @@ static void trace_fn(void *ud, int depth, const tk_block *b, const tk_value *out
     trace_log *t = ud;
     if (t->n < 16) {
         t->depth[t->n] = depth;
-        t->name[t->n] = b->name;
+        t->name[t->n] = tk_block_name(b);
         t->n++;
     }
 }
@@ -311,10 +311,10 @@ static void test_hooks_and_trace(void) {
                      log.depth[i], log.name[i]);
     /* clearing the hooks; a cycle is refused */
     tk_block_set_post(d, NULL);
-    TK_CHECK(d->post == NULL);
+    TK_CHECK(tk_block_post(d) == NULL);
     TK_CHECK(tk_block_set_pre(d, mlp) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "as pre would make a cycle");
-    TK_CHECK(d->pre == pre);
+    TK_CHECK(tk_block_pre(d) == pre);
     /* an aggregation on a block that returns a tensor fails with the path */
     tk_block_set_aggregation(mlp, TK_AGG_CONCAT);
     tk_ctx_reset(ctx);

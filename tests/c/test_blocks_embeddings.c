@@ -79,8 +79,8 @@ static void test_embeddings_shared_table(void) {
     TK_CHECK(tk_embeddings_add_feature(e, "item_id", "items", 6, 3, TK_COMBINER_MEAN, UNIFORM, 1) == TK_OK);
     TK_CHECK(tk_embeddings_add_feature(e, "last_item", "items", 6, 3, TK_COMBINER_MEAN, UNIFORM, 2) == TK_OK);
     TK_CHECK(tk_embeddings_add_feature(e, "user_id", NULL, 4, 3, TK_COMBINER_MEAN, UNIFORM, 3) == TK_OK);
-    TK_CHECK(e->nparams == 2);
-    TK_CHECK(strcmp(e->param_names[0], "items") == 0 && strcmp(e->param_names[1], "user_id") == 0);
+    TK_CHECK(tk_block_num_params(e) == 2);
+    TK_CHECK(strcmp(tk_block_param_name(e, 0), "items") == 0 && strcmp(tk_block_param_name(e, 1), "user_id") == 0);
     TK_CHECK(tk_block_count_params(e) == 6 * 3 + 4 * 3);
     /* a shared table must keep its shape; a feature is configured once */
     TK_CHECK(tk_embeddings_add_feature(e, "x", "items", 7, 3, TK_COMBINER_MEAN, UNIFORM, 1) == TK_ERROR);

@@ -91,9 +91,10 @@ static void test_batch_norm_block(void) {
     tk_ctx_set_training(ctx, true);
     tk_value *out = tk_block_forward(ctx, b, tk_value_of(ctx, x));
     TK_CHECK_MSG(out, "%s", tk_ctx_error(ctx));
-    TK_CHECK(tk_block_is_built(b) && b->nparams == 4);
-    TK_CHECK(strcmp(b->param_names[0], "gamma") == 0 && strcmp(b->param_names[3], "moving_variance") == 0);
-    TK_CHECK(b->param_trainable[0] && b->param_trainable[1] && !b->param_trainable[2] && !b->param_trainable[3]);
+    TK_CHECK(tk_block_is_built(b) && tk_block_num_params(b) == 4);
+    TK_CHECK(strcmp(tk_block_param_name(b, 0), "gamma") == 0 && strcmp(tk_block_param_name(b, 3), "moving_variance") == 0);
+    TK_CHECK(tk_block_param_trainable(b, 0) && tk_block_param_trainable(b, 1) && !tk_block_param_trainable(b, 2) &&
+             !tk_block_param_trainable(b, 3));
     /* batch mean [2, 4], biased variance [1, 4] */
     float s0 = 1.0f / sqrtf(1.001f), s1 = 2.0f / sqrtf(4.001f);
     const float want[4] = {-s0, -s1, s0, s1};

@@ -244,7 +244,7 @@ static void test_threads_lazy_build_race(void) {
         TK_CHECK(tk_block_is_built(model));
         TK_CHECK_MSG(nparams == eager_params, "round %d: %d parameters, want %d", round, nparams, eager_params);
         tk_block *d0 = tk_block_find(model, "dense_0");
-        TK_CHECK(d0 && d0->nparams == 2);
+        TK_CHECK(d0 && tk_block_num_params(d0) == 2);
         for (int i = 0; i < 2; i++) {
             TK_CHECK(w[i].ok);
             TK_CHECK_MSG(w[i].r.n == want.n && memcmp(w[i].r.data, want.data, want.n * sizeof(float)) == 0,

@@ -5,6 +5,7 @@
  * Expected values were computed by hand from PyTorch's update rules (in double precision):
  * p0 = [1, -2, 3], and step k's loss is sum(p * c_k), so its gradient is c_k. */
 #include "tk_test.h"
+#include "towerkit_ext.h" /* blocks assembled by hand (tk_block_new), a deferred update */
 
 static const float P0[3] = {1.0f, -2.0f, 3.0f};
 static const float C[3][3] = {{0.5f, -1.0f, 2.0f}, {-0.3f, 0.4f, 1.0f}, {0.2f, 0.2f, -0.5f}};

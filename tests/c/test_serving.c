@@ -58,7 +58,7 @@ static tk_block *two_tower(uint64_t seed) {
     tk_block_release(ie);
     tk_block_release(q);
     tk_block_release(it);
-    tk_block_release(tt->post);
+    tk_block_release(tk_block_post(tt));
     return tt;
 }
 

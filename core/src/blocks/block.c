@@ -230,6 +230,38 @@ tk_tensor *tk_block_param(const tk_block *b, const char *name) {
     return NULL;
 }
 
+/* --- reading a block: the accessors of towerkit.h, where tk_block is opaque --- */
+
+const char *tk_block_name(const tk_block *b) { return b->name; }
+const char *tk_block_kind_name(const tk_block *b) { return b->kind->name; }
+const char *tk_block_meta(const tk_block *b) { return b->meta; }
+tk_block *tk_block_pre(const tk_block *b) { return b->pre; }
+tk_block *tk_block_post(const tk_block *b) { return b->post; }
+tk_aggregation tk_block_aggregation(const tk_block *b) { return b->aggregation; }
+int32_t tk_block_num_children(const tk_block *b) { return b->nchildren; }
+int32_t tk_block_num_params(const tk_block *b) { return b->nparams; }
+
+tk_block *tk_block_child(const tk_block *b, int32_t i) {
+    return i >= 0 && i < b->nchildren ? b->children[i] : NULL;
+}
+
+const char *tk_block_child_name(const tk_block *b, int32_t i) {
+    if (i < 0 || i >= b->nchildren) return NULL;
+    return b->child_names[i] ? b->child_names[i] : b->children[i]->name;
+}
+
+tk_tensor *tk_block_param_at(const tk_block *b, int32_t i) {
+    return i >= 0 && i < b->nparams ? b->params[i] : NULL;
+}
+
+const char *tk_block_param_name(const tk_block *b, int32_t i) {
+    return i >= 0 && i < b->nparams ? b->param_names[i] : NULL;
+}
+
+bool tk_block_param_trainable(const tk_block *b, int32_t i) {
+    return i >= 0 && i < b->nparams && b->param_trainable[i];
+}
+
 static tk_status set_hook(tk_block *b, tk_block **slot, tk_block *hook, const char *which) {
     if (!b) {
         tk_set_error("block_set_%s: block is NULL", which);
@@ -334,7 +366,7 @@ static const tk_block *sibling(const tk_block *b, int32_t k) {
 }
 
 static const char *sibling_name(const tk_block *b, int32_t k) {
-    if (k < b->nchildren) return b->child_names[k] ? b->child_names[k] : b->children[k]->name;
+    if (k < b->nchildren) return tk_block_child_name(b, k);
     const tk_block *s = sibling(b, k);
     return s ? s->name : NULL;
 }

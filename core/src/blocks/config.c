@@ -73,7 +73,7 @@ static void register_builtin(void) {
     pthread_mutex_unlock(&registry_lock);
 }
 
-void tk_block_kinds_register_builtin(void) { pthread_once(&builtin_once, register_builtin); }
+static void tk_block_kinds_register_builtin(void) { pthread_once(&builtin_once, register_builtin); }
 
 tk_status tk_block_kind_register(const tk_block_kind *kind, tk_block_from_config_fn from_config) {
     if (!kind || !kind->name || !*kind->name || !kind->forward) {

@@ -22,7 +22,9 @@ static inline unsigned tk_new_file_mode(void) { return 0666u & ~tk_process_umask
  * Returns NULL with errno set on failure (ENOENT for a missing file). */
 char *tk_read_file(const char *path, size_t *len);
 
-/* Escapes s as a JSON string (with the quotes) into a growable buffer. */
+/* A growable, NUL-terminated string buffer (zero-initialise; the owner frees data). A
+ * write that cannot grow it sets oom and every later write is dropped: check oom once,
+ * at the end. */
 typedef struct tk_sbuf {
     char *data;
     size_t len, cap;
@@ -31,6 +33,7 @@ typedef struct tk_sbuf {
 void tk_sbuf_putn(tk_sbuf *b, const char *s, size_t n);
 void tk_sbuf_puts(tk_sbuf *b, const char *s);
 void tk_sbuf_printf(tk_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Escapes s as a JSON string (with the quotes). */
 void tk_sbuf_json_string(tk_sbuf *b, const char *s);
 
 #endif

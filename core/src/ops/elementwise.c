@@ -127,6 +127,19 @@ tk_tensor *tk_sub(tk_ctx *ctx, tk_tensor *a, tk_tensor *b) { return binary(ctx, 
 tk_tensor *tk_mul(tk_ctx *ctx, tk_tensor *a, tk_tensor *b) { return binary(ctx, BIN_MUL, a, b); }
 tk_tensor *tk_div(tk_ctx *ctx, tk_tensor *a, tk_tensor *b) { return binary(ctx, BIN_DIV, a, b); }
 
+/* The added losses are summed with tk_add as they come, so the gradient of the sum
+ * reaches each of them. Here rather than beside tk_ctx_added_loss in graph.c: the tape
+ * does not build on the ops. */
+tk_status tk_ctx_add_loss(tk_ctx *ctx, tk_tensor *loss) {
+    if (!loss) return TK_ERROR;
+    if (loss->numel != 1) {
+        tk_ctx_fail(ctx, "add_loss: a loss must have one element");
+        return TK_ERROR;
+    }
+    ctx->added_loss = ctx->added_loss ? tk_add(ctx, ctx->added_loss, loss) : loss;
+    return ctx->added_loss ? TK_OK : TK_ERROR;
+}
+
 /* --- unary ops --- */
 
 typedef enum { UN_SCALE, UN_ADD_SCALAR, UN_EXP, UN_LOG, UN_SQRT, UN_SQUARE, UN_ACTIVATE } un_kind;
