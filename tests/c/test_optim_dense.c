@@ -472,6 +472,74 @@ static void test_one_optimizer_per_table(void) {
     tk_tensor_release(t);
 }
 
+/* Lookups of rows ids in tables t[0..n), table i's loss sum((e (first + i + 1))^2), in
+ * one context. */
+static tk_status backward_tables(tk_ctx *ctx, int first, int n, tk_tensor **t, const int64_t *ids, int64_t nid) {
+    tk_ctx_reset(ctx);
+    tk_tensor *total = NULL;
+    for (int i = 0; i < n; i++) {
+        tk_tensor *idt = tk_ctx_empty(ctx, TK_I64, 1, &nid);
+        if (!idt) return TK_ERROR;
+        memcpy(idt->data, ids, (size_t)nid * sizeof *ids);
+        tk_tensor *e = tk_embedding_lookup(ctx, t[i], idt, NULL, TK_COMBINER_SUM, "t");
+        tk_tensor *l = tk_sum(ctx, tk_square(ctx, tk_scale(ctx, e, (float)(first + i + 1))), -1, false);
+        total = total ? tk_add(ctx, total, l) : l;
+    }
+    return tk_backward(ctx, total);
+}
+
+/* The trainer's path (tk_optim_prepare_contexts + apply_range, through
+ * tk_optim_step_contexts: one context per tower) and the single-context path
+ * (tk_optim_step with both tables' gradients in one context) honour lazy = false alike:
+ * the same bits, and untouched rows moved (which lazy = true would not do). */
+static void test_trainer_path(void) {
+    tk_block *blk[2];
+    tk_tensor *ta[2], *tb[2];
+    for (int i = 0; i < 2; i++) {
+        blk[i] = tk_embeddings_new(i ? "item" : "query");
+        TK_CHECK(tk_embeddings_add_feature(blk[i], "f", "f", 50, 8, TK_COMBINER_SUM,
+                                           (tk_init){TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f}, 3 + i) == TK_OK);
+        ta[i] = tk_block_param(blk[i], "f");
+        tb[i] = tk_tensor_clone(ta[i]);
+        tk_tensor_set_requires_grad(tb[i], true);
+    }
+    tk_optim *x = tk_optim_adam_new(0.05f, 0.9f, 0.999f, 1e-8f, 0.01f), *y = tk_optim_adam_new(0.05f, 0.9f, 0.999f, 1e-8f, 0.01f);
+    tk_optim_set_lazy(x, false);
+    tk_optim_set_lazy(y, false);
+    tk_ctx *cx[2] = {tk_ctx_new(1), tk_ctx_new(2)}, *cy = tk_ctx_new(3);
+    const tk_block *blocks[2] = {blk[0], blk[1]};
+    for (int k = 1; k <= 30; k++) {
+        int64_t ids[3] = {k % 50, (k * 7) % 50, k < 3 ? 49 : (k * 13) % 49};
+        for (int i = 0; i < 2; i++) TK_CHECK(backward_tables(cx[i], i, 1, &ta[i], ids, 3) == TK_OK);
+        TK_CHECK(tk_optim_step_contexts(x, 2, cx, blocks) == TK_OK);
+        TK_CHECK(backward_tables(cy, 0, 2, tb, ids, 3) == TK_OK);
+        TK_CHECK(tk_optim_step(y, cy, 2, tb) == TK_OK);
+    }
+    for (int i = 0; i < 2; i++) {
+        tk_tensor *c = tk_tensor_clone(ta[i]); /* synced */
+        tk_tensor_sync(tb[i]);
+        TK_CHECK(memcmp(c->data, tb[i]->data, (size_t)c->numel * sizeof(float)) == 0);
+        tk_tensor_release(c);
+    }
+    /* row 49: touched at steps 1 and 2 only, yet moved since (its m, the decay) */
+    float before[8];
+    memcpy(before, tk_f32(ta[1]) + 49 * 8, sizeof before);
+    int64_t ids[1] = {0};
+    for (int i = 0; i < 2; i++) TK_CHECK(backward_tables(cx[i], i, 1, &ta[i], ids, 1) == TK_OK);
+    TK_CHECK(tk_optim_step_contexts(x, 2, cx, blocks) == TK_OK);
+    tk_tensor_sync(ta[1]);
+    TK_CHECK(memcmp(before, tk_f32(ta[1]) + 49 * 8, sizeof before) != 0);
+    for (int i = 0; i < 2; i++) {
+        tk_ctx_free(cx[i]);
+        tk_tensor_release(tb[i]);
+    }
+    tk_ctx_free(cy);
+    tk_optim_free(x);
+    tk_optim_free(y);
+    tk_block_release(blk[0]);
+    tk_block_release(blk[1]);
+}
+
 int main(void) {
     TK_RUN(test_dense_equals_reference);
     TK_RUN(test_small_gap_by_hand);
@@ -479,5 +547,6 @@ int main(void) {
     TK_RUN(test_concurrent_reads);
     TK_RUN(test_save_and_clone_see_caught_up_rows);
     TK_RUN(test_one_optimizer_per_table);
+    TK_RUN(test_trainer_path);
     return tk_test_summary();
 }
