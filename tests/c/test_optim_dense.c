@@ -302,6 +302,53 @@ static void test_truncation_bound(void) {
     tk_tensor_release(t);
 }
 
+/* Past the history's length (32768 steps: then every table is brought up to date and
+ * the history restarts) the decay and the moments carry on: a row touched at step 1
+ * only, read at step 40001, against a double loop from its state after step 1 (three
+ * roundings to float at most: the restart's sync, the read, and 2^-26 of the movement). */
+static void test_history_restart(void) {
+    int64_t shape[2] = {2, 2};
+    const float init[4] = {0.5f, -0.5f, 0.25f, 1.0f};
+    tk_tensor *t = tk_test_tensor(2, shape, init);
+    tk_tensor_set_requires_grad(t, true);
+    tk_optim *opt = tk_optim_adam_new(1e-2f, 0.9f, 0.999f, 1e-8f, 1e-3f);
+    tk_optim_set_lazy(opt, false);
+    tk_ctx *ctx = tk_ctx_new(1), *empty = tk_ctx_new(2);
+    const int64_t both[2] = {0, 1};
+    const float g[4] = {0.3f, -0.2f, 0.1f, 0.05f};
+    TK_CHECK(backward_rows(ctx, t, 2, both, g) == TK_OK && tk_optim_step(opt, ctx, 1, &t) == TK_OK);
+    double p[2] = {tk_f32(t)[2], tk_f32(t)[3]}, m[2], v[2];
+    for (int i = 0; i < 2; i++) m[i] = tk_optim_moments(opt, t, 0)[2 + i], v[i] = tk_optim_moments(opt, t, 1)[2 + i];
+    double moved[2] = {0, 0}, p1 = p[0];
+    for (int k = 2; k <= 40001; k++) {
+        float lr = k % 1000 < 500 ? 1e-2f : 5e-3f;
+        tk_optim_set_lr(opt, lr);
+        if (k == 20000) /* row 0 only */
+            TK_CHECK(backward_rows(ctx, t, 1, both, g) == TK_OK && tk_optim_step(opt, ctx, 1, &t) == TK_OK);
+        else
+            TK_CHECK(tk_optim_step(opt, empty, 1, &t) == TK_OK);
+        float d = (float)(1.0 - (double)lr * 1e-3);
+        float step = (float)((double)lr / (1.0 - pow(0.9f, k)));
+        float bc2 = (float)sqrt(1.0 - pow(0.999f, k));
+        for (int i = 0; i < 2; i++) {
+            m[i] *= 0.9f;
+            v[i] *= 0.999f;
+            double u = step * (m[i] / (sqrt(v[i]) / bc2 + 1e-8f));
+            p[i] = d * p[i] - u;
+            moved[i] += fabs(u);
+        }
+    }
+    tk_tensor_sync(t);
+    for (int i = 0; i < 2; i++)
+        TK_CHECK_MSG(fabs(tk_f32(t)[2 + i] - p[i]) <= 3 * 0x1p-24 * fabs(p[i]) + 0x1p-26 * moved[i] + 1e-12,
+                     "element %d: got %.9g, want %.9g", i, (double)tk_f32(t)[2 + i], p[i]);
+    TK_CHECK(fabs(tk_f32(t)[2]) < 0.8 * fabs(p1)); /* the decay over 40000 steps (about 0.74) shows */
+    tk_ctx_free(ctx);
+    tk_ctx_free(empty);
+    tk_optim_free(opt);
+    tk_tensor_release(t);
+}
+
 /* --- readers --- */
 
 enum { TR = 500, TD = 16 };
@@ -544,6 +591,7 @@ int main(void) {
     TK_RUN(test_dense_equals_reference);
     TK_RUN(test_small_gap_by_hand);
     TK_RUN(test_truncation_bound);
+    TK_RUN(test_history_restart);
     TK_RUN(test_concurrent_reads);
     TK_RUN(test_save_and_clone_see_caught_up_rows);
     TK_RUN(test_one_optimizer_per_table);
