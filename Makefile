@@ -116,7 +116,7 @@ test-asan: deps
 # load; the threaded blocks, top-k and training) under ThreadSanitizer, with the core and
 # the binding instrumented; counted like the others.
 TSAN_BUILD ?= build-tsan
-TSAN_TESTS ?= test_serving test_blocks_threads test_topk test_two_tower test_parallel
+TSAN_TESTS ?= test_serving test_blocks_threads test_topk test_two_tower test_parallel test_optim_dense
 test-tsan: deps
 	@$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) OPT=-O1 SAN="-fsanitize=thread" \
 	  $(TSAN_TESTS:%=$(TSAN_BUILD)/tests/%)

@@ -6,6 +6,8 @@ local M = {}
 
 M.B = 1024
 M.THREADS = tonumber(os.getenv("TK_BENCH_THREADS") or "2")
+-- TK_BENCH_LAZY=1 / 0: the optimizer's lazy option (unset: the default, tk.optim.default_lazy())
+M.LAZY = ({ ["1"] = true, ["0"] = false })[os.getenv("TK_BENCH_LAZY") or ""]
 
 --- The W1 schema: four query features and three item features (plus one continuous
 -- each), every categorical feature with its own table of dimension 64.
@@ -29,7 +31,7 @@ function M.model(schema)
     remove_false_negatives = false,
   })
   model:compile {
-    optimizer = tk.optim.Adam { learning_rate = 1e-3, beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-8 },
+    optimizer = tk.optim.Adam { learning_rate = 1e-3, beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-8, lazy = M.LAZY },
   }
   return model
 end

@@ -1,5 +1,6 @@
 --- W1 (bench/WORKLOAD.md): two-tower training step, batch 1024, towers 256-128, in-batch
--- softmax at temperature 0.05, Adam with lazy embedding updates, 2 threads.
+-- softmax at temperature 0.05, Adam (dense embedding updates, the default;
+-- TK_BENCH_LAZY=1: lazy), 2 threads.
 -- Trains through the public API (TwoTowerModel:fit on a Dataset); data generated and
 -- seeded before timing; 5 warm-up steps, then 3 runs of 50 steps; median and min-max.
 --   build/towerkit bench/w1_train.lua [runs] [steps]

@@ -115,6 +115,9 @@ typedef struct tk_tensor {
     tk_node *node;              /* the op that produced it, NULL for leaves */
     const struct tk_tensor *source; /* for a context alias of a heap leaf: that leaf */
     bool requires_grad;         /* gradients flow to or through this tensor */
+    /* heap tables only: set by an optimizer with lazy = false whose rows may lag behind
+     * its step count until read (tk_tensor_sync); NULL otherwise */
+    struct tk_lazy_rows *lazy;
 } tk_tensor;
 
 /* Heap tensors with one reference, the caller's. `shape` has `ndim` entries
@@ -132,6 +135,12 @@ void tk_tensor_retain(tk_tensor *t);
 void tk_tensor_release(tk_tensor *t); /* NULL and arena tensors are ignored */
 /* Marks a heap tensor as a parameter or other leaf whose gradient contexts compute. */
 void tk_tensor_set_requires_grad(tk_tensor *t, bool on);
+/* Brings every row of an embedding table up to date with the optimizer that trains it
+ * with lazy = false (tk_optim_set_lazy): rows a step did not touch get their skipped
+ * updates when read. The core's readers (ops, tk_block_embed, tk_checkpoint_write, clone,
+ * copy, fill) call it; call it before reading t->data directly. A no-op for any other
+ * tensor (or a view of a table: its base is synced). Safe from several threads. */
+void tk_tensor_sync(tk_tensor *t);
 
 /* The data of t, borrowed from it. */
 static inline float *tk_f32(const tk_tensor *t) { return (float *)t->data; }
@@ -599,7 +608,7 @@ typedef struct tk_optim tk_optim;
  * : v). Nesterov needs momentum > 0. */
 tk_optim *tk_optim_sgd_new(float lr, float momentum, bool nesterov, float weight_decay);
 /* Adam (decoupled weight decay when weight_decay > 0: AdamW). Embedding tables with
- * sparse gradients are updated lazily: only their touched rows, moments included. */
+ * sparse gradients: see tk_optim_set_lazy. */
 tk_optim *tk_optim_adam_new(float lr, float beta1, float beta2, float eps, float weight_decay);
 /* Adagrad: acc += g^2; p -= lr * g / (sqrt(acc) + eps); initial accumulator value. */
 tk_optim *tk_optim_adagrad_new(float lr, float initial_accumulator, float eps);
@@ -607,6 +616,17 @@ void tk_optim_free(tk_optim *opt);
 void tk_optim_set_lr(tk_optim *opt, float lr); /* a bad value is refused (tk_last_error) */
 float tk_optim_lr(const tk_optim *opt);
 int64_t tk_optim_steps(const tk_optim *opt);
+/* Sparse gradients (embedding tables). lazy = true: only the rows a step touched are
+ * updated, moments included (TF's LazyAdam). lazy = false: every row follows the dense
+ * rule, a row without gradient seeing g = 0 (its moments decay, Adam's m still moves it,
+ * weight decay shrinks it), as Keras and PyTorch do; the cost stays that of the touched
+ * rows: an untouched row gets its skipped steps when next read (tk_tensor_sync), exact
+ * to float rounding (docs/optimizers.md). Adagrad, and SGD without momentum and weight
+ * decay, are the same either way. Switching to lazy = true first brings every row up to
+ * date. The default is tk_optim_default_lazy(). */
+void tk_optim_set_lazy(tk_optim *opt, bool lazy);
+bool tk_optim_lazy(const tk_optim *opt);
+bool tk_optim_default_lazy(void);
 /* One update of `n` parameters from the gradients in ctx (parameters that got no
  * gradient are skipped, one listed twice is updated once), then tk_ctx_apply_updates(ctx).
  * Parameters are heap F32 tensors. All are checked before any is written; on an error,

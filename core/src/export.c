@@ -155,6 +155,11 @@ static void batch_task(void *arg, int64_t task, int slot) {
     }
 }
 
+static int sync_param(void *ud, const char *path, tk_tensor *param, bool trainable) {
+    tk_tensor_sync(param);
+    return 0;
+}
+
 tk_tensor *tk_block_embed(tk_block *block, tk_block *post, int32_t ncols, const char *const *names,
                           tk_tensor *const *cols, int64_t batch_size) {
     if (!block || ncols < 1 || !names || !cols || batch_size < 1) {
@@ -182,6 +187,10 @@ tk_tensor *tk_block_embed(tk_block *block, tk_block *post, int32_t ncols, const 
         tk_set_error("embed: the columns have no rows");
         return NULL;
     }
+    /* every table up to date once, here: the batches' lookups (on the pool's threads, each
+     * under the table's mutex) then find nothing left to do */
+    tk_block_visit_params(block, false, sync_param, NULL);
+    if (post) tk_block_visit_params(post, false, sync_param, NULL);
     int64_t nb = (n + batch_size - 1) / batch_size;
     int threads = tk_get_num_threads();
     if (threads > nb - 1) threads = nb > 1 ? (int)(nb - 1) : 1;

@@ -169,6 +169,13 @@ static tk_leaf *find_leaf(const tk_ctx *ctx, const tk_tensor *source) {
 }
 
 tk_tensor *tk_ctx_input(tk_ctx *ctx, tk_tensor *t) {
+    /* an op reading a table trained with lazy = false reads every row (the embedding
+     * lookup, which reads only its ids' rows, syncs those and calls tk_ctx_input_rows) */
+    tk_tensor_sync(t);
+    return tk_ctx_input_rows(ctx, t);
+}
+
+tk_tensor *tk_ctx_input_rows(tk_ctx *ctx, tk_tensor *t) {
     if (!t) return NULL;
     if (!(t->flags & TK_TENSOR_HEAP) || !ctx->grad_enabled) return t;
     if (!(t->flags & TK_TENSOR_REQUIRES_GRAD)) {

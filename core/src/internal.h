@@ -43,6 +43,24 @@ void tk_parallel_run(int64_t ntasks, int threads, tk_task_fn fn, void *arg);
 /* Part i of `parts` near-equal parts of [0, n), boundaries at multiples of `align`. */
 void tk_split_range(int64_t n, int64_t parts, int64_t i, int64_t align, int64_t *lo, int64_t *hi);
 
+/* The read hook of a table whose rows may lag behind its optimizer (optim.c, lazy =
+ * false). sync_rows brings rows[0, n) up to date, sync_all every row; both run under
+ * `mu`, so readers on several threads (tk_block_embed's) may share a table. */
+#include <pthread.h>
+typedef struct tk_lazy_rows {
+    void (*sync_rows)(void *ud, tk_tensor *t, int64_t n, const int64_t *rows);
+    void (*sync_all)(void *ud, tk_tensor *t);
+    void *ud;
+    pthread_mutex_t mu;
+} tk_lazy_rows;
+/* The ids of one lookup of table t (a heap table, its context alias or a view). */
+void tk_tensor_sync_rows(tk_tensor *t, int64_t n, const int64_t *rows);
+/* Tests: moment array `which` (Adam: 0 m, 1 v; SGD: 0 v; Adagrad: 0 acc) of p, every row
+ * brought up to date first; NULL if opt keeps none for p. */
+const float *tk_optim_moments(tk_optim *opt, tk_tensor *p, int which);
+/* tk_ctx_input without tk_tensor_sync: for the embedding lookup, which syncs its rows. */
+tk_tensor *tk_ctx_input_rows(tk_ctx *ctx, tk_tensor *t);
+
 /* A deferred write (batch-norm running statistics). */
 typedef struct tk_update {
     tk_tensor *dst; /* retained heap tensor */

@@ -108,8 +108,40 @@ tk_tensor *tk_tensor_new_2d(tk_dtype dtype, int64_t n0, int64_t n1) {
     return tk_tensor_new(dtype, 2, s);
 }
 
+/* The tensor whose hook covers t: t, the base of a view, the source of a context alias. */
+static tk_tensor *hooked(const tk_tensor *t) {
+    if (!t) return NULL;
+    if (t->lazy) return (tk_tensor *)t;
+    if (t->base && t->base->lazy) return t->base;
+    if (t->source && t->source->lazy) return (tk_tensor *)t->source;
+    return NULL;
+}
+
+void tk_tensor_sync(tk_tensor *t) {
+    tk_tensor *h = hooked(t);
+    if (!h) return;
+    tk_lazy_rows *l = h->lazy;
+    pthread_mutex_lock(&l->mu);
+    l->sync_all(l->ud, h);
+    pthread_mutex_unlock(&l->mu);
+}
+
+void tk_tensor_sync_rows(tk_tensor *t, int64_t n, const int64_t *rows) {
+    tk_tensor *h = hooked(t);
+    if (!h || n <= 0) return;
+    if (h != t && h->numel != t->numel) { /* a view of another shape: its rows are not the table's */
+        tk_tensor_sync(h);
+        return;
+    }
+    tk_lazy_rows *l = h->lazy;
+    pthread_mutex_lock(&l->mu);
+    l->sync_rows(l->ud, h, n, rows);
+    pthread_mutex_unlock(&l->mu);
+}
+
 tk_tensor *tk_tensor_clone(const tk_tensor *t) {
     if (!t) return NULL;
+    tk_tensor_sync((tk_tensor *)t); /* brings values up to date: what a reader sees anyway */
     tk_tensor *c = tk_tensor_new(t->dtype, t->ndim, t->shape);
     if (c && t->numel) memcpy(c->data, t->data, (size_t)t->numel * tk_dtype_size(t->dtype));
     return c;
@@ -138,6 +170,7 @@ tk_tensor *tk_tensor_reshape_view(tk_tensor *t, int32_t ndim, const int64_t *sha
     v->flags = TK_TENSOR_HEAP | TK_TENSOR_VIEW | (t->flags & TK_TENSOR_REQUIRES_GRAD);
     v->refcount = 1;
     v->base = t->base ? t->base : t;
+    v->lazy = NULL; /* the base's hook covers the view (tk_tensor_sync) */
     tk_tensor_retain(v->base);
     return v;
 }
@@ -189,11 +222,15 @@ tk_status tk_tensor_copy_from(tk_tensor *dst, const tk_tensor *src) {
                      tk_shape_str(src, b, sizeof b));
         return TK_ERROR;
     }
+    /* dst too: rows written now must not get the skipped steps of their old values later */
+    tk_tensor_sync((tk_tensor *)src);
+    tk_tensor_sync(dst);
     if (dst->numel) memmove(dst->data, src->data, (size_t)dst->numel * tk_dtype_size(dst->dtype));
     return TK_OK;
 }
 
 void tk_tensor_fill(tk_tensor *t, double value) {
+    tk_tensor_sync(t);
     if (t->dtype == TK_F32) {
         float *p = tk_f32(t);
         for (int64_t i = 0; i < t->numel; i++) p[i] = (float)value;

@@ -368,6 +368,9 @@ static void topk_block(void *arg, int64_t block, int slot) {
 tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k, const int64_t *excl_offsets,
                   const int64_t *excl_items, tk_tensor *out_idx, tk_tensor *out_scores) {
     if (!check_matrix("queries", queries) || !check_matrix("items", items)) return TK_ERROR;
+    /* a table trained with lazy = false may serve as the items (or queries): rows up to date */
+    tk_tensor_sync((tk_tensor *)queries);
+    tk_tensor_sync((tk_tensor *)items);
     int64_t nq = queries->shape[0], d = queries->shape[1], ni = items->shape[0];
     char s1[64], s2[64];
     if (items->shape[1] != d) {

@@ -23,13 +23,15 @@ static tkl_optim *new_optim_ud(lua_State *L) {
     return u;
 }
 
+/* The option `lazy` (default tk_optim_default_lazy()) at index 1. */
 static int finish(lua_State *L, tkl_optim *u, tk_optim *o) {
     if (!o) return tkl_error(L, "%s", tk_last_error());
     u->o = o;
+    tk_optim_set_lazy(o, tkl_field_bool(L, 1, "lazy", tk_optim_default_lazy()));
     return 1;
 }
 
-/* sgd{learning_rate =, momentum =, nesterov =, weight_decay =} */
+/* sgd{learning_rate =, momentum =, nesterov =, weight_decay =, lazy =} */
 static int l_sgd(lua_State *L) {
     double lr = tkl_field_number(L, 1, "learning_rate", 0.01);
     double momentum = tkl_field_number(L, 1, "momentum", 0);
@@ -39,7 +41,7 @@ static int l_sgd(lua_State *L) {
     return finish(L, u, tk_optim_sgd_new((float)lr, (float)momentum, nesterov, (float)wd));
 }
 
-/* adam{learning_rate =, beta_1 =, beta_2 =, epsilon =, weight_decay =} */
+/* adam{learning_rate =, beta_1 =, beta_2 =, epsilon =, weight_decay =, lazy =} */
 static int l_adam(lua_State *L) {
     double lr = tkl_field_number(L, 1, "learning_rate", 0.001);
     double b1 = tkl_field_number(L, 1, "beta_1", 0.9);
@@ -50,7 +52,7 @@ static int l_adam(lua_State *L) {
     return finish(L, u, tk_optim_adam_new((float)lr, (float)b1, (float)b2, (float)eps, (float)wd));
 }
 
-/* adagrad{learning_rate =, initial_accumulator_value =, epsilon =} */
+/* adagrad{learning_rate =, initial_accumulator_value =, epsilon =, lazy =} */
 static int l_adagrad(lua_State *L) {
     double lr = tkl_field_number(L, 1, "learning_rate", 0.001);
     double init = tkl_field_number(L, 1, "initial_accumulator_value", 0.1);
@@ -110,8 +112,18 @@ static int l_lr(lua_State *L) {
     return 1;
 }
 
+static int l_lazy(lua_State *L) {
+    lua_pushboolean(L, tk_optim_lazy(check_optim(L, 1)->o));
+    return 1;
+}
+
 static int l_steps(lua_State *L) {
     lua_pushnumber(L, (lua_Number)tk_optim_steps(check_optim(L, 1)->o));
+    return 1;
+}
+
+static int l_default_lazy(lua_State *L) {
+    lua_pushboolean(L, tk_optim_default_lazy());
     return 1;
 }
 
@@ -125,10 +137,11 @@ static int l_clip_grad_norm(lua_State *L) {
 }
 
 static const luaL_Reg optim_methods[] = {
-    {"step", l_step}, {"set_lr", l_set_lr}, {"lr", l_lr}, {"steps", l_steps}, {NULL, NULL}};
+    {"step", l_step}, {"set_lr", l_set_lr}, {"lr", l_lr}, {"steps", l_steps}, {"lazy", l_lazy}, {NULL, NULL}};
 
 static const luaL_Reg optim_functions[] = {
-    {"sgd", l_sgd}, {"adam", l_adam}, {"adagrad", l_adagrad}, {"clip_grad_norm", l_clip_grad_norm}, {NULL, NULL}};
+    {"sgd", l_sgd}, {"adam", l_adam}, {"adagrad", l_adagrad}, {"clip_grad_norm", l_clip_grad_norm},
+    {"optim_default_lazy", l_default_lazy}, {NULL, NULL}};
 
 void tkl_open_optim(lua_State *L) {
     luaL_newmetatable(L, TKL_OPTIM);

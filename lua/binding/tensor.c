@@ -321,6 +321,7 @@ static void push_nested(lua_State *L, const tk_tensor *t, int dim, int64_t *pos)
 
 static int l_totable(lua_State *L) {
     tk_tensor *t = tkl_check_tensor(L, 1);
+    tk_tensor_sync(t); /* a table trained with lazy = false: its rows up to date */
     int64_t pos = 0;
     if (t->ndim == 0) {
         lua_pushnumber(L, elem(t, 0));
@@ -346,6 +347,7 @@ static int64_t offset_of(lua_State *L, const tk_tensor *t, int idx) {
 
 static int l_get(lua_State *L) {
     tk_tensor *t = tkl_check_tensor(L, 1);
+    tk_tensor_sync(t); /* a table trained with lazy = false: its rows up to date */
     lua_pushnumber(L, elem(t, offset_of(L, t, 2)));
     return 1;
 }
@@ -356,6 +358,7 @@ static int l_set(lua_State *L) {
     tk_tensor *t = live(L, u, 1);
     double v = luaL_checknumber(L, 2);
     if (u->ctx) return tkl_error(L, "set: tensors computed in a context are read-only; clone() first");
+    tk_tensor_sync(t); /* the row written must not get its old value's skipped steps later */
     int64_t off = offset_of(L, t, 3);
     if (t->dtype == TK_F32) {
         tk_f32(t)[off] = (float)v;
@@ -369,6 +372,7 @@ static int l_set(lua_State *L) {
 
 static int l_item(lua_State *L) {
     tk_tensor *t = tkl_check_tensor(L, 1);
+    tk_tensor_sync(t); /* a table trained with lazy = false: its rows up to date */
     if (t->numel != 1) return tkl_error(L, "item: tensor has %lld elements, expected 1", (long long)t->numel);
     lua_pushnumber(L, elem(t, 0));
     return 1;
@@ -521,6 +525,7 @@ static int l_tostring(lua_State *L) {
         lua_pushstring(L, "tensor (released by a context reset)");
         return 1;
     }
+    tk_tensor_sync(u->t); /* lazy = false: rows up to date */
     const tk_tensor *t = u->t;
     char shape[96];
     luaL_Buffer b;

@@ -8,8 +8,11 @@
 --     opt:step(model)                             -- or a list from named_parameters()
 --   end
 --
--- Embedding tables with sparse row gradients are updated lazily: only the rows a batch
--- touched change, moments included.
+-- Embedding tables with sparse row gradients are updated at the cost of the rows a batch
+-- touched. `lazy = true`: only those rows change, moments included (TF's LazyAdam);
+-- `lazy = false`: every row follows the dense rule (Keras, PyTorch), an untouched row
+-- catching up on the steps it skipped when next read (docs/optimizers.md). The default
+-- is the core's (tk.optim.default_lazy()).
 local core = require "towerkit.core"
 local util = require "towerkit.util"
 local context = require "towerkit.context"
@@ -44,6 +47,8 @@ end
 function Optimizer:learning_rate() return self._impl:lr() end
 function Optimizer:set_learning_rate(lr) self._impl:set_lr(lr) end
 function Optimizer:iterations() return self._impl:steps() end
+--- Whether sparse gradients update only the touched rows (see the top of this file).
+function Optimizer:lazy() return self._impl:lazy() end
 
 local function make(kind, impl, opts)
   return setmetatable({ kind = kind, _impl = impl, config = opts }, Optimizer)
@@ -55,10 +60,10 @@ local function set(...)
   return s
 end
 local KNOWN = {
-  SGD = set("learning_rate", "lr", "momentum", "nesterov", "weight_decay"),
-  Adam = set("learning_rate", "lr", "beta_1", "beta_2", "epsilon"),
-  AdamW = set("learning_rate", "lr", "beta_1", "beta_2", "epsilon", "weight_decay"),
-  Adagrad = set("learning_rate", "lr", "initial_accumulator_value", "epsilon"),
+  SGD = set("learning_rate", "lr", "momentum", "nesterov", "weight_decay", "lazy"),
+  Adam = set("learning_rate", "lr", "beta_1", "beta_2", "epsilon", "lazy"),
+  AdamW = set("learning_rate", "lr", "beta_1", "beta_2", "epsilon", "weight_decay", "lazy"),
+  Adagrad = set("learning_rate", "lr", "initial_accumulator_value", "epsilon", "lazy"),
 }
 
 -- A copy of the caller's options (never changed) with lr as learning_rate; unknown
@@ -72,18 +77,21 @@ local function check(opts, name)
     copy.weight_decay = nil -- 0: no decay, as without it
   end
   util.check_options(copy, KNOWN[name], name)
+  if copy.lazy ~= nil and type(copy.lazy) ~= "boolean" then
+    argerror("%s: lazy must be true or false, got %s", name, type(copy.lazy))
+  end
   if copy.lr ~= nil and copy.learning_rate == nil then copy.learning_rate = copy.lr end
   copy.lr = nil
   return copy
 end
 
---- SGD{learning_rate = 0.01, momentum = 0, nesterov = false, weight_decay = 0}
+--- SGD{learning_rate = 0.01, momentum = 0, nesterov = false, weight_decay = 0, lazy}
 function optim.SGD(opts)
   opts = check(opts, "SGD")
   return make("SGD", core.sgd(opts), opts)
 end
 
---- Adam{learning_rate = 0.001, beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-7}
+--- Adam{learning_rate = 0.001, beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-7, lazy}
 function optim.Adam(opts)
   opts = check(opts, "Adam")
   return make("Adam", core.adam(opts), opts)
@@ -96,7 +104,7 @@ function optim.AdamW(opts)
   return make("AdamW", core.adam(opts), opts)
 end
 
---- Adagrad{learning_rate = 0.001, initial_accumulator_value = 0.1, epsilon = 1e-7}
+--- Adagrad{learning_rate = 0.001, initial_accumulator_value = 0.1, epsilon = 1e-7, lazy}
 function optim.Adagrad(opts)
   opts = check(opts, "Adagrad")
   return make("Adagrad", core.adagrad(opts), opts)
@@ -105,6 +113,9 @@ end
 --- Scales all gradients of ctx (default: current) to a global norm of at most
 -- max_norm; returns the norm before clipping.
 optim.clip_grad_norm = core.clip_grad_norm
+
+--- The default of `lazy` when an optimizer is built without it.
+optim.default_lazy = core.optim_default_lazy
 
 -- Learning-rate schedules: functions (step, base_lr) -> lr for compile{schedule =}.
 -- step counts from 1.

@@ -174,6 +174,7 @@ static tk_tensor *table5x2(void) {
 static void test_lazy_adam(void) {
     const float lr = 0.1f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
     tk_optim *opt = tk_optim_adam_new(lr, b1, b2, eps, 0.0f);
+    tk_optim_set_lazy(opt, true);
     tk_tensor *t = table5x2(), *orig = tk_tensor_clone(t);
     tk_ctx *ctx = tk_ctx_new(1);
 
@@ -236,6 +237,7 @@ static void test_lazy_others(void) {
     for (int k = 0; k < 3; k++) {
         TK_CHECK(opts[k] != NULL);
         if (!opts[k]) continue;
+        tk_optim_set_lazy(opts[k], true);
         tk_tensor *t = table5x2(), *orig = tk_tensor_clone(t);
         tk_ctx *ctx = tk_ctx_new(1);
         const int64_t ids[2] = {4, 2};

@@ -55,11 +55,12 @@ describe("hand training", function()
     assert.truthy(last < 0.03, "final loss " .. last)
   end)
 
-  it("updates embedding tables only on the rows a batch touched", function()
+  it("updates embedding tables only on the rows a batch touched with lazy = true", function()
     local emb = tk.core.embeddings("emb")
     emb:add_feature("item", { cardinality = 10, dim = 4, seed = 1 })
     local before = emb:param("item"):clone():totable()
-    local opt = tk.optim.Adam { learning_rate = 0.1 }
+    local opt = tk.optim.Adam { learning_rate = 0.1, lazy = true }
+    assert.is_true(opt:lazy())
     for _ = 1, 3 do
       tk.reset()
       local out = emb { item = tk.tensor({ 2, 5, 2 }, "int64") }
@@ -77,6 +78,36 @@ describe("hand training", function()
     end
   end)
 
+  -- Row 5 (index 6) is touched at step 1 only: with lazy = false its m keeps moving it
+  -- (and AdamW's decay shrinks every row); get_weights, totable and get see it caught up.
+  it("moves untouched rows with lazy = false, seen by every read", function()
+    local function run(lazy)
+      local emb = tk.core.embeddings("emb")
+      emb:add_feature("item", { cardinality = 10, dim = 4, seed = 1 })
+      local opt = tk.optim.AdamW { learning_rate = 0.1, weight_decay = 0.1, lazy = lazy }
+      for step = 1, 4 do
+        tk.reset()
+        local ids = step == 1 and { 2, 5 } or { 2 }
+        local out = emb { item = tk.tensor(ids, "int64") }
+        out.item:square():sum():backward()
+        opt:step(emb)
+      end
+      return emb, opt
+    end
+    local lazy = run(true):param("item"):totable()
+    local a, b, c = run(false), run(false), run(false)
+    local w = a:get_weights()[1]:totable()
+    local t = b:param("item"):totable()
+    assert.same(w, t)
+    assert.equal(t[6][3], c:param("item"):get(6, 3))
+    for row = 1, 10 do
+      if row ~= 3 then assert.are_not.same(lazy[row], t[row]) end -- decay, and row 6's m
+    end
+    assert.is_false(tk.optim.Adam { lazy = false }:lazy())
+    assert.equal(tk.optim.default_lazy(), tk.optim.Adam():lazy())
+    assert.has_error(function() tk.optim.Adam { lazy = 1 } end, "Adam: lazy must be true or false, got number")
+  end)
+
   it("rejects bad optimizer options", function()
     local ok, err = pcall(tk.optim.SGD, { learning_rate = -1 })
     assert.is_false(ok)
@@ -87,13 +118,13 @@ describe("hand training", function()
 
   it("reject unknown options and leave the caller's table unchanged", function()
     assert.has_error(function() tk.optim.SGD { learning_rate = 0.1, momentun = 0.9 } end,
-      "SGD: unknown option 'momentun'; known: learning_rate, lr, momentum, nesterov, weight_decay")
+      "SGD: unknown option 'momentun'; known: lazy, learning_rate, lr, momentum, nesterov, weight_decay")
     assert.has_error(function() tk.optim.Adam { beta1 = 0.9 } end,
-      "Adam: unknown option 'beta1'; known: beta_1, beta_2, epsilon, learning_rate, lr")
+      "Adam: unknown option 'beta1'; known: beta_1, beta_2, epsilon, lazy, learning_rate, lr")
     assert.has_error(function() tk.optim.AdamW { momentum = 0.9 } end,
-      "AdamW: unknown option 'momentum'; known: beta_1, beta_2, epsilon, learning_rate, lr, weight_decay")
+      "AdamW: unknown option 'momentum'; known: beta_1, beta_2, epsilon, lazy, learning_rate, lr, weight_decay")
     assert.has_error(function() tk.optim.Adagrad { beta_1 = 0.9 } end,
-      "Adagrad: unknown option 'beta_1'; known: epsilon, initial_accumulator_value, learning_rate, lr")
+      "Adagrad: unknown option 'beta_1'; known: epsilon, initial_accumulator_value, lazy, learning_rate, lr")
     assert.has_error(function() tk.optim.Adam { weight_decay = 0.1 } end,
       "Adam: weight_decay is decoupled in towerkit; use AdamW")
     local ok, err = pcall(function() local o = tk.optim.SGD { nesterv = true }; return o end)

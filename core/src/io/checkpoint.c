@@ -33,6 +33,7 @@ typedef struct param_list {
 
 static int collect_param(void *ud, const char *path, tk_tensor *param, bool trainable) {
     param_list *l = ud;
+    tk_tensor_sync(param); /* saved (or loaded over) with every row up to date (lazy = false) */
     if (l->n == l->cap) {
         int32_t cap = l->cap ? l->cap * 2 : 16;
         char **n = realloc(l->names, (size_t)cap * sizeof *n);

@@ -125,7 +125,10 @@ tk_tensor *tk_embedding_lookup(tk_ctx *ctx, tk_tensor *table, tk_tensor *ids, tk
         if (idv[p] < 0 || idv[p] >= card)
             return tk_ctx_fail(ctx, "%s: id %lld out of range [0, %lld) at position %lld", who, (long long)idv[p],
                                (long long)card, (long long)p);
-    table = tk_ctx_input(ctx, table);
+    /* rows an optimizer with lazy = false left behind get their skipped steps now, before
+     * they are read (only these rows: the lookup's cost stays that of the batch) */
+    tk_tensor_sync_rows(table, ids->numel, idv);
+    table = tk_ctx_input_rows(ctx, table);
     if (!table) return NULL;
     int64_t shape[2] = {rows, dim};
     tk_tensor *out = tk_ctx_empty(ctx, TK_F32, 2, shape);
