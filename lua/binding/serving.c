@@ -326,6 +326,7 @@ static int l_slot_current(lua_State *L) {
 static int slot_recommend(lua_State *L, bool raise) {
     tkl_slot *u = check_slot(L, 1);
     tk_ctx *ctx = ctx_of(L, &u->ctx);
+    lua_settop(L, 4); /* slot, batch, k, exclude: the model's userdata goes above them */
     /* The model must be released even if a Lua error is raised: the userdata exists
      * before the reference is taken, so __gc releases it. The model and its version
      * are read together, under the slot's lock. */
