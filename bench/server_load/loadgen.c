@@ -12,7 +12,15 @@
  *     -b BODY      request body
  *     -f FILE      request bodies, one per line, used round robin
  *     -e STATUS    the status counted as success (200)
+ *     -h HEADER    an extra request header ("Name: value"), repeatable
  *     -1           send one request, print "<status> <body>" and exit 0 if it got an answer
+ *     -i           with -1: print the response headers after the body, one "< Name: value" a line
+ *     -C LENGTH    with -1: declare this Content-Length whatever the body's size (the body is
+ *                  sent, then the client waits for an answer at most -d seconds)
+ *     -s N         slow clients: open N connections that send part of a request's headers
+ *                  and never finish; hold them -d seconds, then print
+ *                  "slow opened N refused R closed_by_server C" (a server that limits
+ *                  connections refuses or closes some). Exit 0.
  *
  * Prints one line: "requests N errors E seconds S rps R p50_ms A p99_ms B max_ms C".
  * An error is a status other than -e, a broken connection or a malformed response.
@@ -39,6 +47,9 @@ static double duration = 60;
 static const char *method = "POST", *path = "/recommend";
 static char **bodies;
 static int nbodies;
+static char extra_headers[2048];  /* "Name: value\r\n" lines (-h) */
+static long declared = -1;         /* -C: the Content-Length to declare */
+static int show_headers;           /* -i */
 
 static long issued;  /* atomic */
 static long errors;  /* atomic */
@@ -60,8 +71,12 @@ static int connect_server(void) {
     inet_pton(AF_INET, host, &a.sin_addr);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct timeval tv = {10, 0};
+    /* an answer (and a connect) is awaited at most 10 s, or -d seconds when shorter */
+    double wait = duration < 10 ? duration : 10;
+    if (wait < 0.1) wait = 0.1;
+    struct timeval tv = {(time_t)wait, (suseconds_t)((wait - (double)(time_t)wait) * 1e6)};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         close(fd);
         return -1;
@@ -82,12 +97,13 @@ static int send_all(int fd, const char *buf, size_t len) {
 /* One request on fd; returns the status (and the body in *body_out, malloc'd, if asked)
  * or -1 when the connection failed. */
 static int request(int fd, const char *body, char **body_out) {
-    char head[512];
+    char head[4096];
     size_t blen = body ? strlen(body) : 0;
     int h = snprintf(head, sizeof head,
-                     "%s %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n\r\n",
-                     method, path, host, port, blen);
+                     "%s %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n%s"
+                     "Content-Length: %ld\r\n\r\n",
+                     method, path, host, port, extra_headers, declared >= 0 ? declared : (long)blen);
+    if (h < 0 || (size_t)h >= sizeof head) return -1;
     if (send_all(fd, head, (size_t)h) != 0 || (blen && send_all(fd, body, blen) != 0)) return -1;
     static __thread char buf[1 << 16];
     size_t got = 0;
@@ -115,7 +131,22 @@ static int request(int fd, const char *body, char **body_out) {
         got += (size_t)n;
     }
     buf[hdr + (size_t)clen] = '\0';
-    if (body_out) *body_out = strdup(buf + hdr);
+    if (body_out && show_headers) {
+        /* the body, then the headers (not the status line) as "< Name: value" lines */
+        size_t cap = (size_t)clen + 2 * hdr + 16;
+        char *o = malloc(cap);
+        if (!o) return -1;
+        size_t n = (size_t)snprintf(o, cap, "%s", buf + hdr);
+        char *line = strstr(buf, "\r\n");
+        while (line && line + 2 < end) {
+            char *next = strstr(line + 2, "\r\n");
+            n += (size_t)snprintf(o + n, cap - n, "< %.*s\n", (int)(next - line - 2), line + 2);
+            line = next;
+        }
+        *body_out = o;
+    } else if (body_out) {
+        *body_out = strdup(buf + hdr);
+    }
     return status;
 }
 
@@ -177,9 +208,41 @@ static void read_bodies(const char *file) {
     fclose(f);
 }
 
+/* -s: n connections that send an unfinished request head and hold it for `duration`
+ * seconds (a slow-loris client). A refused connect or one the server closes is counted;
+ * the server is expected to stay available to others meanwhile. */
+static int slow_clients(int n) {
+    int *fds = calloc((size_t)n, sizeof *fds);
+    int opened = 0, refused = 0, closed = 0;
+    const char *part = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+    for (int i = 0; i < n; i++) {
+        fds[i] = connect_server();
+        if (fds[i] < 0 || send_all(fds[i], part, strlen(part)) != 0) {
+            if (fds[i] >= 0) close(fds[i]);
+            fds[i] = -1;
+            refused++;
+        } else {
+            opened++;
+        }
+    }
+    double end = now() + duration;
+    while (now() < end) usleep(50000);
+    char c;
+    for (int i = 0; i < n; i++) {
+        if (fds[i] < 0) continue;
+        /* a closed connection reads 0 (or fails); an open one has nothing to read */
+        ssize_t r = recv(fds[i], &c, 1, MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) closed++;
+        close(fds[i]);
+    }
+    free(fds);
+    printf("slow opened %d refused %d closed_by_server %d\n", opened, refused, closed);
+    return 0;
+}
+
 int main(int argc, char **argv) {
-    int once = 0, opt;
-    while ((opt = getopt(argc, argv, "H:p:c:n:d:m:u:b:f:e:1")) != -1) {
+    int once = 0, slow = 0, opt;
+    while ((opt = getopt(argc, argv, "H:p:c:n:d:m:u:b:f:e:h:C:s:i1")) != -1) {
         switch (opt) {
         case 'H': host = optarg; break;
         case 'p': port = atoi(optarg); break;
@@ -195,12 +258,22 @@ int main(int argc, char **argv) {
         case 'f': read_bodies(optarg); break;
         case 'e': expect = atoi(optarg); break;
         case '1': once = 1; break;
+        case 'i': show_headers = 1; break;
+        case 'C': declared = atol(optarg); break;
+        case 's': slow = atoi(optarg); break;
+        case 'h': {
+            size_t used = strlen(extra_headers);
+            snprintf(extra_headers + used, sizeof extra_headers - used, "%s\r\n", optarg);
+            break;
+        }
         default:
             fprintf(stderr, "usage: %s [-H addr] [-p port] [-c conns] [-n requests] [-d seconds] [-m method] "
-                            "[-u path] [-b body | -f file] [-e status] [-1]\n", argv[0]);
+                            "[-u path] [-b body | -f file] [-e status] [-h header] [-1 [-i] [-C length]] [-s n]\n",
+                    argv[0]);
             return 2;
         }
     }
+    if (slow > 0) return slow_clients(slow);
     if (once) {
         int fd = connect_server();
         char *body = NULL;

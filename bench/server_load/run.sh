@@ -15,7 +15,7 @@ cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$wor
 trap cleanup EXIT
 
 "$build/towerkit" bench/server_load/make_model.lua "$work/model" "$work/bodies.txt"
-"$build/examples/towerkit-server" "$work/model" --port 0 --threads "$THREADS" >"$work/server.log" 2>&1 &
+"$build/examples/towerkit-server" "$work/model" --port 0 --threads "$THREADS" --access-log off >"$work/server.log" 2>&1 &
 server_pid=$!
 port=""
 for _ in $(seq 100); do
@@ -35,7 +35,7 @@ out=bench/server_load/RESULTS.md
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo "- machine: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -1), $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $(uname -sr)"
   echo "- model: bench/server_load/make_model.lua (W1 features, 5000 items, 64 dimensions, exact top-10)"
-  echo "- server: \`$build/examples/towerkit-server MODEL --port 0 --threads $THREADS\` (one Lua state per worker)"
+  echo "- server: \`$build/examples/towerkit-server MODEL --port 0 --threads $THREADS --access-log off\` (one Lua state per worker)"
   echo "- requests: POST /recommend, 1000 different users round robin, one user per request, k = 10"
   echo "- client and server share the $(nproc) cores of the machine: the load generator's threads take CPU"
   echo "  from the server's workers, so these figures are a lower bound and vary from run to run"

@@ -1098,6 +1098,12 @@ tk_tensor *tk_model_encode(tk_model *m, tk_ctx *ctx, tk_value *features);
  * requests (the query it built lives in the same arena). */
 tk_status tk_model_recommend(tk_model *m, tk_ctx *ctx, tk_value *features, int64_t k,
                              tk_tensor **ids_out, tk_tensor **scores_out);
+/* The same, skipping items a row must not get (already seen): excl_offsets [B + 1]
+ * (starting at 0, non-decreasing) index excl_items, item ids (not rows) per query row.
+ * An id the catalogue does not hold is ignored. NULL excl_offsets: nothing excluded. */
+tk_status tk_model_recommend_excluding(tk_model *m, tk_ctx *ctx, tk_value *features, int64_t k,
+                                       const int64_t *excl_offsets, const int64_t *excl_items,
+                                       tk_tensor **ids_out, tk_tensor **scores_out);
 
 /* The current model of a server, swapped atomically while requests run. */
 typedef struct tk_model_slot tk_model_slot;

@@ -21,6 +21,7 @@ struct tk_model {
     int32_t nknown;           /* feature names of the schema (any tower) */
     char **known;
     char *item_id_name;       /* the schema's item id column, or NULL */
+    int64_t *id_rows;         /* (item id, row) pairs sorted by id: exclusions by id */
 };
 
 /* ------------------------------------------------------------------------------------ */
@@ -39,6 +40,7 @@ static void model_free(tk_model *m) {
     for (int32_t i = 0; i < m->nknown; i++) free(m->known[i]);
     free(m->known);
     free(m->item_id_name);
+    free(m->id_rows);
     free(m);
 }
 
@@ -264,8 +266,56 @@ tk_tensor *tk_model_encode(tk_model *m, tk_ctx *ctx, tk_value *features) {
     return q;
 }
 
-tk_status tk_model_recommend(tk_model *m, tk_ctx *ctx, tk_value *features, int64_t k, tk_tensor **ids_out,
-                             tk_tensor **scores_out) {
+/* The first index of id in the sorted (id, row) pairs, or n when it is absent. */
+static int64_t id_lower_bound(const int64_t *pairs, int64_t n, int64_t id) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (pairs[2 * mid] < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* The exclusion lists of item ids as lists of catalogue rows (tk_topk's kind), arena
+ * tensors of ctx. An id the catalogue does not hold has nothing to exclude: skipped. */
+static tk_status exclusion_rows(const tk_model *m, tk_ctx *ctx, int64_t B, const int64_t *offs, const int64_t *ids,
+                                tk_tensor **offs_out, tk_tensor **rows_out) {
+    if (offs[0] != 0) {
+        tk_ctx_fail(ctx, "recommend: exclusion offsets must start at 0, got %lld", (long long)offs[0]);
+        return TK_ERROR;
+    }
+    for (int64_t r = 0; r < B; r++)
+        if (offs[r + 1] < offs[r]) {
+            tk_ctx_fail(ctx, "recommend: exclusion offsets must not decrease (row %lld)", (long long)r);
+            return TK_ERROR;
+        }
+    if (offs[B] > 0 && !ids) {
+        tk_ctx_fail(ctx, "recommend: exclusion offsets without items");
+        return TK_ERROR;
+    }
+    int64_t n = tk_model_num_items(m), total = 0;
+    for (int64_t p = 0; p < offs[B]; p++) /* duplicated ids in the catalogue: every row */
+        for (int64_t i = id_lower_bound(m->id_rows, n, ids[p]); i < n && m->id_rows[2 * i] == ids[p]; i++) total++;
+    int64_t so[1] = {B + 1}, sr[1] = {total};
+    tk_tensor *o = tk_ctx_empty(ctx, TK_I64, 1, so), *rows = tk_ctx_empty(ctx, TK_I64, 1, sr);
+    if (!o || !rows) return TK_ERROR;
+    int64_t *od = tk_i64(o), *rd = tk_i64(rows), used = 0;
+    od[0] = 0;
+    for (int64_t r = 0; r < B; r++) {
+        for (int64_t p = offs[r]; p < offs[r + 1]; p++)
+            for (int64_t i = id_lower_bound(m->id_rows, n, ids[p]); i < n && m->id_rows[2 * i] == ids[p]; i++)
+                rd[used++] = m->id_rows[2 * i + 1];
+        od[r + 1] = used;
+    }
+    *offs_out = o;
+    *rows_out = rows;
+    return TK_OK;
+}
+
+tk_status tk_model_recommend_excluding(tk_model *m, tk_ctx *ctx, tk_value *features, int64_t k,
+                                       const int64_t *excl_offsets, const int64_t *excl_items, tk_tensor **ids_out,
+                                       tk_tensor **scores_out) {
     if (ids_out) *ids_out = NULL;
     if (scores_out) *scores_out = NULL;
     if (!ctx) return TK_ERROR;
@@ -279,11 +329,14 @@ tk_status tk_model_recommend(tk_model *m, tk_ctx *ctx, tk_value *features, int64
     }
     tk_tensor *q = tk_model_encode(m, ctx, features);
     if (!q) return TK_ERROR;
+    tk_tensor *eo = NULL, *er = NULL;
+    if (excl_offsets && exclusion_rows(m, ctx, q->shape[0], excl_offsets, excl_items, &eo, &er) != TK_OK)
+        return TK_ERROR;
     int64_t shape[2] = {q->shape[0], k};
     tk_tensor *idx = tk_ctx_empty(ctx, TK_I64, 2, shape);
     tk_tensor *scores = tk_ctx_empty(ctx, TK_F32, 2, shape);
     if (!idx || !scores) return TK_ERROR;
-    if (tk_topk(q, m->items, k, NULL, NULL, idx, scores) != TK_OK) {
+    if (tk_topk(q, m->items, k, eo ? tk_i64(eo) : NULL, er ? tk_i64(er) : NULL, idx, scores) != TK_OK) {
         tk_ctx_fail(ctx, "recommend: %s", tk_last_error());
         return TK_ERROR;
     }
@@ -293,6 +346,11 @@ tk_status tk_model_recommend(tk_model *m, tk_ctx *ctx, tk_value *features, int64
     *ids_out = idx;
     *scores_out = scores;
     return TK_OK;
+}
+
+tk_status tk_model_recommend(tk_model *m, tk_ctx *ctx, tk_value *features, int64_t k, tk_tensor **ids_out,
+                             tk_tensor **scores_out) {
+    return tk_model_recommend_excluding(m, ctx, features, k, NULL, NULL, ids_out, scores_out);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -620,6 +678,17 @@ tk_model *tk_model_load(const char *dir, const tk_model_options *opts) {
         }
     }
     m->dim = m->items->shape[1];
+    /* (id, row) sorted by id: tk_model_recommend_excluding finds the rows of an id */
+    int64_t n = m->items->shape[0];
+    if (!(m->id_rows = malloc((size_t)n * 2 * sizeof *m->id_rows))) {
+        tk_set_error("out of memory");
+        goto fail;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        m->id_rows[2 * i] = tk_i64(m->item_ids)[i];
+        m->id_rows[2 * i + 1] = i;
+    }
+    qsort(m->id_rows, (size_t)n, 2 * sizeof *m->id_rows, cmp_pair);
     tk_ctx_free(ctx);
     return m;
 fail:

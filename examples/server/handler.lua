@@ -1,25 +1,55 @@
 -- handler.lua: the request handler of examples/server (towerkit-server). Each worker
 -- thread of the server runs this file in its own Lua state, with these globals:
---   SLOT        the shared towerkit.ModelSlot (slot:current(), slot:reload(dir), ...)
+--   SLOT        the shared towerkit.ModelSlot (slot:current(), ...)
 --   CHECKPOINT  the checkpoint directory the server was started with
 --   WORKER      this worker's number
--- It returns function(method, path, body) -> status, body (JSON text).
+--   SERVER      max_results (users x k of one request), oov ("error" or "zeros", if the
+--               server was given a policy), model_version(swap) (the name of a model)
+-- It returns function(method, path, body, request) -> status, body (JSON text);
+-- request.id is the request's id (the X-Request-Id header). /health, /metrics and
+-- /reload are answered by the server itself; a reload starts this file again.
 local tk = require "towerkit"
 local json = tk.json
 
 local MAX_K = 1000
 
--- The model this worker uses and its feature description, refreshed when the slot's
--- version changes (a request keeps the model it started with).
-local model, info, version
+-- The policy for ids outside a feature's range: the server's, else the one the model
+-- was saved with (model.json "oov"), else "error".
+local function oov_policy(m)
+  if SERVER and SERVER.oov then return SERVER.oov end
+  local f = io.open(m:dir() .. "/model.json", "rb")
+  if not f then return "error" end
+  local ok, saved = pcall(json.decode, f:read("*a"))
+  f:close()
+  local p = ok and type(saved) == "table" and saved.oov
+  return (p == "zeros" or p == "error") and p or "error"
+end
+
+-- The model this worker uses, its feature description, version and name, refreshed
+-- when the slot's version changes (a request keeps the model it started with).
+local model, info, version, name, oov
 
 local function current()
   if SLOT:version() ~= version then
     model, version = SLOT:current() -- the model and its version, read together
     info = tk.serving.info(model)
+    name = SERVER and SERVER.model_version(version) or version
+    oov = oov_policy(model)
   end
-  return model, info, version
+  return model, info, name, oov
 end
+
+-- A JSON value for a message: json.encode refuses what JSON cannot hold (1e999 is
+-- decoded as an infinite number), and the message must not fail in turn.
+local function show(v)
+  if type(v) == "number" and (v ~= v or v == math.huge or v == -math.huge) then
+    return "a number out of range"
+  end
+  local ok, text = pcall(json.encode, v)
+  return ok and text or tostring(v)
+end
+
+local function is_int(v) return type(v) == "number" and v % 1 == 0 and v >= -2 ^ 53 and v <= 2 ^ 53 end
 
 local function reply(status, value)
   return status, json.encode(value) .. "\n"
@@ -48,13 +78,64 @@ end
 
 local function array(t) return json.array(t) end
 
+-- Policy "zeros": an id outside [0, cardinality) of a categorical feature is embedded
+-- as a zero vector. The checkpoints have no out-of-vocabulary row, so the id is left out
+-- of the row's list of ids: a single id becomes an empty list (the combiner of nothing
+-- is zeros), and a list keeps its known ids (with the sum combiner the same as a zero
+-- vector in its place; with mean, the mean of the known ones).
+local function drop_unknown(inf, users)
+  local out = {}
+  for r, u in ipairs(users) do
+    local copy = {}
+    for k, v in pairs(u) do copy[k] = v end
+    for _, f in ipairs(inf.features) do
+      local v, card = copy[f.name], f.cardinality
+      if f.kind ~= "continuous" and card then
+        if is_int(v) and (v < 0 or v >= card) then
+          copy[f.name] = json.array({})
+        elseif type(v) == "table" and v ~= json.null and v[1] ~= nil then
+          local kept = {}
+          for i = 1, #v do
+            if not (is_int(v[i]) and (v[i] < 0 or v[i] >= card)) then kept[#kept + 1] = v[i] end
+          end
+          copy[f.name] = json.array(kept)
+        end
+      end
+    end
+    out[r] = copy
+  end
+  return out
+end
+
+-- "exclude": a list of item ids per user ([[...], [...]]; one user may give [...]).
+local function exclusions(ex, n, single)
+  if ex == nil or ex == json.null then return nil end
+  if type(ex) ~= "table" or is_object(ex) then return nil, "\"exclude\" must be a list of lists of item ids" end
+  if single and ex[1] ~= nil and type(ex[1]) ~= "table" then ex = { ex } end
+  if #ex ~= n then
+    return nil, ("\"exclude\" must hold one list of item ids per user (%d), got %d"):format(n, #ex)
+  end
+  for r = 1, #ex do
+    local l = ex[r]
+    if type(l) ~= "table" or is_object(l) then
+      return nil, ("\"exclude\" %d must be a list of item ids"):format(r - 1)
+    end
+    for i = 1, #l do
+      if not is_int(l[i]) then
+        return nil, ("\"exclude\" %d: expected integer item ids, got %s at position %d"):format(r - 1, show(l[i]), i - 1)
+      end
+    end
+  end
+  return ex
+end
+
 local function recommend(body)
   local req, err = object_body(body)
   if not req then return bad(400, "%s", err) end
-  local m, inf, v = current()
+  local m, inf, v, policy = current()
   local k = req.k == nil and 10 or req.k
   if type(k) ~= "number" or k % 1 ~= 0 or k < 1 or k > MAX_K then
-    return bad(400, "k must be an integer in [1, %d], got %s", MAX_K, json.encode(k))
+    return bad(400, "k must be an integer in [1, %d], got %s", MAX_K, show(k))
   end
   k = math.min(k, m:num_items())
   local users, single = req.users, false
@@ -62,14 +143,28 @@ local function recommend(body)
     users, single = req.features, true
     if users == nil then return bad(400, "the body needs \"features\" (one user) or \"users\" (a list)") end
     if not is_object(users) then return bad(400, "\"features\" must be an object") end
+    users = { users }
   elseif type(users) ~= "table" or is_object(users) then
     return bad(400, "\"users\" must be a list of feature objects")
   elseif #users == 0 or #users > 1024 then
     return bad(400, "\"users\" must hold 1 to 1024 users")
   end
-  local batch, qerr = tk.serving.query(inf, users)
+  -- the answer's size and the time it takes grow with users x k: one request may not
+  -- take the server's memory and a worker for seconds
+  local cap = SERVER and SERVER.max_results
+  if cap and #users * k > cap then
+    return bad(400, "users x k = %d x %d = %d is over the limit of %d results per request (max_results)",
+      #users, k, #users * k, cap)
+  end
+  local ex, xerr = exclusions(req.exclude, #users, single)
+  if xerr then return bad(400, "%s", xerr) end
+  for r = 1, #users do
+    if not is_object(users[r]) then return bad(400, "user %d: features must be an object", r - 1) end
+  end
+  if policy == "zeros" then users = drop_unknown(inf, users) end
+  local batch, qerr = tk.serving.query(inf, single and users[1] or users)
   if not batch then return bad(400, "%s", qerr) end
-  local ids, scores = m:try_recommend(batch, k)
+  local ids, scores = m:try_recommend(batch, k, ex)
   if not ids then return bad(400, "%s", scores) end
   local id_rows, score_rows = ids:totable(), scores:totable()
   local results = {}
@@ -83,29 +178,11 @@ local function recommend(body)
   return reply(200, { results = array(results), model_version = v })
 end
 
-local function health()
-  local m, _, v = current()
-  return reply(200, { status = "ok", model = m:dir(), model_version = v, items = m:num_items(), dim = m:dim(),
-    worker = WORKER })
-end
-
-local function reload(body)
-  local req, err = object_body(body, true)
-  if not req then return bad(400, "%s", err) end
-  local path = req.path == nil and CHECKPOINT or req.path
-  if type(path) ~= "string" or path == "" then return bad(400, "\"path\" must be a checkpoint directory") end
-  local ok, v = pcall(SLOT.reload, SLOT, path)
-  if not ok then return bad(400, "reload failed, the current model stays: %s", tostring(v)) end
-  return reply(200, { status = "reloaded", model = path, model_version = v })
-end
-
 local routes = {
   ["/recommend"] = { POST = recommend },
-  ["/health"] = { GET = health },
-  ["/reload"] = { POST = reload },
 }
 
-return function(method, path, body)
+return function(method, path, body, request)
   local route = routes[path:match("^[^?]*")]
   if not route then return bad(404, "no such path: %s", path) end
   local fn = route[method]
@@ -114,5 +191,5 @@ return function(method, path, body)
     for m in pairs(route) do allowed[#allowed + 1] = m end
     return bad(405, "%s does not allow %s (use %s)", path, method, table.concat(allowed, ", "))
   end
-  return fn(body)
+  return fn(body, request)
 end

@@ -45,8 +45,79 @@ static tk_ctx *ctx_of(lua_State *L, tk_ctx **ctx) {
 
 static void push_model_ud(lua_State *L, tk_model *m); /* takes over one reference */
 
+/* The query rows of a checked batch: the rows of the model's first feature. */
+static int64_t batch_rows(const tk_model *m, const tk_value *v) {
+    const tk_feature_info *f = tk_model_feature(m, 0);
+    if (!f) return -1;
+    tk_tensor *t = tk_value_get(v, f->name), *vals, *offs;
+    if (t) return t->ndim >= 1 ? t->shape[0] : -1;
+    return tk_value_get_ragged(v, f->name, &vals, &offs) ? offs->shape[0] - 1 : -1;
+}
+
+/* The exclusion lists at idx (an array of arrays of item ids, one per query row; rows
+ * past its end exclude nothing) as CSR arrays in ctx's arena. NULL and *err on a bad
+ * table; *offs_out stays NULL when idx is nil. */
+static tk_status exclusion_arg(lua_State *L, int idx, const tk_model *m, tk_ctx *ctx, const tk_value *v,
+                               int64_t **offs_out, int64_t **items_out, char *msg, size_t msglen) {
+    *offs_out = *items_out = NULL;
+    if (lua_isnoneornil(L, idx)) return TK_OK;
+    if (!lua_istable(L, idx)) {
+        snprintf(msg, msglen, "exclude must be a list of lists of item ids");
+        return TK_ERROR;
+    }
+    int64_t B = batch_rows(m, v), n = (int64_t)lua_objlen(L, idx), total = 0;
+    if (B < 0) B = n; /* the query check names what is wrong with the batch */
+    if (n > B) {
+        snprintf(msg, msglen, "exclude has %lld lists for %lld query rows", (long long)n, (long long)B);
+        return TK_ERROR;
+    }
+    for (int64_t r = 0; r < n; r++) {
+        lua_rawgeti(L, idx, (int)r + 1);
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            snprintf(msg, msglen, "exclude: list %lld is not a list of item ids", (long long)r);
+            return TK_ERROR;
+        }
+        total += (int64_t)lua_objlen(L, -1);
+        lua_pop(L, 1);
+    }
+    int64_t so[1] = {B + 1}, si[1] = {total};
+    tk_tensor *o = tk_ctx_empty(ctx, TK_I64, 1, so), *it = tk_ctx_empty(ctx, TK_I64, 1, si);
+    if (!o || !it) {
+        snprintf(msg, msglen, "out of memory");
+        return TK_ERROR;
+    }
+    int64_t *od = tk_i64(o), *id = tk_i64(it), used = 0;
+    od[0] = 0;
+    for (int64_t r = 0; r < B; r++) {
+        if (r < n) {
+            lua_rawgeti(L, idx, (int)r + 1);
+            int64_t len = (int64_t)lua_objlen(L, -1);
+            for (int64_t i = 0; i < len; i++) {
+                lua_rawgeti(L, -1, (int)i + 1);
+                lua_Number x = lua_tonumber(L, -1);
+                bool ok = lua_type(L, -1) == LUA_TNUMBER && x == floor(x) && fabs(x) <= 9007199254740992.0;
+                lua_pop(L, 1);
+                if (!ok) {
+                    lua_pop(L, 1);
+                    snprintf(msg, msglen, "exclude: list %lld holds something other than an integer id at position %lld",
+                             (long long)r, (long long)i);
+                    return TK_ERROR;
+                }
+                id[used++] = (int64_t)x;
+            }
+            lua_pop(L, 1);
+        }
+        od[r + 1] = used;
+    }
+    *offs_out = od;
+    *items_out = id;
+    return TK_OK;
+}
+
 /* Runs a recommendation with ctx; pushes ids and scores (heap tensors) and returns 2,
- * or pushes nil and the message and returns 2 when raise is false (raises otherwise). */
+ * or pushes nil and the message and returns 2 when raise is false (raises otherwise).
+ * The argument after k, if any, lists item ids to exclude per row. */
 static int recommend(lua_State *L, tk_model *m, tk_ctx *ctx, int batch_idx, int k_idx, bool raise) {
     lua_Number kn = luaL_optnumber(L, k_idx, 10);
     const char *err = NULL;
@@ -56,8 +127,11 @@ static int recommend(lua_State *L, tk_model *m, tk_ctx *ctx, int batch_idx, int 
         err = msg;
     }
     tk_value *v = err ? NULL : tkl_to_value(L, batch_idx, ctx, &err);
+    int64_t *eo = NULL, *ei = NULL;
+    if (v && exclusion_arg(L, k_idx + 1, m, ctx, v, &eo, &ei, msg, sizeof msg) != TK_OK) err = msg;
     tk_tensor *ids = NULL, *scores = NULL;
-    if (v && tk_model_recommend(m, ctx, v, (int64_t)kn, &ids, &scores) != TK_OK) err = tk_ctx_error(ctx);
+    if (v && !err && tk_model_recommend_excluding(m, ctx, v, (int64_t)kn, eo, ei, &ids, &scores) != TK_OK)
+        err = tk_ctx_error(ctx);
     if (!err) {
         tk_tensor *a = tk_tensor_clone(ids), *b = tk_tensor_clone(scores);
         if (!a || !b) {
@@ -252,6 +326,7 @@ static int l_slot_current(lua_State *L) {
 static int slot_recommend(lua_State *L, bool raise) {
     tkl_slot *u = check_slot(L, 1);
     tk_ctx *ctx = ctx_of(L, &u->ctx);
+    lua_settop(L, 4); /* slot, batch, k, exclude: the model's userdata goes above them */
     /* The model must be released even if a Lua error is raised: the userdata exists
      * before the reference is taken, so __gc releases it. The model and its version
      * are read together, under the slot's lock. */

@@ -6,7 +6,8 @@ local tk = require "towerkit"
 local BUILD = os.getenv("TOWERKIT_BUILD") or "build"
 local LAUNCHER = BUILD .. "/towerkit"
 local MINIMAL = BUILD .. "/examples/minimal"
-local SERVER = BUILD .. "/examples/towerkit-server"
+-- TOWERKIT_SERVER_BIN: another server binary (to check that a test fails without a change)
+local SERVER = os.getenv("TOWERKIT_SERVER_BIN") or BUILD .. "/examples/towerkit-server"
 local LOADGEN = BUILD .. "/examples/loadgen"
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
@@ -73,6 +74,25 @@ describe("serving", function()
       m:release()
       assert.has_error(function() m:dim() end, "bad argument #1 (model has been released)")
       assert.has_error(function() tk.Model.load(tmp .. "/nope") end)
+    end)
+
+    it("excludes items per query row (item ids, not rows); ids outside the catalogue are ignored", function()
+      local m = tk.Model.load(ckpt("m1"))
+      local batch = assert(tk.serving.query(m, { QUERY, QUERY }))
+      local all = m:recommend(batch, 6):totable()
+      local ids = m:recommend(batch, 4, { { all[1][1], all[1][3], 12345 }, {} }):totable()
+      assert.same({ all[1][2], all[1][4], all[1][5], all[1][6] }, ids[1])
+      assert.same({ all[2][1], all[2][2], all[2][3], all[2][4] }, ids[2])
+      local none, err = m:try_recommend(batch, 4, { {}, {}, {} })
+      assert.is_nil(none)
+      assert.equal("exclude has 3 lists for 2 query rows", err)
+      none, err = m:try_recommend(batch, 4, { { 1.5 } })
+      assert.is_nil(none)
+      assert.truthy(err:find("integer id", 1, true), err)
+      -- every item excluded: the rest of the row is -1
+      local every = m:item_ids():totable()
+      local r = m:recommend(assert(tk.serving.query(m, QUERY)), 2, { every }):totable()
+      assert.same({ -1, -1 }, r[1])
     end)
 
     it("swaps models in a slot; a failed reload keeps the current one", function()
@@ -207,6 +227,17 @@ describe("serving", function()
           400, "k must be an integer" },
         { "POST", "/recommend", '{"users": {"a": 1}}', 400, "\"users\" must be a list" },
         { "POST", "/reload", '{"path": "/nonexistent/model"}', 400, "reload failed, the current model stays" },
+        -- 1e999 is decoded as an infinite number: the message must not fail to encode it
+        { "POST", "/recommend", '{"features": {"user_id": 4}, "k": 1e999}', 400,
+          "k must be an integer in [1, 1000], got a number out of range" },
+        { "POST", "/recommend", '{"features": {"user_id": 4, "user_recent_categories": [1], "user_activity": 1e999}}',
+          400, "feature 'user_activity': expected a finite number" },
+        { "POST", "/recommend", '{"features": {"user_id": 1e999, "user_recent_categories": [1], "user_activity": 0}}',
+          400, "feature 'user_id': expected an integer id" },
+        { "POST", "/recommend", '{"features": {"user_id": 4, "user_recent_categories": [1], "user_activity": 0}, "exclude": [[1.5]]}',
+          400, "\"exclude\" 0: expected integer item ids" },
+        { "POST", "/recommend", '{"users": [{"user_id": 4, "user_recent_categories": [1], "user_activity": 0}], "exclude": [[], []]}',
+          400, "\"exclude\" must hold one list of item ids per user (1), got 2" },
         { "POST", "/reload", "{", 400, "malformed JSON" },
         { "GET", "/recommend", nil, 405, "does not allow GET" },
         { "GET", "/nope", nil, 404, "no such path" },
@@ -249,7 +280,7 @@ describe("serving", function()
       assert.truthy(summary:find("requests 4000 errors 0 ", 1, true), summary)
       local st, body = request("GET", "/health")
       assert.equal(200, st)
-      assert.equal(reloads + 1, body.model_version)
+      assert.equal(reloads + 1, body.swaps)
     end)
 
     it("stops cleanly on SIGTERM", function()
@@ -261,6 +292,349 @@ describe("serving", function()
       end
       pid = nil
       assert.truthy(slurp(log):find("stopped", 1, true), slurp(log))
+    end)
+  end)
+
+  -- Issue 12: each test starts its own server (its flags), on 127.0.0.1, bounded in time
+  -- and connections.
+  describe("the HTTP server's limits, signals, reloads and operations", function()
+    local servers = {}
+    local n = 0
+
+    -- Starts the server with these arguments (env: "NAME=value ..." for it); returns
+    -- {pid, port, log, code_file}. The exit code lands in code_file when it exits.
+    local function start(args, env)
+      n = n + 1
+      local s = { log = tmp .. "/srv" .. n .. ".log", code_file = tmp .. "/srv" .. n .. ".code",
+        pid_file = tmp .. "/srv" .. n .. ".pid" }
+      local script = tmp .. "/run-server.sh"
+      local f = assert(io.open(script, "w"))
+      f:write('log=$1; pidf=$2; code=$3; shift 3\n"$@" >"$log" 2>&1 &\necho $! >"$pidf"\nwait $!\necho $? >"$code"\n')
+      f:close()
+      os.execute(("sh %s %s %s %s env %s %s %s >/dev/null 2>&1 &"):format(q(script), q(s.log), q(s.pid_file),
+        q(s.code_file), env or "", SERVER, args))
+      for _ = 1, 200 do
+        s.port = slurp(s.log):match("listening on http://127%.0%.0%.1:(%d+)")
+        s.pid = slurp(s.pid_file):match("%d+")
+        if s.port and s.pid then break end
+        os.execute("sleep 0.05")
+      end
+      assert(s.port, "the server did not start: " .. slurp(s.log))
+      servers[#servers + 1] = s
+      return s
+    end
+
+    local function stop(s)
+      if s.pid then os.execute("kill " .. s.pid .. " 2>/dev/null") end
+      for _ = 1, 100 do
+        if slurp(s.code_file) ~= "" then break end
+        os.execute("sleep 0.05")
+      end
+      s.pid = nil
+      return tonumber(slurp(s.code_file):match("%d+"))
+    end
+
+    after_each(function()
+      for _, s in ipairs(servers) do if s.pid then stop(s) end end
+      servers = {}
+    end)
+
+    -- One request; status, decoded body (if JSON), raw output, milliseconds it took.
+    local function call(s, method, path, body, extra)
+      local cmd = LOADGEN .. " -1 -p " .. s.port .. " -m " .. method .. " -u " .. q(path) .. " " .. (extra or "")
+      if body then cmd = cmd .. " -b " .. q(body) end
+      local out = run("t0=$(date +%s%N); " .. cmd .. "; echo \"ms=$(( ($(date +%s%N) - t0) / 1000000 ))\"")
+      local ms = tonumber(out:match("ms=(%d+)"))
+      out = out:gsub("ms=%d+\n", "")
+      local status, text = out:match("^(%-?%d+) (.-)\nexit=")
+      local ok, decoded = pcall(tk.json.decode, text and text:match("^[^\n]*") or "")
+      return tonumber(status), ok and decoded or nil, out, ms
+    end
+
+    local function background(s, method, path, body, out_file, extra)
+      os.execute(LOADGEN .. " -1 -p " .. s.port .. " -m " .. method .. " -u " .. q(path) .. " -b " .. q(body) ..
+        " " .. (extra or "") .. " >" .. q(out_file) .. " 2>&1 &")
+    end
+
+    local function wait_file(path, seconds)
+      for _ = 1, seconds * 20 do
+        if slurp(path) ~= "" then return slurp(path) end
+        os.execute("sleep 0.05")
+      end
+      return slurp(path)
+    end
+
+    -- A handler with /slow (sleeps the body's milliseconds in the worker) and /which
+    -- (the tag of this file), around the example's handler.
+    local function slow_handler(tag)
+      local path = tmp .. "/handler_" .. (tag or "slow") .. ".lua"
+      local f = assert(io.open(path, "w"))
+      f:write(([[
+local real = dofile("examples/server/handler.lua")
+return function(method, path, body, request)
+  if path == "/slow" then
+    os.execute("sleep " .. tonumber(body) / 1000)
+    return 200, '{"slept": ' .. body .. '}\n'
+  elseif path == "/which" then
+    return 200, '{"tag": "%s"}\n'
+  end
+  return real(method, path, body, request)
+end
+]]):format(tag or "slow"))
+      f:close()
+      return path
+    end
+
+    local ONE = tk.json.encode({ features = QUERY, k = 5 })
+
+    it("answers a declared body over the limit with 413 at once", function()
+      local s = start(q(ckpt("m1")) .. " --port 0 --threads 1 --max-body 1000")
+      -- two bytes of a declared 10 GB: the answer comes without waiting for the rest
+      local st, body, raw, ms = call(s, "POST", "/recommend", "xx", "-C 10000000000 -d 3")
+      assert.equal(413, st, raw)
+      assert.equal("request body larger than 1000 bytes", body.error)
+      assert.is_true(ms < 2000, raw)
+      st = call(s, "POST", "/recommend", string.rep(" ", 999) .. "x", "-C 1001 -d 3")
+      assert.equal(413, st)
+      assert.equal(200, (call(s, "GET", "/health")))
+    end)
+
+    it("limits connections per address and drops unfinished headers after --timeout; /health answers", function()
+      local s = start(q(ckpt("m1")) .. " --port 0 --threads 1 --timeout 1 --max-connections-per-ip 64")
+      local slow_out = tmp .. "/slow_clients.txt"
+      os.execute(LOADGEN .. " -p " .. s.port .. " -s 1100 -d 4 >" .. q(slow_out) .. " 2>&1 &")
+      os.execute("sleep 0.5")
+      -- the 64 held connections fill this address's share: /health is refused until the
+      -- server drops them (1 s without finished headers), then answered
+      local t0 = tonumber(run("date +%s%N"):match("%d+"))
+      local st
+      for _ = 1, 30 do
+        st = call(s, "GET", "/health", nil, "-d 0.5")
+        if st == 200 then break end
+        os.execute("sleep 0.1")
+      end
+      local waited = (tonumber(run("date +%s%N"):match("%d+")) - t0) / 1e6
+      assert.equal(200, st)
+      assert.is_true(waited < 2500, "waited " .. waited .. " ms")
+      local report = wait_file(slow_out, 8)
+      local opened, refused, closed = report:match("slow opened (%d+) refused (%d+) closed_by_server (%d+)")
+      assert.truthy(opened, report)
+      -- all but 64 refused or closed at once, and those 64 closed after the timeout
+      assert.equal(1100, tonumber(refused) + tonumber(closed), report)
+      assert.equal(200, (call(s, "GET", "/health")))
+    end)
+
+    it("answers /health while every worker is busy, and a request past --time-limit-ms with 503", function()
+      local s = start(q(ckpt("m1")) .. " --port 0 --threads 1 --time-limit-ms 600 --handler " .. q(slow_handler()))
+      local out = tmp .. "/slow_req.txt"
+      background(s, "POST", "/slow", "1500", out)
+      os.execute("sleep 0.2")
+      local st, body, raw, ms = call(s, "GET", "/health")
+      assert.equal(200, st, raw)
+      assert.equal(1, body.busy)
+      assert.is_true(ms < 400, raw .. " in " .. ms .. " ms")
+      local slow = wait_file(out, 4)
+      assert.truthy(slow:find("^503 "), slow)
+      assert.truthy(slow:find("longer than the time limit of 600 ms", 1, true), slow)
+      -- the worker is free again and serves
+      os.execute("sleep 1")
+      assert.equal(200, (call(s, "POST", "/recommend", ONE)))
+    end)
+
+    it("caps users x k per request with a 400 naming the cap (--max-results, a config file, flags over it)", function()
+      local users = {}
+      for u = 1, 1024 do users[u] = QUERY end
+      local s = start(q(ckpt("m1")) .. " --port 0 --threads 1")
+      local st, body, raw = call(s, "POST", "/recommend", tk.json.encode({ users = users, k = 1000 }))
+      assert.equal(400, st, raw:sub(1, 300))
+      -- k is the catalogue's 50 at most
+      assert.equal("users x k = 1024 x 50 = 51200 is over the limit of 20000 results per request (max_results)",
+        body.error)
+      stop(s)
+      local conf = tmp .. "/server.json"
+      local f = assert(io.open(conf, "w"))
+      f:write('{"max_results": 5, "threads": 1, "max_body": 100000}\n')
+      f:close()
+      s = start("--config " .. q(conf) .. " " .. q(ckpt("m1")) .. " --port 0")
+      st, body = call(s, "POST", "/recommend", tk.json.encode({ features = QUERY, k = 6 }))
+      assert.equal(400, st)
+      assert.truthy(body.error:find("over the limit of 5 results", 1, true), body.error)
+      stop(s)
+      s = start("--config " .. q(conf) .. " " .. q(ckpt("m1")) .. " --port 0 --max-results 7")
+      assert.equal(200, (call(s, "POST", "/recommend", tk.json.encode({ features = QUERY, k = 6 }))))
+      st, body = call(s, "POST", "/recommend", tk.json.encode({ features = QUERY, k = 8 }))
+      assert.equal(400, st)
+      assert.truthy(body.error:find("over the limit of 7 results", 1, true), body.error)
+      f = assert(io.open(conf, "w"))
+      f:write('{"max_results": 5, "colour": 1}\n')
+      f:close()
+      local out, rc = run(SERVER .. " --config " .. q(conf) .. " " .. q(ckpt("m1")) .. " --port 0")
+      assert.equal(2, rc, out)
+      assert.truthy(out:find('unknown option "colour"', 1, true), out)
+    end)
+
+    it("drains requests in flight on SIGTERM and exits 0; reloads on SIGHUP", function()
+      local s = start(q(ckpt("m1")) .. " --port 0 --threads 2 --handler " .. q(slow_handler()))
+      os.execute("kill -HUP " .. s.pid)
+      os.execute("sleep 0.3")
+      local st, body = call(s, "GET", "/health")
+      assert.equal(200, st) -- alive
+      assert.equal(2, body.swaps)
+      assert.truthy(slurp(s.log):find("reloaded ", 1, true), slurp(s.log))
+      local _, _, metrics = call(s, "GET", "/metrics")
+      assert.truthy(metrics:find('towerkit_reloads_total{result="ok"} 1', 1, true), metrics)
+      local out = tmp .. "/drained.txt"
+      background(s, "POST", "/slow", "800", out)
+      os.execute("sleep 0.2")
+      local code = stop(s)
+      assert.truthy(slurp(out):find('^200 {"slept": 800}'), slurp(out))
+      assert.equal(0, code, slurp(s.log))
+      assert.truthy(slurp(s.log):find("SIGTERM: draining 1 request in flight", 1, true), slurp(s.log))
+      assert.truthy(slurp(s.log):find("stopped: drained", 1, true), slurp(s.log))
+    end)
+
+    it("reloads only checkpoints under the model directory, from loopback or with the token; errors show no path", function()
+      local outside = run("mktemp -d"):match("^(%S+)\n")
+      os.execute("cp -r " .. q(ckpt("m2")) .. " " .. q(outside .. "/m2"))
+      os.execute("ln -s " .. q(outside .. "/m2") .. " " .. q(ckpt("escape")))
+      local s = start(q(ckpt("m1")) .. " --port 0 --threads 1")
+      local cases = {
+        { { path = "/etc" }, "must name a checkpoint under the model directory" },
+        { { path = outside .. "/m2" }, "must name a checkpoint under the model directory" },
+        { { path = "escape" }, "must name a checkpoint under the model directory" },
+        { { path = "m1/../../" }, "must not contain '..'" },
+        { { path = "nope" }, "no such checkpoint under the model directory" },
+        { { path = "/" }, "must name a checkpoint under the model directory" },
+      }
+      for _, c in ipairs(cases) do
+        local st, body, raw = call(s, "POST", "/reload", tk.json.encode(c[1]))
+        assert.equal(400, st, raw)
+        assert.truthy(body.error:find(c[2], 1, true), raw)
+        assert.falsy(body.error:find("/", 1, true) and body.error:find(tmp, 1, true), raw)
+        assert.falsy(body.error:find("/etc", 1, true), raw)
+      end
+      -- a directory under it that is no checkpoint: the reason goes to the log, not the client
+      os.execute("mkdir -p " .. q(ckpt("empty")))
+      local st, body, raw = call(s, "POST", "/reload", '{"path": "empty"}')
+      assert.equal(400, st, raw)
+      assert.equal("reload failed, the current model stays: the checkpoint does not load (see the server log)",
+        body.error)
+      assert.truthy(slurp(s.log):find("empty", 1, true), slurp(s.log))
+      local v1 = select(2, call(s, "GET", "/health")).model_version
+      st, body = call(s, "POST", "/reload", '{"path": "m2"}')
+      assert.equal(200, st)
+      assert.are_not.equal(v1, body.model_version)
+      stop(s)
+      os.execute("rm -rf " .. q(outside) .. " " .. q(ckpt("escape")) .. " " .. q(ckpt("empty")))
+      -- with a token, it is needed from everywhere (loopback too)
+      s = start(q(ckpt("m1")) .. " --port 0 --threads 1 --reload-token s3cret")
+      st, body = call(s, "POST", "/reload", '{"path": "m2"}')
+      assert.equal(403, st)
+      assert.truthy(body.error:find("X-Reload-Token", 1, true))
+      assert.equal(403, (call(s, "POST", "/reload", '{"path": "m2"}', "-h 'X-Reload-Token: s3cre'")))
+      assert.equal(200, (call(s, "POST", "/reload", '{"path": "m2"}', "-h 'X-Reload-Token: s3cret'")))
+    end)
+
+    it("answers a second reload 409 while one runs, serving the old model meanwhile; reloads handler.lua", function()
+      local handler = slow_handler("A")
+      local s = start(q(ckpt("m1")) .. " --port 0 --threads 1 --handler " .. q(handler),
+        "TOWERKIT_SERVER_TEST_RELOAD_DELAY_MS=1000")
+      local _, h = call(s, "GET", "/health")
+      local v1 = h.model_version
+      assert.equal("A", select(2, call(s, "GET", "/which")).tag)
+      -- the handler changes on disk; a reload starts it again
+      local text = slurp(handler):gsub('"tag": "A"', '"tag": "B"')
+      local f = assert(io.open(handler, "w"))
+      f:write(text)
+      f:close()
+      local out = tmp .. "/reload_a.txt"
+      background(s, "POST", "/reload", '{"path": "m2"}', out)
+      os.execute("sleep 0.2")
+      local st, body, raw, ms = call(s, "POST", "/reload", '{"path": "m1"}')
+      assert.equal(409, st, raw)
+      assert.truthy(body.error:find("a reload is in progress", 1, true))
+      assert.is_true(ms < 500, raw)
+      -- the only worker serves, from the old model
+      st, body, raw, ms = call(s, "POST", "/recommend", ONE)
+      assert.equal(200, st, raw)
+      assert.equal(v1, body.model_version)
+      assert.is_true(ms < 500, raw)
+      assert.truthy(wait_file(out, 4):find("^200 "), slurp(out))
+      _, h = call(s, "GET", "/health")
+      assert.are_not.equal(v1, h.model_version)
+      assert.equal("B", select(2, call(s, "GET", "/which")).tag)
+    end)
+
+    it("reports metrics, logs one line per request with its id, names the model by its weights", function()
+      local s = start(q(ckpt("m1")) .. " --port 0 --threads 1")
+      local st, body, raw = call(s, "POST", "/recommend", ONE, "-i")
+      assert.equal(200, st)
+      local id = raw:match("\n< X%-Request%-Id: (%x+)")
+      assert.truthy(id, raw)
+      assert.truthy(slurp(s.log):find("id=" .. id .. " client=127.0.0.1 method=POST path=/recommend status=200", 1,
+        true), slurp(s.log))
+      assert.equal(400, (call(s, "POST", "/recommend", "{")))
+      local v1 = body.model_version
+      assert.truthy(type(v1) == "string" and v1:match("^%x+$") and #v1 == 16, tostring(v1))
+      -- the same weights, the same name; other weights, another one (not a swap count)
+      local _, r2 = call(s, "POST", "/reload", '{"path": "m2"}')
+      local _, r1 = call(s, "POST", "/reload", '{"path": "m1"}')
+      assert.are_not.equal(v1, r2.model_version)
+      assert.equal(v1, r1.model_version)
+      local _, _, m = call(s, "GET", "/metrics")
+      for _, want in ipairs {
+        '# TYPE towerkit_requests_total counter',
+        'towerkit_requests_total{route="/recommend",status="200"} 1',
+        'towerkit_requests_total{route="/recommend",status="400"} 1',
+        'towerkit_requests_total{route="/reload",status="200"} 2',
+        '# TYPE towerkit_request_duration_seconds histogram',
+        'towerkit_request_duration_seconds_bucket{route="/recommend",le="+Inf"} 2',
+        'towerkit_request_duration_seconds_count{route="/recommend"} 2',
+        'towerkit_requests_in_flight 1',
+        'towerkit_model_info{model_version="' .. v1 .. '"} 1',
+        'towerkit_model_swaps 3',
+        'towerkit_reloads_total{result="ok"} 2',
+        'towerkit_errors_total{kind="handler"} 0',
+      } do
+        assert.truthy(m:find(want, 1, true), want .. "\n" .. m)
+      end
+    end)
+
+    it("follows the out-of-vocabulary policy: error, zeros (configured or saved with the model); excludes items", function()
+      local NEW = { user_id = 100, user_recent_categories = { 1, 99 }, user_activity = 0.5 }
+      local s = start(q(ckpt("m1")) .. " --port 0 --threads 1")
+      local st, body = call(s, "POST", "/recommend", tk.json.encode({ features = NEW, k = 5 }))
+      assert.equal(400, st)
+      assert.truthy(body.error:find("out of range", 1, true))
+      -- a model saved with "oov": "zeros"
+      os.execute("cp -r " .. q(ckpt("m1")) .. " " .. q(ckpt("m1z")))
+      local mj = tk.json.decode(slurp(ckpt("m1z") .. "/model.json"))
+      mj.oov = "zeros"
+      local f = assert(io.open(ckpt("m1z") .. "/model.json", "w"))
+      f:write(tk.json.encode(mj))
+      f:close()
+      assert.equal(200, (call(s, "POST", "/reload", '{"path": "m1z"}')))
+      local st2, zeros = call(s, "POST", "/recommend", tk.json.encode({ features = NEW, k = 5 }))
+      assert.equal(200, st2)
+      stop(s)
+      -- configured: the unknown ids count as zero vectors, which is the empty list of ids
+      s = start(q(ckpt("m1")) .. " --port 0 --threads 1 --oov zeros")
+      local st3, conf = call(s, "POST", "/recommend", tk.json.encode({ features = NEW, k = 5 }))
+      assert.equal(200, st3)
+      local same = { user_id = tk.json.array({}), user_recent_categories = { 1 }, user_activity = 0.5 }
+      local _, ref = call(s, "POST", "/recommend", tk.json.encode({ features = same, k = 5 }))
+      assert.same(ref.items, conf.items)
+      assert.same(ref.items, zeros.items)
+      -- exclusions: the top 5 without the best two
+      local _, top = call(s, "POST", "/recommend", tk.json.encode({ features = QUERY, k = 7 }))
+      local ex = { top.items[1], top.items[2] }
+      local _, rest = call(s, "POST", "/recommend", tk.json.encode({ features = QUERY, k = 5, exclude = { ex } }))
+      assert.same({ top.items[3], top.items[4], top.items[5], top.items[6], top.items[7] }, rest.items)
+      local _, two = call(s, "POST", "/recommend", tk.json.encode({ users = { QUERY, QUERY }, k = 2,
+        exclude = { ex, tk.json.array({}) } }))
+      assert.same({ top.items[3], top.items[4] }, two.results[1].items)
+      assert.same({ top.items[1], top.items[2] }, two.results[2].items)
+      os.execute("rm -rf " .. q(ckpt("m1z")))
     end)
   end)
 end)
