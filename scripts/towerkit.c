@@ -392,6 +392,12 @@ static void repl_load(lua_State *L, repl *r)
         return;
     }
     repl_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getglobal(L, "tk"); /* help(x) as a global, as in Python's REPL */
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "help");
+        lua_setglobal(L, "help");
+    }
+    lua_pop(L, 1);
     if (r->tty) {
         static char breaks[] = " \t\n\"\\'`@$><=;|&{(,+-*/%^~#[]}";
         rl_basic_word_break_characters = breaks;

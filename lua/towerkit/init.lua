@@ -62,4 +62,8 @@ tk.Model = serving.Model
 tk.ModelSlot = serving.ModelSlot
 tk.serving = { info = serving.info, query = serving.query }
 
+-- help(x) and the REPL (towerkit.doc reads lua/towerkit/doc/*.lua on first use)
+tk.help = require("towerkit.doc").help
+tk.VERSION = tk._VERSION
+
 return tk

@@ -665,4 +665,8 @@ function model.load(dir)
   return model.TwoTowerModel(block, opts)
 end
 
+-- The method table (help, completion) and how a model prints (towerkit.pretty).
+model.Model = Model
+Model.__tostring = function(m) return require("towerkit.pretty").model(m) end
+
 return model
