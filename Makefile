@@ -4,6 +4,7 @@
 BUILD    ?= build
 CC       ?= gcc
 PKGS     := luajit libluajit-5.1-dev libopenblas-dev libcjson-dev lua-busted libedit-dev pkg-config \
+            libxml2-utils tmux luarocks \
             libmicrohttpd-dev
 DEPS_CFLAGS = $(shell pkg-config --cflags luajit openblas libcjson 2>/dev/null)
 DEPS_LIBS   = $(shell pkg-config --libs openblas libcjson 2>/dev/null)

@@ -393,6 +393,7 @@ function Model:fit(data, opts)
   for _, cb in ipairs(callbacks) do
     if cb.on_train_end then cb:on_train_end(self) end
   end
+  if verbose then log(history:summary()) end -- one line about the run
   return history
 end
 
