@@ -4,6 +4,7 @@
 BUILD    ?= build
 CC       ?= gcc
 PKGS     := luajit libluajit-5.1-dev libopenblas-dev libcjson-dev lua-busted libedit-dev pkg-config \
+            libxml2-utils tmux luarocks \
             libmicrohttpd-dev
 DEPS_CFLAGS = $(shell pkg-config --cflags luajit openblas libcjson 2>/dev/null)
 DEPS_LIBS   = $(shell pkg-config --libs openblas libcjson 2>/dev/null)
@@ -35,9 +36,13 @@ SERVE_BIN   := $(BUILD)/examples/minimal $(BUILD)/examples/towerkit-server $(BUI
 HOST_LINK    = $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(LDFLAGS) $(LUA_LIBS) $(LIBS) -ldl -Wl,-E
 HEADERS     := $(wildcard core/include/*.h core/src/*.h core/src/*/*.h lua/binding/*.h tests/c/*.h)
 
-.PHONY: all deps test test-c test-lua test-kernels test-asan test-tsan check-includes bench bench-server run clean
+.PHONY: all deps docs test test-c test-lua test-kernels test-asan test-tsan check-includes bench bench-server run clean
 
 all: $(BUILD)/libtowerkit.a $(BUILD)/libtowerkit.so $(BUILD)/lua/towerkit/core.so $(BUILD)/towerkit
+
+# docs/api.md from the help entries (lua/towerkit/doc/*.lua); tests/spec/doc_spec.lua checks it.
+docs: $(BUILD)/towerkit
+	$(BUILD)/towerkit scripts/gen-api-doc.lua docs/api.md
 
 # Installs the Debian packages that are missing; a no-op when all are there.
 deps:

@@ -35,6 +35,7 @@
 
 static lua_State *globalL = NULL;
 static const char *progname = PROGNAME; /* NULL in the REPL: errors without a prefix */
+static int repl_ref = LUA_NOREF; /* towerkit.repl in the registry, once the REPL loaded it */
 
 /* ------------------------------------------------------------------------------------ */
 /* Interrupts                                                                            */
@@ -123,6 +124,15 @@ static int traceback(lua_State *L)
         lua_remove(L, 1);
     }
     luaL_traceback(L, L, lua_tostring(L, 1), 1);
+    if (progname == NULL && repl_ref != LUA_NOREF) {
+        /* the REPL: the message and the user's own frames (towerkit.repl) */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, repl_ref);
+        lua_getfield(L, -1, "clean_traceback");
+        lua_pushvalue(L, -3);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_isstring(L, -1))
+            return 1;
+        lua_settop(L, 2); /* keep the full traceback if cleaning failed */
+    }
     return 1;
 }
 
@@ -324,6 +334,80 @@ static void print_results(lua_State *L, int base)
     fflush(stdout);
 }
 
+/* Tab completion: the candidates come from towerkit.repl's complete(word, #word);
+ * libedit's word is what follows the last break character, so it keeps "tk.data." and
+ * "m:" whole. matches[0] is their common prefix, as readline wants. */
+static char **repl_complete(const char *text, int start, int end)
+{
+    (void)start;
+    (void)end;
+    rl_attempted_completion_over = 1; /* never fall back to file names */
+    lua_State *L = globalL;
+    if (!L || repl_ref == LUA_NOREF)
+        return NULL;
+    int top = lua_gettop(L);
+    char **matches = NULL;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, repl_ref);
+    lua_getfield(L, -1, "complete");
+    lua_pushstring(L, text);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_istable(L, -1))
+        goto done;
+    size_t n = lua_objlen(L, -1);
+    if (n == 0)
+        goto done;
+    matches = calloc(n + 2, sizeof *matches);
+    if (!matches)
+        goto done;
+    size_t k = 0;
+    if (n > 1) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, repl_ref);
+        lua_getfield(L, -1, "common_prefix");
+        lua_pushvalue(L, -3);
+        if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_isstring(L, -1))
+            matches[k++] = strdup(lua_tostring(L, -1));
+        else
+            matches[k++] = strdup(text);
+        lua_pop(L, 2);
+    }
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (int)i);
+        const char *m = lua_tostring(L, -1);
+        matches[k++] = strdup(m ? m : "");
+        lua_pop(L, 1);
+    }
+done:
+    lua_settop(L, top);
+    return matches;
+}
+
+/* Loads towerkit.repl (completion, tracebacks); without it the REPL is a bare prompt. */
+static void repl_load(lua_State *L, repl *r)
+{
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "towerkit.repl");
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        if (r->tty)
+            rl_bind_key('\t', rl_insert); /* no file-name completion in Lua code */
+        return;
+    }
+    repl_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getglobal(L, "tk"); /* help(x) as a global, as in Python's REPL */
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "help");
+        lua_setglobal(L, "help");
+    }
+    lua_pop(L, 1);
+    if (r->tty) {
+        static char breaks[] = " \t\n\"\\'`@$><=;|&{(,+-*/%^~#[]}";
+        rl_basic_word_break_characters = breaks;
+        rl_completer_word_break_characters = breaks;
+        rl_attempted_completion_function = repl_complete;
+        rl_completion_append_character = '\0';
+        /* libedit binds Tab to rl_complete itself (its rl_bind_key only binds rl_insert) */
+    }
+}
+
 static void repl_add_history(repl *r, const char *chunk)
 {
     if (!r->tty || !chunk || !chunk[0])
@@ -340,7 +424,6 @@ static void repl_open(repl *r)
     if (!r->tty)
         return;
     rl_readline_name = PROGNAME;
-    rl_bind_key('\t', rl_insert); /* no file-name completion in Lua code */
     using_history();
     stifle_history(HISTORY_MAX);
     const char *home = getenv("HOME");
@@ -378,6 +461,8 @@ static void dotty(lua_State *L)
         l_message(progname, lua_tostring(L, -1));
         lua_pop(L, 2);
     }
+    globalL = L;
+    repl_load(L, &r);
 
     progname = NULL;
     for (;;) {

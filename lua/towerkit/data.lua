@@ -122,6 +122,9 @@ function Dataset:_check()
 end
 
 function data.is_dataset(x) return getmetatable(x) == Dataset end
+data.methods = Dataset -- the method table (help, completion)
+-- rows, columns and the first rows (towerkit.pretty)
+Dataset.__tostring = function(d) return require("towerkit.pretty").dataset(d) end
 
 --- Number of rows.
 function Dataset:size() return self.n end

@@ -50,4 +50,29 @@ function History:to_json(path)
   write_atomic(path, json.encode({ epochs = json.array(self.epochs), steps = json.array(self.steps) }, true) .. "\n")
 end
 
+-- Summary and pictures (issue 14; towerkit.plot) ---------------------------------------
+
+--- history:summary() -> one line: epochs, steps, time, first and last loss, and the last
+-- epoch's validation metrics (what fit prints at its end).
+function History:summary()
+  local n, secs = #self.epochs, 0
+  for _, e in ipairs(self.epochs) do secs = secs + (e.seconds or 0) end
+  local parts = { ("fit: %d epoch%s, %d steps in %.1f s"):format(n, n == 1 and "" or "s", #self.steps, secs) }
+  local e, e1 = self.epochs[n], self.epochs[1]
+  if e and e.loss then -- epoch means
+    parts[#parts + 1] = n > 1 and ("loss %.4f -> %.4f"):format(e1.loss, e.loss) or ("loss %.4f"):format(e.loss)
+  end
+  if e then
+    local keys = {}
+    for k, v in pairs(e) do if type(k) == "string" and k:match("^val_") and type(v) == "number" then keys[#keys + 1] = k end end
+    table.sort(keys)
+    for _, k in ipairs(keys) do parts[#parts + 1] = ("%s %.4f"):format(k, e[k]) end
+  end
+  return table.concat(parts, ", ")
+end
+
+--- history:plot(path) -> path: an SVG of the loss per step and per epoch and each
+-- validation metric per epoch.
+function History:plot(path) return require("towerkit.plot").history(self, path) end
+
 return History

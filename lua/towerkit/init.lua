@@ -64,4 +64,10 @@ tk.Model = serving.Model
 tk.ModelSlot = serving.ModelSlot
 tk.serving = { info = serving.info, query = serving.query }
 
+-- help(x) and the REPL (towerkit.doc reads lua/towerkit/doc/*.lua on first use)
+tk.help = require("towerkit.doc").help
+local plot = require "towerkit.plot"
+tk.plot = { recall_at_k = plot.recall_at_k, history = plot.history }
+tk.VERSION = tk._VERSION
+
 return tk

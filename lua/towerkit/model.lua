@@ -396,6 +396,7 @@ function Model:fit(data, opts)
   for _, cb in ipairs(callbacks) do
     if cb.on_train_end then cb:on_train_end(self) end
   end
+  if verbose then log(history:summary()) end -- one line about the run
   return history
 end
 
@@ -667,5 +668,9 @@ function model.load(dir)
   end
   return model.TwoTowerModel(block, opts)
 end
+
+-- The method table (help, completion) and how a model prints (towerkit.pretty).
+model.Model = Model
+Model.__tostring = function(m) return require("towerkit.pretty").model(m) end
 
 return model

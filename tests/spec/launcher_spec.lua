@@ -185,11 +185,13 @@ describe("the towerkit launcher", function()
   end)
 
   it("runs a REPL on piped input: values print, errors do not stop it", function()
-    local out, err, status = run({}, { input = '1+1\nx = 3\nx*2\nerror("boom")\nx\n' })
+    local out, err, status = run({}, { input = '1+1\nx = 3\nx*2\nfunction f() error("boom") end\nf()\nx\n' })
     assert.equal(0, status)
     assert.same({ "2", "6", "3" }, nonempty_lines(out))
-    assert.truthy(err:find("boom", 1, true), err)
-    assert.truthy(err:find("stack traceback", 1, true), err)
+    assert.truthy(err:find("stdin:1: boom", 1, true), err)
+    -- the user's own frames, not the C ones nor the REPL's wrapper
+    assert.truthy(err:find("stack traceback:\n\tstdin:1: in function 'f'", 1, true), err)
+    assert.falsy(err:find("[C]", 1, true), err)
   end)
 
   it("continues incomplete chunks in the REPL and prints several values", function()

@@ -612,7 +612,12 @@ describe("Schema", function()
       assert.same({ min = 1, max = 3 }, g.value_count)
       assert.equal("int8", back:column("click").dtype)
       assert.same({ min = 1, max = 19, name = "item_id", is_categorical = true }, back:column("item_id").int_domain)
-      assert.equal("Schema(6 columns: user_id, item_id, item_genres, age, click, raw)", tostring(schema))
+      -- printed as a table of the columns: tags, dtype and domain
+      local text = tostring(schema)
+      assert.truthy(text:find("^Schema: 6 columns\nColumn +Tags +Dtype +Domain\n%-+\n"), text)
+      assert.truthy(text:find("\nitem_id +categorical, id, item +int32 +%[1, 19%] item_id\n"), text)
+      assert.truthy(text:find("\nitem_genres +categorical, item +int64 list %(ragged%)"), text)
+      assert.truthy(text:find("\nraw +float32$"), text)
     end)
 
     it("rejects bad column options, naming the field", function()

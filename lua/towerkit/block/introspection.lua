@@ -90,8 +90,8 @@ local function shape_text(s)
 end
 
 --- A table of the blocks of a forward pass on `input`: name, kind, output shape and
--- parameter count, indented by depth. Returns the text (and prints it unless
--- opts.quiet).
+-- parameter count, indented by depth. Prints it and returns nothing (so the REPL does
+-- not print it twice), or with opts.quiet returns the text and prints nothing.
 function methods:summary(input, opts)
   opts = util.known_options(opts, { quiet = true }, "summary")
   local rows = {}
@@ -138,8 +138,8 @@ function methods:summary(input, opts)
   for _, r in ipairs(rows) do out[#out + 1] = line(r) end
   out[#out + 1] = ("Total params: %d"):format(self:count_params())
   local text = table.concat(out, "\n")
-  if not opts.quiet then print(text) end
-  return text
+  if opts.quiet then return text end
+  print(text)
 end
 
 return { methods = methods }

@@ -283,11 +283,8 @@ SchemaMT.__len = function(s) -- for Lua 5.2 and LuaJIT built with 5.2 compatibil
   while rawget(s, n + 1) ~= nil do n = n + 1 end
   return n
 end
-SchemaMT.__tostring = function(s)
-  local names = {}
-  for i, col in ipairs(s) do names[i] = col.name end
-  return ("Schema(%d columns: %s)"):format(#names, concat(names, ", "))
-end
+-- a table of the columns: name, tags, dtype, domain (towerkit.pretty)
+SchemaMT.__tostring = function(s) return require("towerkit.pretty").schema(s) end
 
 -- Public constructors ----------------------------------------------------------------
 local SchemaClass = {
