@@ -32,7 +32,7 @@ D "TwoTowerModel:evaluate" { "model:evaluate(data, opts) -> {metric_name = value
   options = {
     { "item_corpus", "required", "a Dataset of items with their features" },
     { "k", "the metrics' largest k", "ranking depth" },
-    { "exclude_seen", "see evaluate", "a Dataset or true (the last fit's data): skip the user's seen items" },
+    { "exclude_seen", "nil", "a Dataset of interactions, or true (the last fit's data): skip each user's\nitems in it, except the row's own positive" },
     { "batch_size", "4096", "query rows per batch" },
     { "metrics", "compile's metrics", "tk.metrics list" },
   }, merlin = "Model.evaluate (with a TopKEncoder)",

@@ -75,12 +75,19 @@ D "tk.set_training" { "tk.set_training(on)", "Sets the training flag of the curr
   "batch-norm statistics).", merlin = "Keras' training= argument", example = "tk.set_training(false)" }
 D "tk.no_grad" { "tk.no_grad(fn, ...) -> fn's results", "Runs fn with gradients off in the current context.",
   merlin = "tf.stop_gradient / torch.no_grad", example = "tk.no_grad(function() return tk.ones{2}:exp() end)" }
-D "tk.set_num_threads" { "tk.set_num_threads(n)", "How many threads towerkit's kernels and BLAS use (0: all cores).",
-  example = "tk.set_num_threads(2)" }
-D "tk.get_num_threads" { "tk.get_num_threads() -> n", "The thread count set by set_num_threads.",
+D "tk.set_num_threads" { "tk.set_num_threads(n)",
+  "How many threads (1 to 1024) towerkit's parallel work may use: the trainer, the export,\n" ..
+  "top-k and large products; the default is the number of cores. OpenBLAS itself stays\n" ..
+  "single-threaded. Results are the same bits on every run for one count.",
+  merlin = "tf.config.threading.set_intra_op_parallelism_threads", example = "tk.set_num_threads(2)" }
+D "tk.get_num_threads" { "tk.get_num_threads() -> n", "The thread count in force (set_num_threads, or the number of cores).",
   example = "tk.get_num_threads()" }
 D "tk.blas_info" { "tk.blas_info() -> {kernel, best, below_best, user_set, threads, blas_threads, cpu, advice}",
   "The OpenBLAS kernel that runs and the best one for this CPU.", example = "tk.blas_info().kernel" }
+D "tk.io" { "tk.io.write_atomic(path, text)",
+  "Writes a file atomically: a temporary file in the same directory, checked writes, fsync,\n" ..
+  "rename over path. On any error the old file stays as it was and the error names the path.",
+  example = "tk.io.write_atomic(\"notes.txt\", \"hello\\n\")" }
 D "tk.manual_seed" { "tk.manual_seed(n)", "The seeds of the blocks built next start again from n (reproducible\n" ..
   "initial weights).", merlin = "tf.random.set_seed", example = "tk.manual_seed(42)" }
 
@@ -331,20 +338,27 @@ D "tk.data.synthetic" { "tk.data.synthetic(schema, n [, opts]) -> dataset, items
 
 D "tk.optim.SGD" { "tk.optim.SGD([opts]) -> optimizer", "Stochastic gradient descent.",
   options = { { "learning_rate", "0.01", "step size" }, { "momentum", "0", "momentum factor" },
-    { "nesterov", "false", "Nesterov momentum" }, { "weight_decay", "0", "L2 decay added to the gradient" } },
+    { "nesterov", "false", "Nesterov momentum" }, { "weight_decay", "0", "L2 decay added to the gradient" },
+    { "lazy", "false", "true: update only the rows of embedding tables a batch touched (as Adam)" } },
   merlin = "tf.keras.optimizers.SGD", example = "tk.optim.SGD { learning_rate = 0.1, momentum = 0.9 }" }
 D "tk.optim.Adam" { "tk.optim.Adam([opts]) -> optimizer", "Adam.",
   options = { { "learning_rate", "0.001", "step size" }, { "beta_1", "0.9", "first-moment decay" },
-    { "beta_2", "0.999", "second-moment decay" }, { "epsilon", "1e-7", "denominator guard" } },
+    { "beta_2", "0.999", "second-moment decay" }, { "epsilon", "1e-7", "denominator guard" },
+    { "lazy", "false", "false: every row of an embedding table moves every step, as Keras' and\n" ..
+      "PyTorch's Adam do (a row's skipped steps are applied when it is next read); true: only\n" ..
+      "the rows a batch touched, as TF Addons' LazyAdam" } },
   merlin = "tf.keras.optimizers.Adam", example = "tk.optim.Adam { learning_rate = 1e-2 }" }
 D "tk.optim.AdamW" { "tk.optim.AdamW([opts]) -> optimizer", "Adam with decoupled weight decay.",
   options = { { "learning_rate", "0.001", "step size" }, { "weight_decay", "0.004", "decoupled decay" },
-    { "beta_1, beta_2, epsilon", "as Adam", "" } },
+    { "beta_1, beta_2, epsilon, lazy", "as Adam", "" } },
   merlin = "tf.keras.optimizers.AdamW", example = "tk.optim.AdamW { weight_decay = 0.01 }" }
 D "tk.optim.Adagrad" { "tk.optim.Adagrad([opts]) -> optimizer", "Adagrad.",
   options = { { "learning_rate", "0.001", "step size" }, { "initial_accumulator_value", "0.1", "start of the sums" },
-    { "epsilon", "1e-7", "denominator guard" } },
+    { "epsilon", "1e-7", "denominator guard" }, { "lazy", "false", "accepted; the same updates either way" } },
   merlin = "tf.keras.optimizers.Adagrad", example = "tk.optim.Adagrad { learning_rate = 0.05 }" }
+D "tk.optim.default_lazy" { "tk.optim.default_lazy() -> boolean",
+  "The lazy option optimizers take when it is not given (false: dense semantics).",
+  example = "tk.optim.default_lazy()" }
 D "tk.optim.clip_grad_norm" { "tk.optim.clip_grad_norm(max_norm [, ctx]) -> norm",
   "Scales the gradients of ctx (default: the current context) so their global norm is at most\nmax_norm; returns the norm before clipping.",
   merlin = "tf.clip_by_global_norm", example = "tk.optim.clip_grad_norm(1.0)" }
