@@ -131,6 +131,9 @@ static int set_option(const option *o, const char *value, const char *where) {
 
 /* The config file: a JSON object of the options (and "checkpoint"). Kept for the
  * process's life: its strings are the options' values. */
+/* The parsed config file, whose strings the options point into (freed at exit). */
+static cJSON *config_json;
+
 static int read_config_file(const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -174,24 +177,28 @@ static int read_config_file(const char *path) {
         const option *o = find_option(item->string, 1);
         if (!o) {
             fprintf(stderr, "towerkit-server: %s: unknown option \"%s\"\n", path, item->string);
-            return -1;
+            goto fail;
         }
         if (o->is_string ? !cJSON_IsString(item) : !cJSON_IsNumber(item)) {
             fprintf(stderr, "towerkit-server: %s: \"%s\" must be a %s\n", path, item->string,
                     o->is_string ? "string" : "number");
-            return -1;
+            goto fail;
         }
         char num[64];
         if (!o->is_string) {
             if (item->valuedouble != floor(item->valuedouble) || fabs(item->valuedouble) > 9e15) {
                 fprintf(stderr, "towerkit-server: %s: \"%s\" must be an integer\n", path, item->string);
-                return -1;
+                goto fail;
             }
             snprintf(num, sizeof num, "%.0f", item->valuedouble);
         }
-        if (set_option(o, o->is_string ? item->valuestring : num, where) != 0) return -1;
+        if (set_option(o, o->is_string ? item->valuestring : num, where) != 0) goto fail;
     }
-    return 0; /* root is not freed: the options point into it */
+    config_json = root; /* kept until exit: the options point into it */
+    return 0;
+fail:
+    cJSON_Delete(root);
+    return -1;
 }
 
 /* ---- the model: the slot, and each swap's version name (a hash of its weights) ---- */
@@ -1283,5 +1290,6 @@ int main(int argc, char **argv) {
     else
         printf("stopped: drained\n");
     if (access_log && access_log != stdout) fclose(access_log);
+    cJSON_Delete(config_json);
     return 0;
 }
