@@ -25,14 +25,14 @@ typedef struct shape {
 /* One W1 step, batch 1024: the query tower 257-256-128, the item tower 193-256-128,
  * logits 1024 x 1024 over 128, in the order forward then backward. */
 static const shape W1[] = {
-    {"q_dense0_fwd", 0, 0, 1024, 256, 257},   {"q_dense1_fwd", 0, 0, 1024, 128, 256},
-    {"i_dense0_fwd", 0, 0, 1024, 256, 193},   {"i_dense1_fwd", 0, 0, 1024, 128, 256},
-    {"logits_fwd", 0, 1, 1024, 1024, 128},    {"logits_dq", 0, 0, 1024, 128, 1024},
-    {"logits_dc", 1, 0, 1024, 128, 1024},     {"q_dense1_dx", 0, 1, 1024, 256, 128},
-    {"q_dense1_dw", 1, 0, 256, 128, 1024},    {"q_dense0_dx", 0, 1, 1024, 257, 256},
-    {"q_dense0_dw", 1, 0, 257, 256, 1024},    {"i_dense1_dx", 0, 1, 1024, 256, 128},
-    {"i_dense1_dw", 1, 0, 256, 128, 1024},    {"i_dense0_dx", 0, 1, 1024, 193, 256},
-    {"i_dense0_dw", 1, 0, 193, 256, 1024},
+    { "q_dense0_fwd", 0, 0, 1024, 256, 257 }, { "q_dense1_fwd", 0, 0, 1024, 128, 256 },
+    { "i_dense0_fwd", 0, 0, 1024, 256, 193 }, { "i_dense1_fwd", 0, 0, 1024, 128, 256 },
+    { "logits_fwd", 0, 1, 1024, 1024, 128 },  { "logits_dq", 0, 0, 1024, 128, 1024 },
+    { "logits_dc", 1, 0, 1024, 128, 1024 },   { "q_dense1_dx", 0, 1, 1024, 256, 128 },
+    { "q_dense1_dw", 1, 0, 256, 128, 1024 },  { "q_dense0_dx", 0, 1, 1024, 257, 256 },
+    { "q_dense0_dw", 1, 0, 257, 256, 1024 },  { "i_dense1_dx", 0, 1, 1024, 256, 128 },
+    { "i_dense1_dw", 1, 0, 256, 128, 1024 },  { "i_dense0_dx", 0, 1, 1024, 193, 256 },
+    { "i_dense0_dw", 1, 0, 193, 256, 1024 },
 };
 #define NW1 (int)(sizeof W1 / sizeof W1[0])
 
@@ -48,7 +48,7 @@ typedef struct bufs {
 
 static bufs make_bufs(void) {
     size_t n = 1024 * 1024;
-    bufs x = {malloc(n * 4), malloc(n * 4), malloc(n * 4)};
+    bufs x = { malloc(n * 4), malloc(n * 4), malloc(n * 4) };
     for (size_t i = 0; i < n; i++) {
         x.a[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
         x.b[i] = (float)((i * 104729) % 1000) / 1000.0f - 0.5f;
@@ -59,8 +59,8 @@ static bufs make_bufs(void) {
 
 static void run(const shape *s, const bufs *x) {
     int lda = s->ta ? s->m : s->k, ldb = s->tb ? s->k : s->n;
-    cblas_sgemm(CblasRowMajor, s->ta ? CblasTrans : CblasNoTrans, s->tb ? CblasTrans : CblasNoTrans, s->m, s->n,
-                s->k, 1.0f, x->a, lda, x->b, ldb, 0.0f, x->c, s->n);
+    cblas_sgemm(CblasRowMajor, s->ta ? CblasTrans : CblasNoTrans, s->tb ? CblasTrans : CblasNoTrans, s->m, s->n, s->k,
+                1.0f, x->a, lda, x->b, ldb, 0.0f, x->c, s->n);
 }
 
 static double flops(const shape *s) { return 2.0 * s->m * s->n * s->k; }
@@ -83,7 +83,7 @@ static double time_shape(const shape *s, const bufs *x, int reps) {
 
 /* Two single-threaded streams side by side: stream 0 runs the query tower's products
  * and dq, stream 1 the item tower's and dc; each computes half the rows of the logits. */
-static const int SIDE[2][8] = {{0, 1, 4, 5, 7, 8, 9, 10}, {2, 3, 4, 6, 11, 12, 13, 14}};
+static const int SIDE[2][8] = { { 0, 1, 4, 5, 7, 8, 9, 10 }, { 2, 3, 4, 6, 11, 12, 13, 14 } };
 
 typedef struct stream {
     int side, reps;
@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
     printf("# openblas kernel %s\n", openblas_get_corename());
     bufs x = make_bufs();
     openblas_set_num_threads(threads);
-    shape big = {"1024^3", 0, 0, 1024, 1024, 1024};
+    shape big = { "1024^3", 0, 0, 1024, 1024, 1024 };
     for (int i = 0; i < 3; i++) run(&big, &x); /* warm-up */
     double t = time_shape(&big, &x, 5);
     printf("{\"workload\": \"limit\", \"system\": \"openblas\", \"figure\": \"sgemm_1024^3\", \"unit\": \"GFLOP/s\", "
@@ -127,12 +127,14 @@ int main(int argc, char **argv) {
                W1[i].name, flops(&W1[i]) / ts / 1e9, W1[i].m, W1[i].n, W1[i].k, threads);
     }
     double rate = total_flops / total_time;
-    printf("{\"workload\": \"limit\", \"system\": \"openblas\", \"figure\": \"w1_flops_per_example\", \"unit\": \"FLOP\", "
-           "\"median\": %.0f, \"per_step_gflop\": %.3f}\n",
-           total_flops / 1024, total_flops / 1e9);
-    printf("{\"workload\": \"limit\", \"system\": \"openblas\", \"figure\": \"sgemm_w1_shapes\", \"unit\": \"GFLOP/s\", "
-           "\"median\": %.1f, \"threads\": %d}\n",
-           rate / 1e9, threads);
+    printf(
+        "{\"workload\": \"limit\", \"system\": \"openblas\", \"figure\": \"w1_flops_per_example\", \"unit\": \"FLOP\", "
+        "\"median\": %.0f, \"per_step_gflop\": %.3f}\n",
+        total_flops / 1024, total_flops / 1e9);
+    printf(
+        "{\"workload\": \"limit\", \"system\": \"openblas\", \"figure\": \"sgemm_w1_shapes\", \"unit\": \"GFLOP/s\", "
+        "\"median\": %.1f, \"threads\": %d}\n",
+        rate / 1e9, threads);
     printf("{\"workload\": \"W1\", \"system\": \"sgemm_bound\", \"figure\": \"train\", \"unit\": \"examples/s\", "
            "\"median\": %.0f, \"threads\": %d}\n",
            1024.0 / total_time, threads);
@@ -147,7 +149,7 @@ int main(int argc, char **argv) {
         stream st[2];
         pthread_t th[2];
         for (int s = 0; s < 2; s++) {
-            st[s] = (stream){s, reps, make_bufs(), &bar, 0};
+            st[s] = (stream){ s, reps, make_bufs(), &bar, 0 };
             pthread_create(&th[s], NULL, stream_main, &st[s]);
         }
         for (int s = 0; s < 2; s++) pthread_join(th[s], NULL);
@@ -167,4 +169,3 @@ int main(int argc, char **argv) {
            1024.0 / best);
     return 0;
 }
-

@@ -47,12 +47,12 @@ static double duration = 60;
 static const char *method = "POST", *path = "/recommend";
 static char **bodies;
 static int nbodies;
-static char extra_headers[2048];  /* "Name: value\r\n" lines (-h) */
-static long declared = -1;         /* -C: the Content-Length to declare */
-static int show_headers;           /* -i */
+static char extra_headers[2048]; /* "Name: value\r\n" lines (-h) */
+static long declared = -1;       /* -C: the Content-Length to declare */
+static int show_headers;         /* -i */
 
-static long issued;  /* atomic */
-static long errors;  /* atomic */
+static long issued; /* atomic */
+static long errors; /* atomic */
 static double t_end;
 
 static double now(void) {
@@ -74,7 +74,7 @@ static int connect_server(void) {
     /* an answer (and a connect) is awaited at most 10 s, or -d seconds when shorter */
     double wait = duration < 10 ? duration : 10;
     if (wait < 0.1) wait = 0.1;
-    struct timeval tv = {(time_t)wait, (suseconds_t)((wait - (double)(time_t)wait) * 1e6)};
+    struct timeval tv = { (time_t)wait, (suseconds_t)((wait - (double)(time_t)wait) * 1e6) };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
@@ -244,31 +244,58 @@ int main(int argc, char **argv) {
     int once = 0, slow = 0, opt;
     while ((opt = getopt(argc, argv, "H:p:c:n:d:m:u:b:f:e:h:C:s:i1")) != -1) {
         switch (opt) {
-        case 'H': host = optarg; break;
-        case 'p': port = atoi(optarg); break;
-        case 'c': conns = atoi(optarg); break;
-        case 'n': total = atol(optarg); break;
-        case 'd': duration = atof(optarg); break;
-        case 'm': method = optarg; break;
-        case 'u': path = optarg; break;
+        case 'H':
+            host = optarg;
+            break;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 'c':
+            conns = atoi(optarg);
+            break;
+        case 'n':
+            total = atol(optarg);
+            break;
+        case 'd':
+            duration = atof(optarg);
+            break;
+        case 'm':
+            method = optarg;
+            break;
+        case 'u':
+            path = optarg;
+            break;
         case 'b':
             bodies = realloc(bodies, (size_t)(nbodies + 1) * sizeof *bodies);
             bodies[nbodies++] = strdup(optarg);
             break;
-        case 'f': read_bodies(optarg); break;
-        case 'e': expect = atoi(optarg); break;
-        case '1': once = 1; break;
-        case 'i': show_headers = 1; break;
-        case 'C': declared = atol(optarg); break;
-        case 's': slow = atoi(optarg); break;
+        case 'f':
+            read_bodies(optarg);
+            break;
+        case 'e':
+            expect = atoi(optarg);
+            break;
+        case '1':
+            once = 1;
+            break;
+        case 'i':
+            show_headers = 1;
+            break;
+        case 'C':
+            declared = atol(optarg);
+            break;
+        case 's':
+            slow = atoi(optarg);
+            break;
         case 'h': {
             size_t used = strlen(extra_headers);
             snprintf(extra_headers + used, sizeof extra_headers - used, "%s\r\n", optarg);
             break;
         }
         default:
-            fprintf(stderr, "usage: %s [-H addr] [-p port] [-c conns] [-n requests] [-d seconds] [-m method] "
-                            "[-u path] [-b body | -f file] [-e status] [-h header] [-1 [-i] [-C length]] [-s n]\n",
+            fprintf(stderr,
+                    "usage: %s [-H addr] [-p port] [-c conns] [-n requests] [-d seconds] [-m method] "
+                    "[-u path] [-b body | -f file] [-e status] [-h header] [-1 [-i] [-C length]] [-s n]\n",
                     argv[0]);
             return 2;
         }

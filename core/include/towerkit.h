@@ -107,14 +107,14 @@ typedef struct tk_tensor {
     int64_t numel;
     void *data;
     uint32_t flags;
-    int32_t refcount;           /* heap tensors only (atomic) */
-    struct tk_tensor *base;     /* views of heap tensors keep their base alive */
+    int32_t refcount;       /* heap tensors only (atomic) */
+    struct tk_tensor *base; /* views of heap tensors keep their base alive */
     /* autograd; set on arena tensors of a context only */
-    struct tk_tensor *grad;     /* dense gradient, allocated on first accumulation */
-    tk_sparse_grad *sparse;     /* sparse row gradient of an embedding table alias */
-    tk_node *node;              /* the op that produced it, NULL for leaves */
+    struct tk_tensor *grad;         /* dense gradient, allocated on first accumulation */
+    tk_sparse_grad *sparse;         /* sparse row gradient of an embedding table alias */
+    tk_node *node;                  /* the op that produced it, NULL for leaves */
     const struct tk_tensor *source; /* for a context alias of a heap leaf: that leaf */
-    bool requires_grad;         /* gradients flow to or through this tensor */
+    bool requires_grad;             /* gradients flow to or through this tensor */
     /* heap tables only: set by an optimizer with lazy = false whose rows may lag behind
      * its step count until read (tk_tensor_sync); NULL otherwise */
     struct tk_lazy_rows *lazy;
@@ -180,7 +180,7 @@ void tk_ctx_reset(tk_ctx *ctx);
 uint64_t tk_ctx_generation(const tk_ctx *ctx);
 void tk_ctx_set_training(tk_ctx *ctx, bool training); /* dropout, batch-norm statistics */
 bool tk_ctx_training(const tk_ctx *ctx);
-void tk_ctx_set_grad_enabled(tk_ctx *ctx, bool on);   /* on by default */
+void tk_ctx_set_grad_enabled(tk_ctx *ctx, bool on); /* on by default */
 bool tk_ctx_grad_enabled(const tk_ctx *ctx);
 void tk_ctx_seed(tk_ctx *ctx, uint64_t seed);
 /* How many threads this context's large matrix products may be split over (Threads
@@ -190,8 +190,8 @@ void tk_ctx_set_num_threads(tk_ctx *ctx, int n);
 /* The count in force: the context's own, or the process's. */
 int tk_ctx_get_num_threads(const tk_ctx *ctx);
 uint64_t tk_ctx_rand_u64(tk_ctx *ctx);
-float tk_ctx_rand_uniform(tk_ctx *ctx);                /* [0, 1) */
-float tk_ctx_rand_normal(tk_ctx *ctx);                 /* N(0, 1) */
+float tk_ctx_rand_uniform(tk_ctx *ctx); /* [0, 1) */
+float tk_ctx_rand_normal(tk_ctx *ctx);  /* N(0, 1) */
 /* Error state. tk_ctx_error is the context's buffer ("" when none), valid until the next
  * call on ctx. tk_ctx_fail formats a message and returns NULL for `return tk_ctx_fail()`;
  * it keeps an earlier message. */
@@ -226,7 +226,7 @@ tk_tensor *tk_ctx_grad(tk_ctx *ctx, const tk_tensor *leaf);
 /* Sparse row gradient of a table: `n` distinct rows in ascending order and their summed
  * gradient rows `values` ([n, dim] row-major). Coalesced on first call. */
 struct tk_sparse_grad {
-    int64_t n;        /* number of rows (after coalescing: distinct) */
+    int64_t n; /* number of rows (after coalescing: distinct) */
     int64_t cap;
     int64_t dim;
     int64_t *rows;
@@ -251,7 +251,6 @@ void tk_ctx_apply_updates(tk_ctx *ctx);
  * arena tensor of ctx. A training loop adds it to its loss before tk_backward. */
 tk_tensor *tk_ctx_added_loss(tk_ctx *ctx);
 
-
 /* ------------------------------------------------------------------------------------ */
 /* Ops. Each returns an arena tensor of ctx, or NULL with the context's message set.     */
 /* Float ops take TK_F32 tensors. "Broadcast" means: b has a's shape, or is a row vector */
@@ -263,7 +262,7 @@ typedef enum tk_activation {
     TK_ACT_RELU,
     TK_ACT_SIGMOID,
     TK_ACT_TANH,
-    TK_ACT_GELU,     /* tanh approximation, as Keras' gelu(approximate=True) */
+    TK_ACT_GELU, /* tanh approximation, as Keras' gelu(approximate=True) */
     TK_ACT_SELU,
     TK_ACT_ELU,
     TK_ACT_SOFTPLUS,
@@ -283,8 +282,8 @@ tk_tensor *tk_add(tk_ctx *ctx, tk_tensor *a, tk_tensor *b); /* b broadcast */
 tk_tensor *tk_sub(tk_ctx *ctx, tk_tensor *a, tk_tensor *b);
 tk_tensor *tk_mul(tk_ctx *ctx, tk_tensor *a, tk_tensor *b);
 tk_tensor *tk_div(tk_ctx *ctx, tk_tensor *a, tk_tensor *b);
-tk_tensor *tk_scale(tk_ctx *ctx, tk_tensor *a, float s);        /* a * s */
-tk_tensor *tk_add_scalar(tk_ctx *ctx, tk_tensor *a, float s);   /* a + s */
+tk_tensor *tk_scale(tk_ctx *ctx, tk_tensor *a, float s);      /* a * s */
+tk_tensor *tk_add_scalar(tk_ctx *ctx, tk_tensor *a, float s); /* a + s */
 tk_tensor *tk_exp(tk_ctx *ctx, tk_tensor *a);
 tk_tensor *tk_log(tk_ctx *ctx, tk_tensor *a);
 tk_tensor *tk_sqrt(tk_ctx *ctx, tk_tensor *a);
@@ -315,27 +314,23 @@ tk_tensor *tk_dropout(tk_ctx *ctx, tk_tensor *a, float rate);
  * variance), and a deferred update of running_mean/var (momentum as Keras: running =
  * momentum * running + (1 - momentum) * batch, with the unbiased batch variance).
  * Evaluation: running statistics. gamma/beta may be NULL (no scale/centre). */
-tk_tensor *tk_batch_norm(tk_ctx *ctx, tk_tensor *x, tk_tensor *gamma, tk_tensor *beta,
-                         tk_tensor *running_mean, tk_tensor *running_var, float momentum,
-                         float eps);
+tk_tensor *tk_batch_norm(tk_ctx *ctx, tk_tensor *x, tk_tensor *gamma, tk_tensor *beta, tk_tensor *running_mean,
+                         tk_tensor *running_var, float momentum, float eps);
 /* Fused dense layer: act(x [B, in] x kernel [in, out] + bias [out]); bias may be NULL. */
-tk_tensor *tk_dense(tk_ctx *ctx, tk_tensor *x, tk_tensor *kernel, tk_tensor *bias,
-                    tk_activation act);
+tk_tensor *tk_dense(tk_ctx *ctx, tk_tensor *x, tk_tensor *kernel, tk_tensor *bias, tk_activation act);
 /* Embedding lookup in table [V, D].
  * One-hot: ids is I64 [B] or [B, 1], offsets NULL -> [B, D].
  * Multi-hot: ids is I64 [N] (all lists' values), offsets is I64 [B + 1] (row b is
  * ids[offsets[b] .. offsets[b+1])), combined with `combiner` -> [B, D]; an empty row
  * gives zeros. Ids outside [0, V) fail with a message naming `table_name`.
  * The table gets a sparse row gradient. */
-tk_tensor *tk_embedding_lookup(tk_ctx *ctx, tk_tensor *table, tk_tensor *ids,
-                               tk_tensor *offsets, tk_combiner combiner,
+tk_tensor *tk_embedding_lookup(tk_ctx *ctx, tk_tensor *table, tk_tensor *ids, tk_tensor *offsets, tk_combiner combiner,
                                const char *table_name);
 /* Numerically stable log-softmax over the last axis of [B, C]. */
 tk_tensor *tk_log_softmax(tk_ctx *ctx, tk_tensor *logits);
 /* Mean softmax cross-entropy of logits [B, C] with labels I64 [B]; optional weights
  * F32 [B] (NULL: all ones; the mean is sum(w * ce) / B). -> [1]. */
-tk_tensor *tk_cross_entropy(tk_ctx *ctx, tk_tensor *logits, tk_tensor *labels,
-                            tk_tensor *weights);
+tk_tensor *tk_cross_entropy(tk_ctx *ctx, tk_tensor *logits, tk_tensor *labels, tk_tensor *weights);
 /* Mean squared error of two equal-shaped tensors -> [1]. */
 tk_tensor *tk_mse_loss(tk_ctx *ctx, tk_tensor *pred, tk_tensor *target);
 /* Mean binary cross-entropy with logits (stable): targets in [0, 1], same shape -> [1]. */
@@ -348,10 +343,10 @@ tk_tensor *tk_bce_with_logits(tk_ctx *ctx, tk_tensor *logits, tk_tensor *targets
 typedef enum tk_init_kind {
     TK_INIT_ZEROS = 0,
     TK_INIT_ONES,
-    TK_INIT_CONSTANT,          /* a */
-    TK_INIT_RANDOM_UNIFORM,    /* U(a, b) */
-    TK_INIT_RANDOM_NORMAL,     /* N(0, a) */
-    TK_INIT_TRUNCATED_NORMAL,  /* N(0, a) redrawn beyond 2 stddev */
+    TK_INIT_CONSTANT,         /* a */
+    TK_INIT_RANDOM_UNIFORM,   /* U(a, b) */
+    TK_INIT_RANDOM_NORMAL,    /* N(0, a) */
+    TK_INIT_TRUNCATED_NORMAL, /* N(0, a) redrawn beyond 2 stddev */
     TK_INIT_GLOROT_UNIFORM,
     TK_INIT_GLOROT_NORMAL,
     TK_INIT_HE_NORMAL,
@@ -360,9 +355,18 @@ typedef enum tk_init_kind {
     TK_INIT_LECUN_UNIFORM,
     TK_INIT_COUNT
 } tk_init_kind;
-typedef struct tk_init { tk_init_kind kind; float a, b; } tk_init;
-static inline tk_init tk_init_zeros(void) { tk_init i = {TK_INIT_ZEROS, 0, 0}; return i; }
-static inline tk_init tk_init_default_kernel(void) { tk_init i = {TK_INIT_GLOROT_UNIFORM, 0, 0}; return i; }
+typedef struct tk_init {
+    tk_init_kind kind;
+    float a, b;
+} tk_init;
+static inline tk_init tk_init_zeros(void) {
+    tk_init i = { TK_INIT_ZEROS, 0, 0 };
+    return i;
+}
+static inline tk_init tk_init_default_kernel(void) {
+    tk_init i = { TK_INIT_GLOROT_UNIFORM, 0, 0 };
+    return i;
+}
 /* Parses "glorot_uniform", "truncated_normal", ...: kind with Keras' default params.
  * Returns -1 if unknown. */
 int tk_init_from_name(const char *name, tk_init *out);
@@ -384,14 +388,14 @@ void tk_init_fill(tk_tensor *t, tk_init init, uint64_t seed);
  * named tensors) whose names only tk_ragged_name_split and tk_ragged_name_join know;
  * code reads and writes the pair with tk_value_get_ragged and tk_value_set_ragged. */
 typedef struct tk_value {
-    int32_t n;           /* number of entries; -1 for a single tensor */
+    int32_t n; /* number of entries; -1 for a single tensor */
     int32_t cap;
-    tk_tensor *tensor;   /* when n == -1 */
+    tk_tensor *tensor; /* when n == -1 */
     const char **names;
     tk_tensor **tensors;
 } tk_value;
-tk_value *tk_value_of(tk_ctx *ctx, tk_tensor *t);       /* NULL t -> NULL */
-tk_value *tk_value_table(tk_ctx *ctx);                   /* empty tabular value */
+tk_value *tk_value_of(tk_ctx *ctx, tk_tensor *t); /* NULL t -> NULL */
+tk_value *tk_value_table(tk_ctx *ctx);            /* empty tabular value */
 static inline bool tk_value_is_tabular(const tk_value *v) { return v && v->n >= 0; }
 /* The tensor of a single-tensor value; NULL for a tabular one. Borrowed, as the
  * entries of tk_value_get: a value holds its tensors without retaining them. */
@@ -421,8 +425,7 @@ size_t tk_ragged_name_join(const char *feature, tk_ragged_part part, char *buf, 
 tk_status tk_ragged_check(const char *what, const tk_tensor *values, const tk_tensor *offsets);
 /* Sets (replaces) ragged feature `name` of a tabular value after tk_ragged_check (the
  * message names the feature, in ctx). The tensors are borrowed as with tk_value_set. */
-tk_status tk_value_set_ragged(tk_ctx *ctx, tk_value *v, const char *name, tk_tensor *values,
-                              tk_tensor *offsets);
+tk_status tk_value_set_ragged(tk_ctx *ctx, tk_value *v, const char *name, tk_tensor *values, tk_tensor *offsets);
 /* The tensors of ragged feature `name` of a tabular value: true when both entries are
  * there. Each out pointer (not NULL) gets its entry or NULL, so a caller tells a half
  * given feature from an absent one. Nothing is checked: values built entry by entry (a
@@ -432,11 +435,11 @@ bool tk_value_get_ragged(const tk_value *v, const char *name, tk_tensor **values
 /* Aggregations of a tabular value into a tensor (Merlin's registered names). */
 typedef enum tk_aggregation {
     TK_AGG_NONE = 0,
-    TK_AGG_CONCAT,           /* "concat": entries in sorted key order, last axis */
-    TK_AGG_STACK,            /* "stack": [B, D, n], sorted key order */
-    TK_AGG_SUM,              /* "sum": each entry summed over its last axis, -> [B, n] */
-    TK_AGG_ELEMENTWISE_SUM,  /* "element-wise-sum": equal shapes added -> [B, D] */
-    TK_AGG_COSINE,           /* "cosine": two entries -> [B, 1] */
+    TK_AGG_CONCAT,          /* "concat": entries in sorted key order, last axis */
+    TK_AGG_STACK,           /* "stack": [B, D, n], sorted key order */
+    TK_AGG_SUM,             /* "sum": each entry summed over its last axis, -> [B, n] */
+    TK_AGG_ELEMENTWISE_SUM, /* "element-wise-sum": equal shapes added -> [B, D] */
+    TK_AGG_COSINE,          /* "cosine": two entries -> [B, 1] */
     TK_AGG_COUNT
 } tk_aggregation;
 int tk_aggregation_from_name(const char *name); /* -1 if unknown */
@@ -486,10 +489,10 @@ bool tk_block_is_built(const tk_block *b);
 
 /* What a block is made of (summaries, bindings); borrowed, as above. */
 const char *tk_block_name(const tk_block *b);
-const char *tk_block_kind_name(const tk_block *b);  /* "dense", "sequential", ... */
-const char *tk_block_meta(const tk_block *b);       /* its meta JSON object, or NULL */
-tk_block *tk_block_pre(const tk_block *b);          /* NULL if none */
-tk_block *tk_block_post(const tk_block *b);         /* NULL if none */
+const char *tk_block_kind_name(const tk_block *b);      /* "dense", "sequential", ... */
+const char *tk_block_meta(const tk_block *b);           /* its meta JSON object, or NULL */
+tk_block *tk_block_pre(const tk_block *b);              /* NULL if none */
+tk_block *tk_block_post(const tk_block *b);             /* NULL if none */
 tk_aggregation tk_block_aggregation(const tk_block *b); /* TK_AGG_NONE if none */
 /* The children of a container in order (none for other kinds); child i is NULL when i
  * is out of range. Its name is the one the container gives it: a parallel branch's
@@ -502,7 +505,7 @@ const char *tk_block_child_name(const tk_block *b, int32_t i);
 int32_t tk_block_num_params(const tk_block *b);
 tk_tensor *tk_block_param_at(const tk_block *b, int32_t i);
 const char *tk_block_param_name(const tk_block *b, int32_t i);
-bool tk_block_param_trainable(const tk_block *b, int32_t i); /* false: running statistics */
+bool tk_block_param_trainable(const tk_block *b, int32_t i);    /* false: running statistics */
 tk_tensor *tk_block_param(const tk_block *b, const char *name); /* NULL if none */
 
 /* Parameters in a stable order, named by block path ("query/mlp/dense_0/kernel"). The
@@ -533,8 +536,8 @@ void tk_ctx_set_trace(tk_ctx *ctx, tk_trace_fn fn, void *ud);
 /* Dense: kernel [in, out], bias [out]. in == 0: taken from the first input and fixed
  * after; out == 0: as many units as input features. A tabular input is concatenated
  * in sorted key order first (Merlin's _Dense). Parameters "kernel" and "bias". */
-tk_block *tk_dense_new(const char *name, int64_t in, int64_t out, tk_activation act,
-                       bool use_bias, tk_init kernel_init, tk_init bias_init, uint64_t seed);
+tk_block *tk_dense_new(const char *name, int64_t in, int64_t out, tk_activation act, bool use_bias, tk_init kernel_init,
+                       tk_init bias_init, uint64_t seed);
 /* Kernel L2 regulariser: in training adds l2 * sum(kernel^2) with tk_ctx_add_loss. */
 void tk_dense_set_kernel_l2(tk_block *b, float l2);
 tk_block *tk_activation_block_new(const char *name, tk_activation act);
@@ -558,9 +561,8 @@ tk_block *tk_aggregation_block_new(const char *name, tk_aggregation agg);
  * Parameters are the tables, named by table name. */
 tk_block *tk_embeddings_new(const char *name);
 /* Adds a feature. If `table` exists already, cardinality and dim must match it. */
-tk_status tk_embeddings_add_feature(tk_block *b, const char *feature, const char *table,
-                                    int64_t cardinality, int64_t dim, tk_combiner combiner,
-                                    tk_init init, uint64_t seed);
+tk_status tk_embeddings_add_feature(tk_block *b, const char *feature, const char *table, int64_t cardinality,
+                                    int64_t dim, tk_combiner combiner, tk_init init, uint64_t seed);
 /* Adds a continuous feature passed through to the output as F32 [B, 1] (from [B] or
  * [B, 1]; [B, k] is kept), so one embeddings block is a model's whole input layer. */
 tk_status tk_embeddings_add_continuous(tk_block *b, const char *feature);
@@ -581,8 +583,8 @@ tk_status tk_parallel_add(tk_block *par, const char *branch_name, tk_block *bran
 tk_block *tk_residual_new(const char *name, tk_block *block, tk_activation act);
 /* shortcut: parallel {block_outputs_name: block(x), "shortcut": filter(x) or x}, then
  * aggregation (concat by default). shortcut_filter may be NULL. */
-tk_block *tk_shortcut_new(const char *name, tk_block *block, tk_block *shortcut_filter,
-                          const char *block_outputs_name, tk_aggregation agg);
+tk_block *tk_shortcut_new(const char *name, tk_block *block, tk_block *shortcut_filter, const char *block_outputs_name,
+                          tk_aggregation agg);
 
 /* A block implemented by a host callback (the Lua binding uses it for Lua functions).
  * The callback runs in the caller's thread with the caller's context and returns a
@@ -590,8 +592,7 @@ tk_block *tk_shortcut_new(const char *name, tk_block *block, tk_block *shortcut_
  * free_ud(ud) (if not NULL) runs when the last copy of the block is freed; when the
  * constructor fails, ud stays the caller's. */
 typedef tk_value *(*tk_callback_fn)(void *ud, tk_ctx *ctx, tk_value *in);
-tk_block *tk_callback_block_new(const char *name, tk_callback_fn fn, void *ud,
-                                void (*free_ud)(void *ud));
+tk_block *tk_callback_block_new(const char *name, tk_callback_fn fn, void *ud, void (*free_ud)(void *ud));
 
 /* ------------------------------------------------------------------------------------ */
 /* Optimizers                                                                            */
@@ -656,17 +657,17 @@ double tk_clip_grad_norm(tk_ctx *ctx, double max_norm);
  * log-probabilities and weights are constants (they get no gradient); log-probabilities
  * and weights must be finite. */
 typedef struct tk_retrieval_opts {
-    float temperature;              /* logits are divided by it; 0 means 1; else > 0 */
-    tk_tensor *item_ids;            /* I64 [B]: mask in-batch columns j != b whose id equals
+    float temperature;          /* logits are divided by it; 0 means 1; else > 0 */
+    tk_tensor *item_ids;        /* I64 [B]: mask in-batch columns j != b whose id equals
                                      * the positive's (false negatives, as Merlin) */
-    tk_tensor *item_logq;           /* F32 [B]: log sampling probability of each in-batch
+    tk_tensor *item_logq;       /* F32 [B]: log sampling probability of each in-batch
                                      * item; logits[:, j] -= item_logq[j] (logQ correction) */
-    tk_tensor *negatives;           /* F32 [N, D]: extra sampled negatives (gets gradients) */
-    tk_tensor *negative_ids;        /* I64 [N]: a negative equal to row b's positive is
+    tk_tensor *negatives;       /* F32 [N, D]: extra sampled negatives (gets gradients) */
+    tk_tensor *negative_ids;    /* I64 [N]: a negative equal to row b's positive is
                                      * masked (needs item_ids) */
-    tk_tensor *negative_logq;       /* F32 [N]: logits[:, B + n] -= negative_logq[n] */
-    tk_tensor *weights;             /* F32 [B]: sample weights; the loss is sum(w * ce) / B */
-    int32_t num_hard_negatives;     /* > 0: per row keep the positive and only the
+    tk_tensor *negative_logq;   /* F32 [N]: logits[:, B + n] -= negative_logq[n] */
+    tk_tensor *weights;         /* F32 [B]: sample weights; the loss is sum(w * ce) / B */
+    int32_t num_hard_negatives; /* > 0: per row keep the positive and only the
                                      * num_hard_negatives highest unmasked negative logits
                                      * (TFRS; ties keep the lower column); 0: off */
 } tk_retrieval_opts;
@@ -679,8 +680,7 @@ typedef struct tk_retrieval_opts {
  * logits count as -inf (no gradient); a row with only its positive left has ce 0. NaN
  * or infinite inputs give a loss that is not finite. Allocates only in the context's
  * arena. */
-tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item,
-                             const tk_retrieval_opts *opts);
+tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts);
 
 /* Streaming item-frequency estimation (Yi et al. 2019, "Sampling-bias-corrected neural
  * modeling", algorithm 2): ids hashed (splitmix64's finaliser, mod buckets) into
@@ -700,11 +700,9 @@ void tk_freq_estimator_free(tk_freq_estimator *est);
  * floats; may be NULL). An id repeated within the call gets that same value at each
  * position, and each occurrence updates in order (the second one records a gap of 0).
  * TK_ERROR (tk_last_error) on a NULL estimator, n < 0, or ids NULL with n > 0. */
-tk_status tk_freq_estimator_update(tk_freq_estimator *est, int64_t n, const int64_t *ids,
-                                   float *logq_out);
+tk_status tk_freq_estimator_update(tk_freq_estimator *est, int64_t n, const int64_t *ids, float *logq_out);
 /* log(p) of ids without updating. */
-void tk_freq_estimator_logq(const tk_freq_estimator *est, int64_t n, const int64_t *ids,
-                            float *logq_out);
+void tk_freq_estimator_logq(const tk_freq_estimator *est, int64_t n, const int64_t *ids, float *logq_out);
 /* The number of updates so far (the step the next update records). */
 int64_t tk_freq_estimator_step(const tk_freq_estimator *est);
 
@@ -721,9 +719,8 @@ int64_t tk_freq_estimator_step(const tk_freq_estimator *est);
  * -1 / -INFINITY. Heap or arena tensors; no context needed; reentrant: any number of
  * threads may call it at once. Returns TK_ERROR
  * (tk_last_error) on bad shapes or dtypes, k < 1, or bad exclusion lists. */
-tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k,
-                  const int64_t *excl_offsets, const int64_t *excl_items, tk_tensor *out_idx,
-                  tk_tensor *out_scores);
+tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k, const int64_t *excl_offsets,
+                  const int64_t *excl_items, tk_tensor *out_idx, tk_tensor *out_scores);
 
 /* A two-tower training step with the two towers side by side on the pool's threads
  * (Threads below; one after the other with one thread), each in its own context; then
@@ -805,8 +802,7 @@ tk_tensor *tk_map_ids(const tk_tensor *idx, const tk_tensor *ids);
  * ids hold one row per first-dimension entry; with offsets (ids the values of a ragged
  * column, checked by tk_ragged_check) the row is the one whose list holds the id.
  * TK_ERROR only for bad arguments. */
-tk_status tk_check_ids(const tk_tensor *ids, int64_t cardinality, const tk_tensor *offsets, int64_t *row,
-                       int64_t *id);
+tk_status tk_check_ids(const tk_tensor *ids, int64_t cardinality, const tk_tensor *offsets, int64_t *row, int64_t *id);
 
 /* ------------------------------------------------------------------------------------ */
 /* Files: atomic writes, safetensors weights, checkpoints, CSV                           */
@@ -837,13 +833,13 @@ tk_status tk_file_write_atomic(const char *path, const void *data, size_t n);
  * contiguously in the order given. Names must be unique and non-empty ("__metadata__"
  * is reserved). metadata: a JSON object of string values or NULL.
  * Written atomically (tk_atomic_open): on any failure an existing file is left as it was. */
-tk_status tk_safetensors_write(const char *path, int32_t n, const char *const *names,
-                               tk_tensor *const *tensors, const char *metadata_json);
+tk_status tk_safetensors_write(const char *path, int32_t n, const char *const *names, tk_tensor *const *tensors,
+                               const char *metadata_json);
 typedef struct tk_safetensors {
     int32_t n;
     char **names;
-    tk_tensor **tensors;   /* heap tensors owned by the struct */
-    char *metadata_json;   /* the "__metadata__" object as text, or NULL */
+    tk_tensor **tensors; /* heap tensors owned by the struct */
+    char *metadata_json; /* the "__metadata__" object as text, or NULL */
 } tk_safetensors;
 /* Reads a whole safetensors file; tensors in header order, F32 and I64 only. The
  * header is checked before any data is read: a file too short, a header length past
@@ -872,8 +868,8 @@ tk_status tk_block_load_weights(tk_block *b, const char *path);
  * checkpoint is moved aside ("<dir>.old-XXXXXX"), replaced only once the new one is
  * complete, then removed with whatever else was in it. On any failure the temporary
  * directory is removed and an existing checkpoint is left intact. */
-tk_status tk_checkpoint_write(const char *dir, const tk_block *b, int32_t nfiles,
-                              const char *const *file_names, const char *const *file_texts);
+tk_status tk_checkpoint_write(const char *dir, const tk_block *b, int32_t nfiles, const char *const *file_names,
+                              const char *const *file_texts);
 /* Reads a checkpoint: the block (built, with its weights; one reference, the caller's);
  * file_texts_out[i] gets the text of file_names[i], malloc'd for the caller to free()
  * (NULL if absent). NULL and tk_last_error ("checkpoint
@@ -881,8 +877,7 @@ tk_status tk_checkpoint_write(const char *dir, const tk_block *b, int32_t nfiles
  * "dir/weights.safetensors: tensor 'x' is float32 [4, 8] but the parameter is ...") on a
  * missing, empty or malformed file, or weights that do not match the config. Blocks
  * whose kind has no from_config (callback blocks) cannot be read back. */
-tk_block *tk_checkpoint_read(const char *dir, int32_t nfiles, const char *const *file_names,
-                             char **file_texts_out);
+tk_block *tk_checkpoint_read(const char *dir, int32_t nfiles, const char *const *file_names, char **file_texts_out);
 
 /* CSV with a header row. Columns are read by name with a type; a list cell holds ids
  * separated by '|' (an empty cell is an empty list). RFC 4180 syntax: ',' between
@@ -944,14 +939,14 @@ tk_status tk_csv_write_embeddings(const char *path, const tk_tensor *ids, const 
  * Lua's tk.load) prints one line on stderr when the kernel is below best, with the
  * advice below; TOWERKIT_QUIET_BLAS=1 in the environment silences it. */
 typedef struct tk_blas_info {
-    char kernel[32];      /* the kernel OpenBLAS runs (openblas_get_corename()) */
-    char best[32];        /* the best kernel this OpenBLAS has for this CPU */
-    bool below_best;      /* kernel is weaker than best for float32 matrix products */
-    bool user_set;        /* OPENBLAS_CORETYPE is set, and not by tk_blas_reexec_if_weaker */
-    int threads;          /* towerkit's thread count (tk_get_num_threads()) */
-    int blas_threads;     /* OpenBLAS's own (openblas_get_num_threads()) */
-    char cpu[64];         /* vendor and brand string ("AuthenticAMD AMD EPYC ...") */
-    char advice[160];     /* what to do when below_best, "" otherwise */
+    char kernel[32];  /* the kernel OpenBLAS runs (openblas_get_corename()) */
+    char best[32];    /* the best kernel this OpenBLAS has for this CPU */
+    bool below_best;  /* kernel is weaker than best for float32 matrix products */
+    bool user_set;    /* OPENBLAS_CORETYPE is set, and not by tk_blas_reexec_if_weaker */
+    int threads;      /* towerkit's thread count (tk_get_num_threads()) */
+    int blas_threads; /* OpenBLAS's own (openblas_get_num_threads()) */
+    char cpu[64];     /* vendor and brand string ("AuthenticAMD AMD EPYC ...") */
+    char advice[160]; /* what to do when below_best, "" otherwise */
 } tk_blas_info;
 /* Fills *out (not NULL). Thread-safe; the CPU is read once per process. Kernel names
  * compare case-insensitively, as OPENBLAS_CORETYPE does. */
@@ -1035,8 +1030,8 @@ typedef enum tk_feature_kind { TK_FEATURE_CATEGORICAL = 0, TK_FEATURE_CONTINUOUS
 typedef struct tk_feature_info {
     const char *name;
     tk_feature_kind kind;
-    int64_t cardinality;  /* categorical: ids are in [0, cardinality); continuous: 0 */
-    bool is_list;         /* the schema marks it multi-hot (a list of ids per row) */
+    int64_t cardinality; /* categorical: ids are in [0, cardinality); continuous: 0 */
+    bool is_list;        /* the schema marks it multi-hot (a list of ids per row) */
 } tk_feature_info;
 
 /* Where the item catalogue comes from (zero-initialise; NULL opts: all defaults). */
@@ -1047,7 +1042,7 @@ typedef struct tk_model_options {
     /* Or an item catalogue as columns (tk_csv_next's output): the item tower's features
      * and the item id column; the item tower embeds each distinct id (first row). */
     const tk_columns *items;
-    int64_t batch_size;   /* rows per item-tower pass; 0: 4096 */
+    int64_t batch_size; /* rows per item-tower pass; 0: 4096 */
 } tk_model_options;
 
 /* Loads the checkpoint in `dir` (tk_checkpoint_read: config.json, weights.safetensors,
@@ -1058,14 +1053,14 @@ typedef struct tk_model_options {
  * and tk_last_error ("model 'dir': ..."). */
 tk_model *tk_model_load(const char *dir, const tk_model_options *opts);
 void tk_model_retain(tk_model *m);
-void tk_model_release(tk_model *m);   /* the last release frees it; NULL is ignored */
+void tk_model_release(tk_model *m); /* the last release frees it; NULL is ignored */
 
 /* Read-only accessors; borrowed pointers valid while the caller holds a reference. */
 const char *tk_model_dir(const tk_model *m);
-tk_block *tk_model_block(const tk_model *m);       /* the two-tower block */
-tk_block *tk_model_query_block(const tk_model *m); /* its "query" branch */
-tk_block *tk_model_item_block(const tk_model *m);  /* its "item" branch */
-const char *tk_model_schema_json(const tk_model *m); /* schema.json, or NULL if absent */
+tk_block *tk_model_block(const tk_model *m);                  /* the two-tower block */
+tk_block *tk_model_query_block(const tk_model *m);            /* its "query" branch */
+tk_block *tk_model_item_block(const tk_model *m);             /* its "item" branch */
+const char *tk_model_schema_json(const tk_model *m);          /* schema.json, or NULL if absent */
 const tk_tensor *tk_model_item_ids(const tk_model *m);        /* I64 [N] */
 const tk_tensor *tk_model_item_embeddings(const tk_model *m); /* F32 [N, D] */
 int64_t tk_model_num_items(const tk_model *m);
@@ -1075,13 +1070,11 @@ int32_t tk_model_num_features(const tk_model *m);
 const tk_feature_info *tk_model_feature(const tk_model *m, int32_t i);
 
 /* Helpers that add one feature of a B-row query to a tabular value of ctx (copies). */
-tk_status tk_query_set_ids(tk_ctx *ctx, tk_value *q, const char *name, int64_t rows,
-                           const int64_t *ids);
-tk_status tk_query_set_floats(tk_ctx *ctx, tk_value *q, const char *name, int64_t rows,
-                              const float *values);
+tk_status tk_query_set_ids(tk_ctx *ctx, tk_value *q, const char *name, int64_t rows, const int64_t *ids);
+tk_status tk_query_set_floats(tk_ctx *ctx, tk_value *q, const char *name, int64_t rows, const float *values);
 /* offsets has rows + 1 entries, offsets[0] = 0; ids has offsets[rows] entries. */
-tk_status tk_query_set_list(tk_ctx *ctx, tk_value *q, const char *name, int64_t rows,
-                            const int64_t *offsets, const int64_t *ids);
+tk_status tk_query_set_list(tk_ctx *ctx, tk_value *q, const char *name, int64_t rows, const int64_t *offsets,
+                            const int64_t *ids);
 
 /* Checks a query against the model before any forward pass: every entry must name a
  * feature of the schema (item features are ignored), every query feature must be there
@@ -1096,14 +1089,14 @@ tk_tensor *tk_model_encode(tk_model *m, tk_ctx *ctx, tk_value *features);
  * and *scores_out F32 [B, k], best first, arena tensors of ctx. When k exceeds the
  * catalogue the rest of a row is -1 / -INFINITY. The caller resets ctx between
  * requests (the query it built lives in the same arena). */
-tk_status tk_model_recommend(tk_model *m, tk_ctx *ctx, tk_value *features, int64_t k,
-                             tk_tensor **ids_out, tk_tensor **scores_out);
+tk_status tk_model_recommend(tk_model *m, tk_ctx *ctx, tk_value *features, int64_t k, tk_tensor **ids_out,
+                             tk_tensor **scores_out);
 /* The same, skipping items a row must not get (already seen): excl_offsets [B + 1]
  * (starting at 0, non-decreasing) index excl_items, item ids (not rows) per query row.
  * An id the catalogue does not hold is ignored. NULL excl_offsets: nothing excluded. */
 tk_status tk_model_recommend_excluding(tk_model *m, tk_ctx *ctx, tk_value *features, int64_t k,
-                                       const int64_t *excl_offsets, const int64_t *excl_items,
-                                       tk_tensor **ids_out, tk_tensor **scores_out);
+                                       const int64_t *excl_offsets, const int64_t *excl_items, tk_tensor **ids_out,
+                                       tk_tensor **scores_out);
 
 /* The current model of a server, swapped atomically while requests run. */
 typedef struct tk_model_slot tk_model_slot;
@@ -1111,7 +1104,7 @@ typedef struct tk_model_slot tk_model_slot;
  * memory. */
 tk_model_slot *tk_model_slot_new(tk_model *m);
 void tk_model_slot_retain(tk_model_slot *s);
-void tk_model_slot_release(tk_model_slot *s);   /* the last one releases its model */
+void tk_model_slot_release(tk_model_slot *s); /* the last one releases its model */
 /* The current model, retained for the caller: release it when the request is done. */
 tk_model *tk_model_slot_get(tk_model_slot *s);
 /* The same, and the version of that model (*version, if not NULL), read together under

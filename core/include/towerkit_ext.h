@@ -39,25 +39,25 @@ typedef void (*tk_backward_fn)(tk_ctx *ctx, tk_node *node);
 #define TK_NODE_MAX_INPUTS 4
 struct tk_node {
     tk_backward_fn backward;
-    const char *op;             /* op name, for errors and debugging */
+    const char *op; /* op name, for errors and debugging */
     tk_tensor *out;
     tk_tensor *in[TK_NODE_MAX_INPUTS];
     int32_t nin;
     union {
         double f[4];
         int64_t i[4];
-    } arg;                      /* small saved scalars */
-    void *saved;                /* arena data saved by the forward pass */
-    tk_tensor **list;           /* variadic inputs (concat, stack) */
+    } arg;            /* small saved scalars */
+    void *saved;      /* arena data saved by the forward pass */
+    tk_tensor **list; /* variadic inputs (concat, stack) */
     int32_t nlist;
 };
 tk_tensor *tk_ctx_input(tk_ctx *ctx, tk_tensor *t);
-tk_node *tk_ctx_record(tk_ctx *ctx, const char *op, tk_backward_fn backward, tk_tensor *out,
-                       int32_t nin, tk_tensor *const *in);
+tk_node *tk_ctx_record(tk_ctx *ctx, const char *op, tk_backward_fn backward, tk_tensor *out, int32_t nin,
+                       tk_tensor *const *in);
 tk_tensor *tk_ctx_grad_of(tk_ctx *ctx, tk_tensor *t);
 /* Appends `n` rows of sparse gradient to a table alias (copied into the arena). */
-tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *table_alias, int64_t n,
-                               const int64_t *rows, const float *values);
+tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *table_alias, int64_t n, const int64_t *rows,
+                               const float *values);
 /* Whether the op being built should record: gradients on and any input requires them. */
 bool tk_ctx_wants_grad(const tk_ctx *ctx, int32_t nin, tk_tensor *const *in);
 
@@ -90,21 +90,21 @@ struct tk_block {
     int32_t refcount;
     int32_t nchildren, cap_children;
     tk_block **children;
-    char **child_names;        /* parallel branch names (NULL entries elsewhere) */
+    char **child_names; /* parallel branch names (NULL entries elsewhere) */
     int32_t nparams, cap_params;
-    tk_tensor **params;        /* heap tensors, retained */
+    tk_tensor **params; /* heap tensors, retained */
     char **param_names;
-    bool *param_trainable;     /* false for running statistics */
-    tk_block *pre, *post;      /* optional, applied around the block */
+    bool *param_trainable; /* false for running statistics */
+    tk_block *pre, *post;  /* optional, applied around the block */
     tk_aggregation aggregation;
-    void *impl;                /* kind-specific state, owned */
-    char *meta;                /* a JSON object of the layer above (the Lua API's class
+    void *impl;         /* kind-specific state, owned */
+    char *meta;         /* a JSON object of the layer above (the Lua API's class
                                 * and options), kept in configs and copies; or NULL */
-    volatile int built;        /* lazily sized blocks: weights created */
+    volatile int built; /* lazily sized blocks: weights created */
 };
 
 struct tk_block_kind {
-    const char *name;  /* "dense", "sequential", ... */
+    const char *name; /* "dense", "sequential", ... */
     /* The block's own computation (pre/post/aggregation are applied by
      * tk_block_forward). Must not write the block or its parameters. */
     tk_value *(*forward)(tk_ctx *ctx, tk_block *b, tk_value *in);
@@ -124,7 +124,7 @@ struct tk_block_kind {
  * else free()) with itself, or at once when out of memory; a NULL kind or one without
  * forward is refused and impl stays the caller's. */
 tk_block *tk_block_new(const tk_block_kind *kind, const char *name, void *impl);
-tk_status tk_block_add_child(tk_block *b, const char *child_name, tk_block *child); /* retains */
+tk_status tk_block_add_child(tk_block *b, const char *child_name, tk_block *child);        /* retains */
 tk_status tk_block_add_param(tk_block *b, const char *name, tk_tensor *t, bool trainable); /* retains */
 
 /* Kinds are registered by name so configs can be read back. Built-in kinds are

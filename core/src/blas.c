@@ -29,8 +29,8 @@ static const struct {
     const char *name;
     int rank;
 } kernels[] = {
-    {"Prescott", 1}, {"Nehalem", 2},    {"Sandybridge", 3}, {"Haswell", 4},
-    {"Zen", 4},      {"SkylakeX", 5},   {"Cooperlake", 5},  {"SapphireRapids", 5},
+    { "Prescott", 1 }, { "Nehalem", 2 },  { "Sandybridge", 3 }, { "Haswell", 4 },
+    { "Zen", 4 },      { "SkylakeX", 5 }, { "Cooperlake", 5 },  { "SapphireRapids", 5 },
 };
 
 static int kernel_rank(const char *name) {
@@ -66,7 +66,7 @@ bool tk_cpu_detect(tk_cpu_features *f, char *cpu, size_t len) {
     vendor[12] = '\0';
     f->amd = strcmp(vendor, "AuthenticAMD") == 0 || strcmp(vendor, "HygonGenuine") == 0;
 
-    unsigned brand[13] = {0}; /* 48 characters and a terminating zero */
+    unsigned brand[13] = { 0 }; /* 48 characters and a terminating zero */
     for (unsigned i = 0; i < 3; i++)
         if (!__get_cpuid(0x80000002u + i, &brand[4 * i], &brand[4 * i + 1], &brand[4 * i + 2], &brand[4 * i + 3]))
             brand[0] = 0;
@@ -83,7 +83,7 @@ bool tk_cpu_detect(tk_cpu_features *f, char *cpu, size_t len) {
         if (c >> 27 & 1) {
             unsigned lo, hi;
             __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-            f->os_avx = (lo & 0x6) == 0x6;                  /* SSE and YMM */
+            f->os_avx = (lo & 0x6) == 0x6;                   /* SSE and YMM */
             f->os_avx512 = f->os_avx && (lo & 0xe0) == 0xe0; /* opmask, ZMM0-15 upper, ZMM16-31 */
         }
     }
@@ -122,8 +122,7 @@ void tk_blas_get_info(tk_blas_info *out) {
     /* Only a DYNAMIC_ARCH build has other kernels to choose from. */
     const char *config = openblas_get_config();
     bool dynamic = config && strstr(config, "DYNAMIC_ARCH");
-    snprintf(out->best, sizeof out->best, "%s",
-             cpu_known && dynamic ? tk_blas_kernel_for(&cpu_features) : out->kernel);
+    snprintf(out->best, sizeof out->best, "%s", cpu_known && dynamic ? tk_blas_kernel_for(&cpu_features) : out->kernel);
     out->below_best = tk_blas_kernel_weaker(out->kernel, out->best);
     const char *set = getenv(CORETYPE_ENV), *ours = getenv(REEXEC_ENV);
     bool by_reexec = set && ours && strcasecmp(set, ours) == 0;
@@ -151,8 +150,8 @@ static void warn(void) {
     tk_blas_info info;
     tk_blas_get_info(&info);
     if (info.below_best)
-        fprintf(stderr, "towerkit: OpenBLAS runs its %s kernels; this CPU supports %s: %s (" QUIET_ENV
-                        "=1 silences this)\n",
+        fprintf(stderr,
+                "towerkit: OpenBLAS runs its %s kernels; this CPU supports %s: %s (" QUIET_ENV "=1 silences this)\n",
                 info.kernel, info.best, info.advice);
 }
 

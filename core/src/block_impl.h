@@ -12,22 +12,21 @@
 #include <cJSON.h>
 
 typedef struct tk_param_info {
-    bool has_init;  /* false: added with tk_block_add_param, copied by value */
+    bool has_init; /* false: added with tk_block_add_param, copied by value */
     tk_init init;
 } tk_param_info;
 
 /* --- construction --- */
 
 /* tk_block_add_param with the initialiser the tensor was filled from (for copy). */
-tk_status tk_block_add_param_init(tk_block *b, const char *name, tk_tensor *t, bool trainable,
-                                  tk_init init);
+tk_status tk_block_add_param_init(tk_block *b, const char *name, tk_tensor *t, bool trainable, tk_init init);
 /* Removes (releases) the parameters after the first n: a kind whose build fails midway
  * takes back what it added, so a later forward can build again. */
 void tk_block_truncate_params(tk_block *b, int32_t n);
 /* A new heap F32 parameter filled from init with seed and marked as requiring gradients
  * when trainable; added to b. Returns the tensor (owned by b) or NULL (tk_last_error). */
-tk_tensor *tk_block_new_param(tk_block *b, const char *name, int32_t ndim, const int64_t *shape,
-                              bool trainable, tk_init init, uint64_t seed);
+tk_tensor *tk_block_new_param(tk_block *b, const char *name, int32_t ndim, const int64_t *shape, bool trainable,
+                              tk_init init, uint64_t seed);
 /* The seed a block draws its lazily-built weights from; tk_block_copy gives the copy a
  * new one. */
 uint64_t tk_block_seed(const tk_block *b);
@@ -45,8 +44,8 @@ bool tk_block_need_tabular(tk_ctx *ctx, const char *what, const tk_value *in);
 /* Adds entry key -> t to dst, failing with a message naming the key and both branches
  * when dst has the key already. (*origins)[i] names the branch that produced entry i of
  * dst: an arena array grown with dst (start with an empty dst and *origins NULL). */
-tk_status tk_value_add_unique(tk_ctx *ctx, tk_value *dst, const char ***origins, const char *key,
-                             tk_tensor *t, const char *origin, const char *what);
+tk_status tk_value_add_unique(tk_ctx *ctx, tk_value *dst, const char ***origins, const char *key, tk_tensor *t,
+                              const char *origin, const char *what);
 /* tk_value_add_unique of every entry of the tabular value src. */
 tk_status tk_value_merge_from(tk_ctx *ctx, tk_value *dst, const char ***origins, const tk_value *src,
                               const char *origin, const char *what);
@@ -83,10 +82,9 @@ bool tk_cfg_add_init(cJSON *o, const char *key, tk_init init);
 
 /* --- kinds: the built-in kinds and their constructors from config --- */
 
-extern const tk_block_kind tk_kind_dense, tk_kind_activation, tk_kind_l2norm, tk_kind_dropout,
-    tk_kind_batch_norm, tk_kind_filter, tk_kind_as_tabular, tk_kind_aggregation,
-    tk_kind_embeddings, tk_kind_sequential, tk_kind_parallel, tk_kind_residual,
-    tk_kind_shortcut, tk_kind_callback;
+extern const tk_block_kind tk_kind_dense, tk_kind_activation, tk_kind_l2norm, tk_kind_dropout, tk_kind_batch_norm,
+    tk_kind_filter, tk_kind_as_tabular, tk_kind_aggregation, tk_kind_embeddings, tk_kind_sequential, tk_kind_parallel,
+    tk_kind_residual, tk_kind_shortcut, tk_kind_callback;
 tk_block *tk_dense_from_config(const void *json, uint64_t seed);
 tk_block *tk_activation_from_config(const void *json, uint64_t seed);
 tk_block *tk_l2norm_from_config(const void *json, uint64_t seed);

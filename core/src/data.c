@@ -31,7 +31,8 @@ tk_tensor *tk_index_select(const tk_tensor *t, int64_t n, const int64_t *idx) {
     tk_tensor *out = tk_tensor_new(t->dtype, t->ndim, shape);
     if (!out) return NULL;
     size_t rb = row_bytes(t);
-    for (int64_t i = 0; i < n; i++) memcpy((char *)out->data + (size_t)i * rb, (const char *)t->data + (size_t)idx[i] * rb, rb);
+    for (int64_t i = 0; i < n; i++)
+        memcpy((char *)out->data + (size_t)i * rb, (const char *)t->data + (size_t)idx[i] * rb, rb);
     return out;
 }
 
@@ -40,12 +41,14 @@ tk_status tk_ragged_select(const tk_tensor *values, const tk_tensor *offsets, in
     *values_out = *offsets_out = NULL;
     char s[64];
     if (!values || values->ndim != 1) {
-        tk_set_error("ragged_select: values must be 1-D [N], got %s", values ? tk_shape_str(values, s, sizeof s) : "NULL");
+        tk_set_error("ragged_select: values must be 1-D [N], got %s",
+                     values ? tk_shape_str(values, s, sizeof s) : "NULL");
         return TK_ERROR;
     }
     if (!offsets || offsets->dtype != TK_I64 || offsets->ndim != 1 || offsets->numel < 1) {
         tk_set_error("ragged_select: offsets must be int64 [rows + 1], got %s %s",
-                     offsets ? tk_dtype_name(offsets->dtype) : "NULL", offsets ? tk_shape_str(offsets, s, sizeof s) : "");
+                     offsets ? tk_dtype_name(offsets->dtype) : "NULL",
+                     offsets ? tk_shape_str(offsets, s, sizeof s) : "");
         return TK_ERROR;
     }
     if (n < 0 || (n > 0 && !idx)) {

@@ -21,10 +21,10 @@ typedef struct embed_job {
     const char *const *names;
     tk_tensor *const *cols;
     int64_t n, bs, nb;
-    tk_tensor *out;   /* [n, D], NULL until the first batch */
-    tk_ctx **ctx;     /* [slot]: one context per thread */
-    int64_t *failed;  /* [slot]: the first batch that failed there, or -1 */
-    bool stop;        /* a batch failed: the others are skipped (atomic) */
+    tk_tensor *out;  /* [n, D], NULL until the first batch */
+    tk_ctx **ctx;    /* [slot]: one context per thread */
+    int64_t *failed; /* [slot]: the first batch that failed there, or -1 */
+    bool stop;       /* a batch failed: the others are skipped (atomic) */
 } embed_job;
 
 /* The column of the other part of the ragged feature whose part column c is, or -1. */
@@ -125,8 +125,7 @@ static bool run_batch(embed_job *j, tk_ctx *ctx, int64_t b) {
     if (!y || y->dtype != TK_F32 || y->ndim != 2 || y->shape[0] != count) {
         char s[64];
         if (y) tk_shape_str(y, s, sizeof s);
-        tk_ctx_fail(ctx, "embed: the block must return a float32 [rows, D] tensor, got %s",
-                    y ? s : "a tabular value");
+        tk_ctx_fail(ctx, "embed: the block must return a float32 [rows, D] tensor, got %s", y ? s : "a tabular value");
         return false;
     }
     if (!j->out) {
@@ -140,8 +139,10 @@ static bool run_batch(embed_job *j, tk_ctx *ctx, int64_t b) {
         return false;
     }
     float *dst = tk_f32(j->out) + r0 * y->shape[1];
-    if (norm_here) tk_l2norm_rows(dst, tk_f32(y), count, y->shape[1]);
-    else memcpy(dst, tk_f32(y), (size_t)y->numel * sizeof(float));
+    if (norm_here)
+        tk_l2norm_rows(dst, tk_f32(y), count, y->shape[1]);
+    else
+        memcpy(dst, tk_f32(y), (size_t)y->numel * sizeof(float));
     return true;
 }
 
@@ -194,8 +195,18 @@ tk_tensor *tk_block_embed(tk_block *block, tk_block *post, int32_t ncols, const 
     int64_t nb = (n + batch_size - 1) / batch_size;
     int threads = tk_get_num_threads();
     if (threads > nb - 1) threads = nb > 1 ? (int)(nb - 1) : 1;
-    embed_job j = {block, post, ncols, names, cols, n, batch_size, nb, NULL,
-                   calloc((size_t)threads, sizeof(tk_ctx *)), malloc((size_t)threads * sizeof(int64_t)), false};
+    embed_job j = { block,
+                    post,
+                    ncols,
+                    names,
+                    cols,
+                    n,
+                    batch_size,
+                    nb,
+                    NULL,
+                    calloc((size_t)threads, sizeof(tk_ctx *)),
+                    malloc((size_t)threads * sizeof(int64_t)),
+                    false };
     tk_tensor *result = NULL;
     bool ok = j.ctx && j.failed;
     for (int s = 0; ok && s < threads; s++) {

@@ -105,8 +105,8 @@ void *tk_ctx_fail(tk_ctx *ctx, const char *fmt, ...) {
 void tk_ctx_error_push_path(tk_ctx *ctx, const char *name) {
     if (!ctx->failed || !name || !*name) return;
     char path[TK_ERR_LEN];
-    int n = ctx->path[0] ? snprintf(path, sizeof path, "%s/%s", name, ctx->path)
-                         : snprintf(path, sizeof path, "%s", name);
+    int n =
+        ctx->path[0] ? snprintf(path, sizeof path, "%s/%s", name, ctx->path) : snprintf(path, sizeof path, "%s", name);
     if (n < 0 || (size_t)n >= sizeof path) return; /* absurdly deep: keep the inner path */
     memcpy(ctx->path, path, sizeof path);
     snprintf(ctx->error, sizeof ctx->error, "%s: %s", ctx->path, ctx->message);
@@ -125,8 +125,7 @@ char *tk_ctx_strdup(tk_ctx *ctx, const char *s) {
     return d;
 }
 
-static tk_tensor *arena_tensor(tk_ctx *ctx, tk_dtype dtype, int32_t ndim, const int64_t *shape,
-                               bool zero) {
+static tk_tensor *arena_tensor(tk_ctx *ctx, tk_dtype dtype, int32_t ndim, const int64_t *shape, bool zero) {
     if (ndim < 0 || ndim > TK_MAX_DIMS) return tk_ctx_fail(ctx, "tensor rank %d is not supported", (int)ndim);
     int64_t numel;
     if (!tk_shape_numel_checked(ndim, shape, &numel)) {
@@ -217,8 +216,8 @@ bool tk_ctx_wants_grad(const tk_ctx *ctx, int32_t nin, tk_tensor *const *in) {
     return false;
 }
 
-tk_node *tk_ctx_record(tk_ctx *ctx, const char *op, tk_backward_fn backward, tk_tensor *out,
-                       int32_t nin, tk_tensor *const *in) {
+tk_node *tk_ctx_record(tk_ctx *ctx, const char *op, tk_backward_fn backward, tk_tensor *out, int32_t nin,
+                       tk_tensor *const *in) {
     if (nin > TK_NODE_MAX_INPUTS) return tk_ctx_fail(ctx, "%s: too many inputs for a tape node", op);
     if (ctx->ntape == ctx->cap_tape) {
         int64_t cap = ctx->cap_tape ? ctx->cap_tape * 2 : 256;
@@ -312,8 +311,7 @@ float *tk_ctx_sparse_reserve(tk_ctx *ctx, tk_tensor *alias, int64_t n, const int
     return values;
 }
 
-tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *alias, int64_t n, const int64_t *rows,
-                               const float *values) {
+tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *alias, int64_t n, const int64_t *rows, const float *values) {
     float *v = tk_ctx_sparse_reserve(ctx, alias, n, rows);
     if (!v) return TK_ERROR;
     int64_t dim = alias->ndim == 2 ? alias->shape[1] : 1;
@@ -326,13 +324,15 @@ tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *alias, int64_t n, const i
  * with a stable least-significant-digit radix sort, 8 bits a pass over the bits the
  * largest row has, so duplicates keep their order and are summed in the order they were
  * appended. */
-typedef struct { int64_t row, pos; } row_pos;
+typedef struct {
+    int64_t row, pos;
+} row_pos;
 
 static row_pos *sort_rows(row_pos *a, row_pos *tmp, int64_t n) {
     uint64_t max = 0;
     for (int64_t i = 0; i < n; i++) max |= (uint64_t)a[i].row;
     for (int shift = 0; shift < 64 && (max >> shift) != 0; shift += 8) {
-        int64_t count[257] = {0};
+        int64_t count[257] = { 0 };
         for (int64_t i = 0; i < n; i++) count[(((uint64_t)a[i].row >> shift) & 255) + 1]++;
         for (int b = 0; b < 256; b++) count[b + 1] += count[b];
         for (int64_t i = 0; i < n; i++) tmp[count[((uint64_t)a[i].row >> shift) & 255]++] = a[i];
@@ -419,7 +419,7 @@ tk_status tk_ctx_defer_update(tk_ctx *ctx, tk_tensor *dst, const float *src, flo
         ctx->cap_updates = cap;
     }
     tk_tensor_retain(dst);
-    ctx->updates[ctx->nupdates++] = (tk_update){dst, src, a, b};
+    ctx->updates[ctx->nupdates++] = (tk_update){ dst, src, a, b };
     return TK_OK;
 }
 

@@ -33,15 +33,13 @@ static const struct {
     const char *name;
     tk_init_kind kind;
 } init_aliases[] = {
-    {"zero", TK_INIT_ZEROS},
-    {"one", TK_INIT_ONES},
-    {"uniform", TK_INIT_RANDOM_UNIFORM},
-    {"normal", TK_INIT_RANDOM_NORMAL},
+    { "zero", TK_INIT_ZEROS },
+    { "one", TK_INIT_ONES },
+    { "uniform", TK_INIT_RANDOM_UNIFORM },
+    { "normal", TK_INIT_RANDOM_NORMAL },
 };
 
-const char *tk_init_name(tk_init_kind kind) {
-    return (unsigned)kind < TK_INIT_COUNT ? init_names[kind] : "unknown";
-}
+const char *tk_init_name(tk_init_kind kind) { return (unsigned)kind < TK_INIT_COUNT ? init_names[kind] : "unknown"; }
 
 const char *tk_init_names(void) {
     return "zeros, ones, constant, random_uniform, random_normal, truncated_normal, "
@@ -62,7 +60,7 @@ static bool same_name(const char *a, const char *b) {
 }
 
 static tk_init init_default(tk_init_kind kind) {
-    tk_init init = {kind, 0.0f, 0.0f};
+    tk_init init = { kind, 0.0f, 0.0f };
     switch (kind) {
     case TK_INIT_RANDOM_UNIFORM:
         init.a = -0.05f;
@@ -138,10 +136,14 @@ void tk_init_fill(tk_tensor *t, tk_init init, uint64_t seed) {
     if (!t) return;
     if (t->dtype != TK_F32) {
         /* Only the constant initializers make sense for integer tensors. */
-        if (init.kind == TK_INIT_ZEROS) tk_tensor_fill(t, 0.0);
-        else if (init.kind == TK_INIT_ONES) tk_tensor_fill(t, 1.0);
-        else if (init.kind == TK_INIT_CONSTANT) tk_tensor_fill(t, init.a);
-        else tk_set_error("init: %s needs a float32 tensor", tk_init_name(init.kind));
+        if (init.kind == TK_INIT_ZEROS)
+            tk_tensor_fill(t, 0.0);
+        else if (init.kind == TK_INIT_ONES)
+            tk_tensor_fill(t, 1.0);
+        else if (init.kind == TK_INIT_CONSTANT)
+            tk_tensor_fill(t, init.a);
+        else
+            tk_set_error("init: %s needs a float32 tensor", tk_init_name(init.kind));
         return;
     }
     uint64_t rng[4];
@@ -152,12 +154,24 @@ void tk_init_fill(tk_tensor *t, tk_init init, uint64_t seed) {
     compute_fans(t, &fan_in, &fan_out);
     double fan_avg = 0.5 * (fan_in + fan_out);
     switch (init.kind) {
-    case TK_INIT_ZEROS: tk_tensor_fill(t, 0.0); break;
-    case TK_INIT_ONES: tk_tensor_fill(t, 1.0); break;
-    case TK_INIT_CONSTANT: tk_tensor_fill(t, init.a); break;
-    case TK_INIT_RANDOM_UNIFORM: fill_uniform(p, n, init.a, init.b, rng); break;
-    case TK_INIT_RANDOM_NORMAL: fill_normal(p, n, init.a, rng); break;
-    case TK_INIT_TRUNCATED_NORMAL: fill_truncated(p, n, init.a, rng); break;
+    case TK_INIT_ZEROS:
+        tk_tensor_fill(t, 0.0);
+        break;
+    case TK_INIT_ONES:
+        tk_tensor_fill(t, 1.0);
+        break;
+    case TK_INIT_CONSTANT:
+        tk_tensor_fill(t, init.a);
+        break;
+    case TK_INIT_RANDOM_UNIFORM:
+        fill_uniform(p, n, init.a, init.b, rng);
+        break;
+    case TK_INIT_RANDOM_NORMAL:
+        fill_normal(p, n, init.a, rng);
+        break;
+    case TK_INIT_TRUNCATED_NORMAL:
+        fill_truncated(p, n, init.a, rng);
+        break;
     case TK_INIT_GLOROT_UNIFORM: {
         double limit = sqrt(3.0 / fan_avg); /* = sqrt(6 / (fan_in + fan_out)) */
         fill_uniform(p, n, -limit, limit, rng);

@@ -20,9 +20,9 @@ typedef struct tk_arena_chunk {
 } tk_arena_chunk;
 
 typedef struct tk_arena {
-    tk_arena_chunk *head;   /* current chunk (newest first) */
-    size_t total_used;      /* bytes handed out since reset */
-    size_t peak;            /* largest total_used seen */
+    tk_arena_chunk *head; /* current chunk (newest first) */
+    size_t total_used;    /* bytes handed out since reset */
+    size_t peak;          /* largest total_used seen */
     uint64_t mallocs;
 } tk_arena;
 
@@ -82,8 +82,8 @@ struct tk_ctx {
     bool grad_enabled;
     bool failed;
     char error[2 * TK_ERR_LEN + 2]; /* "path: message" as readers see it */
-    char message[TK_ERR_LEN]; /* the innermost message */
-    char path[TK_ERR_LEN];    /* block path pushed by enclosing blocks */
+    char message[TK_ERR_LEN];       /* the innermost message */
+    char path[TK_ERR_LEN];          /* block path pushed by enclosing blocks */
     /* tape: arena array grown by doubling (old arrays stay in the arena until reset) */
     tk_node **tape;
     int64_t ntape, cap_tape;
@@ -145,8 +145,7 @@ const char *tk_json_kind(const struct cJSON *v);
  * concurrently tk_rl_backward_query over disjoint row ranges (dq) and
  * tk_rl_backward_items (dc, dn). The inputs must stay alive and unchanged throughout. */
 typedef struct tk_rl_plan tk_rl_plan;
-tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts,
-                          int parts);
+tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts, int parts);
 double tk_rl_forward_rows(tk_rl_plan *p, int64_t r0, int64_t r1, int part);
 bool tk_rl_backward_begin(tk_ctx *ctx, tk_rl_plan *p, double g, float *dq, float *dc, float *dn);
 void tk_rl_backward_query(tk_rl_plan *p, int64_t r0, int64_t r1);
@@ -178,10 +177,10 @@ void tk_l2norm_rows(float *y, const float *x, int64_t rows, int64_t n);
  * not rank). tk_blas_warn_once prints the stderr line of towerkit.h's "BLAS kernel" once
  * per process; checkpoint reads call it. */
 typedef struct tk_cpu_features {
-    bool amd;                /* AuthenticAMD or HygonGenuine: the AVX2 kernel is "Zen" */
+    bool amd; /* AuthenticAMD or HygonGenuine: the AVX2 kernel is "Zen" */
     bool sse42, avx, fma, avx2;
     bool avx512f, avx512bw, avx512dq, avx512vl, avx512bf16;
-    bool os_avx, os_avx512;  /* XCR0 enables the YMM, and the opmask and ZMM, state */
+    bool os_avx, os_avx512; /* XCR0 enables the YMM, and the opmask and ZMM, state */
 } tk_cpu_features;
 bool tk_cpu_detect(tk_cpu_features *f, char *cpu, size_t len);
 const char *tk_blas_kernel_for(const tk_cpu_features *f);

@@ -6,8 +6,10 @@
  * trailing dimension of 1 on either side ([B] and [B, 1]: predictions and targets). */
 static bool loss_shapes_match(const tk_tensor *a, const tk_tensor *b) {
     int32_t na = a->ndim, nb = b->ndim;
-    if (na == nb + 1 && a->shape[na - 1] == 1) na--;
-    else if (nb == na + 1 && b->shape[nb - 1] == 1) nb--;
+    if (na == nb + 1 && a->shape[na - 1] == 1)
+        na--;
+    else if (nb == na + 1 && b->shape[nb - 1] == 1)
+        nb--;
     if (na != nb) return false;
     for (int32_t i = 0; i < na; i++)
         if (a->shape[i] != b->shape[i]) return false;
@@ -146,7 +148,7 @@ tk_tensor *tk_cross_entropy(tk_ctx *ctx, tk_tensor *logits, tk_tensor *labels, t
     }
     tk_tensor *out = scalar_out(ctx, total / (double)rows);
     if (!out) return NULL;
-    tk_tensor *in[3] = {logits, labels, weights};
+    tk_tensor *in[3] = { logits, labels, weights };
     if (tk_ctx_wants_grad(ctx, 3, in)) {
         tk_node *node = tk_ctx_record(ctx, op, cross_entropy_backward, out, 3, in);
         if (!node) return NULL;
@@ -204,7 +206,7 @@ tk_tensor *tk_mse_loss(tk_ctx *ctx, tk_tensor *pred, tk_tensor *target) {
     }
     tk_tensor *out = scalar_out(ctx, total / (double)pred->numel);
     if (!out) return NULL;
-    tk_tensor *in[2] = {pred, target};
+    tk_tensor *in[2] = { pred, target };
     if (tk_ctx_wants_grad(ctx, 2, in) && !tk_ctx_record(ctx, op, mse_backward, out, 2, in)) return NULL;
     return out;
 }
@@ -251,7 +253,7 @@ tk_tensor *tk_bce_with_logits(tk_ctx *ctx, tk_tensor *logits, tk_tensor *targets
     }
     tk_tensor *out = scalar_out(ctx, total / (double)logits->numel);
     if (!out) return NULL;
-    tk_tensor *in[2] = {logits, targets};
+    tk_tensor *in[2] = { logits, targets };
     if (tk_ctx_wants_grad(ctx, 2, in) && !tk_ctx_record(ctx, op, bce_backward, out, 2, in)) return NULL;
     return out;
 }

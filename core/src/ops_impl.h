@@ -20,9 +20,9 @@
 #define TK_SHAPE_LEN 64
 
 /* Returns NULL from the calling function when `t` (or the context) is NULL. */
-#define TK_OP_INPUT(ctx, op, t)                                                             \
-    do {                                                                                    \
-        if (!(ctx) || !(t)) return tk_op_null_input((ctx), (op), #t);                       \
+#define TK_OP_INPUT(ctx, op, t)                                                                                        \
+    do {                                                                                                               \
+        if (!(ctx) || !(t)) return tk_op_null_input((ctx), (op), #t);                                                  \
     } while (0)
 
 void *tk_op_null_input(tk_ctx *ctx, const char *op, const char *arg);
@@ -56,8 +56,8 @@ static inline int64_t tk_op_rows(const tk_tensor *t) {
  * tk_act_backward: dx (+)= dy * act'(x), written or accumulated. Uses y (the output) for
  * every activation but gelu, which needs x; x may be NULL for the others. */
 void tk_act_forward(tk_activation act, float *y, const float *x, int64_t n);
-void tk_act_backward(tk_activation act, float *dx, const float *dy, const float *x,
-                     const float *y, int64_t n, bool accumulate);
+void tk_act_backward(tk_activation act, float *dx, const float *dy, const float *x, const float *y, int64_t n,
+                     bool accumulate);
 /* y = act(y + bias) in one pass (bias may be NULL): a dense layer's bias and activation. */
 void tk_bias_act_forward(tk_activation act, float *y, const float *bias, int64_t n);
 /* Whether tk_act_backward needs the activation's input x. */

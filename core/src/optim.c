@@ -34,12 +34,12 @@ typedef enum optim_kind { OPTIM_SGD = 0, OPTIM_ADAM, OPTIM_ADAGRAD } optim_kind;
 /* State of one parameter. `buf` holds nbuf moment arrays of numel floats each:
  * SGD with momentum: v; Adam: m then v; Adagrad: acc. */
 typedef struct optim_state {
-    tk_tensor *param;     /* key; retained. NULL: empty slot */
+    tk_tensor *param; /* key; retained. NULL: empty slot */
     float *buf;
     int64_t numel;
-    uint64_t stamp;       /* last tk_optim_step call that updated it (duplicate guard) */
+    uint64_t stamp;          /* last tk_optim_step call that updated it (duplicate guard) */
     const tk_ctx *stamp_ctx; /* the context whose gradient that call used */
-    struct lazy_table *lz; /* lazy = false, a table: its rows' counters and read hook */
+    struct lazy_table *lz;   /* lazy = false, a table: its rows' counters and read hook */
 } optim_state;
 
 /* How one parameter is updated in the current step. */
@@ -47,7 +47,7 @@ typedef enum grad_kind { GRAD_NONE = 0, GRAD_DENSE, GRAD_SPARSE } grad_kind;
 typedef struct optim_work {
     grad_kind kind;
     optim_state *state;
-    const float *dense;         /* GRAD_DENSE: numel values */
+    const float *dense;           /* GRAD_DENSE: numel values */
     const tk_sparse_grad *sparse; /* GRAD_SPARSE */
 } optim_work;
 
@@ -60,14 +60,14 @@ typedef struct adam_consts {
 struct tk_optim {
     optim_kind kind;
     float lr;
-    float momentum;       /* SGD */
-    bool nesterov;        /* SGD */
-    float weight_decay;   /* SGD: L2 added to the gradient; Adam: decoupled */
-    float beta1, beta2;   /* Adam */
-    float eps;            /* Adam, Adagrad */
-    float initial_acc;    /* Adagrad */
-    int64_t steps;        /* completed steps */
-    uint64_t calls;       /* tk_optim_step calls, stamps duplicates */
+    float momentum;     /* SGD */
+    bool nesterov;      /* SGD */
+    float weight_decay; /* SGD: L2 added to the gradient; Adam: decoupled */
+    float beta1, beta2; /* Adam */
+    float eps;          /* Adam, Adagrad */
+    float initial_acc;  /* Adagrad */
+    int64_t steps;      /* completed steps */
+    uint64_t calls;     /* tk_optim_step calls, stamps duplicates */
     /* state map: capacity is a power of two, at most half full */
     optim_state *slots;
     int64_t cap, count;
@@ -76,8 +76,8 @@ struct tk_optim {
     int64_t cap_work;
     tk_tensor **block_params;
     int64_t nblock_params, cap_block_params;
-    adam_consts ac;       /* the constants of the step being applied */
-    int64_t nwork;        /* its work items (tk_optim_prepare_contexts) */
+    adam_consts ac; /* the constants of the step being applied */
+    int64_t nwork;  /* its work items (tk_optim_prepare_contexts) */
     /* lazy = false: the factors of steps hist_base .. hist_base + hist_len - 1 (the last
      * is `steps`; the first an anchor, older than every row's counter) */
     bool lazy;
@@ -231,9 +231,12 @@ static bool map_grow(tk_optim *opt) {
 
 static int nbufs(const tk_optim *opt) {
     switch (opt->kind) {
-    case OPTIM_SGD: return opt->momentum != 0.0f ? 1 : 0;
-    case OPTIM_ADAM: return 2;
-    case OPTIM_ADAGRAD: return 1;
+    case OPTIM_SGD:
+        return opt->momentum != 0.0f ? 1 : 0;
+    case OPTIM_ADAM:
+        return 2;
+    case OPTIM_ADAGRAD:
+        return 1;
     }
     return 0;
 }
@@ -268,7 +271,6 @@ static optim_state *state_get(tk_optim *opt, tk_tensor *p) {
 /* Update kernels over a contiguous span (a whole tensor, or one row of a table)          */
 /* ------------------------------------------------------------------------------------ */
 
-
 static void sgd_span(const tk_optim *opt, float *p, const float *g, float *v, int64_t n) {
     const float lr = opt->lr, mu = opt->momentum, wd = opt->weight_decay;
     for (int64_t i = 0; i < n; i++) {
@@ -298,7 +300,7 @@ static void adam_tail(const adam_consts *c, float *p, const float *g, float *m, 
 /* 8 lanes in AVX (picked at run time), then 4 in SSE and the scalar tail: the same
  * operations in the same order (no FMA), so the same bits as the 4-lane loop. */
 __attribute__((target("avx2"))) static void adam_span_avx2(const adam_consts *c, float *p, const float *g, float *m,
-                                                          float *v, int64_t n) {
+                                                           float *v, int64_t n) {
     int64_t i = 0;
     const __m256 b1 = _mm256_set1_ps(c->b1), b2 = _mm256_set1_ps(c->b2), a1 = _mm256_set1_ps(1.0f - c->b1),
                  a2 = _mm256_set1_ps(1.0f - c->b2), bc2 = _mm256_set1_ps(c->bc2_sqrt), eps = _mm256_set1_ps(c->eps),
@@ -356,8 +358,8 @@ static void adagrad_span(const tk_optim *opt, float *p, const float *g, float *a
 }
 
 /* Applies the rule to elements [off, off + n) of the state's parameter and moments. */
-static void update_span(const tk_optim *opt, const adam_consts *ac, optim_state *s,
-                        int64_t off, const float *g, int64_t n) {
+static void update_span(const tk_optim *opt, const adam_consts *ac, optim_state *s, int64_t off, const float *g,
+                        int64_t n) {
     float *p = tk_f32(s->param) + off;
     switch (opt->kind) {
     case OPTIM_SGD:
@@ -428,37 +430,40 @@ static void update_span(const tk_optim *opt, const adam_consts *ac, optim_state 
 #define REL_BOUND 7.450580596923828125e-9 /* 2^-27: truncation and expansion, each */
 
 typedef struct step_factors {
-    double logd;  /* sum of log(d_k) over (hist_base, k] */
-    float lr;     /* the step's rate */
-    float step;   /* Adam: alpha_k, the kernels' step_size */
-    float bc2;    /* Adam: c_k, the kernels' bc2_sqrt */
-    float d;      /* d_k: Adam's decay, SGD's 1 - lr wd (no momentum) */
-    int64_t run;  /* the first step of the run of equal rates that ends at k */
+    double logd; /* sum of log(d_k) over (hist_base, k] */
+    float lr;    /* the step's rate */
+    float step;  /* Adam: alpha_k, the kernels' step_size */
+    float bc2;   /* Adam: c_k, the kernels' bc2_sqrt */
+    float d;     /* d_k: Adam's decay, SGD's 1 - lr wd (no momentum) */
+    int64_t run; /* the first step of the run of equal rates that ends at k */
 } step_factors;
 
 typedef struct lazy_table {
-    tk_lazy_rows hook;   /* the tensor's `lazy` points here */
+    tk_lazy_rows hook; /* the tensor's `lazy` points here */
     tk_optim *opt;
     tk_tensor *param;
-    float *buf;          /* the state's moments */
+    float *buf; /* the state's moments */
     int64_t numel, dim, rows;
-    int64_t *last;       /* [rows]: the step each row is up to date with */
-    int64_t synced;      /* every row is up to date with this step */
+    int64_t *last;  /* [rows]: the step each row is up to date with */
+    int64_t synced; /* every row is up to date with this step */
 } lazy_table;
 
 /* The factors of one gap (s, T]: shared by every row with that counter. */
 typedef struct gap_factors {
-    int64_t s, T, nn;        /* nn: Adam's terms (J or n) */
-    double D, bm, bv;        /* Adam: D, b1^n, b2^n; SGD without momentum: D */
-    double S[ADAM_P + 1];    /* Adam: S_1 .. S_{P+1} */
-    double M[4];             /* SGD with momentum: (v, p) <- M (v, p), row-major */
+    int64_t s, T, nn;     /* nn: Adam's terms (J or n) */
+    double D, bm, bv;     /* Adam: D, b1^n, b2^n; SGD without momentum: D */
+    double S[ADAM_P + 1]; /* Adam: S_1 .. S_{P+1} */
+    double M[4];          /* SGD with momentum: (v, p) <- M (v, p), row-major */
 } gap_factors;
 
 static bool needs_catchup(const tk_optim *opt) {
     switch (opt->kind) {
-    case OPTIM_ADAM: return true;
-    case OPTIM_SGD: return opt->momentum != 0.0f || opt->weight_decay != 0.0f;
-    case OPTIM_ADAGRAD: return false;
+    case OPTIM_ADAM:
+        return true;
+    case OPTIM_SGD:
+        return opt->momentum != 0.0f || opt->weight_decay != 0.0f;
+    case OPTIM_ADAGRAD:
+        return false;
     }
     return false;
 }
@@ -546,8 +551,8 @@ static double adam_direct(const tk_optim *opt, const gap_factors *g, double x) {
 
 /* dst = a * b, 2x2 row-major */
 static void mat2_mul(double *dst, const double *a, const double *b) {
-    double r[4] = {a[0] * b[0] + a[1] * b[2], a[0] * b[1] + a[1] * b[3], a[2] * b[0] + a[3] * b[2],
-                   a[2] * b[1] + a[3] * b[3]};
+    double r[4] = { a[0] * b[0] + a[1] * b[2], a[0] * b[1] + a[1] * b[3], a[2] * b[0] + a[3] * b[2],
+                    a[2] * b[1] + a[3] * b[3] };
     memcpy(dst, r, sizeof r);
 }
 
@@ -559,14 +564,14 @@ static void sgd_gap(const tk_optim *opt, int64_t s, int64_t T, gap_factors *g) {
         return;
     }
     double mu = opt->momentum, wd = opt->weight_decay;
-    double acc[4] = {1, 0, 0, 1};
+    double acc[4] = { 1, 0, 0, 1 };
     for (int64_t k = T; k > s;) { /* later steps first: acc = M_T ... M_k */
         const step_factors *f = hist_at(opt, k);
         int64_t first = f->run > s + 1 ? f->run : s + 1, len = k - first + 1;
         double lr = f->lr;
-        double m[4] = {mu, wd, opt->nesterov ? -lr * mu * mu : -lr * mu,
-                       opt->nesterov ? 1.0 - lr * wd * (1.0 + mu) : 1.0 - lr * wd};
-        double pw[4] = {1, 0, 0, 1};
+        double m[4] = { mu, wd, opt->nesterov ? -lr * mu * mu : -lr * mu,
+                        opt->nesterov ? 1.0 - lr * wd * (1.0 + mu) : 1.0 - lr * wd };
+        double pw[4] = { 1, 0, 0, 1 };
         for (int64_t e = len; e; e >>= 1) { /* m^len by squaring */
             if (e & 1) mat2_mul(pw, pw, m);
             mat2_mul(m, m, m);
@@ -635,7 +640,7 @@ static void lazy_sync_to(lazy_table *lz, int64_t T) {
     for (int64_t r = 0; r < lz->rows; r++)
         if (lz->last[r] < lo) lo = lz->last[r];
     gap_factors *cache = lo < T ? calloc((size_t)(T - lo), sizeof *cache) : NULL;
-    gap_factors one = {.s = -1};
+    gap_factors one = { .s = -1 };
     for (int64_t r = 0; r < lz->rows; r++) {
         int64_t s = lz->last[r];
         if (s >= T) continue;
@@ -655,7 +660,7 @@ static void hook_sync_rows(void *ud, tk_tensor *t, int64_t n, const int64_t *row
     const tk_optim *opt = lz->opt;
     int64_t T = opt->steps;
     if (lz->synced >= T) return;
-    gap_factors g = {.s = -1};
+    gap_factors g = { .s = -1 };
     for (int64_t i = 0; i < n; i++) {
         int64_t r = rows[i];
         if (r < 0 || r >= lz->rows || lz->last[r] >= T) continue; /* bad ids: the op reports them */
@@ -730,13 +735,13 @@ static void hist_record(tk_optim *opt, const adam_consts *ac) {
     }
     if (opt->hist_len == 0) { /* the anchor: step k - 1 */
         opt->hist_base = k - 1;
-        opt->hist[0] = (step_factors){.logd = 0.0, .lr = opt->lr, .run = k - 1};
+        opt->hist[0] = (step_factors){ .logd = 0.0, .lr = opt->lr, .run = k - 1 };
         opt->hist_len = 1;
         opt->lr_max = 0.0;
         opt->d_min = 1.0;
     }
     const step_factors *prev = &opt->hist[opt->hist_len - 1];
-    step_factors f = {.lr = opt->lr, .d = 1.0f, .run = k};
+    step_factors f = { .lr = opt->lr, .d = 1.0f, .run = k };
     if (opt->kind == OPTIM_ADAM) {
         f.step = ac->step_size;
         f.bc2 = ac->bc2_sqrt;
@@ -813,26 +818,27 @@ static tk_status prepare(tk_optim *opt, tk_ctx *ctx, int32_t i, tk_tensor *p, op
     memset(w, 0, sizeof *w);
     if (!p) return step_fail(ctx, "optimizer step: params[%d] is NULL", (int)i);
     if (!(p->flags & TK_TENSOR_HEAP))
-        return step_fail(ctx, "optimizer step: params[%d] is not a heap tensor (a parameter must be "
-                         "created with tk_tensor_new)", (int)i);
+        return step_fail(ctx,
+                         "optimizer step: params[%d] is not a heap tensor (a parameter must be "
+                         "created with tk_tensor_new)",
+                         (int)i);
     if (p->dtype != TK_F32)
-        return step_fail(ctx, "optimizer step: params[%d] is %s, expected float32", (int)i,
-                         tk_dtype_name(p->dtype));
+        return step_fail(ctx, "optimizer step: params[%d] is %s, expected float32", (int)i, tk_dtype_name(p->dtype));
     tk_tensor *alias = find_alias(ctx, p);
     if (!alias || (!alias->grad && !alias->sparse)) return TK_OK; /* no gradient: skipped */
-    if (p->numel == 0) return TK_OK;                                /* nothing to update */
+    if (p->numel == 0) return TK_OK;                              /* nothing to update */
     if (alias->sparse && !alias->grad) {
         const tk_sparse_grad *sg = tk_ctx_sparse_grad(ctx, p);
         if (!sg) return step_fail(ctx, "optimizer step: params[%d]: cannot read its sparse gradient", (int)i);
         int64_t dim = p->ndim == 2 ? p->shape[1] : 1;
         if (sg->dim != dim || dim <= 0)
-            return step_fail(ctx, "optimizer step: params[%d] %s has sparse gradient rows of width %lld",
-                             (int)i, tk_shape_str(p, s1, sizeof s1), (long long)sg->dim);
+            return step_fail(ctx, "optimizer step: params[%d] %s has sparse gradient rows of width %lld", (int)i,
+                             tk_shape_str(p, s1, sizeof s1), (long long)sg->dim);
         int64_t nrows = p->numel / dim;
         for (int64_t r = 0; r < sg->n; r++)
             if (sg->rows[r] < 0 || sg->rows[r] >= nrows)
-                return step_fail(ctx, "optimizer step: params[%d] %s has a sparse gradient for row %lld",
-                                 (int)i, tk_shape_str(p, s1, sizeof s1), (long long)sg->rows[r]);
+                return step_fail(ctx, "optimizer step: params[%d] %s has a sparse gradient for row %lld", (int)i,
+                                 tk_shape_str(p, s1, sizeof s1), (long long)sg->rows[r]);
         w->kind = GRAD_SPARSE;
         w->sparse = sg;
     } else {
@@ -890,7 +896,7 @@ static tk_status prepare_all(tk_optim *opt, tk_ctx *ctx, int64_t first, int32_t 
 /* Counts the step and sets the rule's constants for it (opt->ac). */
 static void begin_apply(tk_optim *opt) {
     opt->steps++;
-    adam_consts ac = {0};
+    adam_consts ac = { 0 };
     if (opt->kind == OPTIM_ADAM) {
         double t = (double)opt->steps;
         ac.lr = opt->lr;
@@ -937,7 +943,7 @@ static void apply_range(tk_optim *opt, int64_t lo, int64_t hi) {
         } else if (w->kind == GRAD_SPARSE) {
             const tk_sparse_grad *sg = w->sparse;
             int nb = w->state->buf ? nbufs(opt) : 0;
-            gap_factors g = {.s = -1};
+            gap_factors g = { .s = -1 };
             for (int64_t r = 0; r < sg->n; r++) {
                 int64_t row = sg->rows[r], off = row * sg->dim;
                 for (int b = 0; b < nb; b++) touch_for_write(w->state->buf + b * w->state->numel + off, sg->dim);
@@ -998,7 +1004,7 @@ static int collect_param(void *ud, const char *path, tk_tensor *param, bool trai
 /* Appends the trainable parameters of b to opt->block_params. */
 static tk_status collect_block(tk_optim *opt, tk_ctx *ctx, const tk_block *b) {
     if (!b) return step_fail(ctx, "optimizer step: block is NULL");
-    block_collect bc = {opt, false};
+    block_collect bc = { opt, false };
     tk_block_visit_params(b, false, collect_param, &bc);
     if (bc.oom) return step_fail(ctx, "optimizer step: out of memory");
     if (opt->nblock_params > INT32_MAX)
@@ -1026,8 +1032,7 @@ tk_status tk_optim_prepare_contexts(tk_optim *opt, int32_t n, tk_ctx *const *ctx
     for (int32_t c = 0; c < n; c++) {
         opt->nblock_params = 0;
         if (collect_block(opt, ctxs[c], blocks[c]) != TK_OK) return TK_ERROR;
-        if (prepare_all(opt, ctxs[c], total, (int32_t)opt->nblock_params, opt->block_params) != TK_OK)
-            return TK_ERROR;
+        if (prepare_all(opt, ctxs[c], total, (int32_t)opt->nblock_params, opt->block_params) != TK_OK) return TK_ERROR;
         total += opt->nblock_params;
         if (ends) ends[c] = total;
     }
@@ -1097,7 +1102,7 @@ double tk_clip_grad_norm(tk_ctx *ctx, double max_norm) {
             total += s;
         }
     }
-    double norm = sqrt(total < 0.0 ? 0.0 : total); /* < 0 only by rounding; NaN stays NaN */
+    double norm = sqrt(total < 0.0 ? 0.0 : total);        /* < 0 only by rounding; NaN stays NaN */
     if (!isfinite(norm) || norm <= max_norm) return norm; /* non-finite: left as they are */
     float c = (float)(max_norm / norm);
     for (int64_t i = 0; i < ctx->nleaves; i++) {

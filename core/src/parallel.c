@@ -54,7 +54,7 @@ static struct {
     job *open;               /* jobs with tasks to take and room for helpers */
     int nworkers;
     int threads; /* tk_set_num_threads; 0 until set or read */
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0};
+} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0 };
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 
@@ -145,7 +145,7 @@ void tk_parallel_run(int64_t ntasks, int threads, tk_task_fn fn, void *arg) {
     if (ntasks <= 0) return;
     if (threads <= 0) threads = tk_get_num_threads();
     if (threads > ntasks) threads = (int)(ntasks < MAX_THREADS ? ntasks : MAX_THREADS);
-    job j = {fn, arg, ntasks, 0, 0, threads - 1, 0, NULL};
+    job j = { fn, arg, ntasks, 0, 0, threads - 1, 0, NULL };
     if (threads > 1) {
         pthread_mutex_lock(&pool.mu);
         grow_pool(threads - 1);

@@ -40,12 +40,12 @@ static const char *const OP = "retrieval_loss";
 TK_INLINE vf vf_exp(vf x) {
     const float lo = -87.33654f, hi = 88.37626f;
     vi keep = x > lo;
-    x = vf_select(keep, x, (vf){0} + lo); /* NaN and -inf -> lo, masked out below */
-    x = vf_select(x < hi, x, (vf){0} + hi);
+    x = vf_select(keep, x, (vf){ 0 } + lo); /* NaN and -inf -> lo, masked out below */
+    x = vf_select(x < hi, x, (vf){ 0 } + hi);
     vf fx = x * 1.44269504088896341f + 0.5f;
     vi n = __builtin_convertvector(fx, vi); /* truncation ... */
     vf fn = __builtin_convertvector(n, vf);
-    n += (vi)(fn > fx);                     /* ... made floor (-1 where above) */
+    n += (vi)(fn > fx); /* ... made floor (-1 where above) */
     fn = __builtin_convertvector(n, vf);
     vf r = x - fn * 0.693359375f + fn * 2.12194440e-4f;
     vf z = r * r;
@@ -69,8 +69,8 @@ TK_INLINE void row_sub_body(float *x, const float *c, int64_t n) {
 
 /* Maximum of x[0..n) and whether any is NaN. */
 TK_INLINE float row_max_body(const float *x, int64_t n, bool *has_nan) {
-    vf m = (vf){0} - INFINITY;
-    vi nan = {0};
+    vf m = (vf){ 0 } - INFINITY;
+    vi nan = { 0 };
     int64_t j = 0;
     for (; j + VL <= n; j += VL) {
         vf v = vf_load(x + j);
@@ -93,7 +93,7 @@ TK_INLINE float row_max_body(const float *x, int64_t n, bool *has_nan) {
 
 /* x[j] = exp(x[j] - m) in place; returns the sum. */
 TK_INLINE double row_exp_body(float *x, int64_t n, float m) {
-    vf acc = {0};
+    vf acc = { 0 };
     int64_t j = 0;
     for (; j + VL <= n; j += VL) {
         vf e = vf_exp(vf_load(x + j) - m);
@@ -115,7 +115,7 @@ TK_INLINE double row_exp_body(float *x, int64_t n, float m) {
 
 /* Counts of x[j] > t and x[j] == t (hard negatives). */
 TK_INLINE int64_t row_count_body(const float *x, int64_t n, float t, bool equal) {
-    vi c = {0};
+    vi c = { 0 };
     int64_t j = 0, total = 0;
     for (; j + VL <= n; j += VL) {
         vf v = vf_load(x + j);
@@ -131,7 +131,7 @@ TK_INLINE void row_keep_ge_body(float *x, int64_t n, float t) {
     int64_t j = 0;
     for (; j + VL <= n; j += VL) {
         vf v = vf_load(x + j);
-        vf_store(x + j, vf_select(v >= t, v, (vf){0} - INFINITY));
+        vf_store(x + j, vf_select(v >= t, v, (vf){ 0 } - INFINITY));
     }
     for (; j < n; j++) x[j] = x[j] >= t ? x[j] : -INFINITY;
 }
@@ -146,22 +146,23 @@ typedef struct row_kernels {
 } row_kernels;
 
 /* The kernels for one target: TARGET is an attribute or nothing. */
-#define ROW_KERNELS(suffix, TARGET)                                                                    \
-    TARGET static void row_sub_##suffix(float *x, const float *c, int64_t n) { row_sub_body(x, c, n); }  \
-    TARGET static float row_max_##suffix(const float *x, int64_t n, bool *has_nan) {                    \
-        return row_max_body(x, n, has_nan);                                                            \
-    }                                                                                                  \
-    TARGET static double row_exp_##suffix(float *x, int64_t n, float m) { return row_exp_body(x, n, m); } \
-    TARGET static int64_t row_count_gt_##suffix(const float *x, int64_t n, float t) {                   \
-        return row_count_body(x, n, t, false);                                                         \
-    }                                                                                                  \
-    TARGET static int64_t row_count_eq_##suffix(const float *x, int64_t n, float t) {                   \
-        return row_count_body(x, n, t, true);                                                          \
-    }                                                                                                  \
-    TARGET static void row_keep_ge_##suffix(float *x, int64_t n, float t) { row_keep_ge_body(x, n, t); } \
-    static const row_kernels row_kernels_##suffix = {row_sub_##suffix,      row_max_##suffix,          \
-                                                     row_exp_##suffix,      row_count_gt_##suffix,     \
-                                                     row_count_eq_##suffix, row_keep_ge_##suffix};
+#define ROW_KERNELS(suffix, TARGET)                                                                                    \
+    TARGET static void row_sub_##suffix(float *x, const float *c, int64_t n) { row_sub_body(x, c, n); }                \
+    TARGET static float row_max_##suffix(const float *x, int64_t n, bool *has_nan) {                                   \
+        return row_max_body(x, n, has_nan);                                                                            \
+    }                                                                                                                  \
+    TARGET static double row_exp_##suffix(float *x, int64_t n, float m) { return row_exp_body(x, n, m); }              \
+    TARGET static int64_t row_count_gt_##suffix(const float *x, int64_t n, float t) {                                  \
+        return row_count_body(x, n, t, false);                                                                         \
+    }                                                                                                                  \
+    TARGET static int64_t row_count_eq_##suffix(const float *x, int64_t n, float t) {                                  \
+        return row_count_body(x, n, t, true);                                                                          \
+    }                                                                                                                  \
+    TARGET static void row_keep_ge_##suffix(float *x, int64_t n, float t) { row_keep_ge_body(x, n, t); }               \
+    static const row_kernels row_kernels_##suffix = {                                                                  \
+        row_sub_##suffix,      row_max_##suffix,      row_exp_##suffix,                                                \
+        row_count_gt_##suffix, row_count_eq_##suffix, row_keep_ge_##suffix                                             \
+    };
 
 ROW_KERNELS(base, )
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -229,7 +230,7 @@ static float kth_largest(float *a, float *tmp, int64_t n, int64_t h) {
  * the others to -inf. Ties at the h-th value keep the lower columns. buf: 2n floats. */
 static void keep_hard_negatives(const row_kernels *k, float *x, int64_t n, int64_t b, int64_t h, float *buf) {
     float pos = x[b];
-    x[b] = -INFINITY; /* out of the way; restored at the end */
+    x[b] = -INFINITY;                       /* out of the way; restored at the end */
     if (k->count_gt(x, n, -INFINITY) > h) { /* more unmasked negatives than kept ones */
         memcpy(buf, x, (size_t)n * sizeof *buf);
         float v = kth_largest(buf, buf + n, n, h); /* NaN rows are NaN anyway: see row_max */
@@ -263,7 +264,7 @@ static int cmp_id_pos(const void *a, const void *b) {
 static id_pos *sorted_ids(tk_ctx *ctx, const int64_t *ids, int64_t n) {
     id_pos *s = tk_ctx_alloc(ctx, (size_t)(n ? n : 1) * sizeof *s);
     if (!s) return NULL;
-    for (int64_t i = 0; i < n; i++) s[i] = (id_pos){ids[i], i};
+    for (int64_t i = 0; i < n; i++) s[i] = (id_pos){ ids[i], i };
     qsort(s, (size_t)n, sizeof *s, cmp_id_pos);
     return s;
 }
@@ -273,8 +274,10 @@ static int64_t lower_bound(const id_pos *s, int64_t n, int64_t id) {
     int64_t lo = 0, hi = n;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        if (s[mid].id < id) lo = mid + 1;
-        else hi = mid;
+        if (s[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo;
 }
@@ -323,8 +326,7 @@ static bool check_opts(tk_ctx *ctx, const tk_retrieval_opts *o, int64_t B, int64
         tk_ctx_fail(ctx, "%s: num_hard_negatives must be >= 0 (0: off), got %d", OP, (int)o->num_hard_negatives);
         return false;
     }
-    if (o->item_ids && !check_vector(ctx, "item_ids", o->item_ids, TK_I64, B, "one per row of query"))
-        return false;
+    if (o->item_ids && !check_vector(ctx, "item_ids", o->item_ids, TK_I64, B, "one per row of query")) return false;
     if (o->item_logq && (!check_vector(ctx, "item_logq", o->item_logq, TK_F32, B, "one per row of item") ||
                          !check_finite(ctx, "item_logq", o->item_logq)))
         return false;
@@ -363,8 +365,8 @@ static bool check_opts(tk_ctx *ctx, const tk_retrieval_opts *o, int64_t B, int64
 static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
                  const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
     if (M == 0 || N == 0 || K == 0) return; /* callers never need beta applied alone */
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
-                (blasint)N, (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N,
+                (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
 
 /* --- the loss in parts ---
@@ -378,27 +380,26 @@ static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
 struct tk_rl_plan {
     int64_t B, N, D, M;
     float temperature;
-    const float *q, *c, *n; /* query [B, D], item [B, D], negatives [N, D] */
-    float *E;               /* [B, M]: the logits, then exp(logit - row max), 0 where masked */
-    float *sum;             /* [B]: row sums of E */
-    const float *colq;      /* [M] logQ corrections or NULL */
-    const int64_t *ids;     /* item ids or NULL */
+    const float *q, *c, *n;   /* query [B, D], item [B, D], negatives [N, D] */
+    float *E;                 /* [B, M]: the logits, then exp(logit - row max), 0 where masked */
+    float *sum;               /* [B]: row sums of E */
+    const float *colq;        /* [M] logQ corrections or NULL */
+    const int64_t *ids;       /* item ids or NULL */
     const id_pos *sid, *snid; /* item and negative ids, sorted (false negatives) */
     int64_t hard;
-    float **buf;            /* hard-negative scratch, one per part, or NULL */
-    const float *w;         /* weights (copied) or NULL */
+    float **buf;    /* hard-negative scratch, one per part, or NULL */
+    const float *w; /* weights (copied) or NULL */
     const row_kernels *k;
     /* backward (tk_rl_backward_begin) */
-    float *coef, *r;        /* [B] each */
-    float *tmp, *qr;        /* [B, D] each: E C, and r_b q_b */
-    float *dq, *dc, *dn;    /* the gradients written into (+=), or NULL */
+    float *coef, *r;     /* [B] each */
+    float *tmp, *qr;     /* [B, D] each: E C, and r_b q_b */
+    float *dq, *dc, *dn; /* the gradients written into (+=), or NULL */
 };
 
-tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts,
-                          int parts) {
+tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const tk_retrieval_opts *opts, int parts) {
     TK_OP_INPUT(ctx, OP, query);
     TK_OP_INPUT(ctx, OP, item);
-    static const tk_retrieval_opts defaults = {0};
+    static const tk_retrieval_opts defaults = { 0 };
     const tk_retrieval_opts *o = opts ? opts : &defaults;
     char s1[TK_SHAPE_LEN], s2[TK_SHAPE_LEN];
     if (!tk_check_f32(ctx, OP, "query", query) || !tk_check_f32(ctx, OP, "item", item) ||
@@ -406,12 +407,11 @@ tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const 
         !blas_ok(ctx, "query", query))
         return NULL;
     if (!tk_tensor_same_shape(query, item))
-        return tk_ctx_fail(ctx, "%s: query and item must have the same shape, got %s and %s", OP,
-                           TK_SHAPE(query, s1), TK_SHAPE(item, s2));
+        return tk_ctx_fail(ctx, "%s: query and item must have the same shape, got %s and %s", OP, TK_SHAPE(query, s1),
+                           TK_SHAPE(item, s2));
     int64_t B = query->shape[0], D = query->shape[1];
     if (B < 1 || D < 1)
-        return tk_ctx_fail(ctx, "%s: query must have at least one row and one column, got %s", OP,
-                           TK_SHAPE(query, s1));
+        return tk_ctx_fail(ctx, "%s: query must have at least one row and one column, got %s", OP, TK_SHAPE(query, s1));
     float T;
     if (!check_opts(ctx, o, B, D, &T)) return NULL;
     int64_t N = o->negatives ? o->negatives->shape[0] : 0, M = B + N;
@@ -422,9 +422,18 @@ tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const 
     float *E = tk_ctx_alloc(ctx, (size_t)(B * M) * sizeof *E);
     float *sum = tk_ctx_alloc(ctx, (size_t)B * sizeof *sum);
     if (!p || !E || !sum) return NULL;
-    *p = (tk_rl_plan){.B = B, .N = N, .D = D, .M = M, .temperature = T, .q = tk_f32(query),
-                      .c = tk_f32(item), .n = o->negatives ? tk_f32(o->negatives) : NULL, .E = E,
-                      .sum = sum, .hard = o->num_hard_negatives, .k = pick_kernels()};
+    *p = (tk_rl_plan){ .B = B,
+                       .N = N,
+                       .D = D,
+                       .M = M,
+                       .temperature = T,
+                       .q = tk_f32(query),
+                       .c = tk_f32(item),
+                       .n = o->negatives ? tk_f32(o->negatives) : NULL,
+                       .E = E,
+                       .sum = sum,
+                       .hard = o->num_hard_negatives,
+                       .k = pick_kernels() };
 
     /* the per-column logQ correction, items then negatives */
     if (o->item_logq || o->negative_logq) {
@@ -574,7 +583,7 @@ tk_tensor *tk_retrieval_loss(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, con
     if (!out) return NULL;
     tk_f32(out)[0] = (float)(total / (double)p->B);
 
-    tk_tensor *in[3] = {query, item, neg};
+    tk_tensor *in[3] = { query, item, neg };
     if (tk_ctx_wants_grad(ctx, 3, in)) {
         tk_node *node = tk_ctx_record(ctx, OP, retrieval_backward, out, 3, in);
         if (!node) return NULL;

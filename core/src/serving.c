@@ -12,16 +12,16 @@ struct tk_model {
     int32_t refcount; /* atomic */
     char *dir;
     tk_block *block, *query, *item;
-    char *schema;             /* schema.json text or NULL */
-    tk_tensor *item_ids;      /* I64 [N] */
-    tk_tensor *items;         /* F32 [N, D] */
+    char *schema;        /* schema.json text or NULL */
+    tk_tensor *item_ids; /* I64 [N] */
+    tk_tensor *items;    /* F32 [N, D] */
     int64_t dim;
     int32_t nfeatures;
     tk_feature_info *features;
-    int32_t nknown;           /* feature names of the schema (any tower) */
+    int32_t nknown; /* feature names of the schema (any tower) */
     char **known;
-    char *item_id_name;       /* the schema's item id column, or NULL */
-    int64_t *id_rows;         /* (item id, row) pairs sorted by id: exclusions by id */
+    char *item_id_name; /* the schema's item id column, or NULL */
+    int64_t *id_rows;   /* (item id, row) pairs sorted by id: exclusions by id */
 };
 
 /* ------------------------------------------------------------------------------------ */
@@ -79,7 +79,7 @@ static tk_tensor *copy_1d(tk_ctx *ctx, const char *name, tk_dtype dtype, int64_t
     if (!ctx) return NULL;
     if (!name || n < 0 || (n > 0 && !src))
         return tk_ctx_fail(ctx, "query: bad arguments for feature '%s'", name ? name : "?");
-    int64_t shape[1] = {n};
+    int64_t shape[1] = { n };
     tk_tensor *t = tk_ctx_empty(ctx, dtype, 1, shape);
     if (t && n) memcpy(t->data, src, (size_t)n * tk_dtype_size(dtype));
     return t;
@@ -179,7 +179,8 @@ tk_status tk_model_check_query(const tk_model *m, tk_ctx *ctx, const tk_value *v
             const float *d = tk_f32(x);
             for (int64_t r = 0; r < rows; r++)
                 if (!isfinite(d[r])) {
-                    tk_ctx_fail(ctx, "feature '%s': the value at row %lld is not a finite number", f->name, (long long)r);
+                    tk_ctx_fail(ctx, "feature '%s': the value at row %lld is not a finite number", f->name,
+                                (long long)r);
                     return TK_ERROR;
                 }
         } else if (x) {
@@ -200,7 +201,8 @@ tk_status tk_model_check_query(const tk_model *m, tk_ctx *ctx, const tk_value *v
             tk_tensor *vals, *offs;
             if (!tk_value_get_ragged(v, f->name, &vals, &offs)) {
                 if (!vals && !offs)
-                    tk_ctx_fail(ctx, "missing feature '%s' (%s)", f->name, f->is_list ? "a list of ids per row" : "an id per row");
+                    tk_ctx_fail(ctx, "missing feature '%s' (%s)", f->name,
+                                f->is_list ? "a list of ids per row" : "an id per row");
                 else
                     tk_ctx_fail(ctx, "feature '%s': list %s without %s", f->name, vals ? "values" : "offsets",
                                 vals ? "offsets" : "values");
@@ -213,7 +215,8 @@ tk_status tk_model_check_query(const tk_model *m, tk_ctx *ctx, const tk_value *v
                 return TK_ERROR;
             }
             if (vals->dtype != TK_I64) {
-                tk_ctx_fail(ctx, "feature '%s': expected int64 ids in the list, got %s", f->name, tk_dtype_name(vals->dtype));
+                tk_ctx_fail(ctx, "feature '%s': expected int64 ids in the list, got %s", f->name,
+                            tk_dtype_name(vals->dtype));
                 return TK_ERROR;
             }
             rows = offs->shape[0] - 1;
@@ -230,7 +233,8 @@ tk_status tk_model_check_query(const tk_model *m, tk_ctx *ctx, const tk_value *v
             B = rows;
             first = f->name;
         } else if (rows != B) {
-            tk_ctx_fail(ctx, "feature '%s' has %lld rows but '%s' has %lld", f->name, (long long)rows, first, (long long)B);
+            tk_ctx_fail(ctx, "feature '%s' has %lld rows but '%s' has %lld", f->name, (long long)rows, first,
+                        (long long)B);
             return TK_ERROR;
         }
     }
@@ -253,7 +257,8 @@ static tk_tensor *tower_forward(tk_ctx *ctx, const tk_model *m, tk_block *tower,
     if (!out) return NULL;
     tk_tensor *t = tk_value_tensor(out);
     if (!t || t->dtype != TK_F32 || t->ndim != 2)
-        return tk_ctx_fail(ctx, "model: the %s tower must return a float32 [B, D] tensor", tower == m->query ? "query" : "item");
+        return tk_ctx_fail(ctx, "model: the %s tower must return a float32 [B, D] tensor",
+                           tower == m->query ? "query" : "item");
     return t;
 }
 
@@ -261,8 +266,8 @@ tk_tensor *tk_model_encode(tk_model *m, tk_ctx *ctx, tk_value *features) {
     if (tk_model_check_query(m, ctx, features) != TK_OK) return NULL;
     tk_tensor *q = tower_forward(ctx, m, m->query, features);
     if (q && m->dim && q->shape[1] != m->dim)
-        return tk_ctx_fail(ctx, "model: the query embedding has %lld dimensions, the items %lld", (long long)q->shape[1],
-                           (long long)m->dim);
+        return tk_ctx_fail(ctx, "model: the query embedding has %lld dimensions, the items %lld",
+                           (long long)q->shape[1], (long long)m->dim);
     return q;
 }
 
@@ -271,8 +276,10 @@ static int64_t id_lower_bound(const int64_t *pairs, int64_t n, int64_t id) {
     int64_t lo = 0, hi = n;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        if (pairs[2 * mid] < id) lo = mid + 1;
-        else hi = mid;
+        if (pairs[2 * mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo;
 }
@@ -297,7 +304,7 @@ static tk_status exclusion_rows(const tk_model *m, tk_ctx *ctx, int64_t B, const
     int64_t n = tk_model_num_items(m), total = 0;
     for (int64_t p = 0; p < offs[B]; p++) /* duplicated ids in the catalogue: every row */
         for (int64_t i = id_lower_bound(m->id_rows, n, ids[p]); i < n && m->id_rows[2 * i] == ids[p]; i++) total++;
-    int64_t so[1] = {B + 1}, sr[1] = {total};
+    int64_t so[1] = { B + 1 }, sr[1] = { total };
     tk_tensor *o = tk_ctx_empty(ctx, TK_I64, 1, so), *rows = tk_ctx_empty(ctx, TK_I64, 1, sr);
     if (!o || !rows) return TK_ERROR;
     int64_t *od = tk_i64(o), *rd = tk_i64(rows), used = 0;
@@ -332,7 +339,7 @@ tk_status tk_model_recommend_excluding(tk_model *m, tk_ctx *ctx, tk_value *featu
     tk_tensor *eo = NULL, *er = NULL;
     if (excl_offsets && exclusion_rows(m, ctx, q->shape[0], excl_offsets, excl_items, &eo, &er) != TK_OK)
         return TK_ERROR;
-    int64_t shape[2] = {q->shape[0], k};
+    int64_t shape[2] = { q->shape[0], k };
     tk_tensor *idx = tk_ctx_empty(ctx, TK_I64, 2, shape);
     tk_tensor *scores = tk_ctx_empty(ctx, TK_F32, 2, shape);
     if (!idx || !scores) return TK_ERROR;
@@ -462,7 +469,7 @@ static tk_status collect_features(tk_model *m, const tk_block *b) {
 static int64_t probe_dim(tk_model *m, tk_ctx *ctx) {
     tk_value *q = tk_value_table(ctx);
     if (!q) return -1;
-    int64_t zero = 0, offs[2] = {0, 1};
+    int64_t zero = 0, offs[2] = { 0, 1 };
     float fz = 0;
     for (int32_t i = 0; i < m->nfeatures; i++) {
         const tk_feature_info *f = &m->features[i];
@@ -618,7 +625,7 @@ tk_model *tk_model_load(const char *dir, const tk_model_options *opts) {
         tk_set_error("model_load: a checkpoint directory is required");
         return NULL;
     }
-    tk_model_options o = {0};
+    tk_model_options o = { 0 };
     if (opts) o = *opts;
     int64_t bs = o.batch_size > 0 ? o.batch_size : 4096;
     tk_model *m = calloc(1, sizeof *m);
@@ -644,7 +651,8 @@ tk_model *tk_model_load(const char *dir, const tk_model_options *opts) {
     }
     if (!m->query || !m->item) {
         tk_set_error("model '%s': the checkpoint is not a two-tower block (a parallel block with \"query\" and "
-                     "\"item\" branches)", dir);
+                     "\"item\" branches)",
+                     dir);
         goto fail;
     }
     if (collect_features(m, m->query) != TK_OK || read_schema(m) != TK_OK) goto fail;

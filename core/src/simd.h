@@ -33,7 +33,7 @@ TK_INLINE vf vf_select(vi mask, vf a, vf b) { /* mask ? a : b, lane-wise */
     return (vf)(((vi)a & mask) | ((vi)b & ~mask));
 }
 
-TK_INLINE vf vf_splat(float x) { return (vf){0} + x; }
+TK_INLINE vf vf_splat(float x) { return (vf){ 0 } + x; }
 
 /* y[i] += x[i] */
 TK_INLINE void tk_vec_add(float *y, const float *x, int64_t n) {
@@ -61,7 +61,7 @@ TK_INLINE double tk_dot_f64(const float *x, const float *y, int64_t n) {
     _mm_storeu_pd(h, hi);
     s = (l[0] + l[1]) + (h[0] + h[1]);
 #else
-    double acc[4] = {0, 0, 0, 0};
+    double acc[4] = { 0, 0, 0, 0 };
     for (; j + 4 <= n; j += 4)
         for (int l = 0; l < 4; l++) acc[l] += (double)x[j + l] * (double)y[j + l];
     s = (acc[0] + acc[1]) + (acc[2] + acc[3]);

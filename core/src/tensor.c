@@ -104,7 +104,7 @@ tk_tensor *tk_tensor_adopt(tk_dtype dtype, int32_t ndim, const int64_t *shape, v
 tk_tensor *tk_tensor_new_1d(tk_dtype dtype, int64_t n0) { return tk_tensor_new(dtype, 1, &n0); }
 
 tk_tensor *tk_tensor_new_2d(tk_dtype dtype, int64_t n0, int64_t n1) {
-    int64_t s[2] = {n0, n1};
+    int64_t s[2] = { n0, n1 };
     return tk_tensor_new(dtype, 2, s);
 }
 
@@ -217,9 +217,8 @@ char *tk_shape_str(const tk_tensor *t, char *buf, size_t len) {
 tk_status tk_tensor_copy_from(tk_tensor *dst, const tk_tensor *src) {
     if (dst->dtype != src->dtype || dst->numel != src->numel) {
         char a[64], b[64];
-        tk_set_error("copy_from: expected %s %s, got %s %s", tk_dtype_name(dst->dtype),
-                     tk_shape_str(dst, a, sizeof a), tk_dtype_name(src->dtype),
-                     tk_shape_str(src, b, sizeof b));
+        tk_set_error("copy_from: expected %s %s, got %s %s", tk_dtype_name(dst->dtype), tk_shape_str(dst, a, sizeof a),
+                     tk_dtype_name(src->dtype), tk_shape_str(src, b, sizeof b));
         return TK_ERROR;
     }
     /* dst too: rows written now must not get the skipped steps of their old values later */

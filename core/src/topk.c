@@ -105,8 +105,10 @@ static bool excluded(const int64_t *ex, int64_t n, int64_t item) {
     int64_t lo = 0, hi = n;
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
-        if (ex[mid] < item) lo = mid + 1;
-        else hi = mid;
+        if (ex[mid] < item)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     return lo < n && ex[lo] == item;
 }
@@ -265,8 +267,9 @@ static int64_t *sorted_exclusions(int64_t nq, int64_t ni, const int64_t *off, co
     }
     for (int64_t q = 0; q < nq; q++)
         if (off[q + 1] < off[q]) {
-            tk_set_error("topk: excl_offsets must not decrease, but excl_offsets[%lld] = %lld > excl_offsets[%lld] = %lld",
-                         (long long)q, (long long)off[q], (long long)(q + 1), (long long)off[q + 1]);
+            tk_set_error(
+                "topk: excl_offsets must not decrease, but excl_offsets[%lld] = %lld > excl_offsets[%lld] = %lld",
+                (long long)q, (long long)off[q], (long long)(q + 1), (long long)off[q + 1]);
             return NULL;
         }
     int64_t base = off[0], total = off[nq] - base;
@@ -344,7 +347,7 @@ static void topk_block(void *arg, int64_t block, int slot) {
     const float *qv = tk_f32(queries), *iv = tk_f32(items);
     for (int64_t r = 0; r < mq; r++) {
         int64_t q = q0 + r;
-        rows[r] = (topk_row){(uint64_t *)(oi + q * k), 0, NULL, 0};
+        rows[r] = (topk_row){ (uint64_t *)(oi + q * k), 0, NULL, 0 };
         if (ex) {
             rows[r].ex = ex + (excl_offsets[q] - excl_offsets[0]);
             rows[r].nex = excl_offsets[q + 1] - excl_offsets[q];
@@ -407,8 +410,16 @@ tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k, c
     int threads = tk_get_num_threads();
     if (threads > blocks) threads = (int)blocks;
     if (threads < 1) threads = 1;
-    topk_job job = {queries, items, k, excl_offsets, ex, out_idx, out_scores,
-                    calloc((size_t)threads, sizeof(float *)), calloc((size_t)threads, sizeof(topk_row *)), false};
+    topk_job job = { queries,
+                     items,
+                     k,
+                     excl_offsets,
+                     ex,
+                     out_idx,
+                     out_scores,
+                     calloc((size_t)threads, sizeof(float *)),
+                     calloc((size_t)threads, sizeof(topk_row *)),
+                     false };
     if (job.scores && job.rows) tk_parallel_run(blocks, threads, topk_block, &job);
     bool failed = !job.scores || !job.rows || job.oom;
     for (int i = 0; i < threads; i++) {

@@ -54,13 +54,13 @@ struct tk_two_tower_trainer {
     int threads;
     tk_value *in[2];
     tk_tensor *out[2];
-    tk_rl_plan *plan;   /* the loss of the step (in loss_ctx) */
-    int64_t block;      /* rows per block of the loss and the query gradient */
-    int64_t nblocks;    /* blocks of the batch */
-    double *part;       /* [nblocks]: each block's sum of w_b ce_b (loss_ctx's arena) */
-    float extra[2];     /* each tower's added losses (regularisation) */
-    double norm[2];     /* each tower's gradient norm (a non-finite one stops the step) */
-    int64_t ends[2];    /* the end of each tower's items in the optimizer's work list */
+    tk_rl_plan *plan; /* the loss of the step (in loss_ctx) */
+    int64_t block;    /* rows per block of the loss and the query gradient */
+    int64_t nblocks;  /* blocks of the batch */
+    double *part;     /* [nblocks]: each block's sum of w_b ce_b (loss_ctx's arena) */
+    float extra[2];   /* each tower's added losses (regularisation) */
+    double norm[2];   /* each tower's gradient norm (a non-finite one stops the step) */
+    int64_t ends[2];  /* the end of each tower's items in the optimizer's work list */
     /* the query gradient's blocks: [0, front) taken from the front, [back, nblocks) from
      * the back (by the item task, at most `tail` of them), `done` finished */
     pthread_mutex_t mu;
@@ -79,7 +79,8 @@ static void task_forward(tk_two_tower_trainer *t, int s) {
     tk_value *v = tk_block_forward(ctx, t->tower[s], t->in[s]);
     if (v && t->post) v = tk_block_forward(ctx, t->post, v);
     tk_tensor *out = v ? tk_value_tensor(v) : NULL;
-    if (v && !out && !ctx->failed) tk_ctx_fail(ctx, "the %s tower returned a tabular value, not a tensor", s ? "item" : "query");
+    if (v && !out && !ctx->failed)
+        tk_ctx_fail(ctx, "the %s tower returned a tabular value, not a tensor", s ? "item" : "query");
     t->out[s] = out;
     tk_tensor *extra = out ? tk_ctx_added_loss(ctx) : NULL;
     t->extra[s] = extra ? tk_f32(extra)[0] : 0.0f;
@@ -235,7 +236,7 @@ static int add_param(void *ud, const char *path, tk_tensor *param, bool trainabl
 /* Whether the towers can train in two contexts: no trainable parameter shared by the
  * towers, none in post. Sets tk_last_error when not. */
 static bool towers_separate(tk_block *q, tk_block *it, tk_block *post) {
-    param_list a = {0}, b = {0}, c = {0};
+    param_list a = { 0 }, b = { 0 }, c = { 0 };
     tk_block_visit_params(q, false, add_param, &a);
     tk_block_visit_params(it, false, add_param, &b);
     if (post) tk_block_visit_params(post, false, add_param, &c);
@@ -326,7 +327,7 @@ void tk_two_tower_trainer_reset(tk_two_tower_trainer *t) {
 
 /* The first failed context's message, in the loss context and tk_last_error. */
 static tk_status step_failed(tk_two_tower_trainer *t) {
-    const char *names[3] = {"query tower", "item tower", "loss"};
+    const char *names[3] = { "query tower", "item tower", "loss" };
     for (int s = 0; s < 3; s++) {
         tk_ctx *ctx = s < 2 ? t->ctx[s] : t->loss_ctx;
         if (ctx->failed) {
@@ -392,7 +393,7 @@ tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in,
         if (loss_out) *loss_out = NAN;
         return TK_OK;
     }
-    const tk_block *blocks[2] = {t->tower[0], t->tower[1]};
+    const tk_block *blocks[2] = { t->tower[0], t->tower[1] };
     if (tk_optim_prepare_contexts(t->opt, 2, t->ctx, blocks, t->ends) != TK_OK) return step_failed(t);
     run_phase(t, PHASE_UPDATE, 2);
     return TK_OK;

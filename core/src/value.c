@@ -33,8 +33,7 @@ tk_tensor *tk_value_get(const tk_value *v, const char *name) {
 
 tk_status tk_value_set(tk_ctx *ctx, tk_value *v, const char *name, tk_tensor *t) {
     if (!v || !name || !t) {
-        if (!tk_ctx_failed(ctx))
-            tk_ctx_fail(ctx, "value_set: %s is NULL", !v ? "value" : !name ? "name" : "tensor");
+        if (!tk_ctx_failed(ctx)) tk_ctx_fail(ctx, "value_set: %s is NULL", !v ? "value" : !name ? "name" : "tensor");
         return TK_ERROR;
     }
     if (v->n < 0) {
@@ -79,8 +78,9 @@ const char **tk_value_sorted_names(tk_ctx *ctx, const tk_value *v) {
 
 /* --- ragged features: the one place that knows how their entries are named --- */
 
-static const char *const ragged_suffix[] = {[TK_RAGGED_NONE] = "", [TK_RAGGED_VALUES] = "__values",
-                                            [TK_RAGGED_OFFSETS] = "__offsets"};
+static const char *const ragged_suffix[] = {
+    [TK_RAGGED_NONE] = "", [TK_RAGGED_VALUES] = "__values", [TK_RAGGED_OFFSETS] = "__offsets"
+};
 
 tk_ragged_part tk_ragged_name_split(const char *name, size_t *feature_len) {
     size_t n = strlen(name);

@@ -37,8 +37,7 @@ static const char *SCRIPT =
     "  return top[1]\n"
     "end\n";
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: %s CHECKPOINT_DIR [TICKS]\n", argv[0]);
         return 2;

@@ -73,32 +73,37 @@ static config cfg;
 typedef struct option {
     const char *name; /* the flag without "--"; in the config file with '_' for '-' */
     int is_string;
-    void *dst;        /* const char ** or long * */
+    void *dst; /* const char ** or long * */
     long min, max;
     const char *help;
 } option;
 
 static const option options[] = {
-    {"port", 0, &cfg.port, 0, 65535, "port (0: any free one); default $TOWERKIT_PORT, else 8080"},
-    {"bind", 1, &cfg.bind, 0, 0, "IPv4 address to listen on (127.0.0.1)"},
-    {"threads", 0, &cfg.threads, 1, 1024, "request workers, each with its own Lua state (the cores)"},
-    {"handler", 1, &cfg.handler, 0, 0, "the Lua request handler (examples/server/handler.lua)"},
-    {"max-body", 0, &cfg.max_body, 1, 1L << 30, "largest request body in bytes (1048576); 413 past it"},
-    {"max-connections", 0, &cfg.max_connections, 1, 1000000, "open connections in all (1000)"},
-    {"max-connections-per-ip", 0, &cfg.max_per_ip, 0, 1000000, "open connections from one address (128; 0: no limit)"},
-    {"timeout", 0, &cfg.timeout, 1, 86400, "seconds a connection may stay idle: headers or body unfinished, "
-                                           "or between keep-alive requests (5)"},
-    {"max-results", 0, &cfg.max_results, 1, 1L << 40, "users x k of one /recommend (20000)"},
-    {"time-limit-ms", 0, &cfg.time_limit_ms, 1, 86400000L, "a request's time from its headers to its answer "
-                                                           "before it is answered 503 (2000)"},
-    {"queue", 0, &cfg.queue, 1, 1000000, "requests waiting for a worker before new ones get 503 (1024)"},
-    {"drain-timeout", 0, &cfg.drain_timeout, 0, 86400, "seconds SIGTERM waits for requests in flight (10)"},
-    {"model-dir", 1, &cfg.model_dir, 0, 0, "/reload loads checkpoints under it only (the checkpoint's parent)"},
-    {"reload-token", 1, &cfg.reload_token, 0, 0, "if set, /reload needs header X-Reload-Token with it; "
-                                                 "if not, /reload is for loopback clients only"},
-    {"access-log", 1, &cfg.access_log, 0, 0, "one line per request: - (stdout), off, or a file (-)"},
-    {"oov", 1, &cfg.oov, 0, 0, "ids outside a feature's range: error or zeros (the model's model.json "
-                               "\"oov\", else error)"},
+    { "port", 0, &cfg.port, 0, 65535, "port (0: any free one); default $TOWERKIT_PORT, else 8080" },
+    { "bind", 1, &cfg.bind, 0, 0, "IPv4 address to listen on (127.0.0.1)" },
+    { "threads", 0, &cfg.threads, 1, 1024, "request workers, each with its own Lua state (the cores)" },
+    { "handler", 1, &cfg.handler, 0, 0, "the Lua request handler (examples/server/handler.lua)" },
+    { "max-body", 0, &cfg.max_body, 1, 1L << 30, "largest request body in bytes (1048576); 413 past it" },
+    { "max-connections", 0, &cfg.max_connections, 1, 1000000, "open connections in all (1000)" },
+    { "max-connections-per-ip", 0, &cfg.max_per_ip, 0, 1000000,
+      "open connections from one address (128; 0: no limit)" },
+    { "timeout", 0, &cfg.timeout, 1, 86400,
+      "seconds a connection may stay idle: headers or body unfinished, "
+      "or between keep-alive requests (5)" },
+    { "max-results", 0, &cfg.max_results, 1, 1L << 40, "users x k of one /recommend (20000)" },
+    { "time-limit-ms", 0, &cfg.time_limit_ms, 1, 86400000L,
+      "a request's time from its headers to its answer "
+      "before it is answered 503 (2000)" },
+    { "queue", 0, &cfg.queue, 1, 1000000, "requests waiting for a worker before new ones get 503 (1024)" },
+    { "drain-timeout", 0, &cfg.drain_timeout, 0, 86400, "seconds SIGTERM waits for requests in flight (10)" },
+    { "model-dir", 1, &cfg.model_dir, 0, 0, "/reload loads checkpoints under it only (the checkpoint's parent)" },
+    { "reload-token", 1, &cfg.reload_token, 0, 0,
+      "if set, /reload needs header X-Reload-Token with it; "
+      "if not, /reload is for loopback clients only" },
+    { "access-log", 1, &cfg.access_log, 0, 0, "one line per request: - (stdout), off, or a file (-)" },
+    { "oov", 1, &cfg.oov, 0, 0,
+      "ids outside a feature's range: error or zeros (the model's model.json "
+      "\"oov\", else error)" },
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -250,16 +255,16 @@ static void version_name(uint64_t v, char out[17]) {
 /* ---- counters for /metrics ---- */
 
 enum { R_RECOMMEND, R_HEALTH, R_METRICS, R_RELOAD, R_OTHER, NROUTES };
-static const char *route_names[NROUTES] = {"/recommend", "/health", "/metrics", "/reload", "other"};
-static const double buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+static const char *route_names[NROUTES] = { "/recommend", "/health", "/metrics", "/reload", "other" };
+static const double buckets[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
 #define NBUCKETS (sizeof buckets / sizeof buckets[0])
 
-static long by_status[NROUTES][600];       /* atomic */
-static long by_bucket[NROUTES][NBUCKETS + 1]; /* atomic; the last is +Inf */
-static long latency_us[NROUTES];           /* atomic: the histogram's sum */
-static long in_flight, busy, queued;       /* atomic */
+static long by_status[NROUTES][600];                                          /* atomic */
+static long by_bucket[NROUTES][NBUCKETS + 1];                                 /* atomic; the last is +Inf */
+static long latency_us[NROUTES];                                              /* atomic: the histogram's sum */
+static long in_flight, busy, queued;                                          /* atomic */
 static long reloads_ok, reloads_failed, errors_5xx, handler_errors, timeouts; /* atomic */
-static long aborted;                       /* atomic: requests the client left unanswered */
+static long aborted; /* atomic: requests the client left unanswered */
 
 static int route_of(const char *url) {
     size_t n = strcspn(url, "?");
@@ -325,11 +330,11 @@ static void sb_json(strbuf *b, const char *s) {
 typedef struct worker {
     pthread_t thread;
     lua_State *L;
-    int handle_ref;     /* the function handler.lua returned */
+    int handle_ref; /* the function handler.lua returned */
     int id;
     unsigned generation; /* of handler.lua: a reload makes every state start again */
-    double deadline;    /* of the request it runs (the count hook's limit) */
-    char error[512];    /* why the state could not be created, if it could not */
+    double deadline;     /* of the request it runs (the count hook's limit) */
+    char error[512];     /* why the state could not be created, if it could not */
 } worker;
 
 static worker *workers;
@@ -415,17 +420,17 @@ static void worker_open(worker *w) {
 enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_EXPIRED };
 
 typedef struct job {
-    int refs;                  /* the connection's and the worker's; under jobs_lock */
-    struct MHD_Connection *c;  /* suspended until the job is done or expired */
+    int refs;                 /* the connection's and the worker's; under jobs_lock */
+    struct MHD_Connection *c; /* suspended until the job is done or expired */
     int state;
     double deadline;
     char method[16];
     char *url;
-    char *body;                /* taken from the connection: a worker may outlive it (a timeout) */
+    char *body; /* taken from the connection: a worker may outlive it (a timeout) */
     size_t len;
     char id[20];
-    char *reload_dir;          /* a /reload: the resolved directory */
-    unsigned status;           /* the answer */
+    char *reload_dir; /* a /reload: the resolved directory */
+    unsigned status;  /* the answer */
     char *out;
     size_t out_len;
     struct job *next;          /* the queue */
@@ -437,7 +442,7 @@ static pthread_cond_t jobs_cond = PTHREAD_COND_INITIALIZER;
 static job *queue_head, *queue_tail, *active;
 static job *pending_reload; /* the main thread runs it */
 static int shutting_down;
-static long reloading;       /* atomic: 1 while a reload runs (a second one is answered 409) */
+static long reloading; /* atomic: 1 while a reload runs (a second one is answered 409) */
 
 static void job_release(job *j) { /* jobs_lock held */
     if (--j->refs > 0) return;
@@ -449,8 +454,10 @@ static void job_release(job *j) { /* jobs_lock held */
 }
 
 static void active_remove(job *j) { /* jobs_lock held */
-    if (j->aprev) j->aprev->anext = j->anext;
-    else active = j->anext;
+    if (j->aprev)
+        j->aprev->anext = j->anext;
+    else
+        active = j->anext;
     if (j->anext) j->anext->aprev = j->aprev;
     j->anext = j->aprev = NULL;
 }
@@ -471,7 +478,7 @@ static void job_deliver(job *j, unsigned status, char *out, size_t len) {
 }
 
 static char *error_json(const char *msg, size_t *len) {
-    strbuf b = {0};
+    strbuf b = { 0 };
     sb_printf(&b, "{\"error\": \"");
     sb_json(&b, msg);
     sb_printf(&b, "\"}\n");
@@ -509,8 +516,8 @@ static void run_job(worker *w, job *j) {
                 snprintf(m, sizeof m, "the request took longer than the time limit of %ld ms", cfg.time_limit_ms);
                 out = error_json(m, &len);
             } else {
-                fprintf(stderr, "towerkit-server: worker %d: request %s: %s %s: %s\n", w->id, j->id, j->method,
-                        j->url, msg ? msg : "?");
+                fprintf(stderr, "towerkit-server: worker %d: request %s: %s %s: %s\n", w->id, j->id, j->method, j->url,
+                        msg ? msg : "?");
                 out = error_json("internal error (see the server log)", &len);
                 ADD(handler_errors, 1);
             }
@@ -587,7 +594,7 @@ typedef struct request {
 } request;
 
 static FILE *access_log;
-static int draining; /* atomic: answers say Connection: close */
+static int draining;              /* atomic: answers say Connection: close */
 static uint64_t id_base, id_next; /* atomic counter */
 
 static mhd_result respond_type(struct MHD_Connection *c, request *rq, unsigned status, const char *body, size_t len,
@@ -626,7 +633,7 @@ static mhd_result health(struct MHD_Connection *c, request *rq) {
     tk_model *m = tk_model_slot_get_versioned(slot, &v);
     char name[17];
     version_name(v, name);
-    strbuf b = {0};
+    strbuf b = { 0 };
     sb_printf(&b, "{\"status\": \"%s\", \"model\": \"", GET(draining) ? "draining" : "ok");
     sb_json(&b, tk_model_dir(m));
     sb_printf(&b,
@@ -641,7 +648,7 @@ static mhd_result health(struct MHD_Connection *c, request *rq) {
 }
 
 static mhd_result metrics(struct MHD_Connection *c, request *rq) {
-    strbuf b = {0};
+    strbuf b = { 0 };
     sb_printf(&b, "# HELP towerkit_requests_total Requests answered, by route and status.\n"
                   "# TYPE towerkit_requests_total counter\n");
     for (int r = 0; r < NROUTES; r++)
@@ -688,8 +695,8 @@ static mhd_result metrics(struct MHD_Connection *c, request *rq) {
               "# TYPE towerkit_errors_total counter\ntowerkit_errors_total{kind=\"handler\"} %ld\n"
               "towerkit_errors_total{kind=\"timeout\"} %ld\ntowerkit_errors_total{kind=\"aborted\"} %ld\n"
               "towerkit_errors_total{kind=\"5xx\"} %ld\n",
-              GET(in_flight), GET(busy), GET(queued), name, (unsigned long long)v, GET(reloads_ok),
-              GET(reloads_failed), GET(handler_errors), GET(timeouts), GET(aborted), GET(errors_5xx));
+              GET(in_flight), GET(busy), GET(queued), name, (unsigned long long)v, GET(reloads_ok), GET(reloads_failed),
+              GET(handler_errors), GET(timeouts), GET(aborted), GET(errors_5xx));
     mhd_result ret = b.s ? respond_type(c, rq, 200, b.s, b.len, "text/plain; version=0.0.4") : MHD_NO;
     free(b.s);
     return ret;
@@ -824,8 +831,8 @@ static mhd_result reload_request(struct MHD_Connection *c, request *rq, const ch
     return MHD_YES;
 }
 
-static mhd_result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
-                         const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+static mhd_result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method, const char *version,
+                         const char *upload, size_t *upload_size, void **con_cls) {
     (void)cls;
     (void)version;
     request *rq = *con_cls;
@@ -938,8 +945,10 @@ static mhd_result handle(void *cls, struct MHD_Connection *c, const char *url, c
     j->anext = active;
     if (active) active->aprev = j;
     active = j;
-    if (queue_tail) queue_tail->next = j;
-    else queue_head = j;
+    if (queue_tail)
+        queue_tail->next = j;
+    else
+        queue_head = j;
     queue_tail = j;
     ADD(queued, 1);
     pthread_cond_signal(&jobs_cond);
@@ -992,13 +1001,14 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
  * model meanwhile. Returns the HTTP status; *msg says what happened, without paths. */
 static unsigned do_reload(const char *dir, char *msg, size_t msglen) {
     /* handler.lua first: a state that cannot run it would answer every request 500 */
-    worker probe = {0};
+    worker probe = { 0 };
     probe.id = -1;
     worker_open(&probe);
     if (probe.error[0] || !probe.handle_ref) {
         fprintf(stderr, "towerkit-server: reload: %s does not load: %s\n", cfg.handler, probe.error);
-        snprintf(msg, msglen, "reload failed, the current model stays: the request handler does not load "
-                              "(see the server log)");
+        snprintf(msg, msglen,
+                 "reload failed, the current model stays: the request handler does not load "
+                 "(see the server log)");
         worker_close(&probe);
         ADD(reloads_failed, 1);
         return 500;
@@ -1011,8 +1021,9 @@ static unsigned do_reload(const char *dir, char *msg, size_t msglen) {
     tk_model *m = tk_model_load(dir, NULL);
     if (!m) {
         fprintf(stderr, "towerkit-server: reload of %s failed: %s\n", dir, tk_last_error());
-        snprintf(msg, msglen, "reload failed, the current model stays: the checkpoint does not load "
-                              "(see the server log)");
+        snprintf(msg, msglen,
+                 "reload failed, the current model stays: the checkpoint does not load "
+                 "(see the server log)");
         ADD(reloads_failed, 1);
         return 400;
     }
@@ -1162,9 +1173,12 @@ int main(int argc, char **argv) {
         size_t n = strlen(parent);
         while (n > 1 && parent[n - 1] == '/') parent[--n] = '\0';
         char *slash = strrchr(parent, '/');
-        if (!slash) snprintf(parent, sizeof parent, ".");
-        else if (slash == parent) parent[1] = '\0';
-        else *slash = '\0';
+        if (!slash)
+            snprintf(parent, sizeof parent, ".");
+        else if (slash == parent)
+            parent[1] = '\0';
+        else
+            *slash = '\0';
         md = parent;
     }
     if (!realpath(md, model_dir_real)) {
@@ -1225,12 +1239,12 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
-    struct MHD_Daemon *d = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME,
-        (uint16_t)cfg.port, NULL, NULL, handle, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-        MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg.timeout,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned)cfg.max_per_ip, MHD_OPTION_END);
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME,
+                         (uint16_t)cfg.port, NULL, NULL, handle, NULL, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                         MHD_OPTION_NOTIFY_COMPLETED, completed, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned)cfg.timeout, MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg.max_connections,
+                         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)cfg.max_per_ip, MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "towerkit-server: cannot listen on %s:%ld: %s\n", cfg.bind, cfg.port, strerror(errno));
         return 1;

@@ -48,7 +48,7 @@ void tkl_owned_free(lua_State *L, int idx); /* frees now (idx: the owner userdat
 /* Integers from Lua numbers. A double converts to an integer exactly (and without
  * undefined behaviour) when it has no fraction and |d| <= 2^53; int64 tensor values
  * may use the whole int64 range [-2^63, 2^63). */
-#define TKL_INT53_MAX 9007199254740992.0   /* 2^53 */
+#define TKL_INT53_MAX 9007199254740992.0      /* 2^53 */
 #define TKL_INT64_LIMIT 9223372036854775808.0 /* 2^63 */
 bool tkl_is_int53(double d);
 

@@ -50,7 +50,9 @@ static int l_block_gc(lua_State *L) {
 static int check_aggregation(lua_State *L, const char *name, int argn) {
     if (!name) return TK_AGG_NONE;
     int agg = tk_aggregation_from_name(name);
-    if (agg < 0) return tkl_error(L, "bad argument #%d (unknown aggregation '%s'; known: %s)", argn, name, tk_aggregation_names());
+    if (agg < 0)
+        return tkl_error(L, "bad argument #%d (unknown aggregation '%s'; known: %s)", argn, name,
+                         tk_aggregation_names());
     return agg;
 }
 
@@ -62,7 +64,8 @@ static int l_dense(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
     double units = luaL_checknumber(L, 2);
     if (units < 0 || units != floor(units))
-        return tkl_error(L, "bad argument #2 to 'dense' (units must be a non-negative integer (0: the input width), got %g)", units);
+        return tkl_error(
+            L, "bad argument #2 to 'dense' (units must be a non-negative integer (0: the input width), got %g)", units);
     int64_t in = tkl_field_int(L, 3, "in", 0);
     if (in < 0) return tkl_error(L, "option 'in' must be non-negative");
     tkl_push_field(L, 3, "activation"); /* options may be absent: core.dense("d", 3) */
@@ -96,7 +99,8 @@ static int l_l2norm_block(lua_State *L) {
 static int l_dropout_block(lua_State *L) {
     const char *name = luaL_checkstring(L, 1);
     double rate = luaL_checknumber(L, 2);
-    if (!(rate >= 0 && rate < 1)) return tkl_error(L, "bad argument #2 to 'dropout' (rate must be in [0, 1), got %g)", rate);
+    if (!(rate >= 0 && rate < 1))
+        return tkl_error(L, "bad argument #2 to 'dropout' (rate must be in [0, 1), got %g)", rate);
     tkl_block *u = new_block_ud(L);
     return finish(L, u, tk_dropout_block_new(name, (float)rate));
 }
@@ -178,7 +182,7 @@ static int l_add_feature(lua_State *L) {
     const char *cname = tkl_field_string(L, 3, "combiner", "mean");
     int comb = tk_combiner_from_name(cname);
     if (comb < 0) return tkl_error(L, "feature '%s': unknown combiner '%s'; known: sum, mean, sqrtn", feature, cname);
-    tk_init def = {TK_INIT_TRUNCATED_NORMAL, 0.05f, 0};
+    tk_init def = { TK_INIT_TRUNCATED_NORMAL, 0.05f, 0 };
     tk_init init = tkl_field_init(L, 3, "initializer", def);
     uint64_t seed = (uint64_t)tkl_field_int(L, 3, "seed", 0);
     if (strcmp(tk_block_kind_name(b), "embeddings") != 0)
@@ -207,7 +211,8 @@ static int l_sequential(lua_State *L) {
     int n = (int)lua_objlen(L, 2);
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, 2, i);
-        if (!luaL_testudata(L, -1, TKL_BLOCK)) return tkl_error(L, "bad argument #2 to 'sequential' (entry %d is not a block)", i);
+        if (!luaL_testudata(L, -1, TKL_BLOCK))
+            return tkl_error(L, "bad argument #2 to 'sequential' (entry %d is not a block)", i);
         lua_pop(L, 1);
     }
     tkl_block *u = new_block_ud(L);
@@ -233,7 +238,8 @@ static int l_parallel(lua_State *L) {
     if ((int)lua_objlen(L, 3) != n) return tkl_error(L, "parallel: %d names for %d branches", n, (int)lua_objlen(L, 3));
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, 3, i);
-        if (!luaL_testudata(L, -1, TKL_BLOCK)) return tkl_error(L, "bad argument #3 to 'parallel' (branch %d is not a block)", i);
+        if (!luaL_testudata(L, -1, TKL_BLOCK))
+            return tkl_error(L, "bad argument #3 to 'parallel' (branch %d is not a block)", i);
         lua_pop(L, 1);
     }
     int agg = check_aggregation(L, luaL_optstring(L, 4, NULL), 4);
@@ -267,8 +273,9 @@ static int l_shortcut(lua_State *L) {
     tk_block *filter = lua_isnoneornil(L, 3) ? NULL : tkl_check_block(L, 3);
     const char *outname = luaL_optstring(L, 4, NULL);
     /* false: no aggregation (Merlin's aggregation=None), the outputs stay named */
-    int agg = lua_type(L, 5) == LUA_TBOOLEAN && !lua_toboolean(L, 5) ? TK_AGG_NONE
-                                                                   : check_aggregation(L, luaL_optstring(L, 5, "concat"), 5);
+    int agg = lua_type(L, 5) == LUA_TBOOLEAN && !lua_toboolean(L, 5)
+                  ? TK_AGG_NONE
+                  : check_aggregation(L, luaL_optstring(L, 5, "concat"), 5);
     tkl_block *u = new_block_ud(L);
     return finish(L, u, tk_shortcut_new(name, inner, filter, outname, (tk_aggregation)agg));
 }
@@ -333,7 +340,7 @@ static tk_value *lua_block_forward(void *ud, tk_ctx *ctx, tk_value *in) {
     if (!fr || state_id(fr->L) != f->registry)
         return tk_ctx_fail(ctx, "a block written in Lua runs only in the Lua state that created it");
     lua_State *L = fr->L;
-    callback_call c = {ctx, in, f->ref, NULL, NULL};
+    callback_call c = { ctx, in, f->ref, NULL, NULL };
     int top = lua_gettop(L);
     /* The function gets tensors of the caller's context, so the ops it runs on them
      * record on the caller's tape. Errors are caught here: no longjmp crosses C. The
@@ -391,7 +398,7 @@ typedef struct forward_call {
  * run in (the context at index 2 of this function's stack). */
 static int forward_protected(lua_State *L) {
     forward_call *fc = (forward_call *)lua_touserdata(L, 1);
-    call_frame fr = {L, 2, current_frame};
+    call_frame fr = { L, 2, current_frame };
     current_frame = &fr;
     tk_value *out = tk_block_forward(fc->ctx, fc->b, fc->in);
     current_frame = fr.up;
@@ -404,14 +411,15 @@ static int forward_protected(lua_State *L) {
  * current context) and returns a tensor or a table of tensors of that context. */
 static int l_forward(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
-    if (lua_isnoneornil(L, 2)) return tkl_error(L, "bad argument #2 to 'forward' (a tensor or a table of tensors expected)");
+    if (lua_isnoneornil(L, 2))
+        return tkl_error(L, "bad argument #2 to 'forward' (a tensor or a table of tensors expected)");
     int ctx_idx;
     if (!lua_isnoneornil(L, 3)) {
         tkl_check_context(L, 3);
         ctx_idx = 3;
     } else {
         /* the context of an arena input, else the current one */
-        int idx[1] = {2};
+        int idx[1] = { 2 };
         if (luaL_testudata(L, 2, TKL_TENSOR))
             tkl_op_context(L, 1, idx);
         else
@@ -429,7 +437,7 @@ static int l_forward(lua_State *L) {
     }
     /* The forward runs in protected mode so current_frame is restored on every path,
      * whatever raises inside it. */
-    forward_call fc = {b, ctx, in};
+    forward_call fc = { b, ctx, in };
     call_frame *saved = current_frame;
     lua_pushlightuserdata(L, (void *)&FORWARD_KEY);
     lua_rawget(L, LUA_REGISTRYINDEX);
@@ -495,7 +503,7 @@ static int trace_protected(lua_State *L) {
 
 static void trace_fn(void *ud, int depth, const tk_block *b, const tk_value *out) {
     trace_state *s = ud;
-    trace_entry e = {s, depth, b, out};
+    trace_entry e = { s, depth, b, out };
     if (lua_cpcall(s->L, trace_protected, &e) != 0) {
         lua_pop(s->L, 1);
         s->failed = true;
@@ -515,7 +523,7 @@ static int l_trace(lua_State *L) {
     lua_newtable(L);
     int list_idx = lua_gettop(L);
     lua_pushvalue(L, list_idx);
-    trace_state s = {L, luaL_ref(L, LUA_REGISTRYINDEX), 0, false};
+    trace_state s = { L, luaL_ref(L, LUA_REGISTRYINDEX), 0, false };
     tk_ctx_set_trace(ctx, trace_fn, &s);
     lua_pushcfunction(L, l_forward);
     lua_pushvalue(L, 1);
@@ -597,7 +605,7 @@ static int visit_fill(void *ud, const char *path, tk_tensor *param, bool trainab
     if (s->trainable_only && !trainable) return 0;
     size_t len = strlen(path) + 1;
     memcpy(s->paths, path, len);
-    s->entries[s->n] = (param_entry){s->paths, param, trainable};
+    s->entries[s->n] = (param_entry){ s->paths, param, trainable };
     s->paths += len;
     s->n++;
     return 0;
@@ -607,7 +615,7 @@ static int visit_fill(void *ud, const char *path, tk_tensor *param, bool trainab
 static int l_parameters(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
     bool skip_root = lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2);
-    visit_state s = {lua_toboolean(L, 3), 0, 0, NULL, NULL};
+    visit_state s = { lua_toboolean(L, 3), 0, 0, NULL, NULL };
     tk_block_visit_params(b, skip_root, visit_count, &s);
     int64_t n = s.n;
     param_entry *entries = (param_entry *)lua_newuserdata(L, (size_t)n * sizeof *entries + s.path_bytes + 1);
@@ -797,53 +805,51 @@ static int l_names(lua_State *L) {
     return 1;
 }
 
-static const luaL_Reg block_methods[] = {
-    {"forward", l_forward},
-    {"trace", l_trace},
-    {"name", l_name},
-    {"kind", l_kind},
-    {"children", l_children},
-    {"parameters", l_parameters},
-    {"count_params", l_count_params},
-    {"param", l_param},
-    {"copy", l_copy},
-    {"clone", l_clone},
-    {"config_json", l_config_json},
-    {"set_pre", l_set_pre},
-    {"set_post", l_set_post},
-    {"pre", l_get_pre},
-    {"post", l_get_post},
-    {"set_aggregation", l_set_aggregation},
-    {"aggregation", l_get_aggregation},
-    {"find", l_find},
-    {"is_built", l_is_built},
-    {"same", l_same},
-    {"add_feature", l_add_feature},
-    {"add_continuous", l_add_continuous},
-    {"meta_json", l_meta},
-    {"set_meta_json", l_set_meta},
-    {"id", l_id},
-    {NULL, NULL}};
+static const luaL_Reg block_methods[] = { { "forward", l_forward },
+                                          { "trace", l_trace },
+                                          { "name", l_name },
+                                          { "kind", l_kind },
+                                          { "children", l_children },
+                                          { "parameters", l_parameters },
+                                          { "count_params", l_count_params },
+                                          { "param", l_param },
+                                          { "copy", l_copy },
+                                          { "clone", l_clone },
+                                          { "config_json", l_config_json },
+                                          { "set_pre", l_set_pre },
+                                          { "set_post", l_set_post },
+                                          { "pre", l_get_pre },
+                                          { "post", l_get_post },
+                                          { "set_aggregation", l_set_aggregation },
+                                          { "aggregation", l_get_aggregation },
+                                          { "find", l_find },
+                                          { "is_built", l_is_built },
+                                          { "same", l_same },
+                                          { "add_feature", l_add_feature },
+                                          { "add_continuous", l_add_continuous },
+                                          { "meta_json", l_meta },
+                                          { "set_meta_json", l_set_meta },
+                                          { "id", l_id },
+                                          { NULL, NULL } };
 
-static const luaL_Reg block_functions[] = {
-    {"dense", l_dense},
-    {"activation", l_activation},
-    {"l2norm_block", l_l2norm_block},
-    {"dropout_block", l_dropout_block},
-    {"batch_norm", l_batch_norm},
-    {"filter", l_filter},
-    {"as_tabular", l_as_tabular},
-    {"aggregation", l_aggregation_block},
-    {"embeddings", l_embeddings},
-    {"sequential", l_sequential},
-    {"parallel", l_parallel},
-    {"residual", l_residual},
-    {"shortcut", l_shortcut},
-    {"lua_block", l_lua_block},
-    {"from_config_json", l_from_config_json},
-    {"is_block", l_is_block},
-    {"names", l_names},
-    {NULL, NULL}};
+static const luaL_Reg block_functions[] = { { "dense", l_dense },
+                                            { "activation", l_activation },
+                                            { "l2norm_block", l_l2norm_block },
+                                            { "dropout_block", l_dropout_block },
+                                            { "batch_norm", l_batch_norm },
+                                            { "filter", l_filter },
+                                            { "as_tabular", l_as_tabular },
+                                            { "aggregation", l_aggregation_block },
+                                            { "embeddings", l_embeddings },
+                                            { "sequential", l_sequential },
+                                            { "parallel", l_parallel },
+                                            { "residual", l_residual },
+                                            { "shortcut", l_shortcut },
+                                            { "lua_block", l_lua_block },
+                                            { "from_config_json", l_from_config_json },
+                                            { "is_block", l_is_block },
+                                            { "names", l_names },
+                                            { NULL, NULL } };
 
 void tkl_open_block(lua_State *L) {
     lua_pushlightuserdata(L, (void *)&OWNER_KEY);

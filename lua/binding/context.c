@@ -73,7 +73,8 @@ static int l_context_num_threads(lua_State *L) {
     tk_ctx *ctx = tkl_check_context(L, 1)->ctx;
     if (lua_gettop(L) >= 2) {
         int64_t n = tkl_check_int(L, 2, "num_threads");
-        if (n < 0 || n > 1024) return tkl_error(L, "bad argument #1 to 'num_threads' (expected 0 to 1024, got %lld)", (long long)n);
+        if (n < 0 || n > 1024)
+            return tkl_error(L, "bad argument #1 to 'num_threads' (expected 0 to 1024, got %lld)", (long long)n);
         tk_ctx_set_num_threads(ctx, (int)n);
         lua_settop(L, 1);
         return 1;
@@ -284,7 +285,9 @@ tk_value *tkl_to_value(lua_State *L, int idx, tk_ctx *ctx, const char **err) {
         }
         if (!e->t || (e->ctx && tk_ctx_generation(e->ctx) != e->generation) || (e->ctx && e->ctx != ctx)) {
             char *msg = tk_ctx_alloc(ctx, 256);
-            if (msg) snprintf(msg, 256, "entry '%s' was released by a context reset or belongs to another context", names[i]);
+            if (msg)
+                snprintf(msg, 256, "entry '%s' was released by a context reset or belongs to another context",
+                         names[i]);
             *err = msg ? msg : "entry is not usable";
             return NULL;
         }
@@ -318,27 +321,25 @@ void tkl_push_value(lua_State *L, int ctx_idx, const tk_value *v) {
     }
 }
 
-static const luaL_Reg context_methods[] = {
-    {"reset", l_context_reset},
-    {"train", l_context_train},
-    {"grad_enabled", l_context_grad_enabled},
-    {"num_threads", l_context_num_threads},
-    {"seed", l_context_seed},
-    {"generation", l_context_generation},
-    {"grad", l_context_grad},
-    {"sparse_grad", l_context_sparse_grad},
-    {"backward", l_context_backward},
-    {"added_loss", l_context_added_loss},
-    {"apply_updates", l_context_apply_updates},
-    {"stats", l_context_stats},
-    {"run", l_context_run},
-    {NULL, NULL}};
+static const luaL_Reg context_methods[] = { { "reset", l_context_reset },
+                                            { "train", l_context_train },
+                                            { "grad_enabled", l_context_grad_enabled },
+                                            { "num_threads", l_context_num_threads },
+                                            { "seed", l_context_seed },
+                                            { "generation", l_context_generation },
+                                            { "grad", l_context_grad },
+                                            { "sparse_grad", l_context_sparse_grad },
+                                            { "backward", l_context_backward },
+                                            { "added_loss", l_context_added_loss },
+                                            { "apply_updates", l_context_apply_updates },
+                                            { "stats", l_context_stats },
+                                            { "run", l_context_run },
+                                            { NULL, NULL } };
 
-static const luaL_Reg context_functions[] = {
-    {"Context", l_context_new},
-    {"current_context", l_current_context},
-    {"default_context", l_default_context},
-    {NULL, NULL}};
+static const luaL_Reg context_functions[] = { { "Context", l_context_new },
+                                              { "current_context", l_current_context },
+                                              { "default_context", l_default_context },
+                                              { NULL, NULL } };
 
 void tkl_open_context(lua_State *L) {
     luaL_newmetatable(L, TKL_CONTEXT);

@@ -7,7 +7,8 @@
 static int l_set_num_threads(lua_State *L) {
     int64_t n = tkl_check_int(L, 1, "n");
     if (n < 1 || n > 1024)
-        return tkl_error(L, "bad argument #1 to 'set_num_threads' (expected a count from 1 to 1024, got %lld)", (long long)n);
+        return tkl_error(L, "bad argument #1 to 'set_num_threads' (expected a count from 1 to 1024, got %lld)",
+                         (long long)n);
     tk_set_num_threads((int)n);
     return 0;
 }
@@ -55,7 +56,7 @@ static int l_clock(lua_State *L) {
     return 1;
 }
 
-static const char *const ragged_parts[] = {"values", "offsets", NULL};
+static const char *const ragged_parts[] = { "values", "offsets", NULL };
 
 /* ragged_split(name) -> feature, "values" | "offsets" for an entry of a ragged feature;
  * nil for a plain entry. */

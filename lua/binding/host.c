@@ -22,20 +22,19 @@ typedef struct open_args {
 
 /* Runs under lua_cpcall, so a memory error or a strange `package` table becomes a
  * status, not a longjmp through the host. */
-static int open_protected(lua_State *L)
-{
+static int open_protected(lua_State *L) {
     const open_args *a = (const open_args *)lua_touserdata(L, 1);
     lua_settop(L, 0);
 
     lua_getglobal(L, "package");
     if (!lua_istable(L, -1))
-        return luaL_error(L, "%s", "towerkit_lua_open: the package library is not open "
-                                   "(call luaL_openlibs before towerkit_lua_open)");
+        return luaL_error(L, "%s",
+                          "towerkit_lua_open: the package library is not open "
+                          "(call luaL_openlibs before towerkit_lua_open)");
 
     /* package.preload["towerkit.core"] = luaopen_towerkit_core */
     lua_getfield(L, 1, "preload");
-    if (!lua_istable(L, -1))
-        return luaL_error(L, "%s", "towerkit_lua_open: package.preload is not a table");
+    if (!lua_istable(L, -1)) return luaL_error(L, "%s", "towerkit_lua_open: package.preload is not a table");
     lua_pushcfunction(L, luaopen_towerkit_core);
     lua_setfield(L, -2, "towerkit.core");
     lua_pop(L, 1);
@@ -53,10 +52,8 @@ static int open_protected(lua_State *L)
     return 0;
 }
 
-int towerkit_lua_open(lua_State *L, const char *root_dir)
-{
-    if (!L)
-        return -1;
+int towerkit_lua_open(lua_State *L, const char *root_dir) {
+    if (!L) return -1;
     const char *root = root_dir;
     if (!root) {
         const char *env = getenv("TOWERKIT_ROOT");
@@ -70,10 +67,8 @@ int towerkit_lua_open(lua_State *L, const char *root_dir)
     open_args a;
     a.root = root;
     a.root_len = strlen(root);
-    while (a.root_len > 1 && root[a.root_len - 1] == '/')
-        a.root_len--;
-    if (a.root_len == 1 && root[0] == '/')
-        a.root_len = 0; /* "/" gives "/lua/?.lua" */
+    while (a.root_len > 1 && root[a.root_len - 1] == '/') a.root_len--;
+    if (a.root_len == 1 && root[0] == '/') a.root_len = 0; /* "/" gives "/lua/?.lua" */
 
     int top = lua_gettop(L);
     if (lua_cpcall(L, open_protected, &a) != 0) {

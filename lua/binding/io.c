@@ -33,8 +33,9 @@ static int l_csv_open(lua_State *L) {
         /* strings only: lua_tostring would convert a number into a new string that is
          * collectable once popped, and specs keep the pointers */
         if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-            return tkl_error(L, "bad argument #2 to 'csv_open' (spec %d needs a string name and a string type, got %s and %s)",
-                             i + 1, luaL_typename(L, -2), luaL_typename(L, -1));
+            return tkl_error(
+                L, "bad argument #2 to 'csv_open' (spec %d needs a string name and a string type, got %s and %s)",
+                i + 1, luaL_typename(L, -2), luaL_typename(L, -1));
         const char *name = lua_tostring(L, -2), *type = lua_tostring(L, -1);
         specs[i].name = name; /* anchored by the spec table */
         if (!strcmp(type, "int64"))
@@ -44,7 +45,8 @@ static int l_csv_open(lua_State *L) {
         else if (!strcmp(type, "int64_list"))
             specs[i].type = TK_COL_INT64_LIST;
         else
-            return tkl_error(L, "csv_open: column '%s': unknown type '%s'; known: float32, int64, int64_list", name, type);
+            return tkl_error(L, "csv_open: column '%s': unknown type '%s'; known: float32, int64, int64_list", name,
+                             type);
         lua_pop(L, 3);
     }
     tkl_csv *u = (tkl_csv *)lua_newuserdata(L, sizeof *u);
@@ -110,7 +112,8 @@ static int l_safetensors_write(lua_State *L) {
     luaL_checktype(L, 3, LUA_TTABLE);
     const char *meta = luaL_optstring(L, 4, NULL);
     int n = (int)lua_objlen(L, 2);
-    if ((int)lua_objlen(L, 3) != n) return tkl_error(L, "safetensors_write: %d names for %d tensors", n, (int)lua_objlen(L, 3));
+    if ((int)lua_objlen(L, 3) != n)
+        return tkl_error(L, "safetensors_write: %d names for %d tensors", n, (int)lua_objlen(L, 3));
     const char **names = (const char **)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *names);
     tk_tensor **ts = (tk_tensor **)lua_newuserdata(L, (size_t)(n ? n : 1) * sizeof *ts);
     for (int i = 0; i < n; i++) {
@@ -257,19 +260,18 @@ static int l_write_atomic(lua_State *L) {
     return 0;
 }
 
-static const luaL_Reg csv_methods[] = {{"next", csv_next}, {"close", csv_close}, {NULL, NULL}};
+static const luaL_Reg csv_methods[] = { { "next", csv_next }, { "close", csv_close }, { NULL, NULL } };
 
-static const luaL_Reg io_functions[] = {
-    {"csv_open", l_csv_open},
-    {"csv_write_embeddings", l_csv_write_embeddings},
-    {"safetensors_write", l_safetensors_write},
-    {"safetensors_read", l_safetensors_read},
-    {"save_weights", l_save_weights},
-    {"load_weights", l_load_weights},
-    {"checkpoint_write", l_checkpoint_write},
-    {"checkpoint_read", l_checkpoint_read},
-    {"write_atomic", l_write_atomic},
-    {NULL, NULL}};
+static const luaL_Reg io_functions[] = { { "csv_open", l_csv_open },
+                                         { "csv_write_embeddings", l_csv_write_embeddings },
+                                         { "safetensors_write", l_safetensors_write },
+                                         { "safetensors_read", l_safetensors_read },
+                                         { "save_weights", l_save_weights },
+                                         { "load_weights", l_load_weights },
+                                         { "checkpoint_write", l_checkpoint_write },
+                                         { "checkpoint_read", l_checkpoint_read },
+                                         { "write_atomic", l_write_atomic },
+                                         { NULL, NULL } };
 
 void tkl_open_io(lua_State *L) {
     luaL_newmetatable(L, TKL_CSV);

@@ -211,7 +211,8 @@ static int l_json_array(lua_State *L) {
 }
 
 static const luaL_Reg json_functions[] = {
-    {"json_decode", l_json_decode}, {"json_encode", l_json_encode}, {"json_array", l_json_array}, {NULL, NULL}};
+    { "json_decode", l_json_decode }, { "json_encode", l_json_encode }, { "json_array", l_json_array }, { NULL, NULL }
+};
 
 void tkl_open_json(lua_State *L) {
     lua_pushlightuserdata(L, (void *)&ARRAY_MT_KEY);

@@ -88,7 +88,8 @@ static int l_step(lua_State *L) {
             lua_remove(L, -2);
         }
         tkl_tensor *t = (tkl_tensor *)luaL_testudata(L, -1, TKL_TENSOR);
-        if (!t || !t->t || t->ctx) return tkl_error(L, "bad argument #2 to 'step' (entry %d is not a parameter tensor)", i + 1);
+        if (!t || !t->t || t->ctx)
+            return tkl_error(L, "bad argument #2 to 'step' (entry %d is not a parameter tensor)", i + 1);
         params[i] = t->t;
         lua_pop(L, 1);
     }
@@ -102,7 +103,8 @@ static int l_step(lua_State *L) {
 static int l_set_lr(lua_State *L) {
     tkl_optim *u = check_optim(L, 1);
     double lr = luaL_checknumber(L, 2);
-    if (!(lr > 0) || !isfinite(lr)) return tkl_error(L, "bad argument #2 to 'set_lr' (learning rate must be positive, got %g)", lr);
+    if (!(lr > 0) || !isfinite(lr))
+        return tkl_error(L, "bad argument #2 to 'set_lr' (learning rate must be positive, got %g)", lr);
     tk_optim_set_lr(u->o, (float)lr);
     return 0;
 }
@@ -136,12 +138,15 @@ static int l_clip_grad_norm(lua_State *L) {
     return 1;
 }
 
-static const luaL_Reg optim_methods[] = {
-    {"step", l_step}, {"set_lr", l_set_lr}, {"lr", l_lr}, {"steps", l_steps}, {"lazy", l_lazy}, {NULL, NULL}};
+static const luaL_Reg optim_methods[] = { { "step", l_step },   { "set_lr", l_set_lr }, { "lr", l_lr },
+                                          { "steps", l_steps }, { "lazy", l_lazy },     { NULL, NULL } };
 
-static const luaL_Reg optim_functions[] = {
-    {"sgd", l_sgd}, {"adam", l_adam}, {"adagrad", l_adagrad}, {"clip_grad_norm", l_clip_grad_norm},
-    {"optim_default_lazy", l_default_lazy}, {NULL, NULL}};
+static const luaL_Reg optim_functions[] = { { "sgd", l_sgd },
+                                            { "adam", l_adam },
+                                            { "adagrad", l_adagrad },
+                                            { "clip_grad_norm", l_clip_grad_norm },
+                                            { "optim_default_lazy", l_default_lazy },
+                                            { NULL, NULL } };
 
 void tkl_open_optim(lua_State *L) {
     luaL_newmetatable(L, TKL_OPTIM);

@@ -46,7 +46,7 @@ static int l_retrieval_loss(lua_State *L) {
     if (!lua_isnil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
     tk_retrieval_opts o = loss_opts(L, 3);
     /* the op runs in the context of its arena inputs */
-    int idx[3] = {1, 2, 0};
+    int idx[3] = { 1, 2, 0 };
     int n = 2;
     if (o.negatives) {
         lua_getfield(L, 3, "negatives");
@@ -134,7 +134,8 @@ static int l_topk(lua_State *L) {
         tk_tensor *o = tkl_check_tensor(L, 4), *e = tkl_check_tensor(L, 5);
         if (o->dtype != TK_I64 || e->dtype != TK_I64) return tkl_error(L, "topk: exclusion lists must be int64");
         if (q->ndim == 2 && o->numel != q->shape[0] + 1)
-            return tkl_error(L, "topk: exclusion offsets need %lld entries, got %lld", (long long)q->shape[0] + 1, (long long)o->numel);
+            return tkl_error(L, "topk: exclusion offsets need %lld entries, got %lld", (long long)q->shape[0] + 1,
+                             (long long)o->numel);
         for (int64_t i = 0; i < o->numel; i++)
             if (tk_i64(o)[i] < 0 || tk_i64(o)[i] > e->numel || (i && tk_i64(o)[i] < tk_i64(o)[i - 1]))
                 return tkl_error(L, "topk: exclusion offsets must increase within the exclusion list");
@@ -260,14 +261,19 @@ static int l_unique_first(lua_State *L) {
     return 1;
 }
 
-static const luaL_Reg trainer_methods[] = {{"step", trainer_step}, {"stats", trainer_stats}, {NULL, NULL}};
+static const luaL_Reg trainer_methods[] = { { "step", trainer_step }, { "stats", trainer_stats }, { NULL, NULL } };
 
-static const luaL_Reg freq_methods[] = {{"update", freq_update}, {"logq", freq_logq}, {"step", freq_step}, {NULL, NULL}};
+static const luaL_Reg freq_methods[] = {
+    { "update", freq_update }, { "logq", freq_logq }, { "step", freq_step }, { NULL, NULL }
+};
 
-static const luaL_Reg retrieval_functions[] = {
-    {"retrieval_loss", l_retrieval_loss}, {"freq_estimator", l_freq_estimator}, {"topk", l_topk},
-    {"two_tower_trainer", l_two_tower_trainer}, {"embed_rows", l_embed_rows}, {"unique_first", l_unique_first},
-    {NULL, NULL}};
+static const luaL_Reg retrieval_functions[] = { { "retrieval_loss", l_retrieval_loss },
+                                                { "freq_estimator", l_freq_estimator },
+                                                { "topk", l_topk },
+                                                { "two_tower_trainer", l_two_tower_trainer },
+                                                { "embed_rows", l_embed_rows },
+                                                { "unique_first", l_unique_first },
+                                                { NULL, NULL } };
 
 void tkl_open_retrieval(lua_State *L) {
     luaL_newmetatable(L, TKL_FREQ);

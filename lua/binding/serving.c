@@ -81,7 +81,7 @@ static tk_status exclusion_arg(lua_State *L, int idx, const tk_model *m, tk_ctx 
         total += (int64_t)lua_objlen(L, -1);
         lua_pop(L, 1);
     }
-    int64_t so[1] = {B + 1}, si[1] = {total};
+    int64_t so[1] = { B + 1 }, si[1] = { total };
     tk_tensor *o = tk_ctx_empty(ctx, TK_I64, 1, so), *it = tk_ctx_empty(ctx, TK_I64, 1, si);
     if (!o || !it) {
         snprintf(msg, msglen, "out of memory");
@@ -100,7 +100,8 @@ static tk_status exclusion_arg(lua_State *L, int idx, const tk_model *m, tk_ctx 
                 lua_pop(L, 1);
                 if (!ok) {
                     lua_pop(L, 1);
-                    snprintf(msg, msglen, "exclude: list %lld holds something other than an integer id at position %lld",
+                    snprintf(msg, msglen,
+                             "exclude: list %lld holds something other than an integer id at position %lld",
                              (long long)r, (long long)i);
                     return TK_ERROR;
                 }
@@ -156,7 +157,7 @@ static int recommend(lua_State *L, tk_model *m, tk_ctx *ctx, int batch_idx, int 
 /* model_load(dir [, {items = path}]) */
 static int l_model_load(lua_State *L) {
     const char *dir = luaL_checkstring(L, 1);
-    tk_model_options o = {0};
+    tk_model_options o = { 0 };
     o.items_path = tkl_field_string(L, 2, "items", NULL);
     o.batch_size = tkl_field_int(L, 2, "batch_size", 0);
     tk_model *m = tk_model_load(dir, &o);
@@ -254,7 +255,9 @@ static int push_clone(lua_State *L, const tk_tensor *t) {
 }
 
 static int l_model_item_ids(lua_State *L) { return push_clone(L, tk_model_item_ids(check_model(L, 1)->m)); }
-static int l_model_item_embeddings(lua_State *L) { return push_clone(L, tk_model_item_embeddings(check_model(L, 1)->m)); }
+static int l_model_item_embeddings(lua_State *L) {
+    return push_clone(L, tk_model_item_embeddings(check_model(L, 1)->m));
+}
 
 static int l_model_gc(lua_State *L) {
     tkl_model *u = check_model_ud(L, 1);
@@ -281,22 +284,21 @@ static int l_is_model(lua_State *L) {
     return 1;
 }
 
-static const luaL_Reg model_methods[] = {
-    {"recommend", l_model_recommend},
-    {"try_recommend", l_model_try_recommend},
-    {"encode", l_model_encode},
-    {"block", l_model_block},
-    {"query_block", l_model_query_block},
-    {"item_block", l_model_item_block},
-    {"schema", l_model_schema},
-    {"dir", l_model_dir},
-    {"num_items", l_model_num_items},
-    {"dim", l_model_dim},
-    {"features", l_model_features},
-    {"item_ids", l_model_item_ids},
-    {"item_embeddings", l_model_item_embeddings},
-    {"release", l_model_gc},
-    {NULL, NULL}};
+static const luaL_Reg model_methods[] = { { "recommend", l_model_recommend },
+                                          { "try_recommend", l_model_try_recommend },
+                                          { "encode", l_model_encode },
+                                          { "block", l_model_block },
+                                          { "query_block", l_model_query_block },
+                                          { "item_block", l_model_item_block },
+                                          { "schema", l_model_schema },
+                                          { "dir", l_model_dir },
+                                          { "num_items", l_model_num_items },
+                                          { "dim", l_model_dim },
+                                          { "features", l_model_features },
+                                          { "item_ids", l_model_item_ids },
+                                          { "item_embeddings", l_model_item_embeddings },
+                                          { "release", l_model_gc },
+                                          { NULL, NULL } };
 
 /* --- towerkit.ModelSlot --- */
 
@@ -347,7 +349,7 @@ static int l_slot_try_recommend(lua_State *L) { return slot_recommend(L, false);
 static int l_slot_reload(lua_State *L) {
     tkl_slot *u = check_slot(L, 1);
     const char *dir = luaL_checkstring(L, 2);
-    tk_model_options o = {0};
+    tk_model_options o = { 0 };
     o.items_path = tkl_field_string(L, 3, "items", NULL);
     if (tk_model_slot_reload(u->s, dir, &o) != TK_OK) return tkl_error(L, "%s", tk_last_error());
     lua_pushnumber(L, (lua_Number)tk_model_slot_version(u->s));
@@ -390,15 +392,14 @@ static int l_slot_tostring(lua_State *L) {
     return 1;
 }
 
-static const luaL_Reg slot_methods[] = {
-    {"current", l_slot_current},
-    {"recommend", l_slot_recommend},
-    {"try_recommend", l_slot_try_recommend},
-    {"reload", l_slot_reload},
-    {"set", l_slot_set},
-    {"version", l_slot_version},
-    {"release", l_slot_gc},
-    {NULL, NULL}};
+static const luaL_Reg slot_methods[] = { { "current", l_slot_current },
+                                         { "recommend", l_slot_recommend },
+                                         { "try_recommend", l_slot_try_recommend },
+                                         { "reload", l_slot_reload },
+                                         { "set", l_slot_set },
+                                         { "version", l_slot_version },
+                                         { "release", l_slot_gc },
+                                         { NULL, NULL } };
 
 /* --- metatables and pushing --- */
 
@@ -444,10 +445,8 @@ static void push_slot_ud(lua_State *L, tk_model_slot *s) {
 }
 
 static const luaL_Reg serving_functions[] = {
-    {"model_load", l_model_load},
-    {"model_slot", l_model_slot},
-    {"is_model", l_is_model},
-    {NULL, NULL}};
+    { "model_load", l_model_load }, { "model_slot", l_model_slot }, { "is_model", l_is_model }, { NULL, NULL }
+};
 
 void tkl_open_serving(lua_State *L) {
     ensure_metatables(L);
@@ -520,7 +519,7 @@ static int push_handle(lua_State *L, push_args *a) {
 }
 
 int towerkit_lua_push_model(lua_State *L, tk_model *m) {
-    push_args a = {m, NULL};
+    push_args a = { m, NULL };
     if (!m) {
         if (L) lua_pushstring(L, "towerkit_lua_push_model: no model");
         return -1;
@@ -529,7 +528,7 @@ int towerkit_lua_push_model(lua_State *L, tk_model *m) {
 }
 
 int towerkit_lua_push_model_slot(lua_State *L, tk_model_slot *s) {
-    push_args a = {NULL, s};
+    push_args a = { NULL, s };
     if (!s) {
         if (L) lua_pushstring(L, "towerkit_lua_push_model_slot: no slot");
         return -1;

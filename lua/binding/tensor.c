@@ -5,15 +5,15 @@
 #include <stdio.h>
 #include <string.h>
 
-tkl_tensor *tkl_check_tensor_ud(lua_State *L, int idx) {
-    return (tkl_tensor *)luaL_checkudata(L, idx, TKL_TENSOR);
-}
+tkl_tensor *tkl_check_tensor_ud(lua_State *L, int idx) { return (tkl_tensor *)luaL_checkudata(L, idx, TKL_TENSOR); }
 
 static tk_tensor *live(lua_State *L, tkl_tensor *u, int idx) {
     if (!u->t) tkl_error(L, "bad argument #%d (tensor has been freed)", idx);
     if (u->ctx && tk_ctx_generation(u->ctx) != u->generation)
-        tkl_error(L, "bad argument #%d (tensor was released when its context was reset; "
-                     "use :clone() to keep a tensor across steps)", idx);
+        tkl_error(L,
+                  "bad argument #%d (tensor was released when its context was reset; "
+                  "use :clone() to keep a tensor across steps)",
+                  idx);
     return u->t;
 }
 
@@ -76,14 +76,19 @@ static int read_shape(lua_State *L, int idx, int64_t *shape) {
     int n = 0;
     if (lua_istable(L, idx)) {
         n = (int)lua_objlen(L, idx);
-        if (n > TK_MAX_DIMS) return tkl_error(L, "bad argument #%d (at most %d dimensions, got %d)", idx, TK_MAX_DIMS, n);
+        if (n > TK_MAX_DIMS)
+            return tkl_error(L, "bad argument #%d (at most %d dimensions, got %d)", idx, TK_MAX_DIMS, n);
         for (int i = 0; i < n; i++) {
             lua_rawgeti(L, idx, i + 1);
-            if (!lua_isnumber(L, -1)) return tkl_error(L, "bad argument #%d (shape entry %d is not a number)", idx, i + 1);
+            if (!lua_isnumber(L, -1))
+                return tkl_error(L, "bad argument #%d (shape entry %d is not a number)", idx, i + 1);
             double d = lua_tonumber(L, -1);
             lua_pop(L, 1);
-            if (d < 0 || d != floor(d)) return tkl_error(L, "bad argument #%d (shape entry %d must be a non-negative integer, got %g)", idx, i + 1, d);
-            if (d > TKL_INT53_MAX) return tkl_error(L, "bad argument #%d (shape entry %d is too large: %g)", idx, i + 1, d);
+            if (d < 0 || d != floor(d))
+                return tkl_error(L, "bad argument #%d (shape entry %d must be a non-negative integer, got %g)", idx,
+                                 i + 1, d);
+            if (d > TKL_INT53_MAX)
+                return tkl_error(L, "bad argument #%d (shape entry %d is too large: %g)", idx, i + 1, d);
             shape[i] = (int64_t)d;
         }
         return n;
@@ -91,7 +96,8 @@ static int read_shape(lua_State *L, int idx, int64_t *shape) {
     while (lua_type(L, idx + n) == LUA_TNUMBER) {
         if (n == TK_MAX_DIMS) return tkl_error(L, "at most %d dimensions", TK_MAX_DIMS);
         double d = lua_tonumber(L, idx + n);
-        if (d < 0 || d != floor(d)) return tkl_error(L, "bad argument #%d (dimension must be a non-negative integer, got %g)", idx + n, d);
+        if (d < 0 || d != floor(d))
+            return tkl_error(L, "bad argument #%d (dimension must be a non-negative integer, got %g)", idx + n, d);
         if (d > TKL_INT53_MAX) return tkl_error(L, "bad argument #%d (dimension is too large: %g)", idx + n, d);
         shape[n] = (int64_t)d;
         n++;
@@ -117,12 +123,14 @@ static int nested_shape(lua_State *L, int idx, int64_t *shape) {
     return ndim;
 }
 
-static void fill_nested(lua_State *L, tk_tensor *t, int ndim, const int64_t *shape, int dim, int64_t *pos, char *path, size_t plen) {
+static void fill_nested(lua_State *L, tk_tensor *t, int ndim, const int64_t *shape, int dim, int64_t *pos, char *path,
+                        size_t plen) {
     /* table at top of stack */
     int64_t n = (int64_t)lua_objlen(L, -1);
     if (n != shape[dim]) {
         tk_tensor_release(t);
-        tkl_error(L, "bad argument #1 (ragged nested table: %s has %lld entries, expected %lld)", path[0] ? path : "the table", (long long)n, (long long)shape[dim]);
+        tkl_error(L, "bad argument #1 (ragged nested table: %s has %lld entries, expected %lld)",
+                  path[0] ? path : "the table", (long long)n, (long long)shape[dim]);
     }
     for (int64_t i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, (int)i);
@@ -239,7 +247,7 @@ static int l_init(lua_State *L) {
 static int l_randn(lua_State *L) {
     int64_t shape[TK_MAX_DIMS];
     int ndim = check_shape_table(L, shape);
-    tk_init init = {TK_INIT_RANDOM_NORMAL, (float)luaL_optnumber(L, 3, 1.0), 0};
+    tk_init init = { TK_INIT_RANDOM_NORMAL, (float)luaL_optnumber(L, 3, 1.0), 0 };
     return push_initialized(L, ndim, shape, init, tkl_opt_seed(L, 2, "the seed", 0));
 }
 
@@ -249,7 +257,7 @@ static int l_rand(lua_State *L) {
     int ndim = check_shape_table(L, shape);
     float lo = (float)luaL_optnumber(L, 3, 0.0), hi = (float)luaL_optnumber(L, 4, 1.0);
     if (!(hi > lo)) return tkl_error(L, "bad argument #4 (high must exceed low)");
-    tk_init init = {TK_INIT_RANDOM_UNIFORM, lo, hi};
+    tk_init init = { TK_INIT_RANDOM_UNIFORM, lo, hi };
     return push_initialized(L, ndim, shape, init, tkl_opt_seed(L, 2, "the seed", 0));
 }
 
@@ -277,7 +285,8 @@ static int l_size(lua_State *L) {
     if (lua_isnoneornil(L, 2)) return l_shape(L);
     int d = (int)luaL_checkinteger(L, 2);
     if (d < 0) d += t->ndim + 1;
-    if (d < 1 || d > t->ndim) return tkl_error(L, "bad argument #1 (dimension %d out of range for a %d-d tensor)", d, t->ndim);
+    if (d < 1 || d > t->ndim)
+        return tkl_error(L, "bad argument #1 (dimension %d out of range for a %d-d tensor)", d, t->ndim);
     lua_pushnumber(L, (lua_Number)t->shape[d - 1]);
     return 1;
 }
@@ -339,7 +348,8 @@ static int64_t offset_of(lua_State *L, const tk_tensor *t, int idx) {
     for (int d = 0; d < t->ndim; d++) {
         double x = luaL_checknumber(L, idx + d);
         if (x != floor(x) || x < 1 || x > (double)t->shape[d])
-            tkl_error(L, "bad argument #%d (index %g out of range 1..%lld for dimension %d)", idx + d, x, (long long)t->shape[d], d + 1);
+            tkl_error(L, "bad argument #%d (index %g out of range 1..%lld for dimension %d)", idx + d, x,
+                      (long long)t->shape[d], d + 1);
         off = off * t->shape[d] + (int64_t)x - 1;
     }
     return off;
@@ -364,7 +374,8 @@ static int l_set(lua_State *L) {
         tk_f32(t)[off] = (float)v;
     } else {
         if (v != floor(v) || !(v >= -TKL_INT64_LIMIT && v < TKL_INT64_LIMIT))
-            return tkl_error(L, "bad argument #2 to 'set' (an int64 tensor needs an integer in the int64 range, got %g)", v);
+            return tkl_error(
+                L, "bad argument #2 to 'set' (an int64 tensor needs an integer in the int64 range, got %g)", v);
         tk_i64(t)[off] = (int64_t)v;
     }
     return 0;
@@ -606,7 +617,7 @@ static int l_mul(lua_State *L) { return arith(L, tk_mul, "mul"); }
 static int l_div(lua_State *L) { return arith(L, tk_div, "div"); }
 
 static int l_unm(lua_State *L) {
-    int idx[1] = {1};
+    int idx[1] = { 1 };
     tk_tensor *a = tkl_check_tensor(L, 1);
     tk_ctx *ctx = tkl_op_context(L, 1, idx);
     return tkl_push_result(L, lua_gettop(L), tk_scale(ctx, a, -1.0f));
@@ -615,7 +626,7 @@ static int l_unm(lua_State *L) {
 typedef tk_tensor *(*unop)(tk_ctx *, tk_tensor *);
 
 static int unary(lua_State *L, unop op) {
-    int idx[1] = {1};
+    int idx[1] = { 1 };
     tk_tensor *a = tkl_check_tensor(L, 1);
     tk_ctx *ctx = tkl_op_context(L, 1, idx);
     return tkl_push_result(L, lua_gettop(L), op(ctx, a));
@@ -630,7 +641,7 @@ static int l_transpose(lua_State *L) { return unary(L, tk_transpose); }
 static int l_log_softmax(lua_State *L) { return unary(L, tk_log_softmax); }
 
 static int l_scale(lua_State *L) {
-    int idx[1] = {1};
+    int idx[1] = { 1 };
     tk_tensor *a = tkl_check_tensor(L, 1);
     float s = (float)luaL_checknumber(L, 2);
     tk_ctx *ctx = tkl_op_context(L, 1, idx);
@@ -645,7 +656,7 @@ static int l_is_activation(lua_State *L) {
 
 /* t:activate(name) and the named shortcuts t:relu() ... */
 static int l_activate(lua_State *L) {
-    int idx[1] = {1};
+    int idx[1] = { 1 };
     tk_tensor *a = tkl_check_tensor(L, 1);
     int act = tkl_opt_activation(L, 2, "activate", TK_ACT_LINEAR);
     tk_ctx *ctx = tkl_op_context(L, 1, idx);
@@ -653,7 +664,7 @@ static int l_activate(lua_State *L) {
 }
 
 static int l_matmul(lua_State *L) {
-    int idx[2] = {1, 2};
+    int idx[2] = { 1, 2 };
     tk_tensor *a = tkl_check_tensor(L, 1), *b = tkl_check_tensor(L, 2);
     bool ta = lua_toboolean(L, 3), tb = lua_toboolean(L, 4);
     tk_ctx *ctx = tkl_op_context(L, 2, idx);
@@ -661,7 +672,7 @@ static int l_matmul(lua_State *L) {
 }
 
 static int reduce(lua_State *L, tk_tensor *(*op)(tk_ctx *, tk_tensor *, int, bool)) {
-    int idx[1] = {1};
+    int idx[1] = { 1 };
     tk_tensor *a = tkl_check_tensor(L, 1);
     int axis = -1;
     if (!lua_isnoneornil(L, 2)) {
@@ -679,7 +690,7 @@ static int l_sum(lua_State *L) { return reduce(L, tk_sum); }
 static int l_mean(lua_State *L) { return reduce(L, tk_mean); }
 
 static int l_reshape(lua_State *L) {
-    int idx[1] = {1};
+    int idx[1] = { 1 };
     tk_tensor *a = tkl_check_tensor(L, 1);
     int64_t shape[TK_MAX_DIMS];
     int ndim = 0;
@@ -706,7 +717,7 @@ static int l_reshape(lua_State *L) {
 }
 
 static int l_dropout(lua_State *L) {
-    int idx[1] = {1};
+    int idx[1] = { 1 };
     tk_tensor *a = tkl_check_tensor(L, 1);
     float rate = (float)luaL_checknumber(L, 2);
     tk_ctx *ctx = tkl_op_context(L, 1, idx);
@@ -714,7 +725,7 @@ static int l_dropout(lua_State *L) {
 }
 
 static int l_cosine(lua_State *L) {
-    int idx[2] = {1, 2};
+    int idx[2] = { 1, 2 };
     tk_tensor *a = tkl_check_tensor(L, 1), *b = tkl_check_tensor(L, 2);
     tk_ctx *ctx = tkl_op_context(L, 2, idx);
     return tkl_push_result(L, lua_gettop(L), tk_cosine(ctx, a, b));
@@ -730,7 +741,8 @@ static int list_op(lua_State *L, tk_tensor *(*op)(tk_ctx *, int32_t, tk_tensor *
     int idx[256];
     for (int i = 0; i < n; i++) {
         lua_rawgeti(L, 1, i + 1);
-        if (!tkl_to_tensor(L, -1)) return tkl_error(L, "bad argument #1 to '%s' (entry %d is not a tensor)", name, i + 1);
+        if (!tkl_to_tensor(L, -1))
+            return tkl_error(L, "bad argument #1 to '%s' (entry %d is not a tensor)", name, i + 1);
         idx[i] = base + i + 1;
     }
     tk_ctx *ctx = tkl_op_context(L, n, idx);
@@ -750,22 +762,23 @@ static int l_cross_entropy(lua_State *L) {
     tkl_check_tensor(L, 2);
     bool w = !lua_isnoneornil(L, 3);
     if (w) tkl_check_tensor(L, 3);
-    int idx[3] = {1, 2, 3};
+    int idx[3] = { 1, 2, 3 };
     tk_ctx *ctx = tkl_op_context(L, w ? 3 : 2, idx);
     int ci = lua_gettop(L);
-    return tkl_push_result(L, ci, tk_cross_entropy(ctx, tkl_check_tensor(L, 1), tkl_check_tensor(L, 2),
-                                                   w ? tkl_check_tensor(L, 3) : NULL));
+    return tkl_push_result(
+        L, ci,
+        tk_cross_entropy(ctx, tkl_check_tensor(L, 1), tkl_check_tensor(L, 2), w ? tkl_check_tensor(L, 3) : NULL));
 }
 
 static int l_mse(lua_State *L) {
-    int idx[2] = {1, 2};
+    int idx[2] = { 1, 2 };
     tk_tensor *a = tkl_check_tensor(L, 1), *b = tkl_check_tensor(L, 2);
     tk_ctx *ctx = tkl_op_context(L, 2, idx);
     return tkl_push_result(L, lua_gettop(L), tk_mse_loss(ctx, a, b));
 }
 
 static int l_bce(lua_State *L) {
-    int idx[2] = {1, 2};
+    int idx[2] = { 1, 2 };
     tk_tensor *a = tkl_check_tensor(L, 1), *b = tkl_check_tensor(L, 2);
     tk_ctx *ctx = tkl_op_context(L, 2, idx);
     return tkl_push_result(L, lua_gettop(L), tk_bce_with_logits(ctx, a, b));
@@ -781,11 +794,12 @@ static int l_embedding_lookup(lua_State *L) {
     int comb = tk_combiner_from_name(cname);
     if (comb < 0) return tkl_error(L, "bad argument #4 (unknown combiner '%s'; known: sum, mean, sqrtn)", cname);
     const char *name = luaL_optstring(L, 5, "table");
-    int idx[3] = {1, 2, 3};
+    int idx[3] = { 1, 2, 3 };
     tk_ctx *ctx = tkl_op_context(L, has_off ? 3 : 2, idx);
     int ci = lua_gettop(L);
-    return tkl_push_result(L, ci, tk_embedding_lookup(ctx, tkl_check_tensor(L, 1), tkl_check_tensor(L, 2),
-                                                      has_off ? tkl_check_tensor(L, 3) : NULL, (tk_combiner)comb, name));
+    return tkl_push_result(L, ci,
+                           tk_embedding_lookup(ctx, tkl_check_tensor(L, 1), tkl_check_tensor(L, 2),
+                                               has_off ? tkl_check_tensor(L, 3) : NULL, (tk_combiner)comb, name));
 }
 
 /* --- the core's data kernels (data.c): heap results, no gradients --- */
@@ -852,7 +866,8 @@ static int l_cat_rows(lua_State *L) {
 /* arange(n [, dtype]) -> 0 .. n-1 */
 static int l_arange(lua_State *L) {
     double n = luaL_checknumber(L, 1);
-    if (!(n >= 0) || !tkl_is_int53(n)) return tkl_error(L, "bad argument #1 to 'arange' (a non-negative integer expected)");
+    if (!(n >= 0) || !tkl_is_int53(n))
+        return tkl_error(L, "bad argument #1 to 'arange' (a non-negative integer expected)");
     tk_dtype dtype = (tk_dtype)parse_dtype(L, 2, TK_I64);
     tk_tensor *t = tk_tensor_new_1d(dtype, (int64_t)n);
     if (!t) return tkl_error(L, "%s", tk_last_error());
@@ -909,45 +924,73 @@ static int l_is_tensor(lua_State *L) {
     return 1;
 }
 
-static const luaL_Reg tensor_methods[] = {
-    {"shape", l_shape},       {"size", l_size},
-    {"dim", l_dim},           {"numel", l_numel},
-    {"dtype", l_dtype},       {"totable", l_totable},
-    {"get", l_get},           {"set", l_set},
-    {"item", l_item},         {"clone", l_clone},
-    {"copy_from", l_copy_from}, {"fill", l_fill},
-    {"requires_grad", l_requires_grad}, {"is_leaf", l_is_leaf},
-    {"backward", l_backward}, {"grad", l_grad},
-    {"exp", l_exp},           {"log", l_log},
-    {"sqrt", l_sqrt},         {"square", l_square},
-    {"l2norm", l_l2norm},     {"t", l_transpose},
-    {"transpose", l_transpose}, {"log_softmax", l_log_softmax},
-    {"scale", l_scale},       {"activate", l_activate},
-    {"matmul", l_matmul},     {"sum", l_sum},
-    {"mean", l_mean},         {"reshape", l_reshape},
-    {"view", l_reshape},      {"dropout", l_dropout},
-    {"add", l_add},           {"sub", l_sub},
-    {"mul", l_mul},           {"div", l_div},
-    {NULL, NULL}};
+static const luaL_Reg tensor_methods[] = { { "shape", l_shape },
+                                           { "size", l_size },
+                                           { "dim", l_dim },
+                                           { "numel", l_numel },
+                                           { "dtype", l_dtype },
+                                           { "totable", l_totable },
+                                           { "get", l_get },
+                                           { "set", l_set },
+                                           { "item", l_item },
+                                           { "clone", l_clone },
+                                           { "copy_from", l_copy_from },
+                                           { "fill", l_fill },
+                                           { "requires_grad", l_requires_grad },
+                                           { "is_leaf", l_is_leaf },
+                                           { "backward", l_backward },
+                                           { "grad", l_grad },
+                                           { "exp", l_exp },
+                                           { "log", l_log },
+                                           { "sqrt", l_sqrt },
+                                           { "square", l_square },
+                                           { "l2norm", l_l2norm },
+                                           { "t", l_transpose },
+                                           { "transpose", l_transpose },
+                                           { "log_softmax", l_log_softmax },
+                                           { "scale", l_scale },
+                                           { "activate", l_activate },
+                                           { "matmul", l_matmul },
+                                           { "sum", l_sum },
+                                           { "mean", l_mean },
+                                           { "reshape", l_reshape },
+                                           { "view", l_reshape },
+                                           { "dropout", l_dropout },
+                                           { "add", l_add },
+                                           { "sub", l_sub },
+                                           { "mul", l_mul },
+                                           { "div", l_div },
+                                           { NULL, NULL } };
 
-static const luaL_Reg tensor_meta[] = {
-    {"__gc", l_gc},   {"__tostring", l_tostring}, {"__len", l_len}, {"__add", l_add}, {"__sub", l_sub},
-    {"__mul", l_mul}, {"__div", l_div},           {"__unm", l_unm}, {NULL, NULL}};
+static const luaL_Reg tensor_meta[] = { { "__gc", l_gc },   { "__tostring", l_tostring }, { "__len", l_len },
+                                        { "__add", l_add }, { "__sub", l_sub },           { "__mul", l_mul },
+                                        { "__div", l_div }, { "__unm", l_unm },           { NULL, NULL } };
 
-static const luaL_Reg tensor_functions[] = {
-    {"tensor", l_tensor},     {"zeros", l_zeros},
-    {"ones", l_ones},         {"full", l_full},
-    {"randn", l_randn},       {"rand", l_rand},
-    {"init", l_init},         {"matmul", l_matmul},
-    {"concat", l_concat},     {"stack", l_stack},
-    {"cosine", l_cosine},     {"cross_entropy", l_cross_entropy},
-    {"mse", l_mse},           {"bce_with_logits", l_bce},
-    {"embedding_lookup", l_embedding_lookup}, {"is_tensor", l_is_tensor},
-    {"index_select", l_index_select}, {"ragged_select", l_ragged_select},
-    {"cat_rows", l_cat_rows},   {"arange", l_arange},
-    {"shuffle", l_shuffle},    {"map_ids", l_map_ids},
-    {"check_ids", l_check_ids}, {"is_activation", l_is_activation},
-    {NULL, NULL}};
+static const luaL_Reg tensor_functions[] = { { "tensor", l_tensor },
+                                             { "zeros", l_zeros },
+                                             { "ones", l_ones },
+                                             { "full", l_full },
+                                             { "randn", l_randn },
+                                             { "rand", l_rand },
+                                             { "init", l_init },
+                                             { "matmul", l_matmul },
+                                             { "concat", l_concat },
+                                             { "stack", l_stack },
+                                             { "cosine", l_cosine },
+                                             { "cross_entropy", l_cross_entropy },
+                                             { "mse", l_mse },
+                                             { "bce_with_logits", l_bce },
+                                             { "embedding_lookup", l_embedding_lookup },
+                                             { "is_tensor", l_is_tensor },
+                                             { "index_select", l_index_select },
+                                             { "ragged_select", l_ragged_select },
+                                             { "cat_rows", l_cat_rows },
+                                             { "arange", l_arange },
+                                             { "shuffle", l_shuffle },
+                                             { "map_ids", l_map_ids },
+                                             { "check_ids", l_check_ids },
+                                             { "is_activation", l_is_activation },
+                                             { NULL, NULL } };
 
 /* Registers the Tensor metatable and adds the tensor functions to the module table at
  * the top of the stack. The methods table is exposed as module.Tensor so the Lua layer

@@ -83,7 +83,6 @@ int luaopen_towerkit_core(lua_State *L);
  */
 int towerkit_lua_open(lua_State *L, const char *root_dir);
 
-
 /* ------------------------------------------------------------------------------------ */
 /* Sharing one model between the host and any number of states                          */
 /* ------------------------------------------------------------------------------------ */

@@ -8,19 +8,19 @@
 
 /* A heap I64 tensor of n ids ([n], or [n, 1] when col). */
 static inline tk_tensor *bt_ids(int64_t n, const int64_t *ids, bool col) {
-    int64_t shape[2] = {n, 1};
+    int64_t shape[2] = { n, 1 };
     tk_tensor *t = tk_tensor_new(TK_I64, col ? 2 : 1, shape);
     if (t && n) memcpy(t->data, ids, (size_t)n * sizeof *ids);
     return t;
 }
 
 static inline tk_tensor *bt_mat(int64_t r, int64_t c, const float *v) {
-    int64_t shape[2] = {r, c};
+    int64_t shape[2] = { r, c };
     return tk_test_tensor(2, shape, v);
 }
 
 static inline tk_tensor *bt_randn(int64_t r, int64_t c, uint64_t seed) {
-    int64_t shape[2] = {r, c};
+    int64_t shape[2] = { r, c };
     return tk_test_randn(2, shape, 1.0f, seed);
 }
 
@@ -48,7 +48,7 @@ static inline bool bt_shape2(const tk_tensor *t, int64_t a, int64_t b) {
 /* A block fed with either one tensor or a tabular value of named tensors. */
 typedef struct bt_case {
     tk_block *block;
-    int n;                  /* 0: the single tensor ins[0]; else n named entries */
+    int n; /* 0: the single tensor ins[0]; else n named entries */
     const char *names[8];
     tk_tensor *ins[8];
 } bt_case;
@@ -92,7 +92,7 @@ static inline int bt_collect(void *ud, const char *path, tk_tensor *param, bool 
 
 /* Gradient check of every trainable parameter of the block and every float input. */
 static inline int bt_gradcheck(const char *what, bt_case *c, bool training, double tol) {
-    bt_leaves l = {{0}, 0};
+    bt_leaves l = { { 0 }, 0 };
     /* build lazily-sized weights first, so they are leaves too */
     tk_ctx *ctx = tk_ctx_new(7);
     tk_ctx_set_training(ctx, training);

@@ -39,8 +39,8 @@ static inline double gradcheck_eval(gradcheck_fn fn, void *ud, bool training) {
  * `max_elems` per leaf, spread evenly). Returns the number of mismatches, printed.
  * `training` sets the context's training flag; each evaluation gets a fresh context
  * with the same seed, so dropout masks repeat. */
-static inline int gradcheck_run(const char *what, gradcheck_fn fn, void *ud, int nleaves,
-                                tk_tensor **leaves, bool training, double tol) {
+static inline int gradcheck_run(const char *what, gradcheck_fn fn, void *ud, int nleaves, tk_tensor **leaves,
+                                bool training, double tol) {
     const double eps = 1e-2;
     int bad = 0;
     tk_ctx *ctx = tk_ctx_new(7);
@@ -68,8 +68,8 @@ static inline int gradcheck_run(const char *what, gradcheck_fn fn, void *ud, int
             double err = fabs(numeric - analytic);
             if (err > tol * (1.0 + fabs(numeric))) {
                 if (bad < 5)
-                    printf("    gradcheck %s: leaf %d element %lld: analytic %.6g numeric %.6g\n", what,
-                           l, (long long)i, analytic, numeric);
+                    printf("    gradcheck %s: leaf %d element %lld: analytic %.6g numeric %.6g\n", what, l,
+                           (long long)i, analytic, numeric);
                 bad++;
             }
         }

@@ -14,7 +14,7 @@ static inline tk_tensor *op_leaf(int32_t ndim, const int64_t *shape, float scale
 }
 
 static inline tk_tensor *op_leaf_2d(int64_t r, int64_t c, uint64_t seed) {
-    int64_t s[2] = {r, c};
+    int64_t s[2] = { r, c };
     return op_leaf(2, s, 1.0f, seed);
 }
 
@@ -68,24 +68,24 @@ static inline int op_mismatches(const tk_tensor *t, const float *want, double to
 
 /* The op call returns NULL and leaves a message containing `needle` in ctx, which is
  * cleared for the next case. */
-#define OP_CHECK_FAILS(ctx, call, needle)                                                \
-    do {                                                                                 \
-        TK_CHECK((call) == NULL);                                                        \
-        TK_CHECK_ERROR(tk_ctx_error(ctx), needle);                                       \
-        tk_ctx_clear_error(ctx);                                                         \
+#define OP_CHECK_FAILS(ctx, call, needle)                                                                              \
+    do {                                                                                                               \
+        TK_CHECK((call) == NULL);                                                                                      \
+        TK_CHECK_ERROR(tk_ctx_error(ctx), needle);                                                                     \
+        tk_ctx_clear_error(ctx);                                                                                       \
     } while (0)
 
-#define OP_CHECK_VALUES(t, want, tol)                                                    \
-    do {                                                                                 \
-        const tk_tensor *op_t_ = (t);                                                    \
-        TK_CHECK(op_t_ != NULL);                                                         \
-        if (op_t_) TK_CHECK(op_mismatches(op_t_, (want), (tol)) == 0);                   \
+#define OP_CHECK_VALUES(t, want, tol)                                                                                  \
+    do {                                                                                                               \
+        const tk_tensor *op_t_ = (t);                                                                                  \
+        TK_CHECK(op_t_ != NULL);                                                                                       \
+        if (op_t_) TK_CHECK(op_mismatches(op_t_, (want), (tol)) == 0);                                                 \
     } while (0)
 
-#define OP_CHECK_SHAPE(t, ...)                                                           \
-    do {                                                                                 \
-        const int64_t op_s_[] = {__VA_ARGS__};                                           \
-        TK_CHECK(op_shape_is((t), (int32_t)(sizeof op_s_ / sizeof op_s_[0]), op_s_));    \
+#define OP_CHECK_SHAPE(t, ...)                                                                                         \
+    do {                                                                                                               \
+        const int64_t op_s_[] = { __VA_ARGS__ };                                                                       \
+        TK_CHECK(op_shape_is((t), (int32_t)(sizeof op_s_ / sizeof op_s_[0]), op_s_));                                  \
     } while (0)
 
 /* Releases a list of heap tensors (NULL-terminated). */

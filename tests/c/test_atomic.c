@@ -78,7 +78,7 @@ static tk_status write_big(void *ud) {
 /* The disk fills up in the middle (a write fails with EFBIG past the size limit). */
 static void test_disk_full(void) {
     const char *p = old_file("full.txt");
-    big_write w = {p, 1 << 20, false, TK_OK};
+    big_write w = { p, 1 << 20, false, TK_OK };
     TK_CHECK(io_with_size_limit(8192, write_big, &w) == TK_ERROR);
     TK_CHECK(w.first_write == TK_ERROR); /* stdio's buffer overflowed: the write itself failed */
     char want[512];
@@ -87,7 +87,7 @@ static void test_disk_full(void) {
     TK_CHECK(old_kept(p));
     TK_CHECK(io_count_entries(io_dir, ".tmp-") == 0);
     /* a short file whose bytes the size limit stops at the commit's flush */
-    w = (big_write){p, 3000, true, TK_OK};
+    w = (big_write){ p, 3000, true, TK_OK };
     TK_CHECK(io_with_size_limit(1024, write_big, &w) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), p);
     TK_CHECK_ERROR(tk_last_error(), "File too large");

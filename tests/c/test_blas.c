@@ -33,9 +33,9 @@ static void test_info_is_filled(void) {
 }
 
 static void test_kernel_for_features(void) {
-    tk_cpu_features none = {0};
+    tk_cpu_features none = { 0 };
     TK_CHECK(strcmp(tk_blas_kernel_for(&none), "Prescott") == 0);
-    tk_cpu_features f = {.sse42 = true};
+    tk_cpu_features f = { .sse42 = true };
     TK_CHECK(strcmp(tk_blas_kernel_for(&f), "Nehalem") == 0);
     f.avx = true; /* the CPU has AVX but the OS does not save YMM: not usable */
     TK_CHECK(strcmp(tk_blas_kernel_for(&f), "Nehalem") == 0);
@@ -65,16 +65,26 @@ static void test_ranking(void) {
         const char *kernel, *best;
         bool weaker;
     } cases[] = {
-        {"Prescott", "SkylakeX", true},     {"Prescott", "Nehalem", true},
-        {"Nehalem", "Sandybridge", true},   {"Sandybridge", "Haswell", true},
-        {"Haswell", "SkylakeX", true},      {"Zen", "Cooperlake", true},
-        {"Haswell", "Cooperlake", true},    {"SkylakeX", "SkylakeX", false},
-        {"Haswell", "Zen", false},          {"Zen", "Haswell", false}, /* one AVX2 sgemm */
-        {"SkylakeX", "Cooperlake", false},  {"Cooperlake", "SkylakeX", false},
-        {"SapphireRapids", "Cooperlake", false}, {"SkylakeX", "Haswell", false},
-        {"prescott", "SKYLAKEX", true},     {"HASWELL", "haswell", false}, /* any case */
-        {"Excavator", "Zen", false},        {"Zen", "Excavator", false},  /* not ranked */
-        {"Unknown", "SkylakeX", false},     {"", "Haswell", false},
+        { "Prescott", "SkylakeX", true },
+        { "Prescott", "Nehalem", true },
+        { "Nehalem", "Sandybridge", true },
+        { "Sandybridge", "Haswell", true },
+        { "Haswell", "SkylakeX", true },
+        { "Zen", "Cooperlake", true },
+        { "Haswell", "Cooperlake", true },
+        { "SkylakeX", "SkylakeX", false },
+        { "Haswell", "Zen", false },
+        { "Zen", "Haswell", false }, /* one AVX2 sgemm */
+        { "SkylakeX", "Cooperlake", false },
+        { "Cooperlake", "SkylakeX", false },
+        { "SapphireRapids", "Cooperlake", false },
+        { "SkylakeX", "Haswell", false },
+        { "prescott", "SKYLAKEX", true },
+        { "HASWELL", "haswell", false }, /* any case */
+        { "Excavator", "Zen", false },
+        { "Zen", "Excavator", false }, /* not ranked */
+        { "Unknown", "SkylakeX", false },
+        { "", "Haswell", false },
     };
     for (size_t i = 0; i < TK_ARRAY_LEN(cases); i++)
         TK_CHECK_MSG(tk_blas_kernel_weaker(cases[i].kernel, cases[i].best) == cases[i].weaker, "%s < %s",
@@ -135,8 +145,10 @@ static void test_user_set(void) {
     tk_blas_get_info(&info);
     TK_CHECK(info.user_set);
     unsetenv("TOWERKIT_BLAS_REEXEC");
-    if (saved) setenv("OPENBLAS_CORETYPE", saved, 1);
-    else unsetenv("OPENBLAS_CORETYPE");
+    if (saved)
+        setenv("OPENBLAS_CORETYPE", saved, 1);
+    else
+        unsetenv("OPENBLAS_CORETYPE");
     free(saved);
 }
 

@@ -49,7 +49,7 @@ static void test_aggregation_names(void) {
 
 /* {b: [[1, 2], [3, 4]], a: [[5, 6], [7, 8]]} inserted b first */
 static tk_value *two_entries(tk_ctx *ctx, tk_tensor **a, tk_tensor **b) {
-    const float av[4] = {5, 6, 7, 8}, bv[4] = {1, 2, 3, 4};
+    const float av[4] = { 5, 6, 7, 8 }, bv[4] = { 1, 2, 3, 4 };
     *a = bt_mat(2, 2, av);
     *b = bt_mat(2, 2, bv);
     tk_value *v = tk_value_table(ctx);
@@ -65,37 +65,37 @@ static void test_aggregation_values(void) {
     /* tol 0 below: copies, and sums of a few small integers, exact in any order */
     /* concat in sorted key order: a's columns first */
     tk_tensor *c = tk_aggregate(ctx, TK_AGG_CONCAT, v);
-    const float cw[8] = {5, 6, 1, 2, 7, 8, 3, 4};
+    const float cw[8] = { 5, 6, 1, 2, 7, 8, 3, 4 };
     TK_CHECK(bt_shape2(c, 2, 4) && bt_near(c, cw, 8, 0));
     /* stack: [B, D, n], n in sorted order */
     tk_tensor *s = tk_aggregate(ctx, TK_AGG_STACK, v);
-    const float sw[8] = {5, 1, 6, 2, 7, 3, 8, 4};
+    const float sw[8] = { 5, 1, 6, 2, 7, 3, 8, 4 };
     TK_CHECK(s && s->ndim == 3 && s->shape[0] == 2 && s->shape[1] == 2 && s->shape[2] == 2);
     TK_CHECK(bt_near(s, sw, 8, 0));
     /* sum: each entry over its last axis -> [B, n] */
     tk_tensor *su = tk_aggregate(ctx, TK_AGG_SUM, v);
-    const float suw[4] = {11, 3, 15, 7};
+    const float suw[4] = { 11, 3, 15, 7 };
     TK_CHECK(bt_shape2(su, 2, 2) && bt_near(su, suw, 4, 0));
     /* element-wise-sum */
     tk_tensor *e = tk_aggregate(ctx, TK_AGG_ELEMENTWISE_SUM, v);
-    const float ew[4] = {6, 8, 10, 12};
+    const float ew[4] = { 6, 8, 10, 12 };
     TK_CHECK(bt_shape2(e, 2, 2) && bt_near(e, ew, 4, 0));
     /* cosine of a and b, per row */
     tk_tensor *co = tk_aggregate(ctx, TK_AGG_COSINE, v);
     float cos0 = (5 * 1 + 6 * 2) / (sqrtf(61) * sqrtf(5)), cos1 = (7 * 3 + 8 * 4) / (sqrtf(113) * sqrtf(25));
-    const float cow[2] = {cos0, cos1};
+    const float cow[2] = { cos0, cos1 };
     TK_CHECK(bt_shape2(co, 2, 1) && bt_near(co, cow, 2, 1e-6));
     /* sum with entries of different widths and a [B] entry */
     tk_value *w = tk_value_table(ctx);
-    const float z[6] = {1, 1, 1, 2, 2, 2};
+    const float z[6] = { 1, 1, 1, 2, 2, 2 };
     tk_tensor *wide = bt_mat(2, 3, z);
     int64_t n2 = 2;
-    const float r[2] = {10, 20};
+    const float r[2] = { 10, 20 };
     tk_tensor *vec = tk_test_tensor(1, &n2, r);
     tk_value_set(ctx, w, "z", wide);
     tk_value_set(ctx, w, "y", vec);
     tk_tensor *su2 = tk_aggregate(ctx, TK_AGG_SUM, w);
-    const float su2w[4] = {10, 3, 20, 6};
+    const float su2w[4] = { 10, 3, 20, 6 };
     TK_CHECK_MSG(su2, "%s", tk_ctx_error(ctx));
     TK_CHECK(bt_shape2(su2, 2, 2) && bt_near(su2, su2w, 4, 0));
     /* concat of one entry is that entry */
@@ -134,7 +134,7 @@ static void test_aggregation_errors(void) {
     TK_CHECK_ERROR(tk_ctx_error(ctx), "aggregation 'cosine' needs exactly 2 entries, got 3");
     tk_ctx_reset(ctx);
     tk_value *ids = tk_value_table(ctx);
-    const int64_t idv[2] = {1, 2};
+    const int64_t idv[2] = { 1, 2 };
     tk_tensor *it = bt_ids(2, idv, false);
     tk_value_set(ctx, ids, "a", a);
     tk_value_set(ctx, ids, "user_id", it);
@@ -157,7 +157,7 @@ static void test_aggregation_block(void) {
     tk_tensor *a, *b;
     tk_value *v = two_entries(ctx, &a, &b);
     tk_value *out = tk_block_forward(ctx, agg, v);
-    const float cw[8] = {5, 6, 1, 2, 7, 8, 3, 4};
+    const float cw[8] = { 5, 6, 1, 2, 7, 8, 3, 4 };
     TK_CHECK(out && bt_near(tk_value_tensor(out), cw, 8, 0)); /* concat copies: exact */
     tk_ctx_reset(ctx);
     TK_CHECK(tk_block_forward(ctx, agg, tk_value_of(ctx, a)) == NULL);
@@ -171,7 +171,7 @@ static void test_aggregation_block(void) {
 static void test_aggregation_gradcheck(void) {
     for (int g = 1; g < TK_AGG_COUNT; g++) {
         tk_block *agg = tk_aggregation_block_new("agg", (tk_aggregation)g);
-        bt_case c = {.block = agg, .n = 2, .names = {"q", "p"}, .ins = {bt_randn(3, 4, 10), bt_randn(3, 4, 20)}};
+        bt_case c = { .block = agg, .n = 2, .names = { "q", "p" }, .ins = { bt_randn(3, 4, 10), bt_randn(3, 4, 20) } };
         char what[64];
         snprintf(what, sizeof what, "aggregation %s", tk_aggregation_name((tk_aggregation)g));
         TK_CHECK_MSG(bt_gradcheck(what, &c, false, 1e-2) == 0, "%s", what);
@@ -183,8 +183,10 @@ static void test_aggregation_gradcheck(void) {
     for (int g = 0; g < 2; g++) {
         tk_aggregation kind = g ? TK_AGG_SUM : TK_AGG_CONCAT;
         tk_block *agg = tk_aggregation_block_new("agg", kind);
-        bt_case c = {.block = agg, .n = 3, .names = {"z", "a", "m"},
-                     .ins = {bt_randn(3, 2, 1), bt_randn(3, 5, 2), bt_randn(3, 1, 3)}};
+        bt_case c = { .block = agg,
+                      .n = 3,
+                      .names = { "z", "a", "m" },
+                      .ins = { bt_randn(3, 2, 1), bt_randn(3, 5, 2), bt_randn(3, 1, 3) } };
         TK_CHECK(bt_gradcheck(tk_aggregation_name(kind), &c, false, 1e-2) == 0);
         for (int i = 0; i < 3; i++) tk_tensor_release(c.ins[i]);
         tk_block_release(agg);

@@ -4,7 +4,7 @@
 
 static tk_block *dense(const char *name, int64_t in, int64_t out, tk_activation act, uint64_t seed) {
     return tk_dense_new(name, in, out, act, true, tk_init_default_kernel(),
-                        (tk_init){TK_INIT_RANDOM_UNIFORM, -0.3f, 0.3f}, seed);
+                        (tk_init){ TK_INIT_RANDOM_UNIFORM, -0.3f, 0.3f }, seed);
 }
 
 /* appends and drops the caller's reference */
@@ -17,18 +17,18 @@ static void test_sequential(void) {
     /* dense_0: [2] -> [2] relu with identity kernel and bias [-1, 0]; dense_1: sum of both */
     tk_block *mlp = tk_sequential_new("mlp");
     tk_block *d0 = dense("dense_0", 2, 2, TK_ACT_RELU, 1), *d1 = dense("dense_1", 2, 1, TK_ACT_LINEAR, 2);
-    bt_set_param(d0, "kernel", (const float[]){1, 0, 0, 1});
-    bt_set_param(d0, "bias", (const float[]){-1, 0});
-    bt_set_param(d1, "kernel", (const float[]){1, 1});
-    bt_set_param(d1, "bias", (const float[]){0.5f});
+    bt_set_param(d0, "kernel", (const float[]){ 1, 0, 0, 1 });
+    bt_set_param(d0, "bias", (const float[]){ -1, 0 });
+    bt_set_param(d1, "kernel", (const float[]){ 1, 1 });
+    bt_set_param(d1, "bias", (const float[]){ 0.5f });
     append(mlp, d0);
     append(mlp, d1);
     TK_CHECK(tk_block_num_children(mlp) == 2);
-    tk_tensor *x = bt_mat(2, 2, (const float[]){3, 4, 0.5f, -2});
+    tk_tensor *x = bt_mat(2, 2, (const float[]){ 3, 4, 0.5f, -2 });
     tk_ctx *ctx = tk_ctx_new(1);
     tk_value *out = tk_block_forward(ctx, mlp, tk_value_of(ctx, x));
     /* row 0: relu([2, 4]) -> 6.5; row 1: relu([-0.5, -2]) -> 0.5 */
-    TK_CHECK(out && bt_near(tk_value_tensor(out), (const float[]){6.5f, 0.5f}, 2, 1e-6));
+    TK_CHECK(out && bt_near(tk_value_tensor(out), (const float[]){ 6.5f, 0.5f }, 2, 1e-6));
     /* an empty sequential is the identity */
     tk_block *empty = tk_sequential_new("empty");
     out = tk_block_forward(ctx, empty, tk_value_of(ctx, x));
@@ -44,7 +44,7 @@ static void test_sequential(void) {
     append(deep, dense("dense_0", 0, 6, TK_ACT_TANH, 3));
     append(deep, dense("dense_1", 0, 5, TK_ACT_SOFTPLUS, 4));
     append(deep, dense("dense_2", 0, 2, TK_ACT_LINEAR, 5));
-    bt_case c = {.block = deep, .ins = {bt_randn(4, 3, 6)}};
+    bt_case c = { .block = deep, .ins = { bt_randn(4, 3, 6) } };
     TK_CHECK(bt_gradcheck("sequential", &c, false, 1e-2) == 0);
     TK_CHECK(tk_block_is_built(deep));
     tk_tensor_release(c.ins[0]);
@@ -86,7 +86,7 @@ static void test_parallel(void) {
     TK_CHECK(bt_shape2(c, 5, 5));
     TK_CHECK(c && io && qo && tk_f32(c)[0] == tk_f32(io)[0] && tk_f32(c)[2] == tk_f32(qo)[0]);
     tk_ctx_free(ctx);
-    bt_case gc = {.block = par, .ins = {x}};
+    bt_case gc = { .block = par, .ins = { x } };
     TK_CHECK(bt_gradcheck("parallel concat", &gc, false, 1e-2) == 0);
     tk_tensor_release(x);
     tk_block_release(q);
@@ -130,20 +130,21 @@ static void test_parallel_tabular_merge_and_duplicates(void) {
 
 static void test_residual(void) {
     tk_block *d = dense("d", 2, 2, TK_ACT_LINEAR, 1);
-    bt_set_param(d, "kernel", (const float[]){2, 0, 0, -3});
-    bt_set_param(d, "bias", (const float[]){0, 0});
+    bt_set_param(d, "kernel", (const float[]){ 2, 0, 0, -3 });
+    bt_set_param(d, "bias", (const float[]){ 0, 0 });
     tk_block *res = tk_residual_new("res", d, TK_ACT_RELU);
-    tk_tensor *x = bt_mat(2, 2, (const float[]){1, 1, -1, -2});
+    tk_tensor *x = bt_mat(2, 2, (const float[]){ 1, 1, -1, -2 });
     tk_ctx *ctx = tk_ctx_new(1);
     tk_value *out = tk_block_forward(ctx, res, tk_value_of(ctx, x));
     /* block(x) = [[2, -3], [-2, 6]]; + x = [[3, -2], [-3, 4]]; relu */
-    TK_CHECK(out && bt_near(tk_value_tensor(out), (const float[]){3, 0, 0, 4}, 4, 1e-6));
+    TK_CHECK(out && bt_near(tk_value_tensor(out), (const float[]){ 3, 0, 0, 4 }, 4, 1e-6));
     /* a block that changes the width */
     tk_block *narrow = dense("narrow", 2, 3, TK_ACT_LINEAR, 2);
     tk_block *bad = tk_residual_new("res", narrow, TK_ACT_LINEAR);
     tk_ctx_reset(ctx);
     TK_CHECK(tk_block_forward(ctx, bad, tk_value_of(ctx, x)) == NULL);
-    TK_CHECK_ERROR(tk_ctx_error(ctx), "res: residual: block 'narrow' returns [2, 3], which does not match the input [2, 2]");
+    TK_CHECK_ERROR(tk_ctx_error(ctx),
+                   "res: residual: block 'narrow' returns [2, 3], which does not match the input [2, 2]");
     TK_CHECK(tk_residual_new("r", NULL, TK_ACT_LINEAR) == NULL);
     tk_ctx_reset(ctx);
     tk_value *tab = tk_value_table(ctx);
@@ -153,7 +154,7 @@ static void test_residual(void) {
     tk_ctx_free(ctx);
     tk_block *lazy = dense("d", 0, 4, TK_ACT_TANH, 3);
     tk_block *res2 = tk_residual_new("res", lazy, TK_ACT_SOFTPLUS);
-    bt_case gc = {.block = res2, .ins = {bt_randn(3, 4, 4)}};
+    bt_case gc = { .block = res2, .ins = { bt_randn(3, 4, 4) } };
     TK_CHECK(bt_gradcheck("residual", &gc, false, 1e-2) == 0);
     tk_tensor_release(gc.ins[0]);
     tk_tensor_release(x);
@@ -168,13 +169,13 @@ static void test_residual(void) {
 static void test_shortcut(void) {
     /* a tensor shortcut: concat of {d: d(x), shortcut: x}, "d" < "shortcut" */
     tk_block *d = dense("d", 2, 1, TK_ACT_LINEAR, 1);
-    bt_set_param(d, "kernel", (const float[]){1, 1});
-    bt_set_param(d, "bias", (const float[]){0});
+    bt_set_param(d, "kernel", (const float[]){ 1, 1 });
+    bt_set_param(d, "bias", (const float[]){ 0 });
     tk_block *sc = tk_shortcut_new("sc", d, NULL, NULL, TK_AGG_CONCAT);
-    tk_tensor *x = bt_mat(2, 2, (const float[]){1, 2, 3, 4});
+    tk_tensor *x = bt_mat(2, 2, (const float[]){ 1, 2, 3, 4 });
     tk_ctx *ctx = tk_ctx_new(1);
     tk_value *out = tk_block_forward(ctx, sc, tk_value_of(ctx, x));
-    TK_CHECK(out && bt_near(tk_value_tensor(out), (const float[]){3, 1, 2, 7, 3, 4}, 6, 1e-6));
+    TK_CHECK(out && bt_near(tk_value_tensor(out), (const float[]){ 3, 1, 2, 7, 3, 4 }, 6, 1e-6));
     /* no aggregation: the tabular value; a block_outputs_name */
     tk_block *named = tk_shortcut_new("sc", d, NULL, "out", TK_AGG_NONE);
     out = tk_block_forward(ctx, named, tk_value_of(ctx, x));
@@ -185,10 +186,10 @@ static void test_shortcut(void) {
     tk_block *mlp = tk_sequential_new("mlp");
     append(mlp, tk_aggregation_block_new("concat", TK_AGG_CONCAT));
     append(mlp, dense("dense_0", 0, 3, TK_ACT_TANH, 2));
-    const char *keep[1] = {"a"};
+    const char *keep[1] = { "a" };
     tk_block *filter = tk_filter_block_new("filter", 1, keep, false);
     tk_block *sc2 = tk_shortcut_new("shortcut_block", mlp, filter, NULL, TK_AGG_CONCAT);
-    bt_case gc = {.block = sc2, .n = 2, .names = {"b", "a"}, .ins = {bt_randn(4, 3, 1), bt_randn(4, 2, 2)}};
+    bt_case gc = { .block = sc2, .n = 2, .names = { "b", "a" }, .ins = { bt_randn(4, 3, 1), bt_randn(4, 2, 2) } };
     ctx = tk_ctx_new(1);
     out = tk_block_forward(ctx, sc2, bt_input(ctx, &gc));
     tk_tensor *o = tk_value_tensor(out);
@@ -229,13 +230,13 @@ static void test_callback(void) {
     append(seq, dense("dense_0", 0, 3, TK_ACT_TANH, 1));
     tk_sequential_append(seq, cb);
     append(seq, dense("dense_1", 0, 2, TK_ACT_LINEAR, 2));
-    tk_tensor *x = bt_mat(1, 2, (const float[]){0.5f, -1});
+    tk_tensor *x = bt_mat(1, 2, (const float[]){ 0.5f, -1 });
     tk_ctx *ctx = tk_ctx_new(1);
     tk_value *out = tk_block_forward(ctx, cb, tk_value_of(ctx, x));
-    TK_CHECK(out && bt_near(tk_value_tensor(out), (const float[]){0.25f, 1}, 2, 0)); /* squares of 0.5, -1: exact */
+    TK_CHECK(out && bt_near(tk_value_tensor(out), (const float[]){ 0.25f, 1 }, 2, 0)); /* squares of 0.5, -1: exact */
     TK_CHECK(calls == 1);
     tk_ctx_reset(ctx);
-    const int64_t some_ids[1] = {1};
+    const int64_t some_ids[1] = { 1 };
     tk_tensor *ids_t = bt_ids(1, some_ids, false);
     tk_value *tab = tk_value_table(ctx);
     tk_value_set(ctx, tab, "x", ids_t);
@@ -248,7 +249,7 @@ static void test_callback(void) {
     TK_CHECK_ERROR(tk_ctx_error(ctx), "nothing: callback block returned no value");
     TK_CHECK(tk_callback_block_new("x", NULL, NULL, NULL) == NULL);
     tk_ctx_free(ctx);
-    bt_case gc = {.block = seq, .ins = {bt_randn(4, 2, 3)}};
+    bt_case gc = { .block = seq, .ins = { bt_randn(4, 2, 3) } };
     TK_CHECK(bt_gradcheck("callback in sequential", &gc, false, 1e-2) == 0);
     /* copies share the callback; its user data is freed with the last of them */
     tk_block *copy = tk_block_copy(seq, 9);
@@ -289,7 +290,7 @@ static void test_hooks_and_trace(void) {
     tk_sequential_append(mlp, d);
     tk_tensor *a = bt_randn(2, 2, 1), *b = bt_randn(2, 3, 2);
     tk_ctx *ctx = tk_ctx_new(1);
-    trace_log log = {0};
+    trace_log log = { 0 };
     tk_ctx_set_trace(ctx, trace_fn, &log);
     tk_value *in = tk_value_table(ctx);
     tk_value_set(ctx, in, "a", a);
@@ -303,8 +304,8 @@ static void test_hooks_and_trace(void) {
         for (int j = 0; j < 3; j++) s += tk_f32(y)[r * 3 + j] * tk_f32(y)[r * 3 + j];
         TK_CHECK_NEAR(s, 1.0, 1e-5);
     }
-    const char *names[4] = {"concat", "l2", "dense_0", "mlp"};
-    const int depths[4] = {2, 2, 1, 0};
+    const char *names[4] = { "concat", "l2", "dense_0", "mlp" };
+    const int depths[4] = { 2, 2, 1, 0 };
     TK_CHECK(log.n == 4);
     for (int i = 0; i < 4 && i < log.n; i++)
         TK_CHECK_MSG(log.depth[i] == depths[i] && strcmp(log.name[i], names[i]) == 0, "trace %d: %d %s", i,

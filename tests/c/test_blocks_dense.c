@@ -2,9 +2,9 @@
  * regulariser, and gradients through every activation. */
 #include "block_test.h"
 
-static const float X23[6] = {1, 2, 3, -1, 0, 1};
-static const float K32[6] = {1, 0, 0, 1, 1, 1};
-static const float BIAS[2] = {-0.5f, -1};
+static const float X23[6] = { 1, 2, 3, -1, 0, 1 };
+static const float K32[6] = { 1, 0, 0, 1, 1, 1 };
+static const float BIAS[2] = { -0.5f, -1 };
 
 static tk_block *dense_3x2(tk_activation act) {
     tk_block *d = tk_dense_new("dense_0", 3, 2, act, true, tk_init_default_kernel(), tk_init_zeros(), 1);
@@ -15,13 +15,13 @@ static tk_block *dense_3x2(tk_activation act) {
 
 static void test_dense_values(void) {
     /* x @ K = [[4, 5], [0, 1]]; + bias = [[3.5, 4], [-0.5, 0]] */
-    const float linear[4] = {3.5f, 4, -0.5f, 0};
-    const float relu[4] = {3.5f, 4, 0, 0};
+    const float linear[4] = { 3.5f, 4, -0.5f, 0 };
+    const float relu[4] = { 3.5f, 4, 0, 0 };
     float sigmoid[4];
     for (int i = 0; i < 4; i++) sigmoid[i] = 1.0f / (1.0f + expf(-linear[i]));
     tk_tensor *x = bt_mat(2, 3, X23);
-    tk_activation acts[3] = {TK_ACT_LINEAR, TK_ACT_RELU, TK_ACT_SIGMOID};
-    const float *want[3] = {linear, relu, sigmoid};
+    tk_activation acts[3] = { TK_ACT_LINEAR, TK_ACT_RELU, TK_ACT_SIGMOID };
+    const float *want[3] = { linear, relu, sigmoid };
     for (int a = 0; a < 3; a++) {
         tk_block *d = dense_3x2(acts[a]);
         tk_ctx *ctx = tk_ctx_new(1);
@@ -44,7 +44,7 @@ static void test_dense_no_bias_and_params(void) {
     tk_tensor *x = bt_mat(2, 3, X23);
     tk_ctx *ctx = tk_ctx_new(1);
     tk_value *out = tk_block_forward(ctx, d, tk_value_of(ctx, x));
-    const float want[4] = {4, 5, 0, 1};
+    const float want[4] = { 4, 5, 0, 1 };
     TK_CHECK(out && bt_near(tk_value_tensor(out), want, 4, 1e-6));
     tk_ctx_free(ctx);
     tk_tensor_release(x);
@@ -53,13 +53,13 @@ static void test_dense_no_bias_and_params(void) {
 
 static void test_dense_3d_input(void) {
     /* [2, 1, 3] -> [2, 1, 2], the product applied on the last axis */
-    int64_t shape[3] = {2, 1, 3};
+    int64_t shape[3] = { 2, 1, 3 };
     tk_tensor *x = tk_test_tensor(3, shape, X23);
     tk_block *d = dense_3x2(TK_ACT_LINEAR);
     tk_ctx *ctx = tk_ctx_new(1);
     tk_value *out = tk_block_forward(ctx, d, tk_value_of(ctx, x));
     tk_tensor *y = tk_value_tensor(out);
-    const float want[4] = {3.5f, 4, -0.5f, 0};
+    const float want[4] = { 3.5f, 4, -0.5f, 0 };
     TK_CHECK_MSG(y, "%s", tk_ctx_error(ctx));
     TK_CHECK(y && y->ndim == 3 && y->shape[0] == 2 && y->shape[1] == 1 && y->shape[2] == 2);
     TK_CHECK(y && bt_near(y, want, 4, 1e-6));
@@ -116,8 +116,8 @@ static void test_dense_error_paths(void) {
                  tk_ctx_error(ctx));
     tk_ctx_reset(ctx);
     TK_CHECK(tk_block_forward(ctx, query, tk_value_of(ctx, x)) == NULL);
-    TK_CHECK_MSG(strcmp(tk_ctx_error(ctx), "query/mlp/dense_1: input has 12 features, expected 16") == 0,
-                 "got \"%s\"", tk_ctx_error(ctx));
+    TK_CHECK_MSG(strcmp(tk_ctx_error(ctx), "query/mlp/dense_1: input has 12 features, expected 16") == 0, "got \"%s\"",
+                 tk_ctx_error(ctx));
     /* a tabular value is concatenated first, then checked like a tensor */
     tk_ctx_reset(ctx);
     tk_value *tab = tk_value_table(ctx);
@@ -126,7 +126,7 @@ static void test_dense_error_paths(void) {
     TK_CHECK_ERROR(tk_ctx_error(ctx), "dense_1: input has 5 features, expected 16");
     /* int64 input */
     tk_ctx_reset(ctx);
-    const int64_t ids[3] = {1, 2, 3};
+    const int64_t ids[3] = { 1, 2, 3 };
     tk_tensor *it = bt_ids(3, ids, true);
     TK_CHECK(tk_block_forward(ctx, d1, tk_value_of(ctx, it)) == NULL);
     TK_CHECK_ERROR(tk_ctx_error(ctx), "dense_1: dense needs a float32 input, got int64 [3, 1]");
@@ -165,7 +165,7 @@ static void test_dense_kernel_l2(void) {
     TK_CHECK(l && l->numel == 1);
     if (l) TK_CHECK_NEAR(tk_f32(l)[0], 0.25 * 4.0, 1e-6); /* K has four ones */
     tk_ctx_free(ctx);
-    bt_case c = {.block = d, .ins = {x}};
+    bt_case c = { .block = d, .ins = { x } };
     TK_CHECK(bt_gradcheck("dense kernel_l2", &c, true, 1e-2) == 0);
     tk_tensor_release(x);
     tk_block_release(d);
@@ -175,7 +175,7 @@ static void test_dense_gradcheck_activations(void) {
     for (int a = 0; a < TK_ACT_COUNT; a++) {
         tk_block *d = tk_dense_new("d", 0, 3, (tk_activation)a, true, tk_init_default_kernel(), tk_init_zeros(), 11);
         tk_tensor *x = bt_randn(4, 5, 100 + (uint64_t)a);
-        bt_case c = {.block = d, .ins = {x}};
+        bt_case c = { .block = d, .ins = { x } };
         char what[64];
         snprintf(what, sizeof what, "dense %s", tk_activation_name((tk_activation)a));
         int bad = bt_gradcheck(what, &c, false, 2e-2);

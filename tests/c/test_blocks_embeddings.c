@@ -2,7 +2,7 @@
  * tables, the l2 penalty, errors, and gradients into the tables. */
 #include "block_test.h"
 
-static const tk_init UNIFORM = {TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f};
+static const tk_init UNIFORM = { TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f };
 
 /* table [5, 2], row i = [i, 10 i] */
 static void fill_rows(tk_tensor *t) {
@@ -18,10 +18,10 @@ static void test_embeddings_one_hot(void) {
     tk_tensor *table = tk_block_param(e, "user_id");
     TK_CHECK(bt_shape2(table, 5, 2));
     fill_rows(table);
-    const int64_t ids[3] = {3, 0, 4};
+    const int64_t ids[3] = { 3, 0, 4 };
     tk_tensor *flat = bt_ids(3, ids, false), *col = bt_ids(3, ids, true);
     tk_tensor *other = bt_randn(3, 4, 1);
-    const float want[6] = {3, 30, 0, 0, 4, 40};
+    const float want[6] = { 3, 30, 0, 0, 4, 40 };
     tk_ctx *ctx = tk_ctx_new(1);
     for (int k = 0; k < 2; k++) {
         tk_value *in = tk_value_table(ctx);
@@ -42,13 +42,13 @@ static void test_embeddings_one_hot(void) {
 
 static void test_embeddings_multi_hot(void) {
     /* rows {1, 2, 2}, {3}, {} */
-    const int64_t values[4] = {1, 2, 2, 3}, offsets[4] = {0, 3, 4, 4};
+    const int64_t values[4] = { 1, 2, 2, 3 }, offsets[4] = { 0, 3, 4, 4 };
     tk_tensor *vt = bt_ids(4, values, false), *ot = bt_ids(4, offsets, false);
     const float r2 = sqrtf(3.0f);
     const float want[3][6] = {
-        {5, 50, 3, 30, 0, 0},                         /* sum */
-        {5.0f / 3, 50.0f / 3, 3, 30, 0, 0},           /* mean */
-        {5.0f / r2, 50.0f / r2, 3, 30, 0, 0},         /* sqrtn */
+        { 5, 50, 3, 30, 0, 0 },                 /* sum */
+        { 5.0f / 3, 50.0f / 3, 3, 30, 0, 0 },   /* mean */
+        { 5.0f / r2, 50.0f / r2, 3, 30, 0, 0 }, /* sqrtn */
     };
     for (int c = 0; c < 3; c++) {
         tk_block *e = tk_embeddings_new("emb");
@@ -61,10 +61,11 @@ static void test_embeddings_multi_hot(void) {
         tk_value *out = tk_block_forward(ctx, e, in);
         TK_CHECK_MSG(out, "%s", tk_ctx_error(ctx));
         tk_tensor *g = tk_value_get(out, "genres");
-        TK_CHECK_MSG(bt_shape2(g, 3, 2) && bt_near(g, want[c], 6, 1e-5), "combiner %s", tk_combiner_name((tk_combiner)c));
+        TK_CHECK_MSG(bt_shape2(g, 3, 2) && bt_near(g, want[c], 6, 1e-5), "combiner %s",
+                     tk_combiner_name((tk_combiner)c));
         tk_ctx_free(ctx);
         /* gradients into the table (sparse rows, duplicates coalesced) */
-        bt_case gc = {.block = e, .n = 2, .names = {"genres__values", "genres__offsets"}, .ins = {vt, ot}};
+        bt_case gc = { .block = e, .n = 2, .names = { "genres__values", "genres__offsets" }, .ins = { vt, ot } };
         tk_init_fill(tk_block_param(e, "genres"), UNIFORM, 5);
         TK_CHECK_MSG(bt_gradcheck("embeddings multi-hot", &gc, false, 1e-2) == 0, "%s",
                      tk_combiner_name((tk_combiner)c));
@@ -88,7 +89,7 @@ static void test_embeddings_shared_table(void) {
     TK_CHECK(tk_embeddings_add_feature(e, "item_id", NULL, 6, 3, TK_COMBINER_MEAN, UNIFORM, 1) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "feature 'item_id' is configured already");
     TK_CHECK(tk_embeddings_add_feature(e, "y", NULL, 0, 3, TK_COMBINER_MEAN, UNIFORM, 1) == TK_ERROR);
-    const int64_t a[4] = {0, 5, 2, 2}, b[4] = {2, 2, 1, 0}, u[4] = {3, 0, 1, 2};
+    const int64_t a[4] = { 0, 5, 2, 2 }, b[4] = { 2, 2, 1, 0 }, u[4] = { 3, 0, 1, 2 };
     tk_tensor *at = bt_ids(4, a, false), *bt = bt_ids(4, b, true), *ut = bt_ids(4, u, false);
     tk_ctx *ctx = tk_ctx_new(1);
     tk_value *in = tk_value_table(ctx);
@@ -102,7 +103,7 @@ static void test_embeddings_shared_table(void) {
     tk_tensor *x = tk_value_get(out, "item_id"), *y = tk_value_get(out, "last_item");
     TK_CHECK(x && y && memcmp(tk_f32(x) + 2 * 3, tk_f32(y), 3 * sizeof(float)) == 0);
     tk_ctx_free(ctx);
-    bt_case gc = {.block = e, .n = 3, .names = {"item_id", "last_item", "user_id"}, .ins = {at, bt, ut}};
+    bt_case gc = { .block = e, .n = 3, .names = { "item_id", "last_item", "user_id" }, .ins = { at, bt, ut } };
     TK_CHECK(bt_gradcheck("embeddings shared", &gc, false, 1e-2) == 0);
     /* the l2 penalty: l2 * sum(v^2) of the looked-up vectors, in training only */
     tk_embeddings_set_l2(e, 0.5f);
@@ -116,7 +117,8 @@ static void test_embeddings_shared_table(void) {
     out = tk_block_forward(ctx, e, in);
     double want = 0;
     for (int32_t i = 0; out && i < out->n; i++)
-        for (int64_t j = 0; j < out->tensors[i]->numel; j++) want += tk_f32(out->tensors[i])[j] * tk_f32(out->tensors[i])[j];
+        for (int64_t j = 0; j < out->tensors[i]->numel; j++)
+            want += tk_f32(out->tensors[i])[j] * tk_f32(out->tensors[i])[j];
     tk_tensor *l = tk_ctx_added_loss(ctx);
     TK_CHECK(l != NULL);
     if (l) TK_CHECK_NEAR(tk_f32(l)[0], 0.5 * want, 1e-5);
@@ -133,7 +135,7 @@ static void test_embeddings_errors(void) {
     tk_embeddings_add_feature(e, "user_id", NULL, 5, 2, TK_COMBINER_MEAN, UNIFORM, 1);
     tk_block *query = tk_sequential_new("query");
     tk_sequential_append(query, e);
-    const int64_t ids[2] = {1, 7};
+    const int64_t ids[2] = { 1, 7 };
     tk_tensor *it = bt_ids(2, ids, false);
     tk_tensor *ft = bt_randn(2, 1, 1);
     tk_ctx *ctx = tk_ctx_new(1);
@@ -177,9 +179,9 @@ static void test_embeddings_errors(void) {
 static void test_embeddings_gradcheck_one_hot(void) {
     tk_block *e = tk_embeddings_new("emb");
     tk_embeddings_add_feature(e, "user_id", NULL, 6, 4, TK_COMBINER_SUM, UNIFORM, 3);
-    const int64_t ids[5] = {0, 5, 3, 3, 1};
+    const int64_t ids[5] = { 0, 5, 3, 3, 1 };
     tk_tensor *it = bt_ids(5, ids, true);
-    bt_case gc = {.block = e, .n = 1, .names = {"user_id"}, .ins = {it}};
+    bt_case gc = { .block = e, .n = 1, .names = { "user_id" }, .ins = { it } };
     TK_CHECK(bt_gradcheck("embeddings one-hot", &gc, false, 1e-2) == 0);
     tk_tensor_release(it);
     tk_block_release(e);

@@ -3,7 +3,7 @@
 #include "block_test.h"
 #include "two_tower_fixture.h"
 
-static const tk_init UNIFORM = {TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f};
+static const tk_init UNIFORM = { TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f };
 
 static tk_block *dense(const char *name, int64_t in, int64_t out, tk_activation act, uint64_t seed) {
     return tk_dense_new(name, in, out, act, true, tk_init_default_kernel(), tk_init_zeros(), seed);
@@ -11,7 +11,7 @@ static tk_block *dense(const char *name, int64_t in, int64_t out, tk_activation 
 
 /* The fixture's two towers: glorot kernels and zero biases (a clone re-draws only the kernels). */
 static tk_block *two_tower(void) {
-    return tt_two_tower((tt_fixture){3, false, tk_init_default_kernel(), tk_init_zeros(), 1});
+    return tt_two_tower((tt_fixture){ 3, false, tk_init_default_kernel(), tk_init_zeros(), 1 });
 }
 
 typedef struct path_list {
@@ -32,19 +32,16 @@ static int collect(void *ud, const char *path, tk_tensor *param, bool trainable)
     return 0;
 }
 
-static int stop_after_two(void *ud, const char *path, tk_tensor *param, bool trainable) {
-    return ++*(int *)ud == 2;
-}
+static int stop_after_two(void *ud, const char *path, tk_tensor *param, bool trainable) { return ++*(int *)ud == 2; }
 
 static void test_param_paths(void) {
     tk_block *tt = two_tower();
-    path_list l = {0};
+    path_list l = { 0 };
     tk_block_visit_params(tt, true, collect, &l);
     const char *want[10] = {
-        "query/embeddings/user_id",   "query/mlp/dense_0/kernel", "query/mlp/dense_0/bias",
-        "query/mlp/dense_1/kernel",   "query/mlp/dense_1/bias",   "item/embeddings/item_id",
-        "item/mlp/dense_0/kernel",    "item/mlp/dense_0/bias",    "item/mlp/dense_1/kernel",
-        "item/mlp/dense_1/bias",
+        "query/embeddings/user_id", "query/mlp/dense_0/kernel", "query/mlp/dense_0/bias",  "query/mlp/dense_1/kernel",
+        "query/mlp/dense_1/bias",   "item/embeddings/item_id",  "item/mlp/dense_0/kernel", "item/mlp/dense_0/bias",
+        "item/mlp/dense_1/kernel",  "item/mlp/dense_1/bias",
     };
     TK_CHECK(l.n == 10);
     for (int i = 0; i < 10 && i < l.n; i++) TK_CHECK_MSG(strcmp(l.path[i], want[i]) == 0, "%d: %s", i, l.path[i]);
@@ -72,11 +69,11 @@ static void test_equal_sibling_names(void) {
     tk_block *bn = tk_batch_norm_block_new("other", 2, 0.99f, 1e-3f); /* the pre shares a name too */
     tk_block_set_pre(mlp, bn);
     tk_block_release(bn);
-    path_list l = {0};
+    path_list l = { 0 };
     tk_block_visit_params(mlp, false, collect, &l);
     const char *want[10] = {
-        "mlp/other_3/gamma",  "mlp/other_3/beta",  "mlp/other_3/moving_mean", "mlp/other_3/moving_variance",
-        "mlp/dense_0/kernel", "mlp/dense_0/bias",  "mlp/other_1/kernel",      "mlp/other_1/bias",
+        "mlp/other_3/gamma",  "mlp/other_3/beta", "mlp/other_3/moving_mean", "mlp/other_3/moving_variance",
+        "mlp/dense_0/kernel", "mlp/dense_0/bias", "mlp/other_1/kernel",      "mlp/other_1/bias",
         "mlp/dense_2/kernel", "mlp/dense_2/bias",
     };
     TK_CHECK(l.n == 10);
@@ -104,7 +101,7 @@ static void test_copy_and_clone(void) {
     tk_block *tt = two_tower();
     tk_block *cp = tk_block_copy(tt, 99), *cl = tk_block_clone(tt);
     TK_CHECK(cp && cl);
-    path_list a = {0}, b = {0}, c = {0};
+    path_list a = { 0 }, b = { 0 }, c = { 0 };
     tk_block_visit_params(tt, true, collect, &a);
     tk_block_visit_params(cp, true, collect, &b);
     tk_block_visit_params(cl, true, collect, &c);
@@ -115,7 +112,7 @@ static void test_copy_and_clone(void) {
         TK_CHECK(a.t[i] != b.t[i] && a.t[i] != c.t[i]);
         size_t bytes = (size_t)a.t[i]->numel * sizeof(float);
         TK_CHECK(memcmp(a.t[i]->data, c.t[i]->data, bytes) == 0); /* a clone copies: the bits */
-        bool zeros = strstr(a.path[i], "bias") != NULL; /* drawn from zeros: equal again */
+        bool zeros = strstr(a.path[i], "bias") != NULL;           /* drawn from zeros: equal again */
         TK_CHECK_MSG((memcmp(a.t[i]->data, b.t[i]->data, bytes) == 0) == zeros, "%s", a.path[i]);
         TK_CHECK((b.t[i]->flags & TK_TENSOR_REQUIRES_GRAD) && (c.t[i]->flags & TK_TENSOR_REQUIRES_GRAD));
     }
@@ -130,7 +127,7 @@ static void test_copy_and_clone(void) {
     TK_CHECK(tk_f32(a.t[1])[0] != tk_f32(c.t[1])[0]);
     /* copy with the same seed twice: the same weights (the same seeded draws, bit for bit) */
     tk_block *cp2 = tk_block_copy(tt, 99);
-    path_list d = {0};
+    path_list d = { 0 };
     tk_block_visit_params(cp2, true, collect, &d);
     TK_CHECK(d.n == 10 && memcmp(d.t[1]->data, b.t[1]->data, (size_t)b.t[1]->numel * sizeof(float)) == 0);
     tk_block_release(cp2);
@@ -173,8 +170,8 @@ static void check_round_trip(tk_block *b) {
 static void test_config_round_trip_each_kind(void) {
     tk_block *blocks[16];
     int n = 0;
-    tk_block *d = tk_dense_new("dense_0", 257, 16, TK_ACT_RELU, true, (tk_init){TK_INIT_TRUNCATED_NORMAL, 0.1f, 0},
-                               (tk_init){TK_INIT_CONSTANT, 0.1f, 0}, 1);
+    tk_block *d = tk_dense_new("dense_0", 257, 16, TK_ACT_RELU, true, (tk_init){ TK_INIT_TRUNCATED_NORMAL, 0.1f, 0 },
+                               (tk_init){ TK_INIT_CONSTANT, 0.1f, 0 }, 1);
     tk_dense_set_kernel_l2(d, 1e-4f);
     blocks[n++] = d;
     blocks[n++] = dense("lazy", 0, 4, TK_ACT_GELU, 2);
@@ -183,7 +180,7 @@ static void test_config_round_trip_each_kind(void) {
     blocks[n++] = tk_dropout_block_new("dropout", 0.1f);
     blocks[n++] = tk_batch_norm_block_new("bn", 0, 0.9f, 1e-5f);
     blocks[n++] = tk_batch_norm_block_new("bn8", 8, 0.99f, 1e-3f);
-    const char *names[2] = {"user_id", "genres"};
+    const char *names[2] = { "user_id", "genres" };
     blocks[n++] = tk_filter_block_new("filter", 2, names, true);
     blocks[n++] = tk_as_tabular_block_new("as_tabular", "emb");
     blocks[n++] = tk_aggregation_block_new("stack", TK_AGG_STACK);
@@ -213,7 +210,7 @@ static void test_config_round_trip_each_kind(void) {
     TK_CHECK(r && tk_block_is_built(r));
     tk_ctx *ctx = tk_ctx_new(1);
     tk_value *in = tk_value_table(ctx);
-    const int64_t ids[2] = {1, 2};
+    const int64_t ids[2] = { 1, 2 };
     tk_tensor *it = bt_ids(2, ids, false);
     tk_value_set(ctx, in, "user_id", it);
     tk_value_set(ctx, in, "item_id", it);
@@ -278,26 +275,30 @@ static void test_config_errors(void) {
     expect_config_error("{\"kind\": \"dense\", \"name\": \"d\", \"units\": -2}", "\"units\" must not be negative");
     expect_config_error("{\"kind\": \"dense\", \"name\": \"d\", \"units\": 2, \"activation\": \"swish\"}",
                         "\"activation\": unknown activation 'swish' (known: linear, relu");
-    expect_config_error("{\"kind\": \"dense\", \"name\": \"d\", \"units\": 2, \"kernel_initializer\": {\"kind\": \"x\"}}",
-                        "\"kernel_initializer\": unknown initializer 'x'");
+    expect_config_error(
+        "{\"kind\": \"dense\", \"name\": \"d\", \"units\": 2, \"kernel_initializer\": {\"kind\": \"x\"}}",
+        "\"kernel_initializer\": unknown initializer 'x'");
     expect_config_error("{\"kind\": \"dense\", \"name\": \"d\", \"units\": 2, \"use_bias\": 1}",
                         "\"use_bias\" must be true or false");
     expect_config_error("{\"kind\": \"sequential\", \"name\": \"mlp\", \"children\": "
                         "[{\"kind\": \"l2norm\", \"name\": \"n\"}, {\"kind\": \"dense\", \"name\": \"dense_1\"}]}",
                         "block config 'mlp/dense_1': missing \"units\"");
-    expect_config_error("{\"kind\": \"sequential\", \"name\": \"mlp\", \"children\": {}}", "\"children\" must be an array");
+    expect_config_error("{\"kind\": \"sequential\", \"name\": \"mlp\", \"children\": {}}",
+                        "\"children\" must be an array");
     expect_config_error("{\"kind\": \"residual\", \"name\": \"r\", \"children\": []}",
                         "block config 'r': \"children\" must have 1 entry, got 0");
     expect_config_error("{\"kind\": \"residual\", \"name\": \"r\"}", "block config 'r': missing \"children\"");
     expect_config_error("{\"kind\": \"l2norm\", \"name\": \"n\", \"aggregation\": \"mean\"}",
                         "unknown aggregation 'mean' (known: concat, stack, sum, element-wise-sum, cosine)");
-    expect_config_error("{\"kind\": \"l2norm\", \"name\": \"n\", \"post\": 3}", "\"post\" must be a block config object");
+    expect_config_error("{\"kind\": \"l2norm\", \"name\": \"n\", \"post\": 3}",
+                        "\"post\" must be a block config object");
     expect_config_error("{\"kind\": \"l2norm\", \"name\": \"n\", \"pre\": {\"kind\": \"dropout\", \"name\": \"d\"}}",
                         "block config 'n/d': missing \"rate\"");
     expect_config_error("{\"kind\": \"dropout\", \"name\": \"d\", \"rate\": 1}", "\"rate\" must be in [0, 1)");
-    expect_config_error("{\"kind\": \"parallel\", \"name\": \"p\", \"children\": [{\"kind\": \"l2norm\", \"name\": \"n\"}], "
-                        "\"child_names\": [\"a\", \"b\"]}",
-                        "\"child_names\" must be an array of 1 strings");
+    expect_config_error(
+        "{\"kind\": \"parallel\", \"name\": \"p\", \"children\": [{\"kind\": \"l2norm\", \"name\": \"n\"}], "
+        "\"child_names\": [\"a\", \"b\"]}",
+        "\"child_names\" must be an array of 1 strings");
     expect_config_error("{\"kind\": \"embeddings\", \"name\": \"e\", \"tables\": [], \"features\": "
                         "[{\"name\": \"f\", \"table\": \"t\"}]}",
                         "feature 'f' reads table 't', which is not in \"tables\"");
@@ -308,7 +309,8 @@ static void test_config_errors(void) {
     expect_config_error("{\"kind\": \"filter\", \"name\": \"f\"}", "missing \"features\"");
     expect_config_error("{\"kind\": \"aggregation\", \"name\": \"a\"}", "block config 'a': missing \"aggregation\"");
     expect_config_error("{\"kind\": \"as_tabular\", \"name\": \"a\"}", "missing \"output_name\"");
-    expect_config_error("{\"kind\": \"shortcut\", \"name\": \"s\", \"children\": []}", "\"children\" must have 1 to 2 entries");
+    expect_config_error("{\"kind\": \"shortcut\", \"name\": \"s\", \"children\": []}",
+                        "\"children\" must have 1 to 2 entries");
     /* a callback block writes its kind, and cannot be read back */
     tk_block *cb = tk_callback_block_new("my_fn", id_cb, NULL, NULL);
     tk_block *seq = tk_sequential_new("seq");
@@ -322,9 +324,11 @@ static void test_config_errors(void) {
 }
 
 static tk_value *custom_forward(tk_ctx *ctx, tk_block *b, tk_value *in) { return in; }
-static const tk_block_kind custom_kind = {.name = "my_identity", .forward = custom_forward};
-static const tk_block_kind impostor = {.name = "dense", .forward = custom_forward};
-static tk_block *custom_from_config(const void *json, uint64_t seed) { return tk_block_new(&custom_kind, "restored", NULL); }
+static const tk_block_kind custom_kind = { .name = "my_identity", .forward = custom_forward };
+static const tk_block_kind impostor = { .name = "dense", .forward = custom_forward };
+static tk_block *custom_from_config(const void *json, uint64_t seed) {
+    return tk_block_new(&custom_kind, "restored", NULL);
+}
 
 static void test_kind_registry(void) {
     TK_CHECK(tk_block_kind_find("dense") && strcmp(tk_block_kind_find("dense")->name, "dense") == 0);

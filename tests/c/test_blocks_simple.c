@@ -2,7 +2,7 @@
 #include "block_test.h"
 
 static void test_activation_block(void) {
-    const float xv[4] = {1, -2, 3, -4}, relu[4] = {1, 0, 3, 0};
+    const float xv[4] = { 1, -2, 3, -4 }, relu[4] = { 1, 0, 3, 0 };
     tk_tensor *x = bt_mat(2, 2, xv);
     tk_block *b = tk_activation_block_new("act", TK_ACT_RELU);
     tk_ctx *ctx = tk_ctx_new(1);
@@ -19,7 +19,7 @@ static void test_activation_block(void) {
     tk_ctx_free(ctx);
     for (int a = 0; a < TK_ACT_COUNT; a++) {
         tk_block *ab = tk_activation_block_new("act", (tk_activation)a);
-        bt_case c = {.block = ab, .ins = {bt_randn(3, 4, 40 + (uint64_t)a)}};
+        bt_case c = { .block = ab, .ins = { bt_randn(3, 4, 40 + (uint64_t)a) } };
         TK_CHECK_MSG(bt_gradcheck("activation", &c, false, 2e-2) == 0, "%s", tk_activation_name((tk_activation)a));
         tk_tensor_release(c.ins[0]);
         tk_block_release(ab);
@@ -29,7 +29,7 @@ static void test_activation_block(void) {
 }
 
 static void test_l2norm_block(void) {
-    const float xv[4] = {3, 4, 0, 5}, want[4] = {0.6f, 0.8f, 0, 1};
+    const float xv[4] = { 3, 4, 0, 5 }, want[4] = { 0.6f, 0.8f, 0, 1 };
     tk_tensor *x = bt_mat(2, 2, xv);
     tk_block *b = tk_l2norm_block_new("l2");
     tk_ctx *ctx = tk_ctx_new(1);
@@ -40,9 +40,9 @@ static void test_l2norm_block(void) {
     out = tk_block_forward(ctx, b, v);
     TK_CHECK(out && bt_near(tk_value_get(out, "query"), want, 4, 1e-6));
     tk_ctx_free(ctx);
-    bt_case c = {.block = b, .ins = {bt_randn(3, 5, 2)}};
+    bt_case c = { .block = b, .ins = { bt_randn(3, 5, 2) } };
     TK_CHECK(bt_gradcheck("l2norm", &c, false, 1e-2) == 0);
-    bt_case t = {.block = b, .n = 2, .names = {"query", "item"}, .ins = {bt_randn(3, 5, 3), bt_randn(3, 5, 4)}};
+    bt_case t = { .block = b, .n = 2, .names = { "query", "item" }, .ins = { bt_randn(3, 5, 3), bt_randn(3, 5, 4) } };
     TK_CHECK(bt_gradcheck("l2norm tabular", &t, false, 1e-2) == 0);
     tk_tensor_release(c.ins[0]);
     tk_tensor_release(t.ins[0]);
@@ -75,7 +75,7 @@ static void test_dropout_block(void) {
     tk_ctx_free(ctx);
     TK_CHECK(tk_dropout_block_new("bad", 1.0f) == NULL);
     TK_CHECK_ERROR(tk_last_error(), "rate must be in [0, 1)");
-    bt_case c = {.block = b, .ins = {bt_randn(4, 6, 5)}};
+    bt_case c = { .block = b, .ins = { bt_randn(4, 6, 5) } };
     TK_CHECK(bt_gradcheck("dropout training", &c, true, 1e-2) == 0);
     tk_tensor_release(c.ins[0]);
     tk_tensor_release(x);
@@ -83,7 +83,7 @@ static void test_dropout_block(void) {
 }
 
 static void test_batch_norm_block(void) {
-    const float xv[4] = {1, 2, 3, 6};
+    const float xv[4] = { 1, 2, 3, 6 };
     tk_tensor *x = bt_mat(2, 2, xv);
     tk_block *b = tk_batch_norm_block_new("bn", 0, 0.99f, 1e-3f);
     TK_CHECK(!tk_block_is_built(b));
@@ -92,12 +92,13 @@ static void test_batch_norm_block(void) {
     tk_value *out = tk_block_forward(ctx, b, tk_value_of(ctx, x));
     TK_CHECK_MSG(out, "%s", tk_ctx_error(ctx));
     TK_CHECK(tk_block_is_built(b) && tk_block_num_params(b) == 4);
-    TK_CHECK(strcmp(tk_block_param_name(b, 0), "gamma") == 0 && strcmp(tk_block_param_name(b, 3), "moving_variance") == 0);
+    TK_CHECK(strcmp(tk_block_param_name(b, 0), "gamma") == 0 &&
+             strcmp(tk_block_param_name(b, 3), "moving_variance") == 0);
     TK_CHECK(tk_block_param_trainable(b, 0) && tk_block_param_trainable(b, 1) && !tk_block_param_trainable(b, 2) &&
              !tk_block_param_trainable(b, 3));
     /* batch mean [2, 4], biased variance [1, 4] */
     float s0 = 1.0f / sqrtf(1.001f), s1 = 2.0f / sqrtf(4.001f);
-    const float want[4] = {-s0, -s1, s0, s1};
+    const float want[4] = { -s0, -s1, s0, s1 };
     TK_CHECK(out && bt_near(tk_value_tensor(out), want, 4, 1e-5));
     /* the forward did not write the running statistics; the deferred update does */
     tk_tensor *mm = tk_block_param(b, "moving_mean"), *mv = tk_block_param(b, "moving_variance");
@@ -124,8 +125,8 @@ static void test_batch_norm_block(void) {
     /* gradients, training and evaluation, through gamma, beta and x */
     for (int training = 0; training < 2; training++) {
         tk_block *bn = tk_batch_norm_block_new("bn", 5, 0.9f, 1e-3f);
-        bt_set_param(bn, "gamma", (const float[]){1.5f, 0.5f, -1, 2, 1});
-        bt_case c = {.block = bn, .ins = {bt_randn(6, 5, 9)}};
+        bt_set_param(bn, "gamma", (const float[]){ 1.5f, 0.5f, -1, 2, 1 });
+        bt_case c = { .block = bn, .ins = { bt_randn(6, 5, 9) } };
         TK_CHECK_MSG(bt_gradcheck("batch_norm", &c, training, 2e-2) == 0, "training %d", training);
         tk_tensor_release(c.ins[0]);
         tk_block_release(bn);
@@ -137,9 +138,9 @@ static void test_filter_block(void) {
     tk_ctx *ctx = tk_ctx_new(1);
     tk_tensor *t = bt_randn(2, 2, 1);
     tk_value *v = tk_value_table(ctx);
-    const char *keys[5] = {"a", "b__values", "b__offsets", "c", "bb"};
+    const char *keys[5] = { "a", "b__values", "b__offsets", "c", "bb" };
     for (int i = 0; i < 5; i++) tk_value_set(ctx, v, keys[i], t);
-    const char *sel[2] = {"b", "c"};
+    const char *sel[2] = { "b", "c" };
     tk_block *keep = tk_filter_block_new("keep", 2, sel, false);
     tk_block *drop = tk_filter_block_new("drop", 2, sel, true);
     tk_value *out = tk_block_forward(ctx, keep, v);
@@ -149,7 +150,7 @@ static void test_filter_block(void) {
     out = tk_block_forward(ctx, drop, v);
     TK_CHECK(out && out->n == 2 && tk_value_get(out, "a") && tk_value_get(out, "bb"));
     /* an entry's own name selects that entry alone */
-    const char *part[1] = {"b__offsets"};
+    const char *part[1] = { "b__offsets" };
     tk_block *one = tk_filter_block_new("one", 1, part, false);
     out = tk_block_forward(ctx, one, v);
     TK_CHECK(out && out->n == 1 && tk_value_get(out, "b__offsets"));

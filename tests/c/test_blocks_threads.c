@@ -11,7 +11,7 @@
 #define ITERS 200
 #define BATCH 16
 
-static const tk_init UNIFORM = {TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f};
+static const tk_init UNIFORM = { TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f };
 
 static void append(tk_block *seq, tk_block *child) {
     tk_sequential_append(seq, child);
@@ -29,7 +29,8 @@ static tk_block *make_model(int64_t in_width) {
     for (int t = 0; t < 2; t++) {
         tk_block *tower = tk_sequential_new(t ? "item" : "query");
         tk_block *e = tk_embeddings_new("embeddings");
-        tk_embeddings_add_feature(e, t ? "item_id" : "user_id", NULL, 50, 8, TK_COMBINER_MEAN, UNIFORM, 1 + (uint64_t)t);
+        tk_embeddings_add_feature(e, t ? "item_id" : "user_id", NULL, 50, 8, TK_COMBINER_MEAN, UNIFORM,
+                                  1 + (uint64_t)t);
         tk_embeddings_add_feature(e, "genres", NULL, 10, 8, TK_COMBINER_SQRTN, UNIFORM, 3);
         tk_embeddings_set_l2(e, 1e-3f);
         tk_block_set_aggregation(e, TK_AGG_CONCAT);
@@ -123,7 +124,7 @@ static bool step(tk_ctx *ctx, tk_block *model, const batch *b, result *r) {
     tk_tensor *q = tk_value_get(out, "query"), *i = tk_value_get(out, "item");
     /* in-batch softmax over the scores, plus the regularisers */
     tk_tensor *logits = tk_scale(ctx, tk_matmul(ctx, q, i, false, true), 20.0f);
-    tk_tensor *labels = tk_ctx_empty(ctx, TK_I64, 1, (const int64_t[]){BATCH});
+    tk_tensor *labels = tk_ctx_empty(ctx, TK_I64, 1, (const int64_t[]){ BATCH });
     if (!logits || !labels) return false;
     for (int k = 0; k < BATCH; k++) tk_i64(labels)[k] = k;
     tk_tensor *loss = tk_add(ctx, tk_cross_entropy(ctx, logits, labels, NULL), tk_ctx_added_loss(ctx));
@@ -132,7 +133,7 @@ static bool step(tk_ctx *ctx, tk_block *model, const batch *b, result *r) {
     push(r, tk_f32(q), (size_t)q->numel);
     push(r, tk_f32(i), (size_t)i->numel);
     push(r, tk_f32(loss), 1);
-    grad_ud g = {ctx, r};
+    grad_ud g = { ctx, r };
     tk_block_visit_params(model, true, push_grad, &g);
     return true;
 }
@@ -148,7 +149,7 @@ typedef struct worker {
 static void *run_worker(void *arg) {
     worker *w = arg;
     tk_ctx *ctx = tk_ctx_new(1);
-    result r = {0};
+    result r = { 0 };
     pthread_barrier_wait(w->barrier);
     for (int it = 0; it < ITERS; it++) {
         if (!step(ctx, w->model, w->b, &r)) {
@@ -166,7 +167,7 @@ static void test_threads_shared_model(void) {
     tk_block *model = make_model(0);
     batch b = make_batch();
     tk_ctx *ctx = tk_ctx_new(1);
-    result want = {0}, again = {0};
+    result want = { 0 }, again = { 0 };
     TK_CHECK_MSG(step(ctx, model, &b, &want), "%s", tk_ctx_error(ctx)); /* builds the model */
     TK_CHECK(tk_block_is_built(model));
     TK_CHECK(step(ctx, model, &b, &again));
@@ -178,7 +179,7 @@ static void test_threads_shared_model(void) {
     worker w[2];
     pthread_t th[2];
     for (int i = 0; i < 2; i++) {
-        w[i] = (worker){model, &b, &want, 0, 0, &barrier};
+        w[i] = (worker){ model, &b, &want, 0, 0, &barrier };
         pthread_create(&th[i], NULL, run_worker, &w[i]);
     }
     for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
@@ -221,7 +222,7 @@ static void test_threads_lazy_build_race(void) {
     /* the reference: the same model built eagerly (same seeds, same weights) */
     tk_block *eager = make_model(16);
     tk_ctx *ctx = tk_ctx_new(1);
-    result want = {0};
+    result want = { 0 };
     TK_CHECK_MSG(step(ctx, eager, &b, &want), "%s", tk_ctx_error(ctx));
     tk_ctx_free(ctx);
     int eager_params = 0;
@@ -234,7 +235,7 @@ static void test_threads_lazy_build_race(void) {
         race w[2];
         pthread_t th[2];
         for (int i = 0; i < 2; i++) {
-            w[i] = (race){model, &b, &barrier, {0}, false};
+            w[i] = (race){ model, &b, &barrier, { 0 }, false };
             pthread_create(&th[i], NULL, run_race, &w[i]);
         }
         for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
@@ -263,7 +264,7 @@ static void test_steady_state_step(void) {
     tk_block *model = make_model(0);
     batch b = make_batch();
     tk_ctx *ctx = tk_ctx_new(1);
-    result r = {0};
+    result r = { 0 };
     for (int i = 0; i < 3; i++) TK_CHECK(step(ctx, model, &b, &r));
     uint64_t allocs = tk_ctx_alloc_count(ctx);
     size_t cap = tk_ctx_arena_capacity(ctx);

@@ -4,12 +4,12 @@
 #include "io_test.h"
 #include "two_tower_fixture.h"
 
-static const tk_init UNIFORM = {TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f};
+static const tk_init UNIFORM = { TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f };
 
 /* The fixture's two towers, the query tower sized lazily (with a batch norm), every
  * weight uniform so that biases differ between seeds too. */
 static tk_block *two_tower(int64_t out, uint64_t seed) {
-    return tt_two_tower((tt_fixture){out, true, UNIFORM, UNIFORM, seed});
+    return tt_two_tower((tt_fixture){ out, true, UNIFORM, UNIFORM, seed });
 }
 
 typedef struct outputs {
@@ -25,12 +25,12 @@ static void outputs_free(outputs *o) {
 /* An evaluation forward pass; training first runs one training step's forward and
  * applies its batch-norm statistics (so those are not the initial ones). */
 static outputs run(tk_block *b, bool train_first) {
-    const int64_t users[6] = {0, 3, 9, 3, 1, 7}, items[6] = {19, 0, 5, 5, 12, 2};
+    const int64_t users[6] = { 0, 3, 9, 3, 1, 7 }, items[6] = { 19, 0, 5, 5, 12, 2 };
     tk_tensor *u = tk_tensor_new_1d(TK_I64, 6), *it = tk_tensor_new_1d(TK_I64, 6);
     memcpy(u->data, users, sizeof users);
     memcpy(it->data, items, sizeof items);
     tk_ctx *ctx = tk_ctx_new(3);
-    outputs o = {0};
+    outputs o = { 0 };
     for (int pass = train_first ? 0 : 1; pass < 2; pass++) {
         tk_ctx_reset(ctx);
         tk_ctx_set_training(ctx, pass == 0);
@@ -68,8 +68,8 @@ static const char *SCHEMA = "{\"feature\": [{\"name\": \"user_id\", \"type\": \"
 static tk_block *saved_model(const char *dir, uint64_t seed, outputs *o) {
     tk_block *b = two_tower(3, seed);
     *o = run(b, true);
-    const char *names[1] = {"schema.json"};
-    const char *texts[1] = {SCHEMA};
+    const char *names[1] = { "schema.json" };
+    const char *texts[1] = { SCHEMA };
     tk_status st = tk_checkpoint_write(dir, b, 1, names, texts);
     TK_CHECK_MSG(st == TK_OK, "%s", tk_last_error());
     return b;
@@ -119,8 +119,8 @@ static void test_round_trip(void) {
     TK_CHECK(st && st->metadata_json && strstr(st->metadata_json, "\"format\":\"towerkit\""));
     tk_safetensors_free(st);
     /* read back: built, same outputs bit for bit, extra files as text */
-    const char *names[2] = {"schema.json", "absent.txt"};
-    char *texts[2] = {(char *)"x", (char *)"y"};
+    const char *names[2] = { "schema.json", "absent.txt" };
+    char *texts[2] = { (char *)"x", (char *)"y" };
     tk_block *c = tk_checkpoint_read(dir, 2, names, texts);
     TK_CHECK_MSG(c != NULL, "%s", tk_last_error());
     if (c) {
@@ -187,22 +187,22 @@ static void test_failed_writes(void) {
     tk_block *c = two_tower(3, 5);
     other = run(c, true);
     /* a file name with '/': refused before anything is written */
-    const char *slash[1] = {"sub/schema.json"};
-    const char *text[1] = {SCHEMA};
+    const char *slash[1] = { "sub/schema.json" };
+    const char *text[1] = { SCHEMA };
     TK_CHECK(tk_checkpoint_write(dir, c, 1, slash, text) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "extra file name 'sub/schema.json' must be a plain file name");
-    const char *reserved[1] = {"config.json"};
+    const char *reserved[1] = { "config.json" };
     TK_CHECK(tk_checkpoint_write(dir, c, 1, reserved, text) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "is reserved");
     /* a name the file system refuses: fails inside the temporary directory */
     char longname[300];
     memset(longname, 'n', 299);
     longname[299] = '\0';
-    const char *toolong[1] = {longname};
+    const char *toolong[1] = { longname };
     TK_CHECK(tk_checkpoint_write(dir, c, 1, toolong, text) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "File name too long");
     /* the disk fills up while the weights are written */
-    write_args w = {dir, c};
+    write_args w = { dir, c };
     tk_status st = io_with_size_limit(1024, write_plain, &w);
     TK_CHECK(st == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "File too large");
@@ -214,7 +214,7 @@ static void test_failed_writes(void) {
     /* after all that, the old checkpoint is whole and nothing is left behind */
     TK_CHECK(reads_as(dir, want));
     char *schema = NULL;
-    const char *names[1] = {"schema.json"};
+    const char *names[1] = { "schema.json" };
     tk_block *r = tk_checkpoint_read(dir, 1, names, &schema);
     TK_CHECK(r && schema && strcmp(schema, SCHEMA) == 0);
     free(schema);
@@ -349,7 +349,7 @@ static void snap_free(param_snap *s) {
 }
 
 static bool params_equal(const tk_block *a, const tk_block *b) {
-    param_snap x = {0}, y = {0};
+    param_snap x = { 0 }, y = { 0 };
     tk_block_visit_params(a, true, snap_visitor, &x);
     tk_block_visit_params(b, true, snap_visitor, &y);
     bool same = x.n == y.n;

@@ -5,8 +5,9 @@
 
 #include "internal.h" /* tk_format_f32 */
 
-static const tk_column_spec SPECS3[3] = {
-    {"user_id", TK_COL_INT64}, {"rating", TK_COL_FLOAT32}, {"history", TK_COL_INT64_LIST}};
+static const tk_column_spec SPECS3[3] = { { "user_id", TK_COL_INT64 },
+                                          { "rating", TK_COL_FLOAT32 },
+                                          { "history", TK_COL_INT64_LIST } };
 
 /* Reads every row of path with specs; NULL (and the error) on failure. */
 static tk_columns *read_all(const char *path, int32_t n, const tk_column_spec *specs) {
@@ -52,9 +53,9 @@ static void test_types_and_lists(void) {
     if (!c) return;
     TK_CHECK(c->nrows == 4 && c->ncols == 3);
     TK_CHECK(strcmp(c->names[0], "user_id") == 0 && c->types[2] == TK_COL_INT64_LIST);
-    const int64_t ids[4] = {1, -22, INT64_MAX, 4};
-    const float rating[4] = {4.5f, -0.25f, 1e-3f, 3.0f};
-    const int64_t hist[6] = {3, 17, 4, 5, -1, 0}, offs[5] = {0, 3, 3, 4, 6};
+    const int64_t ids[4] = { 1, -22, INT64_MAX, 4 };
+    const float rating[4] = { 4.5f, -0.25f, 1e-3f, 3.0f };
+    const int64_t hist[6] = { 3, 17, 4, 5, -1, 0 }, offs[5] = { 0, 3, 3, 4, 6 };
     TK_CHECK(i64_eq(c->values[0], 4, ids));
     TK_CHECK(f32_eq(c->values[1], 4, rating));
     TK_CHECK(i64_eq(c->values[2], 6, hist));
@@ -64,9 +65,9 @@ static void test_types_and_lists(void) {
     tk_columns_free(c);
     /* columns come in the order asked, whatever the header's order; INT64_MIN */
     io_write_text(p, "b,a\n-9223372036854775808,1\n");
-    const tk_column_spec ba[2] = {{"a", TK_COL_INT64}, {"b", TK_COL_INT64}};
+    const tk_column_spec ba[2] = { { "a", TK_COL_INT64 }, { "b", TK_COL_INT64 } };
     c = read_all(p, 2, ba);
-    const int64_t a1[1] = {1}, b1[1] = {INT64_MIN};
+    const int64_t a1[1] = { 1 }, b1[1] = { INT64_MIN };
     TK_CHECK(c && i64_eq(c->values[0], 1, a1) && i64_eq(c->values[1], 1, b1));
     tk_columns_free(c);
     /* no columns asked: rows are still counted and checked */
@@ -85,8 +86,8 @@ static void test_quotes_and_line_endings(void) {
     tk_columns *c = read_all(p, 3, SPECS3);
     TK_CHECK_MSG(c != NULL, "%s", tk_last_error());
     if (c) {
-        const int64_t ids[4] = {12, 13, 14, 15}, hist[5] = {1, 2, 7, 8, 9}, offs[5] = {0, 2, 2, 3, 5};
-        const float r[4] = {2.5f, 3, 4, 5};
+        const int64_t ids[4] = { 12, 13, 14, 15 }, hist[5] = { 1, 2, 7, 8, 9 }, offs[5] = { 0, 2, 2, 3, 5 };
+        const float r[4] = { 2.5f, 3, 4, 5 };
         TK_CHECK(c->nrows == 4);
         TK_CHECK(i64_eq(c->values[0], 4, ids) && f32_eq(c->values[1], 4, r));
         TK_CHECK(i64_eq(c->values[2], 5, hist) && i64_eq(c->offsets[2], 5, offs));
@@ -109,77 +110,78 @@ typedef struct csv_case {
 
 static const csv_case ERROR_CASES[] = {
     /* quotes: cells are unescaped for messages; quoting errors; lone CR and quotes in text */
-    {"quoted cell with \"\"", "id,title\n1,\"a \"\"b\"\", c\"\n", "title:i",
-     "row 2, column 'title': \"a \"b\", c\" is not an integer"},
-    {"blank lines count in rows", "user_id,rating,history\n\n1,2,3\n\n4,x,6\n", "user_id:i,rating:f,history:l",
-     "row 5, column 'rating': \"x\" is not a number"},
-    {"quote not closed", "user_id,rating,history\n1,\"2,3\n", "user_id:i,rating:f,history:l",
-     "row 2, column 'rating': a quoted field is not closed before the end of the file"},
-    {"text after the closing quote", "user_id,rating,history\n1,\"2\"x,3\n", "user_id:i,rating:f,history:l",
-     "row 2, column 'rating': text after the closing quote of a quoted field"},
-    {"text after the closing quote in the header", "user_id,\"rating\"x,history\n1,2,3\n",
-     "user_id:i,rating:f,history:l", "row 1, field 2: text after the closing quote of a quoted field"},
-    {"quote not closed in an extra field", "user_id,rating,history\n1,2,3,\"x\n", "user_id:i,rating:f,history:l",
-     "row 2, field 4: a quoted field is not closed before the end of the file"},
-    {"a lone CR is text", "user_id,rating,history\n1\r2,3,4\n", "user_id:i,rating:f,history:l",
-     "row 2, column 'user_id': \"1\r2\" is not an integer"},
-    {"a quote inside an unquoted cell is text", "name\nab\"c\n", "name:i",
-     "row 2, column 'name': \"ab\"c\" is not an integer"},
+    { "quoted cell with \"\"", "id,title\n1,\"a \"\"b\"\", c\"\n", "title:i",
+      "row 2, column 'title': \"a \"b\", c\" is not an integer" },
+    { "blank lines count in rows", "user_id,rating,history\n\n1,2,3\n\n4,x,6\n", "user_id:i,rating:f,history:l",
+      "row 5, column 'rating': \"x\" is not a number" },
+    { "quote not closed", "user_id,rating,history\n1,\"2,3\n", "user_id:i,rating:f,history:l",
+      "row 2, column 'rating': a quoted field is not closed before the end of the file" },
+    { "text after the closing quote", "user_id,rating,history\n1,\"2\"x,3\n", "user_id:i,rating:f,history:l",
+      "row 2, column 'rating': text after the closing quote of a quoted field" },
+    { "text after the closing quote in the header", "user_id,\"rating\"x,history\n1,2,3\n",
+      "user_id:i,rating:f,history:l", "row 1, field 2: text after the closing quote of a quoted field" },
+    { "quote not closed in an extra field", "user_id,rating,history\n1,2,3,\"x\n", "user_id:i,rating:f,history:l",
+      "row 2, field 4: a quoted field is not closed before the end of the file" },
+    { "a lone CR is text", "user_id,rating,history\n1\r2,3,4\n", "user_id:i,rating:f,history:l",
+      "row 2, column 'user_id': \"1\r2\" is not an integer" },
+    { "a quote inside an unquoted cell is text", "name\nab\"c\n", "name:i",
+      "row 2, column 'name': \"ab\"c\" is not an integer" },
     /* the header */
-    {"missing column", "user_id,item,rating\n1,2,3\n", "user_id:i,item_id:i",
-     "no column 'item_id' in the header (its 3 columns: user_id, item, rating)"},
-    {"column twice in the header", "a,user_id,user_id\n1,2,3\n", "user_id:i",
-     "column 'user_id' appears twice in the header (fields 2 and 3)"},
-    {"a duplicated column nobody asks for is fine", "a,x,x\n1,2,3\n", "a:i", ""},
-    {"empty file", "", "a:i", "the file is empty (no header row)"},
-    {"only a byte-order mark", "\xEF\xBB\xBF", "a:i", "the file is empty (no header row)"},
-    {"empty header", "\n1\n", "a:i", "row 1 (the header) is empty"},
+    { "missing column", "user_id,item,rating\n1,2,3\n", "user_id:i,item_id:i",
+      "no column 'item_id' in the header (its 3 columns: user_id, item, rating)" },
+    { "column twice in the header", "a,user_id,user_id\n1,2,3\n", "user_id:i",
+      "column 'user_id' appears twice in the header (fields 2 and 3)" },
+    { "a duplicated column nobody asks for is fine", "a,x,x\n1,2,3\n", "a:i", "" },
+    { "empty file", "", "a:i", "the file is empty (no header row)" },
+    { "only a byte-order mark", "\xEF\xBB\xBF", "a:i", "the file is empty (no header row)" },
+    { "empty header", "\n1\n", "a:i", "row 1 (the header) is empty" },
     /* rows of the wrong length */
-    {"short row", "user_id,rating,history\n1,2,3\n4,5\n", "user_id:i,rating:f,history:l",
-     "row 3 has 2 fields, the header has 3"},
-    {"row of one field", "user_id,rating,history,x\n1,2,3,4\n4\n", "user_id:i", "row 3 has 1 field, the header has 4"},
-    {"long row", "user_id,rating,history\n1,2,3,\n", "user_id:i,rating:f,history:l",
-     "row 2 has 4 fields, the header has 3"},
+    { "short row", "user_id,rating,history\n1,2,3\n4,5\n", "user_id:i,rating:f,history:l",
+      "row 3 has 2 fields, the header has 3" },
+    { "row of one field", "user_id,rating,history,x\n1,2,3,4\n4\n", "user_id:i",
+      "row 3 has 1 field, the header has 4" },
+    { "long row", "user_id,rating,history\n1,2,3,\n", "user_id:i,rating:f,history:l",
+      "row 2 has 4 fields, the header has 3" },
 };
 
 /* A bad cell, as a case: the cell goes into row 3 of a column of its type. */
 typedef struct cell_case {
-    char type; /* i, f, l */
+    char type;              /* i, f, l */
     const char *cell, *msg; /* msg: what follows "row 3, column '<name>': " */
 } cell_case;
 
 static const cell_case CELL_CASES[] = {
-    {'i', "abc", "\"abc\" is not an integer"},
-    {'i', "1.5", "\"1.5\" is not an integer"},
-    {'i', "", "\"\" is not an integer"},
-    {'i', "-", "\"-\" is not an integer"},
-    {'i', " 12", "\" 12\" is not an integer"},
-    {'i', "12 ", "\"12 \" is not an integer"},
-    {'i', "1e3", "\"1e3\" is not an integer"},
-    {'i', "9223372036854775808", "\"9223372036854775808\" is outside the int64 range"},
-    {'i', "-9223372036854775809", "\"-9223372036854775809\" is outside the int64 range"},
-    {'i', "123456789012345678901234567890", "\"123456789012345678901234567890\" is outside the int64 range"},
-    {'f', "x", "\"x\" is not a number"},
-    {'f', "", "\"\" is not a number"},
-    {'f', ".", "\".\" is not a number"},
-    {'f', "1.5.2", "\"1.5.2\" is not a number"},
-    {'f', "1e", "\"1e\" is not a number"},
-    {'f', "0x10", "\"0x10\" is not a number"},
-    {'f', " 1", "\" 1\" is not a number"},
-    {'f', "nan", "\"nan\" is not a finite number (NaN and infinity are refused)"},
-    {'f', "NaN", "\"NaN\" is not a finite number (NaN and infinity are refused)"},
-    {'f', "-inf", "\"-inf\" is not a finite number (NaN and infinity are refused)"},
-    {'f', "Infinity", "\"Infinity\" is not a finite number (NaN and infinity are refused)"},
-    {'f', "1e39", "\"1e39\" is outside the float32 range"},
-    {'f', "-3.5e300", "\"-3.5e300\" is outside the float32 range"},
-    {'l', "3|x", "\"3|x\" is not a list of integers separated by '|'"},
-    {'l', "3||4", "\"3||4\" is not a list of integers separated by '|'"},
-    {'l', "3|", "\"3|\" is not a list of integers separated by '|'"},
-    {'l', "|3", "\"|3\" is not a list of integers separated by '|'"},
-    {'l', "3 | 4", "\"3 | 4\" is not a list of integers separated by '|'"},
-    {'l', "1.5", "\"1.5\" is not a list of integers separated by '|'"},
-    {'l', "1|99999999999999999999",
-     "\"1|99999999999999999999\" has an id outside the int64 range (\"99999999999999999999\")"},
+    { 'i', "abc", "\"abc\" is not an integer" },
+    { 'i', "1.5", "\"1.5\" is not an integer" },
+    { 'i', "", "\"\" is not an integer" },
+    { 'i', "-", "\"-\" is not an integer" },
+    { 'i', " 12", "\" 12\" is not an integer" },
+    { 'i', "12 ", "\"12 \" is not an integer" },
+    { 'i', "1e3", "\"1e3\" is not an integer" },
+    { 'i', "9223372036854775808", "\"9223372036854775808\" is outside the int64 range" },
+    { 'i', "-9223372036854775809", "\"-9223372036854775809\" is outside the int64 range" },
+    { 'i', "123456789012345678901234567890", "\"123456789012345678901234567890\" is outside the int64 range" },
+    { 'f', "x", "\"x\" is not a number" },
+    { 'f', "", "\"\" is not a number" },
+    { 'f', ".", "\".\" is not a number" },
+    { 'f', "1.5.2", "\"1.5.2\" is not a number" },
+    { 'f', "1e", "\"1e\" is not a number" },
+    { 'f', "0x10", "\"0x10\" is not a number" },
+    { 'f', " 1", "\" 1\" is not a number" },
+    { 'f', "nan", "\"nan\" is not a finite number (NaN and infinity are refused)" },
+    { 'f', "NaN", "\"NaN\" is not a finite number (NaN and infinity are refused)" },
+    { 'f', "-inf", "\"-inf\" is not a finite number (NaN and infinity are refused)" },
+    { 'f', "Infinity", "\"Infinity\" is not a finite number (NaN and infinity are refused)" },
+    { 'f', "1e39", "\"1e39\" is outside the float32 range" },
+    { 'f', "-3.5e300", "\"-3.5e300\" is outside the float32 range" },
+    { 'l', "3|x", "\"3|x\" is not a list of integers separated by '|'" },
+    { 'l', "3||4", "\"3||4\" is not a list of integers separated by '|'" },
+    { 'l', "3|", "\"3|\" is not a list of integers separated by '|'" },
+    { 'l', "|3", "\"|3\" is not a list of integers separated by '|'" },
+    { 'l', "3 | 4", "\"3 | 4\" is not a list of integers separated by '|'" },
+    { 'l', "1.5", "\"1.5\" is not a list of integers separated by '|'" },
+    { 'l', "1|99999999999999999999",
+      "\"1|99999999999999999999\" has an id outside the int64 range (\"99999999999999999999\")" },
 };
 
 /* Runs one case; a failure names it. */
@@ -191,7 +193,9 @@ static void check_case(const csv_case *c) {
         size_t len = strcspn(p, ":");
         snprintf(names[n], sizeof names[n], "%.*s", (int)len, p);
         char t = p[len + 1];
-        specs[n] = (tk_column_spec){names[n], t == 'f' ? TK_COL_FLOAT32 : t == 'l' ? TK_COL_INT64_LIST : TK_COL_INT64};
+        specs[n] = (tk_column_spec){ names[n], t == 'f'   ? TK_COL_FLOAT32
+                                               : t == 'l' ? TK_COL_INT64_LIST
+                                                          : TK_COL_INT64 };
         p += len + 2;
         if (*p == ',') p++;
     }
@@ -210,9 +214,9 @@ static void test_bad_cells(void) {
     static const struct {
         const char *cols, *name, *text;
     } files[3] = {
-        {"item_id:i", "item_id", "user,item_id\n1,5\n2,%s\n3,7\n"},
-        {"rating:f", "rating", "x,rating\n0,1\n0,%s\n"},
-        {"history:l", "history", "history,x\n1|2,0\n%s,0\n"},
+        { "item_id:i", "item_id", "user,item_id\n1,5\n2,%s\n3,7\n" },
+        { "rating:f", "rating", "x,rating\n0,1\n0,%s\n" },
+        { "history:l", "history", "history,x\n1|2,0\n%s,0\n" },
     };
     for (size_t i = 0; i < TK_ARRAY_LEN(CELL_CASES); i++) {
         const cell_case *k = &CELL_CASES[i];
@@ -221,17 +225,17 @@ static void test_bad_cells(void) {
         snprintf(name, sizeof name, "%s cell \"%s\"", files[f].name, k->cell);
         snprintf(text, sizeof text, files[f].text, k->cell);
         snprintf(want, sizeof want, "row 3, column '%s': %s", files[f].name, k->msg);
-        check_case(&(csv_case){name, text, files[f].cols, want});
+        check_case(&(csv_case){ name, text, files[f].cols, want });
     }
     /* a cell with a ',' is two fields: a row error */
-    check_case(&(csv_case){"float cell \"1,5\"", "x,rating\n0,1\n0,1,5\n", "rating:f",
-                           "row 3 has 3 fields, the header has 2"});
+    check_case(&(csv_case){ "float cell \"1,5\"", "x,rating\n0,1\n0,1,5\n", "rating:f",
+                            "row 3 has 3 fields, the header has 2" });
     /* long cells are cut in messages */
     char longcell[200], text[256];
     memset(longcell, 'z', 150);
     longcell[150] = '\0';
     snprintf(text, sizeof text, "item_id\n%s\n", longcell);
-    const tk_column_spec item[1] = {{"item_id", TK_COL_INT64}};
+    const tk_column_spec item[1] = { { "item_id", TK_COL_INT64 } };
     const char *e = read_error(text, 1, item);
     TK_CHECK_ERROR(e, "row 2, column 'item_id': \"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz...\" is "
                       "not an integer");
@@ -249,13 +253,13 @@ static void test_bad_cells(void) {
 }
 
 static void test_header_only_and_reader_errors(void) {
-    const tk_column_spec a[1] = {{"a", TK_COL_INT64}};
+    const tk_column_spec a[1] = { { "a", TK_COL_INT64 } };
     const char *p = io_path("header.csv");
     io_write_text(p, "user_id,rating,history\n");
     tk_columns *c = read_all(p, 3, SPECS3);
     TK_CHECK_MSG(c != NULL, "%s", tk_last_error());
     if (c) {
-        const int64_t zero[1] = {0};
+        const int64_t zero[1] = { 0 };
         TK_CHECK(c->nrows == 0);
         TK_CHECK(i64_eq(c->values[0], 0, NULL) && f32_eq(c->values[1], 0, NULL));
         TK_CHECK(i64_eq(c->values[2], 0, NULL) && i64_eq(c->offsets[2], 1, zero));
@@ -268,13 +272,13 @@ static void test_header_only_and_reader_errors(void) {
     /* no trailing newline after the last row */
     io_write_text(p, "user_id,rating,history\n1,2,3\n4,5,6|7");
     c = read_all(p, 3, SPECS3);
-    const int64_t ids[2] = {1, 4}, h[3] = {3, 6, 7};
+    const int64_t ids[2] = { 1, 4 }, h[3] = { 3, 6, 7 };
     TK_CHECK(c && c->nrows == 2 && i64_eq(c->values[0], 2, ids) && i64_eq(c->values[2], 3, h));
     tk_columns_free(c);
     /* missing file, bad specs */
     TK_CHECK(tk_csv_open(io_path("nope.csv"), 1, a) == NULL);
     TK_CHECK_ERROR(tk_last_error(), "nope.csv: cannot open: No such file or directory");
-    const tk_column_spec twice[2] = {{"a", TK_COL_INT64}, {"a", TK_COL_FLOAT32}};
+    const tk_column_spec twice[2] = { { "a", TK_COL_INT64 }, { "a", TK_COL_FLOAT32 } };
     TK_CHECK(tk_csv_open(p, 2, twice) == NULL);
     TK_CHECK_ERROR(tk_last_error(), "column 'a' is requested twice");
     /* after an error the reader refuses to go on */
@@ -329,7 +333,7 @@ static void test_chunks(void) {
         tk_columns_free(end);
         tk_columns_free(all);
         tk_csv_close(r);
-        const int64_t sizes[3] = {1, 7, 4096};
+        const int64_t sizes[3] = { 1, 7, 4096 };
         for (int s = 0; s < 3; s++) {
             r = tk_csv_open(p, 3, SPECS3);
             int64_t got = 0;
@@ -354,7 +358,7 @@ static void test_chunks(void) {
     for (int i = 0; i < 400000; i++) fprintf(f, i ? "|%d" : "%d", i);
     fputs(",1\n5,2\n", f);
     fclose(f);
-    const tk_column_spec hs[1] = {{"history", TK_COL_INT64_LIST}};
+    const tk_column_spec hs[1] = { { "history", TK_COL_INT64_LIST } };
     tk_columns *c = read_all(p, 1, hs);
     TK_CHECK_MSG(c && c->nrows == 2 && c->values[0]->numel == 400001, "%s", c ? "wrong" : tk_last_error());
     if (c && c->values[0]->numel == 400001)
@@ -383,8 +387,9 @@ static void test_buffer_boundaries(void) {
         n += (size_t)sprintf(text + n, ",1,1\n%s", tail);
         io_write(p, text, n);
         tk_columns *c = read_all(p, 3, SPECS3);
-        const int64_t ids[5] = {1, -12, 13, 14, 15}, hist[7] = {1, 3, 4, 5, 6, 7, 8}, offs[6] = {0, 1, 3, 3, 4, 7};
-        const float r[5] = {1, 12.5f, 0.5f, 2, -7.5f};
+        const int64_t ids[5] = { 1, -12, 13, 14, 15 }, hist[7] = { 1, 3, 4, 5, 6, 7, 8 },
+                      offs[6] = { 0, 1, 3, 3, 4, 7 };
+        const float r[5] = { 1, 12.5f, 0.5f, 2, -7.5f };
         bool ok = c && c->nrows == 5 && i64_eq(c->values[0], 5, ids) && f32_eq(c->values[1], 5, r) &&
                   i64_eq(c->values[2], 7, hist) && i64_eq(c->offsets[2], 6, offs);
         if (!ok) bad++;
@@ -419,21 +424,41 @@ static void test_float_parsing(void) {
         memcpy(&any, &bits, 4);
         if (!isfinite(any)) any = 1.5f;
         switch (i % 10) {
-        case 0: snprintf(cells[i], 40, "%u.%u", x % 100000, (x >> 7) % 1000); break;
-        case 1: snprintf(cells[i], 40, "-%u.%06u", x % 17, x % 1000000); break;
-        case 2: snprintf(cells[i], 40, "%.9g", (double)((float)x / 16777216.0f)); break;
-        case 3: snprintf(cells[i], 40, "0.%010u", x); break;
-        case 4: snprintf(cells[i], 40, "%u", x % 16777217u + (x & 1) * 16777200u); break;
-        case 5: snprintf(cells[i], 40, "%.9g", (double)any); break;              /* any float, exponents */
-        case 6: snprintf(cells[i], 40, "%.17g", (double)x * 1e-7 + 1e-9); break; /* long decimals */
-        case 7: snprintf(cells[i], 40, "%uE%+d", x % 100000000, (int)(x % 60) - 30); break;
-        case 8: snprintf(cells[i], 40, "%.1f", (double)(16777216 + 2 * (x % 1000) + 1)); break; /* float midpoints */
-        default: snprintf(cells[i], 40, "000%u.%05u00e-2", x % 1000, x % 100000); break;
+        case 0:
+            snprintf(cells[i], 40, "%u.%u", x % 100000, (x >> 7) % 1000);
+            break;
+        case 1:
+            snprintf(cells[i], 40, "-%u.%06u", x % 17, x % 1000000);
+            break;
+        case 2:
+            snprintf(cells[i], 40, "%.9g", (double)((float)x / 16777216.0f));
+            break;
+        case 3:
+            snprintf(cells[i], 40, "0.%010u", x);
+            break;
+        case 4:
+            snprintf(cells[i], 40, "%u", x % 16777217u + (x & 1) * 16777200u);
+            break;
+        case 5:
+            snprintf(cells[i], 40, "%.9g", (double)any);
+            break; /* any float, exponents */
+        case 6:
+            snprintf(cells[i], 40, "%.17g", (double)x * 1e-7 + 1e-9);
+            break; /* long decimals */
+        case 7:
+            snprintf(cells[i], 40, "%uE%+d", x % 100000000, (int)(x % 60) - 30);
+            break;
+        case 8:
+            snprintf(cells[i], 40, "%.1f", (double)(16777216 + 2 * (x % 1000) + 1));
+            break; /* float midpoints */
+        default:
+            snprintf(cells[i], 40, "000%u.%05u00e-2", x % 1000, x % 100000);
+            break;
         }
         fprintf(f, "%s\n", cells[i]);
     }
     fclose(f);
-    const tk_column_spec v[1] = {{"v", TK_COL_FLOAT32}};
+    const tk_column_spec v[1] = { { "v", TK_COL_FLOAT32 } };
     tk_columns *c = read_all(p, 1, v);
     TK_CHECK(c && c->nrows == n);
     int bad = 0;
@@ -454,23 +479,23 @@ static void test_float_format(void) {
         float v;
         const char *text;
     } known[] = {
-        {0.1f, "0.1"},
-        {0.0f, "0"},
-        {-0.0f, "-0"},
-        {1.0f, "1"},
-        {-2.5f, "-2.5"},
-        {100.0f, "100"},
-        {123456792.0f, "123456790"},
-        {1e9f, "1e9"},
-        {1.5e10f, "1.5e10"},
-        {1e-5f, "0.00001"},
-        {1.25e-6f, "1.25e-6"},
-        {3.4028235e38f, "3.4028235e38"},
-        {1.4e-45f, "1e-45"},
-        {1.17549435e-38f, "1.1754944e-38"},
-        {16777216.0f, "16777216"},
-        {0.3f, "0.3"},
-        {2.0f / 3.0f, "0.6666667"},
+        { 0.1f, "0.1" },
+        { 0.0f, "0" },
+        { -0.0f, "-0" },
+        { 1.0f, "1" },
+        { -2.5f, "-2.5" },
+        { 100.0f, "100" },
+        { 123456792.0f, "123456790" },
+        { 1e9f, "1e9" },
+        { 1.5e10f, "1.5e10" },
+        { 1e-5f, "0.00001" },
+        { 1.25e-6f, "1.25e-6" },
+        { 3.4028235e38f, "3.4028235e38" },
+        { 1.4e-45f, "1e-45" },
+        { 1.17549435e-38f, "1.1754944e-38" },
+        { 16777216.0f, "16777216" },
+        { 0.3f, "0.3" },
+        { 2.0f / 3.0f, "0.6666667" },
     };
     char buf[40];
     for (size_t i = 0; i < TK_ARRAY_LEN(known); i++) {
@@ -523,7 +548,7 @@ static void test_float_format(void) {
 
 static void test_embeddings(void) {
     const int64_t n = 500, d = 16;
-    int64_t shape[2] = {n, d};
+    int64_t shape[2] = { n, d };
     tk_tensor *m = tk_test_randn(2, shape, 1.0f, 5);
     tk_f32(m)[0] = 0.0f;
     tk_f32(m)[1] = -0.0f;
@@ -539,10 +564,10 @@ static void test_embeddings(void) {
     free(text);
     tk_column_spec specs[17];
     char names[16][16];
-    specs[0] = (tk_column_spec){"id", TK_COL_INT64};
+    specs[0] = (tk_column_spec){ "id", TK_COL_INT64 };
     for (int j = 0; j < 16; j++) {
         snprintf(names[j], sizeof names[j], "e_%d", j);
-        specs[j + 1] = (tk_column_spec){names[j], TK_COL_FLOAT32};
+        specs[j + 1] = (tk_column_spec){ names[j], TK_COL_FLOAT32 };
     }
     tk_columns *c = read_all(p, 17, specs);
     TK_CHECK_MSG(c && c->nrows == n, "%s", c ? "rows" : tk_last_error());

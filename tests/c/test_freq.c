@@ -18,7 +18,7 @@ static void test_known_frequencies(void) {
         TK_CHECK(tk_freq_estimator_update(est, n, ids, logq) == TK_OK);
     }
     TK_CHECK(tk_freq_estimator_step(est) == 4000);
-    int64_t q[3] = {1, 2, 3};
+    int64_t q[3] = { 1, 2, 3 };
     tk_freq_estimator_logq(est, 3, q, logq);
     TK_CHECK_NEAR(expf(logq[0]), 1.0, 1e-3);
     TK_CHECK_NEAR(expf(logq[1]), 0.25, 0.25 * 1e-3);
@@ -29,10 +29,10 @@ static void test_known_frequencies(void) {
 /* Random sightings: id k appears at each step with probability p_k; the estimates
  * follow within the noise of a moving average of rate alpha. */
 static void test_random_frequencies(void) {
-    const double p[4] = {0.9, 0.5, 0.2, 0.05};
+    const double p[4] = { 0.9, 0.5, 0.2, 0.05 };
     tk_freq_estimator *est = tk_freq_estimator_new(1000, 0.01f);
     uint64_t s = 12345;
-    double sum[4] = {0};
+    double sum[4] = { 0 };
     int samples = 0;
     for (int64_t t = 0; t < 30000; t++) {
         int64_t ids[4];
@@ -43,7 +43,7 @@ static void test_random_frequencies(void) {
         }
         tk_freq_estimator_update(est, n, ids, NULL);
         if (t >= 10000 && t % 100 == 0) { /* average the estimate over the second part */
-            int64_t q[4] = {100, 101, 102, 103};
+            int64_t q[4] = { 100, 101, 102, 103 };
             float lq[4];
             tk_freq_estimator_logq(est, 4, q, lq);
             for (int k = 0; k < 4; k++) sum[k] += 1.0 / expf(lq[k]); /* the gap estimate B */
@@ -68,21 +68,21 @@ static void test_initial_estimate_and_order(void) {
     TK_CHECK(tk_freq_estimator_update(est, 1, &id, &lq) == TK_OK); /* step 0: first sighting */
     TK_CHECK_NEAR(lq, logf(0.25f), 1e-6);
     tk_freq_estimator_logq(est, 1, &id, &lq);
-    TK_CHECK_NEAR(lq, logf(0.25f), 1e-6); /* B unchanged: 4 */
+    TK_CHECK_NEAR(lq, logf(0.25f), 1e-6);                              /* B unchanged: 4 */
     TK_CHECK(tk_freq_estimator_update(est, 1, &other, NULL) == TK_OK); /* step 1 */
     TK_CHECK(tk_freq_estimator_update(est, 1, &id, &lq) == TK_OK);     /* step 2: gap 2 */
-    TK_CHECK_NEAR(lq, logf(0.25f), 1e-6);                            /* before the update */
+    TK_CHECK_NEAR(lq, logf(0.25f), 1e-6);                              /* before the update */
     tk_freq_estimator_logq(est, 1, &id, &lq);
     TK_CHECK_NEAR(lq, -logf(0.75f * 4.0f + 0.25f * 2.0f), 1e-6); /* B = 3.5 */
     TK_CHECK(tk_freq_estimator_step(est) == 3);
     /* a repeated id: every position gets the estimate before the step, and each occurrence
      * updates in order (the second records a gap of 0) */
-    int64_t twice[3] = {id, other, id};
+    int64_t twice[3] = { id, other, id };
     float out[3];
     TK_CHECK(tk_freq_estimator_update(est, 3, twice, out) == TK_OK); /* step 3 */
     TK_CHECK_NEAR(out[0], -logf(3.5f), 1e-6);
     TK_CHECK_NEAR(out[2], -logf(3.5f), 1e-6);
-    TK_CHECK_NEAR(out[1], -logf(4.0f), 1e-6); /* other: seen once, B still 1 / alpha */
+    TK_CHECK_NEAR(out[1], -logf(4.0f), 1e-6);                /* other: seen once, B still 1 / alpha */
     float b1 = 0.75f * 3.5f + 0.25f * 1.0f, b2 = 0.75f * b1; /* gap 1, then gap 0 */
     tk_freq_estimator_logq(est, 1, &id, &lq);
     TK_CHECK_NEAR(lq, -logf(b2), 1e-6);
@@ -111,7 +111,7 @@ static void test_collisions_and_repeats(void) {
     TK_CHECK(isfinite(lq[0]));
     TK_CHECK(lq[0] > 0.0f); /* many sightings per step: p > 1 */
     /* negative and huge ids hash like any other */
-    int64_t odd[3] = {-1, INT64_MIN, INT64_MAX};
+    int64_t odd[3] = { -1, INT64_MIN, INT64_MAX };
     TK_CHECK(tk_freq_estimator_update(est, 3, odd, lq) == TK_OK);
     for (int i = 0; i < 3; i++) TK_CHECK(isfinite(lq[i]));
     tk_freq_estimator_free(one);
@@ -141,7 +141,7 @@ static void test_bad_arguments(void) {
     TK_CHECK_ERROR(tk_last_error(), "n must be >= 0, got -1");
     TK_CHECK(tk_freq_estimator_update(ok, 2, NULL, NULL) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "ids is NULL but n is 2");
-    TK_CHECK(tk_freq_estimator_step(ok) == 0); /* failed calls are not steps */
+    TK_CHECK(tk_freq_estimator_step(ok) == 0);  /* failed calls are not steps */
     tk_freq_estimator_logq(NULL, 1, &id, NULL); /* ignored */
     tk_freq_estimator_free(ok);
     tk_freq_estimator_free(NULL);

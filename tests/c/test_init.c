@@ -6,7 +6,7 @@ typedef struct {
 } stats;
 
 static stats stats_of(const tk_tensor *t) {
-    stats s = {0, 0, INFINITY, -INFINITY};
+    stats s = { 0, 0, INFINITY, -INFINITY };
     const float *p = tk_f32(t);
     for (int64_t i = 0; i < t->numel; i++) {
         s.mean += p[i];
@@ -61,9 +61,9 @@ static void test_names(void) {
 static void test_constants(void) {
     /* constants are stored, not computed: exact */
     tk_tensor *t = tk_tensor_new_2d(TK_F32, 3, 4);
-    tk_init_fill(t, (tk_init){TK_INIT_ONES, 0, 0}, 1);
+    tk_init_fill(t, (tk_init){ TK_INIT_ONES, 0, 0 }, 1);
     for (int i = 0; i < 12; i++) TK_CHECK(tk_f32(t)[i] == 1.0f);
-    tk_init_fill(t, (tk_init){TK_INIT_CONSTANT, 2.5f, 0}, 1);
+    tk_init_fill(t, (tk_init){ TK_INIT_CONSTANT, 2.5f, 0 }, 1);
     for (int i = 0; i < 12; i++) TK_CHECK(tk_f32(t)[i] == 2.5f);
     tk_init_fill(t, tk_init_zeros(), 1);
     for (int i = 0; i < 12; i++) TK_CHECK(tk_f32(t)[i] == 0.0f);
@@ -75,9 +75,9 @@ static void test_uniforms(void) {
         const char *name;
         double limit;
     } cases[] = {
-        {"glorot_uniform", sqrt(6.0 / (400 + 600))},
-        {"he_uniform", sqrt(6.0 / 400)},
-        {"lecun_uniform", sqrt(3.0 / 400)},
+        { "glorot_uniform", sqrt(6.0 / (400 + 600)) },
+        { "he_uniform", sqrt(6.0 / 400) },
+        { "lecun_uniform", sqrt(3.0 / 400) },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tk_tensor *t = filled(cases[i].name, 0, 0, false);
@@ -109,16 +109,15 @@ static void test_normals(void) {
         const char *name;
         double target;
     } cases[] = {
-        {"glorot_normal", sqrt(2.0 / (400 + 600))},
-        {"he_normal", sqrt(2.0 / 400)},
-        {"lecun_normal", sqrt(1.0 / 400)},
+        { "glorot_normal", sqrt(2.0 / (400 + 600)) },
+        { "he_normal", sqrt(2.0 / 400) },
+        { "lecun_normal", sqrt(1.0 / 400) },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tk_tensor *t = filled(cases[i].name, 0, 0, false);
         stats s = stats_of(t);
         double sd = cases[i].target, bound = 2.0 * sd / 0.87962566103423978;
-        TK_CHECK_MSG(s.min >= -bound && s.max <= bound, "%s: [%g, %g] beyond %g", cases[i].name, s.min, s.max,
-                     bound);
+        TK_CHECK_MSG(s.min >= -bound && s.max <= bound, "%s: [%g, %g] beyond %g", cases[i].name, s.min, s.max, bound);
         TK_CHECK_MSG(s.max > 0.97 * bound, "%s: max %g never near the truncation %g", cases[i].name, s.max, bound);
         TK_CHECK_NEAR(s.mean, 0.0, 0.01 * sd);
         TK_CHECK_NEAR(s.std, sd, 0.01 * sd);
@@ -141,22 +140,22 @@ static void test_normals(void) {
 static void test_fans(void) {
     /* [n]: fan_in = fan_out = n */
     tk_tensor *v = tk_tensor_new_1d(TK_F32, 50000);
-    tk_init_fill(v, (tk_init){TK_INIT_GLOROT_UNIFORM, 0, 0}, 3);
+    tk_init_fill(v, (tk_init){ TK_INIT_GLOROT_UNIFORM, 0, 0 }, 3);
     stats s = stats_of(v);
     double lim = sqrt(6.0 / 100000.0);
     TK_CHECK(s.min >= -lim && s.max <= lim && s.max > 0.99 * lim);
     tk_tensor_release(v);
     /* [V, D] embedding table: fan_in V, fan_out D */
     tk_tensor *e = tk_tensor_new_2d(TK_F32, 1000, 8);
-    tk_init_fill(e, (tk_init){TK_INIT_HE_UNIFORM, 0, 0}, 3);
+    tk_init_fill(e, (tk_init){ TK_INIT_HE_UNIFORM, 0, 0 }, 3);
     s = stats_of(e);
     lim = sqrt(6.0 / 1000.0);
     TK_CHECK(s.min >= -lim && s.max <= lim && s.max > 0.99 * lim);
     tk_tensor_release(e);
     /* [k, k, in, out] convolution-style: receptive field multiplies both */
-    int64_t shape[4] = {3, 3, 20, 40};
+    int64_t shape[4] = { 3, 3, 20, 40 };
     tk_tensor *c = tk_tensor_new(TK_F32, 4, shape);
-    tk_init_fill(c, (tk_init){TK_INIT_GLOROT_UNIFORM, 0, 0}, 3);
+    tk_init_fill(c, (tk_init){ TK_INIT_GLOROT_UNIFORM, 0, 0 }, 3);
     s = stats_of(c);
     lim = sqrt(6.0 / (9 * 20 + 9 * 40));
     TK_CHECK(s.min >= -lim && s.max <= lim && s.max > 0.98 * lim);
@@ -183,10 +182,10 @@ static void test_determinism(void) {
 
 static void test_int_tensor(void) {
     tk_tensor *t = tk_tensor_new_1d(TK_I64, 4);
-    tk_init_fill(t, (tk_init){TK_INIT_CONSTANT, 7, 0}, 1);
+    tk_init_fill(t, (tk_init){ TK_INIT_CONSTANT, 7, 0 }, 1);
     TK_CHECK(tk_i64(t)[3] == 7);
     tk_set_error("%s", "");
-    tk_init_fill(t, (tk_init){TK_INIT_GLOROT_UNIFORM, 0, 0}, 1);
+    tk_init_fill(t, (tk_init){ TK_INIT_GLOROT_UNIFORM, 0, 0 }, 1);
     TK_CHECK_ERROR(tk_last_error(), "init: glorot_uniform needs a float32 tensor");
     TK_CHECK(tk_i64(t)[3] == 7);
     tk_tensor_release(t);

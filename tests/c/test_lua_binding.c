@@ -70,7 +70,7 @@ static tk_block *global_block(lua_State *L, const char *name) {
  * state" message (no frame is set), never reach Lua. */
 static void check_no_frame(tk_block *lb, const char *when) {
     tk_ctx *ctx = tk_ctx_new(0);
-    int64_t shape[2] = {1, 2};
+    int64_t shape[2] = { 1, 2 };
     tk_tensor *x = tk_ctx_empty(ctx, TK_F32, 2, shape);
     tk_value *out = x ? tk_block_forward(ctx, lb, tk_value_of(ctx, x)) : NULL;
     TK_CHECK_MSG(out == NULL, "%s: a Lua block ran from C", when);
@@ -102,13 +102,14 @@ static void test_lua_block_in_another_state(void) {
         tk_block_retain(lb);
         tkl_push_block(b, lb); /* the same C block, in state b */
         lua_setglobal(b, "LB");
-        TK_CHECK(run(b, "local ok, err = pcall(LB, tk.ones { 1, 2 })\n"
-                        "assert(not ok)\n"
-                        "assert(err:find('a block written in Lua runs only in the Lua state that created it', 1, true), err)\n"
-                        "-- inside a block of this state too\n"
-                        "local seq = tk.SequentialBlock { tk.Dense(2, { input_dim = 2 }), LB }\n"
-                        "ok, err = pcall(seq, tk.ones { 1, 2 })\n"
-                        "assert(not ok and err:find('runs only in the Lua state that created it', 1, true), err)"));
+        TK_CHECK(run(
+            b, "local ok, err = pcall(LB, tk.ones { 1, 2 })\n"
+               "assert(not ok)\n"
+               "assert(err:find('a block written in Lua runs only in the Lua state that created it', 1, true), err)\n"
+               "-- inside a block of this state too\n"
+               "local seq = tk.SequentialBlock { tk.Dense(2, { input_dim = 2 }), LB }\n"
+               "ok, err = pcall(seq, tk.ones { 1, 2 })\n"
+               "assert(not ok and err:find('runs only in the Lua state that created it', 1, true), err)"));
         check_no_frame(lb, "from C");
         /* state a still runs it */
         TK_CHECK(run(a, "assert(LB(tk.ones { 1, 2 }):totable()[1][1] == 2)"));
@@ -172,21 +173,23 @@ static void test_memory_errors(void) {
     snprintf(ck, sizeof ck, "%s/ck", tmp_dir);
     snprintf(st, sizeof st, "%s/w.safetensors", tmp_dir);
     write_file(csv, "user_id,tags,price\n1,1|2,0.5\n2,,1.5\n3,4|5|6,2.5\n");
-    snprintf(setup, sizeof setup,
-             "if jit then jit.off() end\n"
-             "tk = require 'towerkit'\n"
-             "core = tk.core\n"
-             "CSV, CK, ST = '%s', '%s', '%s'\n"
-             "SPECS = { { name = 'user_id', type = 'int64' }, { name = 'tags', type = 'int64_list' },\n"
-             "          { name = 'price', type = 'float32' } }\n"
-             "BLOCK = tk.SequentialBlock { tk.Dense(4, { input_dim = 3, seed = 1 }), tk.BatchNormalization { dim = 4 } }\n"
-             "core.checkpoint_write(CK, tk.Dense(2, { input_dim = 3, seed = 2 }), { ['notes.txt'] = 'hello', ['b.txt'] = 'x' })\n"
-             "core.safetensors_write(ST, { 'a', 'b' }, { tk.ones { 2, 3 }, tk.zeros({ 4 }, 'int64') })\n"
-             "INNER = tk.Dense(2, { input_dim = 2, seed = 3 })\n"
-             "LB = tk.LuaBlock(function(x) return INNER(x):relu() end)\n"
-             "SEQ = tk.SequentialBlock { tk.Dense(2, { input_dim = 2, seed = 4 }), LB }\n"
-             "X = tk.ones { 3, 2 }\n",
-             csv, ck, st);
+    snprintf(
+        setup, sizeof setup,
+        "if jit then jit.off() end\n"
+        "tk = require 'towerkit'\n"
+        "core = tk.core\n"
+        "CSV, CK, ST = '%s', '%s', '%s'\n"
+        "SPECS = { { name = 'user_id', type = 'int64' }, { name = 'tags', type = 'int64_list' },\n"
+        "          { name = 'price', type = 'float32' } }\n"
+        "BLOCK = tk.SequentialBlock { tk.Dense(4, { input_dim = 3, seed = 1 }), tk.BatchNormalization { dim = 4 } }\n"
+        "core.checkpoint_write(CK, tk.Dense(2, { input_dim = 3, seed = 2 }), { ['notes.txt'] = 'hello', ['b.txt'] = "
+        "'x' })\n"
+        "core.safetensors_write(ST, { 'a', 'b' }, { tk.ones { 2, 3 }, tk.zeros({ 4 }, 'int64') })\n"
+        "INNER = tk.Dense(2, { input_dim = 2, seed = 3 })\n"
+        "LB = tk.LuaBlock(function(x) return INNER(x):relu() end)\n"
+        "SEQ = tk.SequentialBlock { tk.Dense(2, { input_dim = 2, seed = 4 }), LB }\n"
+        "X = tk.ones { 3, 2 }\n",
+        csv, ck, st);
     bool ready = run(L, setup);
     TK_CHECK(ready);
     tk_block *lb = ready ? global_block(L, "LB") : NULL;
@@ -209,8 +212,8 @@ static void test_memory_errors(void) {
         fail_each_allocation(L, "block:parameters", "local p = BLOCK:parameters(false)\nassert(#p == 6)", NULL);
         fail_each_allocation(L, "forward through a Lua block",
                              "tk.reset()\nlocal y = SEQ(X)\nassert(y:shape()[2] == 2)", lb);
-        fail_each_allocation(L, "trace through a Lua block",
-                             "tk.reset()\nlocal y, tr = SEQ:trace(X)\nassert(#tr >= 3)", lb);
+        fail_each_allocation(L, "trace through a Lua block", "tk.reset()\nlocal y, tr = SEQ:trace(X)\nassert(#tr >= 3)",
+                             lb);
         /* the state still works normally */
         TK_CHECK(run(L, "tk.reset()\nassert(SEQ(X):shape()[1] == 3)"));
         check_no_frame(lb, "at the end");

@@ -9,8 +9,8 @@
 #include "internal.h"
 
 typedef enum { DENSE_TWICE, CONCAT_REPEAT, L2NORM_AND_SCALE, ACT_TWICE, VIEW_TWICE, MATMUL_AND_DENSE, NCASES } gw_kind;
-static const char *const gw_names[NCASES] = {"dense twice",          "concat [x, x, y]", "l2norm and scale",
-                                              "relu into two denses", "reshape twice",    "matmul and dense"};
+static const char *const gw_names[NCASES] = { "dense twice",          "concat [x, x, y]", "l2norm and scale",
+                                              "relu into two denses", "reshape twice",    "matmul and dense" };
 
 typedef struct {
     gw_kind kind;
@@ -36,10 +36,10 @@ static tk_tensor *gw_fn(tk_ctx *ctx, void *ud) {
             tk_ctx_set_grad_enabled(ctx, false);
             tk_tensor *k = tk_scale(ctx, c->x, 1.0f), *yk = tk_scale(ctx, c->y, 1.0f);
             tk_ctx_set_grad_enabled(ctx, true);
-            tk_tensor *ts[3] = {c->only == 1 ? xs : k, c->only == 2 ? xs : k, c->only == 1 ? c->y : yk};
+            tk_tensor *ts[3] = { c->only == 1 ? xs : k, c->only == 2 ? xs : k, c->only == 1 ? c->y : yk };
             return gradcheck_project(ctx, tk_concat(ctx, 3, ts));
         }
-        tk_tensor *ts[3] = {c->x, c->x, c->y};
+        tk_tensor *ts[3] = { c->x, c->x, c->y };
         return gradcheck_project(ctx, tk_concat(ctx, 3, ts));
     }
     case L2NORM_AND_SCALE:
@@ -49,7 +49,7 @@ static tk_tensor *gw_fn(tk_ctx *ctx, void *ud) {
         return add_parts(ctx, c, tk_activate(ctx, h, TK_ACT_RELU), tk_activate(ctx, h, TK_ACT_TANH));
     }
     case VIEW_TWICE: {
-        int64_t s1[1] = {-1}, s2[2] = {c->x->shape[1], c->x->shape[0]};
+        int64_t s1[1] = { -1 }, s2[2] = { c->x->shape[1], c->x->shape[0] };
         tk_tensor *v1 = tk_reshape(ctx, tk_scale(ctx, c->x, 1.0f), 1, s1);
         tk_tensor *v2 = tk_reshape(ctx, tk_scale(ctx, c->x, 1.0f), 2, s2);
         return add_parts(ctx, c, tk_reshape(ctx, v1, 2, c->x->shape), tk_l2norm(ctx, v2));
@@ -57,7 +57,8 @@ static tk_tensor *gw_fn(tk_ctx *ctx, void *ud) {
     case MATMUL_AND_DENSE:
         return add_parts(ctx, c, tk_matmul(ctx, c->x, c->w, false, false),
                          tk_dense(ctx, c->x, c->w, c->b, TK_ACT_LINEAR));
-    default: return NULL;
+    default:
+        return NULL;
     }
 }
 
@@ -82,10 +83,14 @@ static tk_tensor *grad_of(gw_case *c, tk_tensor *leaf) {
 static void test_fresh_then_accumulate(void) {
     for (int k = 0; k < NCASES; k++) {
         int64_t rows = 4, in = 9, out = 11; /* 9 and 11: vector bodies of 8 and scalar tails */
-        gw_case c = {(gw_kind)k, 0, op_leaf_2d(rows, in, 10 + k), op_leaf_2d(rows, 3, 20 + k),
-                     op_leaf_2d(in, out, 30 + k), op_leaf_1d(out, 40 + k)};
+        gw_case c = { (gw_kind)k,
+                      0,
+                      op_leaf_2d(rows, in, 10 + k),
+                      op_leaf_2d(rows, 3, 20 + k),
+                      op_leaf_2d(in, out, 30 + k),
+                      op_leaf_1d(out, 40 + k) };
         if (k == ACT_TWICE) op_away_from_zero(c.x, 0.2f);
-        tk_tensor *leaves[4] = {c.x, c.y, c.w, c.b};
+        tk_tensor *leaves[4] = { c.x, c.y, c.w, c.b };
         TK_CHECK_MSG(gradcheck_run(gw_names[k], gw_fn, &c, 4, leaves, false, 1e-2) == 0, "%s", gw_names[k]);
         for (int l = 0; l < 4; l++) {
             tk_tensor *both = grad_of(&c, leaves[l]);
@@ -117,16 +122,17 @@ static void test_fresh_then_accumulate(void) {
  * its dense form matches a reference loop. */
 static void test_embedding_reserve(void) {
     tk_tensor *table = op_leaf_2d(6, 10, 50);
-    int64_t ids1[4] = {5, 0, 5, 3}, ids2[5] = {1, 5, 5, 2, 0}, offs[3] = {0, 3, 5};
+    int64_t ids1[4] = { 5, 0, 5, 3 }, ids2[5] = { 1, 5, 5, 2, 0 }, offs[3] = { 0, 3, 5 };
     tk_tensor *i1 = op_i64(4, ids1), *i2 = op_i64(5, ids2), *o2 = op_i64(3, offs);
-    tk_tensor *dy1 = tk_test_randn(2, (int64_t[]){4, 10}, 1, 51), *dy2 = tk_test_randn(2, (int64_t[]){2, 10}, 1, 52);
+    tk_tensor *dy1 = tk_test_randn(2, (int64_t[]){ 4, 10 }, 1, 51),
+              *dy2 = tk_test_randn(2, (int64_t[]){ 2, 10 }, 1, 52);
     tk_ctx *ctx = tk_ctx_new(1);
     tk_tensor *e1 = tk_embedding_lookup(ctx, table, i1, NULL, TK_COMBINER_SUM, "t");
     tk_tensor *e2 = tk_embedding_lookup(ctx, table, i2, o2, TK_COMBINER_MEAN, "t");
-    tk_tensor *loss = tk_add(ctx, tk_sum(ctx, tk_mul(ctx, e1, dy1), -1, false),
-                             tk_sum(ctx, tk_mul(ctx, e2, dy2), -1, false));
+    tk_tensor *loss =
+        tk_add(ctx, tk_sum(ctx, tk_mul(ctx, e1, dy1), -1, false), tk_sum(ctx, tk_mul(ctx, e2, dy2), -1, false));
     TK_CHECK(loss && tk_backward(ctx, loss) == TK_OK);
-    float want[60] = {0};
+    float want[60] = { 0 };
     for (int b = 0; b < 4; b++)
         for (int j = 0; j < 10; j++) want[ids1[b] * 10 + j] += tk_f32(dy1)[b * 10 + j];
     for (int b = 0; b < 2; b++)
@@ -148,14 +154,14 @@ static void test_embedding_reserve(void) {
  * layer's product is 1 x w, exact in any sgemm kernel. */
 static void test_relu_kernels(void) {
     enum { N = 11 };
-    float xs[N] = {-0.0f, NAN, INFINITY, -INFINITY, 2.5f, -1.5f, 0.0f, 1e-30f, -NAN, 3.0f, -0.0f};
-    float dys[N] = {1, 2, NAN, 4, INFINITY, 6, 7, 8, 9, -10, 11};
-    tk_tensor *x = op_leaf(2, (int64_t[]){1, N}, 1, 1), *w = tk_test_randn(2, (int64_t[]){1, N}, 1, 2);
+    float xs[N] = { -0.0f, NAN, INFINITY, -INFINITY, 2.5f, -1.5f, 0.0f, 1e-30f, -NAN, 3.0f, -0.0f };
+    float dys[N] = { 1, 2, NAN, 4, INFINITY, 6, 7, 8, 9, -10, 11 };
+    tk_tensor *x = op_leaf(2, (int64_t[]){ 1, N }, 1, 1), *w = tk_test_randn(2, (int64_t[]){ 1, N }, 1, 2);
     memcpy(x->data, xs, sizeof xs);
     for (int i = 0; i < N; i++) tk_f32(w)[i] = i % 3 == 0 ? 0.0f : 1.0f;
     tk_ctx *ctx = tk_ctx_new(1);
     tk_tensor *y = tk_activate(ctx, x, TK_ACT_RELU);
-    tk_tensor *dy = tk_test_tensor(2, (int64_t[]){1, N}, dys);
+    tk_tensor *dy = tk_test_tensor(2, (int64_t[]){ 1, N }, dys);
     TK_CHECK(y && tk_backward(ctx, tk_sum(ctx, tk_mul(ctx, y, dy), -1, false)) == TK_OK);
     tk_tensor *g = tk_ctx_grad(ctx, x);
     int bad = 0;
@@ -167,7 +173,7 @@ static void test_relu_kernels(void) {
     TK_CHECK_MSG(bad == 0, "%d relu lanes differ from the scalar form", bad);
     /* the dense layer's fused bias: relu(x W + b) with a [1, 1] kernel row per lane */
     tk_ctx_set_grad_enabled(ctx, false);
-    tk_tensor *one = tk_test_tensor(2, (int64_t[]){1, 1}, (float[]){1.0f});
+    tk_tensor *one = tk_test_tensor(2, (int64_t[]){ 1, 1 }, (float[]){ 1.0f });
     tk_tensor *z = tk_dense(ctx, one, w, x, TK_ACT_RELU);
     bad = 0;
     for (int i = 0; i < N; i++) {

@@ -4,50 +4,50 @@
 /* tol 0: sums of a few small integers (and their halves) are exact in any order */
 static void test_values(void) {
     tk_ctx *ctx = tk_ctx_new(1);
-    int64_t s23[2] = {2, 3};
-    tk_tensor *a = op_f32(2, s23, (float[]){1, 2, 3, 4, 5, 6});
+    int64_t s23[2] = { 2, 3 };
+    tk_tensor *a = op_f32(2, s23, (float[]){ 1, 2, 3, 4, 5, 6 });
     tk_tensor *y = tk_sum(ctx, a, -1, false);
     OP_CHECK_SHAPE(y, 1);
-    OP_CHECK_VALUES(y, ((float[]){21}), 0);
+    OP_CHECK_VALUES(y, ((float[]){ 21 }), 0);
     y = tk_sum(ctx, a, -1, true);
     OP_CHECK_SHAPE(y, 1, 1);
-    OP_CHECK_VALUES(y, ((float[]){21}), 0);
+    OP_CHECK_VALUES(y, ((float[]){ 21 }), 0);
     y = tk_mean(ctx, a, -1, false);
-    OP_CHECK_VALUES(y, ((float[]){3.5f}), 1e-7);
+    OP_CHECK_VALUES(y, ((float[]){ 3.5f }), 1e-7);
     y = tk_sum(ctx, a, 0, false);
     OP_CHECK_SHAPE(y, 3);
-    OP_CHECK_VALUES(y, ((float[]){5, 7, 9}), 0);
+    OP_CHECK_VALUES(y, ((float[]){ 5, 7, 9 }), 0);
     y = tk_sum(ctx, a, 0, true);
     OP_CHECK_SHAPE(y, 1, 3);
     y = tk_sum(ctx, a, 1, false);
     OP_CHECK_SHAPE(y, 2);
-    OP_CHECK_VALUES(y, ((float[]){6, 15}), 0);
+    OP_CHECK_VALUES(y, ((float[]){ 6, 15 }), 0);
     y = tk_mean(ctx, a, 1, true);
     OP_CHECK_SHAPE(y, 2, 1);
-    OP_CHECK_VALUES(y, ((float[]){2, 5}), 1e-7);
+    OP_CHECK_VALUES(y, ((float[]){ 2, 5 }), 1e-7);
     y = tk_mean(ctx, a, 0, false);
-    OP_CHECK_VALUES(y, ((float[]){2.5f, 3.5f, 4.5f}), 1e-7);
+    OP_CHECK_VALUES(y, ((float[]){ 2.5f, 3.5f, 4.5f }), 1e-7);
     /* 3-D, middle axis: [2, 2, 2] over axis 1 */
-    int64_t s222[3] = {2, 2, 2};
-    tk_tensor *c = op_f32(3, s222, (float[]){1, 2, 3, 4, 5, 6, 7, 8});
+    int64_t s222[3] = { 2, 2, 2 };
+    tk_tensor *c = op_f32(3, s222, (float[]){ 1, 2, 3, 4, 5, 6, 7, 8 });
     y = tk_sum(ctx, c, 1, false);
     OP_CHECK_SHAPE(y, 2, 2);
-    OP_CHECK_VALUES(y, ((float[]){4, 6, 12, 14}), 0);
+    OP_CHECK_VALUES(y, ((float[]){ 4, 6, 12, 14 }), 0);
     y = tk_mean(ctx, c, 2, true);
     OP_CHECK_SHAPE(y, 2, 2, 1);
-    OP_CHECK_VALUES(y, ((float[]){1.5f, 3.5f, 5.5f, 7.5f}), 1e-7);
+    OP_CHECK_VALUES(y, ((float[]){ 1.5f, 3.5f, 5.5f, 7.5f }), 1e-7);
     /* a vector over its only axis is [1] */
     int64_t s3 = 3;
-    tk_tensor *v = op_f32(1, &s3, (float[]){1, 2, 4});
+    tk_tensor *v = op_f32(1, &s3, (float[]){ 1, 2, 4 });
     y = tk_sum(ctx, v, 0, false);
     OP_CHECK_SHAPE(y, 1);
-    OP_CHECK_VALUES(y, ((float[]){7}), 0);
+    OP_CHECK_VALUES(y, ((float[]){ 7 }), 0);
     /* accumulation in double: 1e6 ones plus a large value */
     tk_tensor *big = tk_tensor_new_1d(TK_F32, 1000001);
     tk_tensor_fill(big, 1.0);
     tk_f32(big)[0] = 1e8f;
     y = tk_sum(ctx, big, -1, false);
-    OP_CHECK_VALUES(y, ((float[]){1e8f + 1e6f}), 1e-7);
+    OP_CHECK_VALUES(y, ((float[]){ 1e8f + 1e6f }), 1e-7);
     TK_CHECK(!tk_ctx_failed(ctx));
     op_release(a, c, v, big, NULL);
     tk_ctx_free(ctx);
@@ -66,11 +66,11 @@ static tk_tensor *red_fn(tk_ctx *ctx, void *ud) {
 }
 
 static void test_grads(void) {
-    int64_t s[3] = {2, 3, 4};
+    int64_t s[3] = { 2, 3, 4 };
     for (int mean = 0; mean < 2; mean++)
         for (int axis = -1; axis < 3; axis++)
             for (int keep = 0; keep < 2; keep++) {
-                red_case c = {op_leaf(3, s, 1, 50 + axis), axis, keep, mean};
+                red_case c = { op_leaf(3, s, 1, 50 + axis), axis, keep, mean };
                 char what[48];
                 snprintf(what, sizeof what, "%s axis %d%s", mean ? "mean" : "sum", axis, keep ? " keepdim" : "");
                 TK_CHECK_MSG(gradcheck_run(what, red_fn, &c, 1, &c.a, false, 1e-2) == 0, "%s", what);

@@ -21,11 +21,11 @@ static model model_new(void) {
     m.w1 = op_leaf_2d(12, 8, 7);
     m.b1 = op_leaf_1d(8, 8);
     m.item_table = op_leaf_2d(30, 8, 9);
-    m.user_ids = op_i64(4, (int64_t[]){3, 49, 3, 0});
-    m.genre_ids = op_i64(7, (int64_t[]){1, 2, 2, 19, 5, 6, 1});
-    m.genre_off = op_i64(5, (int64_t[]){0, 3, 3, 4, 7});
-    m.item_ids = op_i64(4, (int64_t[]){7, 8, 29, 7});
-    m.labels = op_i64(4, (int64_t[]){0, 1, 2, 3});
+    m.user_ids = op_i64(4, (int64_t[]){ 3, 49, 3, 0 });
+    m.genre_ids = op_i64(7, (int64_t[]){ 1, 2, 2, 19, 5, 6, 1 });
+    m.genre_off = op_i64(5, (int64_t[]){ 0, 3, 3, 4, 7 });
+    m.item_ids = op_i64(4, (int64_t[]){ 7, 8, 29, 7 });
+    m.labels = op_i64(4, (int64_t[]){ 0, 1, 2, 3 });
     m.targets = tk_tensor_new_2d(TK_F32, 4, 1);
     tk_tensor_fill(m.targets, 1.0);
     return m;
@@ -40,7 +40,7 @@ static void model_free(model *m) {
 static tk_tensor *step(tk_ctx *ctx, model *m) {
     tk_tensor *u = tk_embedding_lookup(ctx, m->user_table, m->user_ids, NULL, TK_COMBINER_SUM, "user_id");
     tk_tensor *g = tk_embedding_lookup(ctx, m->genre_table, m->genre_ids, m->genre_off, TK_COMBINER_SQRTN, "genres");
-    tk_tensor *parts[2] = {u, g};
+    tk_tensor *parts[2] = { u, g };
     tk_tensor *h = tk_concat(ctx, 2, parts);
     h = tk_dense(ctx, h, m->w0, m->b0, TK_ACT_RELU);
     h = tk_batch_norm(ctx, h, m->gamma, m->beta, m->rm, m->rv, 0.99f, 1e-3f);
@@ -54,13 +54,13 @@ static tk_tensor *step(tk_ctx *ctx, model *m) {
     tk_tensor *cos = tk_cosine(ctx, q, c);
     loss = tk_add(ctx, loss, tk_mse_loss(ctx, cos, m->targets));
     loss = tk_add(ctx, loss, tk_bce_with_logits(ctx, cos, m->targets));
-    tk_tensor *pair[2] = {q, c};
+    tk_tensor *pair[2] = { q, c };
     tk_tensor *st = tk_stack(ctx, 2, pair);
-    tk_tensor *flat = tk_reshape(ctx, st, 2, (int64_t[]){4, -1});
+    tk_tensor *flat = tk_reshape(ctx, st, 2, (int64_t[]){ 4, -1 });
     tk_tensor *ls = tk_log_softmax(ctx, tk_transpose(ctx, flat));
     loss = tk_sub(ctx, loss, tk_scale(ctx, tk_mean(ctx, ls, -1, false), 1e-3f));
-    tk_tensor *e = tk_sum(ctx, tk_square(ctx, tk_sqrt(ctx, tk_exp(ctx, tk_div(ctx, q, tk_add_scalar(ctx, c, 3))))), 1,
-                          false);
+    tk_tensor *e =
+        tk_sum(ctx, tk_square(ctx, tk_sqrt(ctx, tk_exp(ctx, tk_div(ctx, q, tk_add_scalar(ctx, c, 3))))), 1, false);
     return tk_add(ctx, loss, tk_scale(ctx, tk_sum(ctx, tk_log(ctx, e), -1, false), 1e-3f));
 }
 
@@ -99,7 +99,7 @@ static tk_tensor *step_fn(tk_ctx *ctx, void *ud) { return step(ctx, ud); }
 
 static void test_whole_graph_grad(void) {
     model m = model_new();
-    tk_tensor *leaves[5] = {m.user_table, m.genre_table, m.w0, m.gamma, m.item_table};
+    tk_tensor *leaves[5] = { m.user_table, m.genre_table, m.w0, m.gamma, m.item_table };
     TK_CHECK(gradcheck_run("whole graph", step_fn, &m, 5, leaves, true, 2e-2) == 0);
     model_free(&m);
 }

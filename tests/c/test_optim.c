@@ -7,11 +7,11 @@
 #include "tk_test.h"
 #include "towerkit_ext.h" /* blocks assembled by hand (tk_block_new), a deferred update */
 
-static const float P0[3] = {1.0f, -2.0f, 3.0f};
-static const float C[3][3] = {{0.5f, -1.0f, 2.0f}, {-0.3f, 0.4f, 1.0f}, {0.2f, 0.2f, -0.5f}};
+static const float P0[3] = { 1.0f, -2.0f, 3.0f };
+static const float C[3][3] = { { 0.5f, -1.0f, 2.0f }, { -0.3f, 0.4f, 1.0f }, { 0.2f, 0.2f, -0.5f } };
 
 static tk_tensor *param3(void) {
-    int64_t shape[1] = {3};
+    int64_t shape[1] = { 3 };
     tk_tensor *p = tk_test_tensor(1, shape, P0);
     tk_tensor_set_requires_grad(p, true);
     return p;
@@ -50,56 +50,56 @@ static void run_three_steps(tk_optim *opt, const float expected[3][3], double to
 
 static void test_sgd(void) {
     /* p -= 0.1 * c_k */
-    static const float e[3][3] = {{0.95f, -1.9f, 2.8f}, {0.98f, -1.94f, 2.7f}, {0.96f, -1.96f, 2.75f}};
+    static const float e[3][3] = { { 0.95f, -1.9f, 2.8f }, { 0.98f, -1.94f, 2.7f }, { 0.96f, -1.96f, 2.75f } };
     run_three_steps(tk_optim_sgd_new(0.1f, 0.0f, false, 0.0f), e, 1e-6);
 }
 
 static void test_sgd_weight_decay(void) {
     /* g = c + 0.1 p; p -= 0.1 g. Step 1: 1 - 0.1 * (0.5 + 0.1) = 0.94 */
-    static const float e[3][3] = {{0.94f, -1.88f, 2.77f},
-                                  {0.9606f, -1.9012f, 2.6423f},
-                                  {0.930994f, -1.902188f, 2.665877f}};
+    static const float e[3][3] = { { 0.94f, -1.88f, 2.77f },
+                                   { 0.9606f, -1.9012f, 2.6423f },
+                                   { 0.930994f, -1.902188f, 2.665877f } };
     run_three_steps(tk_optim_sgd_new(0.1f, 0.0f, false, 0.1f), e, 1e-6);
 }
 
 static void test_sgd_momentum(void) {
     /* v1 = c1, v2 = 0.9 v1 + c2, ...: p1[0] = 1 - 0.05, p2[0] = 0.95 - 0.1 * (0.45 - 0.3) */
-    static const float e[3][3] = {{0.95f, -1.9f, 2.8f}, {0.935f, -1.85f, 2.52f}, {0.9015f, -1.825f, 2.318f}};
+    static const float e[3][3] = { { 0.95f, -1.9f, 2.8f }, { 0.935f, -1.85f, 2.52f }, { 0.9015f, -1.825f, 2.318f } };
     run_three_steps(tk_optim_sgd_new(0.1f, 0.9f, false, 0.0f), e, 1e-6);
 }
 
 static void test_sgd_nesterov(void) {
     /* g = c + 0.01 p; v = 0.9 v + g; p -= 0.1 (g + 0.9 v).
      * Step 1 of p[0]: g = 0.51, v = 0.51, p = 1 - 0.1 * 0.969 = 0.9031 */
-    static const float e[3][3] = {{0.9031f, -1.8062f, 2.6143f},
-                                  {0.91707411f, -1.79614822f, 2.25490283f},
-                                  {0.863721158f, -1.78731452f, 2.11451393f}};
+    static const float e[3][3] = { { 0.9031f, -1.8062f, 2.6143f },
+                                   { 0.91707411f, -1.79614822f, 2.25490283f },
+                                   { 0.863721158f, -1.78731452f, 2.11451393f } };
     run_three_steps(tk_optim_sgd_new(0.1f, 0.9f, true, 0.01f), e, 2e-6);
 }
 
 static void test_adam(void) {
     /* lr 0.1, betas (0.9, 0.999), eps 1e-3: step 1 moves by 0.1 * |c| / (|c| + 1e-3),
      * eps added after the bias correction of sqrt(v) (PyTorch's placement). */
-    static const float e[3][3] = {{0.900199601f, -1.9000999f, 2.90004998f},
-                                  {0.881096135f, -1.86558464f, 2.80689094f},
-                                  {0.846450738f, -1.8510157f, 2.75056739f}};
+    static const float e[3][3] = { { 0.900199601f, -1.9000999f, 2.90004998f },
+                                   { 0.881096135f, -1.86558464f, 2.80689094f },
+                                   { 0.846450738f, -1.8510157f, 2.75056739f } };
     run_three_steps(tk_optim_adam_new(0.1f, 0.9f, 0.999f, 1e-3f, 0.0f), e, 2e-6);
 }
 
 static void test_adamw(void) {
     /* Decoupled decay: p *= 1 - 0.1 * 0.5 before the Adam step. Step 1 of p[0]:
      * 0.95 - 0.1 * 0.5 / (0.5 + 1e-8) = 0.85 */
-    static const float e[3][3] = {{0.850000002f, -1.8f, 2.75f},
-                                  {0.788329773f, -1.67538264f, 2.5191552f},
-                                  {0.714083349f, -1.57696843f, 2.33664831f}};
+    static const float e[3][3] = { { 0.850000002f, -1.8f, 2.75f },
+                                   { 0.788329773f, -1.67538264f, 2.5191552f },
+                                   { 0.714083349f, -1.57696843f, 2.33664831f } };
     run_three_steps(tk_optim_adam_new(0.1f, 0.9f, 0.99f, 1e-8f, 0.5f), e, 2e-6);
 }
 
 static void test_adagrad(void) {
     /* acc starts at 0.1: step 1 of p[0]: acc = 0.35, p = 1 - 0.1 * 0.5 / sqrt(0.35) */
-    static const float e[3][3] = {{0.915484575f, -1.90465374f, 2.90122704f},
-                                  {0.960711276f, -1.94028857f, 2.8569463f},
-                                  {0.931843763f, -1.95782973f, 2.87856318f}};
+    static const float e[3][3] = { { 0.915484575f, -1.90465374f, 2.90122704f },
+                                   { 0.960711276f, -1.94028857f, 2.8569463f },
+                                   { 0.931843763f, -1.95782973f, 2.87856318f } };
     run_three_steps(tk_optim_adagrad_new(0.1f, 0.1f, 1e-10f), e, 2e-6);
 }
 
@@ -116,14 +116,14 @@ static void test_skip_and_bookkeeping(void) {
     float *src = tk_ctx_alloc(ctx, sizeof(float));
     src[0] = 10.0f;
     TK_CHECK(tk_ctx_defer_update(ctx, stat, src, 0.5f, 0.5f) == TK_OK);
-    tk_tensor *both[3] = {q, p, p}; /* p listed twice: updated once */
+    tk_tensor *both[3] = { q, p, p }; /* p listed twice: updated once */
     TK_CHECK(tk_optim_step(opt, ctx, 3, both) == TK_OK);
     TK_CHECK(tk_optim_steps(opt) == 1);
     TK_CHECK(memcmp(q->data, P0, sizeof P0) == 0); /* never written: the bits */
     for (int i = 0; i < 3; i++) TK_CHECK_NEAR(tk_f32(p)[i], P0[i] - (C[0][i] > 0 ? 0.1 : -0.1), 1e-6);
     TK_CHECK_NEAR(tk_f32(stat)[0], 6.0, 0); /* 0.5 * 2 + 0.5 * 10: exact */
     /* an empty step counts too */
-    tk_ctx_reset(ctx); /* the context drops the references its tape held */
+    tk_ctx_reset(ctx);          /* the context drops the references its tape held */
     TK_CHECK(p->refcount == 2); /* held by the optimizer */
     TK_CHECK(q->refcount == 1);
     TK_CHECK(tk_optim_step(opt, ctx, 0, NULL) == TK_OK);
@@ -142,11 +142,10 @@ static void test_skip_and_bookkeeping(void) {
 
 /* loss = sum(lookup(table, ids) * w), w[i][j] = wv[i * 2 + j]: the table's sparse
  * gradient is w's rows summed per id. */
-static tk_status backward_lookup(tk_ctx *ctx, tk_tensor *table, int64_t n, const int64_t *ids,
-                                 const float *wv) {
+static tk_status backward_lookup(tk_ctx *ctx, tk_tensor *table, int64_t n, const int64_t *ids, const float *wv) {
     tk_ctx_reset(ctx);
     tk_tensor *idt = tk_ctx_empty(ctx, TK_I64, 1, &n);
-    int64_t wshape[2] = {n, table->shape[1]};
+    int64_t wshape[2] = { n, table->shape[1] };
     tk_tensor *w = tk_ctx_empty(ctx, TK_F32, 2, wshape);
     if (!idt || !w) return TK_ERROR;
     memcpy(idt->data, ids, (size_t)n * sizeof *ids);
@@ -161,8 +160,8 @@ static tk_status backward_lookup(tk_ctx *ctx, tk_tensor *table, int64_t n, const
 }
 
 static tk_tensor *table5x2(void) {
-    static const float v[10] = {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f, 0.9f, 1.0f};
-    int64_t shape[2] = {5, 2};
+    static const float v[10] = { 0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f, 0.9f, 1.0f };
+    int64_t shape[2] = { 5, 2 };
     tk_tensor *t = tk_test_tensor(2, shape, v);
     tk_tensor_set_requires_grad(t, true);
     return t;
@@ -178,8 +177,8 @@ static void test_lazy_adam(void) {
     tk_tensor *t = table5x2(), *orig = tk_tensor_clone(t);
     tk_ctx *ctx = tk_ctx_new(1);
 
-    const int64_t ids1[3] = {1, 3, 1};
-    const float w1[6] = {0.5f, -1.0f, 2.0f, 0.25f, 0.5f, 3.0f}; /* row 1: [1, 2], row 3: [2, 0.25] */
+    const int64_t ids1[3] = { 1, 3, 1 };
+    const float w1[6] = { 0.5f, -1.0f, 2.0f, 0.25f, 0.5f, 3.0f }; /* row 1: [1, 2], row 3: [2, 0.25] */
     TK_CHECK(backward_lookup(ctx, t, 3, ids1, w1) == TK_OK);
     tk_sparse_grad *sg = tk_ctx_sparse_grad(ctx, t);
     TK_CHECK(sg != NULL && sg->n == 2);
@@ -189,10 +188,10 @@ static void test_lazy_adam(void) {
     TK_CHECK_NEAR(tk_f32(t)[3], 0.4 - 0.1, 1e-6);
     TK_CHECK_NEAR(tk_f32(t)[6], 0.7 - 0.1, 1e-6);
     TK_CHECK_NEAR(tk_f32(t)[7], 0.8 - 0.1, 1e-6);
-    float row1[2] = {tk_f32(t)[2], tk_f32(t)[3]};
+    float row1[2] = { tk_f32(t)[2], tk_f32(t)[3] };
 
-    const int64_t ids2[1] = {3};
-    const float w2[2] = {-1.0f, 0.0f};
+    const int64_t ids2[1] = { 3 };
+    const float w2[2] = { -1.0f, 0.0f };
     TK_CHECK(backward_lookup(ctx, t, 1, ids2, w2) == TK_OK);
     TK_CHECK(tk_optim_step(opt, ctx, 1, &t) == TK_OK);
     TK_CHECK(memcmp(tk_f32(t) + 2, row1, sizeof row1) == 0); /* row 1 untouched: not written, the bits */
@@ -203,8 +202,8 @@ static void test_lazy_adam(void) {
         TK_CHECK_NEAR(tk_f32(t)[6], expect, 2e-6);
     }
 
-    const int64_t ids3[1] = {1};
-    const float w3[2] = {-2.0f, 0.0f};
+    const int64_t ids3[1] = { 1 };
+    const float w3[2] = { -2.0f, 0.0f };
     TK_CHECK(backward_lookup(ctx, t, 1, ids3, w3) == TK_OK);
     TK_CHECK(tk_optim_step(opt, ctx, 1, &t) == TK_OK);
     {
@@ -220,8 +219,7 @@ static void test_lazy_adam(void) {
         TK_CHECK_NEAR(tk_f32(t)[3], expect, 2e-6);
     }
     /* rows 0, 2 and 4 never touched: bit-identical (never written) */
-    for (int r = 0; r < 5; r += 2)
-        TK_CHECK(memcmp(tk_f32(t) + 2 * r, tk_f32(orig) + 2 * r, 2 * sizeof(float)) == 0);
+    for (int r = 0; r < 5; r += 2) TK_CHECK(memcmp(tk_f32(t) + 2 * r, tk_f32(orig) + 2 * r, 2 * sizeof(float)) == 0);
     tk_ctx_free(ctx);
     tk_optim_free(opt);
     tk_tensor_release(t);
@@ -231,17 +229,16 @@ static void test_lazy_adam(void) {
 /* SGD with momentum and weight decay, AdamW and Adagrad on a table: only touched rows
  * (decay included) change, and a row's first update is that of a fresh parameter. */
 static void test_lazy_others(void) {
-    tk_optim *opts[3] = {tk_optim_sgd_new(0.1f, 0.9f, false, 0.1f),
-                         tk_optim_adam_new(0.1f, 0.9f, 0.999f, 1e-8f, 0.5f),
-                         tk_optim_adagrad_new(0.1f, 0.1f, 1e-10f)};
+    tk_optim *opts[3] = { tk_optim_sgd_new(0.1f, 0.9f, false, 0.1f), tk_optim_adam_new(0.1f, 0.9f, 0.999f, 1e-8f, 0.5f),
+                          tk_optim_adagrad_new(0.1f, 0.1f, 1e-10f) };
     for (int k = 0; k < 3; k++) {
         TK_CHECK(opts[k] != NULL);
         if (!opts[k]) continue;
         tk_optim_set_lazy(opts[k], true);
         tk_tensor *t = table5x2(), *orig = tk_tensor_clone(t);
         tk_ctx *ctx = tk_ctx_new(1);
-        const int64_t ids[2] = {4, 2};
-        const float w[4] = {0.5f, -1.0f, 2.0f, 0.0f};
+        const int64_t ids[2] = { 4, 2 };
+        const float w[4] = { 0.5f, -1.0f, 2.0f, 0.0f };
         for (int s = 0; s < 2; s++) {
             TK_CHECK(backward_lookup(ctx, t, 2, ids, w) == TK_OK);
             TK_CHECK(tk_optim_step(opts[k], ctx, 1, &t) == TK_OK);
@@ -255,8 +252,8 @@ static void test_lazy_others(void) {
             double g2 = 0.5 + 0.1 * p1, v2 = 0.9 * g1 + g2;
             expect = p1 - 0.1 * v2;
         } else if (k == 1) {
-            double p1 = p * 0.95 - 0.1;          /* step 1: lr * g / |g| */
-            expect = p1 * 0.95 - 0.1;            /* constant g: m_hat / sqrt(v_hat) = 1 */
+            double p1 = p * 0.95 - 0.1; /* step 1: lr * g / |g| */
+            expect = p1 * 0.95 - 0.1;   /* constant g: m_hat / sqrt(v_hat) = 1 */
         } else {
             double p1 = p - 0.1 * 0.5 / sqrt(0.1 + 0.25);
             expect = p1 - 0.1 * 0.5 / sqrt(0.1 + 0.5);
@@ -276,13 +273,13 @@ static void test_lazy_others(void) {
 /* A large table is updated without materialising a dense gradient: the arena does not
  * grow by a table's worth during the step. */
 static void test_lazy_no_dense_gradient(void) {
-    int64_t shape[2] = {200000, 4}; /* 3.2 MB */
+    int64_t shape[2] = { 200000, 4 }; /* 3.2 MB */
     tk_tensor *t = tk_tensor_new(TK_F32, 2, shape);
     tk_tensor_set_requires_grad(t, true);
     tk_optim *opt = tk_optim_adam_new(0.01f, 0.9f, 0.999f, 1e-8f, 0.0f);
     tk_ctx *ctx = tk_ctx_new(1);
-    const int64_t ids[2] = {7, 199999};
-    const float w[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    const int64_t ids[2] = { 7, 199999 };
+    const float w[8] = { 1, 1, 1, 1, 1, 1, 1, 1 };
     TK_CHECK(backward_lookup(ctx, t, 2, ids, w) == TK_OK);
     size_t before = tk_ctx_arena_capacity(ctx);
     TK_CHECK(tk_optim_step(opt, ctx, 1, &t) == TK_OK);
@@ -303,15 +300,15 @@ static void test_mixed_sparse_dense(void) {
     int64_t one = 1;
     tk_tensor *ids = tk_ctx_empty(ctx, TK_I64, 1, &one);
     tk_i64(ids)[0] = 1;
-    int64_t wshape[2] = {1, 2};
+    int64_t wshape[2] = { 1, 2 };
     tk_tensor *w = tk_ctx_empty(ctx, TK_F32, 2, wshape);
     tk_f32(w)[0] = 3.0f;
     tk_f32(w)[1] = -1.0f;
     tk_tensor *ones = tk_ctx_empty(ctx, TK_F32, 2, t->shape);
     for (int i = 0; i < 10; i++) tk_f32(ones)[i] = 1.0f;
     tk_tensor *e = tk_embedding_lookup(ctx, t, ids, NULL, TK_COMBINER_SUM, "items");
-    tk_tensor *loss = tk_add(ctx, tk_sum(ctx, tk_mul(ctx, e, w), -1, false),
-                             tk_sum(ctx, tk_mul(ctx, t, ones), -1, false));
+    tk_tensor *loss =
+        tk_add(ctx, tk_sum(ctx, tk_mul(ctx, e, w), -1, false), tk_sum(ctx, tk_mul(ctx, t, ones), -1, false));
     TK_CHECK(tk_backward(ctx, loss) == TK_OK);
     /* gradient: 1 everywhere, row 1 [4, 0]: norm sqrt(8 + 16) */
     TK_CHECK_NEAR(tk_clip_grad_norm(ctx, INFINITY), sqrt(24.0), 1e-6);
@@ -341,7 +338,7 @@ static void test_clip_grad_norm(void) {
     tk_f32(c)[0] = 3.0f;
     tk_tensor *ids = tk_ctx_empty(ctx, TK_I64, 1, &two);
     tk_i64(ids)[0] = tk_i64(ids)[1] = 2;
-    int64_t wshape[2] = {2, 2};
+    int64_t wshape[2] = { 2, 2 };
     tk_tensor *w = tk_ctx_zeros(ctx, TK_F32, 2, wshape);
     tk_f32(w)[1] = tk_f32(w)[3] = 2.0f;
     tk_tensor *l1 = tk_sum(ctx, tk_mul(ctx, p, c), -1, false);
@@ -364,7 +361,7 @@ static void test_clip_grad_norm(void) {
     TK_CHECK_NEAR(tk_clip_grad_norm(ctx, 10.0), 1.0, 1e-6);
     /* the optimizer reads the clipped gradients */
     tk_optim *opt = tk_optim_sgd_new(1.0f, 0.0f, false, 0.0f);
-    tk_tensor *both[2] = {p, t};
+    tk_tensor *both[2] = { p, t };
     TK_CHECK(tk_optim_step(opt, ctx, 2, both) == TK_OK);
     TK_CHECK_NEAR(tk_f32(p)[0], 0.4, 1e-6);
     TK_CHECK_NEAR(tk_f32(t)[5], 0.6 - 0.8, 1e-6);
@@ -383,7 +380,7 @@ static void test_clip_grad_norm(void) {
 /* --- step_block --- */
 
 static tk_value *identity_forward(tk_ctx *ctx, tk_block *b, tk_value *in) { return in; }
-static const tk_block_kind test_kind = {"optim_test", identity_forward, NULL, NULL, NULL, NULL};
+static const tk_block_kind test_kind = { "optim_test", identity_forward, NULL, NULL, NULL, NULL };
 
 static void test_step_block(void) {
     tk_block *root = tk_block_new(&test_kind, "root", NULL);
@@ -476,7 +473,7 @@ static void test_step_errors(void) {
     TK_CHECK_ERROR(tk_last_error(), "negative parameter count");
     tk_ctx_clear_error(ctx);
     /* a bad entry after a good one: nothing is updated */
-    tk_tensor *bad[2] = {p, NULL};
+    tk_tensor *bad[2] = { p, NULL };
     TK_CHECK(tk_optim_step(opt, ctx, 2, bad) == TK_ERROR);
     TK_CHECK_ERROR(tk_ctx_error(ctx), "params[1] is NULL");
     TK_CHECK(memcmp(p->data, P0, sizeof P0) == 0);
@@ -520,9 +517,9 @@ static void test_adam_vector_bits(void) {
     for (int wd = 0; wd < 2; wd++) {
         tk_optim *o1 = tk_optim_adam_new(0.01f, 0.9f, 0.999f, 1e-8f, wd ? 0.1f : 0.0f);
         tk_optim *o2 = tk_optim_adam_new(0.01f, 0.9f, 0.999f, 1e-8f, wd ? 0.1f : 0.0f);
-        tk_tensor *big = tk_test_randn(1, (int64_t[]){N}, 1, 77), *one[N];
+        tk_tensor *big = tk_test_randn(1, (int64_t[]){ N }, 1, 77), *one[N];
         for (int i = 0; i < N; i++) {
-            one[i] = tk_test_tensor(1, (int64_t[]){1}, tk_f32(big) + i);
+            one[i] = tk_test_tensor(1, (int64_t[]){ 1 }, tk_f32(big) + i);
             tk_tensor_set_requires_grad(one[i], true);
         }
         tk_tensor_set_requires_grad(big, true);
@@ -535,7 +532,7 @@ static void test_adam_vector_bits(void) {
             tk_ctx_reset(c2);
             tk_tensor *loss = NULL;
             for (int i = 0; i < N; i++) {
-                tk_tensor *gi = tk_ctx_empty(c2, TK_F32, 1, (int64_t[]){1});
+                tk_tensor *gi = tk_ctx_empty(c2, TK_F32, 1, (int64_t[]){ 1 });
                 tk_f32(gi)[0] = g[i];
                 tk_tensor *t = tk_sum(c2, tk_mul(c2, one[i], gi), -1, false);
                 loss = loss ? tk_add(c2, loss, t) : t;

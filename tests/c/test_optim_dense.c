@@ -20,9 +20,12 @@ typedef struct config {
 
 static tk_optim *make_opt(const config *c) {
     switch (c->k) {
-    case K_ADAM: return tk_optim_adam_new(c->lr, c->b1, c->b2, c->eps, c->wd);
-    case K_SGD: return tk_optim_sgd_new(c->lr, c->mu, c->nesterov, c->wd);
-    case K_ADAGRAD: return tk_optim_adagrad_new(c->lr, 0.1f, c->eps);
+    case K_ADAM:
+        return tk_optim_adam_new(c->lr, c->b1, c->b2, c->eps, c->wd);
+    case K_SGD:
+        return tk_optim_sgd_new(c->lr, c->mu, c->nesterov, c->wd);
+    case K_ADAGRAD:
+        return tk_optim_adagrad_new(c->lr, 0.1f, c->eps);
     }
     return NULL;
 }
@@ -60,7 +63,7 @@ static void ref_step(const config *c, int64_t t, float lr, float *p, float *m, f
 /* loss = sum(lookup(table, ids) * w): row ids[i] (distinct) gets the gradient w[i]. */
 static tk_status backward_rows(tk_ctx *ctx, tk_tensor *table, int64_t n, const int64_t *ids, const float *w) {
     tk_ctx_reset(ctx);
-    int64_t wshape[2] = {n, table->shape[1]};
+    int64_t wshape[2] = { n, table->shape[1] };
     tk_tensor *idt = tk_ctx_empty(ctx, TK_I64, 1, &n), *wt = tk_ctx_empty(ctx, TK_F32, 2, wshape);
     if (!idt || !wt) return TK_ERROR;
     memcpy(idt->data, ids, (size_t)n * sizeof *ids);
@@ -76,21 +79,29 @@ enum { R = 8, D = 6, STEPS = 620 };
  * then a gap of 550 (7). */
 static bool touched(int r, int k) {
     switch (r) {
-    case 0: return true;
-    case 1: return k % 5 == 0;
-    case 2: return k % 50 == 7;
-    case 3: return k == 1 || k == 502 || k == 610;
-    case 4: return false;
-    case 5: return k == 1;
-    case 6: return (k * 2654435761u) % 7u < 2;
-    case 7: return k <= 10 || k == 560;
+    case 0:
+        return true;
+    case 1:
+        return k % 5 == 0;
+    case 2:
+        return k % 50 == 7;
+    case 3:
+        return k == 1 || k == 502 || k == 610;
+    case 4:
+        return false;
+    case 5:
+        return k == 1;
+    case 6:
+        return (k * 2654435761u) % 7u < 2;
+    case 7:
+        return k <= 10 || k == 560;
     }
     return false;
 }
 
 /* Gradient of element i of row r at step k: magnitudes from 3 down to 1e-5. */
 static float grad(int k, int r, int i) {
-    static const float amp[D] = {1.0f, 0.1f, 1e-3f, 1e-5f, 3.0f, 0.5f};
+    static const float amp[D] = { 1.0f, 0.1f, 1e-3f, 1e-5f, 3.0f, 0.5f };
     return amp[i] * (float)sin(0.7 * k + 1.3 * r + 0.37 * i);
 }
 
@@ -113,13 +124,13 @@ static double worst_rel(const float *got, const float *want, int64_t n, double s
 static void run_against_reference(const config *c, bool lazy, double *worst_p, double *worst_m) {
     float init[R * D];
     for (int i = 0; i < R * D; i++) init[i] = 0.5f + 0.25f * (float)sin(1.7 * i);
-    int64_t shape[2] = {R, D};
+    int64_t shape[2] = { R, D };
     tk_tensor *t = tk_test_tensor(2, shape, init);
     tk_tensor_set_requires_grad(t, true);
     tk_optim *opt = make_opt(c);
     tk_optim_set_lazy(opt, lazy);
     tk_ctx *ctx = tk_ctx_new(1);
-    float p[R * D], m[R * D] = {0}, v[R * D] = {0};
+    float p[R * D], m[R * D] = { 0 }, v[R * D] = { 0 };
     memcpy(p, init, sizeof p);
     if (c->k == K_ADAGRAD)
         for (int i = 0; i < R * D; i++) m[i] = 0.1f;
@@ -127,7 +138,7 @@ static void run_against_reference(const config *c, bool lazy, double *worst_p, d
     int nbuf = c->k == K_ADAM ? 2 : (c->k == K_ADAGRAD || c->mu != 0.0f) ? 1 : 0;
     for (int k = 1; k <= STEPS; k++) {
         int64_t ids[R];
-        float w[R * D], g[R * D] = {0};
+        float w[R * D], g[R * D] = { 0 };
         int64_t n = 0;
         for (int r = 0; r < R; r++) {
             if (!touched(r, k)) continue;
@@ -163,14 +174,14 @@ static void run_against_reference(const config *c, bool lazy, double *worst_p, d
 }
 
 static const config CONFIGS[] = {
-    {"adam", K_ADAM, 0.01f, 0.9f, 0.999f, 1e-8f, 0.0f, 0, false},
-    {"adamw", K_ADAM, 0.01f, 0.9f, 0.999f, 1e-8f, 0.1f, 0, false},
-    {"adam b1 0.99", K_ADAM, 0.01f, 0.99f, 0.999f, 1e-7f, 0.0f, 0, false},
-    {"sgd momentum wd", K_SGD, 0.05f, 0, 0, 0, 0.01f, 0.9f, false},
-    {"sgd nesterov wd", K_SGD, 0.05f, 0, 0, 0, 0.01f, 0.9f, true},
-    {"sgd momentum", K_SGD, 0.05f, 0, 0, 0, 0.0f, 0.5f, false},
-    {"sgd wd", K_SGD, 0.05f, 0, 0, 0, 0.05f, 0.0f, false},
-    {"adagrad", K_ADAGRAD, 0.05f, 0, 0, 1e-7f, 0, 0, false},
+    { "adam", K_ADAM, 0.01f, 0.9f, 0.999f, 1e-8f, 0.0f, 0, false },
+    { "adamw", K_ADAM, 0.01f, 0.9f, 0.999f, 1e-8f, 0.1f, 0, false },
+    { "adam b1 0.99", K_ADAM, 0.01f, 0.99f, 0.999f, 1e-7f, 0.0f, 0, false },
+    { "sgd momentum wd", K_SGD, 0.05f, 0, 0, 0, 0.01f, 0.9f, false },
+    { "sgd nesterov wd", K_SGD, 0.05f, 0, 0, 0, 0.01f, 0.9f, true },
+    { "sgd momentum", K_SGD, 0.05f, 0, 0, 0, 0.0f, 0.5f, false },
+    { "sgd wd", K_SGD, 0.05f, 0, 0, 0, 0.05f, 0.0f, false },
+    { "adagrad", K_ADAGRAD, 0.05f, 0, 0, 1e-7f, 0, 0, false },
 };
 
 /* Tolerance. The reference rounds every step: m and v lose up to 2^-24 relative per
@@ -205,13 +216,13 @@ static void test_small_gap_by_hand(void) {
     const float lr = 0.1f;
     tk_optim *opt = tk_optim_adam_new(lr, 0.9f, 0.999f, 1e-8f, 0.5f);
     tk_optim_set_lazy(opt, false);
-    int64_t shape[2] = {2, 1};
-    const float init[2] = {1.0f, 2.0f};
+    int64_t shape[2] = { 2, 1 };
+    const float init[2] = { 1.0f, 2.0f };
     tk_tensor *t = tk_test_tensor(2, shape, init);
     tk_tensor_set_requires_grad(t, true);
     tk_ctx *ctx = tk_ctx_new(1);
-    const int64_t both[2] = {0, 1}, row0[1] = {0};
-    const float g1[2] = {1.0f, -2.0f}, g2[1] = {0.5f};
+    const int64_t both[2] = { 0, 1 }, row0[1] = { 0 };
+    const float g1[2] = { 1.0f, -2.0f }, g2[1] = { 0.5f };
     TK_CHECK(backward_rows(ctx, t, 2, both, g1) == TK_OK && tk_optim_step(opt, ctx, 1, &t) == TK_OK);
     for (int k = 2; k <= 3; k++)
         TK_CHECK(backward_rows(ctx, t, 1, row0, g2) == TK_OK && tk_optim_step(opt, ctx, 1, &t) == TK_OK);
@@ -224,7 +235,7 @@ static void test_small_gap_by_hand(void) {
         v = 0.999 * v + 0.001 * g * g;
         p -= 0.1 / (1 - pow(0.9, k)) * m / (sqrt(v) / sqrt(1 - pow(0.999, k)) + 1e-8);
     }
-    const int64_t row1[1] = {1};
+    const int64_t row1[1] = { 1 };
     tk_ctx_reset(ctx);
     int64_t one = 1;
     tk_tensor *idt = tk_ctx_empty(ctx, TK_I64, 1, &one);
@@ -251,19 +262,19 @@ static void test_small_gap_by_hand(void) {
 static void test_truncation_bound(void) {
     const float b1 = 0.99f, b2 = 0.999f, eps = 1e-4f, wd = 0.01f;
     enum { NE = 8, GAP = 3000 };
-    const double xs[NE] = {1e-3, 0.1, 1, 3, 10, 30, 1e3, 1e5}; /* sqrt(v_1) / eps */
+    const double xs[NE] = { 1e-3, 0.1, 1, 3, 10, 30, 1e3, 1e5 }; /* sqrt(v_1) / eps */
     float g[NE], init[NE];
     for (int i = 0; i < NE; i++) {
         g[i] = (float)(xs[i] * eps / sqrt(1.0 - b2)) * (i % 2 ? -1.0f : 1.0f);
         init[i] = 0.0f;
     }
-    int64_t shape[2] = {1, NE};
+    int64_t shape[2] = { 1, NE };
     tk_tensor *t = tk_test_tensor(2, shape, init);
     tk_tensor_set_requires_grad(t, true);
     tk_optim *opt = tk_optim_adam_new(1e-4f, b1, b2, eps, wd);
     tk_optim_set_lazy(opt, false);
     tk_ctx *ctx = tk_ctx_new(1);
-    const int64_t row0[1] = {0};
+    const int64_t row0[1] = { 0 };
     TK_CHECK(backward_rows(ctx, t, 1, row0, g) == TK_OK && tk_optim_step(opt, ctx, 1, &t) == TK_OK);
     float p1[NE], m1[NE], v1[NE];
     memcpy(p1, tk_f32(t), sizeof p1);
@@ -307,19 +318,19 @@ static void test_truncation_bound(void) {
  * only, read at step 40001, against a double loop from its state after step 1 (three
  * roundings to float at most: the restart's sync, the read, and 2^-26 of the movement). */
 static void test_history_restart(void) {
-    int64_t shape[2] = {2, 2};
-    const float init[4] = {0.5f, -0.5f, 0.25f, 1.0f};
+    int64_t shape[2] = { 2, 2 };
+    const float init[4] = { 0.5f, -0.5f, 0.25f, 1.0f };
     tk_tensor *t = tk_test_tensor(2, shape, init);
     tk_tensor_set_requires_grad(t, true);
     tk_optim *opt = tk_optim_adam_new(1e-2f, 0.9f, 0.999f, 1e-8f, 1e-3f);
     tk_optim_set_lazy(opt, false);
     tk_ctx *ctx = tk_ctx_new(1), *empty = tk_ctx_new(2);
-    const int64_t both[2] = {0, 1};
-    const float g[4] = {0.3f, -0.2f, 0.1f, 0.05f};
+    const int64_t both[2] = { 0, 1 };
+    const float g[4] = { 0.3f, -0.2f, 0.1f, 0.05f };
     TK_CHECK(backward_rows(ctx, t, 2, both, g) == TK_OK && tk_optim_step(opt, ctx, 1, &t) == TK_OK);
-    double p[2] = {tk_f32(t)[2], tk_f32(t)[3]}, m[2], v[2];
+    double p[2] = { tk_f32(t)[2], tk_f32(t)[3] }, m[2], v[2];
     for (int i = 0; i < 2; i++) m[i] = tk_optim_moments(opt, t, 0)[2 + i], v[i] = tk_optim_moments(opt, t, 1)[2 + i];
-    double moved[2] = {0, 0}, p1 = p[0];
+    double moved[2] = { 0, 0 }, p1 = p[0];
     for (int k = 2; k <= 40001; k++) {
         float lr = k % 1000 < 500 ? 1e-2f : 5e-3f;
         tk_optim_set_lr(opt, lr);
@@ -372,7 +383,7 @@ static tk_tensor *trained_table(tk_optim *opt, tk_tensor *t) {
 }
 
 static tk_tensor *fresh_table(void) {
-    int64_t shape[2] = {TR, TD};
+    int64_t shape[2] = { TR, TD };
     tk_tensor *t = tk_tensor_new(TK_F32, 2, shape);
     for (int64_t i = 0; i < t->numel; i++) tk_f32(t)[i] = (float)cos(0.37 * (double)i);
     tk_tensor_set_requires_grad(t, true);
@@ -398,7 +409,7 @@ static void *read_rows(void *arg) {
         tk_ctx_reset(ctx);
         int64_t n = 50;
         tk_tensor *ids = tk_ctx_empty(ctx, TK_I64, 1, &n);
-        static const int mult[4] = {1, 3, 7, 9}; /* prime to TR: every row once */
+        static const int mult[4] = { 1, 3, 7, 9 }; /* prime to TR: every row once */
         for (int i = 0; i < 50; i++) tk_i64(ids)[i] = ((b * 50 + i) * mult[rd->id % 4] + rd->id * 7) % TR;
         tk_tensor *e = tk_embedding_lookup(ctx, rd->t, ids, NULL, TK_COMBINER_SUM, "t");
         if (!e) {
@@ -418,7 +429,8 @@ static void *read_rows(void *arg) {
  * make test-tsan. */
 static void test_concurrent_reads(void) {
     enum { NT = 4 };
-    tk_optim *oa = tk_optim_adam_new(0.01f, 0.9f, 0.999f, 1e-8f, 0.01f), *ob = tk_optim_adam_new(0.01f, 0.9f, 0.999f, 1e-8f, 0.01f);
+    tk_optim *oa = tk_optim_adam_new(0.01f, 0.9f, 0.999f, 1e-8f, 0.01f),
+             *ob = tk_optim_adam_new(0.01f, 0.9f, 0.999f, 1e-8f, 0.01f);
     tk_optim_set_lazy(oa, false);
     tk_optim_set_lazy(ob, false);
     tk_tensor *a = trained_table(oa, fresh_table()), *b = trained_table(ob, fresh_table());
@@ -428,7 +440,7 @@ static void test_concurrent_reads(void) {
     pthread_t th[NT];
     reader rd[NT];
     for (int i = 0; i < NT; i++) {
-        rd[i] = (reader){b, i, calloc((size_t)TR * TD, sizeof(float)), false};
+        rd[i] = (reader){ b, i, calloc((size_t)TR * TD, sizeof(float)), false };
         pthread_create(&th[i], NULL, read_rows, &rd[i]);
     }
     for (int i = 0; i < NT; i++) pthread_join(th[i], NULL);
@@ -453,7 +465,7 @@ static void test_save_and_clone_see_caught_up_rows(void) {
     for (int i = 0; i < 2; i++) {
         blk[i] = tk_embeddings_new("embeddings");
         TK_CHECK(tk_embeddings_add_feature(blk[i], "item", "item", TR, TD, TK_COMBINER_SUM,
-                                           (tk_init){TK_INIT_RANDOM_UNIFORM, -0.05f, 0.05f}, 7) == TK_OK);
+                                           (tk_init){ TK_INIT_RANDOM_UNIFORM, -0.05f, 0.05f }, 7) == TK_OK);
         tab[i] = tk_block_param(blk[i], "item");
         TK_CHECK(tab[i] != NULL);
         if (!tab[i]) return;
@@ -500,13 +512,14 @@ static void test_save_and_clone_see_caught_up_rows(void) {
  * table). Switching to lazy = true syncs and removes the hook. */
 static void test_one_optimizer_per_table(void) {
     tk_tensor *t = fresh_table();
-    tk_optim *a = tk_optim_adam_new(0.01f, 0.9f, 0.999f, 1e-8f, 0.0f), *b = tk_optim_adam_new(0.01f, 0.9f, 0.999f, 1e-8f, 0.0f);
+    tk_optim *a = tk_optim_adam_new(0.01f, 0.9f, 0.999f, 1e-8f, 0.0f),
+             *b = tk_optim_adam_new(0.01f, 0.9f, 0.999f, 1e-8f, 0.0f);
     tk_optim_set_lazy(a, false);
     tk_optim_set_lazy(b, false);
     trained_table(a, t);
     tk_ctx *ctx = tk_ctx_new(1);
-    const int64_t ids[1] = {3};
-    float w[TD] = {1};
+    const int64_t ids[1] = { 3 };
+    float w[TD] = { 1 };
     TK_CHECK(backward_rows(ctx, t, 1, ids, w) == TK_OK);
     TK_CHECK(tk_optim_step(b, ctx, 1, &t) == TK_ERROR);
     TK_CHECK(strstr(tk_last_error(), "another optimizer") != NULL);
@@ -545,18 +558,19 @@ static void test_trainer_path(void) {
     for (int i = 0; i < 2; i++) {
         blk[i] = tk_embeddings_new(i ? "item" : "query");
         TK_CHECK(tk_embeddings_add_feature(blk[i], "f", "f", 50, 8, TK_COMBINER_SUM,
-                                           (tk_init){TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f}, 3 + i) == TK_OK);
+                                           (tk_init){ TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f }, 3 + i) == TK_OK);
         ta[i] = tk_block_param(blk[i], "f");
         tb[i] = tk_tensor_clone(ta[i]);
         tk_tensor_set_requires_grad(tb[i], true);
     }
-    tk_optim *x = tk_optim_adam_new(0.05f, 0.9f, 0.999f, 1e-8f, 0.01f), *y = tk_optim_adam_new(0.05f, 0.9f, 0.999f, 1e-8f, 0.01f);
+    tk_optim *x = tk_optim_adam_new(0.05f, 0.9f, 0.999f, 1e-8f, 0.01f),
+             *y = tk_optim_adam_new(0.05f, 0.9f, 0.999f, 1e-8f, 0.01f);
     tk_optim_set_lazy(x, false);
     tk_optim_set_lazy(y, false);
-    tk_ctx *cx[2] = {tk_ctx_new(1), tk_ctx_new(2)}, *cy = tk_ctx_new(3);
-    const tk_block *blocks[2] = {blk[0], blk[1]};
+    tk_ctx *cx[2] = { tk_ctx_new(1), tk_ctx_new(2) }, *cy = tk_ctx_new(3);
+    const tk_block *blocks[2] = { blk[0], blk[1] };
     for (int k = 1; k <= 30; k++) {
-        int64_t ids[3] = {k % 50, (k * 7) % 50, k < 3 ? 49 : (k * 13) % 49};
+        int64_t ids[3] = { k % 50, (k * 7) % 50, k < 3 ? 49 : (k * 13) % 49 };
         for (int i = 0; i < 2; i++) TK_CHECK(backward_tables(cx[i], i, 1, &ta[i], ids, 3) == TK_OK);
         TK_CHECK(tk_optim_step_contexts(x, 2, cx, blocks) == TK_OK);
         TK_CHECK(backward_tables(cy, 0, 2, tb, ids, 3) == TK_OK);
@@ -571,7 +585,7 @@ static void test_trainer_path(void) {
     /* row 49: touched at steps 1 and 2 only, yet moved since (its m, the decay) */
     float before[8];
     memcpy(before, tk_f32(ta[1]) + 49 * 8, sizeof before);
-    int64_t ids[1] = {0};
+    int64_t ids[1] = { 0 };
     for (int i = 0; i < 2; i++) TK_CHECK(backward_tables(cx[i], i, 1, &ta[i], ids, 1) == TK_OK);
     TK_CHECK(tk_optim_step_contexts(x, 2, cx, blocks) == TK_OK);
     tk_tensor_sync(ta[1]);

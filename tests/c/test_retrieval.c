@@ -99,7 +99,7 @@ static double hard_margin(const rl_case *c) {
  * comfortable. */
 static void ensure_margin(rl_case *c, uint64_t seed) {
     for (uint64_t s = seed; hard_margin(c) < 0.15 && s < seed + 1000; s++) {
-        tk_init init = {TK_INIT_RANDOM_NORMAL, 0.7f, 0};
+        tk_init init = { TK_INIT_RANDOM_NORMAL, 0.7f, 0 };
         tk_init_fill(c->query, init, s);
         tk_init_fill(c->opts.negatives, init, s + 5000);
     }
@@ -118,21 +118,27 @@ static tk_tensor *f32_vec(int64_t n, const float *v) { return op_f32(1, &n, v); 
 enum { CB = 6, CD = 4, CN = 5 };
 
 static rl_case make_case(const char *name, uint64_t seed) {
-    rl_case c = {.name = name};
-    int64_t s[2] = {CB, CD};
+    rl_case c = { .name = name };
+    int64_t s[2] = { CB, CD };
     c.query = op_leaf(2, s, 0.7f, seed);
     c.item = op_leaf(2, s, 0.7f, seed + 100);
     return c;
 }
 
 static void add_negatives(rl_case *c, uint64_t seed) {
-    int64_t s[2] = {CN, CD};
+    int64_t s[2] = { CN, CD };
     c->opts.negatives = op_leaf(2, s, 0.7f, seed);
 }
 
 static void free_case(rl_case *c) { /* each may be NULL: op_release would stop at the first */
-    tk_tensor *all[] = {c->query, c->item, c->opts.item_ids, c->opts.item_logq, c->opts.negatives,
-                        c->opts.negative_ids, c->opts.negative_logq, c->opts.weights};
+    tk_tensor *all[] = { c->query,
+                         c->item,
+                         c->opts.item_ids,
+                         c->opts.item_logq,
+                         c->opts.negatives,
+                         c->opts.negative_ids,
+                         c->opts.negative_logq,
+                         c->opts.weights };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) tk_tensor_release(all[i]);
 }
 
@@ -146,22 +152,22 @@ static int make_cases(rl_case *cases) {
     cases[n++] = c;
 
     c = make_case("masking", 3); /* rows 0, 2, 5 share an id, rows 1 and 4 another */
-    c.opts.item_ids = i64_vec(CB, (int64_t[]){7, 3, 7, 9, 3, 7});
+    c.opts.item_ids = i64_vec(CB, (int64_t[]){ 7, 3, 7, 9, 3, 7 });
     cases[n++] = c;
 
     c = make_case("logq", 4);
-    c.opts.item_logq = f32_vec(CB, (float[]){-1.0f, -2.5f, -0.3f, -4.0f, -1.7f, -0.9f});
+    c.opts.item_logq = f32_vec(CB, (float[]){ -1.0f, -2.5f, -0.3f, -4.0f, -1.7f, -0.9f });
     cases[n++] = c;
 
     c = make_case("negatives", 5);
     add_negatives(&c, 55);
-    c.opts.item_ids = i64_vec(CB, (int64_t[]){10, 11, 12, 13, 14, 15});
-    c.opts.negative_ids = i64_vec(CN, (int64_t[]){11, 20, 15, 21, 11}); /* 11 and 15 are positives */
-    c.opts.negative_logq = f32_vec(CN, (float[]){-3.0f, -5.0f, -2.0f, -6.0f, -3.5f});
+    c.opts.item_ids = i64_vec(CB, (int64_t[]){ 10, 11, 12, 13, 14, 15 });
+    c.opts.negative_ids = i64_vec(CN, (int64_t[]){ 11, 20, 15, 21, 11 }); /* 11 and 15 are positives */
+    c.opts.negative_logq = f32_vec(CN, (float[]){ -3.0f, -5.0f, -2.0f, -6.0f, -3.5f });
     cases[n++] = c;
 
     c = make_case("weights", 6);
-    c.opts.weights = f32_vec(CB, (float[]){1.0f, 0.5f, 2.0f, 0.0f, 1.5f, 3.0f});
+    c.opts.weights = f32_vec(CB, (float[]){ 1.0f, 0.5f, 2.0f, 0.0f, 1.5f, 3.0f });
     cases[n++] = c;
 
     c = make_case("hard_negatives", 7);
@@ -173,11 +179,11 @@ static int make_cases(rl_case *cases) {
     c = make_case("everything", 8);
     add_negatives(&c, 88);
     c.opts.temperature = 0.5f;
-    c.opts.item_ids = i64_vec(CB, (int64_t[]){1, 2, 1, 3, 4, 2});
-    c.opts.item_logq = f32_vec(CB, (float[]){-1.0f, -2.0f, -1.0f, -3.0f, -0.5f, -2.0f});
-    c.opts.negative_ids = i64_vec(CN, (int64_t[]){4, 9, 1, 8, 7});
-    c.opts.negative_logq = f32_vec(CN, (float[]){-2.0f, -4.0f, -1.0f, -3.0f, -2.5f});
-    c.opts.weights = f32_vec(CB, (float[]){0.5f, 1.0f, 1.5f, 2.0f, 1.0f, 0.25f});
+    c.opts.item_ids = i64_vec(CB, (int64_t[]){ 1, 2, 1, 3, 4, 2 });
+    c.opts.item_logq = f32_vec(CB, (float[]){ -1.0f, -2.0f, -1.0f, -3.0f, -0.5f, -2.0f });
+    c.opts.negative_ids = i64_vec(CN, (int64_t[]){ 4, 9, 1, 8, 7 });
+    c.opts.negative_logq = f32_vec(CN, (float[]){ -2.0f, -4.0f, -1.0f, -3.0f, -2.5f });
+    c.opts.weights = f32_vec(CB, (float[]){ 0.5f, 1.0f, 1.5f, 2.0f, 1.0f, 0.25f });
     c.opts.num_hard_negatives = 4;
     ensure_margin(&c, 800);
     cases[n++] = c;
@@ -188,20 +194,20 @@ static void test_hand_computed(void) {
     /* q = [[1, 0], [0, 1]], c = [[1, 0], [1, 1]]: logits [[1, 1], [0, 1]];
      * ce_0 = log(2e) - 1 = log 2, ce_1 = log(1 + e) - 1. */
     tk_ctx *ctx = tk_ctx_new(1);
-    int64_t s[2] = {2, 2};
-    tk_tensor *q = op_f32(2, s, (float[]){1, 0, 0, 1}), *c = op_f32(2, s, (float[]){1, 0, 1, 1});
+    int64_t s[2] = { 2, 2 };
+    tk_tensor *q = op_f32(2, s, (float[]){ 1, 0, 0, 1 }), *c = op_f32(2, s, (float[]){ 1, 0, 1, 1 });
     tk_tensor *loss = tk_retrieval_loss(ctx, q, c, NULL);
     OP_CHECK_SHAPE(loss, 1);
     double want = (log(2.0) + log(1.0 + exp(1.0)) - 1.0) / 2.0;
     if (loss) TK_CHECK_NEAR(tk_f32(loss)[0], want, 1e-6);
     /* temperature 0.5 doubles the logits: ce_0 = log 2, ce_1 = log(1 + e^2) - 2 */
-    tk_retrieval_opts o = {.temperature = 0.5f};
+    tk_retrieval_opts o = { .temperature = 0.5f };
     loss = tk_retrieval_loss(ctx, q, c, &o);
     want = (log(2.0) + log(1.0 + exp(2.0)) - 2.0) / 2.0;
     if (loss) TK_CHECK_NEAR(tk_f32(loss)[0], want, 1e-6);
     /* equal ids mask each row's only negative: every ce is log(e^x) - x = 0 */
-    tk_tensor *ids = i64_vec(2, (int64_t[]){4, 4});
-    o = (tk_retrieval_opts){.item_ids = ids};
+    tk_tensor *ids = i64_vec(2, (int64_t[]){ 4, 4 });
+    o = (tk_retrieval_opts){ .item_ids = ids };
     loss = tk_retrieval_loss(ctx, q, c, &o);
     if (loss) TK_CHECK_NEAR(tk_f32(loss)[0], 0.0, 1e-7);
     TK_CHECK(!tk_ctx_failed(ctx));
@@ -230,15 +236,16 @@ static void test_values_against_reference(void) {
  * softmax stays exact enough and finite. */
 static void test_values_large(void) {
     tk_ctx *ctx = tk_ctx_new(1);
-    int64_t s[2] = {37, 9}, sn[2] = {23, 9};
-    rl_case c = {.name = "large", .query = tk_test_randn(2, s, 1.0f, 11), .item = tk_test_randn(2, s, 1.0f, 12)};
+    int64_t s[2] = { 37, 9 }, sn[2] = { 23, 9 };
+    rl_case c = { .name = "large", .query = tk_test_randn(2, s, 1.0f, 11), .item = tk_test_randn(2, s, 1.0f, 12) };
     c.opts.negatives = tk_test_randn(2, sn, 1.0f, 13);
     c.opts.temperature = 0.05f; /* logits up to about +-200 */
     tk_tensor *loss = tk_retrieval_loss(ctx, c.query, c.item, &c.opts);
     double want = reference_loss(&c);
     TK_CHECK(loss != NULL);
-    if (loss) TK_CHECK_MSG(fabs(tk_f32(loss)[0] - want) <= 1e-5 * (1.0 + fabs(want)), "%.8g vs %.8g",
-                           (double)tk_f32(loss)[0], want);
+    if (loss)
+        TK_CHECK_MSG(fabs(tk_f32(loss)[0] - want) <= 1e-5 * (1.0 + fabs(want)), "%.8g vs %.8g", (double)tk_f32(loss)[0],
+                     want);
     /* with grad disabled the value is the same, bit for bit: the forward pass is one code
      * path (tk_rl_forward_rows, the same sgemms and row kernels); grad only records a node */
     tk_ctx_set_grad_enabled(ctx, false);
@@ -252,7 +259,7 @@ static void test_gradients(void) {
     rl_case cases[16];
     int n = make_cases(cases);
     for (int i = 0; i < n; i++) {
-        tk_tensor *leaves[3] = {cases[i].query, cases[i].item, cases[i].opts.negatives};
+        tk_tensor *leaves[3] = { cases[i].query, cases[i].item, cases[i].opts.negatives };
         int nl = cases[i].opts.negatives ? 3 : 2;
         if (cases[i].opts.num_hard_negatives > 0) /* no selection boundary within reach */
             TK_CHECK_MSG(hard_margin(&cases[i]) > 0.1, "%s: hard-negative margin %g too small for finite differences",
@@ -267,10 +274,10 @@ static void test_gradients(void) {
  * (softmax - onehot) * w / B / T through dq = dlogits C. */
 static void test_gradient_formula(void) {
     tk_ctx *ctx = tk_ctx_new(1);
-    int64_t s[2] = {3, 2};
+    int64_t s[2] = { 3, 2 };
     tk_tensor *q = op_leaf(2, s, 1.0f, 21), *c = tk_test_randn(2, s, 1.0f, 22);
-    tk_tensor *w = f32_vec(3, (float[]){1.0f, 2.0f, 0.5f});
-    tk_retrieval_opts o = {.temperature = 0.7f, .weights = w};
+    tk_tensor *w = f32_vec(3, (float[]){ 1.0f, 2.0f, 0.5f });
+    tk_retrieval_opts o = { .temperature = 0.7f, .weights = w };
     tk_tensor *loss = tk_retrieval_loss(ctx, q, c, &o);
     TK_CHECK(loss && tk_backward(ctx, loss) == TK_OK);
     tk_tensor *g = tk_ctx_grad(ctx, q);
@@ -286,7 +293,8 @@ static void test_gradient_formula(void) {
         }
         for (int k = 0; k < 2; k++) {
             double want = 0;
-            for (int j = 0; j < 3; j++) want += (exp(x[j]) / z - (j == b)) * tk_f32(w)[b] / 3 / 0.7 * tk_f32(c)[2 * j + k];
+            for (int j = 0; j < 3; j++)
+                want += (exp(x[j]) / z - (j == b)) * tk_f32(w)[b] / 3 / 0.7 * tk_f32(c)[2 * j + k];
             TK_CHECK_NEAR(tk_f32(g)[2 * b + k], want, 1e-5);
         }
     }
@@ -299,8 +307,8 @@ static void test_fully_masked_rows(void) {
     tk_ctx *ctx = tk_ctx_new(1);
     rl_case c = make_case("all_masked", 31);
     add_negatives(&c, 32);
-    c.opts.item_ids = i64_vec(CB, (int64_t[]){5, 5, 5, 5, 5, 5});
-    c.opts.negative_ids = i64_vec(CN, (int64_t[]){5, 5, 5, 5, 5});
+    c.opts.item_ids = i64_vec(CB, (int64_t[]){ 5, 5, 5, 5, 5, 5 });
+    c.opts.negative_ids = i64_vec(CN, (int64_t[]){ 5, 5, 5, 5, 5 });
     c.opts.num_hard_negatives = 2;
     tk_tensor *loss = tk_retrieval_loss(ctx, c.query, c.item, &c.opts);
     TK_CHECK(loss != NULL);
@@ -360,8 +368,8 @@ static void test_hard_negative_semantics(void) {
 
 /* The same tensor as query and item (self-retrieval): gradients of both roles add up. */
 static void test_shared_tensor(void) {
-    int64_t s[2] = {4, 3};
-    rl_case c = {.name = "shared", .query = op_leaf(2, s, 0.8f, 51)};
+    int64_t s[2] = { 4, 3 };
+    rl_case c = { .name = "shared", .query = op_leaf(2, s, 0.8f, 51) };
     c.item = c.query;
     tk_tensor_retain(c.item);
     int bad = gradcheck_run("shared", loss_of, &c, 1, &c.query, false, 1e-2);
@@ -374,8 +382,8 @@ static void test_steady_state(void) {
     tk_ctx *ctx = tk_ctx_new(1);
     rl_case c = make_case("steady", 61);
     add_negatives(&c, 62);
-    c.opts.item_ids = i64_vec(CB, (int64_t[]){1, 2, 1, 3, 4, 2});
-    c.opts.negative_ids = i64_vec(CN, (int64_t[]){4, 9, 1, 8, 7});
+    c.opts.item_ids = i64_vec(CB, (int64_t[]){ 1, 2, 1, 3, 4, 2 });
+    c.opts.negative_ids = i64_vec(CN, (int64_t[]){ 4, 9, 1, 8, 7 });
     c.opts.num_hard_negatives = 2;
     uint64_t allocs = 0;
     for (int step = 0; step < 4; step++) {
@@ -400,16 +408,16 @@ static void expect_error(tk_tensor *q, tk_tensor *c, const tk_retrieval_opts *o,
 }
 
 static void test_errors(void) {
-    int64_t s[2] = {3, 2}, s1[1] = {6}, sw[2] = {3, 4}, s0[2] = {0, 2}, sn[2] = {2, 2}, snw[2] = {2, 3};
+    int64_t s[2] = { 3, 2 }, s1[1] = { 6 }, sw[2] = { 3, 4 }, s0[2] = { 0, 2 }, sn[2] = { 2, 2 }, snw[2] = { 2, 3 };
     tk_tensor *q = tk_test_randn(2, s, 1.0f, 1), *c = tk_test_randn(2, s, 1.0f, 2);
     tk_tensor *flat = tk_test_randn(1, s1, 1.0f, 3), *wide = tk_test_randn(2, sw, 1.0f, 4);
     tk_tensor *empty = tk_tensor_new(TK_F32, 2, s0), *neg = tk_test_randn(2, sn, 1.0f, 5);
     tk_tensor *negw = tk_test_randn(2, snw, 1.0f, 6);
     tk_tensor *qi = tk_tensor_new(TK_I64, 2, s), *negi = tk_tensor_new(TK_I64, 2, sn);
-    tk_tensor *ids3 = i64_vec(3, (int64_t[]){1, 2, 3}), *ids2 = i64_vec(2, (int64_t[]){1, 2});
-    tk_tensor *f3 = f32_vec(3, (float[]){0, 0, 0}), *f2 = f32_vec(2, (float[]){0, 0});
-    tk_tensor *finf = f32_vec(3, (float[]){0, INFINITY, 0}), *fnan = f32_vec(3, (float[]){0, 0, NAN});
-    tk_tensor *f2inf = f32_vec(2, (float[]){-INFINITY, 0});
+    tk_tensor *ids3 = i64_vec(3, (int64_t[]){ 1, 2, 3 }), *ids2 = i64_vec(2, (int64_t[]){ 1, 2 });
+    tk_tensor *f3 = f32_vec(3, (float[]){ 0, 0, 0 }), *f2 = f32_vec(2, (float[]){ 0, 0 });
+    tk_tensor *finf = f32_vec(3, (float[]){ 0, INFINITY, 0 }), *fnan = f32_vec(3, (float[]){ 0, 0, NAN });
+    tk_tensor *f2inf = f32_vec(2, (float[]){ -INFINITY, 0 });
 
     expect_error(NULL, c, NULL, "input is NULL (query)");
     expect_error(q, NULL, NULL, "input is NULL (item)");
@@ -420,47 +428,47 @@ static void test_errors(void) {
     expect_error(q, wide, NULL, "query and item must have the same shape, got [3, 2] and [3, 4]");
     expect_error(empty, empty, NULL, "query must have at least one row and one column");
 
-    tk_retrieval_opts o = {.temperature = -1.0f};
+    tk_retrieval_opts o = { .temperature = -1.0f };
     expect_error(q, c, &o, "temperature must be finite and > 0 (0 means 1), got -1");
-    o = (tk_retrieval_opts){.temperature = NAN};
+    o = (tk_retrieval_opts){ .temperature = NAN };
     expect_error(q, c, &o, "temperature must be finite and > 0");
-    o = (tk_retrieval_opts){.temperature = INFINITY};
+    o = (tk_retrieval_opts){ .temperature = INFINITY };
     expect_error(q, c, &o, "temperature must be finite and > 0");
-    o = (tk_retrieval_opts){.num_hard_negatives = -1};
+    o = (tk_retrieval_opts){ .num_hard_negatives = -1 };
     expect_error(q, c, &o, "num_hard_negatives must be >= 0 (0: off), got -1");
 
-    o = (tk_retrieval_opts){.item_ids = f3};
+    o = (tk_retrieval_opts){ .item_ids = f3 };
     expect_error(q, c, &o, "item_ids must be int64 [3] (one per row of query), got float32 [3]");
-    o = (tk_retrieval_opts){.item_ids = ids2};
+    o = (tk_retrieval_opts){ .item_ids = ids2 };
     expect_error(q, c, &o, "item_ids must be int64 [3] (one per row of query), got int64 [2]");
-    o = (tk_retrieval_opts){.item_logq = f2};
+    o = (tk_retrieval_opts){ .item_logq = f2 };
     expect_error(q, c, &o, "item_logq must be float32 [3] (one per row of item), got float32 [2]");
-    o = (tk_retrieval_opts){.item_logq = ids3};
+    o = (tk_retrieval_opts){ .item_logq = ids3 };
     expect_error(q, c, &o, "item_logq must be float32 [3]");
-    o = (tk_retrieval_opts){.item_logq = finf};
+    o = (tk_retrieval_opts){ .item_logq = finf };
     expect_error(q, c, &o, "item_logq[1] is inf; it must be finite");
-    o = (tk_retrieval_opts){.weights = f2};
+    o = (tk_retrieval_opts){ .weights = f2 };
     expect_error(q, c, &o, "weights must be float32 [3] (one per row of query), got float32 [2]");
-    o = (tk_retrieval_opts){.weights = fnan};
+    o = (tk_retrieval_opts){ .weights = fnan };
     expect_error(q, c, &o, "weights[2] is nan; it must be finite");
 
-    o = (tk_retrieval_opts){.negative_ids = ids2};
+    o = (tk_retrieval_opts){ .negative_ids = ids2 };
     expect_error(q, c, &o, "negative_ids given without negatives");
-    o = (tk_retrieval_opts){.negative_logq = f2};
+    o = (tk_retrieval_opts){ .negative_logq = f2 };
     expect_error(q, c, &o, "negative_logq given without negatives");
-    o = (tk_retrieval_opts){.negatives = negi};
+    o = (tk_retrieval_opts){ .negatives = negi };
     expect_error(q, c, &o, "negatives must be float32, got int64 [2, 2]");
-    o = (tk_retrieval_opts){.negatives = negw};
+    o = (tk_retrieval_opts){ .negatives = negw };
     expect_error(q, c, &o, "negatives must be [N, 2] (as wide as query), got [2, 3]");
-    o = (tk_retrieval_opts){.negatives = flat};
+    o = (tk_retrieval_opts){ .negatives = flat };
     expect_error(q, c, &o, "negatives must be [N, 2] (as wide as query), got [6]");
-    o = (tk_retrieval_opts){.negatives = neg, .item_ids = ids3, .negative_ids = ids3};
+    o = (tk_retrieval_opts){ .negatives = neg, .item_ids = ids3, .negative_ids = ids3 };
     expect_error(q, c, &o, "negative_ids must be int64 [2] (one per negative), got int64 [3]");
-    o = (tk_retrieval_opts){.negatives = neg, .negative_ids = ids2};
+    o = (tk_retrieval_opts){ .negatives = neg, .negative_ids = ids2 };
     expect_error(q, c, &o, "negative_ids need item_ids");
-    o = (tk_retrieval_opts){.negatives = neg, .negative_logq = f3};
+    o = (tk_retrieval_opts){ .negatives = neg, .negative_logq = f3 };
     expect_error(q, c, &o, "negative_logq must be float32 [2] (one per negative), got float32 [3]");
-    o = (tk_retrieval_opts){.negatives = neg, .negative_logq = f2inf};
+    o = (tk_retrieval_opts){ .negatives = neg, .negative_logq = f2inf };
     expect_error(q, c, &o, "negative_logq[0] is -inf; it must be finite");
 
     /* an earlier error is kept: a chain needs one check */
@@ -478,9 +486,9 @@ static void test_errors(void) {
  * silently finite one. */
 static void test_nan_inputs(void) {
     tk_ctx *ctx = tk_ctx_new(1);
-    int64_t s[2] = {3, 2};
-    tk_tensor *q = op_f32(2, s, (float[]){1, 0, 0, 1, 1, 1});
-    tk_tensor *c = op_f32(2, s, (float[]){1, 0, NAN, 1, 0, 1});
+    int64_t s[2] = { 3, 2 };
+    tk_tensor *q = op_f32(2, s, (float[]){ 1, 0, 0, 1, 1, 1 });
+    tk_tensor *c = op_f32(2, s, (float[]){ 1, 0, NAN, 1, 0, 1 });
     tk_tensor *loss = tk_retrieval_loss(ctx, q, c, NULL);
     TK_CHECK(loss != NULL);
     if (loss) TK_CHECK(isnan(tk_f32(loss)[0]));

@@ -23,7 +23,7 @@ static void expect_read_error(const char *path, const char *needle) {
 }
 
 static void test_round_trip(void) {
-    int64_t s2[2] = {3, 4}, s1 = 5;
+    int64_t s2[2] = { 3, 4 }, s1 = 5;
     tk_tensor *a = tk_test_randn(2, s2, 1.0f, 7);
     tk_tensor *b = tk_tensor_new(TK_I64, 1, &s1);
     for (int64_t i = 0; i < 5; i++) tk_i64(b)[i] = (i - 2) * 1000000000000LL;
@@ -31,10 +31,10 @@ static void test_round_trip(void) {
     tk_f32(c)[0] = 3.25f;
     tk_tensor *d = tk_tensor_new(TK_I64, 0, NULL);
     tk_i64(d)[0] = -9;
-    int64_t s0[2] = {0, 3};
+    int64_t s0[2] = { 0, 3 };
     tk_tensor *e = tk_tensor_new(TK_F32, 2, s0); /* empty */
-    const char *names[5] = {"query/mlp/dense_0/kernel", "ids", "scale", "step", "empty"};
-    tk_tensor *ts[5] = {a, b, c, d, e};
+    const char *names[5] = { "query/mlp/dense_0/kernel", "ids", "scale", "step", "empty" };
+    tk_tensor *ts[5] = { a, b, c, d, e };
     const char *path = io_path("round.safetensors");
     TK_CHECK(tk_safetensors_write(path, 5, names, ts, "{\"format\":\"towerkit\",\"note\":\"caf\\u00e9 \\\"q\\\"\"}") ==
              TK_OK);
@@ -65,11 +65,11 @@ static void test_round_trip(void) {
     TK_CHECK(bytes && len == 16 && memcmp(bytes + 8, "{}      ", 8) == 0);
     free(bytes);
     /* bad arguments */
-    const char *dup[2] = {"x", "x"};
-    tk_tensor *two[2] = {a, b};
+    const char *dup[2] = { "x", "x" };
+    tk_tensor *two[2] = { a, b };
     TK_CHECK(tk_safetensors_write(path, 2, dup, two, NULL) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "'x' is given twice");
-    const char *meta[1] = {"__metadata__"};
+    const char *meta[1] = { "__metadata__" };
     TK_CHECK(tk_safetensors_write(path, 1, meta, two, NULL) == TK_ERROR);
     TK_CHECK(tk_safetensors_write(path, 1, names, two, "{\"a\":1}") == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "metadata value 'a' must be a string");
@@ -86,8 +86,8 @@ static void test_exact_bytes(void) {
     tk_f32(a)[1] = -2.0f;
     tk_tensor *b = tk_tensor_new(TK_I64, 0, NULL);
     tk_i64(b)[0] = 7;
-    const char *names[2] = {"a", "b"};
-    tk_tensor *ts[2] = {a, b};
+    const char *names[2] = { "a", "b" };
+    tk_tensor *ts[2] = { a, b };
     const char *path = io_path("exact.safetensors");
     TK_CHECK(tk_safetensors_write(path, 2, names, ts, "{\"format\":\"pt\"}") == TK_OK);
     static const char header[] = "{\"__metadata__\":{\"format\":\"pt\"},"
@@ -95,9 +95,9 @@ static void test_exact_bytes(void) {
                                  "\"b\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[8,16]}}"
                                  "      "; /* 138 + 6 = 144 bytes */
     unsigned char want[8 + 144 + 16];
-    static const unsigned char len8[8] = {0x90, 0, 0, 0, 0, 0, 0, 0};
-    static const unsigned char data[16] = {0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0xc0, /* 1.0f, -2.0f */
-                                           0x07, 0,    0,    0,    0,    0,    0,    0};   /* 7 */
+    static const unsigned char len8[8] = { 0x90, 0, 0, 0, 0, 0, 0, 0 };
+    static const unsigned char data[16] = { 0x00, 0x00, 0x80, 0x3f, 0x00, 0x00, 0x00, 0xc0, /* 1.0f, -2.0f */
+                                            0x07, 0,    0,    0,    0,    0,    0,    0 };  /* 7 */
     TK_CHECK(sizeof header - 1 == 144);
     memcpy(want, len8, 8);
     memcpy(want + 8, header, 144);
@@ -124,11 +124,11 @@ static void test_exact_bytes(void) {
 }
 
 static void test_truncated(void) {
-    int64_t s[2] = {32, 40}; /* 5120 bytes of data */
+    int64_t s[2] = { 32, 40 }; /* 5120 bytes of data */
     tk_tensor *k = tk_test_randn(2, s, 1.0f, 1);
     tk_tensor *bias = tk_tensor_new_1d(TK_F32, 40);
-    const char *names[2] = {"query/mlp/dense_0/kernel", "query/mlp/dense_0/bias"};
-    tk_tensor *ts[2] = {k, bias};
+    const char *names[2] = { "query/mlp/dense_0/kernel", "query/mlp/dense_0/bias" };
+    tk_tensor *ts[2] = { k, bias };
     const char *good = io_path("good.safetensors"), *cut = io_path("cut.safetensors");
     TK_CHECK(tk_safetensors_write(good, 2, names, ts, NULL) == TK_OK);
     size_t len = 0;
@@ -172,7 +172,7 @@ static void test_truncated(void) {
 
 static void test_malformed_header(void) {
     const char *p = io_path("bad.safetensors");
-    float data[4] = {1, 2, 3, 4};
+    float data[4] = { 1, 2, 3, 4 };
     /* corrupt JSON */
     write_raw(p, "{\"x\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]", data, 16);
     expect_read_error(p, "the header is not valid JSON");
@@ -230,10 +230,10 @@ static void test_malformed_header(void) {
     write_raw(p, "{\"x\":[1,2]}", NULL, 0);
     expect_read_error(p, "tensor 'x': the header entry must be an object, got an array");
     /* huge header lengths */
-    unsigned char huge[16] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, '{', '}'};
+    unsigned char huge[16] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, '{', '}' };
     io_write(p, huge, sizeof huge);
     expect_read_error(p, "the header length 18446744073709551615 is larger than the file (16 bytes)");
-    unsigned char big[16] = {0x00, 0x00, 0x00, 0x80, 0, 0, 0, 0, '{', '}'};
+    unsigned char big[16] = { 0x00, 0x00, 0x00, 0x80, 0, 0, 0, 0, '{', '}' };
     io_write(p, big, sizeof big);
     expect_read_error(p, "the header length 2147483648 is larger than the file");
     /* a directory is not a file */
@@ -247,18 +247,18 @@ typedef struct st_write {
 
 static tk_status write_one(void *ud) {
     st_write *w = ud;
-    const char *names[1] = {"t"};
+    const char *names[1] = { "t" };
     return tk_safetensors_write(w->path, 1, names, &w->t, NULL);
 }
 
 /* The writer goes through the atomic files (tests/c/test_atomic.c tests them): a disk
  * that fills up in the middle leaves no temporary file and the old file as it was. */
 static void test_atomic_failures(void) {
-    st_write small = {io_path("keep.safetensors"), tk_tensor_new_1d(TK_F32, 3)};
+    st_write small = { io_path("keep.safetensors"), tk_tensor_new_1d(TK_F32, 3) };
     TK_CHECK(write_one(&small) == TK_OK);
     size_t len0 = 0;
     char *before = io_read(small.path, &len0);
-    st_write large = {small.path, tk_tensor_new_1d(TK_F32, 1 << 16)};
+    st_write large = { small.path, tk_tensor_new_1d(TK_F32, 1 << 16) };
     TK_CHECK(io_with_size_limit(4096, write_one, &large) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), small.path);
     TK_CHECK_ERROR(tk_last_error(), "File too large");

@@ -17,13 +17,15 @@ static char ckpt_a[300], ckpt_b[300];
 
 static const char *SCHEMA =
     "{\"feature\": ["
-    "{\"name\": \"user_id\", \"type\": \"INT\", \"intDomain\": {\"name\": \"user_id\", \"min\": \"0\", \"max\": \"49\", "
+    "{\"name\": \"user_id\", \"type\": \"INT\", \"intDomain\": {\"name\": \"user_id\", \"min\": \"0\", \"max\": "
+    "\"49\", "
     "\"isCategorical\": true}, \"annotation\": {\"tag\": [\"categorical\", \"user\", \"id\"]}},"
     "{\"name\": \"user_tags\", \"type\": \"INT\", \"intDomain\": {\"name\": \"tag\", \"min\": \"0\", \"max\": \"19\", "
     "\"isCategorical\": true}, \"valueCount\": {\"min\": \"0\", \"max\": \"4\"}, \"annotation\": {\"tag\": "
     "[\"categorical\", \"user\", \"list\"]}},"
     "{\"name\": \"user_activity\", \"type\": \"FLOAT\", \"annotation\": {\"tag\": [\"continuous\", \"user\"]}},"
-    "{\"name\": \"item_id\", \"type\": \"INT\", \"intDomain\": {\"name\": \"item_id\", \"min\": \"0\", \"max\": \"39\", "
+    "{\"name\": \"item_id\", \"type\": \"INT\", \"intDomain\": {\"name\": \"item_id\", \"min\": \"0\", \"max\": "
+    "\"39\", "
     "\"isCategorical\": true}, \"annotation\": {\"tag\": [\"categorical\", \"item_id\"]}},"
     "{\"name\": \"item_tag\", \"type\": \"INT\", \"intDomain\": {\"name\": \"tag\", \"min\": \"0\", \"max\": \"19\", "
     "\"isCategorical\": true}, \"annotation\": {\"tag\": [\"categorical\", \"item\"]}}"
@@ -31,14 +33,15 @@ static const char *SCHEMA =
 
 /* A small two-tower block built by hand: the layout the Lua TwoTowerBlock saves. */
 static tk_block *two_tower(uint64_t seed) {
-    tk_init tn = {TK_INIT_TRUNCATED_NORMAL, 0.5f, 0};
+    tk_init tn = { TK_INIT_TRUNCATED_NORMAL, 0.5f, 0 };
     tk_block *qe = tk_embeddings_new("embeddings");
     tk_embeddings_add_feature(qe, "user_id", "user_id", 50, 8, TK_COMBINER_SUM, tn, seed + 1);
     tk_embeddings_add_feature(qe, "user_tags", "tag", 20, 8, TK_COMBINER_MEAN, tn, seed + 2);
     tk_embeddings_add_continuous(qe, "user_activity");
     tk_block *q = tk_sequential_new("query");
     tk_sequential_append(q, qe);
-    tk_block *qd = tk_dense_new("dense_0", 17, 8, TK_ACT_LINEAR, true, tk_init_default_kernel(), tk_init_zeros(), seed + 3);
+    tk_block *qd =
+        tk_dense_new("dense_0", 17, 8, TK_ACT_LINEAR, true, tk_init_default_kernel(), tk_init_zeros(), seed + 3);
     tk_sequential_append(q, qd);
     tk_block_release(qd);
     tk_block *ie = tk_embeddings_new("embeddings");
@@ -46,7 +49,8 @@ static tk_block *two_tower(uint64_t seed) {
     tk_embeddings_add_feature(ie, "item_tag", "tag", 20, 8, TK_COMBINER_SUM, tn, seed + 5);
     tk_block *it = tk_sequential_new("item");
     tk_sequential_append(it, ie);
-    tk_block *id = tk_dense_new("dense_0", 16, 8, TK_ACT_LINEAR, true, tk_init_default_kernel(), tk_init_zeros(), seed + 6);
+    tk_block *id =
+        tk_dense_new("dense_0", 16, 8, TK_ACT_LINEAR, true, tk_init_default_kernel(), tk_init_zeros(), seed + 6);
     tk_sequential_append(it, id);
     tk_block_release(id);
     tk_block *tt = tk_parallel_new("two_tower");
@@ -85,13 +89,13 @@ static tk_columns *item_columns(void) {
 
 static void make_checkpoint(const char *dir, uint64_t seed) {
     tk_block *b = two_tower(seed);
-    const char *names[1] = {"schema.json"};
-    const char *texts[1] = {SCHEMA};
+    const char *names[1] = { "schema.json" };
+    const char *texts[1] = { SCHEMA };
     if (tk_checkpoint_write(dir, b, 1, names, texts) != TK_OK) printf("    checkpoint: %s\n", tk_last_error());
     tk_block_release(b);
     /* item embeddings from the catalogue, written as the Lua API writes them */
     tk_columns *items = item_columns();
-    tk_model_options o = {0};
+    tk_model_options o = { 0 };
     o.items = items;
     o.batch_size = 16; /* several passes */
     tk_model *m = tk_model_load(dir, &o);
@@ -100,8 +104,8 @@ static void make_checkpoint(const char *dir, uint64_t seed) {
     } else {
         char path[400];
         snprintf(path, sizeof path, "%s/item_embeddings.safetensors", dir);
-        const char *n[2] = {"ids", "embeddings"};
-        tk_tensor *t[2] = {(tk_tensor *)tk_model_item_ids(m), (tk_tensor *)tk_model_item_embeddings(m)};
+        const char *n[2] = { "ids", "embeddings" };
+        tk_tensor *t[2] = { (tk_tensor *)tk_model_item_ids(m), (tk_tensor *)tk_model_item_embeddings(m) };
         if (tk_safetensors_write(path, 2, n, t, NULL) != TK_OK) printf("    write: %s\n", tk_last_error());
         tk_model_release(m);
     }
@@ -111,8 +115,8 @@ static void make_checkpoint(const char *dir, uint64_t seed) {
 /* Two users: ids {3, 7}, tag lists {1, 2} and {5}, activity {0.5, -1}. */
 static tk_value *two_users(tk_ctx *ctx) {
     tk_value *q = tk_value_table(ctx);
-    int64_t users[2] = {3, 7}, offs[3] = {0, 2, 3}, tags[3] = {1, 2, 5};
-    float act[2] = {0.5f, -1.0f};
+    int64_t users[2] = { 3, 7 }, offs[3] = { 0, 2, 3 }, tags[3] = { 1, 2, 5 };
+    float act[2] = { 0.5f, -1.0f };
     tk_query_set_ids(ctx, q, "user_id", 2, users);
     tk_query_set_list(ctx, q, "user_tags", 2, offs, tags);
     tk_query_set_floats(ctx, q, "user_activity", 2, act);
@@ -162,12 +166,13 @@ static void test_load_and_recommend(void) {
     /* items from columns give the file's matrix. With the file's batching (passes of 16
      * rows) it is the same forward pass on the same rows in this process: the same bits. */
     tk_columns *c = item_columns();
-    tk_model_options o = {0};
+    tk_model_options o = { 0 };
     o.items = c;
     o.batch_size = 16;
     tk_model *m2 = tk_model_load(ckpt_a, &o);
     TK_CHECK(m2 && tk_model_num_items(m2) == 40);
-    if (m2) TK_CHECK(memcmp(tk_model_item_embeddings(m2)->data, items->data, (size_t)items->numel * sizeof(float)) == 0);
+    if (m2)
+        TK_CHECK(memcmp(tk_model_item_embeddings(m2)->data, items->data, (size_t)items->numel * sizeof(float)) == 0);
     tk_model_release(m2);
     /* In one pass (the default batch) the dense layer's sgemm has another shape, so
      * another kernel path may sum its 16 products and the bias in another order: each
@@ -202,22 +207,23 @@ static void test_bad_queries(void) {
     }
     tk_ctx *ctx = tk_ctx_new(0);
     tk_value *q = two_users(ctx);
-    int64_t bad[2] = {3, 50};
+    int64_t bad[2] = { 3, 50 };
     tk_query_set_ids(ctx, q, "user_id", 2, bad);
     expect_query_error(m, ctx, q, "feature 'user_id': id 50 at row 1 is out of range [0, 50)");
 
     q = two_users(ctx);
-    int64_t offs[3] = {0, 2, 3}, tags[3] = {1, -2, 5};
+    int64_t offs[3] = { 0, 2, 3 }, tags[3] = { 1, -2, 5 };
     tk_query_set_list(ctx, q, "user_tags", 2, offs, tags);
     expect_query_error(m, ctx, q, "feature 'user_tags': id -2 at row 0 is out of range [0, 20)");
 
     q = two_users(ctx);
     float one = 1;
     tk_query_set_floats(ctx, q, "colour", 1, &one);
-    expect_query_error(m, ctx, q, "unknown feature 'colour' (the query tower reads: user_id, user_tags, user_activity)");
+    expect_query_error(m, ctx, q,
+                       "unknown feature 'colour' (the query tower reads: user_id, user_tags, user_activity)");
 
     q = two_users(ctx); /* item features are ignored */
-    int64_t item[2] = {1, 2};
+    int64_t item[2] = { 1, 2 };
     tk_query_set_ids(ctx, q, "item_id", 2, item);
     tk_tensor *ids, *scores;
     TK_CHECK(tk_model_recommend(m, ctx, q, 5, &ids, &scores) == TK_OK);
@@ -229,7 +235,7 @@ static void test_bad_queries(void) {
     expect_query_error(m, ctx, q, "missing feature 'user_tags' (a list of ids per row)");
 
     q = two_users(ctx);
-    float nan = NAN, act[2] = {0, NAN};
+    float nan = NAN, act[2] = { 0, NAN };
     (void)nan;
     tk_query_set_floats(ctx, q, "user_activity", 2, act);
     expect_query_error(m, ctx, q, "feature 'user_activity': the value at row 1 is not a finite number");
@@ -243,7 +249,7 @@ static void test_bad_queries(void) {
     expect_query_error(m, ctx, q, "feature 'user_tags' has 2 rows but 'user_id' has 1");
 
     q = two_users(ctx);
-    int64_t boffs[3] = {0, 3, 2};
+    int64_t boffs[3] = { 0, 3, 2 };
     tk_query_set_list(ctx, q, "user_tags", 2, boffs, tags);
     expect_query_error(m, ctx, q, "offsets must");
 
@@ -255,7 +261,7 @@ static void test_bad_queries(void) {
     /* loading errors */
     TK_CHECK(tk_model_load("/nonexistent/towerkit-model", NULL) == NULL);
     TK_CHECK_ERROR(tk_last_error(), "/nonexistent/towerkit-model");
-    tk_model_options o = {0};
+    tk_model_options o = { 0 };
     o.items_path = "/nonexistent/items.safetensors";
     TK_CHECK(tk_model_load(ckpt_a, &o) == NULL);
     TK_CHECK_ERROR(tk_last_error(), "item embeddings");
@@ -263,8 +269,8 @@ static void test_bad_queries(void) {
     char path[400];
     snprintf(path, sizeof path, "%s/narrow.safetensors", tmp_root);
     tk_tensor *ids4 = tk_tensor_new_1d(TK_I64, 4), *e4 = tk_tensor_new_2d(TK_F32, 4, 3);
-    const char *n[2] = {"ids", "embeddings"};
-    tk_tensor *t[2] = {ids4, e4};
+    const char *n[2] = { "ids", "embeddings" };
+    tk_tensor *t[2] = { ids4, e4 };
     tk_safetensors_write(path, 2, n, t, NULL);
     o.items_path = path;
     TK_CHECK(tk_model_load(ckpt_a, &o) == NULL);

@@ -24,7 +24,7 @@ static tk_tensor *int_matrix(int64_t n, int64_t d, int r) {
 }
 
 static tk_tensor *normal_matrix(int64_t n, int64_t d, uint64_t seed) {
-    int64_t s[2] = {n, d};
+    int64_t s[2] = { n, d };
     return tk_test_randn(2, s, 1.0f, seed);
 }
 
@@ -34,7 +34,7 @@ typedef struct excl {
 } excl;
 
 static excl make_excl(int64_t nq, int64_t ni, int per) {
-    excl e = {malloc((size_t)(nq + 1) * sizeof(int64_t)), malloc((size_t)(nq * per + 1) * sizeof(int64_t))};
+    excl e = { malloc((size_t)(nq + 1) * sizeof(int64_t)), malloc((size_t)(nq * per + 1) * sizeof(int64_t)) };
     e.off[0] = 0;
     for (int64_t q = 0; q < nq; q++) {
         int64_t n = (int64_t)(rnd() % (uint64_t)(2 * per + 1));
@@ -76,7 +76,7 @@ static void brute_force(const tk_tensor *q, const tk_tensor *it, int64_t k, cons
             double s = 0;
             for (int64_t j = 0; j < d; j++) s += (double)tk_f32(q)[r * d + j] * tk_f32(it)[i * d + j];
             if (s != s) continue;
-            all[n++] = (scored){s, i};
+            all[n++] = (scored){ s, i };
         }
         qsort(all, (size_t)n, sizeof *all, cmp_scored);
         for (int64_t j = 0; j < k; j++) {
@@ -211,7 +211,7 @@ static void test_concurrent_callers(void) {
     host_call calls[4];
     pthread_t th[4];
     for (int i = 0; i < 4; i++) {
-        calls[i] = (host_call){q, it, idx, sc, false};
+        calls[i] = (host_call){ q, it, idx, sc, false };
         TK_CHECK(pthread_create(&th[i], NULL, host_topk, &calls[i]) == 0);
     }
     for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
@@ -235,8 +235,8 @@ static void test_exclusions(void) {
     TK_CHECK(compare_with_brute_force(q2, it2, 5, &e2, true, 0) == 0);
     free_excl(&e2);
     /* every item excluded for one query, none for the others; offsets not starting at 0 */
-    int64_t off[4] = {3, 3 + 12, 3 + 12, 3 + 12};
-    int64_t items[3 + 12] = {99, 99, 99, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0};
+    int64_t off[4] = { 3, 3 + 12, 3 + 12, 3 + 12 };
+    int64_t items[3 + 12] = { 99, 99, 99, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0 };
     tk_tensor *q3 = int_matrix(3, 3, 2);
     tk_tensor *oi = tk_tensor_new_2d(TK_I64, 3, 4), *os = tk_tensor_new_2d(TK_F32, 3, 4);
     TK_CHECK(tk_topk(q3, it2, 4, off, items, oi, os) == TK_OK);
@@ -266,36 +266,36 @@ static void test_random_floats(void) {
 
 /* All scores equal: the lowest indices, in order. -0 and +0 tie. NaN never returned. */
 static void test_special_values(void) {
-    int64_t s1[2] = {1, 1}, s5[2] = {5, 1};
-    tk_tensor *q = tk_test_tensor(2, s1, (float[]){1});
-    tk_tensor *it = tk_test_tensor(2, s5, (float[]){0.0f, -0.0f, NAN, 0.0f, -1.0f});
+    int64_t s1[2] = { 1, 1 }, s5[2] = { 5, 1 };
+    tk_tensor *q = tk_test_tensor(2, s1, (float[]){ 1 });
+    tk_tensor *it = tk_test_tensor(2, s5, (float[]){ 0.0f, -0.0f, NAN, 0.0f, -1.0f });
     tk_tensor *oi = tk_tensor_new_2d(TK_I64, 1, 5), *os = tk_tensor_new_2d(TK_F32, 1, 5);
     TK_CHECK(tk_topk(q, it, 5, NULL, NULL, oi, os) == TK_OK);
-    int64_t want[5] = {0, 1, 3, 4, -1};
+    int64_t want[5] = { 0, 1, 3, 4, -1 };
     for (int j = 0; j < 5; j++) TK_CHECK_MSG(tk_i64(oi)[j] == want[j], "slot %d: %lld", j, (long long)tk_i64(oi)[j]);
     TK_CHECK(tk_f32(os)[3] == -1.0f && tk_f32(os)[4] == -INFINITY);
     /* D = 0: every score is 0 */
-    int64_t s0q[2] = {2, 0}, s0i[2] = {3, 0};
+    int64_t s0q[2] = { 2, 0 }, s0i[2] = { 3, 0 };
     tk_tensor *q0 = tk_tensor_new(TK_F32, 2, s0q), *i0 = tk_tensor_new(TK_F32, 2, s0i);
     tk_tensor *oi0 = tk_tensor_new_2d(TK_I64, 2, 2), *os0 = tk_tensor_new_2d(TK_F32, 2, 2);
     TK_CHECK(tk_topk(q0, i0, 2, NULL, NULL, oi0, os0) == TK_OK);
     TK_CHECK(tk_i64(oi0)[0] == 0 && tk_i64(oi0)[1] == 1 && tk_i64(oi0)[2] == 0 && tk_f32(os0)[3] == 0.0f);
     /* no queries: nothing to do; no items: all padding */
-    int64_t sq0[2] = {0, 1};
+    int64_t sq0[2] = { 0, 1 };
     tk_tensor *qe = tk_tensor_new(TK_F32, 2, sq0), *ie = tk_tensor_new(TK_F32, 2, sq0);
     tk_tensor *oie = tk_tensor_new_2d(TK_I64, 0, 3), *ose = tk_tensor_new_2d(TK_F32, 0, 3);
     TK_CHECK(tk_topk(qe, it, 3, NULL, NULL, oie, ose) == TK_OK);
     tk_tensor *oi1 = tk_tensor_new_2d(TK_I64, 1, 3), *os1 = tk_tensor_new_2d(TK_F32, 1, 3);
     TK_CHECK(tk_topk(q, ie, 3, NULL, NULL, oi1, os1) == TK_OK);
     for (int j = 0; j < 3; j++) TK_CHECK(tk_i64(oi1)[j] == -1 && tk_f32(os1)[j] == -INFINITY);
-    tk_tensor *all[] = {q, it, oi, os, q0, i0, oi0, os0, qe, ie, oie, ose, oi1, os1};
+    tk_tensor *all[] = { q, it, oi, os, q0, i0, oi0, os0, qe, ie, oie, ose, oi1, os1 };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) tk_tensor_release(all[i]);
 }
 
 /* Arena tensors work as well as heap ones. */
 static void test_arena_tensors(void) {
     tk_ctx *ctx = tk_ctx_new(1);
-    int64_t sq[2] = {4, 3}, si[2] = {50, 3}, so[2] = {4, 6};
+    int64_t sq[2] = { 4, 3 }, si[2] = { 50, 3 }, so[2] = { 4, 6 };
     tk_tensor *q = tk_ctx_empty(ctx, TK_F32, 2, sq), *it = tk_ctx_empty(ctx, TK_F32, 2, si);
     for (int64_t i = 0; i < q->numel; i++) tk_f32(q)[i] = (float)((int)(rnd() % 5) - 2);
     for (int64_t i = 0; i < it->numel; i++) tk_f32(it)[i] = (float)((int)(rnd() % 5) - 2);
@@ -305,8 +305,8 @@ static void test_arena_tensors(void) {
     tk_ctx_free(ctx);
 }
 
-static void expect_error(const tk_tensor *q, const tk_tensor *it, int64_t k, const int64_t *off,
-                         const int64_t *items, tk_tensor *oi, tk_tensor *os, const char *needle) {
+static void expect_error(const tk_tensor *q, const tk_tensor *it, int64_t k, const int64_t *off, const int64_t *items,
+                         tk_tensor *oi, tk_tensor *os, const char *needle) {
     TK_CHECK_MSG(tk_topk(q, it, k, off, items, oi, os) == TK_ERROR, "expected an error with \"%s\"", needle);
     TK_CHECK_ERROR(tk_last_error(), "topk: ");
     TK_CHECK_ERROR(tk_last_error(), needle);
@@ -329,21 +329,21 @@ static void test_bad_arguments(void) {
     expect_error(q, it, 3, NULL, NULL, oi_bad, os, "out_idx must be int64 [2, 3], got int64 [2, 4]");
     expect_error(q, it, 3, NULL, NULL, oi, os_i64, "out_scores must be float32 [2, 3], got int64 [2, 3]");
     expect_error(q, it, 3, NULL, NULL, os, oi, "out_idx must be int64 [2, 3], got float32 [2, 3]");
-    int64_t items[3] = {0, 4, 5};
+    int64_t items[3] = { 0, 4, 5 };
     expect_error(q, it, 3, NULL, items, oi, os, "excl_items given without excl_offsets");
-    int64_t neg_off[3] = {-1, 0, 1};
+    int64_t neg_off[3] = { -1, 0, 1 };
     expect_error(q, it, 3, neg_off, items, oi, os, "excl_offsets[0] is -1, expected >= 0");
-    int64_t dec_off[3] = {0, 2, 1};
+    int64_t dec_off[3] = { 0, 2, 1 };
     expect_error(q, it, 3, dec_off, items, oi, os, "excl_offsets must not decrease");
-    int64_t off[3] = {0, 2, 3};
+    int64_t off[3] = { 0, 2, 3 };
     expect_error(q, it, 3, off, NULL, oi, os, "excl_items is NULL but excl_offsets lists 3 exclusions");
     expect_error(q, it, 3, off, items, oi, os, "excluded item 5 of query 1 is out of range [0, 5)");
-    int64_t neg_items[3] = {0, -3, 1};
+    int64_t neg_items[3] = { 0, -3, 1 };
     expect_error(q, it, 3, off, neg_items, oi, os, "excluded item -3 of query 0 is out of range [0, 5)");
     /* empty lists need no items */
-    int64_t none[3] = {0, 0, 0};
+    int64_t none[3] = { 0, 0, 0 };
     TK_CHECK(tk_topk(q, it, 3, none, NULL, oi, os) == TK_OK);
-    tk_tensor *all[] = {q, it, it4, oi, os, qi, flat, oi_bad, os_i64};
+    tk_tensor *all[] = { q, it, it4, oi, os, qi, flat, oi_bad, os_i64 };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) tk_tensor_release(all[i]);
 }
 

@@ -9,7 +9,7 @@
 #define B 100 /* seven blocks of 16 rows in the trainer, the last one of 4 */
 #define CARD 40
 
-static const tk_init UNIFORM = {TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f};
+static const tk_init UNIFORM = { TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f };
 
 /* A tower: embeddings of `id_name` (its own table, or `shared` when given) plus the
  * continuous `cont_name`, then dense 16 relu, dense 8. */
@@ -35,8 +35,8 @@ typedef struct batch {
 } batch;
 
 static batch make_batch(int step) {
-    batch b = {tk_tensor_new_1d(TK_I64, B), tk_tensor_new_1d(TK_F32, B), tk_tensor_new_1d(TK_I64, B),
-               tk_tensor_new_1d(TK_F32, B)};
+    batch b = { tk_tensor_new_1d(TK_I64, B), tk_tensor_new_1d(TK_F32, B), tk_tensor_new_1d(TK_I64, B),
+                tk_tensor_new_1d(TK_F32, B) };
     for (int i = 0; i < B; i++) {
         tk_i64(b.uid)[i] = (i * 7 + step * 3) % CARD;
         tk_i64(b.iid)[i] = (i * i + step) % 13; /* repeated rows */
@@ -75,7 +75,7 @@ static int collect(void *ud, const char *path, tk_tensor *param, bool trainable)
 }
 
 static plist params_of(const tk_block *b) {
-    plist l = {{0}, 0};
+    plist l = { { 0 }, 0 };
     tk_block_visit_params(b, false, collect, &l);
     return l;
 }
@@ -86,8 +86,8 @@ typedef struct model {
 } model;
 
 static model make_model(void) {
-    model m = {make_tower("query", "user_id", "user_x", NULL, 10), make_tower("item", "item_id", "item_x", NULL, 20),
-               tk_l2norm_block_new("l2"), tk_optim_adam_new(1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f)};
+    model m = { make_tower("query", "user_id", "user_x", NULL, 10), make_tower("item", "item_id", "item_x", NULL, 20),
+                tk_l2norm_block_new("l2"), tk_optim_adam_new(1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f) };
     return m;
 }
 
@@ -149,8 +149,9 @@ typedef struct loss_case {
 } loss_case;
 
 static loss_case make_loss_case(int mode, const batch *b) {
-    loss_case c = {{.temperature = 0.1f, .item_ids = mode ? b->iid : NULL}, tk_tensor_new_1d(TK_F32, B),
-                   tk_tensor_new_1d(TK_F32, B)};
+    loss_case c = { { .temperature = 0.1f, .item_ids = mode ? b->iid : NULL },
+                    tk_tensor_new_1d(TK_F32, B),
+                    tk_tensor_new_1d(TK_F32, B) };
     for (int i = 0; i < B; i++) {
         tk_f32(c.w)[i] = 0.5f + (float)(i % 3) * 0.25f;
         tk_f32(c.logq)[i] = -0.1f * (float)(i % 7);
@@ -202,8 +203,10 @@ static bool same_params(const tk_block *a, const tk_block *b) {
  * threads and the measured balance, and with 2 threads and the item task taking none,
  * one, half or all of the query gradient's blocks. */
 static void test_matches_one_context(void) {
-    const struct { int threads; int64_t tail; } runs[] = {{1, -1}, {2, -1}, {3, -1}, {4, -1},
-                                                          {2, 0},  {2, 1},  {2, 4},  {2, 7}};
+    const struct {
+        int threads;
+        int64_t tail;
+    } runs[] = { { 1, -1 }, { 2, -1 }, { 3, -1 }, { 4, -1 }, { 2, 0 }, { 2, 1 }, { 2, 4 }, { 2, 7 } };
     for (size_t run = 0; run < TK_ARRAY_LEN(runs); run++) {
         for (int mode = 0; mode < 3; mode++) {
             float losses[4];
@@ -235,7 +238,10 @@ static void test_matches_one_context(void) {
  * thread count from 1 to 3, and where the item task's share of the blocks ends all give
  * the same bits. */
 static void test_same_bits(void) {
-    const struct { int threads; int64_t tail; } runs[] = {{2, -1}, {2, -1}, {1, -1}, {3, -1}, {2, 0}, {2, 3}, {2, 7}};
+    const struct {
+        int threads;
+        int64_t tail;
+    } runs[] = { { 2, -1 }, { 2, -1 }, { 1, -1 }, { 3, -1 }, { 2, 0 }, { 2, 3 }, { 2, 7 } };
     for (int mode = 0; mode < 3; mode++) {
         float first[4];
         model a = train_four(runs[0].threads, runs[0].tail, mode, first);
@@ -256,7 +262,7 @@ static void test_steady_state(void) {
     model m = make_model();
     tk_two_tower_trainer *t = tk_two_tower_trainer_new(m.q, m.i, m.post, m.opt, 1);
     batch b = make_batch(0);
-    tk_retrieval_opts o = {.temperature = 0.1f, .item_ids = b.iid};
+    tk_retrieval_opts o = { .temperature = 0.1f, .item_ids = b.iid };
     for (int s = 0; s < 3; s++) trainer_step(t, &b, &o);
     uint64_t before = 0, after = 0;
     for (int c = 0; c < 3; c++) before += tk_ctx_alloc_count(tk_two_tower_trainer_ctx(t, c));
@@ -276,7 +282,7 @@ static void test_nan_gradient_updates_nothing(void) {
     tk_f32(b.ic)[5] = NAN;
     tk_tensor *kernel = params_of(m.i).p[1]; /* dense_0's kernel */
     tk_tensor *before = tk_tensor_clone(kernel);
-    tk_retrieval_opts o = {.temperature = 0.1f};
+    tk_retrieval_opts o = { .temperature = 0.1f };
     float loss = trainer_step(t, &b, &o);
     TK_CHECK(isnan(loss));
     TK_CHECK(memcmp(before->data, kernel->data, (size_t)kernel->numel * sizeof(float)) == 0);
@@ -301,7 +307,7 @@ static void test_refusals(void) {
     tk_two_tower_trainer *t = tk_two_tower_trainer_new(m.q, m.i, m.post, m.opt, 1);
     batch b = make_batch(0);
     tk_tensor *neg = tk_tensor_new_2d(TK_F32, 3, 8);
-    tk_retrieval_opts o = {.temperature = 0.1f, .negatives = neg};
+    tk_retrieval_opts o = { .temperature = 0.1f, .negatives = neg };
     tk_two_tower_trainer_reset(t);
     float loss;
     TK_CHECK(tk_two_tower_trainer_step(t, batch_value(tk_two_tower_trainer_ctx(t, 0), &b),
@@ -350,14 +356,14 @@ static void test_optim_step_contexts(void) {
         dense_loss(both, a[0], x);
         dense_loss(both, b[0], x);
         plist pa = params_of(a[0]), pb = params_of(b[0]);
-        tk_tensor *params[4] = {pa.p[0], pa.p[1], pb.p[0], pb.p[1]};
+        tk_tensor *params[4] = { pa.p[0], pa.p[1], pb.p[0], pb.p[1] };
         TK_CHECK(tk_optim_step(one, both, 4, params) == TK_OK);
         tk_ctx_reset(c0);
         tk_ctx_reset(c1);
         dense_loss(c0, a[1], x);
         dense_loss(c1, b[1], x);
-        tk_ctx *cs[2] = {c0, c1};
-        const tk_block *bs[2] = {a[1], b[1]};
+        tk_ctx *cs[2] = { c0, c1 };
+        const tk_block *bs[2] = { a[1], b[1] };
         TK_CHECK(tk_optim_step_contexts(two, 2, cs, bs) == TK_OK);
     }
     TK_CHECK(tk_optim_steps(two) == 3);
@@ -369,8 +375,8 @@ static void test_optim_step_contexts(void) {
     dense_loss(c0, a[1], x);
     dense_loss(c1, a[1], x);
     tk_tensor *kernel = params_of(a[1]).p[0], *saved = tk_tensor_clone(kernel);
-    tk_ctx *cs[2] = {c0, c1};
-    const tk_block *bs[2] = {a[1], a[1]};
+    tk_ctx *cs[2] = { c0, c1 };
+    const tk_block *bs[2] = { a[1], a[1] };
     TK_CHECK(tk_optim_step_contexts(two, 2, cs, bs) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "two contexts");
     TK_CHECK(memcmp(saved->data, kernel->data, (size_t)kernel->numel * sizeof(float)) == 0);
@@ -399,8 +405,8 @@ static void test_embed_and_unique(void) {
     tk_ctx_set_grad_enabled(ctx, false);
     tk_tensor *ref = tk_value_tensor(tk_block_forward(ctx, m.post, tk_block_forward(ctx, m.i, batch_value(ctx, &b))));
     TK_CHECK_MSG(ref, "%s", tk_ctx_error(ctx));
-    const char *names[2] = {"item_id", "item_x"};
-    tk_tensor *cols[2] = {b.iid, b.ic};
+    const char *names[2] = { "item_id", "item_x" };
+    tk_tensor *cols[2] = { b.iid, b.ic };
     tk_tensor *first = NULL;
     for (int threads = 1; threads <= 4 && ref; threads++) {
         tk_set_num_threads(threads);
@@ -409,15 +415,18 @@ static void test_embed_and_unique(void) {
         for (int64_t k = 0; out && k < out->numel; k++) TK_CHECK_NEAR(tk_f32(out)[k], tk_f32(ref)[k], 1e-6);
         /* each batch is computed the same way whichever thread takes it: the same bits
          * for every thread count */
-        if (first && out) TK_CHECK_MSG(memcmp(first->data, out->data, (size_t)out->numel * sizeof(float)) == 0,
-                                       "%d threads", threads);
-        if (!first) first = out;
-        else tk_tensor_release(out);
+        if (first && out)
+            TK_CHECK_MSG(memcmp(first->data, out->data, (size_t)out->numel * sizeof(float)) == 0, "%d threads",
+                         threads);
+        if (!first)
+            first = out;
+        else
+            tk_tensor_release(out);
     }
     tk_tensor_release(first);
     TK_CHECK(tk_block_embed(m.i, m.post, 1, names + 1, cols + 1, 5) == NULL); /* no item_id */
     tk_tensor *u = tk_unique_first(b.iid);
-    bool seen[13] = {false};
+    bool seen[13] = { false };
     int64_t distinct = 0;
     for (int i = 0; i < B; i++) distinct += !seen[tk_i64(b.iid)[i]], seen[tk_i64(b.iid)[i]] = true;
     TK_CHECK(u && u->numel == distinct && distinct > 1);

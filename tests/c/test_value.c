@@ -20,8 +20,10 @@ static void test_ragged_names(void) {
     TK_CHECK(tk_ragged_name_split("", &len) == TK_RAGGED_NONE && len == 0);
 
     char buf[32];
-    TK_CHECK(tk_ragged_name_join("genres", TK_RAGGED_VALUES, buf, sizeof buf) == 14 && strcmp(buf, "genres__values") == 0);
-    TK_CHECK(tk_ragged_name_join("genres", TK_RAGGED_OFFSETS, buf, sizeof buf) == 15 && strcmp(buf, "genres__offsets") == 0);
+    TK_CHECK(tk_ragged_name_join("genres", TK_RAGGED_VALUES, buf, sizeof buf) == 14 &&
+             strcmp(buf, "genres__values") == 0);
+    TK_CHECK(tk_ragged_name_join("genres", TK_RAGGED_OFFSETS, buf, sizeof buf) == 15 &&
+             strcmp(buf, "genres__offsets") == 0);
     TK_CHECK(tk_ragged_name_join("genres", TK_RAGGED_NONE, buf, sizeof buf) == 6 && strcmp(buf, "genres") == 0);
     /* as snprintf: the length it needs, a cut name, or only the length */
     TK_CHECK(tk_ragged_name_join("genres", TK_RAGGED_OFFSETS, buf, 8) == 15 && strcmp(buf, "genres_") == 0);
@@ -34,36 +36,36 @@ static void test_ragged_names(void) {
 }
 
 static void test_ragged_check(void) {
-    const int64_t v[4] = {3, 1, 4, 1}, good[3] = {0, 3, 4}, late[3] = {1, 3, 4}, down[4] = {0, 3, 2, 4},
-                  shrt[3] = {0, 3, 3};
+    const int64_t v[4] = { 3, 1, 4, 1 }, good[3] = { 0, 3, 4 }, late[3] = { 1, 3, 4 }, down[4] = { 0, 3, 2, 4 },
+                  shrt[3] = { 0, 3, 3 };
     tk_tensor *vals = ids(4, v), *ok = ids(3, good), *bad_start = ids(3, late), *dec = ids(4, down),
               *bad_end = ids(3, shrt);
-    tk_tensor *fv = tk_tensor_new_1d(TK_F32, 4), *fo = tk_tensor_new_1d(TK_F32, 3), *mat = tk_tensor_new_2d(TK_I64, 2, 2),
-              *empty = tk_tensor_new_1d(TK_I64, 0);
+    tk_tensor *fv = tk_tensor_new_1d(TK_F32, 4), *fo = tk_tensor_new_1d(TK_F32, 3),
+              *mat = tk_tensor_new_2d(TK_I64, 2, 2), *empty = tk_tensor_new_1d(TK_I64, 0);
     TK_CHECK(tk_ragged_check("feature 'g'", vals, ok) == TK_OK);
     TK_CHECK(tk_ragged_check("feature 'g'", fv, ok) == TK_OK); /* values of any dtype */
     const struct {
         const tk_tensor *values, *offsets;
         const char *message;
     } bad[] = {
-        {vals, bad_start, "feature 'g': offsets must start at 0, got 1"},
-        {vals, dec, "feature 'g': offsets must not decrease, got 3 then 2 at row 1"},
-        {vals, bad_end, "feature 'g': offsets must end at the number of values (4), got 3"},
-        {vals, fo, "feature 'g': offsets must be int64 [B + 1], got float32 [3]"},
-        {vals, empty, "feature 'g': offsets must be int64 [B + 1], got int64 [0]"},
-        {mat, ok, "feature 'g': values must be 1-D [N], got int64 [2, 2]"},
-        {NULL, ok, "feature 'g': values is NULL"},
+        { vals, bad_start, "feature 'g': offsets must start at 0, got 1" },
+        { vals, dec, "feature 'g': offsets must not decrease, got 3 then 2 at row 1" },
+        { vals, bad_end, "feature 'g': offsets must end at the number of values (4), got 3" },
+        { vals, fo, "feature 'g': offsets must be int64 [B + 1], got float32 [3]" },
+        { vals, empty, "feature 'g': offsets must be int64 [B + 1], got int64 [0]" },
+        { mat, ok, "feature 'g': values must be 1-D [N], got int64 [2, 2]" },
+        { NULL, ok, "feature 'g': values is NULL" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         TK_CHECK(tk_ragged_check("feature 'g'", bad[i].values, bad[i].offsets) == TK_ERROR);
         TK_CHECK_ERROR(tk_last_error(), bad[i].message);
     }
-    tk_tensor *t[] = {vals, ok, bad_start, dec, bad_end, fv, fo, mat, empty};
+    tk_tensor *t[] = { vals, ok, bad_start, dec, bad_end, fv, fo, mat, empty };
     for (size_t i = 0; i < sizeof t / sizeof *t; i++) tk_tensor_release(t[i]);
 }
 
 static void test_value_ragged(void) {
-    const int64_t v[3] = {1, 2, 7}, o[3] = {0, 2, 3}, bad[3] = {0, 2, 5};
+    const int64_t v[3] = { 1, 2, 7 }, o[3] = { 0, 2, 3 }, bad[3] = { 0, 2, 5 };
     tk_tensor *vals = ids(3, v), *offs = ids(3, o), *bad_offs = ids(3, bad), *got_v, *got_o;
     tk_ctx *ctx = tk_ctx_new(1);
     tk_value *x = tk_value_table(ctx);

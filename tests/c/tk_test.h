@@ -13,32 +13,32 @@
 static int tk_test_failures_in_case;
 static int tk_test_passed, tk_test_failed;
 
-#define TK_CHECK(cond)                                                                      \
-    do {                                                                                    \
-        if (!(cond)) {                                                                      \
-            printf("    %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);            \
-            tk_test_failures_in_case++;                                                     \
-        }                                                                                   \
+#define TK_CHECK(cond)                                                                                                 \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            printf("    %s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);                                        \
+            tk_test_failures_in_case++;                                                                                \
+        }                                                                                                              \
     } while (0)
 
-#define TK_CHECK_MSG(cond, ...)                                                             \
-    do {                                                                                    \
-        if (!(cond)) {                                                                      \
-            printf("    %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);            \
-            printf(__VA_ARGS__);                                                            \
-            printf("\n");                                                                   \
-            tk_test_failures_in_case++;                                                     \
-        }                                                                                   \
+#define TK_CHECK_MSG(cond, ...)                                                                                        \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            printf("    %s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);                                        \
+            printf(__VA_ARGS__);                                                                                       \
+            printf("\n");                                                                                              \
+            tk_test_failures_in_case++;                                                                                \
+        }                                                                                                              \
     } while (0)
 
-#define TK_CHECK_NEAR(a, b, tol)                                                            \
-    do {                                                                                    \
-        double tk_a_ = (double)(a), tk_b_ = (double)(b);                                    \
-        if (!(fabs(tk_a_ - tk_b_) <= (tol))) {                                              \
-            printf("    %s:%d: %s = %.7g, expected %s = %.7g (tol %g)\n", __FILE__, __LINE__, \
-                   #a, tk_a_, #b, tk_b_, (double)(tol));                                    \
-            tk_test_failures_in_case++;                                                     \
-        }                                                                                   \
+#define TK_CHECK_NEAR(a, b, tol)                                                                                       \
+    do {                                                                                                               \
+        double tk_a_ = (double)(a), tk_b_ = (double)(b);                                                               \
+        if (!(fabs(tk_a_ - tk_b_) <= (tol))) {                                                                         \
+            printf("    %s:%d: %s = %.7g, expected %s = %.7g (tol %g)\n", __FILE__, __LINE__, #a, tk_a_, #b, tk_b_,    \
+                   (double)(tol));                                                                                     \
+            tk_test_failures_in_case++;                                                                                \
+        }                                                                                                              \
     } while (0)
 
 /* Elements of got farther than tol from want (n of each), the first few printed. For
@@ -52,7 +52,8 @@ static inline int tk_test_mismatches(const float *got, const float *want, int64_
     for (int64_t i = 0; i < n; i++) {
         double d = fabs((double)got[i] - (double)want[i]);
         if (!(d <= tol)) {
-            if (bad < 5) printf("    element %lld: got %.9g, want %.9g\n", (long long)i, (double)got[i], (double)want[i]);
+            if (bad < 5)
+                printf("    element %lld: got %.9g, want %.9g\n", (long long)i, (double)got[i], (double)want[i]);
             bad++;
         }
         if (d > worst || d != d) worst = d;
@@ -64,7 +65,7 @@ static inline int tk_test_mismatches(const float *got, const float *want, int64_
 #define TK_CHECK_ALL_NEAR(got, want, n, tol) TK_CHECK(tk_test_mismatches((got), (want), (n), (tol)) == 0)
 
 /* The error message contains `needle`. */
-#define TK_CHECK_ERROR(msg, needle)                                                         \
+#define TK_CHECK_ERROR(msg, needle)                                                                                    \
     TK_CHECK_MSG(strstr((msg), (needle)) != NULL, "message \"%s\" lacks \"%s\"", (msg), (needle))
 
 static void tk_test_run(const char *name, void (*fn)(void)) {
@@ -97,7 +98,7 @@ static inline tk_tensor *tk_test_tensor(int32_t ndim, const int64_t *shape, cons
 /* A heap F32 tensor of normal(0, scale) values from a fixed seed. */
 static inline tk_tensor *tk_test_randn(int32_t ndim, const int64_t *shape, float scale, uint64_t seed) {
     tk_tensor *t = tk_tensor_new(TK_F32, ndim, shape);
-    tk_init init = {TK_INIT_RANDOM_NORMAL, scale, 0};
+    tk_init init = { TK_INIT_RANDOM_NORMAL, scale, 0 };
     if (t) tk_init_fill(t, init, seed);
     return t;
 }

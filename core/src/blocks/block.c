@@ -7,9 +7,9 @@
 #include <stdio.h>
 
 typedef struct tk_block_priv {
-    tk_block pub;           /* first: a tk_block * is a tk_block_priv * */
-    tk_param_info *pinfo;   /* cap_params entries, parallel to pub.params */
-    uint64_t seed;          /* for weights built lazily */
+    tk_block pub;         /* first: a tk_block * is a tk_block_priv * */
+    tk_param_info *pinfo; /* cap_params entries, parallel to pub.params */
+    uint64_t seed;        /* for weights built lazily */
 } tk_block_priv;
 
 static tk_block_priv *priv(const tk_block *b) { return (tk_block_priv *)b; }
@@ -149,8 +149,7 @@ oom:
     return TK_ERROR;
 }
 
-static tk_status add_param(tk_block *b, const char *name, tk_tensor *t, bool trainable,
-                           tk_param_info info) {
+static tk_status add_param(tk_block *b, const char *name, tk_tensor *t, bool trainable, tk_param_info info) {
     if (!b || !name || !*name || !t) {
         tk_set_error("block_add_param: %s is NULL", !b ? "block" : !t ? "tensor" : "name");
         return TK_ERROR;
@@ -194,13 +193,12 @@ oom:
 }
 
 tk_status tk_block_add_param(tk_block *b, const char *name, tk_tensor *t, bool trainable) {
-    tk_param_info info = {false, {TK_INIT_ZEROS, 0, 0}};
+    tk_param_info info = { false, { TK_INIT_ZEROS, 0, 0 } };
     return add_param(b, name, t, trainable, info);
 }
 
-tk_status tk_block_add_param_init(tk_block *b, const char *name, tk_tensor *t, bool trainable,
-                                  tk_init init) {
-    tk_param_info info = {true, init};
+tk_status tk_block_add_param_init(tk_block *b, const char *name, tk_tensor *t, bool trainable, tk_init init) {
+    tk_param_info info = { true, init };
     return add_param(b, name, t, trainable, info);
 }
 
@@ -212,8 +210,8 @@ void tk_block_truncate_params(tk_block *b, int32_t n) {
     }
 }
 
-tk_tensor *tk_block_new_param(tk_block *b, const char *name, int32_t ndim, const int64_t *shape,
-                              bool trainable, tk_init init, uint64_t seed) {
+tk_tensor *tk_block_new_param(tk_block *b, const char *name, int32_t ndim, const int64_t *shape, bool trainable,
+                              tk_init init, uint64_t seed) {
     tk_tensor *t = tk_tensor_new(TK_F32, ndim, shape);
     if (!t) return NULL;
     tk_init_fill(t, init, seed);
@@ -241,18 +239,14 @@ tk_aggregation tk_block_aggregation(const tk_block *b) { return b->aggregation; 
 int32_t tk_block_num_children(const tk_block *b) { return b->nchildren; }
 int32_t tk_block_num_params(const tk_block *b) { return b->nparams; }
 
-tk_block *tk_block_child(const tk_block *b, int32_t i) {
-    return i >= 0 && i < b->nchildren ? b->children[i] : NULL;
-}
+tk_block *tk_block_child(const tk_block *b, int32_t i) { return i >= 0 && i < b->nchildren ? b->children[i] : NULL; }
 
 const char *tk_block_child_name(const tk_block *b, int32_t i) {
     if (i < 0 || i >= b->nchildren) return NULL;
     return b->child_names[i] ? b->child_names[i] : b->children[i]->name;
 }
 
-tk_tensor *tk_block_param_at(const tk_block *b, int32_t i) {
-    return i >= 0 && i < b->nparams ? b->params[i] : NULL;
-}
+tk_tensor *tk_block_param_at(const tk_block *b, int32_t i) { return i >= 0 && i < b->nparams ? b->params[i] : NULL; }
 
 const char *tk_block_param_name(const tk_block *b, int32_t i) {
     return i >= 0 && i < b->nparams ? b->param_names[i] : NULL;
@@ -493,7 +487,7 @@ typedef struct copy_map {
     const void **from;
     void **to;
     size_t n, cap;
-    bool fresh;        /* copy: new weights; clone: weights copied */
+    bool fresh; /* copy: new weights; clone: weights copied */
     uint64_t seed, counter;
 } copy_map;
 
@@ -607,7 +601,7 @@ static tk_block *copy_graph(const tk_block *b, bool fresh, uint64_t seed) {
         tk_set_error("block copy: block is NULL");
         return NULL;
     }
-    copy_map m = {0};
+    copy_map m = { 0 };
     m.fresh = fresh;
     m.seed = seed;
     tk_block *c = copy_rec(&m, b);

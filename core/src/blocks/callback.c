@@ -47,7 +47,7 @@ tk_block *tk_callback_block_new(const char *name, tk_callback_fn fn, void *ud, v
         tk_set_error("out of memory");
         return NULL;
     }
-    *c = (callback_impl){fn, ud, NULL, 1}; /* on failure below, ud stays the caller's */
+    *c = (callback_impl){ fn, ud, NULL, 1 }; /* on failure below, ud stays the caller's */
     tk_block *b = tk_block_new(&tk_kind_callback, name, c);
     if (b) c->free_ud = free_ud;
     return b;

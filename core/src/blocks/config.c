@@ -53,20 +53,13 @@ static void register_builtin(void) {
         const tk_block_kind *kind;
         tk_block_from_config_fn from_config;
     } builtin[] = {
-        {&tk_kind_dense, tk_dense_from_config},
-        {&tk_kind_activation, tk_activation_from_config},
-        {&tk_kind_l2norm, tk_l2norm_from_config},
-        {&tk_kind_dropout, tk_dropout_from_config},
-        {&tk_kind_batch_norm, tk_batch_norm_from_config},
-        {&tk_kind_filter, tk_filter_from_config},
-        {&tk_kind_as_tabular, tk_as_tabular_from_config},
-        {&tk_kind_aggregation, tk_aggregation_from_config},
-        {&tk_kind_embeddings, tk_embeddings_from_config},
-        {&tk_kind_sequential, tk_sequential_from_config},
-        {&tk_kind_parallel, tk_parallel_from_config},
-        {&tk_kind_residual, tk_residual_from_config},
-        {&tk_kind_shortcut, tk_shortcut_from_config},
-        {&tk_kind_callback, NULL},
+        { &tk_kind_dense, tk_dense_from_config },           { &tk_kind_activation, tk_activation_from_config },
+        { &tk_kind_l2norm, tk_l2norm_from_config },         { &tk_kind_dropout, tk_dropout_from_config },
+        { &tk_kind_batch_norm, tk_batch_norm_from_config }, { &tk_kind_filter, tk_filter_from_config },
+        { &tk_kind_as_tabular, tk_as_tabular_from_config }, { &tk_kind_aggregation, tk_aggregation_from_config },
+        { &tk_kind_embeddings, tk_embeddings_from_config }, { &tk_kind_sequential, tk_sequential_from_config },
+        { &tk_kind_parallel, tk_parallel_from_config },     { &tk_kind_residual, tk_residual_from_config },
+        { &tk_kind_shortcut, tk_shortcut_from_config },     { &tk_kind_callback, NULL },
     };
     pthread_mutex_lock(&registry_lock);
     for (size_t i = 0; i < TK_ARRAY_LEN(builtin); i++) register_locked(builtin[i].kind, builtin[i].from_config);
@@ -228,8 +221,8 @@ bool tk_cfg_init(const cJSON *o, const char *key, bool required, tk_init *out) {
         tk_cfg_fail("\"%s\": unknown initializer '%s' (known: %s)", key, kind->valuestring, tk_init_names());
         return false;
     }
-    const char *ab[2] = {"a", "b"};
-    float *dst[2] = {&init.a, &init.b};
+    const char *ab[2] = { "a", "b" };
+    float *dst[2] = { &init.a, &init.b };
     for (int i = 0; i < 2; i++) {
         const cJSON *x = cJSON_GetObjectItemCaseSensitive(v, ab[i]);
         if (!x) continue;
@@ -280,8 +273,8 @@ bool tk_cfg_add_float(cJSON *o, const char *key, float v) {
 
 bool tk_cfg_add_init(cJSON *o, const char *key, tk_init init) {
     cJSON *i = cJSON_AddObjectToObject(o, key);
-    return i && cJSON_AddStringToObject(i, "kind", tk_init_name(init.kind)) &&
-           tk_cfg_add_float(i, "a", init.a) && tk_cfg_add_float(i, "b", init.b);
+    return i && cJSON_AddStringToObject(i, "kind", tk_init_name(init.kind)) && tk_cfg_add_float(i, "a", init.a) &&
+           tk_cfg_add_float(i, "b", init.b);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -302,8 +295,7 @@ static bool add_hook(cJSON *o, const char *key, const tk_block *hook) {
 cJSON *tk_block_config_cjson(const tk_block *b) {
     cJSON *o = cJSON_CreateObject();
     if (!o) goto oom;
-    if (!cJSON_AddStringToObject(o, "kind", b->kind->name) || !cJSON_AddStringToObject(o, "name", b->name))
-        goto oom;
+    if (!cJSON_AddStringToObject(o, "kind", b->kind->name) || !cJSON_AddStringToObject(o, "name", b->name)) goto oom;
     if (b->kind->write_config && b->kind->write_config(b, o) != TK_OK) goto oom;
     if (b->nchildren > 0) {
         cJSON *children = cJSON_AddArrayToObject(o, "children");
@@ -417,7 +409,8 @@ static tk_status read_generic(tk_block *b, const cJSON *o, uint64_t seed) {
 }
 
 tk_block *tk_block_from_cjson(const cJSON *o, uint64_t seed) {
-    if (!cJSON_IsObject(o)) return tk_cfg_fail("a block config must be a JSON object, got %s", o ? tk_json_kind(o) : "nothing");
+    if (!cJSON_IsObject(o))
+        return tk_cfg_fail("a block config must be a JSON object, got %s", o ? tk_json_kind(o) : "nothing");
     const char *kind = NULL, *name = NULL;
     if (!tk_cfg_string(o, "kind", true, &kind) || !tk_cfg_string(o, "name", true, &name)) return NULL;
     if (!*name) return tk_cfg_fail("\"name\" must not be empty");

@@ -21,7 +21,7 @@ static tk_status dense_create(tk_block *b, int64_t in) {
     dense_impl *d = b->impl;
     uint64_t seed = tk_block_seed(b);
     int64_t out = d->out ? d->out : in;
-    int64_t kshape[2] = {in, out};
+    int64_t kshape[2] = { in, out };
     int32_t n0 = b->nparams;
     if (!tk_block_new_param(b, "kernel", 2, kshape, true, d->kernel_init, tk_seed_mix(seed, 0)) ||
         (d->use_bias && !tk_block_new_param(b, "bias", 1, &out, true, d->bias_init, tk_seed_mix(seed, 1)))) {
@@ -79,7 +79,7 @@ static tk_value *dense_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
     if (x->ndim == 2) {
         y = tk_dense(ctx, x, kernel, bias, d->act);
     } else { /* [..., in] -> [rows, in] -> dense -> [..., out] */
-        int64_t flat[2] = {x->numel / width, width};
+        int64_t flat[2] = { x->numel / width, width };
         y = tk_dense(ctx, tk_reshape(ctx, x, 2, flat), kernel, bias, d->act);
         int64_t shape[TK_MAX_DIMS];
         memcpy(shape, x->shape, sizeof shape);
@@ -117,8 +117,8 @@ const tk_block_kind tk_kind_dense = {
     .copy_impl = dense_copy_impl,
 };
 
-tk_block *tk_dense_new(const char *name, int64_t in, int64_t out, tk_activation act, bool use_bias,
-                       tk_init kernel_init, tk_init bias_init, uint64_t seed) {
+tk_block *tk_dense_new(const char *name, int64_t in, int64_t out, tk_activation act, bool use_bias, tk_init kernel_init,
+                       tk_init bias_init, uint64_t seed) {
     if (in < 0 || out < 0) {
         tk_set_error("dense '%s': units and the input width must not be negative (got in %lld, "
                      "units %lld)",
@@ -138,7 +138,7 @@ tk_block *tk_dense_new(const char *name, int64_t in, int64_t out, tk_activation 
         tk_set_error("out of memory");
         return NULL;
     }
-    *d = (dense_impl){in, out, act, use_bias, kernel_init, bias_init, 0.0f};
+    *d = (dense_impl){ in, out, act, use_bias, kernel_init, bias_init, 0.0f };
     tk_block *b = tk_block_new(&tk_kind_dense, name, d);
     if (!b) return NULL;
     tk_block_set_seed(b, seed);

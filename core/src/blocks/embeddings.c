@@ -119,7 +119,7 @@ static tk_value *emb_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
             return tk_ctx_fail(ctx, "embeddings: continuous feature '%s' must be float32 [B] or [B, k], got %s %s",
                                name, tk_dtype_name(x->dtype), tk_shape_str(x, s, sizeof s));
         if (x->ndim == 1) {
-            int64_t shape[2] = {x->shape[0], 1};
+            int64_t shape[2] = { x->shape[0], 1 };
             x = tk_reshape(ctx, x, 2, shape);
         }
         if (tk_value_set(ctx, out, name, x) != TK_OK) return NULL;
@@ -233,8 +233,8 @@ tk_status tk_embeddings_add_feature(tk_block *b, const char *feature, const char
         const emb_table *t = &e->tables[ti];
         if (t->cardinality != cardinality || t->dim != dim) {
             tk_set_error("embeddings '%s': feature '%s' shares table '%s' of [%lld, %lld] but asks for [%lld, %lld]",
-                         b->name, feature, table, (long long)t->cardinality, (long long)t->dim,
-                         (long long)cardinality, (long long)dim);
+                         b->name, feature, table, (long long)t->cardinality, (long long)t->dim, (long long)cardinality,
+                         (long long)dim);
             return TK_ERROR;
         }
     }
@@ -252,16 +252,16 @@ tk_status tk_embeddings_add_feature(tk_block *b, const char *feature, const char
         return TK_ERROR;
     }
     if (ti < 0) {
-        int64_t shape[2] = {cardinality, dim};
+        int64_t shape[2] = { cardinality, dim };
         if (!tk_block_new_param(b, table, 2, shape, true, init, seed)) {
             free(fname);
             free(tname);
             return TK_ERROR;
         }
         ti = e->ntables++;
-        e->tables[ti] = (emb_table){tname, cardinality, dim, init};
+        e->tables[ti] = (emb_table){ tname, cardinality, dim, init };
     }
-    e->features[e->nfeatures++] = (emb_feature){fname, ti, combiner};
+    e->features[e->nfeatures++] = (emb_feature){ fname, ti, combiner };
     return TK_OK;
 }
 
@@ -321,7 +321,7 @@ tk_block *tk_embeddings_from_config(const void *json, uint64_t seed) {
         const cJSON *t = cJSON_GetArrayItem(tables, i);
         const char *name = NULL;
         int64_t card = 0, dim = 0;
-        tk_init init = {TK_INIT_RANDOM_UNIFORM, -0.05f, 0.05f};
+        tk_init init = { TK_INIT_RANDOM_UNIFORM, -0.05f, 0.05f };
         if (!cJSON_IsObject(t)) {
             tk_cfg_fail("\"tables\"[%d] must be an object", i);
             goto fail;
@@ -340,7 +340,7 @@ tk_block *tk_embeddings_from_config(const void *json, uint64_t seed) {
             tk_cfg_fail("\"tables\"[%d]: \"cardinality\" and \"dim\" must be positive", i);
             goto fail;
         }
-        int64_t shape[2] = {card, dim};
+        int64_t shape[2] = { card, dim };
         if (!tk_block_new_param(b, name, 2, shape, true, init, tk_seed_mix(seed, (uint64_t)i))) goto fail;
         char *tname = tk_strdup(name);
         if (!tname || !grow((void **)&e->tables, &e->cap_tables, e->ntables, sizeof *e->tables)) {
@@ -348,7 +348,7 @@ tk_block *tk_embeddings_from_config(const void *json, uint64_t seed) {
             tk_cfg_fail("out of memory");
             goto fail;
         }
-        e->tables[e->ntables++] = (emb_table){tname, card, dim, init};
+        e->tables[e->ntables++] = (emb_table){ tname, card, dim, init };
     }
     for (int i = 0; i < cJSON_GetArraySize(features); i++) {
         const cJSON *f = cJSON_GetArrayItem(features, i);

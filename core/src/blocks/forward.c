@@ -35,17 +35,17 @@ bool tk_block_need_tabular(tk_ctx *ctx, const char *what, const tk_value *in) {
     }
     if (in->n >= 0) return true;
     char s[64];
-    tk_ctx_fail(ctx, "%s needs a tabular input, got a tensor %s %s", what,
-                tk_dtype_name(in->tensor->dtype), tk_shape_str(in->tensor, s, sizeof s));
+    tk_ctx_fail(ctx, "%s needs a tabular input, got a tensor %s %s", what, tk_dtype_name(in->tensor->dtype),
+                tk_shape_str(in->tensor, s, sizeof s));
     return false;
 }
 
-tk_status tk_value_add_unique(tk_ctx *ctx, tk_value *dst, const char ***origins, const char *key,
-                             tk_tensor *t, const char *origin, const char *what) {
+tk_status tk_value_add_unique(tk_ctx *ctx, tk_value *dst, const char ***origins, const char *key, tk_tensor *t,
+                              const char *origin, const char *what) {
     for (int32_t j = 0; j < dst->n; j++) {
         if (strcmp(dst->names[j], key) == 0) {
-            tk_ctx_fail(ctx, "%s: key '%s' of branch '%s' is also produced by branch '%s'", what, key,
-                        origin, *origins ? (*origins)[j] : "?");
+            tk_ctx_fail(ctx, "%s: key '%s' of branch '%s' is also produced by branch '%s'", what, key, origin,
+                        *origins ? (*origins)[j] : "?");
             return TK_ERROR;
         }
     }

@@ -4,7 +4,9 @@
 
 #include <stdio.h>
 
-typedef struct residual_impl { tk_activation act; } residual_impl;
+typedef struct residual_impl {
+    tk_activation act;
+} residual_impl;
 
 static tk_value *residual_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
     const residual_impl *r = b->impl;

@@ -41,8 +41,8 @@ const tk_block_kind tk_kind_shortcut = {
     .copy_impl = shortcut_copy_impl,
 };
 
-tk_block *tk_shortcut_new(const char *name, tk_block *block, tk_block *shortcut_filter,
-                          const char *block_outputs_name, tk_aggregation agg) {
+tk_block *tk_shortcut_new(const char *name, tk_block *block, tk_block *shortcut_filter, const char *block_outputs_name,
+                          tk_aggregation agg) {
     const char *n = name ? name : "shortcut";
     if (!block) {
         tk_set_error("shortcut '%s': block is NULL", n);

@@ -15,8 +15,8 @@ static tk_value *apply_each(tk_ctx *ctx, const tk_block *b, tk_value *in, unary_
         tk_tensor *x = in->tensor;
         if (x->dtype != TK_F32) {
             char s[64];
-            return tk_ctx_fail(ctx, "%s needs a float32 input, got %s %s", b->kind->name,
-                               tk_dtype_name(x->dtype), tk_shape_str(x, s, sizeof s));
+            return tk_ctx_fail(ctx, "%s needs a float32 input, got %s %s", b->kind->name, tk_dtype_name(x->dtype),
+                               tk_shape_str(x, s, sizeof s));
         }
         return tk_value_of(ctx, f(ctx, b, x));
     }
@@ -36,15 +36,15 @@ static tk_value *apply_each(tk_ctx *ctx, const tk_block *b, tk_value *in, unary_
 /* activation                                                                             */
 /* ------------------------------------------------------------------------------------ */
 
-typedef struct act_impl { tk_activation act; } act_impl;
+typedef struct act_impl {
+    tk_activation act;
+} act_impl;
 
 static tk_tensor *act_one(tk_ctx *ctx, const tk_block *b, tk_tensor *x) {
     return tk_activate(ctx, x, ((const act_impl *)b->impl)->act);
 }
 
-static tk_value *activation_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
-    return apply_each(ctx, b, in, act_one);
-}
+static tk_value *activation_forward(tk_ctx *ctx, tk_block *b, tk_value *in) { return apply_each(ctx, b, in, act_one); }
 
 static tk_status activation_write_config(const tk_block *b, void *json) {
     const act_impl *a = b->impl;
@@ -86,9 +86,7 @@ tk_block *tk_activation_from_config(const void *json, uint64_t seed) {
 
 static tk_tensor *l2norm_one(tk_ctx *ctx, const tk_block *b, tk_tensor *x) { return tk_l2norm(ctx, x); }
 
-static tk_value *l2norm_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
-    return apply_each(ctx, b, in, l2norm_one);
-}
+static tk_value *l2norm_forward(tk_ctx *ctx, tk_block *b, tk_value *in) { return apply_each(ctx, b, in, l2norm_one); }
 
 const tk_block_kind tk_kind_l2norm = {
     .name = "l2norm",
@@ -97,23 +95,21 @@ const tk_block_kind tk_kind_l2norm = {
 
 tk_block *tk_l2norm_block_new(const char *name) { return tk_block_new(&tk_kind_l2norm, name, NULL); }
 
-tk_block *tk_l2norm_from_config(const void *json, uint64_t seed) {
-    return tk_l2norm_block_new(tk_cfg_name(json));
-}
+tk_block *tk_l2norm_from_config(const void *json, uint64_t seed) { return tk_l2norm_block_new(tk_cfg_name(json)); }
 
 /* ------------------------------------------------------------------------------------ */
 /* dropout                                                                                */
 /* ------------------------------------------------------------------------------------ */
 
-typedef struct dropout_impl { float rate; } dropout_impl;
+typedef struct dropout_impl {
+    float rate;
+} dropout_impl;
 
 static tk_tensor *dropout_one(tk_ctx *ctx, const tk_block *b, tk_tensor *x) {
     return tk_dropout(ctx, x, ((const dropout_impl *)b->impl)->rate);
 }
 
-static tk_value *dropout_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
-    return apply_each(ctx, b, in, dropout_one);
-}
+static tk_value *dropout_forward(tk_ctx *ctx, tk_block *b, tk_value *in) { return apply_each(ctx, b, in, dropout_one); }
 
 static tk_status dropout_write_config(const tk_block *b, void *json) {
     return tk_cfg_add_float(json, "rate", ((const dropout_impl *)b->impl)->rate) ? TK_OK : TK_ERROR;
@@ -160,7 +156,7 @@ typedef struct bn_impl {
 
 /* params: gamma, beta (trainable), moving_mean, moving_variance (not trainable) */
 static tk_status bn_create(tk_block *b, int64_t dim) {
-    tk_init ones = {TK_INIT_ONES, 0, 0};
+    tk_init ones = { TK_INIT_ONES, 0, 0 };
     int32_t n0 = b->nparams;
     if (!tk_block_new_param(b, "gamma", 1, &dim, true, ones, 0) ||
         !tk_block_new_param(b, "beta", 1, &dim, true, tk_init_zeros(), 0) ||
@@ -203,8 +199,8 @@ static tk_value *bn_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
     if (x->shape[1] != b->params[0]->shape[0])
         return tk_ctx_fail(ctx, "input has %lld features, expected %lld", (long long)x->shape[1],
                            (long long)b->params[0]->shape[0]);
-    return tk_value_of(ctx, tk_batch_norm(ctx, x, b->params[0], b->params[1], b->params[2], b->params[3],
-                                          n->momentum, n->eps));
+    return tk_value_of(
+        ctx, tk_batch_norm(ctx, x, b->params[0], b->params[1], b->params[2], b->params[3], n->momentum, n->eps));
 }
 
 static tk_status bn_write_config(const tk_block *b, void *json) {
@@ -237,7 +233,7 @@ tk_block *tk_batch_norm_block_new(const char *name, int64_t dim, float momentum,
         tk_set_error("out of memory");
         return NULL;
     }
-    *impl = (bn_impl){dim, momentum, eps};
+    *impl = (bn_impl){ dim, momentum, eps };
     tk_block *b = tk_block_new(&tk_kind_batch_norm, name, impl);
     if (!b) return NULL;
     if (dim == 0) {

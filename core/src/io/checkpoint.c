@@ -94,7 +94,7 @@ tk_status tk_block_save_weights(const tk_block *b, const char *path) {
         tk_set_error("block_save_weights: %s is NULL", b ? "path" : "block");
         return TK_ERROR;
     }
-    param_list l = {0};
+    param_list l = { 0 };
     tk_status st = collect_params(b, path, "save", &l);
     if (st == TK_OK)
         st = tk_safetensors_write(path, l.n, (const char *const *)l.names, l.tensors,
@@ -110,7 +110,7 @@ static int cmp_index_by_name(const void *a, const void *b, void *names) {
 
 /* Copies the weights of st into the parameters of b after checking every one. */
 static tk_status load_from(tk_block *b, const char *path, const tk_safetensors *st) {
-    param_list l = {0};
+    param_list l = { 0 };
     if (collect_params(b, path, "load", &l) != TK_OK) {
         param_list_free(&l);
         return TK_ERROR;

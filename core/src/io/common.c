@@ -179,14 +179,30 @@ void tk_sbuf_json_string(tk_sbuf *b, const char *s) {
         tk_sbuf_putn(b, run, (size_t)((const char *)p - run));
         if (c == 0) break;
         switch (c) {
-        case '"': tk_sbuf_puts(b, "\\\""); break;
-        case '\\': tk_sbuf_puts(b, "\\\\"); break;
-        case '\n': tk_sbuf_puts(b, "\\n"); break;
-        case '\r': tk_sbuf_puts(b, "\\r"); break;
-        case '\t': tk_sbuf_puts(b, "\\t"); break;
-        case '\b': tk_sbuf_puts(b, "\\b"); break;
-        case '\f': tk_sbuf_puts(b, "\\f"); break;
-        default: tk_sbuf_printf(b, "\\u%04x", c); break;
+        case '"':
+            tk_sbuf_puts(b, "\\\"");
+            break;
+        case '\\':
+            tk_sbuf_puts(b, "\\\\");
+            break;
+        case '\n':
+            tk_sbuf_puts(b, "\\n");
+            break;
+        case '\r':
+            tk_sbuf_puts(b, "\\r");
+            break;
+        case '\t':
+            tk_sbuf_puts(b, "\\t");
+            break;
+        case '\b':
+            tk_sbuf_puts(b, "\\b");
+            break;
+        case '\f':
+            tk_sbuf_puts(b, "\\f");
+            break;
+        default:
+            tk_sbuf_printf(b, "\\u%04x", c);
+            break;
         }
         run = (const char *)p + 1;
     }

@@ -140,8 +140,7 @@ static int parse_f32_slow(const char *s, const char *e, float *out) {
     return P_OK;
 }
 
-
-static const float pow10f_exact[11] = {1e0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f, 1e6f, 1e7f, 1e8f, 1e9f, 1e10f};
+static const float pow10f_exact[11] = { 1e0f, 1e1f, 1e2f, 1e3f, 1e4f, 1e5f, 1e6f, 1e7f, 1e8f, 1e9f, 1e10f };
 
 /* m * 10^e as the correctly rounded float, when one exact-input IEEE operation gives
  * it: m <= 2^24 and |e| <= 10 in float (Clinger's fast path); else m < 2^53 and
@@ -326,7 +325,8 @@ static tk_status parse_cell(tk_csv_reader *r, int32_t c, const char *s, const ch
                    : rc == P_NONFINITE ? "is not a finite number (NaN and infinity are refused)"
                                        : "is not a number");
         return TK_ERROR;
-    default: return parse_list(r, c, s, e);
+    default:
+        return parse_list(r, c, s, e);
     }
 }
 
@@ -335,7 +335,7 @@ static tk_status parse_cell(tk_csv_reader *r, int32_t c, const char *s, const ch
 /* ------------------------------------------------------------------------------------ */
 
 /* Bytes that end the scan of an unquoted field. */
-static const uint8_t stop_byte[256] = {[0] = 1, [','] = 1, ['\n'] = 1, ['\r'] = 1, ['"'] = 1};
+static const uint8_t stop_byte[256] = { [0] = 1, [','] = 1, ['\n'] = 1, ['\r'] = 1, ['"'] = 1 };
 
 enum { R_OK, R_MORE, R_END, R_BLANK, R_ERROR };
 
@@ -681,7 +681,7 @@ static tk_status match_columns(tk_csv_reader *r) {
             found = f;
         }
         if (found < 0) {
-            tk_sbuf list = {0};
+            tk_sbuf list = { 0 };
             for (int32_t f = 0; f < r->nfields && list.len < 400; f++) {
                 if (f) tk_sbuf_puts(&list, ", ");
                 tk_sbuf_puts(&list, r->header[f]);

@@ -101,7 +101,7 @@ tk_status tk_safetensors_write(const char *path, int32_t n, const char *const *n
     }
 
     /* the header, compact as the reference writer makes it */
-    tk_sbuf h = {0};
+    tk_sbuf h = { 0 };
     tk_sbuf_puts(&h, "{");
     if (metadata_json) {
         if (put_metadata(&h, path, metadata_json) != TK_OK) {
@@ -254,7 +254,7 @@ static bool read_entry(const char *path, const cJSON *o, entry *e) {
     uint64_t bytes = numel * tk_dtype_size(e->dtype);
     if (e->end - e->begin != bytes) {
         char s[96];
-        tk_tensor fake = {.ndim = e->ndim};
+        tk_tensor fake = { .ndim = e->ndim };
         memcpy(fake.shape, e->shape, sizeof fake.shape);
         tk_set_error("%s: tensor '%s': shape %s of %s needs %llu bytes but data_offsets [%llu, %llu] hold %llu", path,
                      name, tk_shape_str(&fake, s, sizeof s), dtype->valuestring, (unsigned long long)bytes,

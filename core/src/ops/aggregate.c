@@ -38,8 +38,8 @@ static bool check_shapes(tk_ctx *ctx, const char *what, int32_t n, const char **
             ok = a->shape[d] == b->shape[d] || (all_but_last && d == a->ndim - 1);
         if (!ok) {
             char sa[64], sb[64];
-            tk_ctx_fail(ctx, "aggregation '%s': entry '%s' has shape %s but '%s' has %s (%s)", what,
-                        names[i], tk_shape_str(b, sb, sizeof sb), names[0], tk_shape_str(a, sa, sizeof sa),
+            tk_ctx_fail(ctx, "aggregation '%s': entry '%s' has shape %s but '%s' has %s (%s)", what, names[i],
+                        tk_shape_str(b, sb, sizeof sb), names[0], tk_shape_str(a, sa, sizeof sa),
                         all_but_last ? "all dimensions but the last must match" : "shapes must match");
             return false;
         }
@@ -85,7 +85,7 @@ tk_tensor *tk_aggregate(tk_ctx *ctx, tk_aggregation agg, const tk_value *v) {
         for (int32_t i = 0; i < n; i++) {
             tk_tensor *t = ts[i];
             if (t->ndim == 1) {
-                int64_t shape[2] = {t->shape[0], 1};
+                int64_t shape[2] = { t->shape[0], 1 };
                 sums[i] = tk_reshape(ctx, t, 2, shape);
             } else {
                 sums[i] = tk_sum(ctx, t, t->ndim - 1, true);
@@ -102,8 +102,7 @@ tk_tensor *tk_aggregate(tk_ctx *ctx, tk_aggregation agg, const tk_value *v) {
         return acc;
     }
     case TK_AGG_COSINE:
-        if (n != 2)
-            return tk_ctx_fail(ctx, "aggregation 'cosine' needs exactly 2 entries, got %d", (int)n);
+        if (n != 2) return tk_ctx_fail(ctx, "aggregation 'cosine' needs exactly 2 entries, got %d", (int)n);
         if (!check_shapes(ctx, what, n, names, ts, false)) return NULL;
         return tk_cosine(ctx, ts[0], ts[1]);
     default:

@@ -42,8 +42,10 @@ static void view_backward(tk_ctx *ctx, tk_node *node) {
     float *da = tk_op_grad_w(ctx, node->in[0], &fresh);
     if (!da) return;
     const float *dy = tk_f32(node->out->grad);
-    if (fresh) memcpy(da, dy, (size_t)node->out->numel * sizeof *da);
-    else tk_vec_add(da, dy, node->out->numel);
+    if (fresh)
+        memcpy(da, dy, (size_t)node->out->numel * sizeof *da);
+    else
+        tk_vec_add(da, dy, node->out->numel);
 }
 
 tk_tensor *tk_op_view(tk_ctx *ctx, const char *op, tk_tensor *a, int32_t ndim, const int64_t *shape) {
@@ -56,8 +58,7 @@ tk_tensor *tk_op_view(tk_ctx *ctx, const char *op, tk_tensor *a, int32_t ndim, c
     v->numel = a->numel;
     v->data = a->data;
     v->flags = TK_TENSOR_VIEW;
-    if (a->dtype == TK_F32 && tk_ctx_wants_grad(ctx, 1, &a) &&
-        !tk_ctx_record(ctx, op, view_backward, v, 1, &a))
+    if (a->dtype == TK_F32 && tk_ctx_wants_grad(ctx, 1, &a) && !tk_ctx_record(ctx, op, view_backward, v, 1, &a))
         return NULL;
     return v;
 }

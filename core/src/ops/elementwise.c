@@ -13,7 +13,7 @@
  * (0, 0) for a single element. */
 
 typedef enum { BIN_ADD, BIN_SUB, BIN_MUL, BIN_DIV } bin_kind;
-static const char *const bin_names[] = {"add", "sub", "mul", "div"};
+static const char *const bin_names[] = { "add", "sub", "mul", "div" };
 
 typedef struct {
     int64_t rows, cols, b_row, b_col;
@@ -52,7 +52,7 @@ static bool broadcast_of(tk_ctx *ctx, const char *op, const tk_tensor *a, const 
 static void bin_backward(tk_ctx *ctx, tk_node *node) {
     bin_kind kind = (bin_kind)node->arg.i[0];
     tk_tensor *a = node->in[0], *b = node->in[1];
-    bcast bc = {tk_op_rows(a), node->arg.i[1], node->arg.i[2], node->arg.i[3]};
+    bcast bc = { tk_op_rows(a), node->arg.i[1], node->arg.i[2], node->arg.i[3] };
     const float *av = tk_f32(a), *bv = tk_f32(b), *dy = tk_f32(node->out->grad);
     float *da = tk_op_grad(ctx, a);
     float *db = tk_op_grad(ctx, b);
@@ -104,13 +104,21 @@ static tk_tensor *binary(tk_ctx *ctx, bin_kind kind, tk_tensor *a, tk_tensor *b)
         float *yr = y + r * bc.cols;
         const float *ar = av + r * bc.cols, *br = bv + r * bc.b_row;
         switch (kind) {
-        case BIN_ADD: for (int64_t j = 0; j < bc.cols; j++) yr[j] = ar[j] + br[j * bc.b_col]; break;
-        case BIN_SUB: for (int64_t j = 0; j < bc.cols; j++) yr[j] = ar[j] - br[j * bc.b_col]; break;
-        case BIN_MUL: for (int64_t j = 0; j < bc.cols; j++) yr[j] = ar[j] * br[j * bc.b_col]; break;
-        case BIN_DIV: for (int64_t j = 0; j < bc.cols; j++) yr[j] = ar[j] / br[j * bc.b_col]; break;
+        case BIN_ADD:
+            for (int64_t j = 0; j < bc.cols; j++) yr[j] = ar[j] + br[j * bc.b_col];
+            break;
+        case BIN_SUB:
+            for (int64_t j = 0; j < bc.cols; j++) yr[j] = ar[j] - br[j * bc.b_col];
+            break;
+        case BIN_MUL:
+            for (int64_t j = 0; j < bc.cols; j++) yr[j] = ar[j] * br[j * bc.b_col];
+            break;
+        case BIN_DIV:
+            for (int64_t j = 0; j < bc.cols; j++) yr[j] = ar[j] / br[j * bc.b_col];
+            break;
         }
     }
-    tk_tensor *in[2] = {a, b};
+    tk_tensor *in[2] = { a, b };
     if (tk_ctx_wants_grad(ctx, 2, in)) {
         tk_node *node = tk_ctx_record(ctx, op, bin_backward, out, 2, in);
         if (!node) return NULL;
@@ -143,7 +151,7 @@ tk_status tk_ctx_add_loss(tk_ctx *ctx, tk_tensor *loss) {
 /* --- unary ops --- */
 
 typedef enum { UN_SCALE, UN_ADD_SCALAR, UN_EXP, UN_LOG, UN_SQRT, UN_SQUARE, UN_ACTIVATE } un_kind;
-static const char *const un_names[] = {"scale", "add_scalar", "exp", "log", "sqrt", "square", "activate"};
+static const char *const un_names[] = { "scale", "add_scalar", "exp", "log", "sqrt", "square", "activate" };
 
 static void unary_backward(tk_ctx *ctx, tk_node *node) {
     un_kind kind = (un_kind)node->arg.i[0];
@@ -155,13 +163,27 @@ static void unary_backward(tk_ctx *ctx, tk_node *node) {
     const float *x = tk_f32(a), *y = tk_f32(node->out), *dy = tk_f32(node->out->grad);
     int64_t n = a->numel;
     switch (kind) {
-    case UN_SCALE: for (int64_t i = 0; i < n; i++) da[i] += s * dy[i]; break;
-    case UN_ADD_SCALAR: for (int64_t i = 0; i < n; i++) da[i] += dy[i]; break;
-    case UN_EXP: for (int64_t i = 0; i < n; i++) da[i] += dy[i] * y[i]; break;
-    case UN_LOG: for (int64_t i = 0; i < n; i++) da[i] += dy[i] / x[i]; break;
-    case UN_SQRT: for (int64_t i = 0; i < n; i++) da[i] += 0.5f * dy[i] / y[i]; break;
-    case UN_SQUARE: for (int64_t i = 0; i < n; i++) da[i] += 2.0f * x[i] * dy[i]; break;
-    case UN_ACTIVATE: tk_act_backward((tk_activation)node->arg.i[2], da, dy, x, y, n, !fresh); break;
+    case UN_SCALE:
+        for (int64_t i = 0; i < n; i++) da[i] += s * dy[i];
+        break;
+    case UN_ADD_SCALAR:
+        for (int64_t i = 0; i < n; i++) da[i] += dy[i];
+        break;
+    case UN_EXP:
+        for (int64_t i = 0; i < n; i++) da[i] += dy[i] * y[i];
+        break;
+    case UN_LOG:
+        for (int64_t i = 0; i < n; i++) da[i] += dy[i] / x[i];
+        break;
+    case UN_SQRT:
+        for (int64_t i = 0; i < n; i++) da[i] += 0.5f * dy[i] / y[i];
+        break;
+    case UN_SQUARE:
+        for (int64_t i = 0; i < n; i++) da[i] += 2.0f * x[i] * dy[i];
+        break;
+    case UN_ACTIVATE:
+        tk_act_backward((tk_activation)node->arg.i[2], da, dy, x, y, n, !fresh);
+        break;
     }
 }
 
@@ -176,17 +198,31 @@ static tk_tensor *unary(tk_ctx *ctx, un_kind kind, tk_tensor *a, float s, tk_act
     float *y = tk_f32(out);
     int64_t n = a->numel;
     switch (kind) {
-    case UN_SCALE: for (int64_t i = 0; i < n; i++) y[i] = x[i] * s; break;
-    case UN_ADD_SCALAR: for (int64_t i = 0; i < n; i++) y[i] = x[i] + s; break;
-    case UN_EXP: for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]); break;
-    case UN_LOG: for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]); break;
-    case UN_SQRT: for (int64_t i = 0; i < n; i++) y[i] = sqrtf(x[i]); break;
-    case UN_SQUARE: for (int64_t i = 0; i < n; i++) y[i] = x[i] * x[i]; break;
-    case UN_ACTIVATE: tk_act_forward(act, y, x, n); break;
+    case UN_SCALE:
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * s;
+        break;
+    case UN_ADD_SCALAR:
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] + s;
+        break;
+    case UN_EXP:
+        for (int64_t i = 0; i < n; i++) y[i] = expf(x[i]);
+        break;
+    case UN_LOG:
+        for (int64_t i = 0; i < n; i++) y[i] = logf(x[i]);
+        break;
+    case UN_SQRT:
+        for (int64_t i = 0; i < n; i++) y[i] = sqrtf(x[i]);
+        break;
+    case UN_SQUARE:
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] * x[i];
+        break;
+    case UN_ACTIVATE:
+        tk_act_forward(act, y, x, n);
+        break;
     }
     if (tk_ctx_wants_grad(ctx, 1, &a)) {
-        tk_node *node = tk_ctx_record(ctx, kind == UN_ACTIVATE ? tk_activation_name(act) : op,
-                                      unary_backward, out, 1, &a);
+        tk_node *node =
+            tk_ctx_record(ctx, kind == UN_ACTIVATE ? tk_activation_name(act) : op, unary_backward, out, 1, &a);
         if (!node) return NULL;
         node->arg.i[0] = kind;
         node->arg.f[1] = s;
@@ -196,9 +232,7 @@ static tk_tensor *unary(tk_ctx *ctx, un_kind kind, tk_tensor *a, float s, tk_act
 }
 
 tk_tensor *tk_scale(tk_ctx *ctx, tk_tensor *a, float s) { return unary(ctx, UN_SCALE, a, s, TK_ACT_LINEAR); }
-tk_tensor *tk_add_scalar(tk_ctx *ctx, tk_tensor *a, float s) {
-    return unary(ctx, UN_ADD_SCALAR, a, s, TK_ACT_LINEAR);
-}
+tk_tensor *tk_add_scalar(tk_ctx *ctx, tk_tensor *a, float s) { return unary(ctx, UN_ADD_SCALAR, a, s, TK_ACT_LINEAR); }
 tk_tensor *tk_exp(tk_ctx *ctx, tk_tensor *a) { return unary(ctx, UN_EXP, a, 0, TK_ACT_LINEAR); }
 tk_tensor *tk_log(tk_ctx *ctx, tk_tensor *a) { return unary(ctx, UN_LOG, a, 0, TK_ACT_LINEAR); }
 tk_tensor *tk_sqrt(tk_ctx *ctx, tk_tensor *a) { return unary(ctx, UN_SQRT, a, 0, TK_ACT_LINEAR); }
@@ -215,9 +249,8 @@ tk_tensor *tk_activate(tk_ctx *ctx, tk_tensor *a, tk_activation act) {
 /* --- activations --- */
 
 static const char *const act_names[TK_ACT_COUNT] = {
-    [TK_ACT_LINEAR] = "linear", [TK_ACT_RELU] = "relu", [TK_ACT_SIGMOID] = "sigmoid",
-    [TK_ACT_TANH] = "tanh",     [TK_ACT_GELU] = "gelu", [TK_ACT_SELU] = "selu",
-    [TK_ACT_ELU] = "elu",       [TK_ACT_SOFTPLUS] = "softplus",
+    [TK_ACT_LINEAR] = "linear", [TK_ACT_RELU] = "relu", [TK_ACT_SIGMOID] = "sigmoid", [TK_ACT_TANH] = "tanh",
+    [TK_ACT_GELU] = "gelu",     [TK_ACT_SELU] = "selu", [TK_ACT_ELU] = "elu",         [TK_ACT_SOFTPLUS] = "softplus",
 };
 
 int tk_activation_from_name(const char *name) {
@@ -227,9 +260,7 @@ int tk_activation_from_name(const char *name) {
     return -1;
 }
 
-const char *tk_activation_name(tk_activation act) {
-    return (unsigned)act < TK_ACT_COUNT ? act_names[act] : "unknown";
-}
+const char *tk_activation_name(tk_activation act) { return (unsigned)act < TK_ACT_COUNT ? act_names[act] : "unknown"; }
 
 const char *tk_activation_names(void) { return "linear, relu, sigmoid, tanh, gelu, selu, elu, softplus"; }
 
@@ -260,7 +291,7 @@ static void relu_forward(float *y, const float *x, const float *b, int64_t n) {
     else
         for (; i + 4 <= n; i += 4) _mm_storeu_ps(y + i, _mm_max_ps(_mm_loadu_ps(x + i), zero));
 #else
-    const vf zero = {0};
+    const vf zero = { 0 };
     for (; i + VL <= n; i += VL) {
         vf v = vf_load(x + i);
         if (b) v += vf_load(b + i);
@@ -284,7 +315,7 @@ static void relu_backward(float *dx, const float *dy, const float *y, int64_t n,
         _mm_storeu_ps(dx + i, accumulate ? _mm_add_ps(_mm_loadu_ps(dx + i), d) : d);
     }
 #else
-    const vf zero = {0}, one = vf_splat(1.0f);
+    const vf zero = { 0 }, one = vf_splat(1.0f);
     for (; i + VL <= n; i += VL) {
         vf d = vf_load(dy + i) * vf_select(vf_load(y + i) > zero, one, zero);
         vf_store(dx + i, accumulate ? vf_load(dx + i) + d : d);
@@ -310,9 +341,15 @@ void tk_act_forward(tk_activation act, float *y, const float *x, int64_t n) {
     case TK_ACT_LINEAR:
         if (y != x) memcpy(y, x, (size_t)n * sizeof *y);
         break;
-    case TK_ACT_RELU: relu_forward(y, x, NULL, n); break;
-    case TK_ACT_SIGMOID: for (int64_t i = 0; i < n; i++) y[i] = sigmoidf(x[i]); break;
-    case TK_ACT_TANH: for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]); break;
+    case TK_ACT_RELU:
+        relu_forward(y, x, NULL, n);
+        break;
+    case TK_ACT_SIGMOID:
+        for (int64_t i = 0; i < n; i++) y[i] = sigmoidf(x[i]);
+        break;
+    case TK_ACT_TANH:
+        for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+        break;
     case TK_ACT_GELU:
         for (int64_t i = 0; i < n; i++) {
             float v = x[i];
@@ -320,10 +357,11 @@ void tk_act_forward(tk_activation act, float *y, const float *x, int64_t n) {
         }
         break;
     case TK_ACT_SELU:
-        for (int64_t i = 0; i < n; i++)
-            y[i] = x[i] > 0.0f ? SELU_SCALE * x[i] : SELU_SCALE * SELU_ALPHA * expm1f(x[i]);
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? SELU_SCALE * x[i] : SELU_SCALE * SELU_ALPHA * expm1f(x[i]);
         break;
-    case TK_ACT_ELU: for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : expm1f(x[i]); break;
+    case TK_ACT_ELU:
+        for (int64_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : expm1f(x[i]);
+        break;
     case TK_ACT_SOFTPLUS:
         /* log(1 + e^x) = max(x, 0) + log1p(e^-|x|) */
         for (int64_t i = 0; i < n; i++) {
@@ -331,7 +369,8 @@ void tk_act_forward(tk_activation act, float *y, const float *x, int64_t n) {
             y[i] = (v > 0.0f ? v : 0.0f) + log1pf(expf(-fabsf(v)));
         }
         break;
-    default: break;
+    default:
+        break;
     }
 }
 
@@ -340,22 +379,29 @@ void tk_act_forward(tk_activation act, float *y, const float *x, int64_t n) {
  * elu (y > 0 ? 1 : y + 1), softplus sigmoid(x) = 1 - e^-y; gelu from x. */
 static inline float act_deriv(tk_activation act, float x, float y) {
     switch (act) {
-    case TK_ACT_RELU: return y > 0.0f ? 1.0f : 0.0f;
-    case TK_ACT_SIGMOID: return y * (1.0f - y);
-    case TK_ACT_TANH: return 1.0f - y * y;
+    case TK_ACT_RELU:
+        return y > 0.0f ? 1.0f : 0.0f;
+    case TK_ACT_SIGMOID:
+        return y * (1.0f - y);
+    case TK_ACT_TANH:
+        return 1.0f - y * y;
     case TK_ACT_GELU: {
         float x2 = x * x, t = tanhf(GELU_C * (x + GELU_K * x2 * x));
         return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * GELU_K * x2);
     }
-    case TK_ACT_SELU: return y > 0.0f ? SELU_SCALE : y + SELU_SCALE * SELU_ALPHA;
-    case TK_ACT_ELU: return y > 0.0f ? 1.0f : y + 1.0f;
-    case TK_ACT_SOFTPLUS: return -expm1f(-y);
-    default: return 1.0f;
+    case TK_ACT_SELU:
+        return y > 0.0f ? SELU_SCALE : y + SELU_SCALE * SELU_ALPHA;
+    case TK_ACT_ELU:
+        return y > 0.0f ? 1.0f : y + 1.0f;
+    case TK_ACT_SOFTPLUS:
+        return -expm1f(-y);
+    default:
+        return 1.0f;
     }
 }
 
-void tk_act_backward(tk_activation act, float *dx, const float *dy, const float *x, const float *y,
-                     int64_t n, bool accumulate) {
+void tk_act_backward(tk_activation act, float *dx, const float *dy, const float *x, const float *y, int64_t n,
+                     bool accumulate) {
     if (act == TK_ACT_LINEAR) {
         if (accumulate)
             tk_vec_add(dx, dy, n);

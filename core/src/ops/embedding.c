@@ -8,7 +8,7 @@
 #include "ops_impl.h"
 #include "simd.h"
 
-static const char *const combiner_names[] = {"sum", "mean", "sqrtn"};
+static const char *const combiner_names[] = { "sum", "mean", "sqrtn" };
 
 int tk_combiner_from_name(const char *name) {
     if (!name) return -1;
@@ -78,8 +78,8 @@ static void embedding_backward(tk_ctx *ctx, tk_node *node) {
     }
 }
 
-tk_tensor *tk_embedding_lookup(tk_ctx *ctx, tk_tensor *table, tk_tensor *ids, tk_tensor *offsets,
-                               tk_combiner combiner, const char *table_name) {
+tk_tensor *tk_embedding_lookup(tk_ctx *ctx, tk_tensor *table, tk_tensor *ids, tk_tensor *offsets, tk_combiner combiner,
+                               const char *table_name) {
     if (!ctx) return NULL;
     const char *op = "embedding_lookup";
     TK_OP_INPUT(ctx, op, table);
@@ -106,7 +106,8 @@ tk_tensor *tk_embedding_lookup(tk_ctx *ctx, tk_tensor *table, tk_tensor *ids, tk
         rows = ids->shape[0];
     } else {
         if (!ids_ok)
-            return tk_ctx_fail(ctx, "%s: multi-hot ids must be [N] (all lists' values), got %s", who, TK_SHAPE(ids, s1));
+            return tk_ctx_fail(ctx, "%s: multi-hot ids must be [N] (all lists' values), got %s", who,
+                               TK_SHAPE(ids, s1));
         if (offsets->dtype != TK_I64 || offsets->ndim != 1 || offsets->shape[0] < 1)
             return tk_ctx_fail(ctx, "%s: offsets must be int64 [B + 1], got %s %s", who, tk_dtype_name(offsets->dtype),
                                TK_SHAPE(offsets, s1));
@@ -130,7 +131,7 @@ tk_tensor *tk_embedding_lookup(tk_ctx *ctx, tk_tensor *table, tk_tensor *ids, tk
     tk_tensor_sync_rows(table, ids->numel, idv);
     table = tk_ctx_input_rows(ctx, table);
     if (!table) return NULL;
-    int64_t shape[2] = {rows, dim};
+    int64_t shape[2] = { rows, dim };
     tk_tensor *out = tk_ctx_empty(ctx, TK_F32, 2, shape);
     if (!out) return NULL;
     const float *tv = tk_f32(table);
@@ -153,7 +154,7 @@ tk_tensor *tk_embedding_lookup(tk_ctx *ctx, tk_tensor *table, tk_tensor *ids, tk
             for (int64_t j = 0; j < dim; j++) yb[j] *= w;
     }
     if (tk_ctx_wants_grad(ctx, 1, &table)) {
-        tk_tensor *in[3] = {table, ids, offsets};
+        tk_tensor *in[3] = { table, ids, offsets };
         tk_node *node = tk_ctx_record(ctx, op, embedding_backward, out, 3, in);
         if (!node) return NULL;
         node->arg.i[0] = combiner;

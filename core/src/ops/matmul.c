@@ -20,8 +20,8 @@ typedef struct gemm_args {
 static void gemm_rows(const gemm_args *g, int64_t r0, int64_t r1) {
     if (r1 <= r0) return;
     const float *a = g->ta ? g->A + r0 : g->A + r0 * g->K; /* row r0 of op(A) */
-    cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans, g->tb ? CblasTrans : CblasNoTrans,
-                (blasint)(r1 - r0), (blasint)g->N, (blasint)g->K, 1.0f, a, (blasint)(g->ta ? g->M : g->K), g->B,
+    cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans, g->tb ? CblasTrans : CblasNoTrans, (blasint)(r1 - r0),
+                (blasint)g->N, (blasint)g->K, 1.0f, a, (blasint)(g->ta ? g->M : g->K), g->B,
                 (blasint)(g->tb ? g->K : g->N), g->beta, g->C + r0 * g->N, (blasint)g->N);
 }
 
@@ -49,14 +49,16 @@ static void gemm(tk_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
         for (int64_t i = 0; i < M * N; i++) C[i] = beta == 0.0f ? 0.0f : beta * C[i];
         return;
     }
-    gemm_args g = {ta, tb, M, N, K, A, B, beta, C, 1};
+    gemm_args g = { ta, tb, M, N, K, A, B, beta, C, 1 };
     int threads = tk_ctx_get_num_threads(ctx);
     if (threads > 1 && M * N * K >= GEMM_SPLIT_MIN) {
         int64_t blocks = (M + GEMM_ROW_ALIGN - 1) / GEMM_ROW_ALIGN;
         g.parts = blocks < threads ? blocks : threads;
     }
-    if (g.parts > 1) tk_parallel_run(g.parts, threads, gemm_task, &g);
-    else gemm_rows(&g, 0, M);
+    if (g.parts > 1)
+        tk_parallel_run(g.parts, threads, gemm_task, &g);
+    else
+        gemm_rows(&g, 0, M);
 }
 
 static bool blas_dims_ok(tk_ctx *ctx, const char *op, const tk_tensor *t, const char *arg) {
@@ -100,25 +102,23 @@ tk_tensor *tk_matmul(tk_ctx *ctx, tk_tensor *a, tk_tensor *b, bool trans_a, bool
     const char *op = "matmul";
     TK_OP_INPUT(ctx, op, a);
     TK_OP_INPUT(ctx, op, b);
-    if (!tk_check_f32(ctx, op, "a", a) || !tk_check_f32(ctx, op, "b", b) ||
-        !tk_check_rank(ctx, op, "a", a, 2) || !tk_check_rank(ctx, op, "b", b, 2) ||
-        !blas_dims_ok(ctx, op, a, "a") || !blas_dims_ok(ctx, op, b, "b"))
+    if (!tk_check_f32(ctx, op, "a", a) || !tk_check_f32(ctx, op, "b", b) || !tk_check_rank(ctx, op, "a", a, 2) ||
+        !tk_check_rank(ctx, op, "b", b, 2) || !blas_dims_ok(ctx, op, a, "a") || !blas_dims_ok(ctx, op, b, "b"))
         return NULL;
     int64_t m = trans_a ? a->shape[1] : a->shape[0], k = trans_a ? a->shape[0] : a->shape[1];
     int64_t kb = trans_b ? b->shape[1] : b->shape[0], n = trans_b ? b->shape[0] : b->shape[1];
     if (k != kb) {
         char sa[TK_SHAPE_LEN], sb[TK_SHAPE_LEN];
-        return tk_ctx_fail(ctx, "matmul: inner dimensions differ: a%s is %s, b%s is %s",
-                           trans_a ? " (transposed)" : "", TK_SHAPE(a, sa),
-                           trans_b ? " (transposed)" : "", TK_SHAPE(b, sb));
+        return tk_ctx_fail(ctx, "matmul: inner dimensions differ: a%s is %s, b%s is %s", trans_a ? " (transposed)" : "",
+                           TK_SHAPE(a, sa), trans_b ? " (transposed)" : "", TK_SHAPE(b, sb));
     }
     a = tk_ctx_input(ctx, a);
     b = tk_ctx_input(ctx, b);
-    int64_t shape[2] = {m, n};
+    int64_t shape[2] = { m, n };
     tk_tensor *out = a && b ? tk_ctx_empty(ctx, TK_F32, 2, shape) : NULL;
     if (!out) return NULL;
     gemm(ctx, trans_a, trans_b, m, n, k, tk_f32(a), tk_f32(b), 0.0f, tk_f32(out));
-    tk_tensor *in[2] = {a, b};
+    tk_tensor *in[2] = { a, b };
     if (tk_ctx_wants_grad(ctx, 2, in)) {
         tk_node *node = tk_ctx_record(ctx, op, matmul_backward, out, 2, in);
         if (!node) return NULL;
@@ -151,8 +151,10 @@ static void dense_backward(tk_ctx *ctx, tk_node *node) {
     if (db) {
         int64_t r = 0;
         if (fb) {
-            if (rows > 0) memcpy(db, dz, (size_t)out * sizeof *db);
-            else memset(db, 0, (size_t)out * sizeof *db);
+            if (rows > 0)
+                memcpy(db, dz, (size_t)out * sizeof *db);
+            else
+                memset(db, 0, (size_t)out * sizeof *db);
             r = 1;
         }
         for (; r < rows; r++) tk_vec_add(db, dz + r * out, out);
@@ -189,14 +191,13 @@ tk_tensor *tk_dense(tk_ctx *ctx, tk_tensor *x, tk_tensor *kernel, tk_tensor *bia
     kernel = tk_ctx_input(ctx, kernel);
     bias = tk_ctx_input(ctx, bias);
     if (!x || !kernel || (has_bias && !bias)) return NULL;
-    int64_t shape[2] = {rows, out};
+    int64_t shape[2] = { rows, out };
     tk_tensor *y = tk_ctx_empty(ctx, TK_F32, 2, shape);
     if (!y) return NULL;
-    tk_tensor *inputs[3] = {x, kernel, bias};
+    tk_tensor *inputs[3] = { x, kernel, bias };
     bool grad = tk_ctx_wants_grad(ctx, 3, inputs);
     float *z = NULL; /* the pre-activation, kept only when the backward needs it */
-    if (grad && tk_act_needs_input(act) && !(z = tk_ctx_alloc(ctx, (size_t)y->numel * sizeof *z)))
-        return NULL;
+    if (grad && tk_act_needs_input(act) && !(z = tk_ctx_alloc(ctx, (size_t)y->numel * sizeof *z))) return NULL;
     float *yv = tk_f32(y);
     gemm(ctx, false, false, rows, out, in, tk_f32(x), tk_f32(kernel), 0.0f, yv);
     const float *bv = bias ? tk_f32(bias) : NULL;
@@ -236,7 +237,7 @@ tk_tensor *tk_transpose(tk_ctx *ctx, tk_tensor *a) {
     TK_OP_INPUT(ctx, op, a);
     if (!tk_check_f32(ctx, op, "a", a) || !tk_check_rank(ctx, op, "a", a, 2)) return NULL;
     a = tk_ctx_input(ctx, a);
-    int64_t m = a ? a->shape[0] : 0, n = a ? a->shape[1] : 0, shape[2] = {n, m};
+    int64_t m = a ? a->shape[0] : 0, n = a ? a->shape[1] : 0, shape[2] = { n, m };
     tk_tensor *out = a ? tk_ctx_empty(ctx, TK_F32, 2, shape) : NULL;
     if (!out) return NULL;
     const float *x = tk_f32(a);
@@ -278,8 +279,8 @@ tk_tensor *tk_reshape(tk_ctx *ctx, tk_tensor *a, int32_t ndim, const int64_t *sh
                                (long long)a->numel, req);
         want[infer] = a->numel / known;
     } else if (known != a->numel) {
-        return tk_ctx_fail(ctx, "reshape: cannot reshape %s (%lld elements) to %s (%lld elements)",
-                           TK_SHAPE(a, sa), (long long)a->numel, req, (long long)known);
+        return tk_ctx_fail(ctx, "reshape: cannot reshape %s (%lld elements) to %s (%lld elements)", TK_SHAPE(a, sa),
+                           (long long)a->numel, req, (long long)known);
     }
     a = tk_ctx_input(ctx, a);
     return a ? tk_op_view(ctx, op, a, ndim, want) : NULL;

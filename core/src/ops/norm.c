@@ -123,8 +123,7 @@ tk_tensor *tk_cosine(tk_ctx *ctx, tk_tensor *a, tk_tensor *b) {
     const char *op = "cosine";
     TK_OP_INPUT(ctx, op, a);
     TK_OP_INPUT(ctx, op, b);
-    if (!tk_check_f32(ctx, op, "a", a) || !tk_check_f32(ctx, op, "b", b) ||
-        !tk_check_rank(ctx, op, "a", a, 2))
+    if (!tk_check_f32(ctx, op, "a", a) || !tk_check_f32(ctx, op, "b", b) || !tk_check_rank(ctx, op, "a", a, 2))
         return NULL;
     if (!tk_tensor_same_shape(a, b)) {
         char sa[TK_SHAPE_LEN], sb[TK_SHAPE_LEN];
@@ -134,10 +133,10 @@ tk_tensor *tk_cosine(tk_ctx *ctx, tk_tensor *a, tk_tensor *b) {
     a = tk_ctx_input(ctx, a);
     b = tk_ctx_input(ctx, b);
     if (!a || !b) return NULL;
-    int64_t rows = a->shape[0], n = a->shape[1], shape[2] = {rows, 1};
+    int64_t rows = a->shape[0], n = a->shape[1], shape[2] = { rows, 1 };
     tk_tensor *out = tk_ctx_empty(ctx, TK_F32, 2, shape);
     if (!out) return NULL;
-    tk_tensor *in[2] = {a, b};
+    tk_tensor *in[2] = { a, b };
     bool grad = tk_ctx_wants_grad(ctx, 2, in);
     float *saved = grad ? tk_ctx_alloc(ctx, (size_t)(2 * rows) * sizeof *saved) : NULL;
     if (grad && !saved) return NULL;
@@ -176,7 +175,8 @@ tk_tensor *tk_dropout(tk_ctx *ctx, tk_tensor *a, float rate) {
     const char *op = "dropout";
     TK_OP_INPUT(ctx, op, a);
     if (!tk_check_f32(ctx, op, "a", a)) return NULL;
-    if (!(rate >= 0.0f && rate < 1.0f)) return tk_ctx_fail(ctx, "dropout: rate must be in [0, 1), got %g", (double)rate);
+    if (!(rate >= 0.0f && rate < 1.0f))
+        return tk_ctx_fail(ctx, "dropout: rate must be in [0, 1), got %g", (double)rate);
     a = tk_ctx_input(ctx, a);
     if (!a) return NULL;
     if (!ctx->training || rate == 0.0f) return tk_op_view(ctx, op, a, a->ndim, a->shape);
@@ -247,8 +247,8 @@ static bool check_vector(tk_ctx *ctx, const char *arg, const tk_tensor *t, int64
     if (!tk_check_f32(ctx, "batch_norm", arg, t)) return false;
     if ((t->ndim == 1 && t->shape[0] == d) || (t->ndim == 2 && t->shape[0] == 1 && t->shape[1] == d)) return true;
     char s[TK_SHAPE_LEN];
-    tk_ctx_fail(ctx, "batch_norm: %s must be [%lld] for x with %lld features, got %s", arg, (long long)d,
-                (long long)d, TK_SHAPE(t, s));
+    tk_ctx_fail(ctx, "batch_norm: %s must be [%lld] for x with %lld features, got %s", arg, (long long)d, (long long)d,
+                TK_SHAPE(t, s));
     return false;
 }
 
@@ -267,7 +267,8 @@ tk_tensor *tk_batch_norm(tk_ctx *ctx, tk_tensor *x, tk_tensor *gamma, tk_tensor 
     if (!(momentum >= 0.0f && momentum <= 1.0f))
         return tk_ctx_fail(ctx, "batch_norm: momentum must be in [0, 1], got %g", (double)momentum);
     bool training = ctx->training;
-    if (training && rows < 1) return tk_ctx_fail(ctx, "batch_norm: training needs at least one row, got x [0, %lld]", (long long)d);
+    if (training && rows < 1)
+        return tk_ctx_fail(ctx, "batch_norm: training needs at least one row, got x [0, %lld]", (long long)d);
     bool has_gamma = gamma != NULL, has_beta = beta != NULL;
     x = tk_ctx_input(ctx, x);
     gamma = tk_ctx_input(ctx, gamma);
@@ -322,7 +323,7 @@ tk_tensor *tk_batch_norm(tk_ctx *ctx, tk_tensor *x, tk_tensor *gamma, tk_tensor 
             if (bv) v += bv[j];
             y[r * d + j] = v;
         }
-    tk_tensor *in[3] = {x, gamma, beta};
+    tk_tensor *in[3] = { x, gamma, beta };
     if (tk_ctx_wants_grad(ctx, 3, in)) {
         tk_node *node = tk_ctx_record(ctx, op, batch_norm_backward, out, 3, in);
         if (!node) return NULL;

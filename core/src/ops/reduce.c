@@ -39,8 +39,10 @@ static tk_tensor *reduce(tk_ctx *ctx, const char *op, tk_tensor *a, int axis, bo
         for (int32_t i = 0; i < axis; i++) outer *= a->shape[i];
         for (int32_t i = axis + 1; i < a->ndim; i++) inner *= a->shape[i];
         for (int32_t i = 0; i < a->ndim; i++)
-            if (i != axis) shape[ndim++] = a->shape[i];
-            else if (keepdim) shape[ndim++] = 1;
+            if (i != axis)
+                shape[ndim++] = a->shape[i];
+            else if (keepdim)
+                shape[ndim++] = 1;
         if (ndim == 0) shape[ndim++] = 1; /* a vector reduced to one element is [1] */
     }
     a = tk_ctx_input(ctx, a);
@@ -49,7 +51,7 @@ static tk_tensor *reduce(tk_ctx *ctx, const char *op, tk_tensor *a, int axis, bo
     const float *x = tk_f32(a);
     float *y = tk_f32(out);
     double scale = mean ? 1.0 / (double)len : 1.0; /* a mean of nothing is NaN, as 0/0 */
-    if (inner == 1) { /* contiguous runs: accumulate in double */
+    if (inner == 1) {                              /* contiguous runs: accumulate in double */
         for (int64_t o = 0; o < outer; o++) {
             double acc = 0.0;
             const float *xr = x + o * len;

@@ -41,8 +41,7 @@ static tk_tensor **map_inputs(tk_ctx *ctx, int32_t n, tk_tensor *const *ts) {
     return list;
 }
 
-static bool record_list(tk_ctx *ctx, const char *op, tk_backward_fn fn, tk_tensor *out, int32_t n,
-                        tk_tensor **list) {
+static bool record_list(tk_ctx *ctx, const char *op, tk_backward_fn fn, tk_tensor *out, int32_t n, tk_tensor **list) {
     if (out->dtype != TK_F32 || !tk_ctx_wants_grad(ctx, n, list)) return true;
     tk_node *node = tk_ctx_record(ctx, op, fn, out, n < TK_NODE_MAX_INPUTS ? n : TK_NODE_MAX_INPUTS, list);
     if (!node) return false;
@@ -66,8 +65,10 @@ static void concat_backward(tk_ctx *ctx, tk_node *node) {
             for (int64_t r = 0; r < rows; r++) {
                 const float *src = dy + r * total + off;
                 float *dst = dt + r * w;
-                if (fresh) memcpy(dst, src, (size_t)w * sizeof *dst);
-                else tk_vec_add(dst, src, w);
+                if (fresh)
+                    memcpy(dst, src, (size_t)w * sizeof *dst);
+                else
+                    tk_vec_add(dst, src, w);
             }
         off += w;
     }
@@ -78,14 +79,16 @@ tk_tensor *tk_concat(tk_ctx *ctx, int32_t n, tk_tensor *const *ts) {
     if (!check_list(ctx, op, n, ts)) return NULL;
     const tk_tensor *t0 = ts[0];
     char s0[TK_SHAPE_LEN], si[TK_SHAPE_LEN];
-    if (t0->ndim < 1) return tk_ctx_fail(ctx, "concat: inputs must have at least one dimension, got %s", TK_SHAPE(t0, s0));
+    if (t0->ndim < 1)
+        return tk_ctx_fail(ctx, "concat: inputs must have at least one dimension, got %s", TK_SHAPE(t0, s0));
     int64_t total = 0;
     for (int32_t i = 0; i < n; i++) {
         const tk_tensor *t = ts[i];
         bool ok = t->ndim == t0->ndim;
         for (int32_t d = 0; ok && d < t0->ndim - 1; d++) ok = t->shape[d] == t0->shape[d];
         if (!ok)
-            return tk_ctx_fail(ctx, "concat: input %d is %s, expected [..., n] matching input 0 %s on all but the last axis",
+            return tk_ctx_fail(ctx,
+                               "concat: input %d is %s, expected [..., n] matching input 0 %s on all but the last axis",
                                (int)i, TK_SHAPE(t, si), TK_SHAPE(t0, s0));
         total += tk_op_cols(t);
     }

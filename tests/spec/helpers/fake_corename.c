@@ -8,11 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-char *openblas_get_corename(void)
-{
+char *openblas_get_corename(void) {
     const char *mode = getenv("FAKE_CORENAME");
-    if (!getenv("OPENBLAS_CORETYPE") || (mode && strcmp(mode, "always") == 0))
-        return "Prescott";
+    if (!getenv("OPENBLAS_CORETYPE") || (mode && strcmp(mode, "always") == 0)) return "Prescott";
     char *(*real)(void) = (char *(*)(void))dlsym(RTLD_NEXT, "openblas_get_corename");
     return real ? real() : "Prescott";
 }
