@@ -4,7 +4,7 @@
 BUILD    ?= build
 CC       ?= gcc
 PKGS     := luajit libluajit-5.1-dev libopenblas-dev libcjson-dev lua-busted libedit-dev pkg-config \
-            libxml2-utils tmux luarocks \
+            libxml2-utils tmux luarocks clang-format \
             libmicrohttpd-dev
 DEPS_CFLAGS = $(shell pkg-config --cflags luajit openblas libcjson 2>/dev/null)
 DEPS_LIBS   = $(shell pkg-config --libs openblas libcjson 2>/dev/null)
@@ -36,7 +36,7 @@ SERVE_BIN   := $(BUILD)/examples/minimal $(BUILD)/examples/towerkit-server $(BUI
 HOST_LINK    = $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(LDFLAGS) $(LUA_LIBS) $(LIBS) -ldl -Wl,-E
 HEADERS     := $(wildcard core/include/*.h core/src/*.h core/src/*/*.h lua/binding/*.h tests/c/*.h)
 
-.PHONY: all deps docs test test-c test-lua test-kernels test-asan test-tsan check-includes bench bench-server run clean
+.PHONY: all deps docs format check-format test test-c test-lua test-kernels test-asan test-tsan check-includes bench bench-server run clean
 
 all: $(BUILD)/libtowerkit.a $(BUILD)/libtowerkit.so $(BUILD)/lua/towerkit/core.so $(BUILD)/towerkit
 
@@ -126,6 +126,14 @@ test-tsan: deps
 	@$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) OPT=-O1 SAN="-fsanitize=thread" \
 	  $(TSAN_TESTS:%=$(TSAN_BUILD)/tests/%)
 	@TK_TSAN=1 scripts/run-tests.sh $(TSAN_BUILD) $(TSAN_TESTS)
+
+# The C style (.clang-format): `make format` rewrites every tracked C file in it,
+# `make check-format` (CI) lists the files that differ.
+format: deps
+	@git ls-files '*.c' '*.h' | xargs clang-format -i
+
+check-format: deps
+	@scripts/check-format.sh
 
 # The modules of core/src depend on each other one way only (the layering is in
 # scripts/check-includes.sh): read from the objects, so it builds them first.

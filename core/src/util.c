@@ -5,9 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 
-int tk_strcmp_ptr(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
+int tk_strcmp_ptr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 void *tk_memdup(const void *p, size_t size) {
     void *c = malloc(size ? size : 1);
@@ -200,4 +198,3 @@ int tk_format_f32(float v, char *out) {
     }
     return (int)(o - out) + fmt_decimal(m, q, o);
 }
-
