@@ -1,5 +1,6 @@
 --- How models, schemas and datasets print (their __tostring): what the REPL shows.
 local core = require "towerkit.core"
+local ragged = require "towerkit.ragged"
 local Tags = require("towerkit.schema.tags").Tags
 
 local pretty = {}
@@ -72,7 +73,7 @@ function pretty.dataset(d, n)
           rows[r][i] = type(v) == "table" and cell(v[1]) .. (#v > 1 and ", ..." or "") or cell(v)
         end
       else -- a list column: its values and offsets
-        local vals, off = batch[name .. "__values"]:totable(), batch[name .. "__offsets"]:totable()
+        local vals, off = batch[ragged.values_name(name)]:totable(), batch[ragged.offsets_name(name)]:totable()
         for r = 1, n do
           local parts = {}
           for j = off[r] + 1, off[r + 1] do parts[#parts + 1] = cell(vals[j]) end
