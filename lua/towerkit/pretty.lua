@@ -90,19 +90,6 @@ function pretty.dataset(d, n)
   return text
 end
 
--- A batch of one row of zeros for a schema's features (as Block:build makes).
-local function zeros_from_schema(schema)
-  local batch = {}
-  for _, col in ipairs(schema:remove_by_tag(Tags.TARGET)) do
-    if col:has_tag(Tags.CATEGORICAL) then
-      batch[col.name] = core.zeros({ 1 }, "int64")
-    elseif col:has_tag(Tags.CONTINUOUS) then
-      batch[col.name] = core.zeros({ 1 })
-    end
-  end
-  return batch
-end
-
 local function shape_text(t)
   if not core.is_tensor(t) then return "?" end
   local s = t:shape()
@@ -118,7 +105,7 @@ function pretty.model(m)
   local ok = pcall(function()
     local ctx = core.Context()
     ctx:grad_enabled(false)
-    out = m.block:forward(zeros_from_schema(m.schema), ctx)
+    out = m.block:forward(require("towerkit.block.shapes").zeros_from_schema(m.schema), ctx)
   end)
   if not ok then out = {} end
   local function cols(tag)

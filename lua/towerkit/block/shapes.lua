@@ -151,4 +151,4 @@ function methods:compute_call_output_shape(input_shapes)
   return run_shapes(bare(self), input, "compute_call_output_shape")
 end
 
-return { methods = methods }
+return { methods = methods, zeros_from_schema = zeros_from_schema }
