@@ -3,12 +3,7 @@
 local tk = require "towerkit"
 local T = tk.Tags
 
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local sh = require("tests.spec.helpers.files").sh
 
 -- xpath over an SVG (its elements are in the SVG namespace: match by local name)
 local function xpath(path, expr)

@@ -1,11 +1,6 @@
 -- The REPL driven through a pseudo-terminal (tmux, a private server per run): type,
 -- press Tab, read the screen. Completion, help, printing and errors as a user sees them.
-local function sh(cmd)
-  local p = io.popen(cmd .. " 2>&1")
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local sh = require("tests.spec.helpers.files").sh
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
 local ROOT = sh("pwd"):gsub("%s+$", "")

@@ -1,6 +1,14 @@
 -- Temporary directories and files for specs.
 local M = {}
 
+--- The output (stdout and stderr) of a shell command.
+function M.sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
 --- A new empty directory under the system's temporary directory.
 function M.tmpdir()
   local p = os.tmpname()
