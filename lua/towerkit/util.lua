@@ -1,4 +1,4 @@
---- Small helpers shared by the Lua modules: sorted keys, the one way to raise an error,
+--- Small helpers shared by the Lua modules: sorted keys, ranges, the one way to raise an error,
 -- option checks, the one way to write a file, and `define`, the one way to add a method to a class.
 local util = {}
 
@@ -8,6 +8,13 @@ function util.sorted_keys(t)
   for k in pairs(t) do keys[#keys + 1] = k end
   table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
   return keys
+end
+
+--- Lua array {a, a+1, ..., b} (tk.data.range).
+function util.range(a, b)
+  local t = {}
+  for i = a, b do t[#t + 1] = i end
+  return t
 end
 
 -- Errors -------------------------------------------------------------------------------

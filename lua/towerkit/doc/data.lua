@@ -1,4 +1,4 @@
---- help entries: the methods of Dataset (lua/towerkit/data.lua).
+--- help entries: the methods of Dataset (lua/towerkit/data/dataset.lua).
 local D = require("towerkit.doc").define
 
 local function M(name, sig, summary, merlin, example, options)

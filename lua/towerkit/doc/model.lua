@@ -1,4 +1,4 @@
---- help entries: the methods of TwoTowerModel (lua/towerkit/model.lua).
+--- help entries: the methods of TwoTowerModel (lua/towerkit/model/two_tower_model.lua).
 local D = require("towerkit.doc").define
 
 D "TwoTowerModel:compile" { "model:compile([opts]) -> model", "Sets the optimizer and metrics and resets the step count.",

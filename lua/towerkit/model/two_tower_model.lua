@@ -1,12 +1,20 @@
---- TwoTowerModel: training with in-batch negatives, full-catalogue evaluation,
--- embedding export, top-k retrieval, save and load.
+--- TwoTowerModel: training with in-batch negatives (compile, train_step, fit),
+-- full-catalogue evaluation, embedding export, top-k retrieval, save and load. Beside
+-- it in towerkit.model: sampled negatives (negatives.lua), the popularity baseline and
+-- the exclusion lists evaluate shares with it (baseline.lua), and the classes of what
+-- the export gives (embeddings.lua, encoder.lua).
 local core = require "towerkit.core"
 local json = require "towerkit.json"
 local util = require "towerkit.util"
-local datasets = require "towerkit.data"
+local is_dataset = require("towerkit.data.dataset").is_dataset
+local Random = require("towerkit.data.random").Random
 local ranking = require "towerkit.metrics"
 local optim = require "towerkit.optim"
 local History = require "towerkit.history"
+local negatives = require "towerkit.model.negatives"
+local baseline = require "towerkit.model.baseline"
+local embeddings = require "towerkit.model.embeddings"
+local encoder = require "towerkit.model.encoder"
 local block_meta = require "towerkit.block.meta"
 local TwoTowerBlock = require("towerkit.block.two_tower").TwoTowerBlock
 local Schema = require "towerkit.schema.schema"
@@ -31,14 +39,6 @@ local FIT_OPTS = {
   batch_size = true, epochs = true, shuffle = true, seed = true, drop_last = true, verbose = true, log = true,
   callbacks = true, validation_data = true, validation_opts = true,
 }
-local POPULARITY_OPTS = { metrics = true, k = true, exclude_seen = true, user_id = true }
-
--- The column tagged USER_ID in a dataset's schema, if it has one.
-local function user_column(d)
-  local col = d.schema and d.schema:select_by_tag(Tags.USER_ID)[1]
-  return col and col.name
-end
-
 local function id_column(schema, tag, what)
   local cols = schema:select_by_tag(tag)
   if #cols == 0 then
@@ -128,7 +128,7 @@ function model.TwoTowerModel(a, b, c)
     if sampler ~= "uniform" and sampler ~= "popularity" and sampler ~= "log_uniform" then
       argerror("TwoTowerModel: unknown negative sampler '%s'; known: log_uniform, popularity, uniform", tostring(sampler))
     end
-    if not datasets.is_dataset(n.corpus) then
+    if not is_dataset(n.corpus) then
       argerror("TwoTowerModel: negatives.corpus must be a Dataset of items with their features")
     end
     o.negatives = { num = n.num, sampler = sampler }
@@ -146,7 +146,7 @@ function Model:compile(opts)
   if getmetatable(self.optimizer) == nil or not self.optimizer.step then
     argerror("compile: optimizer must be a tk.optim optimizer")
   end
-  self.metrics = opts.metrics or { ranking.RecallAt(10), ranking.NDCGAt(10) }
+  self.metrics = opts.metrics or baseline.default_metrics()
   for i, m in ipairs(self.metrics) do
     if not ranking.is_metric(m) then argerror("compile: metrics[%d] is not a tk.metrics metric", i) end
   end
@@ -163,68 +163,6 @@ end
 
 local function need_compiled(self, what)
   if not self.optimizer then argerror("%s: call model:compile{...} first", what) end
-end
-
--- Sampling probabilities of the negative sampler over the corpus rows.
-local function negative_probs(self, data)
-  local corpus = self.negative_corpus
-  local n = corpus:size()
-  if self.opts.negatives.sampler == "uniform" then
-    local p = 1 / n
-    return function() return p end, nil
-  end
-  -- popularity: counts of each corpus item in the training data (+1 smoothing);
-  -- log_uniform: P(rank r) = log((r + 2) / (r + 1)) / log(n + 1) over the items
-  -- ranked by those counts (TensorFlow's log-uniform candidate sampler)
-  local index, counts, total = {}, {}, 0
-  for r, id in ipairs(corpus:column(self.item_id):totable()) do
-    index[id] = r
-    counts[r] = 1
-  end
-  for _, id in ipairs(data:column(self.item_id):totable()) do
-    local r = index[id]
-    if r then counts[r] = counts[r] + 1 end
-  end
-  if self.opts.negatives.sampler == "log_uniform" then
-    local order = {}
-    for r = 1, n do order[r] = r end
-    table.sort(order, function(a, b)
-      if counts[a] ~= counts[b] then return counts[a] > counts[b] end
-      return a < b
-    end)
-    local weights = {}
-    for rank, r in ipairs(order) do weights[r] = math.log((rank + 1) / rank) end
-    counts = weights
-  end
-  local cdf = {}
-  for r = 1, n do
-    total = total + counts[r]
-    cdf[r] = total
-  end
-  return function(r) return counts[r] / total end, cdf
-end
-
-local function sample_negatives(self, rng)
-  local neg = self._neg
-  local n, num = self.negative_corpus:size(), self.opts.negatives.num
-  local rows = {}
-  for j = 1, num do
-    if neg.cdf then
-      local u = rng:next() * neg.cdf[n]
-      local lo, hi = 1, n
-      while lo < hi do
-        local mid = math.floor((lo + hi) / 2)
-        if neg.cdf[mid] < u then lo = mid + 1 else hi = mid end
-      end
-      rows[j] = lo - 1
-    else
-      rows[j] = rng:int(n)
-    end
-  end
-  local logq = {}
-  for j = 1, num do logq[j] = math.log(neg.prob(rows[j] + 1)) + math.log(num) end
-  local idx = core.tensor(rows, "int64")
-  return self.negative_corpus:rows(idx), core.tensor(logq)
 end
 
 -- The trainer that runs the two towers side by side (core.two_tower_trainer), or
@@ -280,7 +218,7 @@ function Model:train_step(batch)
     local out = self.block:forward(batch, ctx)
     local lo = loss_options(self, batch)
     if o.negatives then
-      local rows, logq = sample_negatives(self, self._rng)
+      local rows, logq = negatives.sample(self, self._rng)
       lo.negatives = self.block:item_block():forward(rows, ctx)
       lo.negative_ids = rows[self.item_id]
       lo.negative_logq = logq
@@ -315,7 +253,7 @@ end
 -- stay those of the last good step.
 function Model:fit(data, opts)
   need_compiled(self, "fit")
-  if not datasets.is_dataset(data) then argerror("fit: data must be a tk.data.Dataset") end
+  if not is_dataset(data) then argerror("fit: data must be a tk.data.Dataset") end
   opts = util.known_options(opts, FIT_OPTS, "fit")
   local bs = opts.batch_size or 1024
   local epochs = opts.epochs or 1
@@ -329,9 +267,9 @@ function Model:fit(data, opts)
     argerror("fit: the data has no item id column '%s'", self.item_id)
   end
   if self.opts.negatives then
-    local prob, cdf = negative_probs(self, data)
+    local prob, cdf = negatives.probs(self, data)
     self._neg = { prob = prob, cdf = cdf }
-    self._rng = datasets.Random((opts.seed or 0) + 17)
+    self._rng = Random((opts.seed or 0) + 17)
   end
   if type(bs) ~= "number" or bs < 2 or bs % 1 ~= 0 then
     argerror("fit: batch_size must be an integer >= 2 (the in-batch softmax needs other rows as negatives), got %s",
@@ -410,43 +348,24 @@ local function tower_embeddings(self, which, data, bs)
   return core.embed_rows(tower, post, data.columns, bs or 1024)
 end
 
-local Embeddings = {}
-Embeddings.__index = Embeddings
-
---- Writes the embeddings: format "csv" (id,e_0,...) or "safetensors" (tensors "ids"
--- and "embeddings"); the format follows the file extension unless given.
-function Embeddings:save(path, format)
-  format = format or (path:match("%.csv$") and "csv") or "safetensors"
-  if format == "csv" then
-    core.csv_write_embeddings(path, self.ids, self.embeddings)
-  elseif format == "safetensors" then
-    core.safetensors_write(path, { "ids", "embeddings" }, { self.ids, self.embeddings })
-  else
-    argerror("save: unknown format '%s'; known: csv, safetensors", tostring(format))
-  end
-end
-
 --- query_embeddings(data [, {batch_size}]) -> {ids =, embeddings =} (ids: the query id
 -- column when the schema has one, else row numbers).
 function Model:query_embeddings(data, opts)
   opts = util.known_options(opts, { batch_size = true }, "query_embeddings")
   local emb = tower_embeddings(self, "query", data, opts.batch_size)
   local ids = (self.query_id and data:has_column(self.query_id)) and data:column(self.query_id) or core.arange(data:size())
-  return setmetatable({ ids = ids, embeddings = emb }, Embeddings)
+  return embeddings.new(ids, emb)
 end
 
 --- item_embeddings(items [, {batch_size}]) -> {ids =, embeddings =}, one row per
 -- distinct item id (first occurrence).
 function Model:item_embeddings(items, opts)
   opts = util.known_options(opts, { batch_size = true }, "item_embeddings")
-  if not datasets.is_dataset(items) then argerror("item_embeddings: items must be a Dataset") end
+  if not is_dataset(items) then argerror("item_embeddings: items must be a Dataset") end
   local corpus = items:unique_by(self.item_id)
   local emb = tower_embeddings(self, "item", corpus, opts.batch_size)
-  return setmetatable({ ids = corpus:column(self.item_id), embeddings = emb }, Embeddings)
+  return embeddings.new(corpus:column(self.item_id), emb)
 end
-
-local Encoder = {}
-Encoder.__index = Encoder
 
 --- to_top_k_encoder(items, {k = 10}) -> encoder; encoder:query(batch [, {k, exclude}])
 -- returns item ids (int64 [B, k]) and scores ([B, k]), best first, exact.
@@ -455,26 +374,9 @@ function Model:to_top_k_encoder(items, opts)
   local k = opts.k or 10
   if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then argerror("to_top_k_encoder: k must be a positive integer") end
   local e = self:item_embeddings(items, { batch_size = opts.batch_size })
-  return setmetatable({ model = self, k = k, item_ids = e.ids, items = e.embeddings }, Encoder)
+  return encoder.new(self, k, e.ids, e.embeddings)
 end
 
-function Encoder:query(batch, opts)
-  opts = util.known_options(opts, { k = true }, "query")
-  local k = opts.k or self.k
-  local ctx = core.Context(3)
-  ctx:grad_enabled(false)
-  local q = self.model.block:query_block():forward(batch, ctx)
-  if self.model.block:post() then q = self.model.block:post():forward(q, ctx) end
-  local idx, scores = core.topk(q, self.items, k)
-  return core.map_ids(idx, self.item_ids), scores
-end
-
---- evaluate(data, {item_corpus =, k = max metric k, exclude_seen = train_data | true,
--- batch_size = 4096, metrics =}) -> {metric_name = value}: full-catalogue retrieval
--- metrics. Each row of data is a query whose relevant item is its item id; the corpus is
--- de-duplicated by item id, and every positive must be in it. With exclude_seen, the
--- items the row's user has in that dataset (true: the data of the last fit) are not
--- ranked, except the row's own item. k is capped at the catalogue's size.
 local EVALUATE_OPTS = { item_corpus = true, k = true, exclude_seen = true, batch_size = true, metrics = true }
 
 -- The dataset exclude_seen names: a Dataset, or true for the data of the model's last fit.
@@ -485,59 +387,30 @@ local function seen_dataset(self, value, what)
     end
     return self._fit_data
   end
-  if not datasets.is_dataset(value) then
+  if not is_dataset(value) then
     argerror("%s: exclude_seen must be a Dataset of interactions (user id, item id) or true, got %s", what,
       util.describe(value))
   end
   return value
 end
 
--- Per query row of `data`, the items (as keys of `key_of`: corpus rows, or ids) its user
--- has in `seen`, without the row's own positive: CSR lists (off, list) as Lua arrays.
-local function seen_lists(user_col, item_col, seen, data, key_of, what)
-  for _, d in ipairs { seen, data } do
-    if not d:has_column(user_col) then argerror("%s: exclude_seen needs the user id column '%s' in the data", what, user_col) end
-  end
-  local by_user = {}
-  local users, its = seen:column(user_col):totable(), seen:column(item_col):totable()
-  for r = 1, #users do
-    local s = by_user[users[r]]
-    if not s then s = {} by_user[users[r]] = s end
-    local key = key_of(its[r])
-    if key then s[#s + 1] = key end
-  end
-  local off, list = { 0 }, {}
-  local qusers, positives = data:column(user_col):totable(), data:column(item_col):totable()
-  for q = 1, #qusers do
-    local own, done = key_of(positives[q]), {}
-    for _, key in ipairs(by_user[qusers[q]] or {}) do
-      if key ~= own and not done[key] then
-        list[#list + 1] = key
-        done[key] = true
-      end
-    end
-    off[#off + 1] = #list
-  end
-  return off, list
-end
-
-local function metrics_k(metrics, k)
-  k = k or 0
-  for _, m in ipairs(metrics) do k = math.max(k, m.k) end
-  return k
-end
-
+--- evaluate(data, {item_corpus =, k = max metric k, exclude_seen = train_data | true,
+-- batch_size = 4096, metrics =}) -> {metric_name = value}: full-catalogue retrieval
+-- metrics. Each row of data is a query whose relevant item is its item id; the corpus is
+-- de-duplicated by item id, and every positive must be in it. With exclude_seen, the
+-- items the row's user has in that dataset (true: the data of the last fit) are not
+-- ranked, except the row's own item. k is capped at the catalogue's size.
 function Model:evaluate(data, opts)
   opts = util.known_options(opts, EVALUATE_OPTS, "evaluate")
-  if not datasets.is_dataset(data) then argerror("evaluate: data must be a Dataset") end
+  if not is_dataset(data) then argerror("evaluate: data must be a Dataset") end
   local corpus = opts.item_corpus
-  if not datasets.is_dataset(corpus) then argerror("evaluate: item_corpus (a Dataset of items) is required") end
+  if not is_dataset(corpus) then argerror("evaluate: item_corpus (a Dataset of items) is required") end
   if data:size() == 0 then argerror("evaluate: data has no rows") end
   if not data:has_column(self.item_id) then argerror("evaluate: data has no item id column '%s'", self.item_id) end
-  local metrics = opts.metrics or self.metrics or { ranking.RecallAt(10), ranking.NDCGAt(10) }
+  local metrics = opts.metrics or self.metrics or baseline.default_metrics()
   local items = self:item_embeddings(corpus, { batch_size = opts.batch_size })
   local n_items = items.ids:numel()
-  local k = math.min(metrics_k(metrics, opts.k), n_items)
+  local k = math.min(baseline.metrics_k(metrics, opts.k), n_items)
   local row_of = {}
   for r, id in ipairs(items.ids:totable()) do row_of[id] = r - 1 end
   local positives = data:column(self.item_id):totable()
@@ -551,8 +424,9 @@ function Model:evaluate(data, opts)
   local excl_off, excl_items
   if opts.exclude_seen then
     if not self.query_id then argerror("evaluate: exclude_seen needs a user id column in the schema") end
-    local off, list = seen_lists(self.query_id, self.item_id, seen_dataset(self, opts.exclude_seen, "evaluate"), data,
-      function(id) return row_of[id] end, "evaluate")
+    local seen = seen_dataset(self, opts.exclude_seen, "evaluate")
+    local off, list = baseline.seen_lists(self.query_id, self.item_id, seen, data, function(id) return row_of[id] end,
+      "evaluate")
     excl_off, excl_items = core.tensor(off, "int64"), core.tensor(list, "int64")
   end
   local idx = core.topk(queries, items.embeddings, k, excl_off, excl_items)
@@ -565,65 +439,10 @@ end
 --- Popularity baseline: ranks items by their count in `train`; returns the same
 -- metrics as evaluate for the rows of `data`, with the same exclude_seen.
 function Model:popularity_baseline(train, data, opts)
-  opts = util.known_options(opts, POPULARITY_OPTS, "popularity_baseline")
+  opts = util.known_options(opts, baseline.OPTIONS, "popularity_baseline")
   local o = { metrics = opts.metrics or self.metrics, k = opts.k, user_id = opts.user_id or self.query_id }
   if opts.exclude_seen then o.exclude_seen = seen_dataset(self, opts.exclude_seen, "popularity_baseline") end
-  return model.popularity_baseline(train, data, self.item_id, o)
-end
-
---- tk.popularity_baseline(train, data, item_col, {metrics =, k =, exclude_seen = dataset,
--- user_id = column}): the items of train ranked by count (ties by id). With exclude_seen,
--- each row's ranking skips the items its user has in that dataset, except its own, as
--- evaluate does; the user column is user_id, or the one tagged USER_ID in the data's
--- schema.
-function model.popularity_baseline(train, data, item_col, opts)
-  opts = util.known_options(opts, POPULARITY_OPTS, "popularity_baseline")
-  for name, d in pairs { train = train, data = data } do
-    if not datasets.is_dataset(d) then argerror("popularity_baseline: %s must be a Dataset", name) end
-    if not d:has_column(item_col) then argerror("popularity_baseline: %s has no item column '%s'", name, item_col) end
-  end
-  local metrics = opts.metrics or { ranking.RecallAt(10), ranking.NDCGAt(10) }
-  local counts = {}
-  for _, id in ipairs(train:column(item_col):totable()) do counts[id] = (counts[id] or 0) + 1 end
-  local order = {}
-  for id in pairs(counts) do order[#order + 1] = id end
-  table.sort(order, function(a, b)
-    if counts[a] ~= counts[b] then return counts[a] > counts[b] end
-    return a < b
-  end)
-  local k = math.min(metrics_k(metrics, opts.k), #order)
-  local top = {}
-  for i = 1, k do top[i] = order[i] end
-  local positives = data:column(item_col):totable()
-  local ranked, relevant = {}, {}
-  local off, list
-  if opts.exclude_seen then
-    if type(opts.exclude_seen) ~= "table" or not datasets.is_dataset(opts.exclude_seen) then
-      argerror("popularity_baseline: exclude_seen must be a Dataset of interactions, got %s", util.describe(opts.exclude_seen))
-    end
-    local user_col = opts.user_id or user_column(data) or user_column(opts.exclude_seen)
-    if not user_col then
-      argerror("popularity_baseline: exclude_seen needs the user id column: pass user_id = name (no column is tagged USER_ID)")
-    end
-    off, list = seen_lists(user_col, item_col, opts.exclude_seen, data, function(id) return id end, "popularity_baseline")
-  end
-  for q, id in ipairs(positives) do
-    relevant[q] = { [id] = true }
-    if not off or off[q] == off[q + 1] then
-      ranked[q] = top
-    else -- walk the popularity order past this user's seen items
-      local skip, row = {}, {}
-      for e = off[q] + 1, off[q + 1] do skip[list[e]] = true end
-      for _, item in ipairs(order) do
-        if not skip[item] then
-          row[#row + 1] = item
-          if #row == k then break end
-        end
-      end
-      ranked[q] = row
-    end
-  end
-  return ranking.average(metrics, ranked, relevant)
+  return baseline.popularity_baseline(train, data, self.item_id, o)
 end
 
 --- save(dir): config.json, schema.json, model.json and weights.safetensors, written
