@@ -20,6 +20,9 @@ elif [ $# -gt 0 ]; then
 else
   tests=("$build"/tests/test_*)
 fi
+# mpirun refuses to run as root unless told (containers, CI): the MPI specs below and the
+# fault specs of tests/spec/distributed_spec.lua start it. Only this runner says so.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 passed=0
 failed=0
 log=$(mktemp)
@@ -85,8 +88,6 @@ if [ $specs -eq 1 ] && [ -d tests/mpi ]; then
   elif [ "$has_mpi" != yes ] || ! command -v mpirun >/dev/null; then
     echo "skipped: $build has no MPI (make deps installs Open MPI; rebuild without MPI=0)"
   else
-    # mpirun refuses root unless told (containers, CI); only this runner says so
-    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
     ranklog=$(mktemp -d)
     TOWERKIT_BUILD="$build" timeout 900 mpirun --oversubscribe -np 2 sh -c \
       'exec luajit /usr/bin/busted --cpath="$1/lua/?.so" -o TAP tests/mpi >"$2/rank.$OMPI_COMM_WORLD_RANK" 2>&1' \
