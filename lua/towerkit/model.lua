@@ -489,8 +489,11 @@ end
 -- metrics. Each row of data is a query whose relevant item is its item id; the corpus is
 -- de-duplicated by item id, and every positive must be in it. With exclude_seen, the
 -- items the row's user has in that dataset (true: the data of the last fit) are not
--- ranked, except the row's own item. k is capped at the catalogue's size.
-local EVALUATE_OPTS = { item_corpus = true, k = true, exclude_seen = true, batch_size = true, metrics = true }
+-- ranked, except the row's own item. k is capped at the catalogue's size. Under mpirun
+-- each rank ranks a contiguous share of the rows and the metrics are summed over ranks
+-- (distributed = false: this process alone).
+local EVALUATE_OPTS = { item_corpus = true, k = true, exclude_seen = true, batch_size = true, metrics = true,
+  distributed = true }
 
 -- The dataset exclude_seen names: a Dataset, or true for the data of the model's last fit.
 local function seen_dataset(self, value, what)
@@ -544,6 +547,9 @@ end
 
 function Model:evaluate(data, opts)
   opts = util.known_options(opts, EVALUATE_OPTS, "evaluate")
+  -- under mpirun: each rank ranks its share of the rows, the metric sums are added (distributed.lua)
+  local shared = distributed.evaluate(self, data, opts, Model.evaluate)
+  if shared then return shared end
   if not datasets.is_dataset(data) then argerror("evaluate: data must be a Dataset") end
   local corpus = opts.item_corpus
   if not datasets.is_dataset(corpus) then argerror("evaluate: item_corpus (a Dataset of items) is required") end
