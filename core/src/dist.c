@@ -313,7 +313,7 @@ tk_tensor *tk_dist_allgather_rows(tk_ctx *ctx, tk_tensor *x, int64_t *offset) {
     int S = g.size;
     int64_t mine[2] = { x->shape[0], x->shape[1] };
     int64_t *all = tk_ctx_alloc(ctx, (size_t)(2 * S) * sizeof *all);
-    int64_t *counts = tk_ctx_alloc(ctx, (size_t)S * sizeof *counts);  /* rows */
+    int64_t *counts = tk_ctx_alloc(ctx, (size_t)S * sizeof *counts);   /* rows */
     int64_t *vcounts = tk_ctx_alloc(ctx, (size_t)S * sizeof *vcounts); /* floats */
     if (!all || !counts || !vcounts) return NULL;
     double t0 = now();
@@ -361,8 +361,10 @@ static tk_status sync_dense(tk_ctx *ctx, const param_list *l, const int *flags) 
     for (int64_t i = 0; i < l->n; i++) {
         if (!(flags[i] & 1)) continue;
         tk_tensor *a = alias_of(ctx, l->p[i]);
-        if (a && a->grad) memcpy(buf + at, a->grad->data, (size_t)l->p[i]->numel * sizeof *buf);
-        else memset(buf + at, 0, (size_t)l->p[i]->numel * sizeof *buf);
+        if (a && a->grad)
+            memcpy(buf + at, a->grad->data, (size_t)l->p[i]->numel * sizeof *buf);
+        else
+            memset(buf + at, 0, (size_t)l->p[i]->numel * sizeof *buf);
         at += l->p[i]->numel;
     }
     tk_status st = tk_dist_allreduce_f32(buf, total);

@@ -68,8 +68,10 @@ static int l_allreduce(lua_State *L) {
         return 1;
     }
     tk_tensor *t = tkl_check_tensor(L, 1);
-    if (t->dtype == TK_F32) check(L, tk_dist_allreduce_f32(tk_f32(t), t->numel));
-    else return tkl_error(L, "dist_allreduce: a float32 tensor expected, got %s", tk_dtype_name(t->dtype));
+    if (t->dtype == TK_F32)
+        check(L, tk_dist_allreduce_f32(tk_f32(t), t->numel));
+    else
+        return tkl_error(L, "dist_allreduce: a float32 tensor expected, got %s", tk_dtype_name(t->dtype));
     lua_settop(L, 1);
     return 1;
 }

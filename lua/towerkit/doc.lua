@@ -62,7 +62,8 @@ doc.CLASS_ORDER = CLASS_ORDER
 local NAMESPACES = { data = true, optim = true, ["optim.schedules"] = true, metrics = true, callbacks = true,
   losses = true, serving = true, json = true, plot = true, distributed = true }
 -- tk fields that are not API: the binding, internal hooks.
-local HIDDEN = { core = true, registry = true, ["data.methods"] = true, ["distributed.fit_plan"] = true }
+local HIDDEN = { core = true, registry = true, ["data.methods"] = true, ["distributed.fit_plan"] = true,
+  ["distributed.evaluate"] = true }
 
 local function sorted(t)
   local k = {}
