@@ -181,3 +181,18 @@ bench-compare: deps peer-deps all $(BUILD)/bench/sgemm_limit $(BUILD)/bench/mall
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
+
+# --- MPI (issue 13, docs/distributed.md) -------------------------------------------
+# `make deps` installs Open MPI; when mpi.h is found, core/src/dist.c (the only file
+# that includes it) is compiled with mpicc's flags and TK_HAVE_MPI and everything links
+# libmpi; without it dist.c compiles as stubs and tk.distributed says how to get MPI.
+# MPI=0 builds without MPI even where it is installed.
+PKGS        += libopenmpi-dev openmpi-bin
+MPI         ?= 1
+MPI_CFLAGS  := $(shell mpicc --showme:compile 2>/dev/null || pkg-config --cflags ompi 2>/dev/null)
+MPI_LIBS    := $(shell mpicc --showme:link 2>/dev/null || pkg-config --libs ompi 2>/dev/null)
+MPI_FOUND   := $(if $(filter 1,$(MPI)),$(shell printf '\043include <mpi.h>\n' | $(CC) $(MPI_CFLAGS) -E -x c - >/dev/null 2>&1 && echo 1))
+ifeq ($(MPI_FOUND),1)
+$(BUILD)/obj/core/src/dist.o: CFLAGS += $(MPI_CFLAGS) -DTK_HAVE_MPI
+LIBS        += $(MPI_LIBS) -ldl
+endif

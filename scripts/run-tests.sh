@@ -20,6 +20,9 @@ elif [ $# -gt 0 ]; then
 else
   tests=("$build"/tests/test_*)
 fi
+# mpirun refuses to run as root unless told (containers, CI): the MPI specs below and the
+# fault specs of tests/spec/distributed_spec.lua start it. Only this runner says so.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 passed=0
 failed=0
 log=$(mktemp)
@@ -71,6 +74,33 @@ if [ $specs -eq 1 ]; then
   rc=$?
   grep -vE '^ok ' "$log"
   count busted "$rc"
+fi
+
+# The MPI specs (tests/mpi) run as one busted per rank under mpirun -np 2, each rank's
+# TAP in its own file; both are counted. Skipped (and said so) when the build has no MPI
+# (MPI=0, or mpi.h was missing) and under the sanitizers (Open MPI's own allocations).
+if [ $specs -eq 1 ] && [ -d tests/mpi ]; then
+  echo "== busted under mpirun --oversubscribe -np 2 (tests/mpi)"
+  has_mpi=$(luajit -e "package.cpath='$build/lua/?.so;'..package.cpath
+    io.write(require('towerkit.core').dist_available() and 'yes' or 'no')" 2>/dev/null)
+  if [ -n "${TK_ASAN:-}${TK_TSAN:-}" ]; then
+    echo "skipped: the MPI specs do not run under the sanitizers"
+  elif [ "$has_mpi" != yes ] || ! command -v mpirun >/dev/null; then
+    echo "skipped: $build has no MPI (make deps installs Open MPI; rebuild without MPI=0)"
+  else
+    ranklog=$(mktemp -d)
+    TOWERKIT_BUILD="$build" timeout 900 mpirun --oversubscribe -np 2 sh -c \
+      'exec luajit /usr/bin/busted --cpath="$1/lua/?.so" -o TAP tests/mpi >"$2/rank.$OMPI_COMM_WORLD_RANK" 2>&1' \
+      sh "$build" "$ranklog" >"$log" 2>&1
+    rc=$?
+    for r in 0 1; do
+      grep -vE '^ok ' "$ranklog/rank.$r" 2>/dev/null | sed "s/^/[rank $r] /"
+    done
+    grep -vE '^ok ' "$log"
+    cat "$ranklog"/rank.* >"$log" 2>/dev/null
+    count "mpirun (tests/mpi)" "$rc"
+    rm -rf "$ranklog"
+  fi
 fi
 
 echo "$passed passed, $failed failed"

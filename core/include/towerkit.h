@@ -670,6 +670,12 @@ typedef struct tk_retrieval_opts {
     int32_t num_hard_negatives; /* > 0: per row keep the positive and only the
                                      * num_hard_negatives highest unmasked negative logits
                                      * (TFRS; ties keep the lower column); 0: off */
+    int64_t row_offset;         /* item may have more rows than query (Bi >= B: the
+                                     * all-gathered items of data-parallel ranks,
+                                     * towerkit_dist.h); then query row b's positive is
+                                     * item row row_offset + b, item_ids and item_logq
+                                     * have Bi entries, and every item row is a candidate
+                                     * of every query row. 0 with equal rows otherwise */
 } tk_retrieval_opts;
 
 /* Softmax cross-entropy of in-batch retrieval, fused: logits[b, j] = q_b . c_j / T over

@@ -19,7 +19,14 @@
  *   dq_b += r_b (E C)_b - coef_b c_b            (C = items then negatives)
  *   dc_j += (E[:, :B]^T Qr)_j - coef_j q_j      (Qr_b = r_b q_b)
  *   dn_i += (E[:, B:]^T Qr)_i
- * Ids, log-probabilities and weights are constants (no gradient). */
+ * Ids, log-probabilities and weights are constants (no gradient).
+ *
+ * Global in-batch negatives (towerkit_dist.h): item may hold more rows than query, the
+ * all-gathered items of every rank's batch (Bi of them); query row b's positive is then
+ * item row o + b (o = row_offset, this rank's first row), so the columns are those of
+ * the one-process batch in its order, and the formulas above hold with c_b replaced by
+ * c_{o+b} and the in-batch columns running over Bi. The loss stays the mean over the B
+ * query rows. */
 #include "ops_impl.h"
 #include "simd.h"
 
@@ -315,7 +322,7 @@ static bool check_finite(tk_ctx *ctx, const char *arg, const tk_tensor *t) {
     return true;
 }
 
-static bool check_opts(tk_ctx *ctx, const tk_retrieval_opts *o, int64_t B, int64_t D, float *temperature) {
+static bool check_opts(tk_ctx *ctx, const tk_retrieval_opts *o, int64_t B, int64_t Bi, int64_t D, float *temperature) {
     float t = o->temperature == 0.0f ? 1.0f : o->temperature;
     if (!(t > 0.0f) || !isfinite(t)) {
         tk_ctx_fail(ctx, "%s: temperature must be finite and > 0 (0 means 1), got %g", OP, (double)o->temperature);
@@ -326,8 +333,10 @@ static bool check_opts(tk_ctx *ctx, const tk_retrieval_opts *o, int64_t B, int64
         tk_ctx_fail(ctx, "%s: num_hard_negatives must be >= 0 (0: off), got %d", OP, (int)o->num_hard_negatives);
         return false;
     }
-    if (o->item_ids && !check_vector(ctx, "item_ids", o->item_ids, TK_I64, B, "one per row of query")) return false;
-    if (o->item_logq && (!check_vector(ctx, "item_logq", o->item_logq, TK_F32, B, "one per row of item") ||
+    /* with gathered items, ids and corrections are per item row (as many as query's otherwise) */
+    const char *per_item = Bi == B ? "one per row of query" : "one per row of item";
+    if (o->item_ids && !check_vector(ctx, "item_ids", o->item_ids, TK_I64, Bi, per_item)) return false;
+    if (o->item_logq && (!check_vector(ctx, "item_logq", o->item_logq, TK_F32, Bi, "one per row of item") ||
                          !check_finite(ctx, "item_logq", o->item_logq)))
         return false;
     if (o->weights && (!check_vector(ctx, "weights", o->weights, TK_F32, B, "one per row of query") ||
@@ -379,6 +388,7 @@ static void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
  * are grouped into products and the order of the row sums. */
 struct tk_rl_plan {
     int64_t B, N, D, M;
+    int64_t Bi, off; /* item rows (B unless gathered), query row b's positive: item row off + b */
     float temperature;
     const float *q, *c, *n;   /* query [B, D], item [B, D], negatives [N, D] */
     float *E;                 /* [B, M]: the logits, then exp(logit - row max), 0 where masked */
@@ -406,15 +416,19 @@ tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const 
         !tk_check_rank(ctx, OP, "query", query, 2) || !tk_check_rank(ctx, OP, "item", item, 2) ||
         !blas_ok(ctx, "query", query))
         return NULL;
-    if (!tk_tensor_same_shape(query, item))
+    int64_t B = query->shape[0], D = query->shape[1], Bi = item->shape[0], off = o->row_offset;
+    if (item->shape[1] != D || (off == 0 && Bi < B))
         return tk_ctx_fail(ctx, "%s: query and item must have the same shape, got %s and %s", OP, TK_SHAPE(query, s1),
                            TK_SHAPE(item, s2));
-    int64_t B = query->shape[0], D = query->shape[1];
+    if (off < 0 || off > Bi - B)
+        return tk_ctx_fail(ctx, "%s: row_offset %lld with query %s is outside item %s", OP, (long long)off,
+                           TK_SHAPE(query, s1), TK_SHAPE(item, s2));
     if (B < 1 || D < 1)
         return tk_ctx_fail(ctx, "%s: query must have at least one row and one column, got %s", OP, TK_SHAPE(query, s1));
+    if (!blas_ok(ctx, "item", item)) return NULL;
     float T;
-    if (!check_opts(ctx, o, B, D, &T)) return NULL;
-    int64_t N = o->negatives ? o->negatives->shape[0] : 0, M = B + N;
+    if (!check_opts(ctx, o, B, Bi, D, &T)) return NULL;
+    int64_t N = o->negatives ? o->negatives->shape[0] : 0, M = Bi + N;
     if (M > INT_MAX) return tk_ctx_fail(ctx, "%s: %lld candidates are too many for BLAS", OP, (long long)M);
     if (parts < 1) return tk_ctx_fail(ctx, "%s: %d parts (at least 1)", OP, parts);
 
@@ -426,6 +440,8 @@ tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const 
                        .N = N,
                        .D = D,
                        .M = M,
+                       .Bi = Bi,
+                       .off = off,
                        .temperature = T,
                        .q = tk_f32(query),
                        .c = tk_f32(item),
@@ -439,14 +455,14 @@ tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const 
     if (o->item_logq || o->negative_logq) {
         float *colq = tk_ctx_alloc(ctx, (size_t)M * sizeof *colq);
         if (!colq) return NULL;
-        for (int64_t j = 0; j < B; j++) colq[j] = o->item_logq ? tk_f32(o->item_logq)[j] : 0.0f;
-        for (int64_t n = 0; n < N; n++) colq[B + n] = o->negative_logq ? tk_f32(o->negative_logq)[n] : 0.0f;
+        for (int64_t j = 0; j < Bi; j++) colq[j] = o->item_logq ? tk_f32(o->item_logq)[j] : 0.0f;
+        for (int64_t n = 0; n < N; n++) colq[Bi + n] = o->negative_logq ? tk_f32(o->negative_logq)[n] : 0.0f;
         p->colq = colq;
     }
     /* false negatives: ids sorted once, so that each row visits only its duplicates */
     if (o->item_ids) {
         p->ids = tk_i64(o->item_ids);
-        if (!(p->sid = sorted_ids(ctx, p->ids, B))) return NULL;
+        if (!(p->sid = sorted_ids(ctx, p->ids, Bi))) return NULL;
         if (o->negative_ids && !(p->snid = sorted_ids(ctx, tk_i64(o->negative_ids), N))) return NULL;
     }
     if (p->hard > 0 && p->hard < M - 1) {
@@ -465,13 +481,13 @@ tk_rl_plan *tk_rl_prepare(tk_ctx *ctx, tk_tensor *query, tk_tensor *item, const 
 }
 
 double tk_rl_forward_rows(tk_rl_plan *p, int64_t r0, int64_t r1, int part) {
-    int64_t B = p->B, N = p->N, D = p->D, M = p->M;
+    int64_t Bi = p->Bi, N = p->N, D = p->D, M = p->M;
     if (r1 <= r0) return 0.0;
     /* 1. the logits of these rows, two sgemms into one buffer */
     const float *q = p->q + r0 * D;
     float *L = p->E + r0 * M;
-    gemm(false, true, r1 - r0, B, D, 1.0f / p->temperature, q, D, p->c, D, 0.0f, L, M);
-    if (N > 0) gemm(false, true, r1 - r0, N, D, 1.0f / p->temperature, q, D, p->n, D, 0.0f, L + B, M);
+    gemm(false, true, r1 - r0, Bi, D, 1.0f / p->temperature, q, D, p->c, D, 0.0f, L, M);
+    if (N > 0) gemm(false, true, r1 - r0, N, D, 1.0f / p->temperature, q, D, p->n, D, 0.0f, L + Bi, M);
 
     /* 2. per row: correction, masking, hard negatives, then the stable softmax */
     const row_kernels *k = p->k;
@@ -480,18 +496,20 @@ double tk_rl_forward_rows(tk_rl_plan *p, int64_t r0, int64_t r1, int part) {
     double total = 0.0;
     for (int64_t b = r0; b < r1; b++) {
         float *x = p->E + b * M;
+        int64_t pb = p->off + b; /* the positive's column */
         if (p->colq) k->sub(x, p->colq, M);
         if (p->sid) {
-            for (int64_t i = lower_bound(p->sid, B, ids[b]); i < B && p->sid[i].id == ids[b]; i++)
-                if (p->sid[i].pos != b) x[p->sid[i].pos] = -INFINITY;
+            int64_t id = ids[pb];
+            for (int64_t i = lower_bound(p->sid, Bi, id); i < Bi && p->sid[i].id == id; i++)
+                if (p->sid[i].pos != pb) x[p->sid[i].pos] = -INFINITY;
             if (p->snid)
-                for (int64_t i = lower_bound(p->snid, N, ids[b]); i < N && p->snid[i].id == ids[b]; i++)
-                    x[B + p->snid[i].pos] = -INFINITY;
+                for (int64_t i = lower_bound(p->snid, N, id); i < N && p->snid[i].id == id; i++)
+                    x[Bi + p->snid[i].pos] = -INFINITY;
         }
-        if (buf) keep_hard_negatives(k, x, M, b, p->hard, buf);
+        if (buf) keep_hard_negatives(k, x, M, pb, p->hard, buf);
         bool nan;
         float m = k->max(x, M, &nan);
-        float pos = x[b];
+        float pos = x[pb];
         double ce;
         if (nan || !isfinite(m)) { /* NaN or inf inputs: a NaN loss the caller sees */
             memset(x, 0, (size_t)M * sizeof *x);
@@ -527,14 +545,14 @@ bool tk_rl_backward_begin(tk_ctx *ctx, tk_rl_plan *p, double g, float *dq, float
 
 void tk_rl_backward_query(tk_rl_plan *p, int64_t r0, int64_t r1) {
     if (!p->dq || r1 <= r0) return;
-    int64_t B = p->B, N = p->N, D = p->D, M = p->M, rows = r1 - r0;
+    int64_t Bi = p->Bi, N = p->N, D = p->D, M = p->M, rows = r1 - r0;
     const float *E = p->E + r0 * M, *c = p->c, *coef = p->coef, *r = p->r;
     float *tmp = p->tmp + r0 * D, *dq = p->dq;
-    /* dq_b += r_b (E C)_b - coef_b c_b */
-    gemm(false, false, rows, D, B, 1.0f, E, M, c, D, 0.0f, tmp, D);
-    gemm(false, false, rows, D, N, 1.0f, E + B, M, p->n, D, 1.0f, tmp, D);
+    /* dq_b += r_b (E C)_b - coef_b c_{off+b} */
+    gemm(false, false, rows, D, Bi, 1.0f, E, M, c, D, 0.0f, tmp, D);
+    gemm(false, false, rows, D, N, 1.0f, E + Bi, M, p->n, D, 1.0f, tmp, D);
     for (int64_t b = r0; b < r1; b++) {
-        const float *t = tmp + (b - r0) * D, *cb = c + b * D;
+        const float *t = tmp + (b - r0) * D, *cb = c + (p->off + b) * D;
         float *d = dq + b * D, rb = r[b], kb = coef[b];
         for (int64_t k = 0; k < D; k++) d[k] += rb * t[k] - kb * cb[k];
     }
@@ -542,18 +560,18 @@ void tk_rl_backward_query(tk_rl_plan *p, int64_t r0, int64_t r1) {
 
 void tk_rl_backward_items(tk_rl_plan *p) {
     if (!p->dc && !p->dn) return;
-    int64_t B = p->B, N = p->N, D = p->D, M = p->M;
+    int64_t B = p->B, Bi = p->Bi, N = p->N, D = p->D, M = p->M;
     const float *q = p->q, *E = p->E, *coef = p->coef, *r = p->r;
     float *qr = p->qr;
     for (int64_t b = 0; b < B; b++)
         for (int64_t k = 0; k < D; k++) qr[b * D + k] = r[b] * q[b * D + k];
-    if (p->dc) { /* dc_j += (E[:, :B]^T Qr)_j - coef_j q_j */
+    if (p->dc) { /* dc_j += (E[:, :Bi]^T Qr)_j, then dc_{off+b} -= coef_b q_b */
         float *dc = p->dc;
-        gemm(true, false, B, D, B, 1.0f, E, M, qr, D, 1.0f, dc, D);
-        for (int64_t j = 0; j < B; j++)
-            for (int64_t k = 0; k < D; k++) dc[j * D + k] -= coef[j] * q[j * D + k];
+        gemm(true, false, Bi, D, B, 1.0f, E, M, qr, D, 1.0f, dc, D);
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t k = 0; k < D; k++) dc[(p->off + b) * D + k] -= coef[b] * q[b * D + k];
     }
-    if (p->dn) gemm(true, false, N, D, B, 1.0f, E + B, M, qr, D, 1.0f, p->dn, D); /* dn += E[:, B:]^T Qr */
+    if (p->dn) gemm(true, false, N, D, B, 1.0f, E + Bi, M, qr, D, 1.0f, p->dn, D); /* dn += E[:, Bi:]^T Qr */
 }
 
 /* --- the op: every part in order --- */

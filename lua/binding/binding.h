@@ -119,5 +119,6 @@ void tkl_open_json(lua_State *L);
 void tkl_open_io(lua_State *L);
 void tkl_open_retrieval(lua_State *L);
 void tkl_open_serving(lua_State *L); /* towerkit.Model, towerkit.ModelSlot */
+void tkl_open_dist(lua_State *L);    /* dist_*: MPI (dist.c, towerkit_dist.h) */
 
 #endif

@@ -92,6 +92,7 @@ int luaopen_towerkit_core(lua_State *L) {
     tkl_open_io(L);
     tkl_open_retrieval(L);
     tkl_open_serving(L);
+    tkl_open_dist(L);
     lua_pushcfunction(L, l_set_num_threads);
     lua_setfield(L, -2, "set_num_threads");
     lua_pushcfunction(L, l_get_num_threads);

@@ -33,12 +33,14 @@ static tk_retrieval_opts loss_opts(lua_State *L, int idx) {
         o.negative_ids = opt_tensor(L, idx, "negative_ids");
         o.negative_logq = opt_tensor(L, idx, "negative_logq");
         o.weights = opt_tensor(L, idx, "weights");
+        o.row_offset = tkl_field_int(L, idx, "row_offset", 0);
     }
     return o;
 }
 
 /* retrieval_loss(query, item [, {temperature =, item_ids =, item_logq =, negatives =,
- * negative_ids =, negative_logq =, weights =, num_hard_negatives =}]) -> loss [1] */
+ * negative_ids =, negative_logq =, weights =, num_hard_negatives =, row_offset =}])
+ * -> loss [1] */
 static int l_retrieval_loss(lua_State *L) {
     tkl_check_tensor(L, 1);
     tkl_check_tensor(L, 2);

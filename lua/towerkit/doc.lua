@@ -12,7 +12,7 @@ local doc = {}
 local entries = {} -- name -> entry
 local order = {}   -- names in definition order
 
-local FILES = { "tk", "tensor", "block", "schema", "data", "model", "history" }
+local FILES = { "tk", "tensor", "block", "schema", "data", "model", "history", "distributed" }
 
 --- define(name)(entry): registers the entry of a public name (once).
 function doc.define(name)
@@ -60,9 +60,10 @@ doc.CLASS_ORDER = CLASS_ORDER
 
 -- Namespaces of tk whose functions are public one by one.
 local NAMESPACES = { data = true, optim = true, ["optim.schedules"] = true, metrics = true, callbacks = true,
-  losses = true, serving = true, json = true, plot = true }
+  losses = true, serving = true, json = true, plot = true, distributed = true }
 -- tk fields that are not API: the binding, internal hooks.
-local HIDDEN = { core = true, registry = true, ["data.methods"] = true }
+local HIDDEN = { core = true, registry = true, ["data.methods"] = true, ["distributed.fit_plan"] = true,
+  ["distributed.evaluate"] = true }
 
 local function sorted(t)
   local k = {}

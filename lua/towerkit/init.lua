@@ -58,6 +58,8 @@ tk.metrics = require "towerkit.metrics"
 export(model, { "TwoTowerModel", "is_model", "load", "popularity_baseline" })
 tk.History = require("towerkit.history").new
 tk.callbacks = require "towerkit.callbacks"
+--- tk.distributed: data-parallel training under mpirun (docs/distributed.md)
+tk.distributed = require "towerkit.distributed"
 
 -- Serving
 tk.Model = serving.Model

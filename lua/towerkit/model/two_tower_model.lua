@@ -15,6 +15,7 @@ local negatives = require "towerkit.model.negatives"
 local baseline = require "towerkit.model.baseline"
 local embeddings = require "towerkit.model.embeddings"
 local encoder = require "towerkit.model.encoder"
+local distributed = require "towerkit.distributed"
 local block_meta = require "towerkit.block.meta"
 local TwoTowerBlock = require("towerkit.block.two_tower").TwoTowerBlock
 local Schema = require "towerkit.schema.schema"
@@ -37,7 +38,7 @@ local BLOCK_OPTS = { item_tower = true, query_tower_tag = true, item_tower_tag =
 local function check_known(opts) util.check_options(opts, KNOWN, "TwoTowerModel") end
 local FIT_OPTS = {
   batch_size = true, epochs = true, shuffle = true, seed = true, drop_last = true, verbose = true, log = true,
-  callbacks = true, validation_data = true, validation_opts = true,
+  callbacks = true, validation_data = true, validation_opts = true, distributed = true,
 }
 local function id_column(schema, tag, what)
   local cols = schema:select_by_tag(tag)
@@ -201,8 +202,12 @@ local function loss_options(self, batch)
   return lo
 end
 
+-- The parts of a step the data-parallel one reuses (towerkit.distributed).
+local DIST_HOOKS = { loss_options = loss_options, sample_negatives = negatives.sample }
+
 -- One training step on a batch; returns the loss (a number).
 function Model:train_step(batch)
+  if self._dist then return self._dist:train_step(self, batch, DIST_HOOKS) end -- under mpirun: distributed.lua
   local trainer = trainer_for(self)
   if trainer then
     -- the options' small tensors (scaled logQ) live in self.ctx until the next step
@@ -246,7 +251,10 @@ end
 
 --- fit(data, {batch_size = 1024, epochs = 1, shuffle = true, seed = 0,
 -- validation_data =, validation_opts = {item_corpus =, k =, ...}, callbacks = {},
--- verbose = true, log = print, drop_last = false}) -> history
+-- verbose = true, log = print, drop_last = false, distributed = true}) -> history
+-- Under `mpirun -np N` each rank trains on its share of global batches of N x
+-- batch_size rows and the ranks stay identical (tk.distributed, docs/distributed.md);
+-- distributed = false trains this process alone.
 -- On a terminal a progress bar (step, loss, examples/s, ETA) is redrawn in place;
 -- otherwise (or with a `log` function) a line every 10 s and one per epoch.
 -- A NaN or infinite loss stops training with an error naming the step; the weights
@@ -279,25 +287,31 @@ function Model:fit(data, opts)
     argerror("fit: the data has %d row%s; training needs at least 2 (one batch of a positive and a negative)",
       data:size(), data:size() == 1 and "" or "s")
   end
-  local nb = data:num_batches(bs, opts.drop_last)
+  -- under mpirun with N ranks: each takes its rows of global batches of N x bs (distributed.lua)
+  local plan = opts.distributed ~= false and distributed.fit_plan(self, data, bs, opts.drop_last) or nil
+  if plan and plan.rank ~= 0 then verbose, tty = false, false end -- one rank reports
+  local nb = plan and plan:num_batches() or data:num_batches(bs, opts.drop_last)
   self._fit_data = data -- what evaluate{exclude_seen = true} excludes
   self.stop_training = false
   for epoch = 1, epochs do
     local t0, seen, sum, steps = core.clock(), 0, 0, 0
     local last_print = t0
-    for batch, i in data:batches { batch_size = bs, shuffle = opts.shuffle ~= false,
-      seed = (opts.seed or 0) * 1000 + epoch, drop_last = opts.drop_last } do
+    local shuffle, seed = opts.shuffle ~= false, (opts.seed or 0) * 1000 + epoch
+    self._dist = plan
+    for batch, i in plan and plan:batches(shuffle, seed) or data:batches { batch_size = bs, shuffle = shuffle,
+      seed = seed, drop_last = opts.drop_last } do
       self.step_count = self.step_count + 1
       if self.schedule then
         self.optimizer:set_learning_rate(self.schedule(self.step_count, self.base_lr))
       end
       local value = self:train_step(batch)
       if value ~= value or value == math.huge or value == -math.huge then
+        self._dist = nil
         if tty then io.write("\n") end
         argerror("fit: the loss is %s at step %d (epoch %d, batch %d); training stopped, the weights are those of step %d",
           tostring(value), self.step_count, epoch, i, self.step_count - 1)
       end
-      local rows = batch[self.item_id]:numel()
+      local rows = plan and plan.step.total or batch[self.item_id]:numel()
       seen, sum, steps = seen + rows, sum + value, steps + 1
       history:add_step { step = self.step_count, epoch = epoch, loss = value }
       local now = core.clock()
@@ -317,6 +331,7 @@ function Model:fit(data, opts)
         last_print = now
       end
     end
+    self._dist = nil
     if tty then io.write("\n") end
     local logs = { epoch = epoch, loss = steps > 0 and sum / steps or 0, seconds = core.clock() - t0,
       examples_per_second = seen / math.max(core.clock() - t0, 1e-9) }
@@ -377,7 +392,8 @@ function Model:to_top_k_encoder(items, opts)
   return encoder.new(self, k, e.ids, e.embeddings)
 end
 
-local EVALUATE_OPTS = { item_corpus = true, k = true, exclude_seen = true, batch_size = true, metrics = true }
+local EVALUATE_OPTS = { item_corpus = true, k = true, exclude_seen = true, batch_size = true, metrics = true,
+  distributed = true }
 
 -- The dataset exclude_seen names: a Dataset, or true for the data of the model's last fit.
 local function seen_dataset(self, value, what)
@@ -399,9 +415,14 @@ end
 -- metrics. Each row of data is a query whose relevant item is its item id; the corpus is
 -- de-duplicated by item id, and every positive must be in it. With exclude_seen, the
 -- items the row's user has in that dataset (true: the data of the last fit) are not
--- ranked, except the row's own item. k is capped at the catalogue's size.
+-- ranked, except the row's own item. k is capped at the catalogue's size. Under mpirun
+-- each rank ranks a contiguous share of the rows and the metrics are summed over ranks
+-- (distributed = false: this process alone).
 function Model:evaluate(data, opts)
   opts = util.known_options(opts, EVALUATE_OPTS, "evaluate")
+  -- under mpirun: each rank ranks its share of the rows, the metric sums are added (distributed.lua)
+  local shared = distributed.evaluate(self, data, opts, Model.evaluate)
+  if shared then return shared end
   if not is_dataset(data) then argerror("evaluate: data must be a Dataset") end
   local corpus = opts.item_corpus
   if not is_dataset(corpus) then argerror("evaluate: item_corpus (a Dataset of items) is required") end

@@ -1,0 +1,44 @@
+--- W1 (bench/WORKLOAD.md) data-parallel under MPI: the W1 model trained by fit on N
+-- ranks, one thread each (tk.set_num_threads(1); run with OPENBLAS_NUM_THREADS=1).
+--   OPENBLAS_NUM_THREADS=1 mpirun -np N build/towerkit bench/w1_mpi.lua [B_rank] [steps]
+-- B_rank (default 512) rows a rank a step: the global batch is N x B_rank. 3 warm-up
+-- steps, then `steps` (default 20) timed. Rank 0 prints JSON lines: global examples/s,
+-- bytes each rank sent per step (tk.distributed.stats: the payload handed to MPI), and
+-- the share of the step time spent inside MPI calls (waiting for the slower rank
+-- included). With N = 1 the one-process path runs (the side-by-side trainer) and
+-- nothing is exchanged.
+local dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+package.path = dir .. "/?.lua;" .. package.path
+local tk = require "towerkit"
+local C = require "common"
+
+local BR = tonumber(arg and arg[1]) or 512
+local STEPS = tonumber(arg and arg[2]) or 20
+local WARMUP = 3
+local dist = tk.distributed
+local N = dist.available() and dist.size() or 1
+local rank = N > 1 and dist.rank() or 0
+
+tk.set_num_threads(1)
+local schema = C.schema()
+local model = C.model(schema)
+local fit_opts = { batch_size = BR, epochs = 1, shuffle = false, verbose = false }
+model:fit(C.w1_data(WARMUP * N * BR, 7), fit_opts)
+local data = C.w1_data(STEPS * N * BR, 1)
+if N > 1 then
+  dist.barrier()
+  dist.reset_stats()
+end
+local t0 = tk.core.clock()
+local h = model:fit(data, fit_opts)
+local dt = tk.core.clock() - t0
+local st = N > 1 and dist.stats() or { bytes_sent = 0, seconds = 0, calls = 0 }
+if rank == 0 then
+  C.emit { workload = "W1", system = "towerkit-mpi", figure = "train", unit = "examples/s",
+    median = STEPS * N * BR / dt, ranks = N, batch_per_rank = BR, global_batch = N * BR, steps = STEPS,
+    threads_per_rank = 1, loss = h.epochs[1].loss }
+  C.emit { workload = "W1", system = "towerkit-mpi", figure = "bytes_sent_per_step", unit = "bytes",
+    median = st.bytes_sent / STEPS, ranks = N, calls_per_step = st.calls / STEPS }
+  C.emit { workload = "W1", system = "towerkit-mpi", figure = "communication_share", unit = "fraction",
+    median = st.seconds / dt, ranks = N, seconds_in_mpi = st.seconds, seconds = dt }
+end

@@ -1,0 +1,229 @@
+--- tk.distributed: data-parallel training over MPI (docs/distributed.md).
+--
+-- `mpirun -np N towerkit train.lua` runs the same script on N ranks; fit notices it
+-- (OMPI_COMM_WORLD_SIZE) and starts MPI itself, so a script written for one process
+-- needs no change. Each rank trains on its share of every global batch of N x B rows
+-- (B the batch_size it passes), the item embeddings of all ranks are gathered so every
+-- softmax sees the global batch's items as negatives, and the gradients are averaged
+-- so that every rank ends every step with the same parameters and optimizer state, bit
+-- for bit. The C side is core/src/dist.c (towerkit_dist.h).
+local core = require "towerkit.core"
+local util = require "towerkit.util"
+
+local argerror = util.argerror
+
+local M = {}
+
+-- The message of a build without MPI (the C stubs' text).
+local function no_mpi()
+  local ok, err = pcall(core.dist_init)
+  assert(not ok)
+  return tostring(err)
+end
+
+--- available() -> whether this towerkit was built with MPI (mpi.h found at build time).
+function M.available() return core.dist_available() end
+
+local function need_mpi(what)
+  if not core.dist_available() then error(("tk.distributed.%s: %s"):format(what, no_mpi()), 3) end
+end
+
+--- init() -> rank, size: starts MPI (once; fit and the functions below do it
+-- themselves under mpirun). Without MPI in the build it raises an error saying how to
+-- get it.
+function M.init()
+  need_mpi("init")
+  return core.dist_init()
+end
+
+-- The number of processes mpirun started (nil outside mpirun).
+local function launched_size()
+  return tonumber(os.getenv("OMPI_COMM_WORLD_SIZE") or os.getenv("PMI_SIZE") or "")
+end
+
+--- auto() -> whether training is distributed: under mpirun with more than one rank,
+-- MPI is started (an error if this build has none); otherwise false (one process).
+function M.auto()
+  if core.dist_initialized() then return core.dist_size() > 1 end
+  local n = launched_size()
+  if not n or n <= 1 then return false end
+  if not core.dist_available() then
+    argerror("distributed: this script runs under mpirun with %d processes, but %s", n, no_mpi())
+  end
+  core.dist_init()
+  return core.dist_size() > 1
+end
+
+local function started(what)
+  need_mpi(what)
+  if not core.dist_initialized() then core.dist_init() end
+end
+
+--- rank() -> this process's rank (0 to size - 1); 0 outside mpirun.
+function M.rank()
+  need_mpi("rank")
+  M.auto()
+  return core.dist_rank()
+end
+
+--- size() -> the number of ranks; 1 outside mpirun.
+function M.size()
+  need_mpi("size")
+  M.auto()
+  return core.dist_size()
+end
+
+--- barrier(): waits until every rank gets here.
+function M.barrier()
+  started("barrier")
+  core.dist_barrier()
+end
+
+--- allreduce(x) -> the sum over ranks, the same bits on every rank: x a number, an
+-- array of numbers (summed as doubles) or a float32 heap tensor (summed in place).
+function M.allreduce(x)
+  started("allreduce")
+  return core.dist_allreduce(x)
+end
+
+--- allgather(t) -> every rank's tensor (float32 or int64, [n] or [n, D]) stacked in
+-- rank order, and the row counts per rank (a Lua array).
+function M.allgather(t)
+  started("allgather")
+  return core.dist_allgather(t)
+end
+
+--- stats() -> {calls, bytes_sent, seconds} of this rank's collectives since
+-- reset_stats() (bytes as a point-to-point implementation sends them).
+function M.stats() return core.dist_stats() end
+function M.reset_stats() core.dist_reset_stats() end
+
+--- abort(msg [, code]): prints "towerkit: rank R of N: msg" and ends every rank.
+function M.abort(msg, code) core.dist_abort(tostring(msg), code) end
+
+-- ----------------------------------------------------------------------------------
+-- Data-parallel fit (the hooks of TwoTowerModel:fit and :train_step)
+-- ----------------------------------------------------------------------------------
+
+local Plan = {}
+Plan.__index = Plan
+
+--- The plan of a distributed fit, or nil with one process. Every global batch has
+-- size x batch_size rows, from one shuffle of the whole data (the seed fit passes), and
+-- rank r takes rows [r B, (r + 1) B) of it; a last, shorter batch is split evenly
+-- (rank r: [floor(r n / N), floor((r + 1) n / N))), and dropped when it has fewer rows
+-- than ranks (every rank drops it: the split is computed the same everywhere).
+function M.fit_plan(model, data, bs, drop_last)
+  if not M.auto() then return nil end
+  local size = core.dist_size()
+  return setmetatable({ rank = core.dist_rank(), size = size, data = data, bs = bs, global_bs = bs * size,
+    drop_last = drop_last, item_id = model.item_id }, Plan)
+end
+
+function Plan:num_batches()
+  local n, g = self.data:size(), self.global_bs
+  local nb = self.drop_last and math.floor(n / g) or math.ceil(n / g)
+  if not self.drop_last and nb > 0 and n - (nb - 1) * g < self.size then nb = nb - 1 end
+  return nb
+end
+
+--- for batch, i in plan:batches(shuffle, seed): this rank's rows of each global batch;
+-- plan.step describes the global batch (its item ids, this rank's offset and count).
+function Plan:batches(shuffle, seed)
+  local data, n = self.data, self.data:size()
+  local order = core.arange(n)
+  if shuffle then core.shuffle(order, seed or 0) end
+  local nb, g, N, r = self:num_batches(), self.global_bs, self.size, self.rank
+  local ids = data:column(self.item_id)
+  local i = 0
+  return function()
+    if i >= nb then return nil end
+    local first = i * g
+    i = i + 1
+    local count = math.min(g, n - first)
+    local lo, hi = math.floor(r * count / N), math.floor((r + 1) * count / N)
+    self.step = { ids = core.index_select(ids, order, first, count), offset = lo, count = hi - lo, total = count }
+    return data:rows(order, first + lo, hi - lo), i
+  end
+end
+
+-- A loss that is not finite, on any rank: all ranks see the same allreduced value.
+local function finite(v) return v == v and v ~= math.huge and v ~= -math.huge end
+
+--- One data-parallel step on this rank's rows (model:train_step calls it): the towers
+-- on the local rows, the item embeddings all-gathered, this rank's loss rows against
+-- every item of the global batch (row_offset), backward, the gradients averaged over
+-- the ranks, then clipping and the optimizer step, the same on every rank. hooks are
+-- model.lua's loss_options and sample_negatives. Returns the global batch's loss.
+function Plan:train_step(model, batch, hooks)
+  local st = assert(self.step, "distributed train_step outside the plan's batches")
+  local ctx = model.ctx
+  ctx:reset()
+  ctx:train(true)
+  local o = model.opts
+  local loss = ctx:run(function()
+    local out = model.block:forward(batch, ctx)
+    local items, offset = core.dist_allgather_rows(out.item)
+    assert(offset == st.offset, "distributed: rank rows out of order")
+    -- ids (false negatives, logQ) are the global batch's, in the gathered order; weights
+    -- are per query row, this rank's
+    local view = setmetatable({ [model.item_id] = st.ids }, { __index = batch })
+    local lo = hooks.loss_options(model, view)
+    lo.row_offset = st.offset
+    if o.negatives then -- the same draws on every rank (one seed), as one process makes
+      local rows, logq = hooks.sample_negatives(model, model._rng)
+      lo.negatives = model.block:item_block():forward(rows, ctx)
+      lo.negative_ids = rows[model.item_id]
+      lo.negative_logq = logq
+    end
+    local l = core.retrieval_loss(out.query, items, lo)
+    -- the mean over this rank's rows, weighted so that the mean over ranks is the mean
+    -- over the global batch when the split is uneven
+    if st.count * self.size ~= st.total then l = l * (st.count * self.size / st.total) end
+    local extra = ctx:added_loss()
+    if extra then l = l + extra end
+    return l
+  end)
+  local value = core.dist_allreduce(loss:item()) / self.size
+  if not finite(value) then return value end
+  loss:backward()
+  core.dist_sync_grads(ctx, model.block)
+  local norm = require("towerkit.optim").clip_grad_norm(model.clip or math.huge, ctx)
+  if not finite(norm) then return 0 / 0 end
+  model.optimizer:step(model.block, ctx)
+  return value
+end
+
+-- ----------------------------------------------------------------------------------
+-- Evaluation: the rows split over the ranks, the metric sums added
+-- ----------------------------------------------------------------------------------
+
+--- The hook of TwoTowerModel:evaluate: nil with one process (or distributed = false),
+-- else the metrics over all of data, the same on every rank. Rank r ranks rows
+-- [floor(r n / N), floor((r + 1) n / N)) against the whole catalogue (each rank embeds
+-- it: the catalogue is replicated); each metric's sum over its rows is all-reduced in
+-- rank order and divided by n. The single-process figure sums the same per-row scores
+-- in one sequence: they agree to double rounding (about 1e-15 relative).
+function M.evaluate(model, data, opts, evaluate_local)
+  if opts.distributed == false or not M.auto() then return nil end
+  local N, r, n = core.dist_size(), core.dist_rank(), data:size()
+  if n < N then return nil end -- too few rows to split: every rank evaluates them all
+  local lo, hi = math.floor(r * n / N), math.floor((r + 1) * n / N)
+  local all = core.arange(n)
+  local part = data:select(core.index_select(all, all, lo, hi - lo))
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.distributed = false
+  local res = evaluate_local(model, part, o)
+  local names = {}
+  for name in pairs(res) do names[#names + 1] = name end
+  table.sort(names) -- the same order on every rank
+  local sums = {}
+  for i, name in ipairs(names) do sums[i] = res[name] * (hi - lo) end
+  sums = core.dist_allreduce(sums)
+  local out = {}
+  for i, name in ipairs(names) do out[name] = sums[i] / n end
+  return out
+end
+
+return M

@@ -1,0 +1,107 @@
+-- Data-parallel fit under `mpirun -np 2` (scripts/run-tests.sh runs tests/mpi so): the
+-- equivalence of N ranks with batch B and one process with batch N x B, and ranks that
+-- stay bitwise identical.
+package.path = "tests/mpi/?.lua;" .. package.path
+local tk = require "towerkit"
+local C = require "common"
+local dist = tk.distributed
+
+local B, STEPS = 16, 20
+
+-- A model fit distributed (batch B a rank) and the same model fit alone on this rank
+-- with batch N x B, from the same seeds and data: 20 steps each.
+local function both(model_opts, fit_opts)
+  local N = dist.size()
+  local data = C.data(STEPS * N * B)
+  local function fit(distributed, bs)
+    local m = C.model(7, model_opts)
+    local o = { batch_size = bs, epochs = 1, verbose = false, seed = 5, distributed = distributed }
+    for k, v in pairs(fit_opts or {}) do o[k] = v end
+    return m, m:fit(data, o)
+  end
+  local md, hd = fit(true, B)
+  local ml, hl = fit(false, N * B)
+  return md, hd, ml, hl
+end
+
+local function max_diff(a, b)
+  assert(#a == #b)
+  local d = 0
+  for i = 1, #a do d = math.max(d, math.abs(a[i] - b[i])) end
+  return d
+end
+
+describe("tk.distributed under mpirun -np 2", function()
+  it("starts MPI itself and has two ranks", function()
+    assert.is_true(dist.available())
+    assert.equals(2, dist.size())
+    assert.is_true(dist.rank() == 0 or dist.rank() == 1)
+    dist.barrier()
+  end)
+
+  it("allreduce sums in rank order, the same on every rank", function()
+    local r = dist.rank()
+    assert.equals(1 + 2, dist.allreduce(r + 1))
+    local t = dist.allreduce({ 0.1 * (r + 1), r })
+    assert.equals(0.1 + 0.2, t[1]) -- rank 0's value plus rank 1's, in that order
+    local x = tk.tensor({ 1, 2, 3, 4, 5 }) * (r + 1)
+    x = x:clone()
+    dist.allreduce(x)
+    assert.same({ 3, 6, 9, 12, 15 }, x:totable())
+  end)
+
+  it("allgather stacks every rank's rows in rank order", function()
+    local r = dist.rank()
+    local all, counts = dist.allgather(tk.tensor(r == 0 and { 0 } or { 1, 1 }, "int64"))
+    assert.same({ 1, 2 }, counts)
+    assert.same({ 0, 1, 1 }, all:totable())
+  end)
+
+  it("np 2 with batch B equals one process with batch 2B: losses within 1e-5, weights within 1e-5", function()
+    local md, hd, ml, hl = both()
+    assert.equals(STEPS, #hd.steps)
+    assert.equals(STEPS, #hl.steps)
+    for i = 1, STEPS do
+      -- different sgemm shapes (B and 2B rows) and sum orders: equal up to rounding
+      assert.is_true(math.abs(hd.steps[i].loss - hl.steps[i].loss) <= 1e-5,
+        ("step %d: %.9g vs %.9g"):format(i, hd.steps[i].loss, hl.steps[i].loss))
+    end
+    -- 20 Adam steps of lr 1e-2 from rounding-level differences in the gradients: the
+    -- weights (|w| <= about 1) agree to 1e-5
+    assert.is_true(max_diff(C.flat_weights(md), C.flat_weights(ml)) <= 1e-5)
+  end)
+
+  it("every rank ends with the same weights, bit for bit", function()
+    local md = both()
+    local w = tk.tensor(C.flat_weights(md))
+    local all = dist.allgather(w):totable()
+    local n = #all / 2
+    for i = 1, n do
+      -- the sums over ranks are formed in rank order once and sent to every rank
+      if all[i] ~= all[n + i] then error(("weight %d: %.9g on rank 0, %.9g on rank 1"):format(i, all[i], all[n + i])) end
+    end
+  end)
+
+  it("the equivalence holds with streaming logQ and sampled negatives", function()
+    local data = C.data(STEPS * 2 * B)
+    local corpus = data:unique_by("item_id")
+    local md, hd, ml, hl = both({ logq = "streaming", negatives = { num = 8, corpus = corpus } })
+    for i = 1, STEPS do
+      assert.is_true(math.abs(hd.steps[i].loss - hl.steps[i].loss) <= 1e-5,
+        ("step %d: %.9g vs %.9g"):format(i, hd.steps[i].loss, hl.steps[i].loss))
+    end
+    assert.is_true(max_diff(C.flat_weights(md), C.flat_weights(ml)) <= 1e-5)
+  end)
+
+  it("an uneven last batch is split over the ranks and still matches", function()
+    local N = dist.size()
+    local data = C.data(5 * N * B + 7)
+    local m1 = C.model(11)
+    local h1 = m1:fit(data, { batch_size = B, epochs = 1, verbose = false, seed = 2 })
+    local m2 = C.model(11)
+    local h2 = m2:fit(data, { batch_size = N * B, epochs = 1, verbose = false, seed = 2, distributed = false })
+    assert.equals(#h2.steps, #h1.steps)
+    for i = 1, #h1.steps do assert.is_true(math.abs(h1.steps[i].loss - h2.steps[i].loss) <= 1e-5) end
+    assert.is_true(max_diff(C.flat_weights(m1), C.flat_weights(m2)) <= 1e-5)
+  end)
+end)

@@ -1,0 +1,72 @@
+-- tk.distributed in one process, and a failing rank under mpirun (the multi-rank
+-- equivalence specs are tests/mpi, run under mpirun -np 2 by scripts/run-tests.sh).
+local tk = require "towerkit"
+local files = require "tests.spec.helpers.files"
+
+local build = os.getenv("TOWERKIT_BUILD") or "build"
+
+describe("tk.distributed in one process", function()
+  it("is one rank of one, or says how to get MPI", function()
+    if tk.distributed.available() then
+      assert.equals(0, tk.distributed.rank())
+      assert.equals(1, tk.distributed.size())
+      assert.is_false(tk.distributed.auto())
+    else
+      local ok, err = pcall(tk.distributed.init)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("libopenmpi-dev", 1, true), err)
+    end
+  end)
+
+  it("a rank's rows against all items (row_offset) make the full batch's loss", function()
+    tk.manual_seed(3)
+    local q, c = tk.randn({ 8, 4 }), tk.randn({ 8, 4 })
+    local ids = tk.tensor({ 1, 2, 3, 1, 5, 6, 2, 8 }, "int64")
+    local ctx = tk.Context(1)
+    local full = ctx:run(function()
+      return tk.core.retrieval_loss(q, c, { item_ids = ids, temperature = 0.5 }):item()
+    end)
+    -- the two halves: rows [0, 4) and [4, 8) of the queries, each against all 8 items
+    local halves = 0
+    for h = 0, 1 do
+      local ctx2 = tk.Context(1)
+      halves = halves + ctx2:run(function()
+        local part = tk.core.index_select(q, tk.core.arange(8), h * 4, 4)
+        return tk.core.retrieval_loss(part, c, { item_ids = ids, temperature = 0.5, row_offset = h * 4 }):item()
+      end)
+    end
+    -- the same row sums in another grouping: equal up to rounding
+    assert.is_true(math.abs(full - halves / 2) <= 1e-6 * math.max(1, math.abs(full)), ("%g vs %g"):format(full, halves / 2))
+  end)
+end)
+
+-- A failing rank ends the job: the other one exits within a bounded time, never hangs.
+-- (scripts/run-tests.sh allows mpirun to run as root)
+local function run_fault(mode)
+  local out = files.sh(("{ timeout 60 mpirun --oversubscribe -np 2 %s/towerkit tests/mpi/scripts/fault.lua %s 2>&1; " ..
+    "echo \"exit=$?\"; }"):format(build, mode))
+  return out, tonumber(out:match("exit=(%d+)%s*$"))
+end
+
+local has_mpirun = os.execute("command -v mpirun >/dev/null 2>&1") == 0
+local fault_it = (tk.distributed.available() and has_mpirun) and it or pending
+
+describe("a failing rank under mpirun -np 2", function()
+  fault_it("a Lua error on rank 1 ends the job with rank 1's message", function()
+    local t0 = os.time()
+    local out, code = run_fault("error")
+    assert.is_true(os.time() - t0 < 50, "the job should end at once: " .. out)
+    assert.is_true(code ~= nil and code ~= 0 and code ~= 124, out) -- 124: timeout killed it
+    assert.truthy(out:find("the data of rank 1 is bad", 1, true), out)
+    assert.truthy(out:find("rank 1 of 2 exited with status 1", 1, true), out)
+    assert.falsy(out:find("rank 0 finished", 1, true), out)
+  end)
+
+  fault_it("a rank killed by a signal ends the job", function()
+    local t0 = os.time()
+    local out, code = run_fault("kill")
+    assert.is_true(os.time() - t0 < 50, "the job should end at once: " .. out)
+    assert.is_true(code ~= nil and code ~= 0 and code ~= 124, out)
+    assert.falsy(out:find("rank 0 finished", 1, true), out)
+  end)
+end)
