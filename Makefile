@@ -181,3 +181,11 @@ bench-compare: deps peer-deps all $(BUILD)/bench/sgemm_limit $(BUILD)/bench/mall
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
+
+# Quality against PyTorch (issue 11): bench/quality.lua trains the same two-tower model from
+# the same initial weights on the same batches in towerkit and in PyTorch
+# (bench/peers/torch_quality.py) over QUALITY_SEEDS seeds and compares recall@10.
+QUALITY_SEEDS ?= 10
+.PHONY: bench-quality
+bench-quality: deps peer-deps all
+	@$(BUILD)/towerkit bench/quality.lua $(QUALITY_SEEDS)
