@@ -9,7 +9,7 @@
 #define B 100 /* seven blocks of 16 rows in the trainer, the last one of 4 */
 #define CARD 40
 
-static const tk_init UNIFORM = { TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f };
+static const tk_init UNIFORM = { .kind = TK_INIT_RANDOM_UNIFORM, .a = -0.5f, .b = 0.5f };
 
 /* A tower: embeddings of `id_name` (its own table, or `shared` when given) plus the
  * continuous `cont_name`, then dense 16 relu, dense 8. */
