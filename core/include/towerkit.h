@@ -217,7 +217,9 @@ char *tk_ctx_strdup(tk_ctx *ctx, const char *s);
 /* ------------------------------------------------------------------------------------ */
 
 /* Runs the tape backwards from `loss` (a tensor of one element) and accumulates the
- * gradients of every leaf that requires them. */
+ * gradients of every leaf that requires them. Once per tape: a second call before
+ * tk_ctx_reset is an error (it would add the gradients again), as in PyTorch without
+ * retain_graph. */
 tk_status tk_backward(tk_ctx *ctx, tk_tensor *loss);
 /* The dense gradient of a heap leaf after tk_backward, an arena tensor of ctx, or NULL
  * if it got none. For an embedding table that got sparse row gradients this materialises
