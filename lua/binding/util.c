@@ -143,8 +143,9 @@ static void init_fields(lua_State *L, const char *what, tk_init *init) {
         const init_key *k = keys;
         while (k->name && !(key && strcmp(k->name, key) == 0)) k++;
         if (!k->name) {
-            if (!key) tkl_error(L, "%s: initializer '%s' has a key of type %s; known keys: %s", what, kname,
-                                luaL_typename(L, -2), known);
+            if (!key)
+                tkl_error(L, "%s: initializer '%s' has a key of type %s; known keys: %s", what, kname,
+                          luaL_typename(L, -2), known);
             tkl_error(L, "%s: unknown key '%s' for initializer '%s'; known: %s", what, key, kname, known);
         }
         if (!lua_isnumber(L, -1) || lua_type(L, -1) != LUA_TNUMBER)
@@ -153,15 +154,14 @@ static void init_fields(lua_State *L, const char *what, tk_init *init) {
         double d = lua_tonumber(L, -1);
         if (k->param == 's') {
             if (!(d >= 0 && d == floor(d) && tkl_is_int53(d)))
-                tkl_error(L, "%s: 'seed' of initializer '%s' must be an integer in [0, 2^53], got %g", what, kname,
-                          d);
+                tkl_error(L, "%s: 'seed' of initializer '%s' must be an integer in [0, 2^53], got %g", what, kname, d);
             init->has_seed = true;
             init->seed = (uint64_t)d;
         } else {
             int i = k->param - 'a';
             if (set_by[i])
-                tkl_error(L, "%s: initializer '%s' has both '%s' and '%s' (the same parameter): give one", what,
-                          kname, set_by[i], key);
+                tkl_error(L, "%s: initializer '%s' has both '%s' and '%s' (the same parameter): give one", what, kname,
+                          set_by[i], key);
             if (!isfinite(d)) tkl_error(L, "%s: '%s' of initializer '%s' must be finite, got %g", what, key, kname, d);
             set_by[i] = key;
             if (i == 0)
@@ -200,8 +200,9 @@ static tk_init init_at_top(lua_State *L, const char *what, tk_init def) {
     }
     if (!name) {
         lua_pop(L, 1);
-        tkl_error(L, "%s must be an initializer name or a table {kind = name, ...} (e.g. {kind = \"random_normal\", "
-                     "mean = 0, stddev = 0.05, seed = 1})",
+        tkl_error(L,
+                  "%s must be an initializer name or a table {kind = name, ...} (e.g. {kind = \"random_normal\", "
+                  "mean = 0, stddev = 0.05, seed = 1})",
                   what);
     }
     if (tk_init_from_name(name, &init) < 0) {

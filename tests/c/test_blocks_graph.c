@@ -170,7 +170,8 @@ static void check_round_trip(tk_block *b) {
 static void test_config_round_trip_each_kind(void) {
     tk_block *blocks[16];
     int n = 0;
-    tk_block *d = tk_dense_new("dense_0", 257, 16, TK_ACT_RELU, true, (tk_init){ .kind = TK_INIT_TRUNCATED_NORMAL, .a = 0.1f, .b = 0 },
+    tk_block *d = tk_dense_new("dense_0", 257, 16, TK_ACT_RELU, true,
+                               (tk_init){ .kind = TK_INIT_TRUNCATED_NORMAL, .a = 0.1f, .b = 0 },
                                (tk_init){ .kind = TK_INIT_CONSTANT, .a = 0.1f, .b = 0 }, 1);
     tk_dense_set_kernel_l2(d, 1e-4f);
     blocks[n++] = d;
