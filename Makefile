@@ -196,3 +196,11 @@ ifeq ($(MPI_FOUND),1)
 $(BUILD)/obj/core/src/dist.o: CFLAGS += $(MPI_CFLAGS) -DTK_HAVE_MPI
 LIBS        += $(MPI_LIBS) -ldl
 endif
+
+# Quality against PyTorch (issue 11): bench/quality.lua trains the same two-tower model from
+# the same initial weights on the same batches in towerkit and in PyTorch
+# (bench/peers/torch_quality.py) over QUALITY_SEEDS seeds and compares recall@10.
+QUALITY_SEEDS ?= 10
+.PHONY: bench-quality
+bench-quality: deps peer-deps all
+	@$(BUILD)/towerkit bench/quality.lua $(QUALITY_SEEDS)

@@ -217,7 +217,9 @@ char *tk_ctx_strdup(tk_ctx *ctx, const char *s);
 /* ------------------------------------------------------------------------------------ */
 
 /* Runs the tape backwards from `loss` (a tensor of one element) and accumulates the
- * gradients of every leaf that requires them. */
+ * gradients of every leaf that requires them. Once per tape: a second call before
+ * tk_ctx_reset is an error (it would add the gradients again), as in PyTorch without
+ * retain_graph. */
 tk_status tk_backward(tk_ctx *ctx, tk_tensor *loss);
 /* The dense gradient of a heap leaf after tk_backward, an arena tensor of ctx, or NULL
  * if it got none. For an embedding table that got sparse row gradients this materialises
@@ -344,9 +346,9 @@ typedef enum tk_init_kind {
     TK_INIT_ZEROS = 0,
     TK_INIT_ONES,
     TK_INIT_CONSTANT,         /* a */
-    TK_INIT_RANDOM_UNIFORM,   /* U(a, b) */
-    TK_INIT_RANDOM_NORMAL,    /* N(0, a) */
-    TK_INIT_TRUNCATED_NORMAL, /* N(0, a) redrawn beyond 2 stddev */
+    TK_INIT_RANDOM_UNIFORM,   /* U(a, b): Keras' minval, maxval */
+    TK_INIT_RANDOM_NORMAL,    /* N(b, a): Keras' mean b, stddev a */
+    TK_INIT_TRUNCATED_NORMAL, /* N(b, a) redrawn beyond 2 stddev of the mean */
     TK_INIT_GLOROT_UNIFORM,
     TK_INIT_GLOROT_NORMAL,
     TK_INIT_HE_NORMAL,
@@ -355,16 +357,22 @@ typedef enum tk_init_kind {
     TK_INIT_LECUN_UNIFORM,
     TK_INIT_COUNT
 } tk_init_kind;
+/* An initializer: kind, its parameters a and b (above), and an optional seed of its own
+ * (Keras' seed argument): with has_seed, tk_init_fill draws from seed and ignores the
+ * seed it is given (the block's), so the same values come wherever the initializer is
+ * used. A zero-initialised tk_init has no seed. */
 typedef struct tk_init {
     tk_init_kind kind;
     float a, b;
+    bool has_seed;
+    uint64_t seed;
 } tk_init;
 static inline tk_init tk_init_zeros(void) {
-    tk_init i = { TK_INIT_ZEROS, 0, 0 };
+    tk_init i = { .kind = TK_INIT_ZEROS, .a = 0, .b = 0 };
     return i;
 }
 static inline tk_init tk_init_default_kernel(void) {
-    tk_init i = { TK_INIT_GLOROT_UNIFORM, 0, 0 };
+    tk_init i = { .kind = TK_INIT_GLOROT_UNIFORM, .a = 0, .b = 0 };
     return i;
 }
 /* Parses "glorot_uniform", "truncated_normal", ...: kind with Keras' default params.
@@ -373,7 +381,8 @@ int tk_init_from_name(const char *name, tk_init *out);
 const char *tk_init_name(tk_init_kind kind);
 const char *tk_init_names(void);
 /* Fills a heap tensor. fan_in/fan_out as Keras: for [in, out] kernels the dims; for an
- * embedding table [V, D], fan_in = V and fan_out = D. Uses a generator seeded by seed. */
+ * embedding table [V, D], fan_in = V and fan_out = D. Uses a generator seeded by seed,
+ * or by init.seed when init.has_seed. */
 void tk_init_fill(tk_tensor *t, tk_init init, uint64_t seed);
 
 /* ------------------------------------------------------------------------------------ */

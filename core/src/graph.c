@@ -63,6 +63,7 @@ void tk_ctx_reset(tk_ctx *ctx) {
     ctx->generation++;
     ctx->tape = NULL;
     ctx->ntape = ctx->cap_tape = 0;
+    ctx->tape_used = false;
     ctx->nleaves = 0;
     ctx->added_loss = NULL;
     ctx->trace_depth = 0;
@@ -266,6 +267,14 @@ tk_status tk_backward(tk_ctx *ctx, tk_tensor *loss) {
         tk_ctx_fail(ctx, "backward: the loss does not depend on any tensor that requires gradients");
         return TK_ERROR;
     }
+    /* Once per tape, as PyTorch without retain_graph: the gradients are accumulated, so a
+     * second run would add them again (3, then 12, then 30 for x^3 at 1) */
+    if (ctx->tape_used) {
+        tk_ctx_fail(ctx, "backward: the tape of this context was already used; tk.reset() first (tk_ctx_reset in C): "
+                         "a second backward would add the gradients again");
+        return TK_ERROR;
+    }
+    ctx->tape_used = true;
     tk_tensor *g = tk_ctx_grad_of(ctx, loss);
     if (!g) return TK_ERROR;
     tk_f32(g)[0] += 1.0f;

@@ -60,7 +60,7 @@ static bool same_name(const char *a, const char *b) {
 }
 
 static tk_init init_default(tk_init_kind kind) {
-    tk_init init = { kind, 0.0f, 0.0f };
+    tk_init init = { .kind = kind };
     switch (kind) {
     case TK_INIT_RANDOM_UNIFORM:
         init.a = -0.05f;
@@ -122,12 +122,12 @@ static void fill_uniform(float *p, int64_t n, double lo, double hi, uint64_t rng
     for (int64_t i = 0; i < n; i++) p[i] = (float)(lo + width * tk_rng_uniform(rng));
 }
 
-static void fill_normal(float *p, int64_t n, double stddev, uint64_t rng[4]) {
-    for (int64_t i = 0; i < n; i++) p[i] = (float)(stddev * tk_rng_normal(rng));
+static void fill_normal(float *p, int64_t n, double mean, double stddev, uint64_t rng[4]) {
+    for (int64_t i = 0; i < n; i++) p[i] = (float)(mean + stddev * tk_rng_normal(rng));
 }
 
-static void fill_truncated(float *p, int64_t n, double stddev, uint64_t rng[4]) {
-    for (int64_t i = 0; i < n; i++) p[i] = (float)(stddev * truncated_unit_normal(rng));
+static void fill_truncated(float *p, int64_t n, double mean, double stddev, uint64_t rng[4]) {
+    for (int64_t i = 0; i < n; i++) p[i] = (float)(mean + stddev * truncated_unit_normal(rng));
 }
 
 #define TRUNCATED_STDDEV_CORRECTION 0.87962566103423978
@@ -147,7 +147,7 @@ void tk_init_fill(tk_tensor *t, tk_init init, uint64_t seed) {
         return;
     }
     uint64_t rng[4];
-    tk_rng_seed(rng, seed);
+    tk_rng_seed(rng, init.has_seed ? init.seed : seed);
     float *p = tk_f32(t);
     int64_t n = t->numel;
     double fan_in, fan_out;
@@ -167,10 +167,10 @@ void tk_init_fill(tk_tensor *t, tk_init init, uint64_t seed) {
         fill_uniform(p, n, init.a, init.b, rng);
         break;
     case TK_INIT_RANDOM_NORMAL:
-        fill_normal(p, n, init.a, rng);
+        fill_normal(p, n, init.b, init.a, rng);
         break;
     case TK_INIT_TRUNCATED_NORMAL:
-        fill_truncated(p, n, init.a, rng);
+        fill_truncated(p, n, init.b, init.a, rng);
         break;
     case TK_INIT_GLOROT_UNIFORM: {
         double limit = sqrt(3.0 / fan_avg); /* = sqrt(6 / (fan_in + fan_out)) */
@@ -178,10 +178,10 @@ void tk_init_fill(tk_tensor *t, tk_init init, uint64_t seed) {
         break;
     }
     case TK_INIT_GLOROT_NORMAL:
-        fill_truncated(p, n, sqrt(1.0 / fan_avg) / TRUNCATED_STDDEV_CORRECTION, rng);
+        fill_truncated(p, n, 0.0, sqrt(1.0 / fan_avg) / TRUNCATED_STDDEV_CORRECTION, rng);
         break;
     case TK_INIT_HE_NORMAL:
-        fill_truncated(p, n, sqrt(2.0 / fan_in) / TRUNCATED_STDDEV_CORRECTION, rng);
+        fill_truncated(p, n, 0.0, sqrt(2.0 / fan_in) / TRUNCATED_STDDEV_CORRECTION, rng);
         break;
     case TK_INIT_HE_UNIFORM: {
         double limit = sqrt(6.0 / fan_in);
@@ -189,7 +189,7 @@ void tk_init_fill(tk_tensor *t, tk_init init, uint64_t seed) {
         break;
     }
     case TK_INIT_LECUN_NORMAL:
-        fill_truncated(p, n, sqrt(1.0 / fan_in) / TRUNCATED_STDDEV_CORRECTION, rng);
+        fill_truncated(p, n, 0.0, sqrt(1.0 / fan_in) / TRUNCATED_STDDEV_CORRECTION, rng);
         break;
     case TK_INIT_LECUN_UNIFORM: {
         double limit = sqrt(3.0 / fan_in);

@@ -87,6 +87,7 @@ struct tk_ctx {
     /* tape: arena array grown by doubling (old arrays stay in the arena until reset) */
     tk_node **tape;
     int64_t ntape, cap_tape;
+    bool tape_used; /* tk_backward ran the tape: a second run would add its gradients again */
     /* leaves: heap tensors requiring gradients, mapped to their aliases */
     tk_leaf *leaves;
     int64_t nleaves, cap_leaves;

@@ -182,7 +182,7 @@ static int l_add_feature(lua_State *L) {
     const char *cname = tkl_field_string(L, 3, "combiner", "mean");
     int comb = tk_combiner_from_name(cname);
     if (comb < 0) return tkl_error(L, "feature '%s': unknown combiner '%s'; known: sum, mean, sqrtn", feature, cname);
-    tk_init def = { TK_INIT_TRUNCATED_NORMAL, 0.05f, 0 };
+    tk_init def = { .kind = TK_INIT_TRUNCATED_NORMAL, .a = 0.05f, .b = 0 };
     tk_init init = tkl_field_init(L, 3, "initializer", def);
     uint64_t seed = (uint64_t)tkl_field_int(L, 3, "seed", 0);
     if (strcmp(tk_block_kind_name(b), "embeddings") != 0)

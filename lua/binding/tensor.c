@@ -247,7 +247,7 @@ static int l_init(lua_State *L) {
 static int l_randn(lua_State *L) {
     int64_t shape[TK_MAX_DIMS];
     int ndim = check_shape_table(L, shape);
-    tk_init init = { TK_INIT_RANDOM_NORMAL, (float)luaL_optnumber(L, 3, 1.0), 0 };
+    tk_init init = { .kind = TK_INIT_RANDOM_NORMAL, .a = (float)luaL_optnumber(L, 3, 1.0) };
     return push_initialized(L, ndim, shape, init, tkl_opt_seed(L, 2, "the seed", 0));
 }
 
@@ -257,7 +257,7 @@ static int l_rand(lua_State *L) {
     int ndim = check_shape_table(L, shape);
     float lo = (float)luaL_optnumber(L, 3, 0.0), hi = (float)luaL_optnumber(L, 4, 1.0);
     if (!(hi > lo)) return tkl_error(L, "bad argument #4 (high must exceed low)");
-    tk_init init = { TK_INIT_RANDOM_UNIFORM, lo, hi };
+    tk_init init = { .kind = TK_INIT_RANDOM_UNIFORM, .a = lo, .b = hi };
     return push_initialized(L, ndim, shape, init, tkl_opt_seed(L, 2, "the seed", 0));
 }
 

@@ -90,8 +90,100 @@ int tkl_opt_activation(lua_State *L, int idx, const char *what, tk_activation de
     return act;
 }
 
-/* The initializer at the top of the stack ("name" or {kind = "name", a = x, b = y}),
- * popped; def if it is nil. */
+/* The keys an initializer table takes, by kind: Keras' argument names (and seed), then the
+ * core's a and b. `param` is the field a key sets: 'a' or 'b' (seed: 's'). */
+typedef struct init_key {
+    const char *name;
+    char param;
+} init_key;
+
+static const init_key *init_keys(tk_init_kind kind) {
+    static const init_key constant[] = { { "value", 'a' }, { "a", 'a' }, { NULL, 0 } };
+    static const init_key uniform[] = { { "minval", 'a' }, { "maxval", 'b' }, { "seed", 's' },
+                                        { "a", 'a' },      { "b", 'b' },      { NULL, 0 } };
+    static const init_key normal[] = { { "mean", 'b' }, { "stddev", 'a' }, { "seed", 's' },
+                                       { "a", 'a' },    { "b", 'b' },      { NULL, 0 } };
+    static const init_key seeded[] = { { "seed", 's' }, { NULL, 0 } };
+    static const init_key none[] = { { NULL, 0 } };
+    switch (kind) {
+    case TK_INIT_CONSTANT:
+        return constant;
+    case TK_INIT_RANDOM_UNIFORM:
+        return uniform;
+    case TK_INIT_RANDOM_NORMAL:
+    case TK_INIT_TRUNCATED_NORMAL:
+        return normal;
+    case TK_INIT_ZEROS:
+    case TK_INIT_ONES:
+        return none;
+    default:
+        return seeded;
+    }
+}
+
+/* The fields of an initializer table at the top of the stack, read into init (its kind
+ * set): every key must be one its kind takes, each parameter given once. */
+static void init_fields(lua_State *L, const char *what, tk_init *init) {
+    const char *kname = tk_init_name(init->kind);
+    const init_key *keys = init_keys(init->kind);
+    char known[128] = "kind";
+    for (const init_key *k = keys; k->name; k++) {
+        size_t len = strlen(known);
+        snprintf(known + len, sizeof known - len, ", %s", k->name);
+    }
+    const char *set_by[2] = { NULL, NULL }; /* the key that set a, b */
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        /* key at -2, value at -1 */
+        const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (key && strcmp(key, "kind") == 0) {
+            lua_pop(L, 1);
+            continue;
+        }
+        const init_key *k = keys;
+        while (k->name && !(key && strcmp(k->name, key) == 0)) k++;
+        if (!k->name) {
+            if (!key)
+                tkl_error(L, "%s: initializer '%s' has a key of type %s; known keys: %s", what, kname,
+                          luaL_typename(L, -2), known);
+            tkl_error(L, "%s: unknown key '%s' for initializer '%s'; known: %s", what, key, kname, known);
+        }
+        if (!lua_isnumber(L, -1) || lua_type(L, -1) != LUA_TNUMBER)
+            tkl_error(L, "%s: '%s' of initializer '%s' must be a number, got %s", what, key, kname,
+                      luaL_typename(L, -1));
+        double d = lua_tonumber(L, -1);
+        if (k->param == 's') {
+            if (!(d >= 0 && d == floor(d) && tkl_is_int53(d)))
+                tkl_error(L, "%s: 'seed' of initializer '%s' must be an integer in [0, 2^53], got %g", what, kname, d);
+            init->has_seed = true;
+            init->seed = (uint64_t)d;
+        } else {
+            int i = k->param - 'a';
+            if (set_by[i])
+                tkl_error(L, "%s: initializer '%s' has both '%s' and '%s' (the same parameter): give one", what, kname,
+                          set_by[i], key);
+            if (!isfinite(d)) tkl_error(L, "%s: '%s' of initializer '%s' must be finite, got %g", what, key, kname, d);
+            set_by[i] = key;
+            if (i == 0)
+                init->a = (float)d;
+            else
+                init->b = (float)d;
+        }
+        lua_pop(L, 1);
+    }
+    if ((init->kind == TK_INIT_RANDOM_NORMAL || init->kind == TK_INIT_TRUNCATED_NORMAL) && init->a < 0)
+        tkl_error(L, "%s: the stddev of initializer '%s' must be non-negative, got %g", what, kname, (double)init->a);
+    if (init->kind == TK_INIT_RANDOM_UNIFORM && init->a > init->b)
+        tkl_error(L, "%s: initializer '%s' needs minval <= maxval, got %g and %g", what, kname, (double)init->a,
+                  (double)init->b);
+}
+
+/* The initializer at the top of the stack, popped; def if it is nil. A name
+ * ("glorot_uniform") or a table with Keras' argument names: {kind = "random_normal",
+ * mean =, stddev =, seed =}, {kind = "truncated_normal", mean =, stddev =, seed =},
+ * {kind = "random_uniform", minval =, maxval =, seed =}, {kind = "constant", value =},
+ * {kind = "glorot_uniform", seed =}, ... (a and b, the core's names, also taken). Keras'
+ * defaults for what is left out; an unknown key is an error. */
 static tk_init init_at_top(lua_State *L, const char *what, tk_init def) {
     tk_init init = def;
     if (lua_isnil(L, -1)) {
@@ -103,12 +195,15 @@ static tk_init init_at_top(lua_State *L, const char *what, tk_init def) {
         name = lua_tostring(L, -1);
     } else if (lua_istable(L, -1)) {
         lua_getfield(L, -1, "kind");
-        name = lua_tostring(L, -1);
-        lua_pop(L, 1);
+        name = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+        lua_pop(L, 1); /* the string stays referenced by the table */
     }
     if (!name) {
         lua_pop(L, 1);
-        tkl_error(L, "%s must be an initializer name or {kind = name, a = , b = }", what);
+        tkl_error(L,
+                  "%s must be an initializer name or a table {kind = name, ...} (e.g. {kind = \"random_normal\", "
+                  "mean = 0, stddev = 0.05, seed = 1})",
+                  what);
     }
     if (tk_init_from_name(name, &init) < 0) {
         char n[64];
@@ -116,13 +211,7 @@ static tk_init init_at_top(lua_State *L, const char *what, tk_init def) {
         lua_pop(L, 1);
         tkl_error(L, "%s: unknown initializer '%s'; known: %s", what, n, tk_init_names());
     }
-    if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, "a");
-        if (lua_isnumber(L, -1)) init.a = (float)lua_tonumber(L, -1);
-        lua_getfield(L, -2, "b");
-        if (lua_isnumber(L, -1)) init.b = (float)lua_tonumber(L, -1);
-        lua_pop(L, 2);
-    }
+    if (lua_istable(L, -1)) init_fields(L, what, &init);
     lua_pop(L, 1);
     return init;
 }

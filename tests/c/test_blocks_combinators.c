@@ -4,7 +4,7 @@
 
 static tk_block *dense(const char *name, int64_t in, int64_t out, tk_activation act, uint64_t seed) {
     return tk_dense_new(name, in, out, act, true, tk_init_default_kernel(),
-                        (tk_init){ TK_INIT_RANDOM_UNIFORM, -0.3f, 0.3f }, seed);
+                        (tk_init){ .kind = TK_INIT_RANDOM_UNIFORM, .a = -0.3f, .b = 0.3f }, seed);
 }
 
 /* appends and drops the caller's reference */

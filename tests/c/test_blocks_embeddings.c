@@ -2,7 +2,7 @@
  * tables, the l2 penalty, errors, and gradients into the tables. */
 #include "block_test.h"
 
-static const tk_init UNIFORM = { TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f };
+static const tk_init UNIFORM = { .kind = TK_INIT_RANDOM_UNIFORM, .a = -0.5f, .b = 0.5f };
 
 /* table [5, 2], row i = [i, 10 i] */
 static void fill_rows(tk_tensor *t) {

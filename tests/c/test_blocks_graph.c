@@ -3,7 +3,7 @@
 #include "block_test.h"
 #include "two_tower_fixture.h"
 
-static const tk_init UNIFORM = { TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f };
+static const tk_init UNIFORM = { .kind = TK_INIT_RANDOM_UNIFORM, .a = -0.5f, .b = 0.5f };
 
 static tk_block *dense(const char *name, int64_t in, int64_t out, tk_activation act, uint64_t seed) {
     return tk_dense_new(name, in, out, act, true, tk_init_default_kernel(), tk_init_zeros(), seed);
@@ -170,8 +170,9 @@ static void check_round_trip(tk_block *b) {
 static void test_config_round_trip_each_kind(void) {
     tk_block *blocks[16];
     int n = 0;
-    tk_block *d = tk_dense_new("dense_0", 257, 16, TK_ACT_RELU, true, (tk_init){ TK_INIT_TRUNCATED_NORMAL, 0.1f, 0 },
-                               (tk_init){ TK_INIT_CONSTANT, 0.1f, 0 }, 1);
+    tk_block *d = tk_dense_new("dense_0", 257, 16, TK_ACT_RELU, true,
+                               (tk_init){ .kind = TK_INIT_TRUNCATED_NORMAL, .a = 0.1f, .b = 0 },
+                               (tk_init){ .kind = TK_INIT_CONSTANT, .a = 0.1f, .b = 0 }, 1);
     tk_dense_set_kernel_l2(d, 1e-4f);
     blocks[n++] = d;
     blocks[n++] = dense("lazy", 0, 4, TK_ACT_GELU, 2);

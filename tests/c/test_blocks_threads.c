@@ -11,7 +11,7 @@
 #define ITERS 200
 #define BATCH 16
 
-static const tk_init UNIFORM = { TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f };
+static const tk_init UNIFORM = { .kind = TK_INIT_RANDOM_UNIFORM, .a = -0.5f, .b = 0.5f };
 
 static void append(tk_block *seq, tk_block *child) {
     tk_sequential_append(seq, child);

@@ -4,7 +4,7 @@
 #include "io_test.h"
 #include "two_tower_fixture.h"
 
-static const tk_init UNIFORM = { TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f };
+static const tk_init UNIFORM = { .kind = TK_INIT_RANDOM_UNIFORM, .a = -0.5f, .b = 0.5f };
 
 /* The fixture's two towers, the query tower sized lazily (with a batch norm), every
  * weight uniform so that biases differ between seeds too. */

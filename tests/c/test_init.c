@@ -61,9 +61,9 @@ static void test_names(void) {
 static void test_constants(void) {
     /* constants are stored, not computed: exact */
     tk_tensor *t = tk_tensor_new_2d(TK_F32, 3, 4);
-    tk_init_fill(t, (tk_init){ TK_INIT_ONES, 0, 0 }, 1);
+    tk_init_fill(t, (tk_init){ .kind = TK_INIT_ONES, .a = 0, .b = 0 }, 1);
     for (int i = 0; i < 12; i++) TK_CHECK(tk_f32(t)[i] == 1.0f);
-    tk_init_fill(t, (tk_init){ TK_INIT_CONSTANT, 2.5f, 0 }, 1);
+    tk_init_fill(t, (tk_init){ .kind = TK_INIT_CONSTANT, .a = 2.5f, .b = 0 }, 1);
     for (int i = 0; i < 12; i++) TK_CHECK(tk_f32(t)[i] == 2.5f);
     tk_init_fill(t, tk_init_zeros(), 1);
     for (int i = 0; i < 12; i++) TK_CHECK(tk_f32(t)[i] == 0.0f);
@@ -140,14 +140,14 @@ static void test_normals(void) {
 static void test_fans(void) {
     /* [n]: fan_in = fan_out = n */
     tk_tensor *v = tk_tensor_new_1d(TK_F32, 50000);
-    tk_init_fill(v, (tk_init){ TK_INIT_GLOROT_UNIFORM, 0, 0 }, 3);
+    tk_init_fill(v, (tk_init){ .kind = TK_INIT_GLOROT_UNIFORM, .a = 0, .b = 0 }, 3);
     stats s = stats_of(v);
     double lim = sqrt(6.0 / 100000.0);
     TK_CHECK(s.min >= -lim && s.max <= lim && s.max > 0.99 * lim);
     tk_tensor_release(v);
     /* [V, D] embedding table: fan_in V, fan_out D */
     tk_tensor *e = tk_tensor_new_2d(TK_F32, 1000, 8);
-    tk_init_fill(e, (tk_init){ TK_INIT_HE_UNIFORM, 0, 0 }, 3);
+    tk_init_fill(e, (tk_init){ .kind = TK_INIT_HE_UNIFORM, .a = 0, .b = 0 }, 3);
     s = stats_of(e);
     lim = sqrt(6.0 / 1000.0);
     TK_CHECK(s.min >= -lim && s.max <= lim && s.max > 0.99 * lim);
@@ -155,7 +155,7 @@ static void test_fans(void) {
     /* [k, k, in, out] convolution-style: receptive field multiplies both */
     int64_t shape[4] = { 3, 3, 20, 40 };
     tk_tensor *c = tk_tensor_new(TK_F32, 4, shape);
-    tk_init_fill(c, (tk_init){ TK_INIT_GLOROT_UNIFORM, 0, 0 }, 3);
+    tk_init_fill(c, (tk_init){ .kind = TK_INIT_GLOROT_UNIFORM, .a = 0, .b = 0 }, 3);
     s = stats_of(c);
     lim = sqrt(6.0 / (9 * 20 + 9 * 40));
     TK_CHECK(s.min >= -lim && s.max <= lim && s.max > 0.98 * lim);
@@ -180,12 +180,50 @@ static void test_determinism(void) {
     }
 }
 
+/* Keras' mean and stddev (b and a) for the normal kinds: the mean shifts the draws, the
+ * truncation is around the mean. */
+static void test_mean(void) {
+    tk_tensor *t = filled("random_normal", 0.2f, 3.0f, true);
+    stats s = stats_of(t);
+    TK_CHECK_NEAR(s.mean, 3.0, 2e-3);
+    TK_CHECK_NEAR(s.std, 0.2, 2e-3);
+    tk_tensor_release(t);
+    t = filled("truncated_normal", 0.5f, -1.0f, true);
+    s = stats_of(t);
+    TK_CHECK(s.min >= -2.0 && s.max <= 0.0);
+    TK_CHECK(s.min < -1.98 && s.max > -0.02);
+    TK_CHECK_NEAR(s.mean, -1.0, 5e-3);
+    TK_CHECK_NEAR(s.std, 0.5 * 0.87962566103423978, 5e-3);
+    tk_tensor_release(t);
+}
+
+/* An initializer's own seed replaces the one tk_init_fill is given; without has_seed
+ * (a zero-initialised tk_init), the given seed counts. */
+static void test_own_seed(void) {
+    tk_init init;
+    tk_init_from_name("random_normal", &init);
+    TK_CHECK(!init.has_seed);
+    tk_tensor *a = tk_tensor_new_2d(TK_F32, 16, 8), *b = tk_tensor_new_2d(TK_F32, 16, 8),
+              *c = tk_tensor_new_2d(TK_F32, 16, 8);
+    tk_init_fill(a, init, 5);
+    init.has_seed = true;
+    init.seed = 5;
+    tk_init_fill(b, init, 77);
+    tk_init_fill(c, init, 78);
+    TK_CHECK(memcmp(a->data, b->data, 128 * sizeof(float)) == 0);
+    TK_CHECK(memcmp(b->data, c->data, 128 * sizeof(float)) == 0);
+    init.seed = 6;
+    tk_init_fill(c, init, 5);
+    TK_CHECK(memcmp(a->data, c->data, 128 * sizeof(float)) != 0);
+    op_release(a, b, c, NULL);
+}
+
 static void test_int_tensor(void) {
     tk_tensor *t = tk_tensor_new_1d(TK_I64, 4);
-    tk_init_fill(t, (tk_init){ TK_INIT_CONSTANT, 7, 0 }, 1);
+    tk_init_fill(t, (tk_init){ .kind = TK_INIT_CONSTANT, .a = 7, .b = 0 }, 1);
     TK_CHECK(tk_i64(t)[3] == 7);
     tk_set_error("%s", "");
-    tk_init_fill(t, (tk_init){ TK_INIT_GLOROT_UNIFORM, 0, 0 }, 1);
+    tk_init_fill(t, (tk_init){ .kind = TK_INIT_GLOROT_UNIFORM, .a = 0, .b = 0 }, 1);
     TK_CHECK_ERROR(tk_last_error(), "init: glorot_uniform needs a float32 tensor");
     TK_CHECK(tk_i64(t)[3] == 7);
     tk_tensor_release(t);
@@ -199,6 +237,8 @@ int main(void) {
     TK_RUN(test_normals);
     TK_RUN(test_fans);
     TK_RUN(test_determinism);
+    TK_RUN(test_mean);
+    TK_RUN(test_own_seed);
     TK_RUN(test_int_tensor);
     return tk_test_summary();
 }

@@ -195,6 +195,28 @@ static tk_tensor *un_fn(tk_ctx *ctx, void *ud) {
     return gradcheck_project(ctx, y);
 }
 
+/* A tape runs once: a second tk_backward before the reset is an error and leaves the
+ * gradients as the first run made them (x^3 at 1: 3; it used to become 12, then 30);
+ * after tk_ctx_reset a new tape runs again. */
+static void test_backward_twice(void) {
+    tk_ctx *ctx = tk_ctx_new(1);
+    tk_tensor *x = op_leaf_1d(1, 3);
+    tk_f32(x)[0] = 1.0f;
+    tk_tensor *loss = tk_sum(ctx, tk_mul(ctx, tk_mul(ctx, x, x), x), -1, false);
+    TK_CHECK(loss && tk_backward(ctx, loss) == TK_OK);
+    TK_CHECK_NEAR(tk_f32(tk_ctx_grad(ctx, x))[0], 3.0, 1e-6);
+    TK_CHECK(tk_backward(ctx, loss) == TK_ERROR);
+    TK_CHECK_ERROR(tk_ctx_error(ctx), "backward: the tape of this context was already used; tk.reset() first");
+    tk_ctx_clear_error(ctx);
+    TK_CHECK_NEAR(tk_f32(tk_ctx_grad(ctx, x))[0], 3.0, 1e-6);
+    tk_ctx_reset(ctx);
+    loss = tk_sum(ctx, tk_mul(ctx, tk_mul(ctx, x, x), x), -1, false);
+    TK_CHECK(loss && tk_backward(ctx, loss) == TK_OK);
+    TK_CHECK_NEAR(tk_f32(tk_ctx_grad(ctx, x))[0], 3.0, 1e-6);
+    tk_tensor_release(x);
+    tk_ctx_free(ctx);
+}
+
 static void test_unary_grads(void) {
     const char *names[] = { "scale", "add_scalar", "exp", "log", "sqrt", "square" };
     for (int w = 0; w < 6; w++) {
@@ -288,6 +310,7 @@ int main(void) {
     TK_RUN(test_activation_names);
     TK_RUN(test_binary_grads);
     TK_RUN(test_same_input_twice);
+    TK_RUN(test_backward_twice);
     TK_RUN(test_unary_grads);
     TK_RUN(test_activation_grads);
     TK_RUN(test_grad_on_arena_input);

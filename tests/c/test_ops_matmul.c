@@ -144,7 +144,7 @@ static void test_dense_grads(void) {
                 for (int64_t i = 0; i < z->numel; i++) mn = fminf(mn, fabsf(tk_f32(z)[i]));
                 tk_ctx_free(ctx);
                 if (mn > 0.1f) break;
-                tk_init_fill(c.x, (tk_init){ TK_INIT_RANDOM_NORMAL, 1, 0 }, 1000 + tries);
+                tk_init_fill(c.x, (tk_init){ .kind = TK_INIT_RANDOM_NORMAL, .a = 1, .b = 0 }, 1000 + tries);
             }
             tk_tensor *leaves[3] = { c.x, c.w, c.b };
             char what[48];

@@ -465,7 +465,8 @@ static void test_save_and_clone_see_caught_up_rows(void) {
     for (int i = 0; i < 2; i++) {
         blk[i] = tk_embeddings_new("embeddings");
         TK_CHECK(tk_embeddings_add_feature(blk[i], "item", "item", TR, TD, TK_COMBINER_SUM,
-                                           (tk_init){ TK_INIT_RANDOM_UNIFORM, -0.05f, 0.05f }, 7) == TK_OK);
+                                           (tk_init){ .kind = TK_INIT_RANDOM_UNIFORM, .a = -0.05f, .b = 0.05f },
+                                           7) == TK_OK);
         tab[i] = tk_block_param(blk[i], "item");
         TK_CHECK(tab[i] != NULL);
         if (!tab[i]) return;
@@ -558,7 +559,8 @@ static void test_trainer_path(void) {
     for (int i = 0; i < 2; i++) {
         blk[i] = tk_embeddings_new(i ? "item" : "query");
         TK_CHECK(tk_embeddings_add_feature(blk[i], "f", "f", 50, 8, TK_COMBINER_SUM,
-                                           (tk_init){ TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f }, 3 + i) == TK_OK);
+                                           (tk_init){ .kind = TK_INIT_RANDOM_UNIFORM, .a = -0.5f, .b = 0.5f },
+                                           3 + i) == TK_OK);
         ta[i] = tk_block_param(blk[i], "f");
         tb[i] = tk_tensor_clone(ta[i]);
         tk_tensor_set_requires_grad(tb[i], true);

@@ -99,7 +99,7 @@ static double hard_margin(const rl_case *c) {
  * comfortable. */
 static void ensure_margin(rl_case *c, uint64_t seed) {
     for (uint64_t s = seed; hard_margin(c) < 0.15 && s < seed + 1000; s++) {
-        tk_init init = { TK_INIT_RANDOM_NORMAL, 0.7f, 0 };
+        tk_init init = { .kind = TK_INIT_RANDOM_NORMAL, .a = 0.7f, .b = 0 };
         tk_init_fill(c->query, init, s);
         tk_init_fill(c->opts.negatives, init, s + 5000);
     }

@@ -33,7 +33,7 @@ static const char *SCHEMA =
 
 /* A small two-tower block built by hand: the layout the Lua TwoTowerBlock saves. */
 static tk_block *two_tower(uint64_t seed) {
-    tk_init tn = { TK_INIT_TRUNCATED_NORMAL, 0.5f, 0 };
+    tk_init tn = { .kind = TK_INIT_TRUNCATED_NORMAL, .a = 0.5f, .b = 0 };
     tk_block *qe = tk_embeddings_new("embeddings");
     tk_embeddings_add_feature(qe, "user_id", "user_id", 50, 8, TK_COMBINER_SUM, tn, seed + 1);
     tk_embeddings_add_feature(qe, "user_tags", "tag", 20, 8, TK_COMBINER_MEAN, tn, seed + 2);

@@ -98,7 +98,7 @@ static inline tk_tensor *tk_test_tensor(int32_t ndim, const int64_t *shape, cons
 /* A heap F32 tensor of normal(0, scale) values from a fixed seed. */
 static inline tk_tensor *tk_test_randn(int32_t ndim, const int64_t *shape, float scale, uint64_t seed) {
     tk_tensor *t = tk_tensor_new(TK_F32, ndim, shape);
-    tk_init init = { TK_INIT_RANDOM_NORMAL, scale, 0 };
+    tk_init init = { .kind = TK_INIT_RANDOM_NORMAL, .a = scale, .b = 0 };
     if (t) tk_init_fill(t, init, seed);
     return t;
 }

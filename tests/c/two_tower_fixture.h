@@ -27,7 +27,7 @@ static inline void tt_append(tk_block *seq, tk_block *child) {
 
 static inline tk_block *tt_tower(const tt_fixture *f, const char *name, const char *feature, int64_t card, bool lazy,
                                  uint64_t seed) {
-    const tk_init uniform = { TK_INIT_RANDOM_UNIFORM, -0.5f, 0.5f };
+    const tk_init uniform = { .kind = TK_INIT_RANDOM_UNIFORM, .a = -0.5f, .b = 0.5f };
     tk_block *t = tk_sequential_new(name);
     tk_block *e = tk_embeddings_new("embeddings");
     tk_embeddings_add_feature(e, feature, NULL, card, 4, TK_COMBINER_MEAN, uniform, seed);

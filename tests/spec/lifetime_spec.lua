@@ -21,6 +21,7 @@ describe("lifetimes", function()
       local want = (row >= 2 and row <= 5) and 1 or 0
       assert.same({ want, want, want, want, want, want, want, want }, g[row])
     end
+    tk.reset() -- a tape runs once: the next backward needs a new one
     -- a block collected between its forward and the backward (nothing of it is kept
     -- here: its weights are read as copies) still gives the backward its weights:
     -- d sum(x W + b) / dx[i][j] = sum_k W[j][k]

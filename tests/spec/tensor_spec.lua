@@ -65,6 +65,24 @@ describe("tensors", function()
     assert.same({ { 8, 12 }, { 8, 12 } }, w:grad():totable()) -- small integers: exact
   end)
 
+  it("runs a tape once: a second backward is an error until tk.reset()", function()
+    local x = tk.tensor({ 1 }):requires_grad(true)
+    local loss = (x * x * x):sum()
+    loss:backward()
+    assert.same({ 3 }, x:grad():totable())
+    -- it used to add the gradients again: 12, then 30
+    local ok, err = pcall(loss.backward, loss)
+    assert.is_false(ok)
+    assert.truthy(err:find("backward: the tape of this context was already used; tk.reset() first", 1, true), err)
+    assert.same({ 3 }, x:grad():totable())
+    ok = pcall(function() return tk.current_context():backward(loss) end)
+    assert.is_false(ok)
+    tk.reset()
+    loss = (x * x * x):sum()
+    loss:backward()
+    assert.same({ 3 }, x:grad():totable())
+  end)
+
   it("releases context tensors on reset and says so", function()
     local t = tk.tensor { 1, 2 } * 2
     local kept = t:clone()

@@ -183,6 +183,68 @@ describe("MLPBlock", function()
     assert.equal("tower", tk.MLPBlock({ 2 }, { block_name = "tower" }):name())
   end)
 
+  it("calls a function initializer of a first layer without input_dim once the shape is known", function()
+    local shapes = {}
+    local function init(shape, seed)
+      shapes[#shapes + 1] = table.concat(shape, "x")
+      return tk.full(shape, 0.5)
+    end
+    -- standalone: the first forward builds the block on its input's shape, then calls it
+    local mlp = tk.MLPBlock({ 2 }, { kernel_initializer = init, bias_initializer = init })
+    assert.same({ { 1.5 + 0.5, 1.5 + 0.5 } }, mlp(tk.ones { 1, 3 }):totable()) -- 3 * 0.5 + 0.5: exact
+    assert.same({ "3x2", "2" }, shapes)
+    assert.same({ { 2, 2 } }, mlp(tk.ones { 1, 3 }):totable()) -- once
+    assert.equal(2, #shapes)
+    -- build does it too, and a copy made before the build gets its own call
+    local b = tk.MLPBlock({ 2 }, { kernel_initializer = init })
+    local c = b:copy()
+    b:build({ 1, 5 })
+    assert.same({ 0.5, 0.5 }, b:get_weights()[1]:totable()[5])
+    assert.same({ { 1, 1 } }, c:forward(tk.ones { 1, 2 }):totable())
+    -- in a two-tower model: each tower's first layer with the width of its features
+    shapes = {}
+    local schema = tk.Schema {
+      tk.ColumnSchema("user_id", { tags = { tk.Tags.USER_ID, tk.Tags.CATEGORICAL }, int_domain = { max = 9 } }),
+      tk.ColumnSchema("item_id", { tags = { tk.Tags.ITEM_ID, tk.Tags.CATEGORICAL }, int_domain = { max = 9 } }),
+      tk.ColumnSchema("item_brand", { tags = { tk.Tags.ITEM, tk.Tags.CATEGORICAL }, int_domain = { max = 3 } }),
+    }
+    local model = tk.TwoTowerModel(schema, tk.MLPBlock({ 4 }, { kernel_initializer = init }),
+      { embedding_options = { embedding_dim_default = 3 } })
+    table.sort(shapes)
+    assert.same({ "3x4", "6x4" }, shapes) -- query: user_id (3); item: item_brand, item_id (6)
+    for _, p in ipairs(model.block:named_parameters()) do
+      if p[1]:find("kernel", 1, true) then assert.same(0.5, p[2]:get(1, 1), p[1]) end
+    end
+  end)
+
+  it("sizes the default item tower from the item features when the query tower has input_dim", function()
+    local schema = tk.Schema {
+      tk.ColumnSchema("user_id", { tags = { tk.Tags.USER_ID, tk.Tags.CATEGORICAL }, int_domain = { max = 19 } }),
+      tk.ColumnSchema("user_group", { tags = { tk.Tags.USER, tk.Tags.CATEGORICAL }, int_domain = { max = 3 } }),
+      tk.ColumnSchema("item_id", { tags = { tk.Tags.ITEM_ID, tk.Tags.CATEGORICAL }, int_domain = { max = 9 } }),
+    }
+    local eo = { embedding_dim_default = 4 }
+    -- the query tower reads 8 features, the item tower 4: it used to fail inside fit
+    -- ("item/mlp/dense_0: input has 4 features, expected 8")
+    local model = tk.TwoTowerModel(schema, tk.MLPBlock({ 6, 2 }, { input_dim = 8, activation = "tanh" }),
+      { embedding_options = eo })
+    local shapes = {}
+    for _, p in ipairs(model.block:named_parameters()) do shapes[p[1]] = table.concat(p[2]:shape(), "x") end
+    assert.equal("8x6", shapes["query/mlp/dense_0/kernel"])
+    assert.equal("4x6", shapes["item/mlp/dense_0/kernel"])
+    assert.equal("tanh", model.block:item_block():get_config().children[2].children[1].activation)
+    model:compile {}
+    local data = tk.data.synthetic(schema, 64, { seed = 1 })
+    model:fit(data, { batch_size = 16, epochs = 1, verbose = false })
+    -- a tower of fixed width that cannot be made anew: the constructor says why
+    local ok, err = pcall(tk.TwoTowerModel, schema, tk.SequentialBlock { tk.Dense(2, { input_dim = 8 }) },
+      { embedding_options = eo })
+    assert.is_false(ok)
+    assert.truthy(err:find("TwoTower: the towers cannot take the features of the schema: ", 1, true), err)
+    assert.truthy(err:find("input has 4 features, expected 8", 1, true), err)
+    assert.truthy(err:find("the item tower is a copy of the query tower", 1, true), err)
+  end)
+
   it("filters its input and regularises its kernels", function()
     local mlp = tk.MLPBlock({ 2 }, { filter = { "a" }, kernel_regularizer = 0.5, input_dim = 1,
       kernel_initializer = "ones" })
@@ -204,8 +266,9 @@ describe("MLPBlock", function()
     assert.truthy(err:find("MLPBlock: unknown activation 'swishy'; known: linear, relu", 1, true), err)
     ok, err = pcall(tk.MLPBlock, { 4 }, { kernel_initializer = "orthogonal" })
     assert.truthy(err:find("unknown initializer 'orthogonal'", 1, true))
-    ok, err = pcall(tk.MLPBlock, { 4 }, { kernel_initializer = function() end })
-    assert.truthy(err:find("a function kernel_initializer for the first layer needs input_dim", 1, true), err)
+    -- a function for the first layer without input_dim runs when the block is built
+    ok, err = pcall(function() return tk.MLPBlock({ 4 }, { kernel_initializer = function() end }):build({ 1, 3 }) end)
+    assert.truthy(err:find("MLPBlock kernel_initializer (layer 1): the initializer function returned nil", 1, true), err)
     ok, err = pcall(tk.MLPBlock, { 4, 2 }, { kernel_initializer = { "ones" } })
     assert.truthy(err:find("MLPBlock: 1 kernel_initializers for 2 layers", 1, true), err)
     ok, err = pcall(tk.MLPBlock, { 4 }, { dropuot = 0.1 })

@@ -193,7 +193,7 @@ oom:
 }
 
 tk_status tk_block_add_param(tk_block *b, const char *name, tk_tensor *t, bool trainable) {
-    tk_param_info info = { false, { TK_INIT_ZEROS, 0, 0 } };
+    tk_param_info info = { false, { .kind = TK_INIT_ZEROS, .a = 0, .b = 0 } };
     return add_param(b, name, t, trainable, info);
 }
 

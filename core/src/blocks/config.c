@@ -232,6 +232,16 @@ bool tk_cfg_init(const cJSON *o, const char *key, bool required, tk_init *out) {
         }
         *dst[i] = (float)x->valuedouble;
     }
+    const cJSON *seed = cJSON_GetObjectItemCaseSensitive(v, "seed"); /* the initializer's own seed, if any */
+    if (seed) {
+        double d = cJSON_IsNumber(seed) ? seed->valuedouble : -1.0;
+        if (!(d >= 0.0 && d <= 9007199254740992.0 && d == floor(d))) {
+            tk_cfg_fail("\"%s\".\"seed\" must be an integer in [0, 2^53]", key);
+            return false;
+        }
+        init.has_seed = true;
+        init.seed = (uint64_t)d;
+    }
     *out = init;
     return true;
 }
@@ -274,7 +284,8 @@ bool tk_cfg_add_float(cJSON *o, const char *key, float v) {
 bool tk_cfg_add_init(cJSON *o, const char *key, tk_init init) {
     cJSON *i = cJSON_AddObjectToObject(o, key);
     return i && cJSON_AddStringToObject(i, "kind", tk_init_name(init.kind)) && tk_cfg_add_float(i, "a", init.a) &&
-           tk_cfg_add_float(i, "b", init.b);
+           tk_cfg_add_float(i, "b", init.b) &&
+           (!init.has_seed || cJSON_AddNumberToObject(i, "seed", (double)init.seed) != NULL);
 }
 
 /* ------------------------------------------------------------------------------------ */

@@ -321,7 +321,7 @@ tk_block *tk_embeddings_from_config(const void *json, uint64_t seed) {
         const cJSON *t = cJSON_GetArrayItem(tables, i);
         const char *name = NULL;
         int64_t card = 0, dim = 0;
-        tk_init init = { TK_INIT_RANDOM_UNIFORM, -0.05f, 0.05f };
+        tk_init init = { .kind = TK_INIT_RANDOM_UNIFORM, .a = -0.05f, .b = 0.05f };
         if (!cJSON_IsObject(t)) {
             tk_cfg_fail("\"tables\"[%d] must be an object", i);
             goto fail;

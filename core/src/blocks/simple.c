@@ -156,7 +156,7 @@ typedef struct bn_impl {
 
 /* params: gamma, beta (trainable), moving_mean, moving_variance (not trainable) */
 static tk_status bn_create(tk_block *b, int64_t dim) {
-    tk_init ones = { TK_INIT_ONES, 0, 0 };
+    tk_init ones = { .kind = TK_INIT_ONES, .a = 0, .b = 0 };
     int32_t n0 = b->nparams;
     if (!tk_block_new_param(b, "gamma", 1, &dim, true, ones, 0) ||
         !tk_block_new_param(b, "beta", 1, &dim, true, tk_init_zeros(), 0) ||

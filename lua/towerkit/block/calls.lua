@@ -1,11 +1,13 @@
 --- Block methods that call a block in Merlin's ways: apply_to_all (on every tensor of a
--- table), pre_call and post_call (the pre and post processing on their own).
+-- table), pre_call and post_call (the pre and post processing on their own), and forward.
 local core = require "towerkit.core"
 local util = require "towerkit.util"
 local ragged = require "towerkit.ragged"
 local Schema = require "towerkit.schema.schema"
 local layers = require "towerkit.block.layers"
 local combinators = require "towerkit.block.combinators"
+local class = require "towerkit.block.class"
+local initializers = require "towerkit.block.initializers"
 local is_opts = require("towerkit.block.composition").is_opts
 
 local argerror, describe = util.argerror, util.describe
@@ -32,6 +34,18 @@ local function check_inputs(inputs, what)
   if not core.is_tensor(inputs) and (type(inputs) ~= "table" or core.is_block(inputs)) then
     argerror("%s: inputs must be a tensor or a table of tensors, got %s", what, describe(inputs))
   end
+end
+
+--- block:forward(inputs [, ctx]) -> outputs (block(inputs [, ctx]) too): the block's
+-- computation in ctx (default: the context of the inputs, else the current one). A block
+-- holding initializer functions that wait for its shape (the first kernel of an MLPBlock
+-- without input_dim) is built on the shapes of inputs first and they are applied.
+function methods:forward(inputs, ctx)
+  if initializers.waiting() and initializers.has_pending(self) then
+    self:build(inputs)
+    initializers.flush(self)
+  end
+  return class.core_forward(self, inputs, ctx)
 end
 
 --- block:apply_to_all(inputs [, columns_to_filter]) -> outputs: calls the block on each

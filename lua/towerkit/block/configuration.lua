@@ -6,15 +6,19 @@ local util = require "towerkit.util"
 local seed = require "towerkit.seed"
 local class = require "towerkit.block.class"
 local combinators = require "towerkit.block.combinators"
+local initializers = require "towerkit.block.initializers"
 
 local M = { methods = util.methods("block/configuration.lua") }
 local methods = M.methods
 
 -- These three wrap the C methods of the same names (see block/class.lua).
 
---- block:copy([seed]): the same graph with new weights from the initialisers.
+--- block:copy([seed]): the same graph with new weights from the initialisers (initializer
+-- functions still waiting for the shape are applied to the copy too, once it is built).
 function methods:copy(s)
-  return class.core_copy(self, s or seed.take())
+  local c = class.core_copy(self, s or seed.take())
+  if initializers.waiting() then initializers.copied(c) end
+  return c
 end
 
 --- block:set_post(post): post is a block, a function, a registered name or a list of

@@ -11,6 +11,10 @@ local argerror = util.argerror
 
 local mlp = {}
 
+-- The options of MLPBlocks that their meta cannot carry (functions, blocks, filter), by the
+-- id in the meta (source): what without_input_dim needs to make the block anew.
+local sources = {}
+
 local KNOWN = {
   activation = true, use_bias = true, kernel_initializer = true, bias_initializer = true,
   kernel_regularizer = true, dropout = true, normalization = true, no_activation_last_layer = true,
@@ -38,8 +42,9 @@ end
 -- kernel_regularizer =, dropout =, normalization =, no_activation_last_layer = false,
 -- filter =, block_name = "mlp", input_dim =})
 -- kernel_initializer and bias_initializer: a name, a {kind =, ...} table or a Lua function
--- fn(shape, seed), for all layers or as a list with one per layer; a function for the
--- first layer's kernel needs input_dim.
+-- fn(shape, seed), for all layers or as a list with one per layer; without input_dim a
+-- function for the first layer is called when the block is built (block:build, its first
+-- forward, or the TwoTowerBlock it is a tower of), with the shape then known.
 function mlp.MLPBlock(dimensions, opts)
   if type(dimensions) ~= "table" or #dimensions == 0 then
     argerror("MLPBlock: dimensions must be a non-empty list of layer sizes")
@@ -68,7 +73,7 @@ function mlp.MLPBlock(dimensions, opts)
   end
   -- Initializers: one for all layers, or a list with one per layer; each a name, a
   -- {kind =, ...} table or a function fn(shape, seed) (applied once the layer's shape is
-  -- known: a first layer's kernel needs input_dim).
+  -- known).
   local function per_layer(value, what, default)
     if type(value) == "table" and value.kind == nil and #value > 0 then
       if #value ~= #dimensions then argerror("MLPBlock: %d %ss for %d layers", #value, what, #dimensions) end
@@ -78,9 +83,6 @@ function mlp.MLPBlock(dimensions, opts)
   end
   local kinit = per_layer(opts.kernel_initializer, "kernel_initializer", "glorot_uniform")
   local binit = per_layer(opts.bias_initializer, "bias_initializer", "zeros")
-  if type(kinit(1)) == "function" and not opts.input_dim then
-    argerror("MLPBlock: a function kernel_initializer for the first layer needs input_dim (the width of its input)")
-  end
   local l2 = l2_of(opts.kernel_regularizer, "MLPBlock")
 
   local list = {}
@@ -98,11 +100,20 @@ function mlp.MLPBlock(dimensions, opts)
       bias_initializer = type(b) ~= "function" and b or "zeros", kernel_regularizer = l2,
       input_dim = in_dim, seed = seed,
     })
+    -- functions: applied now, or, without the layer's input width (a first layer without
+    -- input_dim), once the block is built (build, forward, a TwoTowerBlock)
+    local fns = {}
     if type(k) == "function" then
-      initializers.apply(dense:param("kernel"), k, seed, ("MLPBlock kernel_initializer (layer %d)"):format(i))
+      fns[#fns + 1] = { param = "kernel", fn = k, seed = seed,
+        what = ("MLPBlock kernel_initializer (layer %d)"):format(i) }
     end
     if type(b) == "function" and opts.use_bias ~= false then
-      initializers.apply(dense:param("bias"), b, seed, ("MLPBlock bias_initializer (layer %d)"):format(i))
+      fns[#fns + 1] = { param = "bias", fn = b, seed = seed, what = ("MLPBlock bias_initializer (layer %d)"):format(i) }
+    end
+    if in_dim then
+      for _, f in ipairs(fns) do initializers.apply(dense:param(f.param), f.fn, f.seed, f.what) end
+    elseif #fns > 0 then
+      initializers.defer(dense, fns)
     end
     list[#list + 1] = dense
     if opts.dropout and opts.dropout > 0 and not (opts.no_activation_last_layer and last) then
@@ -127,11 +138,38 @@ function mlp.MLPBlock(dimensions, opts)
     return true
   end
   local info = { class = "MLPBlock", dimensions = dimensions }
+  local carried = true
   for k, v in pairs(opts) do
-    if plain(v) and k ~= "filter" then info[k] = v end
+    if plain(v) and k ~= "filter" then info[k] = v else carried = false end
+  end
+  if not carried then
+    local o = {}
+    for k, v in pairs(opts) do o[k] = v end
+    sources[#sources + 1] = o
+    info.source = #sources
   end
   meta.set(mlp, info)
   return mlp
+end
+
+--- mlp.without_input_dim(block) -> a new MLPBlock with the options of block (an MLPBlock
+-- made here) but no input_dim, so its first layer takes the width of what it is called
+-- on, and weights of its own (blocks among the options copied); nil for another block.
+function mlp.without_input_dim(block)
+  local info = meta.get(block)
+  if type(info) ~= "table" or info.class ~= "MLPBlock" or type(info.dimensions) ~= "table" then return nil end
+  local from = info
+  if info.source ~= nil then
+    from = sources[info.source]
+    if not from then return nil end -- made in another Lua state
+  end
+  local o = {}
+  for k, v in pairs(from) do o[k] = v end
+  o.class, o.dimensions, o.source, o.input_dim = nil, nil, nil, nil
+  for _, k in ipairs { "normalization", "filter" } do
+    if core.is_block(o[k]) then o[k] = o[k]:copy() end
+  end
+  return mlp.MLPBlock(info.dimensions, o)
 end
 
 local RESIDUAL_KNOWN = {

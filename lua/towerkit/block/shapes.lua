@@ -5,6 +5,8 @@ local core = require "towerkit.core"
 local util = require "towerkit.util"
 local meta = require "towerkit.block.meta"
 local block_schema = require "towerkit.block.schema"
+local initializers = require "towerkit.block.initializers"
+local core_forward = require("towerkit.block.class").core_forward
 local Tags = require("towerkit.schema.tags").Tags
 
 local argerror, describe = util.argerror, util.describe
@@ -15,7 +17,7 @@ local methods = util.methods("block/shapes.lua")
 local function forward_shapes(block, input)
   local ctx = core.Context()
   ctx:grad_enabled(false)
-  local out = block:forward(input, ctx)
+  local out = core_forward(block, input, ctx) -- the C forward: Block:forward builds through here
   if core.is_tensor(out) then return out:shape() end
   local shapes = {}
   for k, v in pairs(out) do shapes[k] = v:shape() end
@@ -117,9 +119,12 @@ end
 -- (Dense without input_dim, ...) by a forward pass on zeros. input_shapes as
 -- compute_output_shape takes them: {B, D}, a tensor, or a table of feature name ->
 -- shape (ids: {{B}, "int64"}). Without input_shapes the block's schema gives them (one
--- row: int64 ids for categorical columns, float32 for continuous ones).
+-- row: int64 ids for categorical columns, float32 for continuous ones). Initializer
+-- functions that waited for the shapes (an MLPBlock's first kernel without input_dim)
+-- are applied then.
 function methods:build(input_shapes)
   run_shapes(self, input_for(self, input_shapes, "build"), "build")
+  initializers.flush(self)
   return self
 end
 

@@ -6,6 +6,8 @@ local util = require "towerkit.util"
 local meta = require "towerkit.block.meta"
 local combinators = require "towerkit.block.combinators"
 local embedding_options = require "towerkit.block.embedding_options"
+local initializers = require "towerkit.block.initializers"
+local mlp = require "towerkit.block.mlp"
 local InputBlock = require("towerkit.block.inputs").InputBlock
 local Schema = require "towerkit.schema.schema"
 local Tags = require("towerkit.schema.tags").Tags
@@ -31,8 +33,10 @@ end
 
 --- TwoTowerBlock(schema, query_tower, {item_tower =, query_tower_tag = Tags.USER,
 -- item_tower_tag = Tags.ITEM, embedding_options =, post =}). Without item_tower the
--- item tower is a copy of the query tower with its own weights. Called on a batch it
--- returns {query = [B, d], item = [B, d]}.
+-- item tower is a copy of the query tower with its own weights (an MLPBlock with
+-- input_dim is made anew without it, for the width of the item features). The towers
+-- are built from the schema when the block is made (an error then if a tower cannot
+-- take its features). Called on a batch it returns {query = [B, d], item = [B, d]}.
 function M.TwoTowerBlock(schema, query_tower, opts)
   if schema == nil then argerror("The schema is required by TwoTower") end
   if not Schema.is_schema(schema) then argerror("TwoTower: schema must be a Schema, got %s", type(schema)) end
@@ -46,8 +50,18 @@ function M.TwoTowerBlock(schema, query_tower, opts)
   for _, t in ipairs { qtag, itag } do
     if type(t) ~= "string" or t == "" then argerror("TwoTower: tags must be non-empty strings") end
   end
-  local item_tower = opts.item_tower and combinators.as_block(opts.item_tower, "TwoTower: item_tower")
-    or query_tower:copy()
+  -- Without item_tower, a copy of the query tower; an MLPBlock with input_dim or with
+  -- options a copy cannot redo (initializer functions, blocks) is made anew from its
+  -- options without input_dim (its first layer then takes the width of the item features)
+  local copied = opts.item_tower == nil
+  local item_tower
+  if not copied then
+    item_tower = combinators.as_block(opts.item_tower, "TwoTower: item_tower")
+  else
+    local info = meta.get(query_tower)
+    item_tower = (type(info) == "table" and info.class == "MLPBlock" and (info.input_dim ~= nil or info.source ~= nil)
+      and mlp.without_input_dim(query_tower)) or query_tower:copy()
+  end
   local eo = opts.embedding_options
   if eo ~= nil and not embedding_options.class.is(eo) then eo = embedding_options.new(eo) end
   local query = tower_with_inputs("query", schema, qtag, query_tower, eo)
@@ -61,6 +75,17 @@ function M.TwoTowerBlock(schema, query_tower, opts)
     schema = schema:to_table(),
     embedding_options = eo and eo:to_table() or nil,
   })
+  -- Built now from the schema (one row of zeros): a tower that cannot take its features
+  -- says so here rather than inside fit, and initializer functions that waited for the
+  -- towers' input widths are applied (fit, evaluate and export run in C and build
+  -- nothing in Lua).
+  local ok, err = pcall(block.build, block)
+  if not ok then
+    err = util.strip_position(tostring(err)):gsub("^build: ", "")
+    argerror("TwoTower: the towers cannot take the features of the schema: %s%s", err, copied and
+      " (the item tower is a copy of the query tower; a tower of fixed input width needs item_tower = a tower for the item features)"
+      or "")
+  end
   return block
 end
 

@@ -8,7 +8,8 @@ end
 
 -- Calling and inspecting
 B("forward", "forward(input [, ctx]) -> output", "Runs the block on a tensor or a table of tensors in ctx\n" ..
-  "(default: the current context); block(input) is the same.", "Block.__call__ / call",
+  "(default: the current context); block(input) is the same. Initializer functions waiting for\n" ..
+  "the input width (an MLPBlock's first layer without input_dim) run first.", "Block.__call__ / call",
   "tk.Dense(2)(tk.ones{1, 3})")
 B("trace", "trace(input [, ctx]) -> output, events",
   "A forward pass that also returns one event per block run: {depth, name, kind, params, shape}.", nil,
@@ -48,7 +49,8 @@ B("compute_call_output_shape", "compute_call_output_shape(input_shapes) -> shape
   "The output shape of the block's own computation, without pre, post and aggregation.",
   "Block.compute_call_output_shape", "tk.Dense(5):compute_call_output_shape{ 2, 3 }")
 B("build", "build([input_shapes]) -> block", "Creates the weights of lazily sized blocks by a forward pass on zeros;\n" ..
-  "without input_shapes the block's schema gives them.", "Layer.build", "tk.Dense(4):build{ 1, 3 }")
+  "without input_shapes the block's schema gives them. Initializer functions waiting for the\n" ..
+  "shapes then run.", "Layer.build", "tk.Dense(4):build{ 1, 3 }")
 B("count_params", "count_params() -> n", "The number of parameters (after build).", "Layer.count_params",
   "tk.Dense(4, { input_dim = 3 }):count_params()")
 

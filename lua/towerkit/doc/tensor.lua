@@ -28,7 +28,8 @@ M("requires_grad", "requires_grad([on]) -> boolean or t",
   "local w = tk.randn{3}:requires_grad(true)")
 M("is_leaf", "is_leaf() -> boolean", "True for tensors made outside a context (not computed by ops).", "torch.Tensor.is_leaf",
   "tk.ones{2}:is_leaf()")
-M("backward", "backward()", "Runs the tape of the tensor's context from it (a scalar loss): fills the leaves'\ngradients.",
+M("backward", "backward()", "Runs the tape of the tensor's context from it (a scalar loss): fills the leaves'\n" ..
+  "gradients. Once per tape: a second call before tk.reset() is an error (it would add the\ngradients again).",
   "tf.GradientTape.gradient", "local w = tk.ones{3}:requires_grad(true)\nw:square():sum():backward()\nw:grad()")
 M("grad", "grad([ctx]) -> Tensor or nil", "The gradient of a leaf in ctx (default: the current context).",
   "tape.gradient(loss, w)", "w:grad()")

@@ -20,8 +20,12 @@ D "tk.rand" { "tk.rand(shape [, seed = 0 [, low = 0, high = 1]]) -> Tensor",
   example = "tk.rand({4}, 1, -1, 1)" }
 D "tk.initialized" { "tk.initialized(shape, initializer [, seed = 0]) -> Tensor",
   "A new tensor filled by a named initializer (\"glorot_uniform\", \"he_normal\", \"zeros\", ...) or\n" ..
-  "{kind =, a =, b =}.", merlin = "tf.keras.initializers.get(name)(shape)",
-  example = "tk.initialized({4, 8}, \"glorot_uniform\", 1)" }
+  "a table with Keras' argument names: {kind = \"random_normal\" or \"truncated_normal\", mean = 0,\n" ..
+  "stddev = 0.05, seed =}, {kind = \"random_uniform\", minval = -0.05, maxval = 0.05, seed =},\n" ..
+  "{kind = \"constant\", value =}, {kind = \"glorot_uniform\", seed =}, ... (the core's a and b are\n" ..
+  "taken too). An initializer's seed replaces the one given (the block's); an unknown key is\n" ..
+  "an error.", merlin = "tf.keras.initializers.get(name)(shape)",
+  example = "tk.initialized({4, 8}, { kind = \"truncated_normal\", stddev = 0.5, seed = 1 })" }
 D "tk.matmul" { "tk.matmul(a, b [, transpose_a = false [, transpose_b = false]]) -> Tensor",
   "Matrix product of 2-d tensors (on the tape when computed in a context).", merlin = "tf.matmul",
   example = "tk.matmul(tk.ones{2, 3}, tk.ones{3, 4})" }
@@ -188,7 +192,7 @@ D "tk.MLPBlock" { "tk.MLPBlock(dimensions [, opts]) -> Block",
   options = {
     { "activation", "\"relu\"", "activation of every layer" },
     { "use_bias", "true", "layers have biases" },
-    { "kernel_initializer", "\"glorot_uniform\"", "initializer (a fn(shape, seed) needs input_dim)" },
+    { "kernel_initializer", "\"glorot_uniform\"", "initializer: name, table or fn(shape, seed) (run at build)" },
     { "bias_initializer", "\"zeros\"", "initializer of the biases" },
     { "kernel_regularizer", "nil", "L2 factor on the kernels" },
     { "dropout", "nil", "dropout rate after each layer" },
@@ -237,7 +241,9 @@ D "tk.apply_initializer" { "tk.apply_initializer(param, fn, seed, what)",
   example = "tk.apply_initializer(tk.Dense(2, { input_dim = 2 }):param(\"kernel\"), function(s) return tk.ones(s) end, 0, \"kernel\")" }
 D "tk.TwoTowerBlock" { "tk.TwoTowerBlock(schema, query_tower [, opts]) -> Block",
   "A query tower and an item tower, each with its InputBlock over its columns; called on a batch\n" ..
-  "it returns {query = [B, d], item = [B, d]}.",
+  "it returns {query = [B, d], item = [B, d]}. Built from the schema when made: a tower that\n" ..
+  "cannot take its features is an error then. The default item tower of an MLPBlock with\n" ..
+  "input_dim is made anew without it, sized by the item features.",
   options = {
     { "item_tower", "a copy of query_tower", "the item tower (own weights)" },
     { "query_tower_tag", "tk.Tags.USER", "columns of the query tower" },
