@@ -206,6 +206,37 @@ check-format: deps
 check-includes: $(CORE_OBJ)
 	@scripts/check-includes.sh $(BUILD)
 
+# Fuzzing (tests/fuzz): libFuzzer harnesses for the readers of untrusted input, the
+# safetensors reader, the CSV reader, a checkpoint's config.json and schema.json, and the
+# server's request parser (examples/server/handler.lua on a POST body). The core and the
+# binding are built with clang under ASan and UBSan in FUZZ_BUILD; each harness runs
+# FUZZ_SECONDS from its seeds (tests/fuzz/corpus/<name>, committed; new inputs go to
+# FUZZ_BUILD/corpus/<name>). A crash leaves FUZZ_BUILD/artifacts/<name>-crash-*. Not part
+# of `make test`. FUZZ_PKGS are installed by `make fuzz` only.
+FUZZ_PKGS    := clang-14 libclang-rt-14-dev
+FUZZ_CC      ?= clang-14
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= safetensors csv config schema request
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+
+fuzz-deps:
+	@missing=""; for p in $(FUZZ_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+fuzz: deps fuzz-deps
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT=-O1 \
+	  SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz/fuzz_%)
+	@scripts/run-fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/*.h $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(HOST_LINK)
+
 # The HTTP server under load on 127.0.0.1 (bounded); writes bench/server_load/RESULTS.md.
 bench-server: deps
 	@$(MAKE) --no-print-directory all $(SERVE_BIN)
@@ -248,4 +279,4 @@ bench-compare: deps peer-deps all $(BUILD)/bench/sgemm_limit $(BUILD)/bench/mall
 FORCE:
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)
