@@ -1,7 +1,8 @@
 /* fuzz_config.c - tk_block_from_config_json (a checkpoint's config.json) on any text:
  * every kind's from_config, nested blocks, shapes and sizes must be checked before use.
  * A block that builds is released. (A config may validly ask for a table too large for
- * memory: the Makefile runs it with -malloc_limit_mb, and such an input is not a bug.)
+ * memory: scripts/run-fuzz.sh makes allocations over 1 GiB return NULL, which must
+ * become an error.)
  * Seeds: corpus/config (configs model:save wrote). */
 #include "fuzz_common.h"
 #include "towerkit.h"
