@@ -36,9 +36,11 @@ SERVE_BIN   := $(BUILD)/examples/minimal $(BUILD)/examples/towerkit-server $(BUI
 HOST_LINK    = $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(LDFLAGS) $(LUA_LIBS) $(LIBS) -ldl -Wl,-E
 HEADERS     := $(wildcard core/include/*.h core/src/*.h core/src/*/*.h lua/binding/*.h tests/c/*.h)
 
-.PHONY: all deps docs format check-format test test-c test-lua test-kernels test-asan test-tsan check-includes bench bench-server run clean
+.PHONY: all deps docs format check-format test test-c test-lua test-kernels test-asan test-tsan check-includes bench \
+        bench-server run clean install install-modules rock rock-install fuzz fuzz-deps
 
-all: $(BUILD)/libtowerkit.a $(BUILD)/libtowerkit.so $(BUILD)/lua/towerkit/core.so $(BUILD)/towerkit
+all: $(BUILD)/libtowerkit.a $(BUILD)/libtowerkit.so $(BUILD)/libtowerkit_lua.so $(BUILD)/lua/towerkit/core.so \
+     $(BUILD)/towerkit
 
 # docs/api.md from the help entries (lua/towerkit/doc/*.lua); tests/spec/doc_spec.lua checks it.
 docs: $(BUILD)/towerkit
@@ -62,12 +64,76 @@ $(BUILD)/libtowerkit.a: $(CORE_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/libtowerkit.so: $(CORE_OBJ)
-	$(CC) -shared -Wl,--no-undefined $(LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) -shared -Wl,--no-undefined -Wl,-soname,$(notdir $@) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+# The binding for hosts: towerkit.core and towerkit_lua_open (host.c) on libtowerkit.so
+# and LuaJIT; it finds its sibling libtowerkit.so ($ORIGIN) and, by dladdr, the Lua
+# modules at ../share/towerkit (towerkit_lua.h).
+$(BUILD)/libtowerkit_lua.so: $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.so
+	$(CC) -shared -Wl,--no-undefined -Wl,-soname,$(notdir $@) -Wl,-rpath,'$$ORIGIN' $(LDFLAGS) -o $@ \
+	  $(HOST_OBJ) $(BIND_OBJ) -L$(BUILD) -ltowerkit $(LUA_LIBS) $(LIBS) -ldl
 
 # The Lua module towerkit.core: binding plus the core, linked statically.
 $(BUILD)/lua/towerkit/core.so: $(BIND_OBJ) $(BUILD)/libtowerkit.a
 	@mkdir -p $(dir $@)
 	$(CC) -shared $(LDFLAGS) -o $@ $(BIND_OBJ) $(BUILD)/libtowerkit.a $(LIBS)
+
+# ------------------------------------------------------------------------------------
+# Installing (issue 12): make install [PREFIX=/usr/local] [DESTDIR=staging]
+#   $(BINDIR)/towerkit                      the launcher
+#   $(INCLUDEDIR)/towerkit/*.h              towerkit.h, towerkit_ext.h, towerkit_lua.h
+#   $(LIBDIR)/libtowerkit.so                the core
+#   $(LIBDIR)/libtowerkit_lua.so            the binding for hosts (towerkit_lua_open)
+#   $(LIBDIR)/pkgconfig/towerkit.pc         cc host.c $$(pkg-config --cflags --libs towerkit)
+#   $(CMODDIR)/towerkit/core.so             the Lua module towerkit.core (lib/lua/5.1: LuaJIT's cpath)
+#   $(LUADIR)/towerkit/**                   the Lua modules (share/towerkit/lua: the root
+#                                           the launcher and libtowerkit_lua.so find)
+# Nothing in the installed files names the build tree.
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR    ?= $(PREFIX)/share
+LUADIR     ?= $(DATADIR)/towerkit/lua
+CMODDIR    ?= $(LIBDIR)/lua/5.1
+# Every file under lua/towerkit, whatever the modules' layout.
+LUA_FILES   = $(shell find lua/towerkit -type f -name '*.lua' | LC_ALL=C sort)
+
+# Written at each install: it names PREFIX, which may differ from the last one.
+$(BUILD)/towerkit.pc: FORCE
+	@mkdir -p $(dir $@)
+	@v=$$(sed -n 's/^#define TK_VERSION "\(.*\)"/\1/p' core/include/towerkit.h); \
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+	  'Name: towerkit' 'Description: two-tower retrieval models: C core and LuaJIT binding' \
+	  "Version: $$v" 'Requires: luajit' 'Requires.private: openblas libcjson' \
+	  'Cflags: -I$${includedir}/towerkit' 'Libs: -L$${libdir} -ltowerkit_lua -ltowerkit' \
+	  'Libs.private: -lm -lpthread -ldl' >$@
+
+# The Lua modules and towerkit.core alone (also the rock's install step).
+install-modules: $(BUILD)/lua/towerkit/core.so
+	@for f in $(LUA_FILES); do \
+	  d="$(DESTDIR)$(LUADIR)/$$(dirname "$${f#lua/}")"; \
+	  mkdir -p "$$d" && install -m 644 "$$f" "$$d/" || exit 1; \
+	done
+	install -d $(DESTDIR)$(CMODDIR)/towerkit
+	install -m 755 $(BUILD)/lua/towerkit/core.so $(DESTDIR)$(CMODDIR)/towerkit/core.so
+
+install: all install-modules $(BUILD)/towerkit.pc
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/towerkit
+	install -m 755 $(BUILD)/towerkit $(DESTDIR)$(BINDIR)/towerkit
+	install -m 644 core/include/towerkit.h core/include/towerkit_ext.h lua/binding/towerkit_lua.h \
+	  $(DESTDIR)$(INCLUDEDIR)/towerkit/
+	install -m 755 $(BUILD)/libtowerkit.so $(BUILD)/libtowerkit_lua.so $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(BUILD)/towerkit.pc $(DESTDIR)$(LIBDIR)/pkgconfig/towerkit.pc
+
+# The LuaRocks package (towerkit-<version>-1.rockspec, build.type "make"): `rock` builds
+# towerkit.core against LuaRocks' LUA_INCDIR, `rock-install` puts it and the Lua modules
+# in the tree (LUADIR, CMODDIR = LuaRocks' $(LUADIR), $(LIBDIR)).
+LUA_INCDIR ?=
+rock: CFLAGS += $(if $(LUA_INCDIR),-I$(LUA_INCDIR))
+rock: $(BUILD)/lua/towerkit/core.so
+rock-install: install-modules
 
 $(BUILD)/towerkit: scripts/towerkit.c $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a
 	$(CC) $(CFLAGS) -o $@ $< $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(LDFLAGS) $(LUA_LIBS) -ledit $(LIBS) -ldl -Wl,-E
@@ -140,6 +206,37 @@ check-format: deps
 check-includes: $(CORE_OBJ)
 	@scripts/check-includes.sh $(BUILD)
 
+# Fuzzing (tests/fuzz): libFuzzer harnesses for the readers of untrusted input, the
+# safetensors reader, the CSV reader, a checkpoint's config.json and schema.json, and the
+# server's request parser (examples/server/handler.lua on a POST body). The core and the
+# binding are built with clang under ASan and UBSan in FUZZ_BUILD; each harness runs
+# FUZZ_SECONDS from its seeds (tests/fuzz/corpus/<name>, committed; new inputs go to
+# FUZZ_BUILD/corpus/<name>). A crash leaves FUZZ_BUILD/artifacts/<name>-crash-*. Not part
+# of `make test`. FUZZ_PKGS are installed by `make fuzz` only.
+FUZZ_PKGS    := clang-14 libclang-rt-14-dev
+FUZZ_CC      ?= clang-14
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= safetensors csv config schema request
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+
+fuzz-deps:
+	@missing=""; for p in $(FUZZ_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+fuzz: deps fuzz-deps
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPT=-O1 \
+	  SAN="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz/fuzz_%)
+	@scripts/run-fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/*.h $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer -o $@ $< $(HOST_LINK)
+
 # The HTTP server under load on 127.0.0.1 (bounded); writes bench/server_load/RESULTS.md.
 bench-server: deps
 	@$(MAKE) --no-print-directory all $(SERVE_BIN)
@@ -179,8 +276,10 @@ peer-deps:
 bench-compare: deps peer-deps all $(BUILD)/bench/sgemm_limit $(BUILD)/bench/malloc_count.so
 	@/usr/bin/python3 bench/compare.py $(BUILD) $(BENCH_ROUNDS)
 
+FORCE:
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(TSAN_BUILD) $(FUZZ_BUILD)
 
 # --- MPI (issue 13, docs/distributed.md) -------------------------------------------
 # `make deps` installs Open MPI; when mpi.h is found, core/src/dist.c (the only file

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the C unit tests and the busted specs against the build in $1 and ends with one
 # line "N passed, N failed". Exits non-zero on any failure, including a crashed runner.
-#   scripts/run-tests.sh BUILD               every C test in BUILD/tests, then the specs
+#   scripts/run-tests.sh BUILD               every C test in BUILD/tests, the specs, then
+#                                            the packaging tests (tests/packaging: make
+#                                            install, the rockspec; not under TK_ASAN)
 #   scripts/run-tests.sh BUILD --c           every C test, no specs (scripts/run-kernels.sh)
 #   scripts/run-tests.sh BUILD test_x ...    those C tests only (make test-tsan)
 # TK_ASAN=1 / TK_TSAN=1 set the sanitizers' options for builds made with them.
@@ -101,6 +103,17 @@ if [ $specs -eq 1 ] && [ -d tests/mpi ]; then
     count "mpirun (tests/mpi)" "$rc"
     rm -rf "$ranklog"
   fi
+fi
+
+# The installed library and the LuaRocks package (tests/packaging), not under ASan.
+if [ $specs -eq 1 ] && [ -z "${TK_ASAN:-}" ]; then
+  for t in tests/packaging/install.sh tests/packaging/rock.sh; do
+    echo "== $t"
+    "$t" "$build" >"$log" 2>&1
+    rc=$?
+    grep -vE '^ok ' "$log" | grep -vE '^[0-9]+ passed, [0-9]+ failed$'
+    count "$t" "$rc"
+  done
 fi
 
 echo "$passed passed, $failed failed"

@@ -6,6 +6,10 @@
  *   towerkit -                   run the script read from stdin
  *   towerkit                     interactive REPL with `tk = require "towerkit"` preloaded
  *
+ * The Lua modules: $TOWERKIT_ROOT/lua if set, else <prefix>/share/towerkit/lua when the
+ * program is <prefix>/bin/towerkit (found from /proc/self/exe by towerkit_lua_open,
+ * lua/binding/host.c), else the source tree above the build directory it runs from.
+ *
  * Modelled on lua.c / luajit.c: errors in scripts print "towerkit: <message>" and a
  * traceback on stderr and exit 1; Ctrl-C interrupts running Lua code with an
  * "interrupted!" error.
@@ -77,8 +81,10 @@ static void print_usage(FILE *out) {
             "  --         Stop handling options.\n"
             "  -          Execute stdin and stop handling options.\n"
             "With no script and no -e, starts an interactive session where\n"
-            "tk = require \"towerkit\" is already done. Environment: TOWERKIT_ROOT\n"
-            "overrides the directory searched for lua/towerkit.\n",
+            "tk = require \"towerkit\" is already done. The Lua modules are found\n"
+            "next to the program: <prefix>/share/towerkit/lua for an installed\n"
+            "<prefix>/bin/towerkit, else the source tree of its build directory.\n"
+            "Environment: TOWERKIT_ROOT overrides the directory searched for lua/towerkit.\n",
             PROGNAME);
     fflush(out);
 }

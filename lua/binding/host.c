@@ -4,16 +4,60 @@
  */
 #include "towerkit_lua.h"
 
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <lauxlib.h>
 
-#ifdef TK_ROOT_DIR
-static const char *const tk_compiled_root = TK_ROOT_DIR;
-#else
-static const char *const tk_compiled_root = NULL;
-#endif
+/* Does root hold the Lua modules (root/lua/towerkit/init.lua)? */
+static int has_modules(const char *root) {
+    char path[PATH_MAX];
+    struct stat st;
+    int n = snprintf(path, sizeof path, "%s/lua/towerkit/init.lua", root);
+    return n > 0 && (size_t)n < sizeof path && stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The root (the directory that holds lua/towerkit) found next to a file: the installed
+ * layout <prefix>/{lib,bin}/file -> <prefix>/share/towerkit (also from a multiarch
+ * <prefix>/lib/<triplet>), else a source tree above a build directory
+ * (<repo>/build/towerkit, <repo>/build/tests/test_x). Writes it to out and returns 1. */
+static int root_near(const char *file, char *out, size_t cap) {
+    char real[PATH_MAX];
+    if (!file || !file[0] || !realpath(file, real)) return 0;
+    char *slash = strrchr(real, '/');
+    if (!slash) return 0;
+    *slash = '\0'; /* the file's directory */
+    static const char *const installed[] = { "/../share/towerkit", "/../../share/towerkit" };
+    for (size_t i = 0; i < sizeof installed / sizeof installed[0]; i++) {
+        char path[PATH_MAX];
+        int n = snprintf(path, sizeof path, "%s%s", real, installed[i]);
+        if (n > 0 && (size_t)n < sizeof path && has_modules(path) && cap >= PATH_MAX && realpath(path, out)) return 1;
+    }
+    for (int up = 0; up < 4 && real[0]; up++) { /* the build directory's source tree */
+        if (has_modules(real)) {
+            int n = snprintf(out, cap, "%s", real);
+            return n > 0 && (size_t)n < cap;
+        }
+        slash = strrchr(real, '/');
+        if (!slash) break;
+        *slash = '\0';
+    }
+    return 0;
+}
+
+/* The root of the towerkit this code was loaded from: next to the shared library that
+ * holds it (dladdr: libtowerkit_lua.so), else next to the executable (/proc/self/exe:
+ * the launcher, or a host linked with the objects). No path is compiled in. */
+static const char *default_root(char *out, size_t cap) {
+    Dl_info info;
+    if (dladdr((void *)towerkit_lua_open, &info) && root_near(info.dli_fname, out, cap)) return out;
+    if (root_near("/proc/self/exe", out, cap)) return out;
+    return NULL;
+}
 
 typedef struct open_args {
     const char *root; /* never NULL here */
@@ -54,14 +98,16 @@ static int open_protected(lua_State *L) {
 
 int towerkit_lua_open(lua_State *L, const char *root_dir) {
     if (!L) return -1;
+    char found[PATH_MAX];
     const char *root = root_dir;
     if (!root) {
         const char *env = getenv("TOWERKIT_ROOT");
-        root = (env && env[0]) ? env : tk_compiled_root;
+        root = (env && env[0]) ? env : default_root(found, sizeof found);
     }
     if (!root || !root[0]) {
-        lua_pushstring(L, "towerkit_lua_open: no root directory: pass root_dir, set TOWERKIT_ROOT, "
-                          "or build with -DTK_ROOT_DIR");
+        lua_pushstring(L, "towerkit_lua_open: no root directory: pass root_dir or set TOWERKIT_ROOT (no "
+                          "share/towerkit/lua/towerkit next to the library or the program, and no source tree "
+                          "above it)");
         return -1;
     }
     open_args a;

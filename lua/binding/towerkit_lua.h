@@ -2,8 +2,9 @@
  * towerkit_lua.h - open towerkit inside a host's own LuaJIT state.
  *
  * A C program that already runs LuaJIT (a server, a game, a data tool) includes this
- * header, links libtowerkit and the binding objects, and makes `require "towerkit"`
- * work in its lua_State. Nothing is loaded until the script asks for it.
+ * header, links libtowerkit_lua (the binding) and libtowerkit (the core), and makes
+ * `require "towerkit"` work in its lua_State. Nothing is loaded until the script asks
+ * for it.
  *
  * A worked example (a host that runs one script with towerkit available):
  *
@@ -17,7 +18,7 @@
  *         lua_State *L = luaL_newstate();
  *         if (!L) return 1;
  *         luaL_openlibs(L);                          // towerkit needs the package library
- *         if (towerkit_lua_open(L, NULL) != 0) {     // NULL: $TOWERKIT_ROOT or the build's repo
+ *         if (towerkit_lua_open(L, NULL) != 0) {     // NULL: $TOWERKIT_ROOT or the installed modules
  *             fprintf(stderr, "%s\n", lua_tostring(L, -1));
  *             lua_close(L);
  *             return 1;
@@ -32,13 +33,13 @@
  *         return 0;
  *     }
  *
- * Build it by compiling the .c files of lua/binding (towerkit.core and host.c) into the
- * host and linking build/libtowerkit.a, LuaJIT, OpenBLAS, cJSON, libm and pthread:
+ * Build it against an installed towerkit (make install PREFIX=...; see the README):
  *
- *     cc -std=c11 host_main.c <repo>/lua/binding/[a-z]*.c -I<repo>/core/include \
- *        -I<repo>/lua/binding -DTK_ROOT_DIR='"<repo>"' $(pkg-config --cflags luajit) \
- *        <repo>/build/libtowerkit.a $(pkg-config --libs luajit) \
- *        -lopenblas -lcjson -lm -lpthread
+ *     cc host_main.c $(pkg-config --cflags --libs towerkit)
+ *
+ * (PKG_CONFIG_PATH=<prefix>/lib/pkgconfig for a prefix pkg-config does not search, and
+ * LD_LIBRARY_PATH=<prefix>/lib to run it from there.) In the build tree, the Makefile's
+ * build/examples/minimal rule links the binding objects and build/libtowerkit.a instead.
  *
  * Conventions
  * - The state must be a LuaJIT (Lua 5.1 API) state with the standard libraries open, at
@@ -74,11 +75,14 @@ int luaopen_towerkit_core(lua_State *L);
  *   L         a LuaJIT state whose `package` library is open (luaL_openlibs).
  *   root_dir  the towerkit source or install tree: the directory that holds `lua/`.
  *             A trailing '/' is allowed. NULL means: the environment variable
- *             TOWERKIT_ROOT if it is set and not empty, else the directory compiled in
- *             as TK_ROOT_DIR (the absolute path of the repository the build ran in).
+ *             TOWERKIT_ROOT if it is set and not empty, else the tree found from where
+ *             this code was loaded: <prefix>/share/towerkit next to the installed
+ *             <prefix>/lib/libtowerkit_lua.so (dladdr) or next to the program's
+ *             <prefix>/bin (/proc/self/exe), else the source tree above the build
+ *             directory the library or program is in. No path is compiled in.
  *
  * Returns 0 on success, with the stack as it was. Returns -1 on failure (no `package`
- * table, no root directory known, out of memory) with one error message string pushed
+ * table, no root directory found, out of memory) with one error message string pushed
  * on the stack; the caller pops it. Never raises a Lua error and never exits.
  */
 int towerkit_lua_open(lua_State *L, const char *root_dir);
