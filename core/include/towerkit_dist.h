@@ -84,6 +84,56 @@ typedef struct tk_dist_stats {
 void tk_dist_get_stats(tk_dist_stats *out);
 void tk_dist_reset_stats(void);
 
+/* ---------------------------------------------------------------------------------- */
+/* Sharded retrieval: a catalogue split over the ranks (core/src/sharded.c)             */
+/* ---------------------------------------------------------------------------------- */
+
+/* The catalogue is the ranks' shards stacked in rank order: rank r's row j is global
+ * index offset_r + j. The top-k of a query is tk_topk's on that catalogue: score
+ * descending, then the lower global index; each rank takes the exact top k of its
+ * shard (tk_topk) and the N lists are merged on every rank. tk_topk scores items in
+ * sgemm blocks of 4096 rows whose bits depend on an item's place in its block: when
+ * every shard but the last has a multiple of 4096 rows (tk_dist_shard_range cuts so),
+ * the scores, indices and ties are those of tk_topk on the whole catalogue bit for bit;
+ * with any other split the result is the exact top-k of scores that may differ from the
+ * whole catalogue's in the last bit. Before tk_dist_init (or without MPI) there is one
+ * rank: the index is the whole catalogue and nothing is exchanged. */
+
+/* The rows [*lo, *lo + *count) of a catalogue of n items that rank `rank` of `size`
+ * holds: contiguous, in rank order, cut at multiples of 4096 (the first ranks fill first;
+ * with fewer blocks than ranks the last ranks hold none). */
+void tk_dist_shard_range(int64_t n, int rank, int size, int64_t *lo, int64_t *count);
+/* The merge alone, for a host that runs tk_topk on its shard itself: idx (I64 [Q, k],
+ * this shard's rows, -1 pads at the ends of rows) and scores (F32 [Q, k]) as tk_topk
+ * gave them, offset this shard's first global index; out_idx (global indices) and
+ * out_scores, the same shapes, get the global top k on every rank. A collective: every
+ * rank passes the same Q and k (else every rank fails). */
+tk_status tk_dist_topk_merge(const tk_tensor *idx, const tk_tensor *scores, int64_t offset, tk_tensor *out_idx,
+                             tk_tensor *out_scores);
+
+typedef struct tk_sharded_index tk_sharded_index;
+/* This rank's shard: item ids (I64 [n]) and their embeddings (F32 [n, D]; a heap tensor
+ * is retained, an arena one copied); n may be 0. A collective (the shards' sizes are
+ * exchanged): every rank must call it, with the same D. NULL (tk_last_error) on a bad
+ * shard on any rank. Free with tk_sharded_index_free. */
+tk_sharded_index *tk_sharded_index_new(const tk_tensor *ids, const tk_tensor *embeddings);
+void tk_sharded_index_free(tk_sharded_index *ix);
+/* The whole catalogue's size, this shard's first global index, this shard's size. */
+int64_t tk_sharded_index_size(const tk_sharded_index *ix);
+int64_t tk_sharded_index_offset(const tk_sharded_index *ix);
+int64_t tk_sharded_index_shard_size(const tk_sharded_index *ix);
+/* The global top k of each query (F32 [Q, D], the same on every rank): out_ids (I64 [Q,
+ * k], the items' ids), out_scores (F32 [Q, k]) and out_index (may be NULL: I64 [Q, k],
+ * global indices), best first, on every rank; -1 / -INFINITY where the catalogue has
+ * fewer than k items left. Exclusions (may be NULL) are item ids, CSR as tk_topk's:
+ * excl_offsets [Q + 1], excl_ids; every row holding an excluded id is skipped. A
+ * collective: every rank passes the same queries, k and exclusions; an error in the
+ * arguments is then the same on every rank, and a rank's own failure (out of memory)
+ * makes every rank fail. */
+tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries, int64_t k,
+                                 const int64_t *excl_offsets, const int64_t *excl_ids, tk_tensor *out_ids,
+                                 tk_tensor *out_scores, tk_tensor *out_index);
+
 /* Prints "towerkit: rank R of N: msg" on stderr and ends every rank of the job
  * (MPI_Abort with code). Without MPI (or before init) prints the message and exits. */
 _Noreturn void tk_dist_abort(int code, const char *msg);

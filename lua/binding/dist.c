@@ -131,6 +131,100 @@ static int l_sync_grads(lua_State *L) {
     return check(L, tk_dist_sync_grads(c->ctx, b));
 }
 
+/* dist_shard_range(n [, rank, size]) -> lo, count: the rows of a catalogue of n items a
+ * rank holds (tk_dist_shard_range; rank and size default to this process's) */
+static int l_shard_range(lua_State *L) {
+    int64_t n = tkl_check_int(L, 1, "n");
+    int rank = (int)tkl_opt_int(L, 2, "rank", tk_dist_rank());
+    int size = (int)tkl_opt_int(L, 3, "size", tk_dist_size());
+    if (size < 1 || rank < 0 || rank >= size)
+        return tkl_error(L, "dist_shard_range: rank %d of size %d is out of range", rank, size);
+    int64_t lo, count;
+    tk_dist_shard_range(n, rank, size, &lo, &count);
+    lua_pushinteger(L, (lua_Integer)lo);
+    lua_pushinteger(L, (lua_Integer)count);
+    return 2;
+}
+
+/* dist_topk_merge(idx, scores, offset) -> global idx, scores (tk_dist_topk_merge) */
+static int l_topk_merge(lua_State *L) {
+    tk_tensor *idx = tkl_check_tensor(L, 1), *sc = tkl_check_tensor(L, 2);
+    int64_t off = tkl_check_int(L, 3, "offset");
+    if (idx->ndim != 2) return tkl_error(L, "dist_topk_merge: idx int64 [Q, k] expected");
+    tk_tensor *oi = tk_tensor_new_2d(TK_I64, idx->shape[0], idx->shape[1]);
+    if (!oi) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, oi);
+    tk_tensor *os = tk_tensor_new_2d(TK_F32, idx->shape[0], idx->shape[1]);
+    if (!os) return tkl_error(L, "%s", tk_last_error());
+    tkl_push_heap(L, os);
+    check(L, tk_dist_topk_merge(idx, sc, off, oi, os));
+    return 2;
+}
+
+#define SHARDED_MT "towerkit.ShardedIndexHandle"
+
+static tk_sharded_index **check_index(lua_State *L, int idx) {
+    tk_sharded_index **p = luaL_checkudata(L, idx, SHARDED_MT);
+    if (!*p) tkl_error(L, "sharded index: already freed");
+    return p;
+}
+
+static int l_index_gc(lua_State *L) {
+    tk_sharded_index **p = luaL_checkudata(L, 1, SHARDED_MT);
+    tk_sharded_index_free(*p);
+    *p = NULL;
+    return 0;
+}
+
+/* sharded_index_new(ids, embeddings) -> handle (a collective: tk_sharded_index_new) */
+static int l_index_new(lua_State *L) {
+    tk_tensor *ids = tkl_check_tensor(L, 1), *emb = tkl_check_tensor(L, 2);
+    tk_sharded_index **p = lua_newuserdata(L, sizeof *p);
+    *p = NULL;
+    luaL_getmetatable(L, SHARDED_MT);
+    lua_setmetatable(L, -2);
+    *p = tk_sharded_index_new(ids, emb);
+    if (!*p) return tkl_error(L, "%s", tk_last_error());
+    return 1;
+}
+
+/* sharded_index_info(handle) -> size, offset, shard size */
+static int l_index_info(lua_State *L) {
+    tk_sharded_index *ix = *check_index(L, 1);
+    lua_pushinteger(L, (lua_Integer)tk_sharded_index_size(ix));
+    lua_pushinteger(L, (lua_Integer)tk_sharded_index_offset(ix));
+    lua_pushinteger(L, (lua_Integer)tk_sharded_index_shard_size(ix));
+    return 3;
+}
+
+/* sharded_index_query(handle, queries, k [, excl_offsets, excl_ids]) -> ids, scores,
+ * global indices (a collective: tk_sharded_index_query) */
+static int l_index_query(lua_State *L) {
+    tk_sharded_index *ix = *check_index(L, 1);
+    tk_tensor *q = tkl_check_tensor(L, 2);
+    int64_t k = tkl_check_int(L, 3, "k");
+    const int64_t *off = NULL, *ex = NULL;
+    if (!lua_isnoneornil(L, 4)) {
+        tk_tensor *o = tkl_check_tensor(L, 4), *e = tkl_check_tensor(L, 5);
+        if (o->dtype != TK_I64 || e->dtype != TK_I64 || o->ndim != 1 || q->ndim != 2 || o->numel != q->shape[0] + 1)
+            return tkl_error(L, "sharded_index_query: exclusions: int64 offsets [Q + 1] and int64 ids expected");
+        const int64_t *ov = tk_i64(o);
+        if (ov[o->numel - 1] > e->numel)
+            return tkl_error(L, "sharded_index_query: the exclusion offsets go past the %lld ids", (long long)e->numel);
+        off = ov;
+        ex = tk_i64(e);
+    }
+    if (q->ndim != 2 || k < 1) return tkl_error(L, "sharded_index_query: queries [Q, D] and k >= 1 expected");
+    tk_tensor *outs[3];
+    for (int i = 0; i < 3; i++) {
+        outs[i] = tk_tensor_new_2d(i == 1 ? TK_F32 : TK_I64, q->shape[0], k);
+        if (!outs[i]) return tkl_error(L, "%s", tk_last_error());
+        tkl_push_heap(L, outs[i]);
+    }
+    check(L, tk_sharded_index_query(ix, q, k, off, ex, outs[0], outs[1], outs[2]));
+    return 3;
+}
+
 /* dist_stats() -> {calls =, bytes_sent =, seconds =} since the last dist_reset_stats() */
 static int l_stats(lua_State *L) {
     tk_dist_stats s;
@@ -177,8 +271,17 @@ void tkl_open_dist(lua_State *L) {
         { "dist_reset_stats", l_reset_stats },
         { "dist_abort", l_abort },
         { "dist_finalize", l_finalize },
+        { "dist_shard_range", l_shard_range },
+        { "dist_topk_merge", l_topk_merge },
+        { "sharded_index_new", l_index_new },
+        { "sharded_index_info", l_index_info },
+        { "sharded_index_query", l_index_query },
         { NULL, NULL },
     };
+    luaL_newmetatable(L, SHARDED_MT);
+    lua_pushcfunction(L, l_index_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
     for (const luaL_Reg *f = fns; f->name; f++) {
         lua_pushcfunction(L, f->func);
         lua_setfield(L, -2, f->name);

@@ -59,16 +59,16 @@ local function started(what)
   if not core.dist_initialized() then core.dist_init() end
 end
 
---- rank() -> this process's rank (0 to size - 1); 0 outside mpirun.
+--- rank() -> this process's rank (0 to size - 1); 0 outside mpirun, also in a build
+-- without MPI (so a script can say `if tk.distributed.rank() == 0` in any build; under
+-- mpirun a build without MPI raises auto()'s error).
 function M.rank()
-  need_mpi("rank")
   M.auto()
   return core.dist_rank()
 end
 
---- size() -> the number of ranks; 1 outside mpirun.
+--- size() -> the number of ranks; 1 outside mpirun (in any build).
 function M.size()
-  need_mpi("size")
   M.auto()
   return core.dist_size()
 end
@@ -100,6 +100,72 @@ function M.reset_stats() core.dist_reset_stats() end
 
 --- abort(msg [, code]): prints "towerkit: rank R of N: msg" and ends every rank.
 function M.abort(msg, code) core.dist_abort(tostring(msg), code) end
+
+-- ----------------------------------------------------------------------------------
+-- Sharded retrieval: a catalogue split over the ranks (core/src/sharded.c)
+-- ----------------------------------------------------------------------------------
+
+--- shard_range(n [, rank, size]) -> lo, count: the rows [lo, lo + count) (0-based) of a
+-- catalogue of n items that a rank holds (this process's rank and size by default):
+-- contiguous, in rank order, cut at multiples of 4096 (tk_topk's item block), so that
+-- a ShardedIndex over these shards gives tk_topk's result on the whole catalogue, bit
+-- for bit.
+function M.shard_range(n, rank, size)
+  if type(n) ~= "number" or n < 0 or n % 1 ~= 0 then argerror("shard_range: n must be a non-negative integer") end
+  if rank == nil then M.auto() end
+  return core.dist_shard_range(n, rank, size)
+end
+
+local ShardedIndex = {}
+ShardedIndex.__index = ShardedIndex
+M._ShardedIndex = ShardedIndex -- the method table (help)
+
+local function int64_ids(ids, what)
+  if type(ids) == "table" and not core.is_tensor(ids) then return core.tensor(ids, "int64") end
+  if not core.is_tensor(ids) or ids:dtype() ~= "int64" then argerror("%s: item ids: an int64 tensor or a Lua array expected", what) end
+  return ids
+end
+
+--- ShardedIndex(item_ids, embeddings) -> index over this rank's shard of a catalogue:
+-- item_ids (int64 [n] or a Lua array), embeddings (float32 [n, D]); n may be 0. Every
+-- rank calls it (a collective), each with its own shard; the catalogue is the shards
+-- stacked in rank order. Outside mpirun it is one shard, the whole catalogue.
+function M.ShardedIndex(item_ids, embeddings)
+  M.auto()
+  local ids = int64_ids(item_ids, "ShardedIndex")
+  if not core.is_tensor(embeddings) then argerror("ShardedIndex: embeddings: a float32 tensor [n, D] expected") end
+  local h = core.sharded_index_new(ids, embeddings)
+  local size, offset, n = core.sharded_index_info(h)
+  return setmetatable({ handle = h, size = size, offset = offset, shard_size = n }, ShardedIndex)
+end
+
+-- exclude: one Lua array of item ids per query row (nil or {} for none) -> CSR tensors
+local function exclusion_csr(exclude, q)
+  if type(exclude) ~= "table" then argerror("query: exclude must be a Lua array of item id lists, one per query") end
+  local off, ids = { 0 }, {}
+  for r = 1, q do
+    local l = exclude[r]
+    if l ~= nil and type(l) ~= "table" then argerror("query: exclude[%d] must be a Lua array of item ids", r) end
+    for _, id in ipairs(l or {}) do ids[#ids + 1] = id end
+    off[r + 1] = #ids
+  end
+  return core.tensor(off, "int64"), core.tensor(#ids > 0 and ids or { 0 }, "int64")
+end
+
+--- index:query(queries, k [, exclude]) -> ids (int64 [Q, k]), scores ([Q, k]), global
+-- indices (int64 [Q, k]): each query's k best items of the whole catalogue, best first
+-- (score descending, then the lower global index, as tk_topk), the same on every rank;
+-- -1 / -inf where fewer than k items remain. queries (float32 [Q, D]), k and exclude
+-- (one Lua array of item ids per query) must be the same on every rank: a collective.
+function ShardedIndex:query(queries, k, exclude)
+  if not core.is_tensor(queries) then argerror("query: queries: a float32 tensor [Q, D] expected") end
+  if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then argerror("query: k must be a positive integer") end
+  if exclude ~= nil then
+    local off, ids = exclusion_csr(exclude, queries:shape()[1])
+    return core.sharded_index_query(self.handle, queries, k, off, ids)
+  end
+  return core.sharded_index_query(self.handle, queries, k)
+end
 
 -- ----------------------------------------------------------------------------------
 -- Data-parallel fit (the hooks of TwoTowerModel:fit and :train_step)

@@ -289,7 +289,9 @@ function Model:fit(data, opts)
   end
   -- under mpirun with N ranks: each takes its rows of global batches of N x bs (distributed.lua)
   local plan = opts.distributed ~= false and distributed.fit_plan(self, data, bs, opts.drop_last) or nil
-  if plan and plan.rank ~= 0 then verbose, tty = false, false end -- one rank reports
+  -- one rank reports, in lines: mpirun hands every rank a pty whatever its own output is
+  -- (a file, a batch job's log), so a redrawn bar would land there as \r-joined lines
+  if plan then verbose, tty = verbose and plan.rank == 0, false end
   local nb = plan and plan:num_batches() or data:num_batches(bs, opts.drop_last)
   self._fit_data = data -- what evaluate{exclude_seen = true} excludes
   self.stop_training = false
