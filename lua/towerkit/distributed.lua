@@ -101,6 +101,28 @@ function M.reset_stats() core.dist_reset_stats() end
 --- abort(msg [, code]): prints "towerkit: rank R of N: msg" and ends every rank.
 function M.abort(msg, code) core.dist_abort(tostring(msg), code) end
 
+--- on_root(fn, ...) -> fn's results on rank 0, nothing on the others: under mpirun a
+-- barrier, then rank 0 runs fn while the others wait for it; an error of fn is raised
+-- on rank 0 with its message and on every other rank as "rank 0 failed". Outside
+-- mpirun it just calls fn. Model:save uses it: one checkpoint, written by rank 0.
+function M.on_root(fn, ...)
+  if type(fn) ~= "function" then argerror("on_root: a function expected") end
+  if not M.auto() then return fn(...) end
+  core.dist_barrier()
+  local res = { n = 0 }
+  local ok, err = true, nil
+  if core.dist_rank() == 0 then
+    res = { pcall(fn, ...) }
+    ok, err = res[1], res[2]
+  end
+  -- rank 0's outcome, summed in rank order: every rank waits here until rank 0 is done
+  if core.dist_allreduce(ok and 0 or 1) ~= 0 then
+    if not ok then error(err, 0) end
+    error("tk.distributed.on_root: rank 0 failed (its own message says why)", 2)
+  end
+  if core.dist_rank() == 0 then return unpack(res, 2, table.maxn(res)) end
+end
+
 -- ----------------------------------------------------------------------------------
 -- Sharded retrieval: a catalogue split over the ranks (core/src/sharded.c)
 -- ----------------------------------------------------------------------------------

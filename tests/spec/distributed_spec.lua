@@ -70,3 +70,30 @@ describe("a failing rank under mpirun -np 2", function()
     assert.falsy(out:find("rank 0 finished", 1, true), out)
   end)
 end)
+
+-- One checkpoint from a distributed run, served by one process.
+describe("a checkpoint saved under mpirun -np 2", function()
+  fault_it("loads in one process with the trained weights, bit for bit", function()
+    package.path = "tests/mpi/?.lua;" .. package.path
+    local C = require "common"
+    local dir = os.tmpname()
+    os.remove(dir)
+    local out = files.sh(("{ timeout 120 mpirun --oversubscribe -np 2 %s/towerkit tests/mpi/scripts/checkpoint.lua %s 2>&1; " ..
+      "echo \"exit=$?\"; }"):format(build, dir))
+    assert.equals(0, tonumber(out:match("exit=(%d+)%s*$")), out)
+    local want = {}
+    for line in io.lines(dir .. ".weights.txt") do want[#want + 1] = tonumber(line) end
+    want = tk.tensor(want):totable() -- the float32 values the text names
+    local m = tk.load(dir)
+    local got = C.flat_weights(m)
+    assert.equals(#want, #got)
+    for i = 1, #want do
+      if want[i] ~= got[i] then error(("weight %d: %.9g trained, %.9g loaded"):format(i, want[i], got[i])) end
+    end
+    -- it serves: top-k from the loaded model
+    local batch = C.data(4, 9):batches { batch_size = 4, shuffle = false }()
+    local ids = m:to_top_k_encoder(C.data(50):unique_by("item_id"), { k = 3 }):query(batch)
+    assert.same({ 4, 3 }, ids:shape())
+    os.execute(("rm -rf '%s' '%s.weights.txt'"):format(dir, dir))
+  end)
+end)

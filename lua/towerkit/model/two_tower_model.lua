@@ -468,12 +468,20 @@ function Model:popularity_baseline(train, data, opts)
   return baseline.popularity_baseline(train, data, self.item_id, o)
 end
 
---- save(dir): config.json, schema.json, model.json and weights.safetensors, written
--- to a temporary directory and renamed into place.
-function Model:save(dir)
+--- save(dir [, {distributed = true}]): config.json, schema.json, model.json and
+-- weights.safetensors, written to a temporary directory and renamed into place. Under
+-- mpirun every rank calls it and rank 0 writes, after a barrier, while the others wait
+-- (tk.distributed.on_root: the ranks' weights are identical); distributed = false
+-- writes from this process alone. The optimizer's state is not saved.
+function Model:save(dir, opts)
   if type(dir) ~= "string" or dir == "" then argerror("save: a directory path expected") end
+  opts = util.known_options(opts, { distributed = true }, "save")
   local model_json = json.encode({ class = "TwoTowerModel", options = self.opts, version = core.version }, true)
-  core.checkpoint_write(dir, self.block, { ["schema.json"] = self.schema:to_json(), ["model.json"] = model_json })
+  local function write()
+    core.checkpoint_write(dir, self.block, { ["schema.json"] = self.schema:to_json(), ["model.json"] = model_json })
+  end
+  if opts.distributed == false then return write() end
+  distributed.on_root(write)
 end
 
 --- tk.load(dir) -> the saved model (compile it again to train further).

@@ -1,0 +1,92 @@
+-- Checkpoints under `mpirun -np 2`: one checkpoint written by rank 0, loaded on every
+-- rank, and training resumed from it with the ranks identical. (The other direction,
+-- np 2 saves and one process loads, is in tests/spec/distributed_spec.lua.)
+package.path = "tests/mpi/?.lua;" .. package.path
+local tk = require "towerkit"
+local C = require "common"
+local dist = tk.distributed
+
+local B = 16
+
+-- A directory name that both ranks agree on: rank 0's pid, summed over the ranks.
+local function shared_dir()
+  local pid = io.open("/proc/self/stat"):read("*n")
+  local id = dist.allreduce(dist.rank() == 0 and pid or 0)
+  return ("/tmp/towerkit-mpi-ckpt-%d-%d"):format(id, os.time() % 100000)
+end
+
+local function rm(dir)
+  dist.on_root(function() os.execute(("rm -rf '%s'"):format(dir)) end)
+end
+
+local function bitwise(a, b, what)
+  assert.equals(#a, #b)
+  for i = 1, #a do
+    if a[i] ~= b[i] then error(("%s: weight %d: %.9g vs %.9g"):format(what, i, a[i], b[i])) end
+  end
+end
+
+-- every rank's weights are rank 0's, bit for bit
+local function ranks_identical(w)
+  local all = dist.allgather(tk.tensor(w)):totable()
+  local n = #w
+  for i = 1, n do
+    if all[i] ~= all[n + i] then error(("weight %d: %.9g on rank 0, %.9g on rank 1"):format(i, all[i], all[n + i])) end
+  end
+end
+
+describe("checkpoints under mpirun -np 2", function()
+  it("save writes one checkpoint from rank 0; every rank then loads the trained weights", function()
+    local dir = shared_dir()
+    local m = C.model(3)
+    m:fit(C.data(10 * 2 * B), { batch_size = B, epochs = 1, verbose = false, seed = 1 })
+    m:save(dir)
+    -- the other ranks waited for rank 0: the files are there when save returns
+    local f = io.open(dir .. "/weights.safetensors", "rb")
+    assert.truthy(f, "rank " .. dist.rank() .. ": no weights after save")
+    f:close()
+    -- one writer: nothing but the checkpoint in its parent (no temporary directories left)
+    local p = io.popen(("ls -a /tmp | grep -c '^%s'"):format(dir:match("[^/]*$")))
+    assert.equals(1, tonumber(p:read("*a")))
+    p:close()
+    local loaded = tk.load(dir)
+    bitwise(C.flat_weights(m), C.flat_weights(loaded), "loaded vs trained")
+    rm(dir)
+  end)
+
+  it("a failed write on rank 0 is an error on every rank", function()
+    local m = C.model(3)
+    local ok, err = pcall(m.save, m, "/proc/towerkit-cannot-write-here")
+    assert.is_false(ok)
+    if dist.rank() == 1 then assert.truthy(tostring(err):find("rank 0 failed", 1, true), err) end
+  end)
+
+  it("training resumes from a checkpoint on two ranks: ranks identical, as one process with batch 2B", function()
+    local dir = shared_dir()
+    local m = C.model(9)
+    m:fit(C.data(6 * 2 * B, 5), { batch_size = B, epochs = 1, verbose = false, seed = 2 })
+    m:save(dir)
+    local before = C.flat_weights(m)
+    local data = C.data(5 * 2 * B, 8)
+    local function resume(distributed, bs)
+      local r = tk.load(dir)
+      r:compile { optimizer = tk.optim.Adam { learning_rate = 1e-2 } } -- fresh optimizer state
+      local h = r:fit(data, { batch_size = bs, epochs = 1, verbose = false, seed = 3, distributed = distributed })
+      return r, h
+    end
+    local r2, h2 = resume(true, B)
+    local r1 = resume(false, 2 * B)
+    assert.equals(5, #h2.steps)
+    local w2 = C.flat_weights(r2)
+    ranks_identical(w2)
+    local moved, diff = 0, 0
+    local w1 = C.flat_weights(r1)
+    for i = 1, #w2 do
+      moved = math.max(moved, math.abs(w2[i] - before[i]))
+      diff = math.max(diff, math.abs(w2[i] - w1[i]))
+    end
+    assert.is_true(moved > 1e-3, "5 steps should move the weights") -- it trained
+    assert.is_true(diff <= 1e-5, ("np 2 vs one process: %g"):format(diff))
+    rm(dir)
+  end)
+end)
