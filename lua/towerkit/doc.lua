@@ -51,11 +51,13 @@ local function classes()
     ColumnSchema = tk.ColumnSchema.methods,
     Dataset = require("towerkit.data").methods,
     History = require "towerkit.history",
+    ShardedIndex = require("towerkit.distributed")._ShardedIndex,
   }
 end
 doc.classes = classes
 
-local CLASS_ORDER = { "Block", "Tensor", "TwoTowerModel", "Schema", "ColumnSchema", "Dataset", "History" }
+local CLASS_ORDER = { "Block", "Tensor", "TwoTowerModel", "Schema", "ColumnSchema", "Dataset", "History",
+  "ShardedIndex" }
 doc.CLASS_ORDER = CLASS_ORDER
 
 -- Namespaces of tk whose functions are public one by one.

@@ -13,9 +13,10 @@ D "tk.distributed.init" { "tk.distributed.init() -> rank, size",
 D "tk.distributed.auto" { "tk.distributed.auto() -> boolean",
   "Whether training is distributed: under mpirun with more than one rank it starts MPI and returns\n" ..
   "true; otherwise false.", example = "if tk.distributed.auto() then print(\"data parallel\") end" }
-D "tk.distributed.rank" { "tk.distributed.rank() -> integer", "This process's rank, 0 to size - 1 (0 outside mpirun).",
-  example = "if tk.distributed.rank() == 0 then m:save(\"model/\") end" }
-D "tk.distributed.size" { "tk.distributed.size() -> integer", "The number of ranks (1 outside mpirun).",
+D "tk.distributed.rank" { "tk.distributed.rank() -> integer",
+  "This process's rank, 0 to size - 1 (0 outside mpirun, in any build).",
+  example = "if tk.distributed.rank() == 0 then print(m:evaluate(test, { item_corpus = items })) end" }
+D "tk.distributed.size" { "tk.distributed.size() -> integer", "The number of ranks (1 outside mpirun, in any build).",
   example = "tk.distributed.size()" }
 D "tk.distributed.barrier" { "tk.distributed.barrier()", "Waits until every rank gets here.",
   example = "tk.distributed.barrier()" }
@@ -33,3 +34,27 @@ D "tk.distributed.reset_stats" { "tk.distributed.reset_stats()", "Zeroes the cou
 D "tk.distributed.abort" { "tk.distributed.abort(msg [, code = 1])",
   "Prints \"towerkit: rank R of N: msg\" and ends every rank of the job (MPI_Abort).",
   example = "tk.distributed.abort(\"bad input\")" }
+D "tk.distributed.on_root" { "tk.distributed.on_root(fn, ...) -> fn's results on rank 0",
+  "Under mpirun: a barrier, then rank 0 runs fn while the other ranks wait; an error in fn is raised\n" ..
+  "on every rank. Outside mpirun it calls fn. model:save writes its one checkpoint so.",
+  example = "tk.distributed.on_root(function() history:to_csv(\"history.csv\") end)" }
+D "tk.distributed.shard_range" { "tk.distributed.shard_range(n [, rank, size]) -> lo, count",
+  "The rows [lo, lo + count) (0-based) of a catalogue of n items a rank holds: contiguous, in rank\n" ..
+  "order, cut at multiples of 4096 (tk_topk's item block), so a ShardedIndex over them gives tk_topk's\n" ..
+  "result on the whole catalogue bit for bit.",
+  example = "local lo, count = tk.distributed.shard_range(e.ids:numel())" }
+D "tk.distributed.ShardedIndex" { "tk.distributed.ShardedIndex(item_ids, embeddings) -> index",
+  "An exact top-k index over a catalogue split over the ranks: each rank passes its shard (int64 ids\n" ..
+  "[n] or a Lua array, float32 embeddings [n, D]; n may be 0), the catalogue is the shards in rank\n" ..
+  "order. A collective: every rank calls it. Fields: size (the catalogue's), offset (this shard's\n" ..
+  "first global index), shard_size. Outside mpirun: one shard, the whole catalogue.",
+  merlin = "a sharded TopKEncoder / FAISS IndexShards", example =
+  "local e = m:item_embeddings(items)\nlocal lo, n = tk.distributed.shard_range(e.ids:numel())\n" ..
+  "local ix = tk.distributed.ShardedIndex(tk.core.index_select(e.ids, tk.core.arange(e.ids:numel()), lo, n),\n" ..
+  "  tk.core.index_select(e.embeddings, tk.core.arange(e.ids:numel()), lo, n))" }
+D "ShardedIndex:query" { "index:query(queries, k [, exclude]) -> ids, scores, indices",
+  "Each query's k best items of the whole catalogue (float32 queries [Q, D]), best first: score\n" ..
+  "descending, then the lower global index, as tk_topk; item ids (int64 [Q, k]), scores and global\n" ..
+  "indices, the same on every rank; -1 / -inf past the catalogue. exclude: one Lua array of item ids\n" ..
+  "per query. A collective: every rank passes the same queries, k and exclude.",
+  example = "local ids, scores = ix:query(q, 10, { { 3, 7 }, {} })" }

@@ -51,5 +51,8 @@ D "TwoTowerModel:item_embeddings" { "model:item_embeddings(items [, {batch_size 
 D "TwoTowerModel:to_top_k_encoder" { "model:to_top_k_encoder(items [, {k = 10}]) -> encoder",
   "An exact top-k retriever: encoder:query(batch [, {k =}]) returns item ids (int64 [B, k]) and\nscores, best first.",
   merlin = "Model.to_top_k_encoder", example = "local enc = m:to_top_k_encoder(items, { k = 5 })\nenc:query(batch)" }
-D "TwoTowerModel:save" { "model:save(dir)", "Writes config.json, schema.json, model.json and weights.safetensors\n" ..
-  "atomically (tk.load reads them back).", merlin = "Model.save", example = "m:save(\"model/\")" }
+D "TwoTowerModel:save" { "model:save(dir [, {distributed = true}])",
+  "Writes config.json, schema.json, model.json and weights.safetensors\n" ..
+  "atomically (tk.load reads them back). Under mpirun every rank calls it and rank 0 writes one\n" ..
+  "checkpoint while the others wait; distributed = false writes from this process alone. The\n" ..
+  "optimizer's state is not saved: compile again to train further.", merlin = "Model.save", example = "m:save(\"model/\")" }
