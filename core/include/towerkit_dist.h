@@ -130,9 +130,9 @@ int64_t tk_sharded_index_shard_size(const tk_sharded_index *ix);
  * collective: every rank passes the same queries, k and exclusions; an error in the
  * arguments is then the same on every rank, and a rank's own failure (out of memory)
  * makes every rank fail. */
-tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries, int64_t k,
-                                 const int64_t *excl_offsets, const int64_t *excl_ids, tk_tensor *out_ids,
-                                 tk_tensor *out_scores, tk_tensor *out_index);
+tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries, int64_t k, const int64_t *excl_offsets,
+                                 const int64_t *excl_ids, tk_tensor *out_ids, tk_tensor *out_scores,
+                                 tk_tensor *out_index);
 
 /* Prints "towerkit: rank R of N: msg" on stderr and ends every rank of the job
  * (MPI_Abort with code). Without MPI (or before init) prints the message and exits. */

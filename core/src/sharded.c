@@ -59,8 +59,8 @@ static bool check_pair(const char *what, const tk_tensor *idx, const tk_tensor *
 /* The merge of every rank's candidates: gidx (global indices, -1 pads at the end of a
  * row), pay (a payload per candidate, may be NULL: the item ids) and sc, Q x k each on
  * every rank. Writes the best k of the union per query into out_* (any may be NULL). */
-static tk_status merge(const char *what, int64_t Q, int64_t k, const int64_t *gidx, const int64_t *pay,
-                       const float *sc, int64_t *out_idx, int64_t *out_pay, float *out_scores, bool failed) {
+static tk_status merge(const char *what, int64_t Q, int64_t k, const int64_t *gidx, const int64_t *pay, const float *sc,
+                       int64_t *out_idx, int64_t *out_pay, float *out_scores, bool failed) {
     int S = distributed() ? tk_dist_size() : 1;
     if (failed && S == 1) return TK_ERROR;
     int64_t n = Q * k;
@@ -161,9 +161,9 @@ tk_status tk_dist_topk_merge(const tk_tensor *idx, const tk_tensor *scores, int6
 }
 
 struct tk_sharded_index {
-    tk_tensor *emb;  /* [n, D], heap (retained or a copy) */
-    int64_t *ids;    /* [n] */
-    int64_t *pairs;  /* [n][2]: (id, row) sorted by id then row: exclusions by id */
+    tk_tensor *emb; /* [n, D], heap (retained or a copy) */
+    int64_t *ids;   /* [n] */
+    int64_t *pairs; /* [n][2]: (id, row) sorted by id then row: exclusions by id */
     int64_t n, dim, offset, total;
 };
 
@@ -273,9 +273,9 @@ static int64_t lower_bound(const int64_t *pairs, int64_t n, int64_t x) {
     return lo;
 }
 
-tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries, int64_t k,
-                                 const int64_t *excl_offsets, const int64_t *excl_ids, tk_tensor *out_ids,
-                                 tk_tensor *out_scores, tk_tensor *out_index) {
+tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries, int64_t k, const int64_t *excl_offsets,
+                                 const int64_t *excl_ids, tk_tensor *out_ids, tk_tensor *out_scores,
+                                 tk_tensor *out_index) {
     static const char *const W = "sharded_index_query";
     char s[64];
     if (!ix) return tk_set_error("%s: NULL index", W), TK_ERROR;
@@ -292,15 +292,14 @@ tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries,
         return tk_set_error("%s: out_ids int64 [%lld, %lld] and out_scores float32 [%lld, %lld] expected", W,
                             (long long)Q, (long long)k, (long long)Q, (long long)k),
                TK_ERROR;
-    if (out_index && (out_index->dtype != TK_I64 || out_index->ndim != 2 || out_index->shape[0] != Q ||
-                      out_index->shape[1] != k))
+    if (out_index &&
+        (out_index->dtype != TK_I64 || out_index->ndim != 2 || out_index->shape[0] != Q || out_index->shape[1] != k))
         return tk_set_error("%s: out_index int64 [%lld, %lld] expected", W, (long long)Q, (long long)k), TK_ERROR;
     if (excl_offsets) {
         if (excl_offsets[0] < 0) return tk_set_error("%s: exclusion offsets must be >= 0", W), TK_ERROR;
         for (int64_t q = 0; q < Q; q++)
             if (excl_offsets[q + 1] < excl_offsets[q])
-                return tk_set_error("%s: exclusion offsets must not decrease (query %lld)", W, (long long)q),
-                       TK_ERROR;
+                return tk_set_error("%s: exclusion offsets must not decrease (query %lld)", W, (long long)q), TK_ERROR;
         if (excl_offsets[Q] > excl_offsets[0] && !excl_ids)
             return tk_set_error("%s: exclusion offsets without ids", W), TK_ERROR;
     }
@@ -349,8 +348,8 @@ tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries,
         gp[c] = has ? ix->ids[l[c]] : -1;
         if (!has) lsc[c] = -INFINITY;
     }
-    if (merge(W, Q, k, gi, gp, lsc, out_index ? tk_i64(out_index) : NULL, tk_i64(out_ids), tk_f32(out_scores),
-              false) != TK_OK)
+    if (merge(W, Q, k, gi, gp, lsc, out_index ? tk_i64(out_index) : NULL, tk_i64(out_ids), tk_f32(out_scores), false) !=
+        TK_OK)
         goto out;
     st = TK_OK;
     goto out;
