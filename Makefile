@@ -81,7 +81,7 @@ $(BUILD)/lua/towerkit/core.so: $(BIND_OBJ) $(BUILD)/libtowerkit.a
 # ------------------------------------------------------------------------------------
 # Installing (issue 12): make install [PREFIX=/usr/local] [DESTDIR=staging]
 #   $(BINDIR)/towerkit                      the launcher
-#   $(INCLUDEDIR)/towerkit/*.h              towerkit.h, towerkit_ext.h, towerkit_lua.h
+#   $(INCLUDEDIR)/towerkit/*.h              towerkit.h, towerkit_ext.h, towerkit_dist.h, towerkit_lua.h
 #   $(LIBDIR)/libtowerkit.so                the core
 #   $(LIBDIR)/libtowerkit_lua.so            the binding for hosts (towerkit_lua_open)
 #   $(LIBDIR)/pkgconfig/towerkit.pc         cc host.c $$(pkg-config --cflags --libs towerkit)
@@ -122,7 +122,7 @@ install-modules: $(BUILD)/lua/towerkit/core.so
 install: all install-modules $(BUILD)/towerkit.pc
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)/towerkit
 	install -m 755 $(BUILD)/towerkit $(DESTDIR)$(BINDIR)/towerkit
-	install -m 644 core/include/towerkit.h core/include/towerkit_ext.h lua/binding/towerkit_lua.h \
+	install -m 644 core/include/towerkit.h core/include/towerkit_ext.h core/include/towerkit_dist.h lua/binding/towerkit_lua.h \
 	  $(DESTDIR)$(INCLUDEDIR)/towerkit/
 	install -m 755 $(BUILD)/libtowerkit.so $(BUILD)/libtowerkit_lua.so $(DESTDIR)$(LIBDIR)/
 	install -m 644 $(BUILD)/towerkit.pc $(DESTDIR)$(LIBDIR)/pkgconfig/towerkit.pc

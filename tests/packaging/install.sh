@@ -21,7 +21,7 @@ installed() {
   local f
   for f in bin/towerkit lib/libtowerkit.so lib/libtowerkit_lua.so lib/pkgconfig/towerkit.pc \
     lib/lua/5.1/towerkit/core.so include/towerkit/towerkit.h include/towerkit/towerkit_ext.h \
-    include/towerkit/towerkit_lua.h share/towerkit/lua/towerkit/init.lua; do
+    include/towerkit/towerkit_dist.h include/towerkit/towerkit_lua.h share/towerkit/lua/towerkit/init.lua; do
     [ -f "$1/$f" ] || { echo "missing $1/$f"; return 1; }
   done
   # every Lua file of the sources, whatever the modules' layout
