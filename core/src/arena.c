@@ -42,8 +42,10 @@ void *tk_arena_alloc(tk_arena *a, size_t bytes) {
 void tk_arena_reset(tk_arena *a) {
     tk_arena_chunk *c = a->head;
     if (c && c->next) {
-        /* More than one chunk: replace them all by one that holds the peak. */
-        size_t want = a->peak;
+        /* More than one chunk: replace them all by one that holds the peak and a quarter
+         * more, so that steps whose needs vary a little (the distinct rows of a batch's
+         * sparse gradients) settle into that one chunk instead of growing it again. */
+        size_t want = a->peak + a->peak / 4;
         tk_arena_free(a);
         size_t peak = want;
         tk_arena_chunk *n = chunk_new(a, want < TK_ARENA_MIN_CHUNK ? TK_ARENA_MIN_CHUNK : want);
