@@ -840,6 +840,11 @@ tk_status tk_atomic_commit(tk_atomic_file *af);
 void tk_atomic_abort(tk_atomic_file *af);
 /* data[0 .. n) as the file at path, atomically (the four above in one call). */
 tk_status tk_file_write_atomic(const char *path, const void *data, size_t n);
+/* The whole file at path (malloc'd, NUL-terminated; *len, if not NULL, gets its length),
+ * as every reader here opens files: a regular file only. A FIFO, a device or a socket is
+ * refused ("path: cannot read: not a regular file ...") rather than waited on. NULL and
+ * tk_last_error naming the path on failure. */
+char *tk_file_read(const char *path, size_t *len);
 
 /* Writes tensors in the safetensors layout (8-byte little-endian header length, JSON
  * header {name: {dtype "F32"|"I64", shape, data_offsets}, "__metadata__": {...}}, raw
@@ -878,19 +883,28 @@ tk_status tk_block_load_weights(tk_block *b, const char *path);
 
 /* A checkpoint directory: config.json (the block's config, pretty printed),
  * weights.safetensors and the given extra files (for example schema.json; plain file
- * names, not config.json or weights.safetensors), written and fsynced into a temporary
- * directory "<dir>.tmp-XXXXXX" beside `dir` and renamed into place; an existing
- * checkpoint is moved aside ("<dir>.old-XXXXXX"), replaced only once the new one is
- * complete, then removed with whatever else was in it. On any failure the temporary
- * directory is removed and an existing checkpoint is left intact. */
+ * names, not config.json or weights.safetensors). `dir` names a complete checkpoint at
+ * every instant, even if the process dies mid-save: the files are written and fsynced
+ * into ".<name>.tmp-XXXXXX" beside dir, renamed ".<name>.new-XXXXXX" once complete, and
+ * exchanged with an existing dir by renameat2(RENAME_EXCHANGE) (without it, as on NFS,
+ * the old one is renamed to ".<name>.old-XXXXXX" first, and the next save or read
+ * finishes a save killed in between); the old checkpoint is then removed with whatever
+ * else was in it. The next save or read removes what a killed save left. Saves to one
+ * parent directory take turns (flock on it). On any failure before the swap the new
+ * files are removed and an existing checkpoint is left intact. */
 tk_status tk_checkpoint_write(const char *dir, const tk_block *b, int32_t nfiles, const char *const *file_names,
                               const char *const *file_texts);
 /* Reads a checkpoint: the block (built, with its weights; one reference, the caller's);
+ * every file from the same checkpoint (the directory is held open and flock'ed shared
+ * while it is read, so a save replacing it neither mixes nor removes its files);
  * file_texts_out[i] gets the text of file_names[i], malloc'd for the caller to free()
  * (NULL if absent). NULL and tk_last_error ("checkpoint
  * 'dir': config.json is missing", "...: config.json: block config: malformed JSON...",
- * "dir/weights.safetensors: tensor 'x' is float32 [4, 8] but the parameter is ...") on a
- * missing, empty or malformed file, or weights that do not match the config. Blocks
+ * "checkpoint 'dir': weights.safetensors: tensor 'x' is float32 [4, 8] but the parameter
+ * is ...") on a missing, empty or malformed file, a file that is not a regular one (a
+ * FIFO), weights that do not match the config or hold a NaN or an infinity (named with
+ * the tensor and the first bad row). A read recovers, when no save runs, what an
+ * interrupted save left (see tk_checkpoint_write). Blocks
  * whose kind has no from_config (callback blocks) cannot be read back. */
 tk_block *tk_checkpoint_read(const char *dir, int32_t nfiles, const char *const *file_names, char **file_texts_out);
 

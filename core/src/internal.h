@@ -135,6 +135,11 @@ int tk_strcmp_ptr(const void *a, const void *b);
 void *tk_memdup(const void *p, size_t size);
 struct cJSON;
 const char *tk_json_kind(const struct cJSON *v);
+/* The first row (index along dim 0; 0 for a scalar) of a float32 tensor that holds a
+ * NaN or an infinity, with that value in *value; -1 when every value is finite or the
+ * tensor is not float32. Loaders refuse such weights and embeddings, which would
+ * otherwise turn every score they touch into NaN. */
+int64_t tk_first_nonfinite_row(const tk_tensor *t, float *value);
 
 /* The in-batch retrieval loss in parts (retrieval.c), for a caller that runs them on
  * several threads (the two-tower trainer). tk_rl_prepare validates as tk_retrieval_loss

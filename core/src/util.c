@@ -23,6 +23,19 @@ const char *tk_json_kind(const struct cJSON *v) {
     return "null";
 }
 
+int64_t tk_first_nonfinite_row(const tk_tensor *t, float *value) {
+    if (t->dtype != TK_F32 || t->numel == 0) return -1;
+    const float *x = t->data;
+    int64_t cols = t->ndim > 0 && t->shape[0] > 0 ? t->numel / t->shape[0] : t->numel;
+    for (int64_t i = 0; i < t->numel; i++) {
+        if (!isfinite(x[i])) {
+            if (value) *value = x[i];
+            return i / cols;
+        }
+    }
+    return -1;
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Numbers as text: the one float formatter (CSV cells, block configs)                   */
 /* ------------------------------------------------------------------------------------ */

@@ -260,6 +260,21 @@ static int l_write_atomic(lua_State *L) {
     return 0;
 }
 
+/* read_file(path) -> text: a regular file's bytes (tk_file_read: a FIFO or a device is
+ * an error, not a wait). */
+static int l_read_file(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    lua_settop(L, 1);
+    void **slot = tkl_push_owned(L, free); /* frees the text if pushing it raises */
+    size_t n = 0;
+    char *text = tk_file_read(path, &n);
+    if (!text) return tkl_error(L, "%s", tk_last_error());
+    *slot = text;
+    lua_pushlstring(L, text, n);
+    tkl_owned_free(L, 2);
+    return 1;
+}
+
 static const luaL_Reg csv_methods[] = { { "next", csv_next }, { "close", csv_close }, { NULL, NULL } };
 
 static const luaL_Reg io_functions[] = { { "csv_open", l_csv_open },
@@ -271,6 +286,7 @@ static const luaL_Reg io_functions[] = { { "csv_open", l_csv_open },
                                          { "checkpoint_write", l_checkpoint_write },
                                          { "checkpoint_read", l_checkpoint_read },
                                          { "write_atomic", l_write_atomic },
+                                         { "read_file", l_read_file },
                                          { NULL, NULL } };
 
 void tkl_open_io(lua_State *L) {

@@ -75,20 +75,37 @@ static json_box *new_box(lua_State *L) {
     return b;
 }
 
+/* nil and "invalid JSON at line L (byte B)[: what]" for the byte at offset off. */
+static int decode_error(lua_State *L, const char *text, size_t len, size_t off, const char *what) {
+    int line = 1;
+    for (size_t i = 0; i < off && i < len; i++) line += text[i] == '\n';
+    lua_pushnil(L);
+    lua_pushfstring(L, "invalid JSON at line %d (byte %d)%s%s", line, (int)off + 1, what ? ": " : "", what ? what : "");
+    return 2;
+}
+
 static int l_json_decode(lua_State *L) {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
+    /* A NUL character cannot be in a Lua string made from cJSON's C strings: "ab\u0000cd"
+     * would come back as "ab". Refused, raw or escaped (backslashes only occur in
+     * strings in valid JSON, and "\\u0000" is an escaped backslash, skipped). */
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '\0') return decode_error(L, text, len, i, "a NUL byte");
+        if (text[i] == '\\' && i + 1 < len) {
+            if (text[i + 1] == 'u' && i + 5 < len && memcmp(text + i + 2, "0000", 4) == 0)
+                return decode_error(L, text, len, i, "a string holds a NUL character (\\u0000)");
+            i++;
+        }
+    }
     json_box *box = new_box(L);
     const char *end = NULL;
     box->j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!box->j) {
-        size_t off = end ? (size_t)(end - text) : 0;
-        int line = 1;
-        for (size_t i = 0; i < off && i < len; i++) line += text[i] == '\n';
-        lua_pushnil(L);
-        lua_pushfstring(L, "invalid JSON at line %d (byte %d)", line, (int)off + 1);
-        return 2;
-    }
+    if (!box->j) return decode_error(L, text, len, end ? (size_t)(end - text) : 0, NULL);
+    /* one document: only white space after it */
+    for (size_t i = (size_t)(end - text); i < len; i++)
+        if (text[i] != ' ' && text[i] != '\t' && text[i] != '\n' && text[i] != '\r')
+            return decode_error(L, text, len, i, "text after the JSON value");
     push_json(L, box->j, 0);
     return 1;
 }

@@ -116,6 +116,20 @@ static inline tk_status io_with_size_limit(rlim_t limit, tk_status (*write)(void
     return st;
 }
 
+/* A FIFO at path (replacing what is there), with an alarm: a reader that waits on it
+ * for a writer is killed after 10 s, a failed test rather than a hung one. io_no_alarm
+ * ends the wait. */
+static inline void io_fifo(const char *path) {
+    unlink(path);
+    if (mkfifo(path, 0600) != 0) {
+        perror(path);
+        exit(2);
+    }
+    alarm(10);
+}
+
+static inline void io_no_alarm(void) { alarm(0); }
+
 /* The whole file equals want[0 .. n). */
 static inline bool io_same(const char *path, const void *want, size_t n) {
     size_t len = 0;

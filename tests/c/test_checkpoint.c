@@ -1,8 +1,13 @@
 /* Weights and checkpoints: a block graph saved and read back predicts bit for bit what
  * it did; overwrites are atomic; failed writes leave the old checkpoint; every broken
  * checkpoint is a clear error. */
+#include "io/io_impl.h"
 #include "io_test.h"
 #include "two_tower_fixture.h"
+
+#include <math.h>
+#include <sys/file.h>
+#include <sys/wait.h>
 
 static const tk_init UNIFORM = { .kind = TK_INIT_RANDOM_UNIFORM, .a = -0.5f, .b = 0.5f };
 
@@ -318,8 +323,45 @@ static void test_read_errors(void) {
     rewrite(st, w, "item/mlp/dense_1/bias", "item/mlp/dense_1/bias", ibias);
     expect_read_error(dir, "tensor 'item/mlp/dense_1/bias' is int64 [3] but the parameter is float32 [3]");
     tk_tensor_release(ibias);
+    /* a NaN or an infinity is refused with the tensor and its first bad row */
+    for (int k = 0; k < 2; k++) {
+        tk_tensor *kernel = NULL;
+        for (int32_t i = 0; i < st->n; i++)
+            if (strcmp(st->names[i], "query/mlp/dense_1/kernel") == 0) kernel = tk_tensor_clone(st->tensors[i]);
+        TK_CHECK(kernel && kernel->ndim == 2 && kernel->shape[0] > 3);
+        if (!kernel) break;
+        tk_f32(kernel)[3 * kernel->shape[1] + 1] = k ? -INFINITY : NAN;
+        tk_f32(kernel)[kernel->numel - 1] = NAN; /* a later row: the first is named */
+        rewrite(st, w, "query/mlp/dense_1/kernel", "query/mlp/dense_1/kernel", kernel);
+        expect_read_error(dir, k ? "weights.safetensors: tensor 'query/mlp/dense_1/kernel' holds a non-finite value "
+                                   "(-inf) in row 3"
+                                 : "weights.safetensors: tensor 'query/mlp/dense_1/kernel' holds a non-finite value "
+                                   "(nan) in row 3");
+        tk_tensor_release(kernel);
+    }
     tk_tensor_release(extra);
     tk_safetensors_free(st);
+
+    /* a FIFO (or a device) where a file belongs is refused, not waited on */
+    io_fifo(w);
+    expect_read_error(dir, "weights.safetensors: cannot open: not a regular file");
+    io_no_alarm();
+    unlink(w); /* io_write would open the FIFO and wait for a reader */
+    io_write(w, weights, wlen);
+    io_fifo(cfg);
+    snprintf(msg, sizeof msg, "checkpoint '%s': cannot read config.json: not a regular file", dir);
+    expect_read_error(dir, msg);
+    io_no_alarm();
+    unlink(cfg);
+    io_write(cfg, config, clen);
+    const char *names[1] = { "schema.json" };
+    char *schema = NULL;
+    io_fifo(io_path("broken/schema.json"));
+    tk_block *r = tk_checkpoint_read(dir, 1, names, &schema);
+    io_no_alarm();
+    TK_CHECK(r == NULL && schema == NULL);
+    TK_CHECK_ERROR(tk_last_error(), "cannot read schema.json: not a regular file");
+    unlink(io_path("broken/schema.json"));
 
     /* restored, it reads again */
     io_write(w, weights, wlen);
@@ -414,6 +456,149 @@ static void test_lazy_blocks(void) {
     tk_block_release(lazy);
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Interrupted saves                                                                      */
+/* ------------------------------------------------------------------------------------ */
+
+/* The interrupted-save tests work in a directory of their own, io_path(CASE): the
+ * debris is whatever is there besides the checkpoint "crash". */
+#define CASE "interrupted"
+
+static int debris(void) {
+    struct stat sb;
+    bool present = lstat(io_path(CASE "/crash"), &sb) == 0;
+    return io_count_entries(io_path(CASE), "") - (present ? 1 : 0);
+}
+
+enum layout { REPLACE, REPLACE_NO_EXCHANGE, CREATE };
+static const char *const LAYOUT[] = { "replacing", "replacing without RENAME_EXCHANGE", "creating" };
+
+/* Saves b at dir in a child process that stops at `step` and is killed there (SIGKILL:
+ * nothing of the save's own cleanup runs). False when the save finished first (the
+ * step is not on its path). */
+static bool save_killed_at(const char *dir, const tk_block *b, int step, bool no_exchange) {
+    int fds[2];
+    if (pipe(fds) != 0) exit(2);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        tk_checkpoint_test_fault(step, TK_CKPT_FAULT_STOP, fds[1], no_exchange);
+        _exit(tk_checkpoint_write(dir, b, 0, NULL, NULL) == TK_OK ? 0 : 1);
+    }
+    close(fds[1]);
+    char c;
+    bool stopped = read(fds[0], &c, 1) == 1; /* EOF: the child ended without stopping */
+    close(fds[0]);
+    if (stopped) kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    TK_CHECK_MSG(stopped ? WIFSIGNALED(status) : WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                 "the child saving the checkpoint ended with status %d", status);
+    return stopped;
+}
+
+/* A save stopped at every step in turn, by an error or by SIGKILL, replacing a
+ * checkpoint (with and without RENAME_EXCHANGE) or creating one: the path always loads
+ * as the old checkpoint or the new one (the old until the swap), or for a new path
+ * nothing or the new one; the next load, or the next save, recovers what was left and
+ * removes the debris. */
+static void test_interrupted_saves(void) {
+    char dir[512]; /* io_path's buffers rotate */
+    snprintf(dir, sizeof dir, "%s", io_path(CASE "/crash"));
+    outputs want_old, want_new, want_third;
+    tk_block *a = two_tower(3, 1), *b = two_tower(3, 2), *c = two_tower(3, 3);
+    want_old = run(a, true);
+    want_new = run(b, true);
+    want_third = run(c, true);
+    for (int layout = REPLACE; layout <= CREATE; layout++) {
+        bool no_exchange = layout == REPLACE_NO_EXCHANGE;
+        for (int step = 1; step < TK_CKPT_NSTEPS; step++) {
+            for (int kill_it = 0; kill_it < 2; kill_it++) {
+                const char *how = kill_it ? "killed" : "failed";
+                io_remove_tree(io_path(CASE));
+                TK_CHECK(mkdir(io_path(CASE), 0777) == 0);
+                if (layout != CREATE) TK_CHECK(tk_checkpoint_write(dir, a, 0, NULL, NULL) == TK_OK);
+                bool stopped;
+                if (kill_it) {
+                    stopped = save_killed_at(dir, b, step, no_exchange);
+                } else {
+                    tk_set_error("no fault yet");
+                    tk_checkpoint_test_fault(step, TK_CKPT_FAULT_FAIL, -1, no_exchange);
+                    tk_status st = tk_checkpoint_write(dir, b, 0, NULL, NULL);
+                    tk_checkpoint_test_fault(0, TK_CKPT_FAULT_FAIL, -1, false);
+                    /* the removal of the old checkpoint may fail: the save has succeeded */
+                    stopped = (step == TK_CKPT_STEP_REMOVING ? st == TK_OK : st == TK_ERROR) &&
+                              strstr(tk_last_error(), "injected");
+                }
+                /* not on every path: the old checkpoint moved aside (no RENAME_EXCHANGE), or removed */
+                bool on_path = (step != TK_CKPT_STEP_OLD_ASIDE || layout == REPLACE_NO_EXCHANGE) &&
+                               (step != TK_CKPT_STEP_REMOVING || layout != CREATE);
+                TK_CHECK_MSG(stopped == on_path, "%s, step %d, %s: the save %s at the step", LAYOUT[layout], step, how,
+                             stopped ? "stopped" : "did not stop");
+                /* the new checkpoint is in from the swap on; a killed save whose new
+                 * checkpoint was complete with no path left is finished by the recovery */
+                bool new_in = !stopped || step >= TK_CKPT_STEP_SWAPPED || (kill_it && step == TK_CKPT_STEP_OLD_ASIDE) ||
+                              (kill_it && step == TK_CKPT_STEP_READY && layout == CREATE);
+                if (kill_it && step % 2 == 0) {
+                    /* the next save recovers by itself, before any load */
+                    TK_CHECK(tk_checkpoint_write(dir, c, 0, NULL, NULL) == TK_OK);
+                } else {
+                    if (!new_in && layout == CREATE) {
+                        expect_read_error(dir, "no such directory");
+                    } else {
+                        bool ok = reads_as(dir, new_in ? want_new : want_old);
+                        TK_CHECK_MSG(ok, "%s, step %d, %s: the %s checkpoint should load", LAYOUT[layout], step, how,
+                                     new_in ? "new" : "old");
+                    }
+                    TK_CHECK_MSG(debris() == 0, "%s, step %d, %s: %d entries of debris after a load", LAYOUT[layout],
+                                 step, how, debris());
+                    TK_CHECK(tk_checkpoint_write(dir, c, 0, NULL, NULL) == TK_OK);
+                }
+                TK_CHECK(reads_as(dir, want_third));
+                TK_CHECK_MSG(debris() == 0, "%s, step %d, %s: %d entries of debris after the next save", LAYOUT[layout],
+                             step, how, debris());
+            }
+        }
+    }
+    io_remove_tree(io_path(CASE));
+    outputs_free(&want_old);
+    outputs_free(&want_new);
+    outputs_free(&want_third);
+    tk_block_release(a);
+    tk_block_release(b);
+    tk_block_release(c);
+}
+
+/* A checkpoint being read is not removed under its reader (a shared flock on it): the
+ * save that replaces it leaves it beside, and a later save removes it once the reader
+ * is done. */
+static void test_checkpoint_held_by_reader(void) {
+    TK_CHECK(mkdir(io_path(CASE), 0777) == 0);
+    char dir[512]; /* io_path's buffers rotate */
+    snprintf(dir, sizeof dir, "%s", io_path(CASE "/crash"));
+    outputs first, second;
+    tk_block *a = saved_model(dir, 1, &first);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    TK_CHECK(fd >= 0 && flock(fd, LOCK_SH) == 0); /* as tk_checkpoint_read holds it */
+    tk_block *b = saved_model(dir, 2, &second);
+    TK_CHECK(reads_as(dir, second));
+    TK_CHECK(debris() == 1);
+    char held[64];
+    snprintf(held, sizeof held, "/proc/self/fd/%d/config.json", fd);
+    TK_CHECK(io_exists(held)); /* whole */
+    close(fd);
+    outputs third;
+    tk_block_release(saved_model(dir, 3, &third));
+    TK_CHECK(debris() == 0);
+    TK_CHECK(reads_as(dir, third));
+    outputs_free(&third);
+    io_remove_tree(io_path(CASE));
+    outputs_free(&first);
+    outputs_free(&second);
+    tk_block_release(a);
+    tk_block_release(b);
+}
+
 int main(void) {
     io_tmpdir("tk-checkpoint");
     TK_RUN(test_round_trip);
@@ -422,6 +607,8 @@ int main(void) {
     TK_RUN(test_read_errors);
     TK_RUN(test_load_is_all_or_nothing);
     TK_RUN(test_lazy_blocks);
+    TK_RUN(test_interrupted_saves);
+    TK_RUN(test_checkpoint_held_by_reader);
     io_remove_tree(io_dir);
     return tk_test_summary();
 }

@@ -318,6 +318,18 @@ static bool check_generated(const tk_columns *c, int64_t first, int64_t n) {
 }
 
 /* Chunks of any size give what one read gives, across the 1 MiB buffer boundaries. */
+/* A FIFO is refused at once: opened without O_NONBLOCK it would wait for a writer. */
+static void test_not_a_regular_file(void) {
+    const char *p = io_path("fifo.csv");
+    io_fifo(p);
+    tk_csv_reader *r = tk_csv_open(p, 3, SPECS3);
+    io_no_alarm();
+    TK_CHECK(r == NULL);
+    tk_csv_close(r);
+    TK_CHECK_ERROR(tk_last_error(), "fifo.csv: cannot open: not a regular file");
+    unlink(p);
+}
+
 static void test_chunks(void) {
     const char *p = io_path("gen.csv");
     const int64_t n = 60000; /* about 2.5 MB: records cross buffer ends */
@@ -607,6 +619,7 @@ int main(void) {
     TK_RUN(test_error_cases);
     TK_RUN(test_bad_cells);
     TK_RUN(test_header_only_and_reader_errors);
+    TK_RUN(test_not_a_regular_file);
     TK_RUN(test_chunks);
     TK_RUN(test_buffer_boundaries);
     TK_RUN(test_float_parsing);

@@ -237,7 +237,7 @@ static void test_malformed_header(void) {
     io_write(p, big, sizeof big);
     expect_read_error(p, "the header length 2147483648 is larger than the file");
     /* a directory is not a file */
-    expect_read_error(io_dir, "not a regular file");
+    expect_read_error(io_dir, "cannot open: Is a directory");
 }
 
 typedef struct st_write {
@@ -253,6 +253,16 @@ static tk_status write_one(void *ud) {
 
 /* The writer goes through the atomic files (tests/c/test_atomic.c tests them): a disk
  * that fills up in the middle leaves no temporary file and the old file as it was. */
+/* A FIFO is refused at once: opened without O_NONBLOCK it would wait for a writer. */
+static void test_not_a_regular_file(void) {
+    const char *p = io_path("fifo.safetensors");
+    io_fifo(p);
+    TK_CHECK(tk_safetensors_read(p) == NULL);
+    io_no_alarm();
+    TK_CHECK_ERROR(tk_last_error(), "fifo.safetensors: cannot open: not a regular file");
+    unlink(p);
+}
+
 static void test_atomic_failures(void) {
     st_write small = { io_path("keep.safetensors"), tk_tensor_new_1d(TK_F32, 3) };
     TK_CHECK(write_one(&small) == TK_OK);
@@ -276,6 +286,7 @@ int main(void) {
     TK_RUN(test_truncated);
     TK_RUN(test_malformed_header);
     TK_RUN(test_atomic_failures);
+    TK_RUN(test_not_a_regular_file);
     io_remove_tree(io_dir);
     return tk_test_summary();
 }

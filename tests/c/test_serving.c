@@ -4,6 +4,7 @@
  * Linked with the Lua binding; `make test-tsan` runs it under ThreadSanitizer. */
 #include "tk_test.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <unistd.h>
 
@@ -277,6 +278,18 @@ static void test_bad_queries(void) {
     TK_CHECK_ERROR(tk_last_error(), "the query tower returns 8 dimensions but the item embeddings have 3");
     tk_tensor_release(ids4);
     tk_tensor_release(e4);
+    /* a NaN or an infinity in the embeddings is refused, by row (it would make every score NaN) */
+    tk_tensor *ids3 = tk_tensor_new_1d(TK_I64, 3), *e3 = tk_tensor_new_2d(TK_F32, 3, 8);
+    tk_f32(e3)[2 * 8 + 5] = INFINITY;
+    t[0] = ids3;
+    t[1] = e3;
+    snprintf(path, sizeof path, "%s/inf.safetensors", tmp_root);
+    tk_safetensors_write(path, 2, n, t, NULL);
+    o.items_path = path;
+    TK_CHECK(tk_model_load(ckpt_a, &o) == NULL);
+    TK_CHECK_ERROR(tk_last_error(), "inf.safetensors: tensor \"embeddings\" holds a non-finite value (inf) in row 2");
+    tk_tensor_release(ids3);
+    tk_tensor_release(e3);
 }
 
 /* ---- threads: one model, many contexts; the slot swapped while they run ---- */

@@ -441,6 +441,31 @@ describe("Schema", function()
       assert.has_error(function() tk.Schema.read_json(42) end, "read_json: path must be a non-empty string, got 42")
     end)
 
+    it("refuses a FIFO instead of waiting for a writer", function()
+      local dir = files.tmpdir()
+      local path = dir .. "/schema.json"
+      assert(os.execute("mkfifo '" .. path .. "'") == 0)
+      -- a reader that waited would hang the suite: a writer is started that gives up after 20 s
+      os.execute("(sleep 20; echo '{}' > '" .. path .. "') >/dev/null 2>&1 &")
+      local t0 = os.time()
+      assert.has_error(function() tk.Schema.read_json(path) end,
+        path .. ": cannot read: not a regular file (a FIFO, a device or a socket)")
+      assert.is_true(os.time() - t0 < 10)
+      os.execute("rm -rf '" .. dir .. "'")
+    end)
+
+    it("refuses text after the document and NUL characters in strings", function()
+      fails('{"feature": []} this is not JSON', "invalid JSON at line 1 (byte 17): text after the JSON value")
+      fails('{"feature": []}\n\n{}', "invalid JSON at line 3 (byte 18): text after the JSON value")
+      assert.equal(0, #tk.Schema.from_json('{"feature": []} \n\t'))
+      -- "ab\u0000cd" would come back cut to "ab"
+      fails(feature '{"name": "ab\\u0000cd", "type": "INT"}',
+        "invalid JSON at line 1 (byte 26): a string holds a NUL character (\\u0000)")
+      fails('{"feature": []}\0', "invalid JSON at line 1 (byte 16): a NUL byte")
+      -- an escaped backslash before "u0000" is not an escape of NUL
+      assert.equal("a\\u0000", tk.json.decode('"a\\\\u0000"'))
+    end)
+
     it("reports invalid JSON with its line", function()
       fails('{"feature": [\n  {"name": "a",, "type": "INT"}\n]}', "invalid JSON at line 2 (byte 31)")
       fails("", "invalid JSON at line 1 (byte 1)")
@@ -453,6 +478,9 @@ describe("Schema", function()
       fails("[1, 2]", "the top level is not a JSON object")
       fails('{"features": []}', 'missing "feature" array')
       fails('{"feature": {"name": "a"}}', '"feature" is not an array')
+      fails('{"feature": {}}', '"feature" is an object, not an array') -- not an empty schema
+      fails('{"feature": { }}', '"feature" is an object, not an array')
+      assert.equal(0, #tk.Schema.from_json('{"feature": []}'))
       fails(feature "3", "feature[0] is not an object: 3")
     end)
 

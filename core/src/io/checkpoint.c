@@ -4,17 +4,21 @@
  *   dir/weights.safetensors  every parameter by path (tk_block_visit_params, skip_root)
  *   dir/<extra files>        for example schema.json, as given
  *
- * A checkpoint is written into "<dir>.tmp-XXXXXX" beside dir; once every file is
- * written and synced, an existing dir is renamed to "<dir>.old-XXXXXX", the new one
- * renamed into place and the old one removed. A failure before the swap removes the
- * temporary directory and leaves dir as it was. */
+ * A save writes the new checkpoint beside dir and, once it is complete and synced,
+ * exchanges the two directories in one rename ("Replacing a checkpoint" below): dir
+ * names a complete checkpoint at every instant, whenever the writer is killed, and the
+ * next save or load clears what a killed one left. A failure before the swap removes
+ * the new checkpoint and leaves dir as it was. */
 #include "block_impl.h"
 #include "io/io_impl.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CONFIG_FILE "config.json"
@@ -154,6 +158,13 @@ static tk_status load_from(tk_block *b, const char *path, const tk_safetensors *
                          tk_shape_str(p, c, sizeof c));
             goto done;
         }
+        float bad = 0;
+        int64_t row = tk_first_nonfinite_row(t, &bad);
+        if (row >= 0) {
+            tk_set_error("%s: tensor '%s' holds a non-finite value (%g) in row %lld", path, l.names[i], (double)bad,
+                         (long long)row);
+            goto done;
+        }
         used[found] = true;
         match[i] = found;
     }
@@ -262,6 +273,185 @@ static char *trim_dir(const char *dir) {
     return d;
 }
 
+/* ------------------------------------------------------------------------------------ */
+/* Replacing a checkpoint                                                                 */
+/* ------------------------------------------------------------------------------------ */
+/* A save writes the new checkpoint into ".<base>.tmp-XXXXXX" beside the path, syncs it,
+ * renames it ".<base>.new-XXXXXX" (complete: only a synced checkpoint gets that name)
+ * and exchanges it with the old directory in one renameat2(RENAME_EXCHANGE): the path
+ * names the old checkpoint or the new one at every instant, whenever the writer dies.
+ * The old one, now under the ".new-" name, is then removed. On a file system without
+ * RENAME_EXCHANGE (NFS) the old directory is renamed to ".<base>.old-XXXXXX" first; a
+ * crash between the two renames leaves no path, and recover() renames the ".new-"
+ * directory into place at the next save or load. recover() also removes the debris of
+ * killed saves, which before this was a full-size directory per kill.
+ *
+ * Saves hold flock(2) on the parent directory (the kernel drops it when a process dies),
+ * so recovery never takes a running save's directories for debris. Readers hold a
+ * shared flock on the directory they read, and a replaced checkpoint is removed only
+ * under an exclusive one taken without waiting: a reader never sees its files vanish,
+ * and a checkpoint still being read stays as debris for a later save or load. */
+
+#define SUFFIX_LEN 6 /* mkdtemp's XXXXXX */
+
+/* Test-only fault injection (io_impl.h): the save stops at one step. */
+static int fault_step, fault_mode, fault_fd = -1;
+static bool fault_no_exchange;
+
+void tk_checkpoint_test_fault(int step, int mode, int notify_fd, bool no_exchange) {
+    fault_step = step;
+    fault_mode = mode;
+    fault_fd = notify_fd;
+    fault_no_exchange = no_exchange;
+}
+
+/* True (with the error set) when the save is to fail at this step; in STOP mode the
+ * process waits there to be killed. */
+static bool fault(int step) {
+    if (step != fault_step) return false;
+    if (fault_mode == TK_CKPT_FAULT_STOP) {
+        if (fault_fd >= 0 && write(fault_fd, "s", 1) != 1) _exit(87);
+        for (;;) pause(); /* until the test kills the process */
+    }
+    tk_set_error("checkpoint: injected failure at step %d", step);
+    return true;
+}
+
+typedef struct ckpt_path {
+    char *dir;    /* the checkpoint's path, without trailing slashes */
+    char *parent; /* the directory it is in */
+    char *base;   /* its last component */
+} ckpt_path;
+
+static void ckpt_path_free(ckpt_path *p) {
+    free(p->dir);
+    free(p->parent);
+    free(p->base);
+}
+
+static bool ckpt_path_init(ckpt_path *p, const char *dir) {
+    memset(p, 0, sizeof *p);
+    if (!(p->dir = trim_dir(dir)) || !(p->parent = tk_path_dirname(p->dir))) return false;
+    const char *slash = strrchr(p->dir, '/');
+    return (p->base = tk_strdup(slash && slash[1] ? slash + 1 : p->dir)) != NULL;
+}
+
+/* "<parent>/<pre><base><tag>XXXXXX", malloc'd (a mkdtemp template). */
+static char *sibling(const ckpt_path *p, const char *pre, const char *tag) {
+    size_t n = strlen(p->parent) + strlen(pre) + strlen(p->base) + strlen(tag) + SUFFIX_LEN + 2;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s/%s%s%sXXXXXX", p->parent, pre, p->base, tag);
+    return s;
+}
+
+/* name is pre + base + tag + six characters of mkdtemp's alphabet: ours, and not the
+ * debris of another checkpoint whose name starts with base. */
+static bool tagged(const char *name, const char *pre, const char *base, const char *tag) {
+    size_t np = strlen(pre), nb = strlen(base), nt = strlen(tag);
+    if (strncmp(name, pre, np) != 0 || strncmp(name + np, base, nb) != 0 || strncmp(name + np + nb, tag, nt) != 0)
+        return false;
+    const char *s = name + np + nb + nt;
+    if (strlen(s) != SUFFIX_LEN) return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9'))) return false;
+    return true;
+}
+
+/* An exclusive flock on the parent directory: saves to it take turns (wait), loads
+ * recover only when no save runs (!wait). -1 when not taken. */
+static int lock_parent(const char *parent, bool wait) {
+    int fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    while (flock(fd, wait ? LOCK_EX : LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EINTR) continue;
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Removes a checkpoint directory we replaced (or debris) unless a reader holds it;
+ * config.json goes first, so a half-removed one is plainly not a checkpoint. 0 when it
+ * is gone. */
+static int remove_checkpoint_dir(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? 0 : -1;
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        close(fd);
+        return -1;
+    }
+    unlinkat(fd, CONFIG_FILE, 0);
+    int rc = fault(TK_CKPT_STEP_REMOVING) ? -1 : remove_tree(path);
+    close(fd);
+    return rc;
+}
+
+/* The kinds of debris beside a checkpoint "<base>": ".<base>.tmp-" (a save killed while
+ * writing), ".<base>.new-" (complete; or the old checkpoint once exchanged), ".<base>.old-"
+ * (an old checkpoint renamed aside), and the same without the dot from towerkit before
+ * 0.3 ("<base>.tmp-", "<base>.old-"). */
+static const struct {
+    const char *pre, *tag;
+} DEBRIS[] = { { ".", ".tmp-" }, { ".", ".new-" }, { ".", ".old-" }, { "", ".tmp-" }, { "", ".old-" } };
+
+/* Finishes or undoes what interrupted saves left beside the checkpoint, then removes
+ * their debris; called with the parent locked. With no checkpoint at the path, a
+ * complete ".new-" directory is renamed into place (a save killed between its two
+ * renames), else an ".old-" one is moved back. Best effort: what cannot be removed
+ * (a reader holds it) stays for the next time. */
+static void recover(const ckpt_path *p) {
+    struct stat sb;
+    bool present = lstat(p->dir, &sb) == 0;
+    DIR *d = opendir(p->parent);
+    if (!d) return;
+    char **names = NULL;
+    int *kinds = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int kind = -1;
+        for (int k = 0; k < (int)TK_ARRAY_LEN(DEBRIS) && kind < 0; k++)
+            if (tagged(e->d_name, DEBRIS[k].pre, p->base, DEBRIS[k].tag)) kind = k;
+        if (kind < 0) continue;
+        if (n == cap) {
+            size_t c = cap ? cap * 2 : 8;
+            char **m = realloc(names, c * sizeof *m);
+            if (m) names = m;
+            int *k = realloc(kinds, c * sizeof *k);
+            if (k) kinds = k;
+            if (!m || !k) break;
+            cap = c;
+        }
+        if (!(names[n] = tk_path_join(p->parent, e->d_name))) break;
+        kinds[n++] = kind;
+    }
+    closedir(d);
+    /* no checkpoint: the new one if a save got that far, else the old one back */
+    for (int want = 1; want <= 4 && !present; want++) {
+        if (want == 3) continue; /* ".tmp-" ones without the dot are incomplete too */
+        for (size_t i = 0; i < n && !present; i++) {
+            struct stat ls;
+            if (kinds[i] == want && lstat(names[i], &ls) == 0 && S_ISDIR(ls.st_mode))
+                present = rename(names[i], p->dir) == 0;
+        }
+    }
+    if (present) tk_fsync_dir(p->parent);
+    for (size_t i = 0; i < n; i++) {
+        /* with no checkpoint left, a complete one that could not be renamed stays */
+        bool incomplete = kinds[i] == 0 || kinds[i] == 3;
+        struct stat ls;
+        if ((present || incomplete) && lstat(names[i], &ls) == 0) {
+            if (S_ISDIR(ls.st_mode))
+                remove_checkpoint_dir(names[i]);
+            else
+                unlink(names[i]);
+        }
+        free(names[i]);
+    }
+    free(names);
+    free(kinds);
+}
+
 tk_status tk_checkpoint_write(const char *dir_arg, const tk_block *b, int32_t nfiles, const char *const *file_names,
                               const char *const *file_texts) {
     if (!dir_arg || !*dir_arg || !b) {
@@ -279,18 +469,15 @@ tk_status tk_checkpoint_write(const char *dir_arg, const tk_block *b, int32_t nf
             return TK_ERROR;
         }
     }
-    char *dir = trim_dir(dir_arg), *tmp = NULL, *old = NULL, *parent = NULL, *weights = NULL, *config = NULL;
+    ckpt_path p;
+    char *tmp = NULL, *ready = NULL, *aside = NULL, *weights = NULL, *config = NULL;
+    const char *made = NULL; /* the new checkpoint while it is ours to remove: tmp, then ready */
     tk_status st = TK_ERROR;
-    bool tmp_made = false;
-    if (!dir) goto oom;
-    if (strcmp(dir, "/") == 0 || strcmp(dir, ".") == 0 || strcmp(dir, "..") == 0) {
+    int lock = -1;
+    if (!ckpt_path_init(&p, dir_arg)) goto oom;
+    const char *dir = p.dir, *parent = p.parent;
+    if (strcmp(p.base, "/") == 0 || strcmp(p.base, ".") == 0 || strcmp(p.base, "..") == 0) {
         tk_set_error("checkpoint '%s': cannot replace this directory; name a subdirectory", dir_arg);
-        goto done;
-    }
-    struct stat sb;
-    bool exists = lstat(dir, &sb) == 0;
-    if (exists && !S_ISDIR(sb.st_mode)) {
-        tk_set_error("checkpoint '%s': exists and is not a directory", dir);
         goto done;
     }
     /* everything that can fail before touching the disk */
@@ -307,76 +494,152 @@ tk_status tk_checkpoint_write(const char *dir_arg, const tk_block *b, int32_t nf
                      dir, u->name, u->kind->name);
         goto done;
     }
-    size_t n = strlen(dir);
-    if (!(tmp = malloc(n + 12)) || !(old = malloc(n + 12)) || !(parent = tk_path_dirname(dir))) goto oom;
-    snprintf(tmp, n + 12, "%s.tmp-XXXXXX", dir);
-    snprintf(old, n + 12, "%s.old-XXXXXX", dir);
+    if (!(tmp = sibling(&p, ".", ".tmp-")) || !(aside = sibling(&p, ".", ".old-"))) goto oom;
+    lock = lock_parent(parent, true); /* best effort: a missing parent fails below, with its message */
+    recover(&p);
+    struct stat sb;
+    bool exists = lstat(dir, &sb) == 0;
+    if (exists && !S_ISDIR(sb.st_mode)) {
+        tk_set_error("checkpoint '%s': exists and is not a directory", dir);
+        goto done;
+    }
     if (!mkdtemp(tmp)) {
         tk_set_error("checkpoint '%s': cannot create a temporary directory in '%s': %s", dir, parent, strerror(errno));
         goto done;
     }
-    tmp_made = true;
+    made = tmp;
     if (chmod(tmp, (mode_t)(0777u & ~tk_process_umask())) != 0) { /* mkdtemp makes it 0700; not fatal */
     }
+    if (fault(TK_CKPT_STEP_VERSION_MADE)) goto done;
     if (write_file_synced(tmp, CONFIG_FILE, config) != TK_OK) goto done;
+    if (fault(TK_CKPT_STEP_CONFIG_WRITTEN)) goto done;
     if (!(weights = tk_path_join(tmp, WEIGHTS_FILE))) goto oom;
     if (tk_block_save_weights(b, weights) != TK_OK) goto done;
     for (int32_t i = 0; i < nfiles; i++)
         if (write_file_synced(tmp, file_names[i], file_texts[i]) != TK_OK) goto done;
     if (tk_fsync_dir(tmp) != TK_OK) goto done;
+    if (fault(TK_CKPT_STEP_VERSION_COMPLETE)) goto done;
+
+    /* complete: the name recover() may rename into place */
+    if (!(ready = tk_strdup(tmp))) goto oom;
+    memcpy(strrchr(ready, '/') + 1 + 1 + strlen(p.base), ".new-", 5); /* ".<base>.tmp-X" -> ".<base>.new-X" */
+    if (rename(tmp, ready) != 0) {
+        tk_set_error("checkpoint '%s': cannot rename '%s': %s", dir, tmp, strerror(errno));
+        goto done;
+    }
+    made = ready;
+    if (tk_fsync_dir(parent) != TK_OK || fault(TK_CKPT_STEP_READY)) goto done;
 
     /* the swap */
-    if (exists) {
-        if (!mkdtemp(old)) {
+    bool replaced = false; /* the old checkpoint is at `aside` */
+    if (!exists) {
+        if (rename(ready, dir) != 0) {
+            tk_set_error("checkpoint '%s': cannot rename the new checkpoint into place: %s", dir, strerror(errno));
+            goto done;
+        }
+    } else if (!fault_no_exchange && renameat2(AT_FDCWD, ready, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
+        free(aside); /* the old checkpoint now has the ".new-" name */
+        aside = ready;
+        ready = NULL;
+        replaced = true;
+    } else if (!fault_no_exchange && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) {
+        tk_set_error("checkpoint '%s': cannot exchange the old checkpoint with the new one: %s", dir, strerror(errno));
+        goto done;
+    } else { /* no RENAME_EXCHANGE here: aside, then in; recover() finishes a save killed between */
+        if (!mkdtemp(aside)) {
             tk_set_error("checkpoint '%s': cannot create a directory in '%s' to move the old checkpoint to: %s", dir,
                          parent, strerror(errno));
             goto done;
         }
-        if (rename(dir, old) != 0) { /* onto the empty directory just made */
+        if (rename(dir, aside) != 0) { /* onto the empty directory just made */
             int err = errno;
-            rmdir(old);
+            rmdir(aside);
             tk_set_error("checkpoint '%s': cannot move the old checkpoint aside: %s", dir, strerror(err));
             goto done;
         }
-    }
-    if (rename(tmp, dir) != 0) {
-        int err = errno;
-        if (exists && rename(old, dir) != 0) {
-            tk_set_error("checkpoint '%s': cannot rename the new checkpoint into place (%s), and the old one could "
-                         "not be moved back: it is in '%s'",
-                         dir, strerror(err), old);
+        bool injected = fault(TK_CKPT_STEP_OLD_ASIDE);
+        int err = injected ? 0 : rename(ready, dir) != 0 ? errno : 0;
+        if (injected || err) {
+            if (rename(aside, dir) != 0) {
+                tk_set_error("checkpoint '%s': cannot rename the new checkpoint into place (%s), and the old one could "
+                             "not be moved back: it is in '%s'",
+                             dir, strerror(injected ? EIO : err), aside);
+                goto done;
+            }
+            if (!injected)
+                tk_set_error("checkpoint '%s': cannot rename the new checkpoint into place: %s", dir, strerror(err));
             goto done;
         }
-        tk_set_error("checkpoint '%s': cannot rename the new checkpoint into place: %s", dir, strerror(err));
-        goto done;
+        replaced = true;
     }
-    tmp_made = false;
+    made = NULL; /* in place */
     tk_fsync_dir(parent);
-    if (exists && remove_tree(old) != 0) {
-        /* the new checkpoint is in place; only the cleanup failed */
-        tk_set_error("checkpoint '%s': written, but the old checkpoint in '%s' could not be removed", dir, old);
-        st = TK_OK;
-        goto done;
-    }
+    if (fault(TK_CKPT_STEP_SWAPPED)) goto done;
+    /* the old checkpoint, unless a reader holds it (then a later save or load removes it) */
+    if (replaced) remove_checkpoint_dir(aside);
     st = TK_OK;
     goto done;
 oom:
     tk_set_error("out of memory");
 done:
-    if (tmp_made) remove_tree(tmp);
-    free(dir);
+    if (made) remove_tree(made);
+    if (lock >= 0) close(lock);
+    ckpt_path_free(&p);
     free(tmp);
-    free(old);
-    free(parent);
+    free(ready);
+    free(aside);
     free(weights);
     free(config);
     return st;
 }
 
-/* dir/name read as text into *out (NULL when absent and optional). */
-static tk_status read_text(const char *dir, const char *name, bool required, char **out) {
+/* Opens the checkpoint directory to read and holds a shared flock on it (so a save
+ * replacing it cannot remove it during the read): the descriptor, or -1 with the error
+ * set. A missing path is first recovered (a save killed between its renames) when no
+ * save runs. */
+static int open_for_reading(const ckpt_path *p) {
+    int lock = lock_parent(p->parent, false);
+    if (lock >= 0) { /* no save runs: finish or clean up what one left */
+        recover(p);
+        close(lock);
+    }
+    for (int attempt = 0; attempt < 200; attempt++) {
+        struct stat sb, held;
+        if (stat(p->dir, &sb) != 0) {
+            tk_set_error("checkpoint '%s': %s", p->dir, errno == ENOENT ? "no such directory" : strerror(errno));
+            return -1;
+        }
+        if (!S_ISDIR(sb.st_mode)) {
+            tk_set_error("checkpoint '%s': not a directory", p->dir);
+            return -1;
+        }
+        int d = open(p->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        /* still the one the path names once held? a save may have exchanged and removed it meanwhile */
+        if (d >= 0 && flock(d, LOCK_SH | LOCK_NB) == 0 && fstat(d, &held) == 0 && stat(p->dir, &sb) == 0 &&
+            held.st_ino == sb.st_ino && held.st_dev == sb.st_dev)
+            return d;
+        if (d >= 0) close(d);
+        struct timespec ts = { 0, 5 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    tk_set_error("checkpoint '%s': it keeps changing (saves in a loop?); try again", p->dir);
+    return -1;
+}
+
+/* The directory to read the held checkpoint's files from: through its descriptor, so
+ * every file comes from the same checkpoint even if a save swaps the path meanwhile
+ * (the path itself without /proc). */
+static char *held_dir(const char *dir, int fd) {
+    char buf[64];
+    snprintf(buf, sizeof buf, "/proc/self/fd/%d", fd);
+    return tk_strdup(access(buf, X_OK) == 0 ? buf : dir);
+}
+
+/* from/name read as text into *out (NULL when absent and optional); errors name the
+ * checkpoint dir as the user gave it. */
+static tk_status read_text(const char *dir, const char *from, const char *name, bool required, char **out) {
     *out = NULL;
-    char *path = tk_path_join(dir, name);
+    char *path = tk_path_join(from, name);
     if (!path) {
         tk_set_error("out of memory");
         return TK_ERROR;
@@ -391,7 +654,7 @@ static tk_status read_text(const char *dir, const char *name, bool required, cha
             tk_set_error("checkpoint '%s': %s is missing", dir, name);
             st = TK_ERROR;
         } else {
-            tk_set_error("checkpoint '%s': cannot read %s: %s", dir, name, strerror(errno));
+            tk_set_error("checkpoint '%s': cannot read %s: %s", dir, name, tk_io_strerror(errno));
             st = TK_ERROR;
         }
     } else if (memchr(text, '\0', len)) {
@@ -405,28 +668,36 @@ static tk_status read_text(const char *dir, const char *name, bool required, cha
     return st;
 }
 
-tk_block *tk_checkpoint_read(const char *dir, int32_t nfiles, const char *const *file_names, char **file_texts_out) {
-    if (!dir || !*dir) {
-        tk_set_error("checkpoint_read: the directory is %s", dir ? "empty" : "NULL");
+tk_block *tk_checkpoint_read(const char *dir_arg, int32_t nfiles, const char *const *file_names,
+                             char **file_texts_out) {
+    if (!dir_arg || !*dir_arg) {
+        tk_set_error("checkpoint_read: the directory is %s", dir_arg ? "empty" : "NULL");
         return NULL;
     }
     if (nfiles < 0 || (nfiles > 0 && (!file_names || !file_texts_out))) {
-        tk_set_error("checkpoint '%s': bad list of extra files", dir);
+        tk_set_error("checkpoint '%s': bad list of extra files", dir_arg);
         return NULL;
     }
     for (int32_t i = 0; i < nfiles; i++) file_texts_out[i] = NULL;
-    struct stat sb;
-    if (stat(dir, &sb) != 0) {
-        tk_set_error("checkpoint '%s': %s", dir, errno == ENOENT ? "no such directory" : strerror(errno));
+    ckpt_path cp;
+    if (!ckpt_path_init(&cp, dir_arg)) {
+        ckpt_path_free(&cp);
+        tk_set_error("out of memory");
         return NULL;
     }
-    if (!S_ISDIR(sb.st_mode)) {
-        tk_set_error("checkpoint '%s': not a directory", dir);
+    const char *dir = dir_arg;
+    int hold = open_for_reading(&cp);
+    ckpt_path_free(&cp);
+    if (hold < 0) return NULL;
+    char *from = held_dir(dir, hold);
+    if (!from) {
+        close(hold);
+        tk_set_error("out of memory");
         return NULL;
     }
     char *config = NULL, *weights = NULL;
     tk_block *b = NULL;
-    if (read_text(dir, CONFIG_FILE, true, &config) != TK_OK) goto fail;
+    if (read_text(dir, from, CONFIG_FILE, true, &config) != TK_OK) goto fail;
     const char *p = config;
     while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
     if (!*p) {
@@ -446,7 +717,7 @@ tk_block *tk_checkpoint_read(const char *dir, int32_t nfiles, const char *const 
                      dir, CONFIG_FILE, u->kind->name, u->name);
         goto fail;
     }
-    if (!(weights = tk_path_join(dir, WEIGHTS_FILE))) {
+    if (!(weights = tk_path_join(from, WEIGHTS_FILE))) {
         tk_set_error("out of memory");
         goto fail;
     }
@@ -454,17 +725,27 @@ tk_block *tk_checkpoint_read(const char *dir, int32_t nfiles, const char *const 
         tk_set_error("checkpoint '%s': %s is missing", dir, WEIGHTS_FILE);
         goto fail;
     }
-    if (tk_block_load_weights(b, weights) != TK_OK) goto fail;
+    if (tk_block_load_weights(b, weights) != TK_OK) {
+        /* the message names "<from>/weights.safetensors": name the checkpoint instead */
+        char msg[TK_ERR_LEN];
+        const char *e = tk_last_error();
+        size_t nf = strlen(from);
+        snprintf(msg, sizeof msg, "%s", strncmp(e, from, nf) == 0 && e[nf] == '/' ? e + nf + 1 : e);
+        tk_set_error("checkpoint '%s': %s", dir, msg);
+        goto fail;
+    }
     for (int32_t i = 0; i < nfiles; i++) {
         if (!file_names[i] || !*file_names[i] || strchr(file_names[i], '/')) {
             tk_set_error("checkpoint '%s': extra file name '%s' must be a plain file name (no '/')", dir,
                          file_names[i] ? file_names[i] : "(null)");
             goto fail;
         }
-        if (read_text(dir, file_names[i], false, &file_texts_out[i]) != TK_OK) goto fail;
+        if (read_text(dir, from, file_names[i], false, &file_texts_out[i]) != TK_OK) goto fail;
     }
     free(config);
     free(weights);
+    free(from);
+    if (hold >= 0) close(hold);
     /* Loading a model is when a slow BLAS kernel starts to matter: say so, once. */
     tk_blas_warn_once();
     return b;
@@ -476,5 +757,7 @@ fail:
     tk_block_release(b);
     free(config);
     free(weights);
+    free(from);
+    if (hold >= 0) close(hold);
     return NULL;
 }

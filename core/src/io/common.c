@@ -78,16 +78,51 @@ tk_status tk_fsync_dir(const char *dir) {
 /* Whole files                                                                            */
 /* ------------------------------------------------------------------------------------ */
 
-char *tk_read_file(const char *path, size_t *len) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return NULL;
-    struct stat st;
-    if (fstat(fd, &st) != 0) goto fail;
-    if (S_ISDIR(st.st_mode)) {
-        errno = EISDIR;
-        goto fail;
+const char *tk_io_strerror(int err) {
+    return err == TK_ENOTREG ? "not a regular file (a FIFO, a device or a socket)" : strerror(err);
+}
+
+int tk_open_regular(const char *path, struct stat *st) {
+    /* O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer, for ever if
+     * none comes; on a regular file it changes nothing, and it is cleared below */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) return -1;
+    int err = 0;
+    if (fstat(fd, st) != 0)
+        err = errno;
+    else if (S_ISDIR(st->st_mode))
+        err = EISDIR;
+    else if (!S_ISREG(st->st_mode))
+        err = TK_ENOTREG;
+    else {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) err = errno;
     }
-    size_t cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 4096, n = 0;
+    if (err) {
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    return fd;
+}
+
+FILE *tk_fopen_regular(const char *path, struct stat *st) {
+    int fd = tk_open_regular(path, st);
+    if (fd < 0) return NULL;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        int err = errno;
+        close(fd);
+        errno = err;
+    }
+    return f;
+}
+
+char *tk_read_file(const char *path, size_t *len) {
+    struct stat st;
+    int fd = tk_open_regular(path, &st);
+    if (fd < 0) return NULL;
+    size_t cap = (size_t)st.st_size + 1, n = 0;
     char *buf = malloc(cap);
     if (!buf) goto fail;
     for (;;) {
@@ -122,6 +157,16 @@ fail : {
     errno = err;
     return NULL;
 }
+}
+
+char *tk_file_read(const char *path, size_t *len) {
+    if (!path || !*path) {
+        tk_set_error("file_read: the path is %s", path ? "empty" : "NULL");
+        return NULL;
+    }
+    char *text = tk_read_file(path, len);
+    if (!text) tk_set_error("%s: cannot read: %s", path, tk_io_strerror(errno));
+    return text;
 }
 
 /* ------------------------------------------------------------------------------------ */

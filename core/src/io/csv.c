@@ -28,6 +28,7 @@
 #include <locale.h>
 #include <math.h>
 #include <pthread.h>
+#include <sys/stat.h>
 
 #define CSV_BLOCK ((size_t)1 << 20)
 #define CSV_FIRST_ROWS ((int64_t)1 << 16)
@@ -763,8 +764,9 @@ tk_csv_reader *tk_csv_open(const char *path, int32_t ncols, const tk_column_spec
         r->cols[c].type = cols[c].type;
         if (cols[c].type == TK_COL_INT64_LIST) r->lists[r->nlists++] = c;
     }
-    if (!(r->f = fopen(path, "rb"))) {
-        tk_set_error("%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (!(r->f = tk_fopen_regular(path, &sb))) {
+        tk_set_error("%s: cannot open: %s", path, tk_io_strerror(errno));
         goto fail;
     }
     setvbuf(r->f, NULL, _IONBF, 0); /* we read in large blocks ourselves */

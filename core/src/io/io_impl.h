@@ -5,6 +5,7 @@
 
 #include "internal.h"
 
+#include <errno.h>
 #include <stdio.h>
 
 /* fsync of a directory (best effort: errors other than EIO are ignored). */
@@ -18,8 +19,19 @@ char *tk_path_join(const char *a, const char *b);
 unsigned tk_process_umask(void);
 static inline unsigned tk_new_file_mode(void) { return 0666u & ~tk_process_umask(); }
 
-/* Reads a whole file into a malloc'd, NUL-terminated buffer; *len gets its length.
- * Returns NULL with errno set on failure (ENOENT for a missing file). */
+/* Every reader opens its file with tk_open_regular: read-only, and only a regular file.
+ * A FIFO, a device or a socket is refused with errno TK_ENOTREG (a directory with
+ * EISDIR) instead of being read: opening a FIFO waits for a writer, reading a device
+ * may never end. tk_io_strerror names TK_ENOTREG, strerror the others. */
+#define TK_ENOTREG EMEDIUMTYPE /* an errno no open(2) or read(2) of a file returns */
+struct stat;
+int tk_open_regular(const char *path, struct stat *st);
+FILE *tk_fopen_regular(const char *path, struct stat *st); /* the same as a stdio stream ("rb") */
+const char *tk_io_strerror(int err);
+
+/* Reads a whole regular file into a malloc'd, NUL-terminated buffer; *len gets its
+ * length. Returns NULL with errno set on failure (ENOENT for a missing file,
+ * TK_ENOTREG for one that is not a regular file). */
 char *tk_read_file(const char *path, size_t *len);
 
 /* A growable, NUL-terminated string buffer (zero-initialise; the owner frees data). A
@@ -35,5 +47,23 @@ void tk_sbuf_puts(tk_sbuf *b, const char *s);
 void tk_sbuf_printf(tk_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Escapes s as a JSON string (with the quotes). */
 void tk_sbuf_json_string(tk_sbuf *b, const char *s);
+
+/* Test-only fault injection for tk_checkpoint_write (tests/c/test_checkpoint.c): the
+ * save stops at `step` (a TK_CKPT_STEP_*, 0: never): FAIL returns an error there as a
+ * failed system call would, STOP writes one byte to notify_fd and waits there for the
+ * test to kill the process (SIGKILL: no cleanup runs, as in a crash). no_exchange makes the save act
+ * as on a file system without renameat2(RENAME_EXCHANGE). Not thread-safe; tests only. */
+enum {
+    TK_CKPT_STEP_VERSION_MADE = 1, /* the new checkpoint's temporary directory exists, empty */
+    TK_CKPT_STEP_CONFIG_WRITTEN,   /* it has config.json only */
+    TK_CKPT_STEP_VERSION_COMPLETE, /* it is complete and synced */
+    TK_CKPT_STEP_READY,            /* it is renamed ".<name>.new-XXXXXX" */
+    TK_CKPT_STEP_OLD_ASIDE,        /* without RENAME_EXCHANGE: the old checkpoint moved aside, the new not in */
+    TK_CKPT_STEP_SWAPPED,          /* the path names the new checkpoint; the old one is still there */
+    TK_CKPT_STEP_REMOVING,         /* the old checkpoint is half removed */
+    TK_CKPT_NSTEPS
+};
+enum { TK_CKPT_FAULT_FAIL = 0, TK_CKPT_FAULT_STOP };
+void tk_checkpoint_test_fault(int step, int mode, int notify_fd, bool no_exchange);
 
 #endif

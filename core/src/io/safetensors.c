@@ -312,20 +312,16 @@ tk_safetensors *tk_safetensors_read(const char *path) {
         tk_set_error("safetensors_read: path is NULL");
         return NULL;
     }
-    FILE *f = fopen(path, "rb");
+    struct stat sb;
+    FILE *f = tk_fopen_regular(path, &sb);
     if (!f) {
-        tk_set_error("%s: cannot open: %s", path, strerror(errno));
+        tk_set_error("%s: cannot open: %s", path, tk_io_strerror(errno));
         return NULL;
     }
     tk_safetensors *out = NULL;
     char *header = NULL;
     cJSON *root = NULL;
     entry *es = NULL;
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        tk_set_error("%s: not a regular file", path);
-        goto done;
-    }
     uint64_t size = (uint64_t)sb.st_size;
     uint8_t len8[8];
     if (size < 8 || fread(len8, 1, 8, f) != 8) {

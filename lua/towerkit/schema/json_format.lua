@@ -281,6 +281,12 @@ function format.read_table(t, file)
   local features = t.feature
   if absent(features) then raise("%s: missing \"feature\" array", file) end
   if not is_array(features) then raise("%s: \"feature\" is not an array", file) end
+  -- an empty table is an array only when marked one (json.decode marks every array):
+  -- {"feature": {}} is an object, and not an empty schema
+  local mt = getmetatable(features)
+  if next(features) == nil and not (mt and mt.__jsontype == "array") then
+    raise("%s: \"feature\" is an object, not an array", file)
+  end
   local out, seen = {}, {}
   for i, f in ipairs(features) do out[i] = read_feature(f, i, file, seen) end
   return out, unknown_keys(t, { feature = true })

@@ -10,6 +10,7 @@
 -- LuaJIT, where `#` ignores __len on tables); methods live in the metatable.
 local json = require "towerkit.json"
 local write_atomic = require("towerkit.util").write_atomic
+local strip_position = require("towerkit.util").strip_position
 local common = require "towerkit.schema.common"
 local tags = require "towerkit.schema.tags"
 local format = require "towerkit.schema.json_format"
@@ -299,15 +300,9 @@ function SchemaClass.read_json(path)
   if type(path) ~= "string" or path == "" then
     raise("read_json: path must be a non-empty string, got %s", repr(path))
   end
-  local f, err = io.open(path, "rb")
-  if not f then
-    err = tostring(err)
-    if err:sub(1, #path + 2) == path .. ": " then err = err:sub(#path + 3) end
-    raise("%s: cannot read: %s", path, err)
-  end
-  local text, rerr = f:read("*a")
-  f:close()
-  if not text then raise("%s: cannot read: %s", path, tostring(rerr)) end
+  -- the core's reader: a FIFO or a device named schema.json is an error, not a wait
+  local ok, text = pcall(require("towerkit.core").read_file, path)
+  if not ok then raise("%s", strip_position(text)) end
   return schema_from_table(format.decode(text, path), path)
 end
 
