@@ -164,6 +164,28 @@ const char *tk_last_error(void);
 void tk_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ------------------------------------------------------------------------------------ */
+/* JSON (on cJSON; void * keeps cJSON out of this header)                                */
+/* ------------------------------------------------------------------------------------ */
+
+#define TK_JSON_MAX_DEPTH 1000 /* nesting levels, cJSON's limit */
+#define TK_JSON_NUMBER_LEN 32  /* room for tk_json_number_text's text and its NUL */
+
+/* Parses one JSON document strictly (RFC 8259): a cJSON tree (cJSON_Delete), or NULL and
+ * tk_last_error "<what>: invalid JSON at line L (byte B): <why>" on a syntax error, text
+ * after the value, a NUL character in a string (raw or \u0000), a control character in
+ * a string, a number with a leading zero (0100), nesting deeper than TK_JSON_MAX_DEPTH,
+ * or "<what>: a.b[2] is a number too large for a double (inf)". what names the file or
+ * the input (NULL: none). */
+void *tk_json_parse(const char *text, size_t len, const char *what);
+/* Prints a cJSON tree with every number exact: whole numbers up to 2^53 as integers,
+ * others as the shortest of %.15g/%.16g/%.17g that reads back as the same double.
+ * cJSON-allocated text (cJSON_free), or NULL (tk_last_error) on no memory or a number
+ * that is not finite. */
+char *tk_json_print(const void *root, bool pretty);
+/* Writes the exact text of finite d into out (TK_JSON_NUMBER_LEN bytes); its length. */
+int tk_json_number_text(double d, char *out);
+
+/* ------------------------------------------------------------------------------------ */
 /* Contexts: one forward (and backward) pass                                             */
 /* ------------------------------------------------------------------------------------ */
 
@@ -899,7 +921,7 @@ tk_status tk_checkpoint_write(const char *dir, const tk_block *b, int32_t nfiles
  * while it is read, so a save replacing it neither mixes nor removes its files);
  * file_texts_out[i] gets the text of file_names[i], malloc'd for the caller to free()
  * (NULL if absent). NULL and tk_last_error ("checkpoint
- * 'dir': config.json is missing", "...: config.json: block config: malformed JSON...",
+ * 'dir': config.json is missing", "...: config.json: block config: invalid JSON at line...",
  * "checkpoint 'dir': weights.safetensors: tensor 'x' is float32 [4, 8] but the parameter
  * is ...") on a missing, empty or malformed file, a file that is not a regular one (a
  * FIFO), weights that do not match the config or hold a NaN or an infinity (named with

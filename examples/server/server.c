@@ -164,8 +164,12 @@ static int read_config_file(const char *path) {
         return -1;
     }
     text[len] = '\0';
-    cJSON *root = cJSON_Parse(text);
+    cJSON *root = tk_json_parse(text, len, path); /* strict: "<path>: invalid JSON at line L (byte B)..." */
     free(text);
+    if (!root) {
+        fprintf(stderr, "towerkit-server: %s\n", tk_last_error());
+        return -1;
+    }
     if (!cJSON_IsObject(root)) {
         fprintf(stderr, "towerkit-server: %s is not a JSON object\n", path);
         cJSON_Delete(root);
@@ -782,8 +786,8 @@ static mhd_result reload_request(struct MHD_Connection *c, request *rq, const ch
     while (i < rq->len && (rq->body[i] == ' ' || rq->body[i] == '\n' || rq->body[i] == '\r' || rq->body[i] == '\t'))
         i++;
     if (i < rq->len) {
-        req = cJSON_ParseWithLength(rq->body, rq->len);
-        if (!req) return respond_error(c, rq, 400, "malformed JSON");
+        req = tk_json_parse(rq->body, rq->len, "malformed JSON: the body"); /* strict, as every reader */
+        if (!req) return respond_error(c, rq, 400, tk_last_error());
         if (!cJSON_IsObject(req)) {
             cJSON_Delete(req);
             return respond_error(c, rq, 400, "the body must be a JSON object");

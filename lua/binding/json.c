@@ -5,6 +5,7 @@
 
 #include <cJSON.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +24,7 @@ static void push_null(lua_State *L) {
 }
 
 static void push_json(lua_State *L, const cJSON *j, int depth) {
-    if (depth > 200) tkl_error(L, "json_decode: nesting deeper than 200 levels");
+    /* tk_json_parse refused deeper nesting */
     luaL_checkstack(L, 4, "json nesting");
     if (cJSON_IsNull(j)) {
         push_null(L);
@@ -75,37 +76,19 @@ static json_box *new_box(lua_State *L) {
     return b;
 }
 
-/* nil and "invalid JSON at line L (byte B)[: what]" for the byte at offset off. */
-static int decode_error(lua_State *L, const char *text, size_t len, size_t off, const char *what) {
-    int line = 1;
-    for (size_t i = 0; i < off && i < len; i++) line += text[i] == '\n';
-    lua_pushnil(L);
-    lua_pushfstring(L, "invalid JSON at line %d (byte %d)%s%s", line, (int)off + 1, what ? ": " : "", what ? what : "");
-    return 2;
-}
-
+/* json_decode(text [, what]) -> value, or nil and "[what: ]invalid JSON at line L (byte
+ * B): why" (tk_json_parse: strict, one document, no NUL characters, which a Lua string
+ * made from cJSON's C strings would lose: "ab\u0000cd" would come back as "ab"). */
 static int l_json_decode(lua_State *L) {
     size_t len;
     const char *text = luaL_checklstring(L, 1, &len);
-    /* A NUL character cannot be in a Lua string made from cJSON's C strings: "ab\u0000cd"
-     * would come back as "ab". Refused, raw or escaped (backslashes only occur in
-     * strings in valid JSON, and "\\u0000" is an escaped backslash, skipped). */
-    for (size_t i = 0; i < len; i++) {
-        if (text[i] == '\0') return decode_error(L, text, len, i, "a NUL byte");
-        if (text[i] == '\\' && i + 1 < len) {
-            if (text[i + 1] == 'u' && i + 5 < len && memcmp(text + i + 2, "0000", 4) == 0)
-                return decode_error(L, text, len, i, "a string holds a NUL character (\\u0000)");
-            i++;
-        }
-    }
+    const char *what = luaL_optstring(L, 2, NULL);
     json_box *box = new_box(L);
-    const char *end = NULL;
-    box->j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!box->j) return decode_error(L, text, len, end ? (size_t)(end - text) : 0, NULL);
-    /* one document: only white space after it */
-    for (size_t i = (size_t)(end - text); i < len; i++)
-        if (text[i] != ' ' && text[i] != '\t' && text[i] != '\n' && text[i] != '\r')
-            return decode_error(L, text, len, i, "text after the JSON value");
+    if (!(box->j = tk_json_parse(text, len, what))) {
+        lua_pushnil(L);
+        lua_pushstring(L, tk_last_error());
+        return 2;
+    }
     push_json(L, box->j, 0);
     return 1;
 }
@@ -117,11 +100,35 @@ static void attach(cJSON *parent, const char *key, cJSON *item) {
         cJSON_AddItemToArray(parent, item);
 }
 
+/* The key path of the value being converted, for messages: "features.x.freq_threshold",
+ * "ids[3]"; "value" at the top. */
+typedef struct enc_path {
+    char buf[512];
+    size_t len;
+} enc_path;
+
+static const char *path_str(const enc_path *p) { return p->len ? p->buf : "value"; }
+
+/* Appends ".key" or "[i]"; returns the old length for path_pop. */
+static size_t path_push(enc_path *p, const char *key, size_t i) {
+    size_t old = p->len;
+    int n = key ? snprintf(p->buf + old, sizeof p->buf - old, old ? ".%s" : "%s", key)
+                : snprintf(p->buf + old, sizeof p->buf - old, "[%zu]", i);
+    if (n > 0) p->len = old + (size_t)n < sizeof p->buf ? old + (size_t)n : sizeof p->buf - 1;
+    return old;
+}
+
+static void path_pop(enc_path *p, size_t old) {
+    p->len = old;
+    p->buf[old] = '\0';
+}
+
 /* Converts the Lua value at idx and attaches it to parent at once (under key for an
  * object, appended for an array), so a Lua error midway leaves every node in the tree
  * that the stack-owned box frees. */
-static void to_json(lua_State *L, int idx, int depth, const char *path, cJSON *parent, const char *key) {
-    if (depth > 200) tkl_error(L, "json_encode: nesting deeper than 200 levels (a cycle?)");
+static void to_json(lua_State *L, int idx, int depth, enc_path *path, cJSON *parent, const char *key) {
+    if (depth > TK_JSON_MAX_DEPTH)
+        tkl_error(L, "json_encode: nesting deeper than %d levels (a cycle?)", TK_JSON_MAX_DEPTH);
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
         attach(parent, key, cJSON_CreateNull());
@@ -130,9 +137,12 @@ static void to_json(lua_State *L, int idx, int depth, const char *path, cJSON *p
         attach(parent, key, cJSON_CreateBool(lua_toboolean(L, idx)));
         return;
     case LUA_TNUMBER: {
+        /* exact text as a raw node: cJSON's %1.15g would lose digits (2^53 - 1) */
         double d = lua_tonumber(L, idx);
-        if (!isfinite(d)) tkl_error(L, "json_encode: %s is not a finite number", path);
-        attach(parent, key, cJSON_CreateNumber(d));
+        if (!isfinite(d)) tkl_error(L, "json_encode: %s is not a finite number (%f)", path_str(path), d);
+        char text[TK_JSON_NUMBER_LEN];
+        tk_json_number_text(d, text);
+        attach(parent, key, cJSON_CreateRaw(text));
         return;
     }
     case LUA_TSTRING:
@@ -169,18 +179,22 @@ static void to_json(lua_State *L, int idx, int depth, const char *path, cJSON *p
             attach(parent, key, arr);
             for (size_t i = 1; i <= n; i++) {
                 lua_rawgeti(L, idx, (int)i);
+                size_t old = path_push(path, NULL, i);
                 to_json(L, lua_gettop(L), depth + 1, path, arr, NULL);
+                path_pop(path, old);
                 lua_pop(L, 1);
             }
             return;
         }
-        if (all_int && count > 0) tkl_error(L, "json_encode: %s is a table with non-sequential integer keys", path);
+        if (all_int && count > 0)
+            tkl_error(L, "json_encode: %s is a table with non-sequential integer keys", path_str(path));
         const char **keys = (const char **)lua_newuserdata(L, (count ? count : 1) * sizeof *keys);
         size_t k = 0;
         lua_pushnil(L);
         while (lua_next(L, idx)) {
             lua_pop(L, 1);
-            if (lua_type(L, -1) != LUA_TSTRING) tkl_error(L, "json_encode: %s mixes string and non-string keys", path);
+            if (lua_type(L, -1) != LUA_TSTRING)
+                tkl_error(L, "json_encode: %s mixes string and non-string keys", path_str(path));
             keys[k++] = lua_tostring(L, -1);
         }
         qsort(keys, k, sizeof *keys, tkl_strcmp_ptr);
@@ -188,7 +202,9 @@ static void to_json(lua_State *L, int idx, int depth, const char *path, cJSON *p
         attach(parent, key, obj);
         for (size_t i = 0; i < k; i++) {
             lua_getfield(L, idx, keys[i]);
-            to_json(L, lua_gettop(L), depth + 1, keys[i], obj, keys[i]);
+            size_t old = path_push(path, keys[i], 0);
+            to_json(L, lua_gettop(L), depth + 1, path, obj, keys[i]);
+            path_pop(path, old);
             lua_pop(L, 1);
         }
         lua_pop(L, 1);
@@ -197,7 +213,7 @@ static void to_json(lua_State *L, int idx, int depth, const char *path, cJSON *p
     default:
         break;
     }
-    tkl_error(L, "json_encode: cannot encode a %s at %s", luaL_typename(L, idx), path);
+    tkl_error(L, "json_encode: cannot encode a %s at %s", luaL_typename(L, idx), path_str(path));
 }
 
 static int l_json_encode(lua_State *L) {
@@ -207,7 +223,10 @@ static int l_json_encode(lua_State *L) {
     json_box *box = new_box(L);
     box->j = cJSON_CreateArray();
     if (!box->j) return tkl_error(L, "json_encode: out of memory");
-    to_json(L, 1, 0, "value", box->j, NULL);
+    enc_path *path = (enc_path *)lua_newuserdata(L, sizeof *path); /* on the stack: freed on an error */
+    path->len = 0;
+    path->buf[0] = '\0';
+    to_json(L, 1, 0, path, box->j, NULL);
     char *s = pretty ? cJSON_Print(box->j->child) : cJSON_PrintUnformatted(box->j->child);
     if (!s) return tkl_error(L, "json_encode: out of memory");
     lua_pushstring(L, s);

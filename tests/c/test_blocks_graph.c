@@ -261,9 +261,10 @@ static void expect_config_error(const char *json, const char *needle) {
 
 static void test_config_errors(void) {
     expect_config_error(NULL, "JSON text is NULL");
-    expect_config_error("not json", "malformed JSON at offset 0");
-    expect_config_error("{\"kind\": \"dense\", \"name\": }", "malformed JSON at offset 26");
-    expect_config_error("{\"kind\": \"l2norm\", \"name\": \"x\"} trailing", "malformed JSON");
+    expect_config_error("not json", "block config: invalid JSON at line 1 (byte 1)");
+    expect_config_error("{\"kind\": \"dense\", \"name\": }", "block config: invalid JSON at line 1 (byte 27)");
+    expect_config_error("{\"kind\": \"l2norm\", \"name\": \"x\"} trailing",
+                        "invalid JSON at line 1 (byte 33): text after the JSON value");
     expect_config_error("[]", "a block config must be a JSON object, got an array");
     expect_config_error("{\"name\": \"x\"}", "block config: missing \"kind\"");
     expect_config_error("{\"kind\": \"dense\"}", "block config: missing \"name\"");
@@ -345,6 +346,63 @@ static void test_kind_registry(void) {
     tk_block_release(b);
 }
 
+/* Issue 12: numbers round trip exactly or are refused, naming the block and the field. */
+static void test_config_numbers_exact(void) {
+    /* an initializer seed of 2^53 - 1 (cJSON's printer writes 9.00719925474099e+15) */
+    tk_init k = { .kind = TK_INIT_RANDOM_UNIFORM, .a = 0.1f, .b = 0.3f, .has_seed = true, .seed = 9007199254740991ull };
+    tk_block *mlp = tk_sequential_new("mlp");
+    tk_block *d = tk_dense_new("d", 2, 3, TK_ACT_LINEAR, true, k, tk_init_zeros(), 1);
+    tk_sequential_append(mlp, d);
+    tk_block_release(d);
+    TK_CHECK(tk_block_set_meta(mlp, "{\"big\": 9007199254740991, \"third\": 0.3333333333333333}") == TK_OK);
+    char *json = tk_block_config_json(mlp);
+    TK_CHECK(json && strstr(json, "\"seed\":\t9007199254740991"));
+    TK_CHECK(json && strstr(json, "\"big\":\t9007199254740991"));
+    TK_CHECK(json && strstr(json, "\"third\":\t0.3333333333333333"));
+    TK_CHECK(json && strstr(json, "\"a\":\t0.1,")); /* the float's shortest text */
+    tk_block *back = json ? tk_block_from_config_json(json, 0) : NULL;
+    TK_CHECK(back != NULL);
+    char *again = back ? tk_block_config_json(back) : NULL;
+    TK_CHECK(again && json && strcmp(again, json) == 0);
+    free(again);
+    free(json);
+    tk_block_release(back);
+    tk_block_release(mlp);
+    /* 1e39 in a float32 field is an infinity: refused when written, not written as null */
+    tk_init inf = { .kind = TK_INIT_RANDOM_UNIFORM, .a = -1.0f, .b = (float)1e39 };
+    mlp = tk_sequential_new("mlp");
+    d = tk_dense_new("d", 2, 3, TK_ACT_LINEAR, true, inf, tk_init_zeros(), 1);
+    tk_sequential_append(mlp, d);
+    tk_block_release(d);
+    TK_CHECK(tk_block_config_json(mlp) == NULL);
+    TK_CHECK_ERROR(tk_last_error(), "block config 'mlp/d': \"kernel_initializer\".\"b\" is not a finite number (inf)");
+    tk_block_release(mlp);
+}
+
+/* Issue 12: what cJSON lets through is refused with the line and byte. */
+static void test_config_strict_json(void) {
+    expect_config_error("{\"kind\": \"dense\", \"name\": \"d\", \"units\": 0100}",
+                        "block config: invalid JSON at line 1 (byte 41): a number with a leading zero");
+    expect_config_error("{\"kind\": \"dense\", \"name\": \"d\", \"units\": -012}",
+                        "block config: invalid JSON at line 1 (byte 41): a number with a leading zero");
+    expect_config_error("{\"kind\": \"dense\", \"name\": \"d\\u0000x\", \"units\": 1}",
+                        "block config: invalid JSON at line 1 (byte 29): a string holds a NUL character");
+    expect_config_error("{\"kind\": \"dense\", \"name\": \"d\", \"units\": 1,\n \"meta\": {\"f\": [1e999]}}",
+                        "block config: meta.f[0] is a number too large for a double (inf)");
+    /* 1001 levels: cJSON would say "invalid JSON" at the byte where it stopped */
+    char deep[2100];
+    size_t n = 0;
+    for (int i = 0; i < 1001; i++) deep[n++] = '[';
+    for (int i = 0; i < 1001; i++) deep[n++] = ']';
+    deep[n] = '\0';
+    expect_config_error(deep, "block config: invalid JSON at line 1 (byte 1001): nesting deeper than 1000 levels");
+    /* 0, -0, 0.5 and 1e05 are fine */
+    tk_block *b = tk_block_from_config_json(
+        "{\"kind\": \"dense\", \"name\": \"d\", \"units\": 0, \"meta\": {\"x\": [-0, 0.5, 1e05, -0.25]}}", 0);
+    TK_CHECK_MSG(b != NULL, "%s", tk_last_error());
+    tk_block_release(b);
+}
+
 int main(void) {
     TK_RUN(test_param_paths);
     TK_RUN(test_equal_sibling_names);
@@ -352,6 +410,8 @@ int main(void) {
     TK_RUN(test_config_round_trip_each_kind);
     TK_RUN(test_config_json_shape);
     TK_RUN(test_config_errors);
+    TK_RUN(test_config_numbers_exact);
+    TK_RUN(test_config_strict_json);
     TK_RUN(test_kind_registry);
     return tk_test_summary();
 }

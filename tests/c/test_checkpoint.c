@@ -284,7 +284,7 @@ static void test_read_errors(void) {
     snprintf(msg, sizeof msg, "checkpoint '%s': config.json is empty", dir);
     expect_read_error(dir, msg);
     io_write(cfg, config, clen / 2);
-    snprintf(msg, sizeof msg, "checkpoint '%s': config.json: block config: malformed JSON", dir);
+    snprintf(msg, sizeof msg, "checkpoint '%s': config.json: block config: invalid JSON at line", dir);
     expect_read_error(dir, msg);
     io_write_text(cfg, "{\"kind\": \"warp_drive\", \"name\": \"x\"}");
     expect_read_error(dir, "config.json: block config 'x': unknown block kind 'warp_drive'");

@@ -175,13 +175,18 @@ static void test_malformed_header(void) {
     float data[4] = { 1, 2, 3, 4 };
     /* corrupt JSON */
     write_raw(p, "{\"x\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]", data, 16);
-    expect_read_error(p, "the header is not valid JSON");
+    expect_read_error(p, "the header: invalid JSON at line 1");
     write_raw(p, "{\"x\":{\"dtype\":\"F32\" \"shape\":[4],\"data_offsets\":[0,16]}}", data, 16);
-    expect_read_error(p, "the header is not valid JSON");
+    expect_read_error(p, "the header: invalid JSON at line 1 (byte 21)");
+    /* what cJSON lets through: leading zeros, a NUL in a name */
+    write_raw(p, "{\"x\":{\"dtype\":\"F32\",\"shape\":[04],\"data_offsets\":[0,16]}}", data, 16);
+    expect_read_error(p, "the header: invalid JSON at line 1 (byte 30): a number with a leading zero");
+    write_raw(p, "{\"x\\u0000y\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", data, 16);
+    expect_read_error(p, "the header: invalid JSON at line 1 (byte 4): a string holds a NUL character (\\u0000)");
     write_raw(p, "[1, 2]", data, 16);
     expect_read_error(p, "the header must be a JSON object, got an array");
     write_raw(p, "{} x", data, 16);
-    expect_read_error(p, "the header has text after its JSON object");
+    expect_read_error(p, "the header: invalid JSON at line 1 (byte 4): text after the JSON value");
     /* dtype */
     write_raw(p, "{\"x\":{\"dtype\":\"F16\",\"shape\":[8],\"data_offsets\":[0,16]}}", data, 16);
     expect_read_error(p, "tensor 'x': dtype 'F16' is not supported (towerkit reads F32 and I64)");

@@ -160,6 +160,34 @@ describe("the binding", function()
     assert.truthy(#trace >= 1)
   end)
 
+  describe("json round trips exactly or refuses (issue 12)", function()
+    it("writes integers up to 2^53 as integers and other numbers with the shortest exact text", function()
+      assert.equal("9007199254740991", core.json_encode(9007199254740991))
+      assert.equal("-9007199254740992", core.json_encode(-9007199254740992))
+      assert.equal("[0.1,0.30000000000000004,1e+300,-0.5]", core.json_encode { 0.1, 0.1 + 0.2, 1e300, -0.5 })
+      for _, x in ipairs { 1 / 3, 2 ^ 60 + 2 ^ 8, 123456.789, 5e-324, 1.7976931348623157e308, 0.1 + 0.2 } do
+        assert.equal(x, core.json_decode(core.json_encode(x)))
+      end
+    end)
+    it("refuses a non-finite number, naming its key path", function()
+      assert.has_error(function() core.json_encode { a = { b = { 1, 1 / 0 } } } end,
+        "json_encode: a.b[2] is not a finite number (inf)")
+    end)
+    it("decodes strictly: leading zeros, depth, numbers too large, naming the input", function()
+      local v, err = core.json_decode("[0100]", "x.json")
+      assert.is_nil(v)
+      assert.equal("x.json: invalid JSON at line 1 (byte 2): a number with a leading zero", err)
+      v, err = core.json_decode('{"a":\n -012}')
+      assert.equal("invalid JSON at line 2 (byte 8): a number with a leading zero", err)
+      assert.same({ 0, -0.5, 100, 10 }, core.json_decode("[0, -0.5, 1e2, 1E+01]"))
+      v, err = core.json_decode(string.rep("[", 1001) .. string.rep("]", 1001), "deep.json")
+      assert.equal("deep.json: invalid JSON at line 1 (byte 1001): nesting deeper than 1000 levels", err)
+      assert.truthy(core.json_decode(string.rep("[", 1000) .. string.rep("]", 1000)))
+      v, err = core.json_decode('{"schema": {"feature": [{"freq_threshold": 1e999}]}}', "dir/config.json")
+      assert.equal("dir/config.json: schema.feature[0].freq_threshold is a number too large for a double (inf)", err)
+    end)
+  end)
+
   describe("raises clear errors", function()
     it("json_encode: mixed keys, sparse arrays, deep nesting", function()
       assert.has_error(function() core.json_encode { 1, 2, x = 3 } end,
@@ -168,16 +196,16 @@ describe("the binding", function()
         "json_encode: a is a table with non-sequential integer keys")
       local deep = {}
       local t = deep
-      for _ = 1, 250 do
+      for _ = 1, 1050 do
         t.x = {}
         t = t.x
       end
       assert.has_error(function() core.json_encode(deep) end,
-        "json_encode: nesting deeper than 200 levels (a cycle?)")
+        "json_encode: nesting deeper than 1000 levels (a cycle?)")
       local cycle = {}
       cycle.self = cycle
       assert.has_error(function() core.json_encode(cycle) end,
-        "json_encode: nesting deeper than 200 levels (a cycle?)")
+        "json_encode: nesting deeper than 1000 levels (a cycle?)")
       assert.equal('{"a":[1,2],"b":"x"}', core.json_encode { b = "x", a = { 1, 2 } })
     end)
 

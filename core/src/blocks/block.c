@@ -92,11 +92,13 @@ void tk_block_release(tk_block *b) {
 tk_status tk_block_set_meta(tk_block *b, const char *json_object) {
     char *copy = NULL;
     if (json_object) {
-        cJSON *o = cJSON_Parse(json_object);
-        bool ok = cJSON_IsObject(o);
+        cJSON *o = tk_json_parse(json_object, strlen(json_object), "meta");
+        bool parsed = o != NULL, ok = cJSON_IsObject(o);
         cJSON_Delete(o);
         if (!ok) {
-            tk_set_error("block '%s': meta must be a JSON object", b->name);
+            char msg[TK_ERR_LEN];
+            snprintf(msg, sizeof msg, "%s", parsed ? "meta must be a JSON object" : tk_last_error());
+            tk_set_error("block '%s': %s", b->name, msg);
             return TK_ERROR;
         }
         if (!(copy = tk_strdup(json_object))) {

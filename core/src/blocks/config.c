@@ -277,11 +277,38 @@ static double short_float(float v) {
     return strtod(buf, NULL);
 }
 
+/* A value the config cannot hold: refused with the block's path and the field, so the
+ * writer fails rather than write what the reader would refuse (JSON has no infinity;
+ * cJSON would print null). The message is kept apart: a kind's write_config reports
+ * any failure of its adders as "out of memory". */
+static _Thread_local bool cfg_refused;
+static _Thread_local char cfg_refusal[TK_ERR_LEN];
+
+static bool refuse(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static bool refuse(const char *fmt, ...) {
+    char msg[TK_ERR_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    tk_cfg_fail("%s", msg);
+    snprintf(cfg_refusal, sizeof cfg_refusal, "%s", tk_last_error());
+    cfg_refused = true;
+    return false;
+}
+
 bool tk_cfg_add_float(cJSON *o, const char *key, float v) {
+    if (!isfinite(v)) return refuse("\"%s\" is not a finite number (%f): a config cannot hold it", key, (double)v);
     return cJSON_AddNumberToObject(o, key, short_float(v)) != NULL;
 }
 
 bool tk_cfg_add_init(cJSON *o, const char *key, tk_init init) {
+    if (!isfinite(init.a) || !isfinite(init.b))
+        return refuse("\"%s\".\"%s\" is not a finite number (%f): a config cannot hold it", key,
+                      isfinite(init.a) ? "b" : "a", (double)(isfinite(init.a) ? init.b : init.a));
+    if (init.has_seed && init.seed > (1ull << 53))
+        return refuse("\"%s\".\"seed\" %llu is over 2^53, which a config cannot hold exactly", key,
+                      (unsigned long long)init.seed);
     cJSON *i = cJSON_AddObjectToObject(o, key);
     return i && cJSON_AddStringToObject(i, "kind", tk_init_name(init.kind)) && tk_cfg_add_float(i, "a", init.a) &&
            tk_cfg_add_float(i, "b", init.b) &&
@@ -304,10 +331,16 @@ static bool add_hook(cJSON *o, const char *key, const tk_block *hook) {
 }
 
 cJSON *tk_block_config_cjson(const tk_block *b) {
+    size_t old = cfg_push(b->name); /* for the messages of refused values */
     cJSON *o = cJSON_CreateObject();
     if (!o) goto oom;
     if (!cJSON_AddStringToObject(o, "kind", b->kind->name) || !cJSON_AddStringToObject(o, "name", b->name)) goto oom;
-    if (b->kind->write_config && b->kind->write_config(b, o) != TK_OK) goto oom;
+    cfg_refused = false;
+    if (b->kind->write_config && b->kind->write_config(b, o) != TK_OK) {
+        if (!cfg_refused) goto oom;
+        tk_set_error("%s", cfg_refusal);
+        goto fail;
+    }
     if (b->nchildren > 0) {
         cJSON *children = cJSON_AddArrayToObject(o, "children");
         if (!children) goto oom;
@@ -345,10 +378,12 @@ cJSON *tk_block_config_cjson(const tk_block *b) {
             goto oom;
         }
     }
+    cfg_pop(old);
     return o;
 oom:
     tk_set_error("out of memory writing the config of block '%s'", b->name);
 fail:
+    cfg_pop(old);
     cJSON_Delete(o);
     return NULL;
 }
@@ -358,9 +393,10 @@ char *tk_block_config_json(const tk_block *b) {
         tk_set_error("block_config_json: block is NULL");
         return NULL;
     }
+    cfg_pop(0);
     cJSON *o = tk_block_config_cjson(b);
     if (!o) return NULL;
-    char *s = cJSON_Print(o);
+    char *s = tk_json_print(o, true); /* numbers exact: cJSON's printer rounds to 15 digits */
     cJSON_Delete(o);
     if (!s) tk_set_error("out of memory writing the config of block '%s'", b->name);
     return s;
@@ -403,9 +439,9 @@ static tk_status read_generic(tk_block *b, const cJSON *o, uint64_t seed) {
             tk_cfg_fail("\"meta\" must be an object");
             return TK_ERROR;
         }
-        char *text = cJSON_PrintUnformatted(meta);
+        char *text = tk_json_print(meta, false); /* numbers exact, as read */
         if (!text) {
-            tk_cfg_fail("out of memory");
+            tk_cfg_fail("\"meta\": %s", tk_last_error());
             return TK_ERROR;
         }
         tk_status st = tk_block_set_meta(b, text);
@@ -447,13 +483,8 @@ tk_block *tk_block_from_config_json(const char *json, uint64_t seed) {
         tk_set_error("block config: the JSON text is NULL");
         return NULL;
     }
-    const char *end = NULL;
-    cJSON *o = cJSON_ParseWithOpts(json, &end, true);
-    if (!o) {
-        size_t at = end ? (size_t)(end - json) : 0; /* cJSON points end at the error */
-        tk_set_error("block config: malformed JSON at offset %zu near \"%.24s\"", at, json + at);
-        return NULL;
-    }
+    cJSON *o = tk_json_parse(json, strlen(json), "block config");
+    if (!o) return NULL;
     cfg_pop(0);
     tk_block *b = tk_block_from_cjson(o, seed);
     cJSON_Delete(o);

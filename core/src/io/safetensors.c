@@ -356,21 +356,11 @@ tk_safetensors *tk_safetensors_read(const char *path) {
         goto done;
     }
     header[hlen] = '\0';
-    const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(header, (size_t)hlen, &end, false);
-    if (!root) {
-        size_t at = end ? (size_t)(end - header) : 0;
-        if (at > hlen) at = (size_t)hlen;
-        tk_set_error("%s: the header is not valid JSON (at byte %zu of the header, near \"%.20s\")", path, at,
-                     header + at);
-        goto done;
-    }
-    for (const char *p = end; p < header + hlen; p++) {
-        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            tk_set_error("%s: the header has text after its JSON object (at byte %zu of the header)", path,
-                         (size_t)(p - header));
-            goto done;
-        }
+    {
+        /* strict (tk_json_parse): "<path>: the header: invalid JSON at line 1 (byte B): why" */
+        char what[TK_ERR_LEN];
+        snprintf(what, sizeof what, "%s: the header", path);
+        if (!(root = tk_json_parse(header, (size_t)hlen, what))) goto done;
     }
     if (!cJSON_IsObject(root)) {
         tk_set_error("%s: the header must be a JSON object, got %s", path, tk_json_kind(root));
