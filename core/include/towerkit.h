@@ -941,6 +941,8 @@ typedef enum tk_column_type { TK_COL_INT64 = 0, TK_COL_FLOAT32, TK_COL_INT64_LIS
 typedef struct tk_column_spec {
     const char *name;
     tk_column_type type;
+    int64_t max_count; /* a list column: at most this many ids per cell (a schema's value
+                        * count max), or 0 for no limit; a longer cell is an error */
 } tk_column_spec;
 /* A batch of columns: values[i] is I64 [rows] or F32 [rows], or for a list column the
  * flat ids I64 [total] with offsets[i] I64 [rows + 1] (NULL otherwise). */

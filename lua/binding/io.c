@@ -2,6 +2,7 @@
  * atomic write every file the Lua code writes goes through. */
 #include "binding.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,7 +19,8 @@ static int csv_gc(lua_State *L) {
     return 0;
 }
 
-/* csv_open(path, {{name =, type = "int64"|"float32"|"int64_list"}, ...}) -> reader */
+/* csv_open(path, {{name =, type = "int64"|"float32"|"int64_list" [, max_count =]}, ...})
+ * -> reader */
 static int l_csv_open(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
@@ -47,7 +49,12 @@ static int l_csv_open(lua_State *L) {
         else
             return tkl_error(L, "csv_open: column '%s': unknown type '%s'; known: float32, int64, int64_list", name,
                              type);
-        lua_pop(L, 3);
+        lua_getfield(L, -3, "max_count"); /* a list's value count max, or nil */
+        lua_Number max = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+        if (!lua_isnil(L, -1) && (!lua_isnumber(L, -1) || max < 0 || max != floor(max) || max > 9.007199254740992e15))
+            return tkl_error(L, "csv_open: column '%s': max_count must be a count >= 0", name);
+        specs[i].max_count = (int64_t)max;
+        lua_pop(L, 4);
     }
     tkl_csv *u = (tkl_csv *)lua_newuserdata(L, sizeof *u);
     u->r = NULL;

@@ -5,9 +5,9 @@
 
 #include "internal.h" /* tk_format_f32 */
 
-static const tk_column_spec SPECS3[3] = { { "user_id", TK_COL_INT64 },
-                                          { "rating", TK_COL_FLOAT32 },
-                                          { "history", TK_COL_INT64_LIST } };
+static const tk_column_spec SPECS3[3] = { { .name = "user_id", .type = TK_COL_INT64 },
+                                          { .name = "rating", .type = TK_COL_FLOAT32 },
+                                          { .name = "history", .type = TK_COL_INT64_LIST } };
 
 /* Reads every row of path with specs; NULL (and the error) on failure. */
 static tk_columns *read_all(const char *path, int32_t n, const tk_column_spec *specs) {
@@ -65,7 +65,7 @@ static void test_types_and_lists(void) {
     tk_columns_free(c);
     /* columns come in the order asked, whatever the header's order; INT64_MIN */
     io_write_text(p, "b,a\n-9223372036854775808,1\n");
-    const tk_column_spec ba[2] = { { "a", TK_COL_INT64 }, { "b", TK_COL_INT64 } };
+    const tk_column_spec ba[2] = { { .name = "a", .type = TK_COL_INT64 }, { .name = "b", .type = TK_COL_INT64 } };
     c = read_all(p, 2, ba);
     const int64_t a1[1] = { 1 }, b1[1] = { INT64_MIN };
     TK_CHECK(c && i64_eq(c->values[0], 1, a1) && i64_eq(c->values[1], 1, b1));
@@ -193,9 +193,10 @@ static void check_case(const csv_case *c) {
         size_t len = strcspn(p, ":");
         snprintf(names[n], sizeof names[n], "%.*s", (int)len, p);
         char t = p[len + 1];
-        specs[n] = (tk_column_spec){ names[n], t == 'f'   ? TK_COL_FLOAT32
-                                               : t == 'l' ? TK_COL_INT64_LIST
-                                                          : TK_COL_INT64 };
+        specs[n] = (tk_column_spec){ .name = names[n],
+                                     .type = t == 'f'   ? TK_COL_FLOAT32
+                                             : t == 'l' ? TK_COL_INT64_LIST
+                                                        : TK_COL_INT64 };
         p += len + 2;
         if (*p == ',') p++;
     }
@@ -235,7 +236,7 @@ static void test_bad_cells(void) {
     memset(longcell, 'z', 150);
     longcell[150] = '\0';
     snprintf(text, sizeof text, "item_id\n%s\n", longcell);
-    const tk_column_spec item[1] = { { "item_id", TK_COL_INT64 } };
+    const tk_column_spec item[1] = { { .name = "item_id", .type = TK_COL_INT64 } };
     const char *e = read_error(text, 1, item);
     TK_CHECK_ERROR(e, "row 2, column 'item_id': \"zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz...\" is "
                       "not an integer");
@@ -253,7 +254,7 @@ static void test_bad_cells(void) {
 }
 
 static void test_header_only_and_reader_errors(void) {
-    const tk_column_spec a[1] = { { "a", TK_COL_INT64 } };
+    const tk_column_spec a[1] = { { .name = "a", .type = TK_COL_INT64 } };
     const char *p = io_path("header.csv");
     io_write_text(p, "user_id,rating,history\n");
     tk_columns *c = read_all(p, 3, SPECS3);
@@ -278,7 +279,7 @@ static void test_header_only_and_reader_errors(void) {
     /* missing file, bad specs */
     TK_CHECK(tk_csv_open(io_path("nope.csv"), 1, a) == NULL);
     TK_CHECK_ERROR(tk_last_error(), "nope.csv: cannot open: No such file or directory");
-    const tk_column_spec twice[2] = { { "a", TK_COL_INT64 }, { "a", TK_COL_FLOAT32 } };
+    const tk_column_spec twice[2] = { { .name = "a", .type = TK_COL_INT64 }, { .name = "a", .type = TK_COL_FLOAT32 } };
     TK_CHECK(tk_csv_open(p, 2, twice) == NULL);
     TK_CHECK_ERROR(tk_last_error(), "column 'a' is requested twice");
     /* after an error the reader refuses to go on */
@@ -370,12 +371,27 @@ static void test_chunks(void) {
     for (int i = 0; i < 400000; i++) fprintf(f, i ? "|%d" : "%d", i);
     fputs(",1\n5,2\n", f);
     fclose(f);
-    const tk_column_spec hs[1] = { { "history", TK_COL_INT64_LIST } };
+    const tk_column_spec hs[1] = { { .name = "history", .type = TK_COL_INT64_LIST } };
     tk_columns *c = read_all(p, 1, hs);
     TK_CHECK_MSG(c && c->nrows == 2 && c->values[0]->numel == 400001, "%s", c ? "wrong" : tk_last_error());
     if (c && c->values[0]->numel == 400001)
         TK_CHECK(tk_i64(c->values[0])[399999] == 399999 && tk_i64(c->values[0])[400000] == 5);
     tk_columns_free(c);
+}
+
+/* A list cell with more ids than the column's max_count (a schema's value count max) is
+ * an error naming the row and the column, on the fast path (plain ids) and the slow one
+ * (a quoted cell); cells at the limit and the empty list pass. */
+static void test_list_max_count(void) {
+    const tk_column_spec spec[2] = { { .name = "id", .type = TK_COL_INT64 },
+                                     { .name = "tags", .type = TK_COL_INT64_LIST, .max_count = 3 } };
+    const char *ok = read_error("id,tags\n1,1|2|3\n2,\n3,\"4|5\"\n", 2, spec);
+    TK_CHECK_MSG(*ok == '\0', "%s", ok); /* "" when the file reads */
+    const char *fast = read_error("id,tags\n1,1|2|3\n2,4|5|6|7\n", 2, spec);
+    TK_CHECK_ERROR(fast, "row 3, column 'tags'");
+    TK_CHECK_ERROR(fast, "has more than 3 ids (the column's value count max)");
+    const char *slow = read_error("id,tags\n1,\"1|2|3|4\"\n", 2, spec);
+    TK_CHECK_ERROR(slow, "row 2, column 'tags'");
 }
 
 /* The end of the first 1 MiB read falls on every byte of a few tricky records. */
@@ -470,7 +486,7 @@ static void test_float_parsing(void) {
         fprintf(f, "%s\n", cells[i]);
     }
     fclose(f);
-    const tk_column_spec v[1] = { { "v", TK_COL_FLOAT32 } };
+    const tk_column_spec v[1] = { { .name = "v", .type = TK_COL_FLOAT32 } };
     tk_columns *c = read_all(p, 1, v);
     TK_CHECK(c && c->nrows == n);
     int bad = 0;
@@ -576,10 +592,10 @@ static void test_embeddings(void) {
     free(text);
     tk_column_spec specs[17];
     char names[16][16];
-    specs[0] = (tk_column_spec){ "id", TK_COL_INT64 };
+    specs[0] = (tk_column_spec){ .name = "id", .type = TK_COL_INT64 };
     for (int j = 0; j < 16; j++) {
         snprintf(names[j], sizeof names[j], "e_%d", j);
-        specs[j + 1] = (tk_column_spec){ names[j], TK_COL_FLOAT32 };
+        specs[j + 1] = (tk_column_spec){ .name = names[j], .type = TK_COL_FLOAT32 };
     }
     tk_columns *c = read_all(p, 17, specs);
     TK_CHECK_MSG(c && c->nrows == n, "%s", c ? "rows" : tk_last_error());
@@ -613,6 +629,7 @@ static void test_embeddings(void) {
 }
 
 int main(void) {
+    TK_RUN(test_list_max_count);
     io_tmpdir("tk-csv");
     TK_RUN(test_types_and_lists);
     TK_RUN(test_quotes_and_line_endings);

@@ -8,7 +8,9 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     int64_t chunk = data[0] & 7;
-    tk_column_spec cols[3] = { { "user_id", TK_COL_INT64 }, { "score", TK_COL_FLOAT32 }, { "tags", TK_COL_INT64 } };
+    tk_column_spec cols[3] = { { .name = "user_id", .type = TK_COL_INT64 },
+                               { .name = "score", .type = TK_COL_FLOAT32 },
+                               { .name = "tags", .type = TK_COL_INT64 } };
     if (data[0] & 8) cols[2].type = TK_COL_INT64_LIST;
     int32_t ncols = (data[0] & 16) ? 2 : 3;
     tk_csv_reader *r = tk_csv_open(fuzz_file("d.csv", data + 1, size - 1), ncols, cols);

@@ -52,6 +52,14 @@ describe("read_csv", function()
     assert.truthy(err:find("missing.csv", 1, true), err)
   end)
 
+  it("refuses a list cell longer than the schema's value count max", function()
+    write(dir .. "/long.csv", "user_id,genres,price\n1,1|2|3,0.5\n2,1|2|3|4,1\n")
+    local ok, err = pcall(tk.data.read_csv, dir .. "/long.csv", schema())
+    assert.is_false(ok)
+    assert.truthy(err:find(dir .. "/long.csv: row 3, column 'genres'", 1, true), err)
+    assert.truthy(err:find("has more than 3 ids", 1, true), err)
+  end)
+
   it("names the file, row and column of a categorical id out of range", function()
     -- user_id has cardinality 10, genres 6; data row r is file row r + 1
     write(dir .. "/ids.csv", "user_id,genres,price\n1,1,0.5\n9,0|5,1\n2,3,1\n10,1,2\n")

@@ -37,11 +37,12 @@
 typedef struct csv_col {
     char *name;
     tk_column_type type;
-    int32_t field;   /* its index in the header */
-    void *vals;      /* int64_t or float per row; for a list, the ids */
-    int64_t nvals;   /* list: ids so far; offs[nrows] is the count at the row's start */
-    int64_t capvals; /* list */
-    int64_t *offs;   /* list: nrows + 1 offsets */
+    int32_t field;     /* its index in the header */
+    void *vals;        /* int64_t or float per row; for a list, the ids */
+    int64_t nvals;     /* list: ids so far; offs[nrows] is the count at the row's start */
+    int64_t capvals;   /* list */
+    int64_t *offs;     /* list: nrows + 1 offsets */
+    int64_t max_count; /* list: ids per cell at most (0: no limit) */
 } csv_col;
 
 struct tk_csv_reader {
@@ -255,6 +256,7 @@ oom:
 static tk_status parse_list(tk_csv_reader *r, int32_t c, const char *s, const char *e) {
     csv_col *col = &r->cols[c];
     if (s == e) return TK_OK; /* the empty list */
+    int64_t first = col->nvals;
     for (const char *p = s;;) {
         const char *t = p;
         while (t < e && *t != '|') t++;
@@ -280,6 +282,13 @@ static tk_status parse_list(tk_csv_reader *r, int32_t c, const char *s, const ch
             return TK_ERROR;
         }
         col->nvals++;
+        if (col->max_count && col->nvals - first > col->max_count) {
+            char what[128];
+            snprintf(what, sizeof what, "has more than %lld ids (the column's value count max)",
+                     (long long)col->max_count);
+            cell_error(r, c, s, e, what);
+            return TK_ERROR;
+        }
         if (t == e) return TK_OK;
         p = t + 1;
     }
@@ -497,6 +506,8 @@ static inline const char *fast_cell(tk_csv_reader *r, csv_col *col, const char *
             if (*q != '|') break;
             q++;
         }
+        /* a cell over the column's limit goes to the slow path, which names it */
+        if (col->max_count && ids - ((int64_t *)col->vals + col->nvals) > col->max_count) return NULL;
         const char *next = number_end(q, end, last);
         if (next) col->nvals = ids - (int64_t *)col->vals;
         return next;
@@ -762,6 +773,7 @@ tk_csv_reader *tk_csv_open(const char *path, int32_t ncols, const tk_column_spec
             goto fail;
         }
         r->cols[c].type = cols[c].type;
+        r->cols[c].max_count = cols[c].max_count > 0 ? cols[c].max_count : 0;
         if (cols[c].type == TK_COL_INT64_LIST) r->lists[r->nlists++] = c;
     }
     struct stat sb;

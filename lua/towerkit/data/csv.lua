@@ -12,8 +12,9 @@ local argerror = util.argerror
 
 local csv = {}
 
--- The CSV column specs of a schema: lists as int64_list, int dtypes (and categorical
--- columns) as int64, floats as float32; string columns are not read.
+-- The CSV column specs of a schema: lists as int64_list (at most the value count max
+-- ids per cell), int dtypes (and categorical columns) as int64, floats as float32;
+-- string columns are not read.
 local function csv_specs(schema, only)
   local specs = {}
   for _, col in ipairs(schema) do
@@ -27,7 +28,11 @@ local function csv_specs(schema, only)
       elseif dtype:match("^float") then
         t = "float32"
       end
-      if t then specs[#specs + 1] = { name = col.name, type = t } end
+      if t then
+        -- a list cell longer than the schema's value count max is an error of the reader
+        local max = t == "int64_list" and col.value_count and col.value_count.max or nil
+        specs[#specs + 1] = { name = col.name, type = t, max_count = max and tonumber(max) or nil }
+      end
     end
   end
   return specs
