@@ -271,19 +271,6 @@ tk_tensor *tk_model_encode(tk_model *m, tk_ctx *ctx, tk_value *features) {
     return q;
 }
 
-/* The first index of id in the sorted (id, row) pairs, or n when it is absent. */
-static int64_t id_lower_bound(const int64_t *pairs, int64_t n, int64_t id) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (pairs[2 * mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 /* The exclusion lists of item ids as lists of catalogue rows (tk_topk's kind), arena
  * tensors of ctx. An id the catalogue does not hold has nothing to exclude: skipped. */
 static tk_status exclusion_rows(const tk_model *m, tk_ctx *ctx, int64_t B, const int64_t *offs, const int64_t *ids,
@@ -303,7 +290,8 @@ static tk_status exclusion_rows(const tk_model *m, tk_ctx *ctx, int64_t B, const
     }
     int64_t n = tk_model_num_items(m), total = 0;
     for (int64_t p = 0; p < offs[B]; p++) /* duplicated ids in the catalogue: every row */
-        for (int64_t i = id_lower_bound(m->id_rows, n, ids[p]); i < n && m->id_rows[2 * i] == ids[p]; i++) total++;
+        for (int64_t i = tk_pairs_lower_bound(m->id_rows, n, ids[p]); i < n && m->id_rows[2 * i] == ids[p]; i++)
+            total++;
     int64_t so[1] = { B + 1 }, sr[1] = { total };
     tk_tensor *o = tk_ctx_empty(ctx, TK_I64, 1, so), *rows = tk_ctx_empty(ctx, TK_I64, 1, sr);
     if (!o || !rows) return TK_ERROR;
@@ -311,7 +299,7 @@ static tk_status exclusion_rows(const tk_model *m, tk_ctx *ctx, int64_t B, const
     od[0] = 0;
     for (int64_t r = 0; r < B; r++) {
         for (int64_t p = offs[r]; p < offs[r + 1]; p++)
-            for (int64_t i = id_lower_bound(m->id_rows, n, ids[p]); i < n && m->id_rows[2 * i] == ids[p]; i++)
+            for (int64_t i = tk_pairs_lower_bound(m->id_rows, n, ids[p]); i < n && m->id_rows[2 * i] == ids[p]; i++)
                 rd[used++] = m->id_rows[2 * i + 1];
         od[r + 1] = used;
     }

@@ -260,19 +260,6 @@ int64_t tk_sharded_index_size(const tk_sharded_index *ix) { return ix ? ix->tota
 int64_t tk_sharded_index_offset(const tk_sharded_index *ix) { return ix ? ix->offset : 0; }
 int64_t tk_sharded_index_shard_size(const tk_sharded_index *ix) { return ix ? ix->n : 0; }
 
-/* The first pair with id >= x. */
-static int64_t lower_bound(const int64_t *pairs, int64_t n, int64_t x) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (pairs[2 * mid] < x)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries, int64_t k, const int64_t *excl_offsets,
                                  const int64_t *excl_ids, tk_tensor *out_ids, tk_tensor *out_scores,
                                  tk_tensor *out_index) {
@@ -310,8 +297,8 @@ tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries,
     if (excl_offsets && excl_offsets[Q] > excl_offsets[0] && ix->n > 0) {
         int64_t total = 0;
         for (int64_t p = excl_offsets[0]; p < excl_offsets[Q]; p++)
-            for (int64_t i = lower_bound(ix->pairs, ix->n, excl_ids[p]); i < ix->n && ix->pairs[2 * i] == excl_ids[p];
-                 i++)
+            for (int64_t i = tk_pairs_lower_bound(ix->pairs, ix->n, excl_ids[p]);
+                 i < ix->n && ix->pairs[2 * i] == excl_ids[p]; i++)
                 total++;
         lo = malloc((size_t)(Q + 1) * sizeof *lo);
         li = malloc((size_t)(total ? total : 1) * sizeof *li);
@@ -320,7 +307,7 @@ tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries,
         lo[0] = 0;
         for (int64_t q = 0; q < Q; q++) {
             for (int64_t p = excl_offsets[q]; p < excl_offsets[q + 1]; p++)
-                for (int64_t i = lower_bound(ix->pairs, ix->n, excl_ids[p]);
+                for (int64_t i = tk_pairs_lower_bound(ix->pairs, ix->n, excl_ids[p]);
                      i < ix->n && ix->pairs[2 * i] == excl_ids[p]; i++)
                     li[used++] = ix->pairs[2 * i + 1];
             lo[q + 1] = used;

@@ -211,3 +211,15 @@ int tk_format_f32(float v, char *out) {
     }
     return (int)(o - out) + fmt_decimal(m, q, o);
 }
+
+int64_t tk_pairs_lower_bound(const int64_t *pairs, int64_t n, int64_t id) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (pairs[2 * mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
