@@ -925,8 +925,16 @@ tk_status tk_checkpoint_write(const char *dir, const tk_block *b, int32_t nfiles
  * "checkpoint 'dir': weights.safetensors: tensor 'x' is float32 [4, 8] but the parameter
  * is ...") on a missing, empty or malformed file, a file that is not a regular one (a
  * FIFO), weights that do not match the config or hold a NaN or an infinity (named with
- * the tensor and the first bad row). A read recovers, when no save runs, what an
- * interrupted save left (see tk_checkpoint_write). Blocks
+ * the tensor and the first bad row). Sizes are checked before anything is allocated:
+ * the header of weights.safetensors (names, dtypes, shapes; no data) is read before the
+ * blocks are built from config.json, and every parameter a block is about to allocate
+ * is compared with it first, so a config whose sizes disagree with the weights (a
+ * 20 KB config.json asking for a table of 20,000,000 or 2^40 rows) fails without
+ * allocating it: "checkpoint 'dir': weights.safetensors: tensor 'item/embeddings/item_id'
+ * is float32 [20, 4] but the parameter is float32 [20000000, 4] in config.json" (or "no
+ * tensor 'x' (a parameter of block 'b')"). A negative or zero size in config.json is a
+ * config error naming the block, the field and the value. A read recovers, when no
+ * save runs, what an interrupted save left (see tk_checkpoint_write). Blocks
  * whose kind has no from_config (callback blocks) cannot be read back. */
 tk_block *tk_checkpoint_read(const char *dir, int32_t nfiles, const char *const *file_names, char **file_texts_out);
 

@@ -52,6 +52,26 @@ tk_status tk_value_merge_from(tk_ctx *ctx, tk_value *dst, const char ***origins,
 
 /* --- config --- */
 
+/* A shape oracle for reading a config: while tk_block_from_cjson_checked builds
+ * the blocks, tk_block_new_param asks it, before allocating, about every parameter the
+ * kinds create, by its path (as tk_block_visit_params with skip_root names it: the
+ * path components follow the config's names, child_names of a parallel block, and
+ * "<name>_<k>" for siblings of the same name) with its dtype and shape. A non-zero
+ * return refuses the parameter: the build stops there, the oracle's error (it sets it
+ * with tk_set_error) possibly prefixed by the kind; the caller knows its oracle
+ * refused, and why. */
+typedef struct tk_shape_oracle {
+    int (*check)(void *ud, const char *path, tk_dtype dtype, int32_t ndim, const int64_t *shape);
+    void *ud;
+} tk_shape_oracle;
+/* The block of a parsed config (as tk_block_from_config_json) with every parameter
+ * checked by oracle before it is allocated (oracle NULL: not checked). */
+tk_block *tk_block_from_cjson_checked(const cJSON *o, uint64_t seed, const tk_shape_oracle *oracle);
+/* Called by tk_block_new_param before it allocates: TK_ERROR (the error set) when the
+ * oracle of the config being read on this thread refuses the parameter `name` of the
+ * block being read. TK_OK when no config is being read with an oracle. */
+tk_status tk_cfg_check_param(const char *name, tk_dtype dtype, int32_t ndim, const int64_t *shape);
+
 /* Config of a block as a cJSON object (caller deletes), NULL on failure (tk_last_error). */
 cJSON *tk_block_config_cjson(const tk_block *b);
 /* A block from a cJSON config object (recursive); NULL and tk_last_error on failure. */

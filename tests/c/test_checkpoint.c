@@ -5,8 +5,10 @@
 #include "io_test.h"
 #include "two_tower_fixture.h"
 
+#include <cJSON.h>
 #include <math.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 static const tk_init UNIFORM = { .kind = TK_INIT_RANDOM_UNIFORM, .a = -0.5f, .b = 0.5f };
@@ -599,6 +601,95 @@ static void test_checkpoint_held_by_reader(void) {
     tk_block_release(b);
 }
 
+/* Sets the "cardinality" of every table named `table` in the config object o. */
+static int set_cardinality(cJSON *o, const char *table, double card) {
+    int n = 0;
+    if (cJSON_IsObject(o)) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(o, "name");
+        cJSON *c = cJSON_GetObjectItemCaseSensitive(o, "cardinality");
+        if (c && cJSON_IsString(name) && strcmp(name->valuestring, table) == 0) {
+            cJSON_SetNumberValue(c, card);
+            n++;
+        }
+    }
+    for (cJSON *e = o ? o->child : NULL; e; e = e->next) n += set_cardinality(e, table, card);
+    return n;
+}
+
+/* config (the text of a config.json) with table's cardinality changed, written to cfg. */
+static void write_cardinality(const char *cfg, const char *config, const char *table, double card) {
+    cJSON *o = cJSON_Parse(config);
+    TK_CHECK(set_cardinality(o, table, card) == 1);
+    char *text = cJSON_Print(o);
+    io_write_text(cfg, text);
+    cJSON_free(text);
+    cJSON_Delete(o);
+}
+
+static long peak_rss_kb(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+/* Issue 12: the sizes in config.json are checked against the weights' header before
+ * any parameter is allocated: a huge cardinality is refused with the shapes, not after
+ * allocating (and initialising) it, nor with "out of memory". */
+static void test_sizes_checked_before_allocating(void) {
+    const char *dir = io_path("sizes");
+    outputs want;
+    tk_block_release(saved_model(dir, 1, &want));
+    const char *cfg = io_path("sizes/config.json");
+    char *config = io_read(cfg, NULL);
+    TK_CHECK(config != NULL);
+    if (!config) return;
+    char msg[512];
+
+    /* 2^40 rows: no allocation could succeed; the message names the table's parameter and both shapes */
+    write_cardinality(cfg, config, "item_id", 1099511627776.0);
+    snprintf(msg, sizeof msg,
+             "checkpoint '%s': weights.safetensors: tensor 'item/embeddings/item_id' is float32 [20, 4] but the "
+             "parameter is float32 [1099511627776, 4] in config.json",
+             dir);
+    expect_read_error(dir, msg);
+
+    /* 20,000,000 rows (320 MB of float32 to allocate and initialise): refused without growing the peak RSS */
+    write_cardinality(cfg, config, "item_id", 20000000.0);
+    long before = peak_rss_kb();
+    expect_read_error(dir, "tensor 'item/embeddings/item_id' is float32 [20, 4] but the parameter is float32 "
+                           "[20000000, 4] in config.json");
+    long grew = peak_rss_kb() - before;
+    TK_CHECK_MSG(grew < 50 * 1024, "the peak RSS grew by %ld kB during the load", grew);
+
+    /* a negative or zero cardinality is a config error naming the table */
+    write_cardinality(cfg, config, "user_id", -5);
+    expect_read_error(dir, "config.json: block config 'two_tower/query_tower/embeddings': \"tables\"[0] ('user_id'): "
+                           "\"cardinality\" must be positive, got -5");
+    write_cardinality(cfg, config, "user_id", 0);
+    expect_read_error(dir, "\"tables\"[0] ('user_id'): \"cardinality\" must be positive, got 0");
+
+    /* a config read without weights to check against: an absurd size names the parameter */
+    {
+        cJSON *o = cJSON_Parse(config);
+        set_cardinality(o, "item_id", 1099511627776.0);
+        char *text = cJSON_Print(o);
+        tk_block *b = tk_block_from_config_json(text, 0);
+        TK_CHECK(b == NULL);
+        tk_block_release(b);
+        TK_CHECK_ERROR(tk_last_error(), "block config 'two_tower/item_tower/embeddings': \"tables\"[0]: parameter "
+                                        "'item_id' [1099511627776, 4]: out of memory");
+        cJSON_free(text);
+        cJSON_Delete(o);
+    }
+
+    /* the config as saved still reads back (every kind's paths agree with the file's) */
+    io_write_text(cfg, config);
+    TK_CHECK(reads_as(dir, want));
+    free(config);
+    outputs_free(&want);
+    io_remove_tree(dir);
+}
+
 int main(void) {
     io_tmpdir("tk-checkpoint");
     TK_RUN(test_round_trip);
@@ -607,6 +698,7 @@ int main(void) {
     TK_RUN(test_read_errors);
     TK_RUN(test_load_is_all_or_nothing);
     TK_RUN(test_lazy_blocks);
+    TK_RUN(test_sizes_checked_before_allocating);
     TK_RUN(test_interrupted_saves);
     TK_RUN(test_checkpoint_held_by_reader);
     io_remove_tree(io_dir);

@@ -214,8 +214,16 @@ void tk_block_truncate_params(tk_block *b, int32_t n) {
 
 tk_tensor *tk_block_new_param(tk_block *b, const char *name, int32_t ndim, const int64_t *shape, bool trainable,
                               tk_init init, uint64_t seed) {
+    if (tk_cfg_check_param(name, TK_F32, ndim, shape) != TK_OK) return NULL; /* before allocating */
     tk_tensor *t = tk_tensor_new(TK_F32, ndim, shape);
-    if (!t) return NULL;
+    if (!t) {
+        char msg[TK_ERR_LEN], s[96];
+        tk_tensor fake = { .ndim = ndim > 0 && ndim <= TK_MAX_DIMS ? ndim : 0 };
+        if (shape) memcpy(fake.shape, shape, (size_t)fake.ndim * sizeof *shape);
+        snprintf(msg, sizeof msg, "%s", tk_last_error());
+        tk_set_error("parameter '%s' %s: %s", name ? name : "(null)", tk_shape_str(&fake, s, sizeof s), msg);
+        return NULL;
+    }
     tk_init_fill(t, init, seed);
     tk_tensor_set_requires_grad(t, trainable);
     tk_status st = tk_block_add_param_init(b, name, t, trainable, init);

@@ -141,6 +141,75 @@ static void cfg_pop(size_t old) {
 }
 
 /* ------------------------------------------------------------------------------------ */
+/* Parameter paths and the shape oracle                                                   */
+/* ------------------------------------------------------------------------------------ */
+/* While a config is read with an oracle, param_path is the parameter path of the block
+ * being read (skip_root: "" for the root), built from the config as block.c's
+ * visit_rec builds it from the blocks: the kinds have not made the parent yet when a
+ * child allocates its parameters. */
+
+static _Thread_local const tk_shape_oracle *cfg_oracle;
+static _Thread_local const cJSON *cfg_reading; /* the config object whose from_config runs */
+static _Thread_local char param_path[2048];
+static _Thread_local size_t param_len;
+
+/* The name sibling k of config object p gives its block, as block.c's sibling_name:
+ * children 0..n-1 (a parallel block's "child_names" stand for them: the only kind that
+ * reads them), then pre (n), then post (n + 1). NULL when there is none. */
+static const char *json_sibling_name(const cJSON *p, int n, int k) {
+    const cJSON *s;
+    if (k < n) {
+        const cJSON *kind = cJSON_GetObjectItemCaseSensitive(p, "kind");
+        const cJSON *names = cJSON_GetObjectItemCaseSensitive(p, "child_names");
+        if (cJSON_IsString(kind) && strcmp(kind->valuestring, "parallel") == 0 && cJSON_IsArray(names)) {
+            const cJSON *nm = cJSON_GetArrayItem(names, k);
+            if (cJSON_IsString(nm) && *nm->valuestring) return nm->valuestring;
+        }
+        s = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(p, "children"), k);
+    } else {
+        s = cJSON_GetObjectItemCaseSensitive(p, k == n ? "pre" : "post");
+    }
+    return cJSON_IsObject(s) ? tk_cfg_name(s) : NULL;
+}
+
+/* Appends the path component of sibling k of config object p (its name, or
+ * "<name>_<k>" when another sibling has the same name, as block.c's
+ * sibling_component); p NULL: the component is `fallback`. Returns the old length. */
+static size_t param_push(const cJSON *p, int k, const char *fallback) {
+    size_t old = param_len;
+    if (!cfg_oracle) return old;
+    const cJSON *children = p ? cJSON_GetObjectItemCaseSensitive(p, "children") : NULL;
+    int n = cJSON_IsArray(children) ? cJSON_GetArraySize(children) : 0;
+    const char *name = p ? json_sibling_name(p, n, k) : fallback;
+    if (!name) name = "";
+    bool dup = false;
+    for (int j = 0; p && j < n + 2 && !dup; j++) {
+        const char *other = j != k ? json_sibling_name(p, n, j) : NULL;
+        dup = other && strcmp(other, name) == 0;
+    }
+    char comp[256];
+    if (dup)
+        snprintf(comp, sizeof comp, "%s_%d", name, k);
+    else
+        snprintf(comp, sizeof comp, "%s", name);
+    snprintf(param_path + old, sizeof param_path - old, old ? "/%s" : "%s", comp);
+    param_len = strlen(param_path);
+    return old;
+}
+
+static void param_pop(size_t old) {
+    param_len = old;
+    param_path[old] = '\0';
+}
+
+tk_status tk_cfg_check_param(const char *name, tk_dtype dtype, int32_t ndim, const int64_t *shape) {
+    if (!cfg_oracle || !cfg_oracle->check) return TK_OK;
+    char path[sizeof param_path + 256];
+    snprintf(path, sizeof path, param_len ? "%s/%s" : "%s%s", param_path, name);
+    return cfg_oracle->check(cfg_oracle->ud, path, dtype, ndim, shape) == 0 ? TK_OK : TK_ERROR;
+}
+
+/* ------------------------------------------------------------------------------------ */
 /* Field readers and writers                                                              */
 /* ------------------------------------------------------------------------------------ */
 
@@ -265,7 +334,13 @@ const char *tk_cfg_name(const cJSON *o) {
 }
 
 tk_block *tk_cfg_child(const cJSON *children, int i, uint64_t seed) {
-    return tk_block_from_cjson(cJSON_GetArrayItem(children, i), tk_seed_mix(seed, (uint64_t)i));
+    const cJSON *c = cJSON_GetArrayItem(children, i);
+    const cJSON *p =
+        cfg_reading && cJSON_GetObjectItemCaseSensitive(cfg_reading, "children") == children ? cfg_reading : NULL;
+    size_t old = param_push(p, i, cJSON_IsObject(c) ? tk_cfg_name(c) : NULL);
+    tk_block *b = tk_block_from_cjson(c, tk_seed_mix(seed, (uint64_t)i));
+    param_pop(old);
+    return b;
 }
 
 /* The shortest decimal that reads back as the same float (util.c's formatter, as CSV
@@ -413,7 +488,11 @@ static tk_status read_hook(tk_block *b, const cJSON *o, const char *key, uint64_
         tk_cfg_fail("\"%s\" must be a block config object, got %s", key, tk_json_kind(h));
         return TK_ERROR;
     }
+    const cJSON *children = cJSON_GetObjectItemCaseSensitive(o, "children");
+    int n = cJSON_IsArray(children) ? cJSON_GetArraySize(children) : 0;
+    size_t old = param_push(o, strcmp(key, "pre") == 0 ? n : n + 1, NULL);
     tk_block *hook = tk_block_from_cjson(h, seed);
+    param_pop(old);
     if (!hook) return TK_ERROR;
     if (strcmp(key, "pre") == 0)
         tk_block_set_pre(b, hook);
@@ -470,11 +549,35 @@ tk_block *tk_block_from_cjson(const cJSON *o, uint64_t seed) {
         tk_cfg_fail("unknown block kind '%s' (known: %s)", kind, known);
     } else if (!e.from_config) {
         tk_cfg_fail("block kind '%s' cannot be restored from config", kind);
-    } else if ((b = e.from_config(o, seed)) != NULL && read_generic(b, o, seed) != TK_OK) {
-        tk_block_release(b);
-        b = NULL;
+    } else {
+        const cJSON *outer = cfg_reading;
+        cfg_reading = o;
+        b = e.from_config(o, seed);
+        cfg_reading = outer;
+        if (b && read_generic(b, o, seed) != TK_OK) {
+            tk_block_release(b);
+            b = NULL;
+        }
     }
     cfg_pop(old);
+    return b;
+}
+
+tk_block *tk_block_from_cjson_checked(const cJSON *o, uint64_t seed, const tk_shape_oracle *oracle) {
+    cfg_pop(0);
+    const tk_shape_oracle *outer_oracle = cfg_oracle;
+    const cJSON *outer_reading = cfg_reading;
+    size_t outer_len = param_len;
+    char outer_path[sizeof param_path];
+    memcpy(outer_path, param_path, outer_len + 1);
+    cfg_oracle = oracle;
+    cfg_reading = NULL;
+    param_pop(0);
+    tk_block *b = tk_block_from_cjson(o, seed);
+    cfg_oracle = outer_oracle;
+    cfg_reading = outer_reading;
+    memcpy(param_path, outer_path, outer_len + 1); /* a config read inside a config read */
+    param_len = outer_len;
     return b;
 }
 
@@ -485,8 +588,7 @@ tk_block *tk_block_from_config_json(const char *json, uint64_t seed) {
     }
     cJSON *o = tk_json_parse(json, strlen(json), "block config");
     if (!o) return NULL;
-    cfg_pop(0);
-    tk_block *b = tk_block_from_cjson(o, seed);
+    tk_block *b = tk_block_from_cjson_checked(o, seed, NULL);
     cJSON_Delete(o);
     return b;
 }

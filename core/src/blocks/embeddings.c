@@ -337,11 +337,17 @@ tk_block *tk_embeddings_from_config(const void *json, uint64_t seed) {
             }
         }
         if (card <= 0 || dim <= 0) {
-            tk_cfg_fail("\"tables\"[%d]: \"cardinality\" and \"dim\" must be positive", i);
+            tk_cfg_fail("\"tables\"[%d] ('%s'): \"%s\" must be positive, got %lld", i, name,
+                        card <= 0 ? "cardinality" : "dim", (long long)(card <= 0 ? card : dim));
             goto fail;
         }
         int64_t shape[2] = { card, dim };
-        if (!tk_block_new_param(b, name, 2, shape, true, init, tk_seed_mix(seed, (uint64_t)i))) goto fail;
+        if (!tk_block_new_param(b, name, 2, shape, true, init, tk_seed_mix(seed, (uint64_t)i))) {
+            char msg[TK_ERR_LEN];
+            snprintf(msg, sizeof msg, "%s", tk_last_error());
+            tk_cfg_fail("\"tables\"[%d]: %s", i, msg);
+            goto fail;
+        }
         char *tname = tk_strdup(name);
         if (!tname || !grow((void **)&e->tables, &e->cap_tables, e->ntables, sizeof *e->tables)) {
             free(tname);

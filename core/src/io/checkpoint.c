@@ -668,6 +668,50 @@ static tk_status read_text(const char *dir, const char *from, const char *name, 
     return st;
 }
 
+/* The shape oracle of a checkpoint read: the header of its weights.safetensors. */
+typedef struct header_oracle {
+    const tk_safetensors_header *h;
+    const char *root; /* the name of the config's root block */
+    bool refused;
+    char msg[TK_ERR_LEN];
+} header_oracle;
+
+static int check_against_header(void *ud, const char *path, tk_dtype dtype, int32_t ndim, const int64_t *shape) {
+    header_oracle *o = ud;
+    const tk_safetensors_header *h = o->h;
+    int32_t i = 0;
+    while (i < h->n && strcmp(h->names[i], path) != 0) i++;
+    if (i == h->n) {
+        snprintf(o->msg, sizeof o->msg,
+                 "%s: no tensor '%s' (a parameter of block '%s'); the file has %d tensors (checked before "
+                 "allocating the parameters of %s)",
+                 WEIGHTS_FILE, path, o->root, (int)h->n, CONFIG_FILE);
+    } else {
+        tk_tensor want = { .dtype = dtype, .ndim = ndim }, have = { .dtype = h->dtypes[i], .ndim = h->ndims[i] };
+        memcpy(want.shape, shape, (size_t)ndim * sizeof *shape);
+        memcpy(have.shape, h->shapes[i], sizeof have.shape);
+        if (dtype == have.dtype && tk_tensor_same_shape(&want, &have)) return 0;
+        char a[96], c[96];
+        snprintf(o->msg, sizeof o->msg,
+                 "%s: tensor '%s' is %s %s but the parameter is %s %s in %s (checked before allocating it)",
+                 WEIGHTS_FILE, path, tk_dtype_name(have.dtype), tk_shape_str(&have, a, sizeof a), tk_dtype_name(dtype),
+                 tk_shape_str(&want, c, sizeof c), CONFIG_FILE);
+    }
+    o->refused = true;
+    tk_set_error("%s", o->msg);
+    return 1;
+}
+
+/* Sets "checkpoint 'dir': <e>", e being the last error without its "<from>/" prefix
+ * (the held directory's path): the messages name the checkpoint as the user gave it. */
+static void error_in(const char *dir, const char *from) {
+    char msg[TK_ERR_LEN];
+    const char *e = tk_last_error();
+    size_t nf = strlen(from);
+    snprintf(msg, sizeof msg, "%s", strncmp(e, from, nf) == 0 && e[nf] == '/' ? e + nf + 1 : e);
+    tk_set_error("checkpoint '%s': %s", dir, msg);
+}
+
 tk_block *tk_checkpoint_read(const char *dir_arg, int32_t nfiles, const char *const *file_names,
                              char **file_texts_out) {
     if (!dir_arg || !*dir_arg) {
@@ -696,6 +740,7 @@ tk_block *tk_checkpoint_read(const char *dir_arg, int32_t nfiles, const char *co
         return NULL;
     }
     char *config = NULL, *weights = NULL;
+    tk_safetensors_header *header = NULL;
     tk_block *b = NULL;
     if (read_text(dir, from, CONFIG_FILE, true, &config) != TK_OK) goto fail;
     const char *p = config;
@@ -704,10 +749,45 @@ tk_block *tk_checkpoint_read(const char *dir_arg, int32_t nfiles, const char *co
         tk_set_error("checkpoint '%s': %s is empty", dir, CONFIG_FILE);
         goto fail;
     }
-    if (!(b = tk_block_from_config_json(config, 0))) {
+    /* The JSON first (its syntax errors before any about the weights), then the header
+     * of the weights (no data), then the blocks: every parameter is checked against the
+     * header before it is allocated, so a config that asks for more than the weights
+     * hold fails without allocating it. */
+    cJSON *parsed = tk_json_parse(config, strlen(config), "block config");
+    if (!parsed) {
         char msg[TK_ERR_LEN];
         snprintf(msg, sizeof msg, "%s", tk_last_error());
         tk_set_error("checkpoint '%s': %s: %s", dir, CONFIG_FILE, msg);
+        goto fail;
+    }
+    const cJSON *root_name = cJSON_IsObject(parsed) ? cJSON_GetObjectItemCaseSensitive(parsed, "name") : NULL;
+    header_oracle ho = { .root = cJSON_IsString(root_name) ? root_name->valuestring : "?" };
+    if (!(weights = tk_path_join(from, WEIGHTS_FILE))) {
+        cJSON_Delete(parsed);
+        tk_set_error("out of memory");
+        goto fail;
+    }
+    if (access(weights, F_OK) != 0 && errno == ENOENT) {
+        cJSON_Delete(parsed);
+        tk_set_error("checkpoint '%s': %s is missing", dir, WEIGHTS_FILE);
+        goto fail;
+    }
+    if (!(header = tk_safetensors_read_header(weights))) {
+        cJSON_Delete(parsed);
+        error_in(dir, from);
+        goto fail;
+    }
+    ho.h = header;
+    tk_shape_oracle oracle = { check_against_header, &ho };
+    b = tk_block_from_cjson_checked(parsed, 0, &oracle);
+    cJSON_Delete(parsed);
+    if (!b) {
+        char msg[TK_ERR_LEN];
+        snprintf(msg, sizeof msg, "%s", tk_last_error());
+        if (ho.refused)
+            tk_set_error("checkpoint '%s': %s", dir, ho.msg);
+        else
+            tk_set_error("checkpoint '%s': %s: %s", dir, CONFIG_FILE, msg);
         goto fail;
     }
     const tk_block *u = first_unbuilt(b);
@@ -717,21 +797,9 @@ tk_block *tk_checkpoint_read(const char *dir_arg, int32_t nfiles, const char *co
                      dir, CONFIG_FILE, u->kind->name, u->name);
         goto fail;
     }
-    if (!(weights = tk_path_join(from, WEIGHTS_FILE))) {
-        tk_set_error("out of memory");
-        goto fail;
-    }
-    if (access(weights, F_OK) != 0 && errno == ENOENT) {
-        tk_set_error("checkpoint '%s': %s is missing", dir, WEIGHTS_FILE);
-        goto fail;
-    }
     if (tk_block_load_weights(b, weights) != TK_OK) {
         /* the message names "<from>/weights.safetensors": name the checkpoint instead */
-        char msg[TK_ERR_LEN];
-        const char *e = tk_last_error();
-        size_t nf = strlen(from);
-        snprintf(msg, sizeof msg, "%s", strncmp(e, from, nf) == 0 && e[nf] == '/' ? e + nf + 1 : e);
-        tk_set_error("checkpoint '%s': %s", dir, msg);
+        error_in(dir, from);
         goto fail;
     }
     for (int32_t i = 0; i < nfiles; i++) {
@@ -742,6 +810,7 @@ tk_block *tk_checkpoint_read(const char *dir_arg, int32_t nfiles, const char *co
         }
         if (read_text(dir, from, file_names[i], false, &file_texts_out[i]) != TK_OK) goto fail;
     }
+    tk_safetensors_header_free(header);
     free(config);
     free(weights);
     free(from);
@@ -755,6 +824,7 @@ fail:
         file_texts_out[i] = NULL;
     }
     tk_block_release(b);
+    tk_safetensors_header_free(header);
     free(config);
     free(weights);
     free(from);

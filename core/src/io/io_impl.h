@@ -48,6 +48,20 @@ void tk_sbuf_printf(tk_sbuf *b, const char *fmt, ...) __attribute__((format(prin
 /* Escapes s as a JSON string (with the quotes). */
 void tk_sbuf_json_string(tk_sbuf *b, const char *s);
 
+/* The header of a safetensors file without its data: the names, dtypes and shapes of its
+ * tensors in header order. tk_safetensors_read_header checks the header as
+ * tk_safetensors_read does (the same errors, naming the file and the tensor) and reads
+ * no tensor data; NULL and tk_last_error on failure. */
+typedef struct tk_safetensors_header {
+    int32_t n;
+    char **names;
+    tk_dtype *dtypes;
+    int32_t *ndims;
+    int64_t (*shapes)[TK_MAX_DIMS];
+} tk_safetensors_header;
+tk_safetensors_header *tk_safetensors_read_header(const char *path);
+void tk_safetensors_header_free(tk_safetensors_header *h);
+
 /* Test-only fault injection for tk_checkpoint_write (tests/c/test_checkpoint.c): the
  * save stops at `step` (a TK_CKPT_STEP_*, 0: never): FAIL returns an error there as a
  * failed system call would, STOP writes one byte to notify_fd and waits there for the

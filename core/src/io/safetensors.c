@@ -306,28 +306,41 @@ static bool check_layout(const char *path, entry *es, int32_t n, uint64_t data_s
     return true;
 }
 
-/* The safetensors file at path, or NULL with the error set. */
-tk_safetensors *tk_safetensors_read(const char *path) {
-    if (!path) {
-        tk_set_error("safetensors_read: path is NULL");
-        return NULL;
-    }
+/* The parsed and checked header of a safetensors file. */
+typedef struct layout {
+    FILE *f;
+    char *header;
+    cJSON *root;
+    const cJSON *meta;
+    entry *es;
+    int32_t n;
+    uint64_t data_start;
+} layout;
+
+static void layout_free(layout *l) {
+    free(l->es);
+    cJSON_Delete(l->root);
+    free(l->header);
+    if (l->f) fclose(l->f);
+    memset(l, 0, sizeof *l);
+}
+
+/* Opens path and reads and checks its whole header, no data: false with the error set
+ * (and l freed). */
+static bool read_layout(const char *path, layout *l) {
+    memset(l, 0, sizeof *l);
     struct stat sb;
-    FILE *f = tk_fopen_regular(path, &sb);
+    FILE *f = l->f = tk_fopen_regular(path, &sb);
     if (!f) {
         tk_set_error("%s: cannot open: %s", path, tk_io_strerror(errno));
-        return NULL;
+        return false;
     }
-    tk_safetensors *out = NULL;
-    char *header = NULL;
-    cJSON *root = NULL;
-    entry *es = NULL;
     uint64_t size = (uint64_t)sb.st_size;
     uint8_t len8[8];
     if (size < 8 || fread(len8, 1, 8, f) != 8) {
         tk_set_error("%s: the file has %llu bytes, too few for a safetensors header (truncated?)", path,
                      (unsigned long long)size);
-        goto done;
+        goto fail;
     }
     uint64_t hlen = 0;
     for (int i = 0; i < 8; i++) hlen |= (uint64_t)len8[i] << (8 * i);
@@ -335,36 +348,37 @@ tk_safetensors *tk_safetensors_read(const char *path) {
         tk_set_error("%s: the header length %llu is larger than the file (%llu bytes): truncated or not a "
                      "safetensors file",
                      path, (unsigned long long)hlen, (unsigned long long)size);
-        goto done;
+        goto fail;
     }
     if (hlen > ST_MAX_HEADER) {
         tk_set_error("%s: the header length %llu is over the limit of %u bytes", path, (unsigned long long)hlen,
                      ST_MAX_HEADER);
-        goto done;
+        goto fail;
     }
     if (hlen < 2) {
         tk_set_error("%s: the header length %llu is too small for a JSON header", path, (unsigned long long)hlen);
-        goto done;
+        goto fail;
     }
-    header = malloc((size_t)hlen + 1);
+    char *header = l->header = malloc((size_t)hlen + 1);
     if (!header) {
         tk_set_error("%s: out of memory reading the header", path);
-        goto done;
+        goto fail;
     }
     if (fread(header, 1, (size_t)hlen, f) != (size_t)hlen) {
         tk_set_error("%s: cannot read the header: %s", path, ferror(f) ? strerror(errno) : "the file is truncated");
-        goto done;
+        goto fail;
     }
     header[hlen] = '\0';
     {
         /* strict (tk_json_parse): "<path>: the header: invalid JSON at line 1 (byte B): why" */
         char what[TK_ERR_LEN];
         snprintf(what, sizeof what, "%s: the header", path);
-        if (!(root = tk_json_parse(header, (size_t)hlen, what))) goto done;
+        if (!(l->root = tk_json_parse(header, (size_t)hlen, what))) goto fail;
     }
+    const cJSON *root = l->root;
     if (!cJSON_IsObject(root)) {
         tk_set_error("%s: the header must be a JSON object, got %s", path, tk_json_kind(root));
-        goto done;
+        goto fail;
     }
     int32_t n = 0;
     const cJSON *meta = NULL;
@@ -372,7 +386,7 @@ tk_safetensors *tk_safetensors_read(const char *path) {
         if (strcmp(o->string, "__metadata__") == 0) {
             if (meta) {
                 tk_set_error("%s: \"__metadata__\" appears twice in the header", path);
-                goto done;
+                goto fail;
             }
             meta = o;
         } else {
@@ -382,27 +396,92 @@ tk_safetensors *tk_safetensors_read(const char *path) {
     if (meta) {
         if (!cJSON_IsObject(meta)) {
             tk_set_error("%s: \"__metadata__\" must be an object of strings, got %s", path, tk_json_kind(meta));
-            goto done;
+            goto fail;
         }
         for (const cJSON *m = meta->child; m; m = m->next) {
             if (!cJSON_IsString(m)) {
                 tk_set_error("%s: metadata '%s' must be a string, got %s", path, m->string, tk_json_kind(m));
-                goto done;
+                goto fail;
             }
         }
     }
-    es = calloc((size_t)(n ? n : 1), sizeof *es);
+    l->meta = meta;
+    entry *es = l->es = calloc((size_t)(n ? n : 1), sizeof *es);
     if (!es) {
         tk_set_error("out of memory");
-        goto done;
+        goto fail;
     }
     int32_t k = 0;
     for (const cJSON *o = root->child; o; o = o->next) {
         if (o == meta) continue;
-        if (!read_entry(path, o, &es[k++])) goto done;
+        if (!read_entry(path, o, &es[k++])) goto fail;
     }
-    uint64_t data_start = 8 + hlen;
-    if (!check_layout(path, es, n, data_start, size)) goto done;
+    l->n = n;
+    l->data_start = 8 + hlen;
+    if (!check_layout(path, es, n, l->data_start, size)) goto fail;
+    return true;
+fail:
+    layout_free(l);
+    return false;
+}
+
+void tk_safetensors_header_free(tk_safetensors_header *h) {
+    if (!h) return;
+    for (int32_t i = 0; i < h->n; i++) free(h->names[i]);
+    free(h->names);
+    free(h->dtypes);
+    free(h->ndims);
+    free(h->shapes);
+    free(h);
+}
+
+tk_safetensors_header *tk_safetensors_read_header(const char *path) {
+    if (!path) {
+        tk_set_error("safetensors_read_header: path is NULL");
+        return NULL;
+    }
+    layout l;
+    if (!read_layout(path, &l)) return NULL;
+    size_t m = (size_t)(l.n ? l.n : 1);
+    tk_safetensors_header *h = calloc(1, sizeof *h);
+    if (!h || !(h->names = calloc(m, sizeof *h->names)) || !(h->dtypes = calloc(m, sizeof *h->dtypes)) ||
+        !(h->ndims = calloc(m, sizeof *h->ndims)) || !(h->shapes = calloc(m, sizeof *h->shapes))) {
+        tk_set_error("out of memory");
+        goto fail;
+    }
+    for (int32_t i = 0; i < l.n; i++) {
+        const entry *e = &l.es[i];
+        if (!(h->names[i] = tk_strdup(e->name))) {
+            tk_set_error("out of memory");
+            goto fail;
+        }
+        h->n = i + 1;
+        h->dtypes[i] = e->dtype;
+        h->ndims[i] = e->ndim;
+        memcpy(h->shapes[i], e->shape, sizeof h->shapes[i]);
+    }
+    layout_free(&l);
+    return h;
+fail:
+    tk_safetensors_header_free(h);
+    layout_free(&l);
+    return NULL;
+}
+
+/* The safetensors file at path, or NULL with the error set. */
+tk_safetensors *tk_safetensors_read(const char *path) {
+    if (!path) {
+        tk_set_error("safetensors_read: path is NULL");
+        return NULL;
+    }
+    layout l;
+    if (!read_layout(path, &l)) return NULL;
+    tk_safetensors *out = NULL;
+    FILE *f = l.f;
+    const cJSON *meta = l.meta;
+    const entry *es = l.es;
+    int32_t n = l.n;
+    uint64_t data_start = l.data_start;
 
     out = calloc(1, sizeof *out);
     if (!out || !(out->names = calloc((size_t)(n ? n : 1), sizeof *out->names)) ||
@@ -455,9 +534,6 @@ done:
             out = NULL;
         }
     }
-    free(es);
-    cJSON_Delete(root);
-    free(header);
-    fclose(f);
+    layout_free(&l);
     return out;
 }
