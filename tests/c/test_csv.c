@@ -379,6 +379,24 @@ static void test_chunks(void) {
     tk_columns_free(c);
 }
 
+/* A NUL byte in a cell or in the header is an error naming the row: the parser reads
+ * cells up to a NUL sentinel, so it would cut them silently. */
+static void test_nul_bytes(void) {
+    const tk_column_spec spec[2] = { { .name = "a", .type = TK_COL_INT64 }, { .name = "b", .type = TK_COL_FLOAT32 } };
+    static const char cell[] = "a,b\n1,2\n3,1.5\0junk\n", header[] = "a\0z,b\n1,2\n";
+    const char *p = io_path("nul.csv");
+    io_write(p, cell, sizeof cell - 1);
+    tk_columns *c = read_all(p, 2, spec);
+    TK_CHECK(c == NULL);
+    if (!c) TK_CHECK_ERROR(tk_last_error(), "nul.csv: row 3: a NUL byte");
+    tk_columns_free(c);
+    io_write(p, header, sizeof header - 1);
+    c = read_all(p, 2, spec);
+    TK_CHECK(c == NULL);
+    if (!c) TK_CHECK_ERROR(tk_last_error(), "nul.csv: row 1: a NUL byte");
+    tk_columns_free(c);
+}
+
 /* A list cell with more ids than the column's max_count (a schema's value count max) is
  * an error naming the row and the column, on the fast path (plain ids) and the slow one
  * (a quoted cell); cells at the limit and the empty list pass. */
@@ -630,6 +648,7 @@ static void test_embeddings(void) {
 
 int main(void) {
     TK_RUN(test_list_max_count);
+    TK_RUN(test_nul_bytes);
     io_tmpdir("tk-csv");
     TK_RUN(test_types_and_lists);
     TK_RUN(test_quotes_and_line_endings);

@@ -598,6 +598,16 @@ static tk_status refill(tk_csv_reader *r) {
         }
         r->eof = true;
     }
+    /* CSV is text: a NUL byte (a binary or corrupt file) would end a cell early, since
+     * the parser reads up to the sentinel, and cut a header name; refuse it, naming the
+     * row it is in */
+    const char *nul = memchr(r->buf + r->end, '\0', got);
+    if (nul) {
+        int64_t row = r->row + 1;
+        for (const char *p = r->buf + r->pos; p < nul; p++) row += *p == '\n';
+        tk_set_error("%s: row %lld: a NUL byte (CSV is text: is the file binary or corrupt?)", r->path, (long long)row);
+        return TK_ERROR;
+    }
     r->end += got;
     r->buf[r->end] = '\0';
     return TK_OK;
