@@ -2,8 +2,8 @@
  * towerkit_dist.h - data-parallel training over MPI (docs/distributed.md).
  *
  * The one part of towerkit that talks to MPI is core/src/dist.c; it is compiled with
- * MPI when the build finds mpi.h (the Makefile's MPI block) and as stubs otherwise, so
- * a host links the same symbols either way: without MPI, tk_dist_available() is false
+ * MPI when the build finds mpi.h (the Makefile's MPI block), and otherwise as functions
+ * that report a build without MPI, so a host links the same symbols either way: without MPI, tk_dist_available() is false
  * and tk_dist_init fails with a message saying how to get it.
  *
  * The model: every rank runs the same program on its share of each global batch. The

@@ -1,8 +1,9 @@
 /* Data-parallel training over MPI (towerkit_dist.h, docs/distributed.md).
  *
  * The only file of the core that includes mpi.h: the Makefile compiles it with MPI's
- * flags and TK_HAVE_MPI when it finds mpi.h, and as stubs otherwise, so the rest of the
- * core, the binding and hosts link the same symbols in both builds.
+ * flags and TK_HAVE_MPI when it finds mpi.h; otherwise every function reports "built
+ * without MPI" (one process, rank 0 of 1), so the rest of the core, the binding and hosts
+ * link the same symbols in both builds.
  *
  * Everything here is about ranks agreeing bit for bit. MPI's own reductions may sum in
  * an order that depends on the rank (recursive doubling, trees), so a float sum could

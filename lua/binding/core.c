@@ -22,11 +22,14 @@ static int l_get_num_threads(lua_State *L) {
 static int l_blas_info(lua_State *L) {
     tk_blas_info info;
     tk_blas_get_info(&info);
+    const struct {
+        const char *key, *s;
+    } strings[] = { { "kernel", info.kernel }, { "best", info.best }, { "cpu", info.cpu }, { "advice", info.advice } };
     lua_createtable(L, 0, 8);
-    lua_pushstring(L, info.kernel);
-    lua_setfield(L, -2, "kernel");
-    lua_pushstring(L, info.best);
-    lua_setfield(L, -2, "best");
+    for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
+        lua_pushstring(L, strings[i].s);
+        lua_setfield(L, -2, strings[i].key);
+    }
     lua_pushboolean(L, info.below_best);
     lua_setfield(L, -2, "below_best");
     lua_pushboolean(L, info.user_set);
@@ -35,10 +38,6 @@ static int l_blas_info(lua_State *L) {
     lua_setfield(L, -2, "threads");
     lua_pushinteger(L, info.blas_threads);
     lua_setfield(L, -2, "blas_threads");
-    lua_pushstring(L, info.cpu);
-    lua_setfield(L, -2, "cpu");
-    lua_pushstring(L, info.advice);
-    lua_setfield(L, -2, "advice");
     return 1;
 }
 

@@ -14,7 +14,7 @@ local argerror = util.argerror
 
 local M = {}
 
--- The message of a build without MPI (the C stubs' text).
+-- The message of a build without MPI (the one tk_dist_init gives there).
 local function no_mpi()
   local ok, err = pcall(core.dist_init)
   assert(not ok)
