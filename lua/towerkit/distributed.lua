@@ -190,6 +190,63 @@ function ShardedIndex:query(queries, k, exclude)
 end
 
 -- ----------------------------------------------------------------------------------
+-- Export: a table of rows embedded in shards, one per rank (TwoTowerModel's
+-- item_embeddings, query_embeddings, and the catalogue of evaluate)
+-- ----------------------------------------------------------------------------------
+
+-- tk_topk's item block (SHARD_ALIGN in sharded.c, TOPK_ITEM_BLOCK in topk.c).
+local TOPK_BLOCK = 4096
+
+--- export_align(batch_size) -> the multiple of rows at which an export cuts its shards:
+-- 4096 when batch_size divides it (the default 1024 does), else batch_size. A shard
+-- that starts at a multiple of batch_size runs the batches one process runs, on the
+-- same rows, so its embeddings are one process's bit for bit; at multiples of 4096 too,
+-- a ShardedIndex over the shards also scores as tk_topk on the whole catalogue.
+function M.export_align(bs)
+  if TOPK_BLOCK % bs == 0 then return TOPK_BLOCK end
+  return bs
+end
+
+--- export_range(n, align [, rank, size]) -> lo, count: the rows [lo, lo + count) of n a
+-- rank embeds, contiguous, in rank order, cut at multiples of align (the first ranks
+-- fill first; with fewer blocks than ranks the last hold none). With align 4096 it is
+-- shard_range's split.
+function M.export_range(n, align, rank, size)
+  rank, size = rank or core.dist_rank(), size or core.dist_size()
+  local blocks = math.ceil(n / align)
+  local b0, b1 = math.ceil(blocks * rank / size), math.ceil(blocks * (rank + 1) / size)
+  local lo, hi = math.min(b0 * align, n), math.min(b1 * align, n)
+  return lo, hi - lo
+end
+
+--- export(what, n, batch_size, embed, shard_only) -> embeddings [, lo]: a collective of
+-- every rank (the same n and batch_size everywhere). Each rank calls embed(lo, count)
+-- -> float32 [count, D] for its rows only (export_range), then every rank learns every
+-- rank's outcome: if any rank failed, every rank raises (the failing one its own
+-- message, the others one naming it), so no rank waits for a failed one. Then the
+-- shards are all-gathered in rank order into [n, D] on every rank, or, with
+-- shard_only, this rank's rows ([0, D] for a rank without any) and their first row lo
+-- are returned.
+function M.export(what, n, bs, embed, shard_only)
+  local lo, count = M.export_range(n, M.export_align(bs))
+  local ok, emb = true, nil
+  if count > 0 then ok, emb = pcall(embed, lo, count) end
+  local width = not ok and -1 or (emb and emb:shape()[2] or 0)
+  local widths = core.dist_allgather(core.tensor({ width }, "int64")):totable()
+  local dim = 0
+  for r, w in ipairs(widths) do
+    if w < 0 then
+      if not ok then error(emb, 0) end
+      error(("%s: rank %d failed to embed its shard of the rows (its own message says why)"):format(what, r - 1), 2)
+    end
+    if w > 0 then dim = w end -- one model: every rank with rows has the same width
+  end
+  if count == 0 then emb = core.zeros({ 0, dim }) end
+  if shard_only then return emb, lo end
+  return (core.dist_allgather(emb))
+end
+
+-- ----------------------------------------------------------------------------------
 -- Data-parallel fit (the hooks of TwoTowerModel:fit and :train_step)
 -- ----------------------------------------------------------------------------------
 
@@ -287,22 +344,25 @@ end
 -- ----------------------------------------------------------------------------------
 
 --- The hook of TwoTowerModel:evaluate: nil with one process (or distributed = false),
--- else the metrics over all of data, the same on every rank. Rank r ranks rows
--- [floor(r n / N), floor((r + 1) n / N)) against the whole catalogue (each rank embeds
--- it: the catalogue is replicated); each metric's sum over its rows is all-reduced in
--- rank order and divided by n. The single-process figure sums the same per-row scores
--- in one sequence: they agree to double rounding (about 1e-15 relative).
-function M.evaluate(model, data, opts, evaluate_local)
+-- else the metrics over all of data, the same on every rank. The catalogue is embedded
+-- once over the ranks (embed_catalogue: item_embeddings, each rank 1/N of it, then
+-- all-gathered: the same bits as one process), then rank r ranks rows
+-- [floor(r n / N), floor((r + 1) n / N)) against the whole of it (evaluate_local(model,
+-- rows, opts, items)); each metric's sum over its rows is all-reduced in rank order
+-- and divided by n. The single-process figure sums the same per-row scores in one
+-- sequence: they agree to double rounding (about 1e-15 relative).
+function M.evaluate(model, data, opts, evaluate_local, embed_catalogue)
   if opts.distributed == false or not M.auto() then return nil end
   local N, r, n = core.dist_size(), core.dist_rank(), data:size()
   if n < N then return nil end -- too few rows to split: every rank evaluates them all
+  local items = embed_catalogue()
   local lo, hi = math.floor(r * n / N), math.floor((r + 1) * n / N)
   local all = core.arange(n)
   local part = data:select(core.index_select(all, all, lo, hi - lo))
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   o.distributed = false
-  local res = evaluate_local(model, part, o)
+  local res = evaluate_local(model, part, o, items)
   local names = {}
   for name in pairs(res) do names[#names + 1] = name end
   table.sort(names) -- the same order on every rank

@@ -6,7 +6,8 @@
 local core = require "towerkit.core"
 local json = require "towerkit.json"
 local util = require "towerkit.util"
-local is_dataset = require("towerkit.data.dataset").is_dataset
+local dataset = require "towerkit.data.dataset"
+local is_dataset = dataset.is_dataset
 local Random = require("towerkit.data.random").Random
 local ranking = require "towerkit.metrics"
 local optim = require "towerkit.optim"
@@ -365,32 +366,69 @@ local function tower_embeddings(self, which, data, bs)
   return core.embed_rows(tower, post, data.columns, bs or 1024)
 end
 
---- query_embeddings(data [, {batch_size}]) -> {ids =, embeddings =} (ids: the query id
--- column when the schema has one, else row numbers).
-function Model:query_embeddings(data, opts)
-  opts = util.known_options(opts, { batch_size = true }, "query_embeddings")
-  local emb = tower_embeddings(self, "query", data, opts.batch_size)
-  local ids = (self.query_id and data:has_column(self.query_id)) and data:column(self.query_id) or core.arange(data:size())
-  return embeddings.new(ids, emb)
+local EXPORT_OPTS = { batch_size = true, distributed = true, shard = true }
+
+-- The embeddings of the rows of data (ids: one per row) through one tower, as an
+-- Embeddings. Under mpirun (unless opts.distributed == false) each rank embeds its
+-- share of the rows (tk.distributed.export: cut where one process cuts its batches, so
+-- the same bits) and the shares are all-gathered; with opts.shard each rank keeps its
+-- share, and the result also has offset (its first row) and size (all rows).
+local function export(self, which, data, ids, opts)
+  local what = which .. "_embeddings"
+  local bs = opts.batch_size or 1024
+  if type(bs) ~= "number" or bs < 1 or bs % 1 ~= 0 then
+    argerror("%s: batch_size must be a positive integer, got %s", what, tostring(bs))
+  end
+  local n = data:size()
+  if n == 0 then argerror("%s: the data has no rows", what) end
+  if opts.distributed == false or not distributed.auto() then
+    local e = embeddings.new(ids, tower_embeddings(self, which, data, bs))
+    if opts.shard then e.offset, e.size = 0, n end
+    return e
+  end
+  local all = core.arange(n)
+  local emb, lo = distributed.export(what, n, bs, function(first, count)
+    return tower_embeddings(self, which, dataset.wrap(data:rows(all, first, count), data.schema), bs)
+  end, opts.shard)
+  if not opts.shard then return embeddings.new(ids, emb) end
+  local e = embeddings.new(core.index_select(ids, all, lo, emb:shape()[1]), emb)
+  e.offset, e.size = lo, n
+  return e
 end
 
---- item_embeddings(items [, {batch_size}]) -> {ids =, embeddings =}, one row per
--- distinct item id (first occurrence).
+--- query_embeddings(data [, {batch_size, distributed = true, shard = false}]) ->
+-- {ids =, embeddings =} (ids: the query id column when the schema has one, else row
+-- numbers). Under mpirun, a collective, as item_embeddings.
+function Model:query_embeddings(data, opts)
+  opts = util.known_options(opts, EXPORT_OPTS, "query_embeddings")
+  if not is_dataset(data) then argerror("query_embeddings: data must be a Dataset") end
+  local ids = (self.query_id and data:has_column(self.query_id)) and data:column(self.query_id) or core.arange(data:size())
+  return export(self, "query", data, ids, opts)
+end
+
+--- item_embeddings(items [, {batch_size = 1024, distributed = true, shard = false}]) ->
+-- {ids =, embeddings =}, one row per distinct item id (first occurrence). Under mpirun
+-- every rank must call it (a collective): each embeds its shard of the distinct items
+-- and every rank gets the whole result, the same bits as one process. With shard =
+-- true each rank gets only its shard ({ids, embeddings, offset, size}: its first row
+-- and the number of distinct items), the input of tk.distributed.ShardedIndex.
+-- distributed = false embeds everything in this process alone.
 function Model:item_embeddings(items, opts)
-  opts = util.known_options(opts, { batch_size = true }, "item_embeddings")
+  opts = util.known_options(opts, EXPORT_OPTS, "item_embeddings")
   if not is_dataset(items) then argerror("item_embeddings: items must be a Dataset") end
   local corpus = items:unique_by(self.item_id)
-  local emb = tower_embeddings(self, "item", corpus, opts.batch_size)
-  return embeddings.new(corpus:column(self.item_id), emb)
+  return export(self, "item", corpus, corpus:column(self.item_id), opts)
 end
 
---- to_top_k_encoder(items, {k = 10}) -> encoder; encoder:query(batch [, {k, exclude}])
--- returns item ids (int64 [B, k]) and scores ([B, k]), best first, exact.
+--- to_top_k_encoder(items, {k = 10, batch_size, distributed = true}) -> encoder;
+-- encoder:query(batch [, {k, exclude}]) returns item ids (int64 [B, k]) and scores
+-- ([B, k]), best first, exact. Under mpirun the catalogue is embedded in parallel
+-- (item_embeddings) and every rank's encoder holds all of it.
 function Model:to_top_k_encoder(items, opts)
-  opts = util.known_options(opts, { k = true, batch_size = true }, "to_top_k_encoder")
+  opts = util.known_options(opts, { k = true, batch_size = true, distributed = true }, "to_top_k_encoder")
   local k = opts.k or 10
   if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then argerror("to_top_k_encoder: k must be a positive integer") end
-  local e = self:item_embeddings(items, { batch_size = opts.batch_size })
+  local e = self:item_embeddings(items, { batch_size = opts.batch_size, distributed = opts.distributed })
   return encoder.new(self, k, e.ids, e.embeddings)
 end
 
@@ -412,26 +450,12 @@ local function seen_dataset(self, value, what)
   return value
 end
 
---- evaluate(data, {item_corpus =, k = max metric k, exclude_seen = train_data | true,
--- batch_size = 4096, metrics =}) -> {metric_name = value}: full-catalogue retrieval
--- metrics. Each row of data is a query whose relevant item is its item id; the corpus is
--- de-duplicated by item id, and every positive must be in it. With exclude_seen, the
--- items the row's user has in that dataset (true: the data of the last fit) are not
--- ranked, except the row's own item. k is capped at the catalogue's size. Under mpirun
--- each rank ranks a contiguous share of the rows and the metrics are summed over ranks
--- (distributed = false: this process alone).
-function Model:evaluate(data, opts)
-  opts = util.known_options(opts, EVALUATE_OPTS, "evaluate")
-  -- under mpirun: each rank ranks its share of the rows, the metric sums are added (distributed.lua)
-  local shared = distributed.evaluate(self, data, opts, Model.evaluate)
-  if shared then return shared end
-  if not is_dataset(data) then argerror("evaluate: data must be a Dataset") end
+-- evaluate on this process: the rows of data ranked against the catalogue (items: its
+-- Embeddings when the caller has them, else embedded here).
+local function evaluate_rows(self, data, opts, items)
   local corpus = opts.item_corpus
-  if not is_dataset(corpus) then argerror("evaluate: item_corpus (a Dataset of items) is required") end
-  if data:size() == 0 then argerror("evaluate: data has no rows") end
-  if not data:has_column(self.item_id) then argerror("evaluate: data has no item id column '%s'", self.item_id) end
   local metrics = opts.metrics or self.metrics or baseline.default_metrics()
-  local items = self:item_embeddings(corpus, { batch_size = opts.batch_size })
+  items = items or self:item_embeddings(corpus, { batch_size = opts.batch_size, distributed = opts.distributed })
   local n_items = items.ids:numel()
   local k = math.min(baseline.metrics_k(metrics, opts.k), n_items)
   local row_of = {}
@@ -457,6 +481,31 @@ function Model:evaluate(data, opts)
   local relevant = {}
   for q = 1, #positives do relevant[q] = { [positives[q]] = true } end
   return ranking.average(metrics, ranked_ids, relevant)
+end
+
+--- evaluate(data, {item_corpus =, k = max metric k, exclude_seen = train_data | true,
+-- batch_size = 4096, metrics =}) -> {metric_name = value}: full-catalogue retrieval
+-- metrics. Each row of data is a query whose relevant item is its item id; the corpus is
+-- de-duplicated by item id, and every positive must be in it. With exclude_seen, the
+-- items the row's user has in that dataset (true: the data of the last fit) are not
+-- ranked, except the row's own item. k is capped at the catalogue's size. Under mpirun
+-- (a collective) the ranks embed the catalogue together (item_embeddings), each rank
+-- ranks a contiguous share of the rows and the metrics are summed over ranks
+-- (distributed = false: this process alone).
+function Model:evaluate(data, opts)
+  opts = util.known_options(opts, EVALUATE_OPTS, "evaluate")
+  if not is_dataset(data) then argerror("evaluate: data must be a Dataset") end
+  local corpus = opts.item_corpus
+  if not is_dataset(corpus) then argerror("evaluate: item_corpus (a Dataset of items) is required") end
+  if data:size() == 0 then argerror("evaluate: data has no rows") end
+  if not data:has_column(self.item_id) then argerror("evaluate: data has no item id column '%s'", self.item_id) end
+  -- under mpirun: the catalogue embedded in parallel, then each rank ranks its share of
+  -- the rows and the metric sums are added (distributed.lua)
+  local shared = distributed.evaluate(self, data, opts, evaluate_rows, function()
+    return self:item_embeddings(corpus, { batch_size = opts.batch_size })
+  end)
+  if shared then return shared end
+  return evaluate_rows(self, data, opts)
 end
 
 --- Popularity baseline: ranks items by their count in `train`; returns the same
