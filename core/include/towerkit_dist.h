@@ -55,6 +55,12 @@ tk_status tk_dist_allgather_count(int64_t n, int64_t *counts);
 tk_status tk_dist_allgatherv(const void *send, tk_dtype dtype, void *recv, const int64_t *counts);
 /* Broadcast of n elements of dtype from rank root. */
 tk_status tk_dist_bcast(void *buf, tk_dtype dtype, int64_t n, int root);
+/* The same broadcast, but waiting by polling every `poll` seconds (0 to 1; else 1 ms)
+ * with a sleep in between, so that a rank idle in it (a server's follower between
+ * requests) uses no CPU. Every rank must use this function for the broadcast (MPI
+ * matches a non-blocking collective only with its kind). The stats' seconds include
+ * the wait. */
+tk_status tk_dist_bcast_idle(void *buf, tk_dtype dtype, int64_t n, int root, double poll);
 
 /* The op of global in-batch negatives: every rank's rows of x ([n_r, D], F32) stacked in
  * rank order ([sum n_r, D], an arena tensor of ctx); *offset (may be NULL) gets this
@@ -133,6 +139,31 @@ int64_t tk_sharded_index_shard_size(const tk_sharded_index *ix);
 tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries, int64_t k, const int64_t *excl_offsets,
                                  const int64_t *excl_ids, tk_tensor *out_ids, tk_tensor *out_scores,
                                  tk_tensor *out_index);
+
+/* Serving from a sharded catalogue (a host: examples/server/server.c). Rank 0, the
+ * leader, takes the requests and runs the query tower; every other rank, a follower,
+ * holds its shard and runs tk_sharded_serve_follow until the leader stops it. Every
+ * call below is a collective of the leader with the followers (the MPI calls are made
+ * by the calling thread: with MPI_THREAD_FUNNELED, the thread that called
+ * tk_dist_init). */
+
+/* Leader: broadcasts one batch (the queries F32 [Q, D], k, the exclusions as in
+ * tk_sharded_index_query) to the followers, then runs tk_sharded_index_query with them:
+ * out_ids and out_scores ([Q, k]) get the global top k. A bad argument is reported
+ * before anything is sent (the followers keep waiting); with one rank it is
+ * tk_sharded_index_query alone. */
+tk_status tk_sharded_serve_query(tk_sharded_index *ix, const tk_tensor *queries, int64_t k, const int64_t *excl_offsets,
+                                 const int64_t *excl_ids, tk_tensor *out_ids, tk_tensor *out_scores);
+/* Leader: tells the followers to return from tk_sharded_serve_follow (a batch of zero
+ * queries). A no-op with one rank. */
+tk_status tk_sharded_serve_stop(tk_sharded_index *ix);
+/* Follower (rank > 0): waits for the leader's batches, sleeping between them
+ * (tk_dist_bcast_idle, polling every poll_seconds), runs each batch's
+ * tk_sharded_index_query on its shard, and returns TK_OK when the leader stops. A
+ * failure of this rank that leaves it unable to take part (no memory for a batch)
+ * returns TK_ERROR: the host then ends the job (tk_dist_abort), as the leader would
+ * wait for it otherwise. TK_ERROR on rank 0 or before tk_dist_init. */
+tk_status tk_sharded_serve_follow(tk_sharded_index *ix, double poll_seconds);
 
 /* Prints "towerkit: rank R of N: msg" on stderr and ends every rank of the job
  * (MPI_Abort with code). Without MPI (or before init) prints the message and exits. */

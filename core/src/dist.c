@@ -282,6 +282,28 @@ tk_status tk_dist_bcast(void *buf, tk_dtype dt, int64_t n, int root) {
     return TK_OK;
 }
 
+/* A broadcast whose wait sleeps: MPI_Ibcast, then MPI_Test every poll seconds. A rank
+ * that waits in it between a server's requests uses no CPU, where a blocking broadcast
+ * would spin in MPI's progress loop for as long as it waits. Non-blocking collectives
+ * match only each other: every rank uses this function for the same broadcast. */
+tk_status tk_dist_bcast_idle(void *buf, tk_dtype dt, int64_t n, int root, double poll) {
+    if (need_init("bcast_idle") != TK_OK) return TK_ERROR;
+    if (!fits(n, "bcast_idle")) return TK_ERROR;
+    if (root < 0 || root >= g.size) return tk_set_error("distributed: bcast_idle: no rank %d", root), TK_ERROR;
+    if (!(poll >= 0 && poll <= 1)) poll = 1e-3;
+    struct timespec nap = { 0, (long)(poll * 1e9) };
+    double t0 = now();
+    MPI_Request rq;
+    MPI_Ibcast(buf, (int)n, mpi_type(dt), root, MPI_COMM_WORLD, &rq);
+    for (int done = 0;;) {
+        MPI_Test(&rq, &done, MPI_STATUS_IGNORE);
+        if (done) break;
+        nanosleep(&nap, NULL);
+    }
+    account(t0, g.rank == root ? n * (int64_t)dtype_size(dt) : 0);
+    return TK_OK;
+}
+
 /* The gradient of the gathered rows goes back summed over ranks, each rank keeping its
  * own rows: a reduce-scatter. Its sum order may differ from rank to rank, which is
  * harmless: each slice is read by one rank only, and what the ranks share (parameter
@@ -551,6 +573,7 @@ tk_status tk_dist_allreduce_f64(double *buf, int64_t n) { return no_mpi(); }
 tk_status tk_dist_allgather_count(int64_t n, int64_t *counts) { return no_mpi(); }
 tk_status tk_dist_allgatherv(const void *send, tk_dtype dtype, void *recv, const int64_t *counts) { return no_mpi(); }
 tk_status tk_dist_bcast(void *buf, tk_dtype dtype, int64_t n, int root) { return no_mpi(); }
+tk_status tk_dist_bcast_idle(void *buf, tk_dtype dtype, int64_t n, int root, double poll) { return no_mpi(); }
 tk_tensor *tk_dist_allgather_rows(tk_ctx *ctx, tk_tensor *x, int64_t *offset) {
     if (offset) *offset = 0;
     return x; /* one process: its rows are all the rows */

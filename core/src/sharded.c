@@ -352,3 +352,105 @@ out:
     tk_tensor_release(sc);
     return st;
 }
+
+/* --- serving: the leader broadcasts each batch, every rank queries its shard --- */
+
+/* The batch header the leader broadcasts: {Q (0: stop), k, D, exclusion ids (-1: no
+ * exclusion lists)}; then the queries, then the exclusion offsets and ids. */
+enum { HDR_Q, HDR_K, HDR_D, HDR_NEX, HDR_LEN };
+
+/* The followers wait in the header's broadcast, sleeping between polls. */
+#define SERVE_POLL 1e-3
+
+static bool serving_distributed(void) { return tk_dist_initialized() && tk_dist_size() > 1; }
+
+tk_status tk_sharded_serve_query(tk_sharded_index *ix, const tk_tensor *queries, int64_t k, const int64_t *excl_offsets,
+                                 const int64_t *excl_ids, tk_tensor *out_ids, tk_tensor *out_scores) {
+    static const char *const W = "sharded_serve_query";
+    char s[64];
+    if (!ix) return tk_set_error("%s: NULL index", W), TK_ERROR;
+    if (serving_distributed() && tk_dist_rank() != 0)
+        return tk_set_error("%s: only rank 0 leads (the other ranks run tk_sharded_serve_follow)", W), TK_ERROR;
+    /* every check tk_sharded_index_query makes on the leader's arguments, before
+     * anything is sent: the followers never see a batch the query would refuse */
+    if (!queries || queries->dtype != TK_F32 || queries->ndim != 2 || queries->shape[1] != ix->dim ||
+        queries->shape[0] < 1)
+        return tk_set_error("%s: queries float32 [Q >= 1, %lld] expected, got %s %s", W, (long long)ix->dim,
+                            queries ? tk_dtype_name(queries->dtype) : "NULL",
+                            queries ? tk_shape_str(queries, s, sizeof s) : ""),
+               TK_ERROR;
+    int64_t Q = queries->shape[0], nex = -1;
+    if (k < 1) return tk_set_error("%s: k must be >= 1, got %lld", W, (long long)k), TK_ERROR;
+    if (!out_ids || !out_scores || out_ids->dtype != TK_I64 || out_scores->dtype != TK_F32 || out_ids->ndim != 2 ||
+        out_scores->ndim != 2 || out_ids->shape[0] != Q || out_ids->shape[1] != k || out_scores->shape[0] != Q ||
+        out_scores->shape[1] != k)
+        return tk_set_error("%s: out_ids int64 [%lld, %lld] and out_scores float32 [%lld, %lld] expected", W,
+                            (long long)Q, (long long)k, (long long)Q, (long long)k),
+               TK_ERROR;
+    if (excl_offsets) {
+        if (excl_offsets[0] != 0) return tk_set_error("%s: exclusion offsets must start at 0", W), TK_ERROR;
+        for (int64_t q = 0; q < Q; q++)
+            if (excl_offsets[q + 1] < excl_offsets[q])
+                return tk_set_error("%s: exclusion offsets must not decrease (query %lld)", W, (long long)q), TK_ERROR;
+        nex = excl_offsets[Q];
+        if (nex > 0 && !excl_ids) return tk_set_error("%s: exclusion offsets without ids", W), TK_ERROR;
+    }
+    if (serving_distributed()) {
+        int64_t hdr[HDR_LEN] = { Q, k, ix->dim, nex };
+        if (tk_dist_bcast_idle(hdr, TK_I64, HDR_LEN, 0, SERVE_POLL) != TK_OK ||
+            tk_dist_bcast((void *)tk_f32(queries), TK_F32, Q * ix->dim, 0) != TK_OK)
+            return TK_ERROR;
+        if (nex >= 0 && (tk_dist_bcast((void *)excl_offsets, TK_I64, Q + 1, 0) != TK_OK ||
+                         (nex > 0 && tk_dist_bcast((void *)excl_ids, TK_I64, nex, 0) != TK_OK)))
+            return TK_ERROR;
+    }
+    return tk_sharded_index_query(ix, queries, k, excl_offsets, excl_ids, out_ids, out_scores, NULL);
+}
+
+tk_status tk_sharded_serve_stop(tk_sharded_index *ix) {
+    if (!ix) return tk_set_error("sharded_serve_stop: NULL index"), TK_ERROR;
+    if (!serving_distributed()) return TK_OK;
+    if (tk_dist_rank() != 0) return tk_set_error("sharded_serve_stop: only rank 0 leads"), TK_ERROR;
+    int64_t hdr[HDR_LEN] = { 0, 0, ix->dim, -1 };
+    return tk_dist_bcast_idle(hdr, TK_I64, HDR_LEN, 0, SERVE_POLL);
+}
+
+tk_status tk_sharded_serve_follow(tk_sharded_index *ix, double poll) {
+    static const char *const W = "sharded_serve_follow";
+    if (!ix) return tk_set_error("%s: NULL index", W), TK_ERROR;
+    if (!serving_distributed() || tk_dist_rank() == 0)
+        return tk_set_error("%s: only ranks other than 0 follow (rank 0 leads), under tk_dist_init", W), TK_ERROR;
+    for (;;) {
+        int64_t hdr[HDR_LEN];
+        if (tk_dist_bcast_idle(hdr, TK_I64, HDR_LEN, 0, poll) != TK_OK) return TK_ERROR;
+        int64_t Q = hdr[HDR_Q], k = hdr[HDR_K], nex = hdr[HDR_NEX];
+        if (Q == 0) return TK_OK;
+        if (Q < 0 || k < 1 || hdr[HDR_D] != ix->dim)
+            return tk_set_error("%s: a batch of %lld queries of width %lld (this shard's width %lld), k %lld: the "
+                                "leader and this rank disagree",
+                                W, (long long)Q, (long long)hdr[HDR_D], (long long)ix->dim, (long long)k),
+                   TK_ERROR;
+        tk_tensor *q = tk_tensor_new_2d(TK_F32, Q, ix->dim);
+        tk_tensor *ids = tk_tensor_new_2d(TK_I64, Q, k);
+        tk_tensor *sc = tk_tensor_new_2d(TK_F32, Q, k);
+        int64_t *eo = nex >= 0 ? malloc((size_t)(Q + 1) * sizeof *eo) : NULL;
+        int64_t *ei = nex > 0 ? malloc((size_t)nex * sizeof *ei) : NULL;
+        tk_status st = TK_ERROR;
+        if (!q || !ids || !sc || (nex >= 0 && !eo) || (nex > 0 && !ei)) {
+            tk_set_error("%s: out of memory for a batch of %lld queries", W, (long long)Q);
+        } else if (tk_dist_bcast(tk_f32(q), TK_F32, Q * ix->dim, 0) == TK_OK &&
+                   (nex < 0 || tk_dist_bcast(eo, TK_I64, Q + 1, 0) == TK_OK) &&
+                   (nex <= 0 || tk_dist_bcast(ei, TK_I64, nex, 0) == TK_OK)) {
+            /* the leader's result is what matters: a failure of the query is every
+             * rank's alike (tk_sharded_index_query), and the leader reports it */
+            tk_sharded_index_query(ix, q, k, eo, ei, ids, sc, NULL);
+            st = TK_OK;
+        }
+        tk_tensor_release(q);
+        tk_tensor_release(ids);
+        tk_tensor_release(sc);
+        free(eo);
+        free(ei);
+        if (st != TK_OK) return TK_ERROR;
+    }
+}

@@ -4,7 +4,10 @@
 --   CHECKPOINT  the checkpoint directory the server was started with
 --   WORKER      this worker's number
 --   SERVER      max_results (users x k of one request), oov ("error" or "zeros", if the
---               server was given a policy), model_version(swap) (the name of a model)
+--               server was given a policy), model_version(swap) (the name of a model);
+--               under mpirun (a catalogue sharded over the ranks) also ranks and
+--               sharded_query(rows, k [, exclude]) -> ids, scores (Lua arrays) or nil,
+--               message: the top k of query embeddings over every rank's shard
 -- It returns function(method, path, body, request) -> status, body (JSON text);
 -- request.id is the request's id (the X-Request-Id header). /health, /metrics and
 -- /reload are answered by the server itself; a reload starts this file again.
@@ -164,9 +167,18 @@ local function recommend(body)
   if policy == "zeros" then users = drop_unknown(inf, users) end
   local batch, qerr = tk.serving.query(inf, single and users[1] or users)
   if not batch then return bad(400, "%s", qerr) end
-  local ids, scores = m:try_recommend(batch, k, ex)
-  if not ids then return bad(400, "%s", scores) end
-  local id_rows, score_rows = ids:totable(), scores:totable()
+  local id_rows, score_rows
+  if SERVER and SERVER.sharded_query then
+    -- the query tower here, the top k over the ranks' shards by the server's main thread
+    local ok, q = pcall(m.encode, m, batch)
+    if not ok then return bad(400, "%s", tostring(q)) end
+    id_rows, score_rows = SERVER.sharded_query(q:totable(), k, ex)
+    if not id_rows then error(score_rows, 0) end
+  else
+    local ids, scores = m:try_recommend(batch, k, ex)
+    if not ids then return bad(400, "%s", scores) end
+    id_rows, score_rows = ids:totable(), scores:totable()
+  end
   local results = {}
   for r = 1, #id_rows do
     results[r] = { items = array(id_rows[r]), scores = array(score_rows[r]) }

@@ -22,6 +22,16 @@
  * process never exits because of a request. Every answer carries X-Request-Id, and the
  * access log has one line per request with it. SIGTERM/SIGINT drain the requests in
  * flight, then exit 0; SIGHUP reloads the current model (and handler.lua) from disk.
+ *
+ * Under `mpirun -np N` (N > 1) the server answers from a catalogue sharded over the
+ * ranks (docs/distributed.md, "Serving from a sharded catalogue"): every rank loads the
+ * checkpoint and keeps its rows of the item embeddings (tk_dist_shard_range, a
+ * tk_sharded_index); rank 0 serves HTTP as above, its workers run the query tower and
+ * hand the query embeddings to the main thread, which batches whatever is waiting and
+ * runs tk_sharded_serve_query (a broadcast of the batch, then every rank's top k merged);
+ * the other ranks run tk_sharded_serve_follow until rank 0 stops them. MPI is only
+ * called from the main thread (the one that called tk_dist_init: MPI_THREAD_FUNNELED).
+ * Reloads are refused in that mode (every rank would have to swap its shard at once).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -46,6 +56,7 @@
 #include <lualib.h>
 
 #include "towerkit.h"
+#include "towerkit_dist.h"
 #include "towerkit_lua.h"
 
 #if MHD_VERSION >= 0x00097002
@@ -215,6 +226,14 @@ fail:
 static tk_model_slot *slot;
 static char model_dir_real[PATH_MAX];
 
+/* Serving a sharded catalogue (under mpirun with more than one rank). */
+static int sharded;                /* set before any thread starts */
+static tk_sharded_index *shard_ix; /* this rank's shard */
+static int64_t shard_dim;          /* the embeddings' width */
+#define SHARDED_RELOAD_ERROR                                                                                           \
+    "reload is not available while the catalogue is sharded over MPI ranks: every rank would have to swap its "        \
+    "shard at once; restart the mpirun job with the new checkpoint"
+
 /* FNV-1a (64 bits) of the checkpoint's weights.safetensors: the same weights give the
  * same name on every server, whatever the swap count. "unknown" if unreadable. */
 static void weights_hash(const char *dir, char out[17]) {
@@ -366,6 +385,231 @@ static int l_model_version(lua_State *L) {
     return 1;
 }
 
+/* ---- a sharded catalogue: workers hand their queries to the main thread ---- */
+
+/* One worker's queries, waiting for the main thread (the only one that may call MPI). */
+typedef struct shard_req {
+    int64_t q, k;
+    float *queries;    /* [q, shard_dim] */
+    int64_t *excl_off; /* [q + 1], or NULL: nothing excluded */
+    int64_t *excl_ids; /* [excl_off[q]] item ids */
+    int64_t *ids;      /* [q, k], the answer */
+    float *scores;     /* [q, k] */
+    int done;          /* under shard_lock */
+    char error[512];   /* empty: the answer is there */
+    struct shard_req *next;
+} shard_req;
+
+static pthread_mutex_t shard_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t shard_ready = PTHREAD_COND_INITIALIZER; /* the main thread: queries wait */
+static pthread_cond_t shard_done = PTHREAD_COND_INITIALIZER;  /* the workers: answers are in */
+static shard_req *shard_head, *shard_tail;
+static long workers_alive; /* atomic: the main thread answers queries until none is left */
+
+static void shard_req_free(shard_req *r) {
+    if (!r) return;
+    free(r->queries);
+    free(r->excl_off);
+    free(r->excl_ids);
+    free(r->ids);
+    free(r->scores);
+    free(r);
+}
+
+/* An integer of a Lua table's entry i, or fails with a message naming what. */
+static int table_int(lua_State *L, int t, int i, int64_t *out) {
+    lua_rawgeti(L, t, i);
+    int ok = lua_type(L, -1) == LUA_TNUMBER;
+    lua_Number v = lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    if (!ok || v != floor(v) || fabs(v) > 9007199254740992.0) return 0;
+    *out = (int64_t)v;
+    return 1;
+}
+
+/* SERVER.sharded_query(rows, k [, exclude]) -> ids, scores (Lua arrays of Q arrays of
+ * k), or nil and a message: the global top k of the query embeddings `rows` (Q arrays
+ * of D numbers) over the sharded catalogue; exclude: one array of item ids per row.
+ * The worker waits while the main thread answers (with the queries of other workers
+ * in the same batch). */
+static int l_sharded_query(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Number kn = luaL_checknumber(L, 2);
+    int has_ex = !lua_isnoneornil(L, 3);
+    if (has_ex) luaL_checktype(L, 3, LUA_TTABLE);
+    int64_t q = (int64_t)lua_objlen(L, 1), k = (int64_t)kn;
+    if (q < 1 || kn != floor(kn) || k < 1 || k > 1000000) {
+        lua_pushnil(L);
+        lua_pushstring(L, "sharded_query: 1 or more rows and k >= 1 expected");
+        return 2;
+    }
+    shard_req *r = calloc(1, sizeof *r);
+    if (!r || !(r->queries = malloc((size_t)(q * shard_dim) * sizeof *r->queries)) ||
+        !(r->ids = malloc((size_t)(q * k) * sizeof *r->ids)) ||
+        !(r->scores = malloc((size_t)(q * k) * sizeof *r->scores)) ||
+        (has_ex && !(r->excl_off = malloc((size_t)(q + 1) * sizeof *r->excl_off)))) {
+        shard_req_free(r);
+        lua_pushnil(L);
+        lua_pushstring(L, "sharded_query: out of memory");
+        return 2;
+    }
+    r->q = q;
+    r->k = k;
+    const char *bad = NULL;
+    for (int64_t i = 0; i < q && !bad; i++) {
+        lua_rawgeti(L, 1, (int)i + 1);
+        if (!lua_istable(L, -1) || (int64_t)lua_objlen(L, -1) != shard_dim) {
+            bad = "sharded_query: every row must hold the embedding's width of numbers";
+        } else {
+            for (int64_t j = 0; j < shard_dim; j++) {
+                lua_rawgeti(L, -1, (int)j + 1);
+                r->queries[i * shard_dim + j] = (float)lua_tonumber(L, -1);
+                lua_pop(L, 1);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    if (has_ex && !bad) {
+        int64_t total = 0;
+        r->excl_off[0] = 0;
+        for (int64_t i = 0; i < q; i++) {
+            lua_rawgeti(L, 3, (int)i + 1);
+            total += lua_istable(L, -1) ? (int64_t)lua_objlen(L, -1) : 0;
+            r->excl_off[i + 1] = total;
+            lua_pop(L, 1);
+        }
+        if (!(r->excl_ids = malloc((size_t)(total ? total : 1) * sizeof *r->excl_ids)))
+            bad = "sharded_query: out of memory";
+        for (int64_t i = 0; i < q && !bad; i++) {
+            lua_rawgeti(L, 3, (int)i + 1);
+            int t = lua_gettop(L);
+            for (int64_t p = r->excl_off[i]; p < r->excl_off[i + 1] && !bad; p++)
+                if (!table_int(L, t, (int)(p - r->excl_off[i]) + 1, &r->excl_ids[p]))
+                    bad = "sharded_query: exclusions must be integer item ids";
+            lua_pop(L, 1);
+        }
+    }
+    if (bad) {
+        shard_req_free(r);
+        lua_pushnil(L);
+        lua_pushstring(L, bad);
+        return 2;
+    }
+    pthread_mutex_lock(&shard_lock);
+    if (shard_tail)
+        shard_tail->next = r;
+    else
+        shard_head = r;
+    shard_tail = r;
+    pthread_cond_signal(&shard_ready);
+    while (!r->done) pthread_cond_wait(&shard_done, &shard_lock);
+    pthread_mutex_unlock(&shard_lock);
+    if (r->error[0]) {
+        lua_pushnil(L);
+        lua_pushstring(L, r->error);
+        shard_req_free(r);
+        return 2;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        lua_createtable(L, (int)q, 0);
+        for (int64_t i = 0; i < q; i++) {
+            lua_createtable(L, (int)k, 0);
+            for (int64_t j = 0; j < k; j++) {
+                if (pass == 0)
+                    lua_pushnumber(L, (lua_Number)r->ids[i * k + j]);
+                else
+                    lua_pushnumber(L, (lua_Number)r->scores[i * k + j]);
+                lua_rawseti(L, -2, (int)j + 1);
+            }
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+    }
+    shard_req_free(r);
+    return 2;
+}
+
+/* The main thread: waits up to `wait` seconds for queries, then answers every query
+ * waiting as one batch (one broadcast and one merge for all of them; each request
+ * takes the first k of its rows: a top k is a prefix of a longer one). */
+static void shard_serve(double wait) {
+    pthread_mutex_lock(&shard_lock);
+    if (!shard_head && wait > 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long ns = ts.tv_nsec + (long)(wait * 1e9);
+        ts.tv_sec += ns / 1000000000L;
+        ts.tv_nsec = ns % 1000000000L;
+        pthread_cond_timedwait(&shard_ready, &shard_lock, &ts);
+    }
+    shard_req *batch = shard_head;
+    shard_head = shard_tail = NULL;
+    pthread_mutex_unlock(&shard_lock);
+    if (!batch) return;
+    int64_t Q = 0, K = 0, nex = 0;
+    int any_ex = 0;
+    for (shard_req *r = batch; r; r = r->next) {
+        Q += r->q;
+        if (r->k > K) K = r->k;
+        if (r->excl_off) {
+            any_ex = 1;
+            nex += r->excl_off[r->q];
+        }
+    }
+    tk_tensor *qt = tk_tensor_new_2d(TK_F32, Q, shard_dim), *ids = tk_tensor_new_2d(TK_I64, Q, K),
+              *sc = tk_tensor_new_2d(TK_F32, Q, K);
+    int64_t *eo = any_ex ? malloc((size_t)(Q + 1) * sizeof *eo) : NULL;
+    int64_t *ei = any_ex ? malloc((size_t)(nex ? nex : 1) * sizeof *ei) : NULL;
+    const char *err = NULL;
+    if (!qt || !ids || !sc || (any_ex && (!eo || !ei))) {
+        err = "out of memory";
+    } else {
+        int64_t row = 0, used = 0;
+        if (eo) eo[0] = 0;
+        for (shard_req *r = batch; r; r = r->next) {
+            memcpy(tk_f32(qt) + row * shard_dim, r->queries, (size_t)(r->q * shard_dim) * sizeof(float));
+            for (int64_t i = 0; eo && i < r->q; i++) {
+                int64_t n = r->excl_off ? r->excl_off[i + 1] - r->excl_off[i] : 0;
+                if (n) memcpy(ei + used, r->excl_ids + r->excl_off[i], (size_t)n * sizeof *ei);
+                used += n;
+                eo[row + i + 1] = used;
+            }
+            row += r->q;
+        }
+        if (tk_sharded_serve_query(shard_ix, qt, K, eo, ei, ids, sc) != TK_OK) err = tk_last_error();
+    }
+    pthread_mutex_lock(&shard_lock);
+    int64_t row = 0;
+    for (shard_req *r = batch, *next; r; r = next) {
+        next = r->next;
+        if (err) {
+            snprintf(r->error, sizeof r->error, "sharded query: %s", err);
+        } else {
+            for (int64_t i = 0; i < r->q; i++) {
+                memcpy(r->ids + i * r->k, tk_i64(ids) + (row + i) * K, (size_t)r->k * sizeof *r->ids);
+                memcpy(r->scores + i * r->k, tk_f32(sc) + (row + i) * K, (size_t)r->k * sizeof *r->scores);
+            }
+        }
+        row += r->q;
+        r->done = 1; /* the worker frees it */
+    }
+    pthread_cond_broadcast(&shard_done);
+    pthread_mutex_unlock(&shard_lock);
+    tk_tensor_release(qt);
+    tk_tensor_release(ids);
+    tk_tensor_release(sc);
+    free(eo);
+    free(ei);
+}
+
+/* The main thread's pause between its rounds (signals, reloads, the watchdog): 10 ms,
+ * answering sharded queries as they come meanwhile. */
+static void main_pause(void) {
+    if (sharded)
+        shard_serve(0.01);
+    else
+        usleep(10000);
+}
+
 static void worker_close(worker *w) {
     if (w->L) lua_close(w->L);
     w->L = NULL;
@@ -402,6 +646,12 @@ static void worker_open(worker *w) {
     }
     lua_pushcfunction(L, l_model_version);
     lua_setfield(L, -2, "model_version");
+    if (sharded) { /* the catalogue is sharded: handler.lua asks the main thread */
+        lua_pushcfunction(L, l_sharded_query);
+        lua_setfield(L, -2, "sharded_query");
+        lua_pushinteger(L, tk_dist_size());
+        lua_setfield(L, -2, "ranks");
+    }
     lua_setglobal(L, "SERVER");
     lua_pushcfunction(L, traceback);
     if (luaL_loadfile(L, cfg.handler) != 0 || lua_pcall(L, 0, 1, -2) != 0) {
@@ -576,6 +826,7 @@ static void *worker_main(void *arg) {
         pthread_mutex_unlock(&jobs_lock);
     }
     worker_close(w);
+    ADD(workers_alive, -1);
     return NULL;
 }
 
@@ -642,9 +893,9 @@ static mhd_result health(struct MHD_Connection *c, request *rq) {
     sb_json(&b, tk_model_dir(m));
     sb_printf(&b,
               "\", \"model_version\": \"%s\", \"swaps\": %llu, \"items\": %lld, \"dim\": %lld, \"workers\": %ld, "
-              "\"busy\": %ld, \"queued\": %ld, \"in_flight\": %ld}\n",
+              "\"busy\": %ld, \"queued\": %ld, \"in_flight\": %ld, \"ranks\": %d}\n",
               name, (unsigned long long)v, (long long)tk_model_num_items(m), (long long)tk_model_dim(m), cfg.threads,
-              GET(busy), GET(queued), GET(in_flight));
+              GET(busy), GET(queued), GET(in_flight), sharded ? tk_dist_size() : 1);
     tk_model_release(m);
     mhd_result ret = b.s ? respond(c, rq, 200, b.s, b.len) : MHD_NO;
     free(b.s);
@@ -780,6 +1031,7 @@ static mhd_result reload_request(struct MHD_Connection *c, request *rq, const ch
     } else if (!rq->loopback) {
         return respond_error(c, rq, 403, "/reload is only allowed from loopback (or configure reload_token)");
     }
+    if (sharded) return respond_error(c, rq, 409, SHARDED_RELOAD_ERROR);
     const char *path = NULL;
     cJSON *req = NULL;
     size_t i = 0;
@@ -1087,6 +1339,71 @@ static void on_hup(int sig) {
     hup = 1;
 }
 
+/* This rank's rows of the model's catalogue as its shard (tk_dist_shard_range: cut at
+ * multiples of 4096, so the scores are those of one process's tk_topk bit for bit): a
+ * collective of every rank, which must all have loaded the same catalogue. 0, or -1
+ * with msg. */
+static int build_shard(const tk_model *m, char *msg, size_t len) {
+    int S = tk_dist_size(), me = tk_dist_rank();
+    int64_t n = tk_model_num_items(m), lo = 0, count = 0;
+    int64_t *counts = malloc((size_t)S * sizeof *counts);
+    if (!counts) return snprintf(msg, len, "out of memory"), -1;
+    if (tk_dist_allgather_count(n, counts) != TK_OK) {
+        free(counts);
+        return snprintf(msg, len, "%s", tk_last_error()), -1;
+    }
+    for (int r = 0; r < S; r++)
+        if (counts[r] != counts[0]) { /* every rank sees the same counts: all stop */
+            snprintf(msg, len,
+                     "rank %d loaded a catalogue of %lld items, rank 0 one of %lld: every rank must load the same "
+                     "checkpoint and items",
+                     r, (long long)counts[r], (long long)counts[0]);
+            free(counts);
+            return -1;
+        }
+    free(counts);
+    tk_dist_shard_range(n, me, S, &lo, &count);
+    int64_t *rows = malloc((size_t)(count ? count : 1) * sizeof *rows);
+    if (!rows) return snprintf(msg, len, "out of memory"), -1;
+    for (int64_t i = 0; i < count; i++) rows[i] = lo + i;
+    tk_tensor *ids = tk_index_select(tk_model_item_ids(m), count, rows);
+    tk_tensor *emb = tk_index_select(tk_model_item_embeddings(m), count, rows);
+    free(rows);
+    if (!ids || !emb) {
+        tk_tensor_release(ids);
+        tk_tensor_release(emb);
+        return snprintf(msg, len, "%s", tk_last_error()), -1;
+    }
+    shard_ix = tk_sharded_index_new(ids, emb); /* a collective: every rank calls it */
+    tk_tensor_release(ids);
+    tk_tensor_release(emb);
+    if (!shard_ix) return snprintf(msg, len, "%s", tk_last_error()), -1;
+    shard_dim = tk_model_dim(m);
+    printf("rank %d of %d (pid %d): items [%lld, %lld) of %lld\n", me, S, (int)getpid(), (long long)lo,
+           (long long)(lo + count), (long long)n);
+    return 0;
+}
+
+/* A rank other than 0: answers rank 0's batches from its shard until rank 0 stops it
+ * (its SIGTERM and SIGINT are noted and ignored: rank 0 decides when every rank stops;
+ * mpirun's own signals end the job in any case). */
+static int follow(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = on_stop;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    if (tk_sharded_serve_follow(shard_ix, 1e-3) != TK_OK) tk_dist_abort(1, tk_last_error());
+    tk_sharded_index_free(shard_ix);
+    printf("rank %d: stopped\n", tk_dist_rank());
+    if (access_log && access_log != stdout) fclose(access_log);
+    cJSON_Delete(config_json);
+    return 0;
+}
+
 static void usage(FILE *out, const char *prog) {
     fprintf(out, "usage: %s CHECKPOINT_DIR [--config FILE] [--OPTION VALUE ...]\n", prog);
     fprintf(out, "  --config FILE: a JSON object of these options ('_' for '-', and \"checkpoint\"); "
@@ -1098,6 +1415,11 @@ int main(int argc, char **argv) {
     /* First: if OpenBLAS runs a kernel weaker than the CPU's best, start again with
      * OPENBLAS_CORETYPE set (towerkit.h, "BLAS kernel"). */
     tk_blas_reexec_if_weaker(argv);
+    /* Under mpirun with more than one rank: a sharded catalogue (MPI starts below, on
+     * this thread, before any other starts). */
+    const char *world = getenv("OMPI_COMM_WORLD_SIZE");
+    if (!world) world = getenv("PMI_SIZE");
+    sharded = world && atoi(world) > 1;
     const char *env_port = getenv("TOWERKIT_PORT");
     cfg.port = env_port && env_port[0] ? atoi(env_port) : 8080;
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -1201,10 +1523,24 @@ int main(int argc, char **argv) {
     if (access_log && access_log != stdout) setvbuf(access_log, NULL, _IOLBF, 0);
 
     tk_set_num_threads(1); /* parallelism is across requests */
+    if (sharded && tk_dist_init() != TK_OK) {
+        fprintf(stderr, "towerkit-server: under mpirun with more than one rank (a sharded catalogue): %s\n",
+                tk_last_error());
+        return 1;
+    }
     tk_model *model = tk_model_load(cfg.checkpoint, NULL);
     if (!model) {
+        if (sharded) tk_dist_abort(1, tk_last_error()); /* every rank stops, this one says why */
         fprintf(stderr, "towerkit-server: %s\n", tk_last_error());
         return 1;
+    }
+    if (sharded) {
+        char msg[512];
+        if (build_shard(model, msg, sizeof msg) != 0) tk_dist_abort(1, msg);
+        if (tk_dist_rank() > 0) {
+            tk_model_release(model); /* a follower needs its shard only */
+            return follow();
+        }
     }
     slot = tk_model_slot_new(model);
     if (!slot) {
@@ -1237,6 +1573,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     for (long i = 0; i < cfg.threads; i++) {
+        ADD(workers_alive, 1);
         workers[i].id = (int)i;
         if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
             fprintf(stderr, "towerkit-server: cannot start worker %ld\n", i);
@@ -1255,11 +1592,17 @@ int main(int argc, char **argv) {
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
     int port = info ? (int)info->port : (int)cfg.port;
-    printf("listening on http://%s:%d (%ld workers, model %s, model_version %s)\n", cfg.bind, port, cfg.threads,
+    printf("listening on http://%s:%d (%ld workers, model %s, model_version %s", cfg.bind, port, cfg.threads,
            cfg.checkpoint, name);
+    if (sharded) printf(", catalogue sharded over %d ranks", tk_dist_size());
+    printf(")\n");
 
     /* The main thread: signals, reloads and the watchdog, every 10 ms. */
     while (!stop_signal) {
+        if (hup && sharded) {
+            hup = 0;
+            printf("SIGHUP: %s\n", SHARDED_RELOAD_ERROR);
+        }
         if (hup) {
             hup = 0;
             long expected = 0;
@@ -1278,7 +1621,7 @@ int main(int argc, char **argv) {
         }
         run_pending_reload();
         expire_jobs();
-        usleep(10000);
+        main_pause();
     }
 
     /* Drain: no new connections; the requests in flight are answered, then we stop. */
@@ -1291,7 +1634,7 @@ int main(int argc, char **argv) {
     while (GET(in_flight) > 0 && now() < until) {
         run_pending_reload();
         expire_jobs();
-        usleep(10000);
+        main_pause();
     }
     long left = GET(in_flight);
     MHD_stop_daemon(d);
@@ -1300,8 +1643,15 @@ int main(int argc, char **argv) {
     shutting_down = 1;
     pthread_cond_broadcast(&jobs_cond);
     pthread_mutex_unlock(&jobs_lock);
+    /* a worker still running a request may wait for its sharded query: answer until
+     * every worker has returned, then let the other ranks go */
+    while (sharded && GET(workers_alive) > 0) shard_serve(0.01);
     for (long i = 0; i < cfg.threads; i++) pthread_join(workers[i].thread, NULL);
     free(workers);
+    if (sharded) {
+        if (tk_sharded_serve_stop(shard_ix) != TK_OK) tk_dist_abort(1, tk_last_error());
+        tk_sharded_index_free(shard_ix);
+    }
     tk_model_slot_release(slot);
     if (left)
         printf("stopped: %ld request%s still in flight after %ld s\n", left, left == 1 ? "" : "s", cfg.drain_timeout);

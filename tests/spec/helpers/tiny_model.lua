@@ -1,17 +1,18 @@
 -- Trains a tiny two-tower model for a few steps and saves it for the serving specs:
---   towerkit tests/spec/helpers/tiny_model.lua DIR [SEED]
+--   towerkit tests/spec/helpers/tiny_model.lua DIR [SEED [ITEMS]]
 -- DIR gets the checkpoint plus item_embeddings.safetensors, and DIR/expected.txt the
 -- top-5 ids of the to_top_k_encoder for user 4 (categories {1, 2, 3}, activity 0.5).
+-- ITEMS: the catalogue's size (50; the sharded server's spec uses more than 4096).
 local tk = require "towerkit"
 local T = tk.Tags
-local dir, seed = arg[1], tonumber(arg[2]) or 1
+local dir, seed, n_items = arg[1], tonumber(arg[2]) or 1, tonumber(arg[3]) or 50
 tk.manual_seed(seed)
 local schema = tk.Schema {
   tk.ColumnSchema("user_id", { tags = { T.USER_ID, T.CATEGORICAL }, int_domain = { max = 99 } }),
   tk.ColumnSchema("user_recent_categories", { tags = { T.USER, T.CATEGORICAL, T.LIST },
     int_domain = { max = 19, name = "category" }, value_count = { min = 1, max = 3 } }),
   tk.ColumnSchema("user_activity", { tags = { T.USER, T.CONTINUOUS } }),
-  tk.ColumnSchema("item_id", { tags = { T.ITEM_ID, T.CATEGORICAL }, int_domain = { max = 49 } }),
+  tk.ColumnSchema("item_id", { tags = { T.ITEM_ID, T.CATEGORICAL }, int_domain = { max = n_items - 1 } }),
   tk.ColumnSchema("item_category", { tags = { T.ITEM, T.CATEGORICAL }, int_domain = { max = 19, name = "category" } }),
 }
 local data, items = tk.data.synthetic(schema, 1000, { seed = seed, clusters = 5 })
