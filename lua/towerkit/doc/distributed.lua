@@ -43,15 +43,22 @@ D "tk.distributed.shard_range" { "tk.distributed.shard_range(n [, rank, size]) -
   "order, cut at multiples of 4096 (tk_topk's item block), so a ShardedIndex over them gives tk_topk's\n" ..
   "result on the whole catalogue bit for bit.",
   example = "local lo, count = tk.distributed.shard_range(e.ids:numel())" }
+D "tk.distributed.export_align" { "tk.distributed.export_align(batch_size) -> rows",
+  "The multiple of rows at which item_embeddings and query_embeddings cut the ranks' shards under\n" ..
+  "mpirun: 4096 when batch_size divides it, else batch_size (one process's batches, so its bits).",
+  example = "tk.distributed.export_align(1024) -- 4096" }
+D "tk.distributed.export_range" { "tk.distributed.export_range(n, align [, rank, size]) -> lo, count",
+  "The rows [lo, lo + count) (0-based) of n that a rank embeds in an export: contiguous, in rank\n" ..
+  "order, cut at multiples of align (with 4096, shard_range's split).",
+  example = "local lo, count = tk.distributed.export_range(5000, tk.distributed.export_align(1024))" }
 D "tk.distributed.ShardedIndex" { "tk.distributed.ShardedIndex(item_ids, embeddings) -> index",
   "An exact top-k index over a catalogue split over the ranks: each rank passes its shard (int64 ids\n" ..
   "[n] or a Lua array, float32 embeddings [n, D]; n may be 0), the catalogue is the shards in rank\n" ..
   "order. A collective: every rank calls it. Fields: size (the catalogue's), offset (this shard's\n" ..
   "first global index), shard_size. Outside mpirun: one shard, the whole catalogue.",
   merlin = "a sharded TopKEncoder / FAISS IndexShards", example =
-  "local e = m:item_embeddings(items)\nlocal lo, n = tk.distributed.shard_range(e.ids:numel())\n" ..
-  "local ix = tk.distributed.ShardedIndex(tk.core.index_select(e.ids, tk.core.arange(e.ids:numel()), lo, n),\n" ..
-  "  tk.core.index_select(e.embeddings, tk.core.arange(e.ids:numel()), lo, n))" }
+  "local s = m:item_embeddings(items, { shard = true }) -- this rank's rows, embedded here\n" ..
+  "local ix = tk.distributed.ShardedIndex(s.ids, s.embeddings)" }
 D "ShardedIndex:query" { "index:query(queries, k [, exclude]) -> ids, scores, indices",
   "Each query's k best items of the whole catalogue (float32 queries [Q, D]), best first: score\n" ..
   "descending, then the lower global index, as tk_topk; item ids (int64 [Q, k]), scores and global\n" ..

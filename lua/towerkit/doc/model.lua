@@ -42,14 +42,20 @@ D "TwoTowerModel:popularity_baseline" { "model:popularity_baseline(train, data [
   merlin = "a popularity baseline", example = "m:popularity_baseline(train, valid)" }
 D "TwoTowerModel:train_step" { "model:train_step(batch) -> loss", "One optimizer step on a batch (a table of tensors).",
   merlin = "Model.train_step", example = "for batch in data:batches { batch_size = 64 } do m:train_step(batch) end" }
-D "TwoTowerModel:query_embeddings" { "model:query_embeddings(data [, {batch_size =}]) -> {ids =, embeddings =}",
-  "The query tower's output per row (ids: the query id column when the schema has one, else row\nnumbers).",
+D "TwoTowerModel:query_embeddings" { "model:query_embeddings(data [, {batch_size = 1024, distributed = true, shard = false}]) -> {ids =, embeddings =}",
+  "The query tower's output per row (ids: the query id column when the schema has one, else row\n" ..
+  "numbers). Under mpirun a collective, each rank embedding its share of the rows, as item_embeddings.",
   merlin = "Model.query_embeddings", example = "m:query_embeddings(data).embeddings:shape()" }
-D "TwoTowerModel:item_embeddings" { "model:item_embeddings(items [, {batch_size =}]) -> {ids =, embeddings =}",
-  "The item tower's output, one row per distinct item id (first occurrence); :save(path) writes it.",
+D "TwoTowerModel:item_embeddings" { "model:item_embeddings(items [, {batch_size = 1024, distributed = true, shard = false}]) -> {ids =, embeddings =}",
+  "The item tower's output, one row per distinct item id (first occurrence); :save(path) writes it.\n" ..
+  "Under mpirun every rank must call it: each embeds its shard of the items (cut at multiples of\n" ..
+  "4096 rows, or of batch_size when it does not divide 4096) and every rank gets the whole result,\n" ..
+  "one process's bits. shard = true: this rank's rows only, with offset (its first row) and size\n" ..
+  "(all rows), for tk.distributed.ShardedIndex. distributed = false: this process alone.",
   merlin = "Model.candidate_embeddings", example = "m:item_embeddings(items):save(\"items.safetensors\")" }
-D "TwoTowerModel:to_top_k_encoder" { "model:to_top_k_encoder(items [, {k = 10}]) -> encoder",
-  "An exact top-k retriever: encoder:query(batch [, {k =}]) returns item ids (int64 [B, k]) and\nscores, best first.",
+D "TwoTowerModel:to_top_k_encoder" { "model:to_top_k_encoder(items [, {k = 10, batch_size =, distributed = true}]) -> encoder",
+  "An exact top-k retriever: encoder:query(batch [, {k =}]) returns item ids (int64 [B, k]) and\n" ..
+  "scores, best first. Under mpirun the ranks embed the catalogue together (item_embeddings).",
   merlin = "Model.to_top_k_encoder", example = "local enc = m:to_top_k_encoder(items, { k = 5 })\nenc:query(batch)" }
 D "TwoTowerModel:save" { "model:save(dir [, {distributed = true}])",
   "Writes config.json, schema.json, model.json and weights.safetensors\n" ..
