@@ -55,9 +55,11 @@ tk_status tk_dist_allgather_count(int64_t n, int64_t *counts);
 tk_status tk_dist_allgatherv(const void *send, tk_dtype dtype, void *recv, const int64_t *counts);
 /* Broadcast of n elements of dtype from rank root. */
 tk_status tk_dist_bcast(void *buf, tk_dtype dtype, int64_t n, int root);
-/* The same broadcast, but waiting by polling every `poll` seconds (0 to 1; else 1 ms)
- * with a sleep in between, so that a rank idle in it (a server's follower between
- * requests) uses no CPU. Every rank must use this function for the broadcast (MPI
+/* The same broadcast, but waiting by testing it with sleeps in between, from a
+ * microsecond doubling up to `poll` seconds (at most 1; else 1 ms), so that a rank idle
+ * in it (a server's follower between requests) uses no CPU while one that gets
+ * broadcasts often answers them quickly; poll 0 waits without sleeping (MPI_Wait: the
+ * root, which has the data). Every rank must use this function for the broadcast (MPI
  * matches a non-blocking collective only with its kind). The stats' seconds include
  * the wait. */
 tk_status tk_dist_bcast_idle(void *buf, tk_dtype dtype, int64_t n, int root, double poll);

@@ -282,23 +282,33 @@ tk_status tk_dist_bcast(void *buf, tk_dtype dt, int64_t n, int root) {
     return TK_OK;
 }
 
-/* A broadcast whose wait sleeps: MPI_Ibcast, then MPI_Test every poll seconds. A rank
- * that waits in it between a server's requests uses no CPU, where a blocking broadcast
- * would spin in MPI's progress loop for as long as it waits. Non-blocking collectives
- * match only each other: every rank uses this function for the same broadcast. */
+/* A broadcast whose wait sleeps: MPI_Ibcast, then MPI_Test with sleeps in between that
+ * start at a microsecond and double up to poll seconds. A rank that waits in it between
+ * a server's requests uses no CPU once the pause is longer than a few milliseconds,
+ * where a blocking broadcast would spin in MPI's progress loop for as long as it waits;
+ * while batches come often, the sleeps stay short and add little latency. poll 0: no
+ * sleep (MPI_Wait), for the rank that has the data and wants it sent at once.
+ * Non-blocking collectives match only each other: every rank uses this function for
+ * the same broadcast. */
 tk_status tk_dist_bcast_idle(void *buf, tk_dtype dt, int64_t n, int root, double poll) {
     if (need_init("bcast_idle") != TK_OK) return TK_ERROR;
     if (!fits(n, "bcast_idle")) return TK_ERROR;
     if (root < 0 || root >= g.size) return tk_set_error("distributed: bcast_idle: no rank %d", root), TK_ERROR;
     if (!(poll >= 0 && poll <= 1)) poll = 1e-3;
-    struct timespec nap = { 0, (long)(poll * 1e9) };
     double t0 = now();
     MPI_Request rq;
     MPI_Ibcast(buf, (int)n, mpi_type(dt), root, MPI_COMM_WORLD, &rq);
-    for (int done = 0;;) {
-        MPI_Test(&rq, &done, MPI_STATUS_IGNORE);
-        if (done) break;
-        nanosleep(&nap, NULL);
+    if (poll == 0) {
+        MPI_Wait(&rq, MPI_STATUS_IGNORE);
+    } else {
+        double nap = 1e-6;
+        for (int done = 0;;) {
+            MPI_Test(&rq, &done, MPI_STATUS_IGNORE);
+            if (done) break;
+            struct timespec ts = { 0, (long)(nap * 1e9) };
+            nanosleep(&ts, NULL);
+            nap = nap * 2 < poll ? nap * 2 : poll;
+        }
     }
     account(t0, g.rank == root ? n * (int64_t)dtype_size(dt) : 0);
     return TK_OK;

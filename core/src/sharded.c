@@ -359,8 +359,9 @@ out:
  * exclusion lists)}; then the queries, then the exclusion offsets and ids. */
 enum { HDR_Q, HDR_K, HDR_D, HDR_NEX, HDR_LEN };
 
-/* The followers wait in the header's broadcast, sleeping between polls. */
-#define SERVE_POLL 1e-3
+/* The leader sends the header at once (no sleep: it has the data); the followers wait
+ * for it sleeping between polls (tk_dist_bcast_idle). */
+#define LEADER_POLL 0.0
 
 static bool serving_distributed(void) { return tk_dist_initialized() && tk_dist_size() > 1; }
 
@@ -397,7 +398,7 @@ tk_status tk_sharded_serve_query(tk_sharded_index *ix, const tk_tensor *queries,
     }
     if (serving_distributed()) {
         int64_t hdr[HDR_LEN] = { Q, k, ix->dim, nex };
-        if (tk_dist_bcast_idle(hdr, TK_I64, HDR_LEN, 0, SERVE_POLL) != TK_OK ||
+        if (tk_dist_bcast_idle(hdr, TK_I64, HDR_LEN, 0, LEADER_POLL) != TK_OK ||
             tk_dist_bcast((void *)tk_f32(queries), TK_F32, Q * ix->dim, 0) != TK_OK)
             return TK_ERROR;
         if (nex >= 0 && (tk_dist_bcast((void *)excl_offsets, TK_I64, Q + 1, 0) != TK_OK ||
@@ -412,7 +413,7 @@ tk_status tk_sharded_serve_stop(tk_sharded_index *ix) {
     if (!serving_distributed()) return TK_OK;
     if (tk_dist_rank() != 0) return tk_set_error("sharded_serve_stop: only rank 0 leads"), TK_ERROR;
     int64_t hdr[HDR_LEN] = { 0, 0, ix->dim, -1 };
-    return tk_dist_bcast_idle(hdr, TK_I64, HDR_LEN, 0, SERVE_POLL);
+    return tk_dist_bcast_idle(hdr, TK_I64, HDR_LEN, 0, LEADER_POLL);
 }
 
 tk_status tk_sharded_serve_follow(tk_sharded_index *ix, double poll) {

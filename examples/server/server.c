@@ -1409,6 +1409,8 @@ static void usage(FILE *out, const char *prog) {
     fprintf(out, "  --config FILE: a JSON object of these options ('_' for '-', and \"checkpoint\"); "
                  "flags override it\n");
     for (size_t i = 0; i < NOPTIONS; i++) fprintf(out, "  --%s: %s\n", options[i].name, options[i].help);
+    fprintf(out, "Under mpirun -np N (N > 1) the catalogue is sharded over the ranks: rank 0 serves HTTP, every "
+                 "rank answers from its shard (docs/embedding.md); reloads are refused then.\n");
 }
 
 int main(int argc, char **argv) {

@@ -237,7 +237,7 @@ function M.export(what, n, bs, embed, shard_only)
   for r, w in ipairs(widths) do
     if w < 0 then
       if not ok then error(emb, 0) end
-      error(("%s: rank %d failed to embed its shard of the rows (its own message says why)"):format(what, r - 1), 2)
+      argerror("%s: rank %d failed to embed its shard of the rows (its own message says why)", what, r - 1)
     end
     if w > 0 then dim = w end -- one model: every rank with rows has the same width
   end
