@@ -33,8 +33,9 @@ D "TwoTowerModel:evaluate" { "model:evaluate(data, opts) -> {metric_name = value
     { "item_corpus", "required", "a Dataset of items with their features" },
     { "k", "the metrics' largest k", "ranking depth" },
     { "exclude_seen", "nil", "a Dataset of interactions, or true (the last fit's data): skip each user's\nitems in it, except the row's own positive" },
-    { "batch_size", "4096", "query rows per batch" },
+    { "batch_size", "1024", "rows per batch of either tower" },
     { "metrics", "compile's metrics", "tk.metrics list" },
+    { "distributed", "true", "under mpirun the ranks embed the catalogue together and each ranks a share\nof the rows (a collective); false: this process alone" },
   }, merlin = "Model.evaluate (with a TopKEncoder)",
   example = "m:evaluate(valid, { item_corpus = items })" }
 D "TwoTowerModel:popularity_baseline" { "model:popularity_baseline(train, data [, {metrics =, k =, exclude_seen =}]) -> {metric = value}",

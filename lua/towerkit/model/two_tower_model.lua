@@ -484,8 +484,8 @@ local function evaluate_rows(self, data, opts, items)
 end
 
 --- evaluate(data, {item_corpus =, k = max metric k, exclude_seen = train_data | true,
--- batch_size = 4096, metrics =}) -> {metric_name = value}: full-catalogue retrieval
--- metrics. Each row of data is a query whose relevant item is its item id; the corpus is
+-- batch_size = 1024, metrics =, distributed = true}) -> {metric_name = value}:
+-- full-catalogue retrieval metrics. Each row of data is a query whose relevant item is its item id; the corpus is
 -- de-duplicated by item id, and every positive must be in it. With exclude_seen, the
 -- items the row's user has in that dataset (true: the data of the last fit) are not
 -- ranked, except the row's own item. k is capped at the catalogue's size. Under mpirun
