@@ -485,10 +485,10 @@ end
 
 --- evaluate(data, {item_corpus =, k = max metric k, exclude_seen = train_data | true,
 -- batch_size = 1024, metrics =, distributed = true}) -> {metric_name = value}:
--- full-catalogue retrieval metrics. Each row of data is a query whose relevant item is its item id; the corpus is
--- de-duplicated by item id, and every positive must be in it. With exclude_seen, the
--- items the row's user has in that dataset (true: the data of the last fit) are not
--- ranked, except the row's own item. k is capped at the catalogue's size. Under mpirun
+-- full-catalogue retrieval metrics. Each row of data is a query whose relevant item is
+-- its item id; the corpus is de-duplicated by item id, and every positive must be in
+-- it. With exclude_seen, the items the row's user has in that dataset (true: the data
+-- of the last fit) are not ranked, except the row's own item. k is capped at the catalogue's size. Under mpirun
 -- (a collective) the ranks embed the catalogue together (item_embeddings), each rank
 -- ranks a contiguous share of the rows and the metrics are summed over ranks
 -- (distributed = false: this process alone).
