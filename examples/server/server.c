@@ -416,7 +416,7 @@ static void shard_req_free(shard_req *r) {
     free(r);
 }
 
-/* An integer of a Lua table's entry i, or fails with a message naming what. */
+/* Entry i of the Lua table at index t as an integer in *out: 1, or 0 if it is not one. */
 static int table_int(lua_State *L, int t, int i, int64_t *out) {
     lua_rawgeti(L, t, i);
     int ok = lua_type(L, -1) == LUA_TNUMBER;
@@ -437,12 +437,13 @@ static int l_sharded_query(lua_State *L) {
     lua_Number kn = luaL_checknumber(L, 2);
     int has_ex = !lua_isnoneornil(L, 3);
     if (has_ex) luaL_checktype(L, 3, LUA_TTABLE);
-    int64_t q = (int64_t)lua_objlen(L, 1), k = (int64_t)kn;
-    if (q < 1 || kn != floor(kn) || k < 1 || k > 1000000) {
+    int64_t q = (int64_t)lua_objlen(L, 1);
+    if (q < 1 || !(kn >= 1 && kn <= 1000000) || kn != floor(kn)) {
         lua_pushnil(L);
         lua_pushstring(L, "sharded_query: 1 or more rows and k >= 1 expected");
         return 2;
     }
+    int64_t k = (int64_t)kn;
     shard_req *r = calloc(1, sizeof *r);
     if (!r || !(r->queries = malloc((size_t)(q * shard_dim) * sizeof *r->queries)) ||
         !(r->ids = malloc((size_t)(q * k) * sizeof *r->ids)) ||
