@@ -1,8 +1,11 @@
 --- W1 (bench/WORKLOAD.md) data-parallel under MPI: the W1 model trained by fit on N
 -- ranks, one thread each (tk.set_num_threads(1); run with OPENBLAS_NUM_THREADS=1).
---   OPENBLAS_NUM_THREADS=1 mpirun -np N build/towerkit bench/w1_mpi.lua [B_rank] [steps]
+--   OPENBLAS_NUM_THREADS=1 mpirun -np N build/towerkit bench/w1_mpi.lua [B_rank] [steps] [mode] [bucket_bytes]
 -- B_rank (default 512) rows a rank a step: the global batch is N x B_rank. 3 warm-up
--- steps, then `steps` (default 20) timed. Rank 0 prints JSON lines: global examples/s,
+-- steps, then `steps` (default 20) timed. mode: how the dense gradients are summed
+-- (fit's allreduce option): "one" (one bucket, after backward), "buckets" (buckets of
+-- bucket_bytes, after backward), "overlap" (buckets of bucket_bytes started during
+-- backward); default: fit's defaults. bucket_bytes defaults to fit's (1048576). Rank 0 prints JSON lines: global examples/s,
 -- bytes each rank sent per step (tk.distributed.stats: the payload handed to MPI), and
 -- the share of the step time spent inside MPI calls (waiting for the slower rank
 -- included). With N = 1 the one-process path runs (the side-by-side trainer) and
@@ -15,6 +18,11 @@ local C = require "common"
 local BR = tonumber(arg and arg[1]) or 512
 local STEPS = tonumber(arg and arg[2]) or 20
 local WARMUP = 3
+local MODE = arg and arg[3] or "default"
+local BUCKET = tonumber(arg and arg[4])
+local ALLREDUCE = ({ one = { bucket_bytes = 0, overlap = false }, buckets = { bucket_bytes = BUCKET, overlap = false },
+  overlap = { bucket_bytes = BUCKET, overlap = true }, default = {} })[MODE]
+if not ALLREDUCE then error("w1_mpi.lua: mode must be one, buckets, overlap or default, got " .. tostring(MODE)) end
 local dist = tk.distributed
 local N = dist.available() and dist.size() or 1
 local rank = N > 1 and dist.rank() or 0
@@ -22,7 +30,9 @@ local rank = N > 1 and dist.rank() or 0
 tk.set_num_threads(1)
 local schema = C.schema()
 local model = C.model(schema)
-local fit_opts = { batch_size = BR, epochs = 1, shuffle = false, verbose = false }
+local fit_opts = { batch_size = BR, epochs = 1, shuffle = false, verbose = false, allreduce = ALLREDUCE }
+local resolved = dist.allreduce_options(ALLREDUCE, "w1_mpi")
+local bucket_bytes, overlap = resolved.bucket_bytes, resolved.overlap
 model:fit(C.w1_data(WARMUP * N * BR, 7), fit_opts)
 local data = C.w1_data(STEPS * N * BR, 1)
 if N > 1 then
@@ -32,13 +42,14 @@ end
 local t0 = tk.core.clock()
 local h = model:fit(data, fit_opts)
 local dt = tk.core.clock() - t0
-local st = N > 1 and dist.stats() or { bytes_sent = 0, seconds = 0, calls = 0 }
+local st = N > 1 and dist.stats() or { bytes_sent = 0, seconds = 0, calls = 0, buckets = 0, buckets_overlapped = 0 }
 if rank == 0 then
   C.emit { workload = "W1", system = "towerkit-mpi", figure = "train", unit = "examples/s",
     median = STEPS * N * BR / dt, ranks = N, batch_per_rank = BR, global_batch = N * BR, steps = STEPS,
-    threads_per_rank = 1, loss = h.epochs[1].loss }
+    threads_per_rank = 1, loss = h.epochs[1].loss, mode = MODE, bucket_bytes = bucket_bytes, overlap = overlap,
+    buckets_per_step = st.buckets / STEPS, overlapped_per_step = st.buckets_overlapped / STEPS }
   C.emit { workload = "W1", system = "towerkit-mpi", figure = "bytes_sent_per_step", unit = "bytes",
-    median = st.bytes_sent / STEPS, ranks = N, calls_per_step = st.calls / STEPS }
+    median = st.bytes_sent / STEPS, ranks = N, calls_per_step = st.calls / STEPS, mode = MODE }
   C.emit { workload = "W1", system = "towerkit-mpi", figure = "communication_share", unit = "fraction",
-    median = st.seconds / dt, ranks = N, seconds_in_mpi = st.seconds, seconds = dt }
+    median = st.seconds / dt, ranks = N, seconds_in_mpi = st.seconds, seconds = dt, mode = MODE }
 end
