@@ -108,10 +108,13 @@ typedef struct tk_dist_stats {
     int64_t calls;
     int64_t bytes_sent;
     double seconds;
-    /* tk_dist_sync_grads' buckets of dense gradients, and how many of them started
-     * their reduction during backward (overlap) */
+    /* tk_dist_sync_grads' buckets of dense gradients, how many of them started their
+     * reduction during backward (overlap), and the wall time it spent on dense
+     * gradients after backward (the part of their exchange backward did not hide, waiting
+     * for the slower rank included) */
     int64_t buckets;
     int64_t buckets_overlapped;
+    double dense_seconds;
 } tk_dist_stats;
 void tk_dist_get_stats(tk_dist_stats *out);
 void tk_dist_reset_stats(void);

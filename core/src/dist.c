@@ -861,6 +861,7 @@ tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b) {
     MPI_Allreduce(MPI_IN_PLACE, agreed, (int)(3 * P), MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     account(t0, 3 * P * (int64_t)sizeof *agreed * 2 * (g.size - 1) / g.size);
     tk_status st;
+    double t1 = now();
     if (hooked) {
         finalize_until(ctx, -1);
         start_ready(false);
@@ -872,6 +873,7 @@ tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b) {
     } else {
         st = exchange_after(ctx, l, agreed, NULL, o.bucket_bytes);
     }
+    g.stats.dense_seconds += now() - t1;
     if (st != TK_OK) return st;
     if (!(GROW(gx.agreed_params, gx.cap_ap, (size_t)(P ? P : 1) * sizeof *gx.agreed_params))) return oom_error();
     if (P) memcpy(gx.agreed_params, l->p, (size_t)P * sizeof *l->p);

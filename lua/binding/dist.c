@@ -245,11 +245,11 @@ static int l_index_query(lua_State *L) {
     return 3;
 }
 
-/* dist_stats() -> {calls =, bytes_sent =, seconds =, buckets =, buckets_overlapped =} since the last dist_reset_stats() */
+/* dist_stats() -> {calls =, bytes_sent =, seconds =, buckets =, buckets_overlapped =, dense_seconds =} since the last dist_reset_stats() */
 static int l_stats(lua_State *L) {
     tk_dist_stats s;
     tk_dist_get_stats(&s);
-    lua_createtable(L, 0, 5);
+    lua_createtable(L, 0, 6);
     lua_pushnumber(L, (lua_Number)s.calls);
     lua_setfield(L, -2, "calls");
     lua_pushnumber(L, (lua_Number)s.bytes_sent);
@@ -260,6 +260,8 @@ static int l_stats(lua_State *L) {
     lua_setfield(L, -2, "buckets");
     lua_pushnumber(L, (lua_Number)s.buckets_overlapped);
     lua_setfield(L, -2, "buckets_overlapped");
+    lua_pushnumber(L, s.dense_seconds);
+    lua_setfield(L, -2, "dense_seconds");
     return 1;
 }
 
