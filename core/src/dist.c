@@ -10,8 +10,9 @@
  * differ in its last bits from rank to rank and replicated weights would drift apart. A
  * sum over ranks is therefore formed by one owner per block of the vector, in rank order,
  * and sent to every rank (an all-to-all then an all-gather: the bytes of a ring
- * all-reduce). Sparse gradients are exchanged as pairs and coalesced on every rank from
- * the same concatenation, with the same stable sort. */
+ * all-reduce). Dense gradients are summed so in buckets, during backward or after it
+ * (tk_dist_grads_begin); sparse gradients are exchanged as pairs and coalesced on every
+ * rank from the same concatenation, with the same stable sort. */
 #include "towerkit_dist.h"
 
 #include "ops_impl.h"
@@ -490,7 +491,6 @@ out:
 enum { GB_FILL, GB_A2A, GB_AG, GB_DONE };
 
 typedef struct gbucket {
-    int64_t first, end; /* its slots */
     int64_t off, n;     /* its floats in gx.pack */
     int64_t roff, mine; /* its owner block: `mine` floats from each rank at gx.recv + roff */
     int64_t pending;    /* slots whose gradient is not final yet (overlap) */
@@ -618,7 +618,6 @@ static tk_status layout(const param_list *l, const int *dense, const int *when, 
             if (j >= 0) roff += gx.b[j].mine * S;
             gbucket *nbk = &gx.b[++j];
             memset(nbk, 0, sizeof *nbk);
-            nbk->first = k;
             nbk->off = off;
             nbk->roff = roff;
             bytes = 0;
@@ -627,7 +626,6 @@ static tk_status layout(const param_list *l, const int *dense, const int *when, 
         gx.slot_of[i] = k;
         gx.slot_off[k] = off;
         gx.slot_bucket[k] = j;
-        bk->end = k + 1;
         bk->n += numel;
         bk->mine = bk->n * (r + 1) / S - bk->n * r / S;
         bk->pending++;
