@@ -1,7 +1,8 @@
 --- W1 (bench/WORKLOAD.md) data-parallel under MPI: the W1 model trained by fit on N
 -- ranks, one thread each (tk.set_num_threads(1); run with OPENBLAS_NUM_THREADS=1; the
 -- environment variable TK_BENCH_THREADS=T gives each rank T threads instead;
--- TK_BENCH_RUNS=R, default 3: R timed fits, each figure their median, min and max).
+-- TK_BENCH_RUNS=R, default 3: R timed fits, each figure their median, min and max;
+-- TK_BENCH_SIDE_BY_SIDE=0: one process without the side-by-side trainer).
 --   OPENBLAS_NUM_THREADS=1 mpirun -np N build/towerkit bench/w1_mpi.lua [B_rank] [steps] [mode] [bucket_bytes]
 -- B_rank (default 512) rows a rank a step: the global batch is N x B_rank. 3 warm-up
 -- steps, then R runs of `steps` (default 20) timed. mode, how the dense gradients are summed
@@ -37,6 +38,9 @@ local RUNS = tonumber(os.getenv("TK_BENCH_RUNS") or "3")
 tk.set_num_threads(THREADS)
 local schema = C.schema()
 local model = C.model(schema)
+-- TK_BENCH_SIDE_BY_SIDE=0: one process trains in one context (the path every rank runs
+-- under mpirun), not with the side-by-side trainer
+if os.getenv("TK_BENCH_SIDE_BY_SIDE") == "0" then model.side_by_side = false end
 local fit_opts = { batch_size = BR, epochs = 1, shuffle = false, verbose = false, allreduce = ALLREDUCE }
 local resolved = dist.allreduce_options(ALLREDUCE, "w1_mpi")
 local bucket_bytes, overlap = resolved.bucket_bytes, resolved.overlap
@@ -80,7 +84,8 @@ if rank == 0 then
     C.emit(t)
   end
   emit("train", "examples/s", rates, { batch_per_rank = BR, global_batch = N * BR, steps = STEPS,
-    threads_per_rank = THREADS, loss_last_run = loss, buckets_per_step = st.buckets / STEPS,
+    threads_per_rank = THREADS, side_by_side = N == 1 and model.side_by_side ~= false, loss_last_run = loss,
+    buckets_per_step = st.buckets / STEPS,
     overlapped_per_step = st.buckets_overlapped / STEPS })
   emit("bytes_sent_per_step", "bytes", bytes, { calls_per_step = st.calls / STEPS })
   emit("dense_exchange_after_backward", "ms/step", dense)
