@@ -73,13 +73,41 @@ tk_status tk_dist_bcast_idle(void *buf, tk_dtype dtype, int64_t n, int root, dou
 tk_tensor *tk_dist_allgather_rows(tk_ctx *ctx, tk_tensor *x, int64_t *offset);
 
 /* After tk_backward on every rank: replaces the gradient of each trainable parameter
- * of `b` in ctx by the mean over the ranks of their gradients. Dense gradients go
- * through tk_dist_allreduce_f32 (one buffer for all); an embedding table's sparse row
- * gradient is coalesced, its (row, gradient row) pairs all-gathered, and the union
- * coalesced on every rank in rank order (the same rows and bits everywhere), then
- * divided by the size. A parameter that got a gradient on some rank only counts as zero
- * on the others. With one rank nothing changes. */
+ * of `b` in ctx by the mean over the ranks of their gradients. Dense gradients are
+ * packed into buckets (tk_dist_grad_opts) and each bucket summed as
+ * tk_dist_allreduce_f32 sums (an all-to-all of blocks, the owner's sum in rank order, an
+ * all-gather), with non-blocking collectives on communicators of their own; the bits do
+ * not depend on the buckets, as every element is still summed in rank order by one
+ * owner. An embedding table's sparse row gradient is coalesced, its (row, gradient row)
+ * pairs all-gathered, and the union coalesced on every rank in rank order (the same rows
+ * and bits everywhere), then divided by the size. A parameter that got a gradient on
+ * some rank only counts as zero on the others. With one rank nothing changes. Without
+ * tk_dist_grads_begin for this step it uses tk_dist_grad_defaults() without overlap. */
 tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b);
+
+/* How the dense gradients are exchanged. bucket_bytes: the gradients go in buckets of
+ * at most this many bytes (a larger gradient has a bucket of its own), in the order they
+ * become final during backward; 0: one bucket for all. overlap: a bucket's reduction
+ * starts during tk_backward as soon as its gradients are final (from a backward hook,
+ * tk_ctx_set_backward_hook), and tk_dist_sync_grads waits for what is still running. */
+typedef struct tk_dist_grad_opts {
+    int64_t bucket_bytes;
+    bool overlap;
+} tk_dist_grad_opts;
+/* The defaults: TK_DIST_BUCKET_BYTES, overlap on (docs/distributed.md, measured). */
+#define TK_DIST_BUCKET_BYTES (1 << 20)
+tk_dist_grad_opts tk_dist_grad_defaults(void);
+/* Sets up the gradient exchange of the step whose forward pass just ran in ctx: call it
+ * on every rank after the forward pass and before tk_backward, then tk_dist_sync_grads
+ * after it (opts NULL: the defaults). With overlap it installs ctx's backward hook, which
+ * starts each bucket's reduction while backward runs, on the thread that called
+ * tk_dist_init only (MPI_THREAD_FUNNELED: on any other thread the buckets wait for
+ * tk_dist_sync_grads). The buckets are laid out from the parameters that had dense
+ * gradients in ctx's last exchange for `b` (what every rank agreed on then), so the
+ * first step of a block, and a step whose gradients differ from the last one's, reduce
+ * all or some of their gradients after backward instead. No collective; TK_ERROR
+ * (tk_last_error) for bad options or while an earlier step's exchange is unfinished. */
+tk_status tk_dist_grads_begin(tk_ctx *ctx, const tk_block *b, const tk_dist_grad_opts *opts);
 
 /* Counters of this process's collectives since the last reset: calls, bytes it sent
  * (the payload it handed to MPI, as a point-to-point implementation would send it) and
@@ -88,6 +116,13 @@ typedef struct tk_dist_stats {
     int64_t calls;
     int64_t bytes_sent;
     double seconds;
+    /* tk_dist_sync_grads' buckets of dense gradients, how many of them started their
+     * reduction during backward (overlap), and the wall time it spent on dense
+     * gradients after backward (the part of their exchange backward did not hide, waiting
+     * for the slower rank included) */
+    int64_t buckets;
+    int64_t buckets_overlapped;
+    double dense_seconds;
 } tk_dist_stats;
 void tk_dist_get_stats(tk_dist_stats *out);
 void tk_dist_reset_stats(void);

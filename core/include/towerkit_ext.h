@@ -61,6 +61,22 @@ tk_status tk_ctx_sparse_append(tk_ctx *ctx, tk_tensor *table_alias, int64_t n, c
 /* Whether the op being built should record: gradients on and any input requires them. */
 bool tk_ctx_wants_grad(const tk_ctx *ctx, int32_t nin, tk_tensor *const *in);
 
+/* The tape as recorded so far: its length and node i (0 the first recorded; NULL out of
+ * range). tk_backward runs the nodes from the last to the first. */
+int64_t tk_ctx_tape_size(const tk_ctx *ctx);
+const tk_node *tk_ctx_tape_node(const tk_ctx *ctx, int64_t i);
+
+/* A function tk_backward calls after each tape node, in the order it runs them (tape
+ * index ntape - 1 down to 0), also for a node it skips because its output got no
+ * gradient: when it is called with index i, no node of index below i has run yet, so a
+ * leaf that no node below i reads has its final gradient. It runs on the thread that
+ * called tk_backward; a failure it reports with tk_ctx_fail stops the backward pass. Set
+ * it after the forward pass (it is for one tape: tk_ctx_reset clears it); NULL removes
+ * it. The data-parallel gradient exchange (core/src/dist.c) starts reducing gradients
+ * from it while the rest of the tape runs. */
+typedef void (*tk_backward_hook_fn)(tk_ctx *ctx, int64_t node, void *ud);
+void tk_ctx_set_backward_hook(tk_ctx *ctx, tk_backward_hook_fn fn, void *ud);
+
 /* A write a forward pass asks for, since blocks and parameters are read-only during it:
  * dst[i] = a * dst[i] + b * src[i] (batch norm's running = momentum * running +
  * (1 - momentum) * batch), applied by tk_ctx_apply_updates. dst is a heap tensor the

@@ -10,8 +10,9 @@
  * differ in its last bits from rank to rank and replicated weights would drift apart. A
  * sum over ranks is therefore formed by one owner per block of the vector, in rank order,
  * and sent to every rank (an all-to-all then an all-gather: the bytes of a ring
- * all-reduce). Sparse gradients are exchanged as pairs and coalesced on every rank from
- * the same concatenation, with the same stable sort. */
+ * all-reduce). Dense gradients are summed so in buckets, during backward or after it
+ * (tk_dist_grads_begin); sparse gradients are exchanged as pairs and coalesced on every
+ * rank from the same concatenation, with the same stable sort. */
 #include "towerkit_dist.h"
 
 #include "ops_impl.h"
@@ -92,11 +93,15 @@ static tk_tensor *alias_of(const tk_ctx *ctx, const tk_tensor *p) {
     return NULL;
 }
 
+tk_dist_grad_opts tk_dist_grad_defaults(void) { return (tk_dist_grad_opts){ TK_DIST_BUCKET_BYTES, true }; }
+
 #ifdef TK_HAVE_MPI
 
 #include <dlfcn.h>
 #include <limits.h>
 #include <mpi.h>
+
+static void grads_init(void);
 
 static MPI_Datatype mpi_type(tk_dtype dt) { return dt == TK_F32 ? MPI_FLOAT : MPI_INT64_T; }
 
@@ -132,6 +137,7 @@ tk_status tk_dist_init(void) {
         return tk_set_error("distributed: MPI_Init_thread failed"), TK_ERROR;
     MPI_Comm_rank(MPI_COMM_WORLD, &g.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g.size);
+    grads_init();
     g.initialized = true;
     if (!inited) {
         /* at_exit runs after a Lua interpreter has closed its state, which unloads C
@@ -381,45 +387,6 @@ tk_tensor *tk_dist_allgather_rows(tk_ctx *ctx, tk_tensor *x, int64_t *offset) {
     return out;
 }
 
-/* Dense gradients: one buffer holding every one (zeros where this rank has none), one
- * rank-ordered all-reduce, then the mean written back. */
-static tk_status sync_dense(tk_ctx *ctx, const param_list *l, const int *flags) {
-    int64_t total = 0;
-    for (int64_t i = 0; i < l->n; i++)
-        if (flags[i] & 1) total += l->p[i]->numel;
-    if (total == 0) return TK_OK;
-    float *buf = malloc((size_t)total * sizeof *buf);
-    if (!buf) return tk_set_error("distributed: sync_grads: out of memory"), TK_ERROR;
-    int64_t at = 0;
-    for (int64_t i = 0; i < l->n; i++) {
-        if (!(flags[i] & 1)) continue;
-        tk_tensor *a = alias_of(ctx, l->p[i]);
-        if (a && a->grad)
-            memcpy(buf + at, a->grad->data, (size_t)l->p[i]->numel * sizeof *buf);
-        else
-            memset(buf + at, 0, (size_t)l->p[i]->numel * sizeof *buf);
-        at += l->p[i]->numel;
-    }
-    tk_status st = tk_dist_allreduce_f32(buf, total);
-    const float size = (float)g.size;
-    at = 0;
-    for (int64_t i = 0; st == TK_OK && i < l->n; i++) {
-        if (!(flags[i] & 1)) continue;
-        tk_tensor *a = alias_of(ctx, l->p[i]);
-        if (!a) a = tk_ctx_input_rows(ctx, l->p[i]); /* a leaf of the other ranks only */
-        tk_tensor *gr = a ? tk_ctx_grad_of(ctx, a) : NULL;
-        if (!gr) {
-            st = oom_error();
-            break;
-        }
-        float *d = tk_f32(gr);
-        for (int64_t k = 0; k < l->p[i]->numel; k++) d[k] = buf[at + k] / size;
-        at += l->p[i]->numel;
-    }
-    free(buf);
-    return st;
-}
-
 /* Sparse gradients: each rank's coalesced (row, gradient row) pairs of every table in
  * one all-gather of counts, one of rows and one of values; then each table's union is
  * appended in rank order and coalesced (the stable sort of graph.c: duplicates summed in
@@ -536,31 +503,414 @@ out:
     return st;
 }
 
+/* ---------------------------------------------------------------------------------- */
+/* Dense gradients: buckets, reduced during backward (overlap) or after it              */
+/* ---------------------------------------------------------------------------------- */
+
+/* The layout: one slot per dense parameter, in the order the gradients become final
+ * during backward, packed side by side in gx.pack and cut into buckets. A bucket is
+ * summed as allreduce() sums a vector, with non-blocking collectives: MPI_Ialltoallv of
+ * its blocks, the owner's sum in rank order, MPI_Iallgatherv of the sums. Each element
+ * is still summed by one owner in rank order, so the bits do not depend on the buckets.
+ *
+ * Collectives on one communicator must be issued in the same order on every rank. The
+ * all-to-alls start in bucket order, and so do the all-gathers, but a rank may start
+ * bucket 2's all-to-all before or after bucket 1's all-gather (it depends on when its
+ * requests complete): so each kind has a communicator of its own (gx.a2a, gx.ag, both
+ * duplicates of MPI_COMM_WORLD made by tk_dist_init), and neither is the one of the
+ * blocking collectives backward itself runs (tk_dist_allgather_rows' reduce-scatter on
+ * MPI_COMM_WORLD). */
+enum { GB_FILL, GB_A2A, GB_AG, GB_DONE };
+
+typedef struct gbucket {
+    int64_t off, n;     /* its floats in gx.pack */
+    int64_t roff, mine; /* its owner block: `mine` floats from each rank at gx.recv + roff */
+    int64_t pending;    /* slots whose gradient is not final yet (overlap) */
+    int stage;
+    MPI_Request req;
+} gbucket;
+
+static struct {
+    MPI_Comm a2a, ag;
+    pthread_t thread; /* the thread that called tk_dist_init: the only one that calls MPI */
+    /* the step tk_dist_grads_begin set up */
+    bool begun, hooked;
+    tk_ctx *ctx;
+    uint64_t generation;
+    const tk_block *block;
+    tk_dist_grad_opts opts;
+    param_list l; /* the block's parameters, in tk_block_visit_params' order */
+    /* what the ranks agreed on in the last exchange, for each parameter of agreed_block
+     * (agreed_params): dense (0 or 1), sparse (0 or 1), when it is final (0: no node
+     * reads it, else ntape - its lowest tape index), each the maximum over the ranks */
+    const tk_block *agreed_block;
+    tk_tensor **agreed_params;
+    int *agreed, *flags;
+    int64_t agreed_n;
+    /* the layout; per parameter i: slot_of[i] (-1: none), last[i] (its lowest tape
+     * index, ntape if none), covered[i]; per slot k: slot_param[k], slot_off[k],
+     * slot_bucket[k]; order: the parameters by descending last, cursor the next to
+     * become final */
+    int64_t nslots, nb, next_start, next_ag, cursor;
+    int64_t *slot_param, *slot_off, *slot_bucket, *slot_of, *last, *order, *covered;
+    gbucket *b;
+    int *counts; /* 4 S ints a bucket: send counts, send displacements, receive counts and displacements */
+    float *pack, *recv;
+    size_t cap_i, cap_a, cap_ap, cap_b, cap_c, cap_pack, cap_recv;
+} gx;
+
+/* At tk_dist_init (every rank): the communicators of the exchange, and the thread
+ * that may call MPI. */
+static void grads_init(void) {
+    MPI_Comm_dup(MPI_COMM_WORLD, &gx.a2a);
+    MPI_Comm_dup(MPI_COMM_WORLD, &gx.ag);
+    gx.thread = pthread_self();
+}
+
+/* p grown to at least `bytes` (doubling; kept between steps, so steady steps do not
+ * allocate), or NULL with p still valid. */
+static void *grow(void *p, size_t *cap, size_t bytes) {
+    if (bytes <= *cap && p) return p;
+    size_t c = *cap ? *cap : 256;
+    while (c < bytes) c *= 2;
+    void *q = realloc(p, c);
+    if (q) *cap = c;
+    return q;
+}
+#define GROW(ptr, cap, bytes) (grow_tmp = grow((ptr), &(cap), (bytes))) && ((ptr) = grow_tmp, true)
+static void *grow_tmp;
+
+/* The per-parameter arrays for n parameters. */
+static bool grow_params(int64_t n) {
+    int64_t m = n ? n : 1;
+    if (!(GROW(gx.slot_param, gx.cap_i, (size_t)(7 * m) * sizeof(int64_t)))) return false;
+    int64_t *base = gx.slot_param;
+    gx.slot_off = base + m;
+    gx.slot_bucket = base + 2 * m;
+    gx.slot_of = base + 3 * m;
+    gx.last = base + 4 * m;
+    gx.order = base + 5 * m;
+    gx.covered = base + 6 * m;
+    if (!(GROW(gx.agreed, gx.cap_a, (size_t)(4 * m) * sizeof(int)))) return false;
+    gx.flags = gx.agreed + 3 * m;
+    return true;
+}
+
+/* Each parameter's lowest tape index, after whose node backward writes its gradient no
+ * more (a node writes the gradients of its inputs only, `in` and `list`: ops_impl.h);
+ * ntape when no node reads it. */
+static void final_nodes(const tk_ctx *ctx, const param_list *l, int64_t *last) {
+    int64_t nt = ctx->ntape;
+    for (int64_t i = 0; i < l->n; i++) last[i] = nt;
+    for (int64_t j = nt - 1; j >= 0; j--) {
+        const tk_node *node = ctx->tape[j];
+        for (int32_t k = 0; k < node->nin + node->nlist; k++) {
+            const tk_tensor *t = k < node->nin ? node->in[k] : node->list[k - node->nin];
+            if (!t || !t->source) continue;
+            for (int64_t i = 0; i < l->n; i++)
+                if (l->p[i] == t->source) {
+                    last[i] = j;
+                    break;
+                }
+        }
+    }
+}
+
+/* The slots: the parameters `dense` marks and `covered` (may be NULL) does not, by
+ * ascending `when` (the order they become final), then in the list's order; cut into
+ * buckets of at most bucket_bytes (0: one). */
+static tk_status layout(const param_list *l, const int *dense, const int *when, const int64_t *covered,
+                        int64_t bucket_bytes) {
+    int64_t P = l->n, n = 0;
+    int S = g.size, r = g.rank;
+    for (int64_t i = 0; i < P; i++) {
+        gx.slot_of[i] = -1;
+        if (!dense[i] || (covered && covered[i])) continue;
+        int64_t k = n++;
+        for (; k > 0 && when[gx.slot_param[k - 1]] > when[i]; k--) gx.slot_param[k] = gx.slot_param[k - 1];
+        gx.slot_param[k] = i;
+    }
+    int64_t nb = 0, bytes = 0;
+    for (int64_t k = 0; k < n; k++) {
+        int64_t b = l->p[gx.slot_param[k]]->numel * (int64_t)sizeof(float);
+        if (k == 0 || (bucket_bytes > 0 && bytes + b > bucket_bytes)) {
+            nb++;
+            bytes = 0;
+        }
+        bytes += b;
+    }
+    if (!(GROW(gx.b, gx.cap_b, (size_t)(nb ? nb : 1) * sizeof *gx.b)) ||
+        !(GROW(gx.counts, gx.cap_c, (size_t)(nb ? nb : 1) * 4 * (size_t)S * sizeof *gx.counts)))
+        return oom_error();
+    int64_t j = -1, off = 0, roff = 0;
+    bytes = 0;
+    for (int64_t k = 0; k < n; k++) {
+        int64_t i = gx.slot_param[k], numel = l->p[i]->numel;
+        if (k == 0 || (bucket_bytes > 0 && bytes + numel * (int64_t)sizeof(float) > bucket_bytes)) {
+            if (j >= 0) roff += gx.b[j].mine * S;
+            gbucket *nbk = &gx.b[++j];
+            memset(nbk, 0, sizeof *nbk);
+            nbk->off = off;
+            nbk->roff = roff;
+            bytes = 0;
+        }
+        gbucket *bk = &gx.b[j];
+        gx.slot_of[i] = k;
+        gx.slot_off[k] = off;
+        gx.slot_bucket[k] = j;
+        bk->n += numel;
+        bk->mine = bk->n * (r + 1) / S - bk->n * r / S;
+        bk->pending++;
+        off += numel;
+        bytes += numel * (int64_t)sizeof(float);
+        if (!fits(bk->n, "sync_grads")) return TK_ERROR;
+    }
+    if (j >= 0) roff += gx.b[j].mine * S;
+    for (int64_t q = 0; q < nb; q++) {
+        gbucket *bk = &gx.b[q];
+        int *c = gx.counts + (size_t)4 * S * q;
+        for (int s = 0; s < S; s++) {
+            c[S + s] = (int)(bk->n * s / S);
+            c[s] = (int)(bk->n * (s + 1) / S) - c[S + s];
+            c[2 * S + s] = (int)bk->mine;
+            c[3 * S + s] = (int)(bk->mine * s);
+        }
+    }
+    if (!(GROW(gx.pack, gx.cap_pack, (size_t)(off ? off : 1) * sizeof *gx.pack)) ||
+        !(GROW(gx.recv, gx.cap_recv, (size_t)(roff ? roff : 1) * sizeof *gx.recv)))
+        return oom_error();
+    gx.nslots = n;
+    gx.nb = nb;
+    gx.next_start = gx.next_ag = 0;
+    return TK_OK;
+}
+
+/* Slot k's gradient into the pack (zeros where this rank has none). */
+static void pack_slot(tk_ctx *ctx, const param_list *l, int64_t k) {
+    const tk_tensor *p = l->p[gx.slot_param[k]];
+    tk_tensor *a = alias_of(ctx, p);
+    float *dst = gx.pack + gx.slot_off[k];
+    if (a && a->grad)
+        memcpy(dst, a->grad->data, (size_t)p->numel * sizeof *dst);
+    else
+        memset(dst, 0, (size_t)p->numel * sizeof *dst);
+}
+
+static void bucket_start(int64_t j) {
+    gbucket *b = &gx.b[j];
+    int S = g.size;
+    int *c = gx.counts + (size_t)4 * S * j;
+    double t0 = now();
+    MPI_Ialltoallv(gx.pack + b->off, c, c + S, MPI_FLOAT, gx.recv + b->roff, c + 2 * S, c + 3 * S, MPI_FLOAT, gx.a2a,
+                   &b->req);
+    b->stage = GB_A2A;
+    g.stats.buckets++;
+    account(t0, ((b->n - b->mine) + b->mine * (S - 1)) * (int64_t)sizeof(float));
+}
+
+/* Bucket j's all-to-all is complete: its owner block summed in rank order, then sent to
+ * every rank. */
+static void bucket_gather(int64_t j) {
+    gbucket *b = &gx.b[j];
+    int S = g.size;
+    int *c = gx.counts + (size_t)4 * S * j;
+    float *acc = gx.recv + b->roff;
+    for (int i = 1; i < S; i++) {
+        const float *x = acc + b->mine * i;
+        for (int64_t k = 0; k < b->mine; k++) acc[k] += x[k];
+    }
+    MPI_Iallgatherv(acc, (int)b->mine, MPI_FLOAT, gx.pack + b->off, c, c + S, MPI_FLOAT, gx.ag, &b->req);
+    b->stage = GB_AG;
+}
+
+/* Moves the started buckets on: the next all-to-all that completed gets its sum and its
+ * all-gather (in bucket order), a completed all-gather makes its bucket done. wait:
+ * until every started bucket is done. */
+static void progress(bool wait) {
+    double t0 = now();
+    while (gx.next_ag < gx.next_start) {
+        int done = 1;
+        if (wait)
+            MPI_Wait(&gx.b[gx.next_ag].req, MPI_STATUS_IGNORE);
+        else
+            MPI_Test(&gx.b[gx.next_ag].req, &done, MPI_STATUS_IGNORE);
+        if (!done) break;
+        bucket_gather(gx.next_ag++);
+    }
+    for (int64_t j = 0; j < gx.next_ag; j++) {
+        if (gx.b[j].stage != GB_AG) continue;
+        int done = 1;
+        if (wait)
+            MPI_Wait(&gx.b[j].req, MPI_STATUS_IGNORE);
+        else
+            MPI_Test(&gx.b[j].req, &done, MPI_STATUS_IGNORE);
+        if (done) gx.b[j].stage = GB_DONE;
+    }
+    g.stats.seconds += now() - t0;
+}
+
+/* Starts the buckets whose slots are all final, in order. */
+static void start_ready(bool in_backward) {
+    while (gx.next_start < gx.nb && gx.b[gx.next_start].pending == 0) {
+        bucket_start(gx.next_start++);
+        if (in_backward) g.stats.buckets_overlapped++;
+    }
+}
+
+/* Packs the slots of the parameters whose gradients are final once tape node `node`
+ * has run (every one for node -1). */
+static void finalize_until(tk_ctx *ctx, int64_t node) {
+    while (gx.cursor < gx.l.n && gx.last[gx.order[gx.cursor]] >= node) {
+        int64_t k = gx.slot_of[gx.order[gx.cursor++]];
+        if (k < 0) continue;
+        pack_slot(ctx, &gx.l, k);
+        gx.b[gx.slot_bucket[k]].pending--;
+    }
+}
+
+/* The backward hook of an overlapped step (tk_dist_grads_begin). */
+static void on_backward(tk_ctx *ctx, int64_t node, void *ud) {
+    (void)ud;
+    if (!pthread_equal(pthread_self(), gx.thread)) return; /* funneled: tk_dist_sync_grads starts them */
+    finalize_until(ctx, node);
+    start_ready(true);
+    if (gx.next_start > 0) progress(false);
+}
+
+/* The slots' sums divided by the size, as the gradients of the parameters that had a
+ * dense gradient on some rank in this step (`dense`; a slot laid out from an earlier
+ * step may have none now). */
+static tk_status write_back(tk_ctx *ctx, const param_list *l, const int *dense) {
+    const float size = (float)g.size;
+    for (int64_t k = 0; k < gx.nslots; k++) {
+        int64_t i = gx.slot_param[k];
+        if (!dense[i]) continue;
+        tk_tensor *a = alias_of(ctx, l->p[i]);
+        if (!a) a = tk_ctx_input_rows(ctx, l->p[i]); /* a leaf of the other ranks only */
+        tk_tensor *gr = a ? tk_ctx_grad_of(ctx, a) : NULL;
+        if (!gr) return oom_error();
+        float *d = tk_f32(gr);
+        const float *s = gx.pack + gx.slot_off[k];
+        for (int64_t e = 0; e < l->p[i]->numel; e++) d[e] = s[e] / size;
+    }
+    return TK_OK;
+}
+
+/* After backward: lays out the dense parameters not `covered`, packs, reduces and
+ * writes back every bucket. */
+static tk_status exchange_after(tk_ctx *ctx, const param_list *l, const int *agreed, const int64_t *covered,
+                                int64_t bucket_bytes) {
+    if (layout(l, agreed, agreed + 2 * l->n, covered, bucket_bytes) != TK_OK) return TK_ERROR;
+    if (gx.nslots == 0) return TK_OK;
+    for (int64_t k = 0; k < gx.nslots; k++) pack_slot(ctx, l, k);
+    for (int64_t j = 0; j < gx.nb; j++) gx.b[j].pending = 0;
+    start_ready(false);
+    progress(true);
+    return write_back(ctx, l, agreed);
+}
+
+static bool exchange_busy(void) {
+    for (int64_t j = 0; j < gx.next_start; j++)
+        if (gx.b[j].stage != GB_DONE) return true;
+    return false;
+}
+
+static tk_status check_grad_opts(const tk_dist_grad_opts *o) {
+    if (o->bucket_bytes < 0)
+        return tk_set_error("distributed: allreduce bucket_bytes must be >= 0 (0: one bucket), got %lld",
+                            (long long)o->bucket_bytes),
+               TK_ERROR;
+    return TK_OK;
+}
+
+tk_status tk_dist_grads_begin(tk_ctx *ctx, const tk_block *b, const tk_dist_grad_opts *opts) {
+    if (!ctx || !b) return tk_set_error("distributed: grads_begin: NULL context or block"), TK_ERROR;
+    tk_dist_grad_opts o = opts ? *opts : tk_dist_grad_defaults();
+    if (check_grad_opts(&o) != TK_OK) return TK_ERROR;
+    if (exchange_busy())
+        return tk_set_error("distributed: grads_begin: the gradient exchange of an earlier step did not finish "
+                            "(tk_dist_sync_grads did not run after its backward)"),
+               TK_ERROR;
+    gx.begun = true;
+    gx.hooked = false;
+    gx.ctx = ctx;
+    gx.generation = ctx->generation;
+    gx.block = b;
+    gx.opts = o;
+    if (!tk_dist_initialized() || g.size == 1 || !o.overlap || ctx->failed) return TK_OK;
+    gx.l.n = 0;
+    gx.l.oom = false;
+    tk_block_visit_params(b, false, collect, &gx.l);
+    if (gx.l.oom || !grow_params(gx.l.n)) return oom_error();
+    /* the layout of the last exchange's agreement: the same on every rank */
+    if (gx.agreed_block != b || gx.agreed_n != gx.l.n ||
+        (gx.l.n && memcmp(gx.agreed_params, gx.l.p, (size_t)gx.l.n * sizeof *gx.l.p) != 0))
+        return TK_OK; /* a first step: its buckets go after backward */
+    if (layout(&gx.l, gx.agreed, gx.agreed + 2 * gx.l.n, NULL, o.bucket_bytes) != TK_OK) return TK_ERROR;
+    final_nodes(ctx, &gx.l, gx.last);
+    for (int64_t i = 0; i < gx.l.n; i++) { /* by descending last, stable */
+        int64_t k = i;
+        for (; k > 0 && gx.last[gx.order[k - 1]] < gx.last[i]; k--) gx.order[k] = gx.order[k - 1];
+        gx.order[k] = i;
+    }
+    gx.cursor = 0;
+    gx.hooked = true;
+    tk_ctx_set_backward_hook(ctx, on_backward, NULL);
+    return TK_OK;
+}
+
 tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b) {
     if (!ctx || !b) return tk_set_error("distributed: sync_grads: NULL context or block"), TK_ERROR;
+    bool begun = gx.begun && gx.ctx == ctx && gx.generation == ctx->generation && gx.block == b;
+    bool hooked = begun && gx.hooked;
+    tk_dist_grad_opts o = begun ? gx.opts : tk_dist_grad_defaults();
+    gx.begun = gx.hooked = false;
+    if (hooked) tk_ctx_set_backward_hook(ctx, NULL, NULL);
     if (!tk_dist_initialized() || g.size == 1) return TK_OK;
     if (ctx->failed) return tk_set_error("distributed: sync_grads: the context has an error: %s", ctx->error), TK_ERROR;
-    param_list l = { 0 };
-    tk_block_visit_params(b, false, collect, &l);
-    int *flags = malloc((size_t)(l.n ? l.n : 1) * sizeof *flags);
-    if (l.oom || !flags) {
-        free(l.p);
-        free(flags);
-        return tk_set_error("distributed: sync_grads: out of memory"), TK_ERROR;
+    param_list *l = &gx.l;
+    if (!hooked) {
+        l->n = 0;
+        l->oom = false;
+        tk_block_visit_params(b, false, collect, l);
+        if (l->oom || !grow_params(l->n)) return oom_error();
+        final_nodes(ctx, l, gx.last);
     }
-    for (int64_t i = 0; i < l.n; i++) {
-        tk_tensor *a = alias_of(ctx, l.p[i]);
-        flags[i] = (a && a->grad ? 1 : 0) | (a && a->sparse ? 2 : 0);
+    int64_t P = l->n, nt = ctx->ntape;
+    if (!fits(3 * P, "sync_grads")) return TK_ERROR;
+    /* this rank's kinds of gradient and when each became final; then the maximum over
+     * the ranks (exact), which every rank lays its buckets out from */
+    int *agreed = gx.agreed;
+    for (int64_t i = 0; i < P; i++) {
+        tk_tensor *a = alias_of(ctx, l->p[i]);
+        agreed[i] = a && a->grad ? 1 : 0;
+        agreed[P + i] = a && a->sparse ? 1 : 0;
+        agreed[2 * P + i] = gx.last[i] >= nt ? 0 : (int)(nt - gx.last[i]);
     }
-    /* which parameters got which kind of gradient on any rank (exact: bits) */
     double t0 = now();
-    MPI_Allreduce(MPI_IN_PLACE, flags, (int)l.n, MPI_INT, MPI_BOR, MPI_COMM_WORLD);
-    account(t0, l.n * (int64_t)sizeof *flags * 2 * (g.size - 1) / g.size);
-    tk_status st = sync_dense(ctx, &l, flags);
-    if (st == TK_OK) st = sync_sparse(ctx, &l, flags);
-    free(l.p);
-    free(flags);
-    return st;
+    MPI_Allreduce(MPI_IN_PLACE, agreed, (int)(3 * P), MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    account(t0, 3 * P * (int64_t)sizeof *agreed * 2 * (g.size - 1) / g.size);
+    tk_status st;
+    double t1 = now();
+    if (hooked) {
+        finalize_until(ctx, -1);
+        start_ready(false);
+        progress(true);
+        st = write_back(ctx, l, agreed);
+        /* dense gradients the layout did not foresee go in buckets of their own */
+        for (int64_t i = 0; i < P; i++) gx.covered[i] = gx.slot_of[i] >= 0;
+        if (st == TK_OK) st = exchange_after(ctx, l, agreed, gx.covered, o.bucket_bytes);
+    } else {
+        st = exchange_after(ctx, l, agreed, NULL, o.bucket_bytes);
+    }
+    g.stats.dense_seconds += now() - t1;
+    if (st != TK_OK) return st;
+    if (!(GROW(gx.agreed_params, gx.cap_ap, (size_t)(P ? P : 1) * sizeof *gx.agreed_params))) return oom_error();
+    if (P) memcpy(gx.agreed_params, l->p, (size_t)P * sizeof *l->p);
+    gx.agreed_block = b;
+    gx.agreed_n = P;
+    for (int64_t i = 0; i < P; i++) gx.flags[i] = agreed[i] | (agreed[P + i] << 1);
+    return sync_sparse(ctx, l, gx.flags);
 }
 
 #else /* no MPI in the build: one process; every collective says how to get MPI */
@@ -587,6 +937,14 @@ tk_status tk_dist_bcast_idle(void *buf, tk_dtype dtype, int64_t n, int root, dou
 tk_tensor *tk_dist_allgather_rows(tk_ctx *ctx, tk_tensor *x, int64_t *offset) {
     if (offset) *offset = 0;
     return x; /* one process: its rows are all the rows */
+}
+tk_status tk_dist_grads_begin(tk_ctx *ctx, const tk_block *b, const tk_dist_grad_opts *opts) {
+    if (!ctx || !b) return tk_set_error("distributed: grads_begin: NULL context or block"), TK_ERROR;
+    if (opts && opts->bucket_bytes < 0)
+        return tk_set_error("distributed: allreduce bucket_bytes must be >= 0 (0: one bucket), got %lld",
+                            (long long)opts->bucket_bytes),
+               TK_ERROR;
+    return TK_OK; /* one process: nothing to exchange */
 }
 tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b) {
     (void)ctx;

@@ -67,6 +67,8 @@ void tk_ctx_reset(tk_ctx *ctx) {
     ctx->nleaves = 0;
     ctx->added_loss = NULL;
     ctx->trace_depth = 0;
+    ctx->backward_hook = NULL;
+    ctx->backward_hook_ud = NULL;
     tk_ctx_clear_error(ctx);
 }
 
@@ -280,11 +282,25 @@ tk_status tk_backward(tk_ctx *ctx, tk_tensor *loss) {
     tk_f32(g)[0] += 1.0f;
     for (int64_t i = ctx->ntape - 1; i >= 0; i--) {
         tk_node *node = ctx->tape[i];
-        if (!node->out->grad || !node->backward) continue;
-        node->backward(ctx, node);
-        if (ctx->failed) return TK_ERROR;
+        if (node->out->grad && node->backward) {
+            node->backward(ctx, node);
+            if (ctx->failed) return TK_ERROR;
+        }
+        if (ctx->backward_hook) {
+            ctx->backward_hook(ctx, i, ctx->backward_hook_ud);
+            if (ctx->failed) return TK_ERROR;
+        }
     }
     return TK_OK;
+}
+
+int64_t tk_ctx_tape_size(const tk_ctx *ctx) { return ctx->ntape; }
+
+const tk_node *tk_ctx_tape_node(const tk_ctx *ctx, int64_t i) { return i >= 0 && i < ctx->ntape ? ctx->tape[i] : NULL; }
+
+void tk_ctx_set_backward_hook(tk_ctx *ctx, tk_backward_hook_fn fn, void *ud) {
+    ctx->backward_hook = fn;
+    ctx->backward_hook_ud = fn ? ud : NULL;
 }
 
 /* --- sparse gradients --- */

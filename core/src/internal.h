@@ -100,6 +100,8 @@ struct tk_ctx {
     tk_tensor *added_loss;
     tk_trace_fn trace;
     void *trace_ud;
+    tk_backward_hook_fn backward_hook; /* tk_ctx_set_backward_hook; cleared by reset */
+    void *backward_hook_ud;
     int trace_depth;
     uint64_t mallocs; /* malloc calls outside the arena (growing side arrays) */
     int threads;      /* tk_ctx_set_num_threads; 0: the process's count */

@@ -131,6 +131,26 @@ static int l_sync_grads(lua_State *L) {
     return check(L, tk_dist_sync_grads(c->ctx, b));
 }
 
+/* dist_grads_begin(ctx, block [, bucket_bytes [, overlap]]): sets up the gradient
+ * exchange of the step whose forward pass ran in ctx (tk_dist_grads_begin); nil
+ * arguments take tk_dist_grad_defaults() */
+static int l_grads_begin(lua_State *L) {
+    tkl_context *c = tkl_check_context(L, 1);
+    tk_block *b = tkl_check_block(L, 2);
+    tk_dist_grad_opts o = tk_dist_grad_defaults();
+    o.bucket_bytes = tkl_opt_int(L, 3, "bucket_bytes", o.bucket_bytes);
+    if (!lua_isnoneornil(L, 4)) o.overlap = lua_toboolean(L, 4);
+    return check(L, tk_dist_grads_begin(c->ctx, b, &o));
+}
+
+/* dist_grad_defaults() -> bucket_bytes, overlap (tk_dist_grad_defaults) */
+static int l_grad_defaults(lua_State *L) {
+    tk_dist_grad_opts o = tk_dist_grad_defaults();
+    lua_pushinteger(L, (lua_Integer)o.bucket_bytes);
+    lua_pushboolean(L, o.overlap);
+    return 2;
+}
+
 /* dist_shard_range(n [, rank, size]) -> lo, count: the rows of a catalogue of n items a
  * rank holds (tk_dist_shard_range; rank and size default to this process's) */
 static int l_shard_range(lua_State *L) {
@@ -225,17 +245,23 @@ static int l_index_query(lua_State *L) {
     return 3;
 }
 
-/* dist_stats() -> {calls =, bytes_sent =, seconds =} since the last dist_reset_stats() */
+/* dist_stats() -> {calls =, bytes_sent =, seconds =, buckets =, buckets_overlapped =, dense_seconds =} since the last dist_reset_stats() */
 static int l_stats(lua_State *L) {
     tk_dist_stats s;
     tk_dist_get_stats(&s);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 6);
     lua_pushnumber(L, (lua_Number)s.calls);
     lua_setfield(L, -2, "calls");
     lua_pushnumber(L, (lua_Number)s.bytes_sent);
     lua_setfield(L, -2, "bytes_sent");
     lua_pushnumber(L, s.seconds);
     lua_setfield(L, -2, "seconds");
+    lua_pushnumber(L, (lua_Number)s.buckets);
+    lua_setfield(L, -2, "buckets");
+    lua_pushnumber(L, (lua_Number)s.buckets_overlapped);
+    lua_setfield(L, -2, "buckets_overlapped");
+    lua_pushnumber(L, s.dense_seconds);
+    lua_setfield(L, -2, "dense_seconds");
     return 1;
 }
 
@@ -267,6 +293,8 @@ void tkl_open_dist(lua_State *L) {
         { "dist_allgather", l_allgather },
         { "dist_allgather_rows", l_allgather_rows },
         { "dist_sync_grads", l_sync_grads },
+        { "dist_grads_begin", l_grads_begin },
+        { "dist_grad_defaults", l_grad_defaults },
         { "dist_stats", l_stats },
         { "dist_reset_stats", l_reset_stats },
         { "dist_abort", l_abort },

@@ -253,16 +253,46 @@ end
 local Plan = {}
 Plan.__index = Plan
 
+--- allreduce_options(v, what) -> {bucket_bytes =, overlap =}: fit's `allreduce` option
+-- checked, nil fields given tk_dist_grad_defaults() (bucket_bytes = 1048576, overlap =
+-- true; docs/distributed.md says why). bucket_bytes: the dense gradients are summed over
+-- the ranks in buckets of at most this many bytes (0: one bucket for all); overlap: a
+-- bucket's reduction starts during backward once its gradients are final.
+function M.allreduce_options(v, what)
+  local bb, ov = core.dist_grad_defaults()
+  if v == nil then return { bucket_bytes = bb, overlap = ov } end
+  if type(v) ~= "table" then
+    argerror("%s: allreduce must be a table {bucket_bytes = bytes, overlap = true|false}, got %s", what, type(v))
+  end
+  util.check_options(v, { bucket_bytes = true, overlap = true }, what .. ": allreduce")
+  if v.bucket_bytes ~= nil then
+    local n = v.bucket_bytes
+    if type(n) ~= "number" or n < 0 or n % 1 ~= 0 or n > 2 ^ 53 then
+      argerror("%s: allreduce.bucket_bytes must be a non-negative integer (bytes; 0: one bucket for every dense gradient), got %s",
+        what, tostring(n))
+    end
+    bb = n
+  end
+  if v.overlap ~= nil then
+    if type(v.overlap) ~= "boolean" then
+      argerror("%s: allreduce.overlap must be true or false, got %s", what, tostring(v.overlap))
+    end
+    ov = v.overlap
+  end
+  return { bucket_bytes = bb, overlap = ov }
+end
+
 --- The plan of a distributed fit, or nil with one process. Every global batch has
 -- size x batch_size rows, from one shuffle of the whole data (the seed fit passes), and
 -- rank r takes rows [r B, (r + 1) B) of it; a last, shorter batch is split evenly
 -- (rank r: [floor(r n / N), floor((r + 1) n / N))), and dropped when it has fewer rows
 -- than ranks (every rank drops it: the split is computed the same everywhere).
-function M.fit_plan(model, data, bs, drop_last)
+-- allreduce: allreduce_options' table.
+function M.fit_plan(model, data, bs, drop_last, allreduce)
   if not M.auto() then return nil end
   local size = core.dist_size()
   return setmetatable({ rank = core.dist_rank(), size = size, data = data, bs = bs, global_bs = bs * size,
-    drop_last = drop_last, item_id = model.item_id }, Plan)
+    drop_last = drop_last, item_id = model.item_id, allreduce = allreduce or M.allreduce_options(nil, "fit") }, Plan)
 end
 
 function Plan:num_batches()
@@ -292,52 +322,40 @@ function Plan:batches(shuffle, seed)
   end
 end
 
--- A loss that is not finite, on any rank: all ranks see the same allreduced value.
-local function finite(v) return v == v and v ~= math.huge and v ~= -math.huge end
+-- The distributed pieces of a training step (TwoTowerModel:train_step runs one step
+-- function, with these where it runs under a plan), for this rank's rows of the global
+-- batch the plan's batches() gave last.
 
---- One data-parallel step on this rank's rows (model:train_step calls it): the towers
--- on the local rows, the item embeddings all-gathered, this rank's loss rows against
--- every item of the global batch (row_offset), backward, the gradients averaged over
--- the ranks, then clipping and the optimizer step, the same on every rank. hooks are
--- model.lua's loss_options and sample_negatives. Returns the global batch's loss.
-function Plan:train_step(model, batch, hooks)
+--- plan:gather_items(items, batch) -> every rank's item embeddings stacked in rank order
+-- (the gradient of each row goes back to the rank that computed it), the batch as the
+-- loss options read it (the global batch's item ids, in the gathered order, for false
+-- negatives and logQ; the other columns, such as weights per query row, this rank's),
+-- and this rank's first row among the items (the loss's row_offset).
+function Plan:gather_items(items, batch)
   local st = assert(self.step, "distributed train_step outside the plan's batches")
-  local ctx = model.ctx
-  ctx:reset()
-  ctx:train(true)
-  local o = model.opts
-  local loss = ctx:run(function()
-    local out = model.block:forward(batch, ctx)
-    local items, offset = core.dist_allgather_rows(out.item)
-    assert(offset == st.offset, "distributed: rank rows out of order")
-    -- ids (false negatives, logQ) are the global batch's, in the gathered order; weights
-    -- are per query row, this rank's
-    local view = setmetatable({ [model.item_id] = st.ids }, { __index = batch })
-    local lo = hooks.loss_options(model, view)
-    lo.row_offset = st.offset
-    if o.negatives then -- the same draws on every rank (one seed), as one process makes
-      local rows, logq = hooks.sample_negatives(model, model._rng)
-      lo.negatives = model.block:item_block():forward(rows, ctx)
-      lo.negative_ids = rows[model.item_id]
-      lo.negative_logq = logq
-    end
-    local l = core.retrieval_loss(out.query, items, lo)
-    -- the mean over this rank's rows, weighted so that the mean over ranks is the mean
-    -- over the global batch when the split is uneven
-    if st.count * self.size ~= st.total then l = l * (st.count * self.size / st.total) end
-    local extra = ctx:added_loss()
-    if extra then l = l + extra end
-    return l
-  end)
-  local value = core.dist_allreduce(loss:item()) / self.size
-  if not finite(value) then return value end
-  loss:backward()
-  core.dist_sync_grads(ctx, model.block)
-  local norm = require("towerkit.optim").clip_grad_norm(model.clip or math.huge, ctx)
-  if not finite(norm) then return 0 / 0 end
-  model.optimizer:step(model.block, ctx)
-  return value
+  local all, offset = core.dist_allgather_rows(items)
+  assert(offset == st.offset, "distributed: rank rows out of order")
+  return all, setmetatable({ [self.item_id] = st.ids }, { __index = batch }), offset
 end
+
+--- plan:loss_scale() -> the factor of this rank's mean loss that makes the mean over the
+-- ranks the mean over the global batch (an uneven last batch), or nil when it is 1.
+function Plan:loss_scale()
+  local st = self.step
+  if st.count * self.size ~= st.total then return st.count * self.size / st.total end
+end
+
+--- plan:mean_loss(v) -> the mean over the ranks of v (the global batch's loss).
+function Plan:mean_loss(v) return core.dist_allreduce(v) / self.size end
+
+--- plan:begin_grads(ctx, block): after the forward pass, before backward (buckets and
+-- overlap: tk_dist_grads_begin).
+function Plan:begin_grads(ctx, block)
+  core.dist_grads_begin(ctx, block, self.allreduce.bucket_bytes, self.allreduce.overlap)
+end
+
+--- plan:sync_grads(ctx, block): after backward, the gradients averaged over the ranks.
+function Plan:sync_grads(ctx, block) core.dist_sync_grads(ctx, block) end
 
 -- ----------------------------------------------------------------------------------
 -- Evaluation: the rows split over the ranks, the metric sums added

@@ -26,8 +26,10 @@ D "tk.distributed.allreduce" { "tk.distributed.allreduce(x) -> sum",
 D "tk.distributed.allgather" { "tk.distributed.allgather(t) -> all, counts",
   "Every rank's float32 or int64 tensor ([n] or [n, D]) stacked in rank order, and the rows per rank.",
   example = "local all, counts = tk.distributed.allgather(tk.tensor({ 1 }, \"int64\"))" }
-D "tk.distributed.stats" { "tk.distributed.stats() -> {calls, bytes_sent, seconds}",
-  "This rank's collectives since reset_stats(): calls, bytes it sent, seconds inside MPI.",
+D "tk.distributed.stats" { "tk.distributed.stats() -> {calls, bytes_sent, seconds, buckets, buckets_overlapped, dense_seconds}",
+  "This rank's collectives since reset_stats(): calls, bytes it sent, seconds inside MPI; the\n" ..
+  "buckets of dense gradients fit reduced, how many of them started during backward, and the\n" ..
+  "seconds spent on dense gradients after backward.",
   example = "print(tk.distributed.stats().bytes_sent)" }
 D "tk.distributed.reset_stats" { "tk.distributed.reset_stats()", "Zeroes the counters of stats().",
   example = "tk.distributed.reset_stats()" }

@@ -23,6 +23,10 @@ D "TwoTowerModel:fit" { "model:fit(data [, opts]) -> History",
     { "verbose", "true", "print progress" },
     { "log", "print", "where progress lines go" },
     { "drop_last", "false", "skip a last partial batch" },
+    { "distributed", "true", "under mpirun: train data-parallel on every rank (false: this process alone)" },
+    { "allreduce", "{ bucket_bytes = 1048576, overlap = true }", "under mpirun: dense gradients summed over the\n" ..
+      "ranks in buckets of at most bucket_bytes (0: one), reduced during backward with overlap; the\n" ..
+      "same bits either way (docs/distributed.md)" },
   }, merlin = "Model.fit",
   example = "local h = m:fit(data, { batch_size = 256, epochs = 3, validation_data = valid,\n" ..
   "  validation_opts = { item_corpus = items } })" }

@@ -39,7 +39,7 @@ local BLOCK_OPTS = { item_tower = true, query_tower_tag = true, item_tower_tag =
 local function check_known(opts) util.check_options(opts, KNOWN, "TwoTowerModel") end
 local FIT_OPTS = {
   batch_size = true, epochs = true, shuffle = true, seed = true, drop_last = true, verbose = true, log = true,
-  callbacks = true, validation_data = true, validation_opts = true, distributed = true,
+  callbacks = true, validation_data = true, validation_opts = true, distributed = true, allreduce = true,
 }
 local function id_column(schema, tag, what)
   local cols = schema:select_by_tag(tag)
@@ -203,13 +203,16 @@ local function loss_options(self, batch)
   return lo
 end
 
--- The parts of a step the data-parallel one reuses (towerkit.distributed).
-local DIST_HOOKS = { loss_options = loss_options, sample_negatives = negatives.sample }
+local function finite(v) return v == v and v ~= math.huge and v ~= -math.huge end
 
--- One training step on a batch; returns the loss (a number).
+-- One training step on a batch; returns the loss (a number). Under a distributed fit
+-- (self._dist, towerkit.distributed's plan) the same step runs on this rank's rows of
+-- the global batch, with the plan's pieces: the item embeddings of every rank as
+-- negatives, the loss reweighted for an uneven last batch and averaged over the ranks,
+-- and the gradients averaged over the ranks before clipping and the optimizer step.
 function Model:train_step(batch)
-  if self._dist then return self._dist:train_step(self, batch, DIST_HOOKS) end -- under mpirun: distributed.lua
-  local trainer = trainer_for(self)
+  local plan = self._dist
+  local trainer = not plan and trainer_for(self)
   if trainer then
     -- the options' small tensors (scaled logQ) live in self.ctx until the next step
     self.ctx:reset()
@@ -222,25 +225,31 @@ function Model:train_step(batch)
   local o = self.opts
   local loss = ctx:run(function()
     local out = self.block:forward(batch, ctx)
-    local lo = loss_options(self, batch)
-    if o.negatives then
+    local items, view, offset = out.item, batch, nil
+    if plan then items, view, offset = plan:gather_items(out.item, batch) end
+    local lo = loss_options(self, view)
+    lo.row_offset = offset
+    if o.negatives then -- under a plan the same draws on every rank (one seed), as one process makes
       local rows, logq = negatives.sample(self, self._rng)
       lo.negatives = self.block:item_block():forward(rows, ctx)
       lo.negative_ids = rows[self.item_id]
       lo.negative_logq = logq
     end
-    local l = core.retrieval_loss(out.query, out.item, lo)
+    local l = core.retrieval_loss(out.query, items, lo)
+    local scale = plan and plan:loss_scale()
+    if scale then l = l * scale end
     local extra = ctx:added_loss()
     if extra then l = l + extra end
     return l
   end)
   local value = loss:item()
-  if value ~= value or value == math.huge or value == -math.huge then
-    return value
-  end
+  if plan then value = plan:mean_loss(value) end
+  if not finite(value) then return value end
+  if plan then plan:begin_grads(ctx, self.block) end
   loss:backward()
+  if plan then plan:sync_grads(ctx, self.block) end
   local norm = optim.clip_grad_norm(self.clip or math.huge, ctx)
-  if norm ~= norm or norm == math.huge then return 0 / 0 end
+  if not finite(norm) then return 0 / 0 end
   self.optimizer:step(self.block, ctx)
   return value
 end
@@ -252,10 +261,13 @@ end
 
 --- fit(data, {batch_size = 1024, epochs = 1, shuffle = true, seed = 0,
 -- validation_data =, validation_opts = {item_corpus =, k =, ...}, callbacks = {},
--- verbose = true, log = print, drop_last = false, distributed = true}) -> history
+-- verbose = true, log = print, drop_last = false, distributed = true,
+-- allreduce = {bucket_bytes = 1048576, overlap = true}}) -> history
 -- Under `mpirun -np N` each rank trains on its share of global batches of N x
 -- batch_size rows and the ranks stay identical (tk.distributed, docs/distributed.md);
--- distributed = false trains this process alone.
+-- distributed = false trains this process alone. allreduce: how the dense gradients are
+-- summed over the ranks (buckets of at most bucket_bytes, 0 for one; overlap: reduced
+-- during backward); it changes no bit of the result.
 -- On a terminal a progress bar (step, loss, examples/s, ETA) is redrawn in place;
 -- otherwise (or with a `log` function) a line every 10 s and one per epoch.
 -- A NaN or infinite loss stops training with an error naming the step; the weights
@@ -289,7 +301,8 @@ function Model:fit(data, opts)
       data:size(), data:size() == 1 and "" or "s")
   end
   -- under mpirun with N ranks: each takes its rows of global batches of N x bs (distributed.lua)
-  local plan = opts.distributed ~= false and distributed.fit_plan(self, data, bs, opts.drop_last) or nil
+  local allreduce = distributed.allreduce_options(opts.allreduce, "fit")
+  local plan = opts.distributed ~= false and distributed.fit_plan(self, data, bs, opts.drop_last, allreduce) or nil
   -- one rank reports, in lines: mpirun hands every rank a pty whatever its own output is
   -- (a file, a batch job's log), so a redrawn bar would land there as \r-joined lines
   if plan then verbose, tty = verbose and plan.rank == 0, false end
