@@ -55,6 +55,13 @@ tk_status tk_dist_allgather_count(int64_t n, int64_t *counts);
 tk_status tk_dist_allgatherv(const void *send, tk_dtype dtype, void *recv, const int64_t *counts);
 /* Broadcast of n elements of dtype from rank root. */
 tk_status tk_dist_bcast(void *buf, tk_dtype dtype, int64_t n, int root);
+/* All-to-all with counts: send_counts[r] elements of dtype (F32 or I64) go to rank r,
+ * taken from send in rank order; recv gets, in rank order, what every rank sent to this
+ * one. recv_counts (size entries) is filled first by an exchange of the counts, so the
+ * caller sizes recv from it: tk_dist_alltoall_count, then tk_dist_alltoallv. */
+tk_status tk_dist_alltoall_count(const int64_t *send_counts, int64_t *recv_counts);
+tk_status tk_dist_alltoallv(const void *send, const int64_t *send_counts, tk_dtype dtype, void *recv,
+                            const int64_t *recv_counts);
 
 /* The op of global in-batch negatives: every rank's rows of x ([n_r, D], F32) stacked in
  * rank order ([sum n_r, D], an arena tensor of ctx); *offset (may be NULL) gets this
@@ -72,6 +79,29 @@ tk_tensor *tk_dist_allgather_rows(tk_ctx *ctx, tk_tensor *x, int64_t *offset);
  * divided by the size. A parameter that got a gradient on some rank only counts as zero
  * on the others. With one rank nothing changes. */
 tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b);
+
+/* Row-sharded embedding tables (core/src/dist_table.c): rank r of N holds rows
+ * [floor(r V / N), floor((r + 1) V / N)) of each table of V rows, and the optimizer holds
+ * state for those rows only. A step reads the rows its batch looks up from their owners
+ * (in the embeddings blocks' forward) and sends their gradients back to the owners
+ * (tk_dist_tables_sync); the results are bitwise those of replicated tables.
+ *
+ * tk_dist_tables_shard: every embeddings block under root reads its tables sharded from
+ * now on: the block's parameter becomes this rank's shard (a tensor flagged
+ * TK_TENSOR_ROW_SHARD, [its rows, D]); a table gathered since its last sharding takes its
+ * rows back into the same shard (the optimizer keeps its state). Local (no collective),
+ * but every rank must shard the same model. Call it before each training step: it also
+ * drops the previous step's fetched rows. TK_ERROR outside MPI or with one rank.
+ * tk_dist_tables_sync: after tk_backward and before tk_dist_sync_grads, a collective:
+ * the shards' gradients, the mean over ranks, on their owners (tk_dist_sync_grads skips
+ * shards). tk_dist_tables_gather: a collective; the whole tables back into the blocks (on
+ * every rank), for whatever needs them (saving, evaluating, exporting). */
+tk_status tk_dist_tables_shard(tk_block *root);
+tk_status tk_dist_tables_sync(tk_ctx *ctx, tk_block *root);
+tk_status tk_dist_tables_gather(tk_block *root);
+/* Whether t is (or was gathered from) a sharded table; then its rows [*lo, *lo + *count)
+ * of *rows are this rank's. */
+bool tk_dist_table_shard_info(const tk_tensor *t, int64_t *lo, int64_t *count, int64_t *rows);
 
 /* Counters of this process's collectives since the last reset: calls, bytes it sent
  * (the payload it handed to MPI, as a point-to-point implementation would send it) and

@@ -34,6 +34,23 @@ void tk_block_set_seed(tk_block *b, uint64_t seed);
 /* A well-mixed seed derived from seed and k (splitmix64). */
 uint64_t tk_seed_mix(uint64_t seed, uint64_t k);
 
+/* --- row-sharded tables (core/src/dist_table.c) --- */
+
+/* Where an embeddings block reads a table from when the table is not whole on this
+ * process. The forward calls fn once per table and forward, before any lookup in it,
+ * with the ids of the n features reading the table (ids[i], I64, as the input gives
+ * them); fn returns the tensor to look up in (a heap tensor: rows it fetched, borrowed)
+ * and sets remapped[i] (I64 tensors of ctx, the shapes of ids[i]) to the ids' rows in
+ * it; NULL when it failed (and ctx has failed). fn may run collectives: every rank runs
+ * the same forwards. */
+typedef struct tk_table_fetch {
+    tk_tensor *(*fn)(void *ud, tk_ctx *ctx, const char *table, int32_t n, tk_tensor *const *ids, tk_tensor **remapped);
+    void *ud;
+} tk_table_fetch;
+/* Sets (f) or clears (NULL) the fetch of table `table` (its parameter index) of an
+ * embeddings block; TK_ERROR for another kind or index. Copies of the block get none. */
+tk_status tk_embeddings_set_fetch(tk_block *b, int32_t table, const tk_table_fetch *f);
+
 /* --- forward helpers --- */
 
 /* The tensor of a single-tensor input, or NULL with a message saying `what` needs a

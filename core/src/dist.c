@@ -71,6 +71,7 @@ typedef struct param_list {
 static int collect(void *ud, const char *path, tk_tensor *param, bool trainable) {
     param_list *l = ud;
     if (!trainable || !param || param->dtype != TK_F32 || param->numel == 0) return 0;
+    if (param->flags & TK_TENSOR_ROW_SHARD) return 0; /* its owner's: tk_dist_tables_sync */
     if (l->n == l->cap) {
         int64_t cap = l->cap ? 2 * l->cap : 32;
         tk_tensor **a = realloc(l->p, (size_t)cap * sizeof *a);
@@ -279,6 +280,45 @@ tk_status tk_dist_bcast(void *buf, tk_dtype dt, int64_t n, int root) {
     double t0 = now();
     MPI_Bcast(buf, (int)n, mpi_type(dt), root, MPI_COMM_WORLD);
     account(t0, g.rank == root ? n * (int64_t)dtype_size(dt) : 0);
+    return TK_OK;
+}
+
+tk_status tk_dist_alltoall_count(const int64_t *send_counts, int64_t *recv_counts) {
+    if (need_init("alltoall") != TK_OK) return TK_ERROR;
+    double t0 = now();
+    MPI_Alltoall(send_counts, 1, MPI_INT64_T, recv_counts, 1, MPI_INT64_T, MPI_COMM_WORLD);
+    account(t0, (int64_t)sizeof *send_counts * (g.size - 1));
+    return TK_OK;
+}
+
+tk_status tk_dist_alltoallv(const void *send, const int64_t *send_counts, tk_dtype dt, void *recv,
+                            const int64_t *recv_counts) {
+    if (need_init("alltoallv") != TK_OK) return TK_ERROR;
+    if (dt != TK_F32 && dt != TK_I64)
+        return tk_set_error("distributed: alltoallv: dtype %s (float32 or int64)", tk_dtype_name(dt)), TK_ERROR;
+    int S = g.size;
+    int *c = malloc((size_t)4 * S * sizeof *c); /* send counts, displs, recv counts, displs */
+    if (!c) return tk_set_error("distributed: alltoallv: out of memory"), TK_ERROR;
+    int64_t so = 0, ro = 0, sent = 0;
+    for (int i = 0; i < S; i++) {
+        if (!fits(send_counts[i], "alltoallv") || !fits(so, "alltoallv") || !fits(recv_counts[i], "alltoallv") ||
+            !fits(ro, "alltoallv")) {
+            free(c);
+            return TK_ERROR;
+        }
+        c[i] = (int)send_counts[i];
+        c[S + i] = (int)so;
+        c[2 * S + i] = (int)recv_counts[i];
+        c[3 * S + i] = (int)ro;
+        so += send_counts[i];
+        ro += recv_counts[i];
+        if (i != g.rank) sent += send_counts[i];
+    }
+    double t0 = now();
+    MPI_Datatype mt = mpi_type(dt);
+    MPI_Alltoallv(send, c, c + S, mt, recv, c + 2 * S, c + 3 * S, mt, MPI_COMM_WORLD);
+    account(t0, sent * (int64_t)dtype_size(dt));
+    free(c);
     return TK_OK;
 }
 
@@ -551,6 +591,11 @@ tk_status tk_dist_allreduce_f64(double *buf, int64_t n) { return no_mpi(); }
 tk_status tk_dist_allgather_count(int64_t n, int64_t *counts) { return no_mpi(); }
 tk_status tk_dist_allgatherv(const void *send, tk_dtype dtype, void *recv, const int64_t *counts) { return no_mpi(); }
 tk_status tk_dist_bcast(void *buf, tk_dtype dtype, int64_t n, int root) { return no_mpi(); }
+tk_status tk_dist_alltoall_count(const int64_t *send_counts, int64_t *recv_counts) { return no_mpi(); }
+tk_status tk_dist_alltoallv(const void *send, const int64_t *send_counts, tk_dtype dtype, void *recv,
+                            const int64_t *recv_counts) {
+    return no_mpi();
+}
 tk_tensor *tk_dist_allgather_rows(tk_ctx *ctx, tk_tensor *x, int64_t *offset) {
     if (offset) *offset = 0;
     return x; /* one process: its rows are all the rows */

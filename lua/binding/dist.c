@@ -131,6 +131,31 @@ static int l_sync_grads(lua_State *L) {
     return check(L, tk_dist_sync_grads(c->ctx, b));
 }
 
+/* dist_tables_shard(block): the block's embedding tables row-sharded over the ranks */
+static int l_tables_shard(lua_State *L) { return check(L, tk_dist_tables_shard(tkl_check_block(L, 1))); }
+
+/* dist_tables_gather(block): the whole tables back into the blocks (a collective) */
+static int l_tables_gather(lua_State *L) { return check(L, tk_dist_tables_gather(tkl_check_block(L, 1))); }
+
+/* dist_tables_sync(ctx, block): the shards' gradients to their owners (a collective) */
+static int l_tables_sync(lua_State *L) {
+    tkl_context *c = tkl_check_context(L, 1);
+    tk_block *b = tkl_check_block(L, 2);
+    return check(L, tk_dist_tables_sync(c->ctx, b));
+}
+
+/* dist_table_info(tensor) -> lo, count, rows (0-based) of this rank's shard, or nothing
+ * for a tensor that is no sharded table */
+static int l_table_info(lua_State *L) {
+    tk_tensor *t = tkl_check_tensor(L, 1);
+    int64_t lo, count, rows;
+    if (!tk_dist_table_shard_info(t, &lo, &count, &rows)) return 0;
+    lua_pushinteger(L, (lua_Integer)lo);
+    lua_pushinteger(L, (lua_Integer)count);
+    lua_pushinteger(L, (lua_Integer)rows);
+    return 3;
+}
+
 /* dist_shard_range(n [, rank, size]) -> lo, count: the rows of a catalogue of n items a
  * rank holds (tk_dist_shard_range; rank and size default to this process's) */
 static int l_shard_range(lua_State *L) {
@@ -272,6 +297,10 @@ void tkl_open_dist(lua_State *L) {
         { "dist_abort", l_abort },
         { "dist_finalize", l_finalize },
         { "dist_shard_range", l_shard_range },
+        { "dist_tables_shard", l_tables_shard },
+        { "dist_tables_gather", l_tables_gather },
+        { "dist_tables_sync", l_tables_sync },
+        { "dist_table_info", l_table_info },
         { "dist_topk_merge", l_topk_merge },
         { "sharded_index_new", l_index_new },
         { "sharded_index_info", l_index_info },

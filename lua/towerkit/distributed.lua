@@ -248,6 +248,8 @@ function Plan:train_step(model, batch, hooks)
   local ctx = model.ctx
   ctx:reset()
   ctx:train(true)
+  -- row-sharded tables: the blocks read them from their owners in the forward
+  if model.sharding then core.dist_tables_shard(model.block) end
   local o = model.opts
   local loss = ctx:run(function()
     local out = model.block:forward(batch, ctx)
@@ -275,11 +277,45 @@ function Plan:train_step(model, batch, hooks)
   local value = core.dist_allreduce(loss:item()) / self.size
   if not finite(value) then return value end
   loss:backward()
+  -- row-sharded tables: their gradient rows to the ranks that own them
+  if model.sharding then core.dist_tables_sync(ctx, model.block) end
   core.dist_sync_grads(ctx, model.block)
   local norm = require("towerkit.optim").clip_grad_norm(model.clip or math.huge, ctx)
   if not finite(norm) then return 0 / 0 end
   model.optimizer:step(model.block, ctx)
   return value
+end
+
+-- ----------------------------------------------------------------------------------
+-- Row-sharded embedding tables (core/src/dist_table.c)
+-- ----------------------------------------------------------------------------------
+
+--- The hook of compile{embedding_sharding =}: on (every rank holds 1/N of each table's
+-- rows from now on) or off (the whole tables back on every rank, a collective).
+function M.set_sharding(model, on)
+  if on then
+    core.dist_tables_shard(model.block)
+    model.sharding = "row"
+  elseif model.sharding then
+    core.dist_tables_gather(model.block)
+    model.sharding = nil
+  end
+end
+
+--- with_whole_tables(model, fn, ...) -> fn(...)'s results. With row-sharded tables the
+-- whole tables are gathered into the model on every rank (a collective: every rank
+-- must call it) for fn, and sharded again after it, also when fn raises; otherwise (or
+-- inside another such call) just fn(...). Saving, evaluating and exporting embeddings
+-- run so: they read whole tables, on threads that may not call MPI.
+function M.with_whole_tables(model, fn, ...)
+  if not model.sharding or model._whole_tables then return fn(...) end
+  core.dist_tables_gather(model.block)
+  model._whole_tables = true
+  local res = { pcall(fn, ...) }
+  model._whole_tables = nil
+  core.dist_tables_shard(model.block)
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, table.maxn(res))
 end
 
 -- ----------------------------------------------------------------------------------

@@ -140,9 +140,26 @@ end
 
 function model.is_model(x) return getmetatable(x) == Model end
 
---- compile{optimizer =, metrics = {...}, clip_grad_norm =, schedule =}
+--- compile{optimizer =, metrics = {...}, clip_grad_norm =, schedule =,
+-- embedding_sharding = "replicated" | "row"}. Under mpirun, "row" splits every embedding
+-- table's rows over the ranks (each holds 1/N of the rows and their optimizer state;
+-- docs/distributed.md); "replicated" (the default) keeps every table whole on every rank.
 function Model:compile(opts)
-  opts = util.known_options(opts, { optimizer = true, metrics = true, schedule = true, clip_grad_norm = true }, "compile")
+  opts = util.known_options(opts, { optimizer = true, metrics = true, schedule = true, clip_grad_norm = true,
+    embedding_sharding = true }, "compile")
+  local sharding = opts.embedding_sharding
+  if sharding ~= nil and sharding ~= "replicated" and sharding ~= "row" then
+    argerror('compile: embedding_sharding must be "replicated" or "row", got %s',
+      type(sharding) == "string" and ('"%s"'):format(sharding) or util.describe(sharding))
+  end
+  if sharding == "row" then
+    if not distributed.auto() then
+      argerror('compile: embedding_sharding = "row" splits the tables over the ranks of an MPI job (mpirun -np N, N > 1); this process runs alone, so its tables stay whole: leave the option out or say "replicated"')
+    end
+    if opts.clip_grad_norm then
+      argerror('compile: clip_grad_norm with embedding_sharding = "row" is not supported (the norm would need the gradients of the shards of every rank); use "replicated"')
+    end
+  end
   self.optimizer = opts.optimizer or optim.Adam { learning_rate = 1e-3 }
   if getmetatable(self.optimizer) == nil or not self.optimizer.step then
     argerror("compile: optimizer must be a tk.optim optimizer")
@@ -159,7 +176,16 @@ function Model:compile(opts)
   self.base_lr = self.optimizer:learning_rate()
   self.step_count = 0
   self.ctx = core.Context(1)
+  distributed.set_sharding(self, sharding == "row")
   return self
+end
+
+--- gather_tables(): with row-sharded tables (compile{embedding_sharding = "row"}), puts
+-- the whole tables back into the model on every rank (a collective: every rank calls
+-- it), so that named_parameters and the like read them; the next training step shards
+-- them again. Nothing to do otherwise.
+function Model:gather_tables()
+  if self.sharding then core.dist_tables_gather(self.block) end
 end
 
 local function need_compiled(self, what)
@@ -287,6 +313,9 @@ function Model:fit(data, opts)
     argerror("fit: the data has %d row%s; training needs at least 2 (one batch of a positive and a negative)",
       data:size(), data:size() == 1 and "" or "s")
   end
+  if self.sharding and opts.distributed == false then
+    argerror('fit: distributed = false: this model\'s tables are row-sharded over the ranks (compile{embedding_sharding = "row"}); it trains on every rank together')
+  end
   -- under mpirun with N ranks: each takes its rows of global batches of N x bs (distributed.lua)
   local plan = opts.distributed ~= false and distributed.fit_plan(self, data, bs, opts.drop_last) or nil
   -- one rank reports, in lines: mpirun hands every rank a pty whatever its own output is
@@ -367,16 +396,20 @@ end
 
 --- query_embeddings(data [, {batch_size}]) -> {ids =, embeddings =} (ids: the query id
 -- column when the schema has one, else row numbers).
-function Model:query_embeddings(data, opts)
+local function query_embeddings_impl(self, data, opts)
   opts = util.known_options(opts, { batch_size = true }, "query_embeddings")
   local emb = tower_embeddings(self, "query", data, opts.batch_size)
   local ids = (self.query_id and data:has_column(self.query_id)) and data:column(self.query_id) or core.arange(data:size())
   return embeddings.new(ids, emb)
 end
 
+function Model:query_embeddings(data, opts)
+  return distributed.with_whole_tables(self, query_embeddings_impl, self, data, opts)
+end
+
 --- item_embeddings(items [, {batch_size}]) -> {ids =, embeddings =}, one row per
 -- distinct item id (first occurrence).
-function Model:item_embeddings(items, opts)
+local function item_embeddings_impl(self, items, opts)
   opts = util.known_options(opts, { batch_size = true }, "item_embeddings")
   if not is_dataset(items) then argerror("item_embeddings: items must be a Dataset") end
   local corpus = items:unique_by(self.item_id)
@@ -384,14 +417,22 @@ function Model:item_embeddings(items, opts)
   return embeddings.new(corpus:column(self.item_id), emb)
 end
 
+function Model:item_embeddings(items, opts)
+  return distributed.with_whole_tables(self, item_embeddings_impl, self, items, opts)
+end
+
 --- to_top_k_encoder(items, {k = 10}) -> encoder; encoder:query(batch [, {k, exclude}])
 -- returns item ids (int64 [B, k]) and scores ([B, k]), best first, exact.
-function Model:to_top_k_encoder(items, opts)
+local function to_top_k_encoder_impl(self, items, opts)
   opts = util.known_options(opts, { k = true, batch_size = true }, "to_top_k_encoder")
   local k = opts.k or 10
   if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then argerror("to_top_k_encoder: k must be a positive integer") end
   local e = self:item_embeddings(items, { batch_size = opts.batch_size })
   return encoder.new(self, k, e.ids, e.embeddings)
+end
+
+function Model:to_top_k_encoder(items, opts)
+  return distributed.with_whole_tables(self, to_top_k_encoder_impl, self, items, opts)
 end
 
 local EVALUATE_OPTS = { item_corpus = true, k = true, exclude_seen = true, batch_size = true, metrics = true,
@@ -420,7 +461,7 @@ end
 -- ranked, except the row's own item. k is capped at the catalogue's size. Under mpirun
 -- each rank ranks a contiguous share of the rows and the metrics are summed over ranks
 -- (distributed = false: this process alone).
-function Model:evaluate(data, opts)
+local function evaluate_impl(self, data, opts)
   opts = util.known_options(opts, EVALUATE_OPTS, "evaluate")
   -- under mpirun: each rank ranks its share of the rows, the metric sums are added (distributed.lua)
   local shared = distributed.evaluate(self, data, opts, Model.evaluate)
@@ -459,6 +500,10 @@ function Model:evaluate(data, opts)
   return ranking.average(metrics, ranked_ids, relevant)
 end
 
+function Model:evaluate(data, opts)
+  return distributed.with_whole_tables(self, evaluate_impl, self, data, opts)
+end
+
 --- Popularity baseline: ranks items by their count in `train`; returns the same
 -- metrics as evaluate for the rows of `data`, with the same exclude_seen.
 function Model:popularity_baseline(train, data, opts)
@@ -472,8 +517,9 @@ end
 -- weights.safetensors, written to a temporary directory and renamed into place. Under
 -- mpirun every rank calls it and rank 0 writes, after a barrier, while the others wait
 -- (tk.distributed.on_root: the ranks' weights are identical); distributed = false
--- writes from this process alone. The optimizer's state is not saved.
-function Model:save(dir, opts)
+-- writes from this process alone. The optimizer's state is not saved. Row-sharded tables
+-- are gathered first (every rank calls save then, also with distributed = false).
+local function save(self, dir, opts)
   if type(dir) ~= "string" or dir == "" then argerror("save: a directory path expected") end
   opts = util.known_options(opts, { distributed = true }, "save")
   local model_json = json.encode({ class = "TwoTowerModel", options = self.opts, version = core.version }, true)
@@ -482,6 +528,10 @@ function Model:save(dir, opts)
   end
   if opts.distributed == false then return write() end
   distributed.on_root(write)
+end
+
+function Model:save(dir, opts)
+  return distributed.with_whole_tables(self, save, self, dir, opts) -- row-sharded: gathered for it
 end
 
 --- tk.load(dir) -> the saved model (compile it again to train further).

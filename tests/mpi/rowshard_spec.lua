@@ -1,0 +1,154 @@
+-- Row-sharded embedding tables under `mpirun -np 2` (compile{embedding_sharding =
+-- "row"}, core/src/dist_table.c): the same bits as replicated tables, shards of 1/N of
+-- the rows, checkpoints, and errors.
+package.path = "tests/mpi/?.lua;" .. package.path
+local tk = require "towerkit"
+local C = require "common"
+local dist = tk.distributed
+
+local B, STEPS = 16, 20
+
+-- C.model compiled with the given compile options (the same seeds as C.model).
+local function model(seed, compile, model_opts)
+  local m = C.model(seed, model_opts)
+  local o = { optimizer = tk.optim.Adam { learning_rate = 1e-2 } }
+  for k, v in pairs(compile or {}) do o[k] = v end
+  m:compile(o)
+  return m
+end
+
+local function fit(m, data, opts)
+  local o = { batch_size = B, epochs = 1, verbose = false, seed = 5 }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return m:fit(data, o)
+end
+
+-- Whether two flat weight arrays are equal bit for bit (the first index that is not).
+local function first_diff(a, b)
+  if #a ~= #b then return 0 end
+  for i = 1, #a do
+    if a[i] ~= b[i] then return i end
+  end
+  return nil
+end
+
+-- The tables' rows this rank holds: {path = {lo, count, rows}}.
+local function shards(m)
+  local out = {}
+  for _, p in ipairs(m.block:parameters(true, true, true)) do
+    local lo, count, rows = tk.core.dist_table_info(p[2])
+    if lo then out[p[1]] = { lo, count, rows, p[2]:shape()[1] } end
+  end
+  return out
+end
+
+describe("row-sharded tables under mpirun -np 2", function()
+  it("hold this rank's rows only: [floor(r V / N), floor((r + 1) V / N))", function()
+    local m = model(7, { embedding_sharding = "row" })
+    local r, N, n = dist.rank(), dist.size(), 0
+    for path, s in pairs(shards(m)) do
+      local lo, count, rows, held = s[1], s[2], s[3], s[4]
+      assert.equals(math.floor(r * rows / N), lo, path)
+      assert.equals(math.floor((r + 1) * rows / N) - lo, count, path)
+      assert.equals(count, held, path) -- the parameter is the shard
+      n = n + 1
+    end
+    assert.is_true(n >= 3) -- user_id, item_id, item_category
+  end)
+
+  it("train to the same bits as replicated tables (20 steps, losses and every weight)", function()
+    local data = C.data(STEPS * dist.size() * B)
+    local mr = model(7)
+    local hr = fit(mr, data)
+    local ms = model(7, { embedding_sharding = "row" })
+    local hs = fit(ms, data)
+    for i = 1, STEPS do assert.equals(hr.steps[i].loss, hs.steps[i].loss, "step " .. i) end
+    ms:gather_tables()
+    -- the same per-row sums, in the same order (rank order), and the same Adam updates
+    assert.is_nil(first_diff(C.flat_weights(mr), C.flat_weights(ms)))
+  end)
+
+  it("with lazy = false Adam and sampled negatives: within 1e-6 of replicated", function()
+    -- the item tower runs twice a step (batch and sampled negatives): its two fetches'
+    -- gradient rows are merged in forward order, not in the tape's order, so the last
+    -- bits of a row both touch may differ
+    local data = C.data(STEPS * dist.size() * B)
+    local mopts = { negatives = { num = 8, corpus = data } }
+    local function run(sharding)
+      local m = model(11, { optimizer = tk.optim.Adam { learning_rate = 1e-2, lazy = false },
+        embedding_sharding = sharding }, mopts)
+      return m, fit(m, data)
+    end
+    local mr, hr = run(nil)
+    local ms, hs = run("row")
+    for i = 1, STEPS do assert.is_true(math.abs(hr.steps[i].loss - hs.steps[i].loss) <= 1e-6, "step " .. i) end
+    ms:gather_tables()
+    local a, b = C.flat_weights(mr), C.flat_weights(ms)
+    local d = 0
+    for i = 1, #a do d = math.max(d, math.abs(a[i] - b[i])) end
+    assert.is_true(d <= 1e-6, tostring(d))
+  end)
+
+  it("keep the replicated weights identical on every rank", function()
+    local m = model(7, { embedding_sharding = "row" })
+    fit(m, (C.data(STEPS * dist.size() * B)))
+    m:gather_tables()
+    local w = tk.tensor(C.flat_weights(m))
+    local all = dist.allgather(w):totable()
+    local n = #all / 2
+    for i = 1, n do
+      if all[i] ~= all[n + i] then error(("weight %d differs between the ranks"):format(i)) end
+    end
+  end)
+
+  it("evaluate as replicated tables do, and train on after it", function()
+    local data = C.data(STEPS * dist.size() * B)
+    local mr, ms = model(7), model(7, { embedding_sharding = "row" })
+    fit(mr, data)
+    fit(ms, data)
+    local er = mr:evaluate(data, { item_corpus = data })
+    local es = ms:evaluate(data, { item_corpus = data })
+    for k, v in pairs(er) do assert.equals(v, es[k], k) end
+    -- sharded again: a second fit runs, named_parameters refuses the shards
+    fit(ms, data, { seed = 6 })
+    assert.is_true(next(shards(ms)) ~= nil)
+    assert.has_error(function() ms.block:named_parameters() end)
+  end)
+
+  it("save one ordinary checkpoint, and load with any N into shards again", function()
+    local dir = os.getenv("TK_MPI_TMP") or "/tmp"
+    dir = dir .. "/towerkit_rowshard_ckpt"
+    local data = C.data(STEPS * dist.size() * B)
+    local m = model(7, { embedding_sharding = "row" })
+    fit(m, data)
+    m:save(dir)
+    m:gather_tables()
+    local want = C.flat_weights(m)
+    local l = tk.load(dir)
+    assert.is_nil(first_diff(want, C.flat_weights(l)))
+    -- resumed sharded and replicated: the same bits
+    l:compile { optimizer = tk.optim.Adam { learning_rate = 1e-2 }, embedding_sharding = "row" }
+    local l2 = tk.load(dir)
+    l2:compile { optimizer = tk.optim.Adam { learning_rate = 1e-2 } }
+    fit(l, data, { seed = 8 })
+    fit(l2, data, { seed = 8 })
+    l:gather_tables()
+    assert.is_nil(first_diff(C.flat_weights(l2), C.flat_weights(l)))
+    dist.barrier()
+    if dist.rank() == 0 then os.execute("rm -rf '" .. dir .. "'") end
+  end)
+
+  it("reject an unknown scheme, clipping, and fit{distributed = false}", function()
+    local m = C.model(7)
+    local ok, err = pcall(m.compile, m, { embedding_sharding = "columns" })
+    assert.is_false(ok)
+    assert.matches('embedding_sharding must be "replicated" or "row", got "columns"', err, 1, true)
+    ok, err = pcall(m.compile, m, { embedding_sharding = "row", clip_grad_norm = 1 })
+    assert.is_false(ok)
+    assert.matches("clip_grad_norm with embedding_sharding", err, 1, true)
+    m:compile { embedding_sharding = "row" }
+    ok, err = pcall(m.fit, m, C.data(64), { batch_size = 16, verbose = false, distributed = false })
+    assert.is_false(ok)
+    assert.matches("row-sharded", err, 1, true)
+  end)
+end)
