@@ -230,6 +230,9 @@ static row_shard *shard_new(tk_tensor *full) {
     tk_tensor_sync(full);
     memcpy(s->shard->data, tk_f32(full) + lo * s->dim, (size_t)(cnt * s->dim) * sizeof(float));
     s->shard->flags |= TK_TENSOR_ROW_SHARD | (full->flags & TK_TENSOR_REQUIRES_GRAD);
+    /* kept until the walk ends: another block sharing the table finds the shard by it */
+    tk_tensor_retain(full);
+    s->full = full;
     if (reg.n == reg.cap) {
         int64_t cap = reg.cap ? 2 * reg.cap : 8;
         row_shard **a = realloc(reg.s, (size_t)cap * sizeof *a);
