@@ -57,9 +57,11 @@ tk_status tk_dist_allgatherv(const void *send, tk_dtype dtype, void *recv, const
 tk_status tk_dist_bcast(void *buf, tk_dtype dtype, int64_t n, int root);
 /* All-to-all with counts: send_counts[r] elements of dtype (F32 or I64) go to rank r,
  * taken from send in rank order; recv gets, in rank order, what every rank sent to this
- * one. recv_counts (size entries) is filled first by an exchange of the counts, so the
- * caller sizes recv from it: tk_dist_alltoall_count, then tk_dist_alltoallv. */
-tk_status tk_dist_alltoall_count(const int64_t *send_counts, int64_t *recv_counts);
+ * one, recv_counts[r] from rank r. The counts themselves are exchanged first with
+ * tk_dist_alltoall_counts: `per` int64 values to each rank (send[r per .. (r + 1) per)
+ * to rank r; recv likewise from each), so a caller can send several lists' counts in
+ * one call and size recv from them. */
+tk_status tk_dist_alltoall_counts(const int64_t *send, int64_t *recv, int64_t per);
 tk_status tk_dist_alltoallv(const void *send, const int64_t *send_counts, tk_dtype dtype, void *recv,
                             const int64_t *recv_counts);
 

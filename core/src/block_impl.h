@@ -37,14 +37,21 @@ uint64_t tk_seed_mix(uint64_t seed, uint64_t k);
 /* --- row-sharded tables (core/src/dist_table.c) --- */
 
 /* Where an embeddings block reads a table from when the table is not whole on this
- * process. The forward calls fn once per table and forward, before any lookup in it,
- * with the ids of the n features reading the table (ids[i], I64, as the input gives
- * them); fn returns the tensor to look up in (a heap tensor: rows it fetched, borrowed)
- * and sets remapped[i] (I64 tensors of ctx, the shapes of ids[i]) to the ids' rows in
- * it; NULL when it failed (and ctx has failed). fn may run collectives: every rank runs
- * the same forwards. */
+ * process. The forward makes one call of fn for all such tables of the block, before
+ * any lookup in them, with one item per table: the ids of the features reading it
+ * (ids[i], I64, as the input gives them); fn sets item.rows (a heap tensor of rows it
+ * fetched, borrowed) and replaces each ids[i] by the ids' rows in it (I64 tensors of
+ * ctx, the same shapes). TK_ERROR when it failed (and ctx has failed). fn may run
+ * collectives: every rank runs the same forwards. */
+typedef struct tk_table_fetch_item {
+    void *ud;          /* the table's tk_table_fetch.ud */
+    const char *table; /* its name, for messages */
+    int32_t n;         /* the features reading it */
+    tk_tensor **ids;   /* [n]: their ids, replaced by rows of `rows` */
+    tk_tensor *rows;   /* set by fn */
+} tk_table_fetch_item;
 typedef struct tk_table_fetch {
-    tk_tensor *(*fn)(void *ud, tk_ctx *ctx, const char *table, int32_t n, tk_tensor *const *ids, tk_tensor **remapped);
+    tk_status (*fn)(tk_ctx *ctx, int32_t n, tk_table_fetch_item *items);
     void *ud;
 } tk_table_fetch;
 /* Sets (f) or clears (NULL) the fetch of table `table` (its parameter index) of an

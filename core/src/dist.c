@@ -283,11 +283,13 @@ tk_status tk_dist_bcast(void *buf, tk_dtype dt, int64_t n, int root) {
     return TK_OK;
 }
 
-tk_status tk_dist_alltoall_count(const int64_t *send_counts, int64_t *recv_counts) {
+tk_status tk_dist_alltoall_counts(const int64_t *send, int64_t *recv, int64_t per) {
     if (need_init("alltoall") != TK_OK) return TK_ERROR;
+    if (per < 1 || !fits(per, "alltoall"))
+        return tk_set_error("distributed: alltoall: %lld values a rank", (long long)per), TK_ERROR;
     double t0 = now();
-    MPI_Alltoall(send_counts, 1, MPI_INT64_T, recv_counts, 1, MPI_INT64_T, MPI_COMM_WORLD);
-    account(t0, (int64_t)sizeof *send_counts * (g.size - 1));
+    MPI_Alltoall(send, (int)per, MPI_INT64_T, recv, (int)per, MPI_INT64_T, MPI_COMM_WORLD);
+    account(t0, (int64_t)sizeof *send * per * (g.size - 1));
     return TK_OK;
 }
 
@@ -591,7 +593,7 @@ tk_status tk_dist_allreduce_f64(double *buf, int64_t n) { return no_mpi(); }
 tk_status tk_dist_allgather_count(int64_t n, int64_t *counts) { return no_mpi(); }
 tk_status tk_dist_allgatherv(const void *send, tk_dtype dtype, void *recv, const int64_t *counts) { return no_mpi(); }
 tk_status tk_dist_bcast(void *buf, tk_dtype dtype, int64_t n, int root) { return no_mpi(); }
-tk_status tk_dist_alltoall_count(const int64_t *send_counts, int64_t *recv_counts) { return no_mpi(); }
+tk_status tk_dist_alltoall_counts(const int64_t *send, int64_t *recv, int64_t per) { return no_mpi(); }
 tk_status tk_dist_alltoallv(const void *send, const int64_t *send_counts, tk_dtype dtype, void *recv,
                             const int64_t *recv_counts) {
     return no_mpi();

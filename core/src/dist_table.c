@@ -76,6 +76,95 @@ static int owner_of(const row_shard *s, int64_t id, int from) {
 
 static int64_t lo_of(const row_shard *s) { return s->bounds[tk_dist_rank()]; }
 
+/* --- exchanging lists of rows with their owners, several tables at once --- */
+
+/* T tables' lists of ascending ids, each cut by owner: list k's ids for rank r are
+ * [start[k S + r], start[k S + r] + sendc[r T + k]). One all-to-all of the counts
+ * (T a rank), then the ids and rows of all tables go in one all-to-all each, laid out
+ * rank by rank and, within a rank, table by table. */
+typedef struct xchg {
+    int S, T;
+    int64_t *sendc, *recvc; /* [S T]: to / from rank r, table k at r T + k */
+    int64_t *start;         /* [T S] */
+    int64_t *tot;           /* [4 S]: ids to, ids from, floats to, floats from each rank */
+} xchg;
+
+static void xchg_free(xchg *x) {
+    free(x->sendc);
+    free(x->start);
+    free(x->tot);
+}
+
+static tk_status xchg_plan(xchg *x, int T, row_shard *const *sh, int64_t *const *ids, const int64_t *n) {
+    int S = tk_dist_size();
+    *x = (xchg){ S, T, NULL, NULL, NULL, NULL };
+    x->sendc = calloc((size_t)2 * S * (T ? T : 1), sizeof *x->sendc);
+    x->start = calloc((size_t)S * (T ? T : 1), sizeof *x->start);
+    x->tot = calloc((size_t)4 * S, sizeof *x->tot);
+    if (!x->sendc || !x->start || !x->tot) return tk_set_error("distributed: tables: out of memory"), TK_ERROR;
+    x->recvc = x->sendc + (size_t)S * T;
+    for (int k = 0; k < T; k++) {
+        int r = 0;
+        x->start[k * S] = 0;
+        for (int64_t j = 0; j < n[k]; j++) {
+            int o = owner_of(sh[k], ids[k][j], r);
+            while (r < o) x->start[k * S + ++r] = j;
+            x->sendc[r * T + k]++;
+        }
+        while (r < S - 1) x->start[k * S + ++r] = n[k];
+    }
+    if (T > 0 && tk_dist_alltoall_counts(x->sendc, x->recvc, T) != TK_OK) return TK_ERROR;
+    for (int r = 0; r < S; r++)
+        for (int k = 0; k < T; k++) {
+            x->tot[r] += x->sendc[r * T + k];
+            x->tot[S + r] += x->recvc[r * T + k];
+            x->tot[2 * S + r] += x->sendc[r * T + k] * sh[k]->dim;
+            x->tot[3 * S + r] += x->recvc[r * T + k] * sh[k]->dim;
+        }
+    return TK_OK;
+}
+
+static int64_t sum_of(const int64_t *v, int S) {
+    int64_t t = 0;
+    for (int r = 0; r < S; r++) t += v[r];
+    return t;
+}
+
+/* The ids (and, with vals, their rows of dim D_k) of every list to their owners: *rids
+ * and *rvals get what this rank receives, rank by rank, table by table. */
+static tk_status xchg_send(const xchg *x, row_shard *const *sh, int64_t *const *ids, float *const *vals, int64_t **rids,
+                           float **rvals) {
+    int S = x->S, T = x->T;
+    int64_t nid = sum_of(x->tot, S), nv = sum_of(x->tot + 2 * S, S);
+    int64_t *sid = malloc((size_t)(nid ? nid : 1) * sizeof *sid);
+    float *sv = vals ? malloc((size_t)(nv ? nv : 1) * sizeof *sv) : NULL;
+    *rids = malloc((size_t)(sum_of(x->tot + S, S) ? sum_of(x->tot + S, S) : 1) * sizeof **rids);
+    if (vals) *rvals = malloc((size_t)(sum_of(x->tot + 3 * S, S) ? sum_of(x->tot + 3 * S, S) : 1) * sizeof **rvals);
+    tk_status st = TK_ERROR;
+    if (!sid || (vals && !sv) || !*rids || (vals && !*rvals)) {
+        tk_set_error("distributed: tables: out of memory");
+        goto out;
+    }
+    int64_t ai = 0, av = 0;
+    for (int r = 0; r < S; r++)
+        for (int k = 0; k < T; k++) {
+            int64_t c = x->sendc[r * T + k], from = x->start[k * S + r], D = sh[k]->dim;
+            memcpy(sid + ai, ids[k] + from, (size_t)c * sizeof *sid);
+            ai += c;
+            if (vals) {
+                memcpy(sv + av, vals[k] + from * D, (size_t)(c * D) * sizeof *sv);
+                av += c * D;
+            }
+        }
+    if (tk_dist_alltoallv(sid, x->tot, TK_I64, *rids, x->tot + S) != TK_OK) goto out;
+    if (vals && tk_dist_alltoallv(sv, x->tot + 2 * S, TK_F32, *rvals, x->tot + 3 * S) != TK_OK) goto out;
+    st = TK_OK;
+out:
+    free(sid);
+    free(sv);
+    return st;
+}
+
 /* --- the forward: the rows a batch reads, fetched from their owners --- */
 
 static int cmp_i64(const void *a, const void *b) {
@@ -95,102 +184,140 @@ static int64_t find_row(const int64_t *uniq, int64_t n, int64_t id) {
     return lo;
 }
 
-static tk_tensor *fetch(void *ud, tk_ctx *ctx, const char *table, int32_t n, tk_tensor *const *ids,
-                        tk_tensor **remapped) {
-    row_shard *s = ud;
-    int S = tk_dist_size();
-    int64_t total = 0, D = s->dim;
-    for (int32_t i = 0; i < n; i++) {
-        const int64_t *v = tk_i64(ids[i]);
-        for (int64_t p = 0; p < ids[i]->numel; p++)
+/* The distinct ids of an item's lists, ascending (malloc'd), checked against the table. */
+static int64_t *distinct_ids(tk_ctx *ctx, const row_shard *s, const tk_table_fetch_item *it, int64_t *U) {
+    int64_t total = 0;
+    for (int32_t i = 0; i < it->n; i++) {
+        const int64_t *v = tk_i64(it->ids[i]);
+        for (int64_t p = 0; p < it->ids[i]->numel; p++)
             if (v[p] < 0 || v[p] >= s->rows)
-                return tk_ctx_fail(ctx, "embedding table '%s': id %lld out of range [0, %lld) at position %lld", table,
-                                   (long long)v[p], (long long)s->rows, (long long)p);
-        total += ids[i]->numel;
-    }
-    if (s->nf == s->capf) {
-        int32_t cap = s->capf ? 2 * s->capf : 4;
-        fetched *f = realloc(s->f, (size_t)cap * sizeof *f);
-        if (!f) return tk_ctx_fail(ctx, "embedding table '%s': out of memory", table);
-        s->f = f;
-        s->capf = cap;
+                return tk_ctx_fail(ctx, "embedding table '%s': id %lld out of range [0, %lld) at position %lld",
+                                   it->table, (long long)v[p], (long long)s->rows, (long long)p);
+        total += it->ids[i]->numel;
     }
     int64_t *uniq = malloc((size_t)(total ? total : 1) * sizeof *uniq);
-    int64_t *counts = malloc((size_t)4 * S * sizeof *counts); /* ids out, ids in, then x D */
-    int64_t *req = NULL, *local = NULL;
-    float *out = NULL;
-    tk_tensor *rows = NULL;
-    if (!uniq || !counts) goto oom;
-    int64_t U = 0;
-    for (int32_t i = 0; i < n; i++) {
-        memcpy(uniq + U, tk_i64(ids[i]), (size_t)ids[i]->numel * sizeof *uniq);
-        U += ids[i]->numel;
+    if (!uniq) return tk_ctx_fail(ctx, "embedding table '%s': out of memory", it->table);
+    int64_t n = 0;
+    for (int32_t i = 0; i < it->n; i++) {
+        memcpy(uniq + n, tk_i64(it->ids[i]), (size_t)it->ids[i]->numel * sizeof *uniq);
+        n += it->ids[i]->numel;
     }
-    qsort(uniq, (size_t)U, sizeof *uniq, cmp_i64);
+    qsort(uniq, (size_t)n, sizeof *uniq, cmp_i64);
     int64_t u = 0;
-    for (int64_t k = 0; k < U; k++)
+    for (int64_t k = 0; k < n; k++)
         if (u == 0 || uniq[k] != uniq[u - 1]) uniq[u++] = uniq[k];
-    U = u;
-    int64_t *sendc = counts, *recvc = counts + S, *sendr = counts + 2 * S, *recvr = counts + 3 * S;
-    memset(sendc, 0, (size_t)S * sizeof *sendc);
-    for (int64_t k = 0, r = 0; k < U; k++) {
-        r = owner_of(s, uniq[k], (int)r);
-        sendc[r]++;
+    *U = u;
+    return uniq;
+}
+
+static tk_status fetch(tk_ctx *ctx, int32_t T, tk_table_fetch_item *items) {
+    int S = tk_dist_size();
+    row_shard **sh = calloc((size_t)T, sizeof *sh);
+    int64_t **uniq = calloc((size_t)T, sizeof *uniq), *U = calloc((size_t)T, sizeof *U);
+    tk_tensor **rows = calloc((size_t)T, sizeof *rows);
+    int64_t *req = NULL;
+    float *out = NULL, *back = NULL;
+    xchg x = { 0 };
+    tk_status st = TK_ERROR;
+    if (!sh || !uniq || !U || !rows) {
+        tk_ctx_fail(ctx, "embedding tables: out of memory");
+        goto out;
     }
-    if (tk_dist_alltoall_count(sendc, recvc) != TK_OK) goto mpi;
-    int64_t R = 0;
-    for (int r = 0; r < S; r++) R += recvc[r];
-    req = malloc((size_t)(R ? R : 1) * sizeof *req);
-    local = malloc((size_t)(R ? R : 1) * sizeof *local);
-    out = malloc((size_t)(R ? R * D : 1) * sizeof *out);
-    rows = tk_tensor_new_2d(TK_F32, U ? U : 1, D);
-    if (!req || !local || !out || !rows) goto oom;
-    if (tk_dist_alltoallv(uniq, sendc, TK_I64, req, recvc) != TK_OK) goto mpi;
-    int64_t lo = lo_of(s), mine = s->shard->shape[0];
-    for (int64_t k = 0; k < R; k++) {
-        local[k] = req[k] - lo;
-        if (local[k] < 0 || local[k] >= mine) {
-            tk_ctx_fail(ctx, "embedding table '%s': rank %d was sent id %lld, which it does not hold", table,
-                        tk_dist_rank(), (long long)req[k]);
-            goto fail;
+    for (int32_t k = 0; k < T; k++) {
+        sh[k] = items[k].ud;
+        if (!(uniq[k] = distinct_ids(ctx, sh[k], &items[k], &U[k]))) goto out;
+        if (sh[k]->nf == sh[k]->capf) {
+            int32_t cap = sh[k]->capf ? 2 * sh[k]->capf : 4;
+            fetched *f = realloc(sh[k]->f, (size_t)cap * sizeof *f);
+            if (!f) {
+                tk_ctx_fail(ctx, "embedding table '%s': out of memory", items[k].table);
+                goto out;
+            }
+            sh[k]->f = f;
+            sh[k]->capf = cap;
+        }
+        rows[k] = tk_tensor_new_2d(TK_F32, U[k] ? U[k] : 1, sh[k]->dim);
+        if (!rows[k]) {
+            tk_ctx_fail(ctx, "embedding table '%s': out of memory", items[k].table);
+            goto out;
+        }
+        rows[k]->flags |= sh[k]->shard->flags & TK_TENSOR_REQUIRES_GRAD;
+    }
+    /* the ids to their owners */
+    if (xchg_plan(&x, T, sh, uniq, U) != TK_OK || xchg_send(&x, sh, uniq, NULL, &req, NULL) != TK_OK) {
+        tk_ctx_fail(ctx, "embedding tables: %s", tk_last_error());
+        goto out;
+    }
+    /* the owner's rows back, in the order asked (brought up to date first) */
+    out = malloc((size_t)(sum_of(x.tot + 3 * S, S) ? sum_of(x.tot + 3 * S, S) : 1) * sizeof *out);
+    back = malloc((size_t)(sum_of(x.tot + 2 * S, S) ? sum_of(x.tot + 2 * S, S) : 1) * sizeof *back);
+    if (!out || !back) {
+        tk_ctx_fail(ctx, "embedding tables: out of memory");
+        goto out;
+    }
+    int64_t at = 0, av = 0;
+    for (int r = 0; r < S; r++)
+        for (int32_t k = 0; k < T; k++) {
+            int64_t c = x.recvc[r * T + k], lo = lo_of(sh[k]), mine = sh[k]->shard->shape[0], D = sh[k]->dim;
+            int64_t *local = req + at;
+            for (int64_t j = 0; j < c; j++) {
+                local[j] -= lo;
+                if (local[j] < 0 || local[j] >= mine) {
+                    tk_ctx_fail(ctx, "embedding table '%s': rank %d was sent id %lld, which it does not hold",
+                                items[k].table, tk_dist_rank(), (long long)(local[j] + lo));
+                    goto out;
+                }
+            }
+            tk_tensor_sync_rows(sh[k]->shard, c, local); /* steps an optimizer with lazy = false owes them */
+            const float *sv = tk_f32(sh[k]->shard);
+            for (int64_t j = 0; j < c; j++) memcpy(out + av + j * D, sv + local[j] * D, (size_t)D * sizeof *out);
+            at += c;
+            av += c * D;
+        }
+    if (tk_dist_alltoallv(out, x.tot + 3 * S, TK_F32, back, x.tot + 2 * S) != TK_OK) {
+        tk_ctx_fail(ctx, "embedding tables: %s", tk_last_error());
+        goto out;
+    }
+    av = 0;
+    for (int r = 0; r < S; r++)
+        for (int32_t k = 0; k < T; k++) {
+            int64_t c = x.sendc[r * T + k], D = sh[k]->dim;
+            memcpy(tk_f32(rows[k]) + x.start[k * S + r] * D, back + av, (size_t)(c * D) * sizeof *back);
+            av += c * D;
+        }
+    /* the features' ids as rows of the fetched tables */
+    for (int32_t k = 0; k < T; k++) {
+        for (int32_t i = 0; i < items[k].n; i++) {
+            tk_tensor *ids = items[k].ids[i];
+            tk_tensor *m = tk_ctx_empty(ctx, TK_I64, ids->ndim, ids->shape);
+            if (!m) goto out;
+            const int64_t *v = tk_i64(ids);
+            int64_t *w = tk_i64(m);
+            for (int64_t p = 0; p < ids->numel; p++) w[p] = find_row(uniq[k], U[k], v[p]);
+            items[k].ids[i] = m;
         }
     }
-    tk_tensor_sync_rows(s->shard, R, local); /* steps an optimizer with lazy = false owes them */
-    const float *sv = tk_f32(s->shard);
-    for (int64_t k = 0; k < R; k++) memcpy(out + k * D, sv + local[k] * D, (size_t)D * sizeof *out);
-    for (int r = 0; r < S; r++) {
-        sendr[r] = recvc[r] * D; /* rows back to who asked */
-        recvr[r] = sendc[r] * D;
+    for (int32_t k = 0; k < T; k++) {
+        items[k].rows = rows[k];
+        sh[k]->f[sh[k]->nf++] = (fetched){ rows[k], uniq[k], U[k] };
+        rows[k] = NULL;
+        uniq[k] = NULL;
     }
-    if (tk_dist_alltoallv(out, sendr, TK_F32, tk_f32(rows), recvr) != TK_OK) goto mpi;
-    rows->flags |= s->shard->flags & TK_TENSOR_REQUIRES_GRAD;
-    for (int32_t i = 0; i < n; i++) {
-        tk_tensor *m = tk_ctx_empty(ctx, TK_I64, ids[i]->ndim, ids[i]->shape);
-        if (!m) goto fail;
-        const int64_t *v = tk_i64(ids[i]);
-        int64_t *w = tk_i64(m);
-        for (int64_t p = 0; p < ids[i]->numel; p++) w[p] = find_row(uniq, U, v[p]);
-        remapped[i] = m;
+    st = TK_OK;
+out:
+    for (int32_t k = 0; uniq && rows && k < T; k++) {
+        free(uniq[k]);
+        tk_tensor_release(rows[k]);
     }
-    s->f[s->nf++] = (fetched){ rows, uniq, U };
-    free(counts);
-    free(req);
-    free(local);
-    free(out);
-    return rows;
-oom:
-    tk_ctx_fail(ctx, "embedding table '%s': out of memory", table);
-    goto fail;
-mpi:
-    tk_ctx_fail(ctx, "embedding table '%s': %s", table, tk_last_error());
-fail:
+    free(sh);
     free(uniq);
-    free(counts);
+    free(U);
+    free(rows);
     free(req);
-    free(local);
     free(out);
-    tk_tensor_release(rows);
-    return NULL;
+    free(back);
+    xchg_free(&x);
+    return st;
 }
 
 /* --- walking a model's embeddings blocks --- */
@@ -343,9 +470,28 @@ tk_status tk_dist_tables_gather(tk_block *root) {
 
 /* --- after backward: the gradient rows to their owners --- */
 
-typedef struct sync_state {
-    tk_ctx *ctx;
-} sync_state;
+/* The row shards under root, each once, in the walk's order (the same on every rank). */
+typedef struct shard_list {
+    row_shard **s;
+    int32_t n, cap;
+} shard_list;
+
+static tk_status list_one(void *ud, tk_block *b, int32_t i) {
+    shard_list *l = ud;
+    tk_tensor *t = b->params[i];
+    row_shard *s = (t->flags & TK_TENSOR_ROW_SHARD) ? find(t) : NULL;
+    if (!s || s->gen == reg.gen) return TK_OK; /* a whole table, or listed already (shared) */
+    s->gen = reg.gen;
+    if (l->n == l->cap) {
+        int32_t cap = l->cap ? 2 * l->cap : 8;
+        row_shard **a = realloc(l->s, (size_t)cap * sizeof *a);
+        if (!a) return tk_set_error("distributed: tables_sync: out of memory"), TK_ERROR;
+        l->s = a;
+        l->cap = cap;
+    }
+    l->s[l->n++] = s;
+    return TK_OK;
+}
 
 /* This rank's coalesced (id, gradient row) pairs of s's fetches, ascending ids, in
  * malloc'd *ids / *vals; the fetches' own gradients are emptied. */
@@ -423,77 +569,74 @@ static tk_status local_pairs(tk_ctx *ctx, row_shard *s, int64_t **ids_out, float
     return TK_OK;
 }
 
-static tk_status sync_one(void *ud, tk_block *b, int32_t i) {
-    sync_state *st = ud;
-    tk_ctx *ctx = st->ctx;
-    tk_tensor *t = b->params[i];
-    if (!(t->flags & TK_TENSOR_ROW_SHARD)) return TK_OK;
-    row_shard *s = find(t);
-    if (!s || s->gen == reg.gen) return TK_OK; /* a whole table, or seen already (shared) */
-    s->gen = reg.gen;
-    int S = tk_dist_size();
-    int64_t D = s->dim, n = 0, *ids = NULL, *counts = NULL, *rids = NULL;
-    float *vals = NULL, *rvals = NULL;
-    tk_status ret = TK_ERROR;
-    bool fetched_any = s->nf > 0; /* the same on every rank: every rank runs the same forwards */
-    if (local_pairs(ctx, s, &ids, &vals, &n) != TK_OK) goto oom;
-    counts = malloc((size_t)4 * S * sizeof *counts);
-    if (!counts) goto oom;
-    int64_t *sendc = counts, *recvc = counts + S, *sendv = counts + 2 * S, *recvv = counts + 3 * S;
-    memset(sendc, 0, (size_t)S * sizeof *sendc);
-    for (int64_t k = 0, r = 0; k < n; k++) {
-        r = owner_of(s, ids[k], (int)r);
-        sendc[r]++;
-    }
-    if (tk_dist_alltoall_count(sendc, recvc) != TK_OK) goto out;
-    int64_t R = 0;
-    for (int r = 0; r < S; r++) {
-        R += recvc[r];
-        sendv[r] = sendc[r] * D;
-        recvv[r] = recvc[r] * D;
-    }
-    rids = malloc((size_t)(R ? R : 1) * sizeof *rids);
-    rvals = malloc((size_t)(R ? R * D : 1) * sizeof *rvals);
-    if (!rids || !rvals) goto oom;
-    if (tk_dist_alltoallv(ids, sendc, TK_I64, rids, recvc) != TK_OK ||
-        tk_dist_alltoallv(vals, sendv, TK_F32, rvals, recvv) != TK_OK)
-        goto out;
-    if (!fetched_any) {
-        ret = TK_OK;
-        goto out;
-    }
-    tk_tensor *a = tk_ctx_input_rows(ctx, s->shard);
-    if (!a) goto oom;
-    int64_t lo = lo_of(s);
-    for (int64_t k = 0; k < R; k++) rids[k] -= lo;
-    if (a->sparse) a->sparse->n = 0;
-    /* in rank order (what the all-to-all delivered): the coalesce sums duplicates so */
-    tk_ctx_sparse_reserve(ctx, a, 0, rids); /* a gradient, empty when no rank read a row of this shard */
-    if (!a->sparse || (R && tk_ctx_sparse_append(ctx, a, R, rids, rvals) != TK_OK)) goto oom;
-    tk_sparse_grad *u = tk_ctx_sparse_grad(ctx, s->shard);
-    if (!u) goto oom;
-    const float size = (float)S;
-    for (int64_t k = 0; k < u->n * u->dim; k++) u->values[k] /= size;
-    ret = TK_OK;
-    goto out;
-oom:
-    tk_set_error("distributed: tables_sync: out of memory");
-out:
-    free(ids);
-    free(vals);
-    free(counts);
-    free(rids);
-    free(rvals);
-    return ret;
-}
-
 tk_status tk_dist_tables_sync(tk_ctx *ctx, tk_block *root) {
     if (!ctx || !root) return tk_set_error("distributed: tables_sync: NULL context or block"), TK_ERROR;
     if (tk_ctx_failed(ctx)) return tk_set_error("distributed: tables_sync: the context has an error"), TK_ERROR;
     if (need_ranks("tables_sync") != TK_OK) return TK_ERROR;
     reg.gen++;
-    sync_state st = { ctx };
-    return walk(root, sync_one, &st);
+    shard_list l = { 0 };
+    if (walk(root, list_one, &l) != TK_OK) {
+        free(l.s);
+        return TK_ERROR;
+    }
+    int S = tk_dist_size(), T = l.n;
+    tk_status ret = TK_ERROR;
+    int64_t **ids = calloc((size_t)(T ? T : 1), sizeof *ids), *n = calloc((size_t)(T ? T : 1), sizeof *n);
+    float **vals = calloc((size_t)(T ? T : 1), sizeof *vals);
+    int64_t *rids = NULL;
+    float *rvals = NULL;
+    xchg x = { 0 };
+    if (!ids || !n || !vals) goto oom;
+    for (int32_t k = 0; k < T; k++)
+        if (local_pairs(ctx, l.s[k], &ids[k], &vals[k], &n[k]) != TK_OK) goto oom;
+    if (xchg_plan(&x, T, l.s, ids, n) != TK_OK || xchg_send(&x, l.s, ids, vals, &rids, &rvals) != TK_OK) goto out;
+    /* each table's pairs appended rank by rank: the coalesce sums duplicates in rank order */
+    const float size = (float)S;
+    for (int32_t k = 0; k < T; k++) {
+        row_shard *s = l.s[k];
+        if (s->nf == 0) continue; /* no rank read it this step (the same on every rank) */
+        tk_tensor *a = tk_ctx_input_rows(ctx, s->shard);
+        if (!a) goto oom;
+        if (a->sparse) a->sparse->n = 0;
+        int64_t lo = lo_of(s), D = s->dim, at = 0, av = 0;
+        tk_ctx_sparse_reserve(ctx, a, 0, &lo); /* a gradient, empty when no rank read a row of this shard */
+        if (!a->sparse) goto oom;
+        for (int r = 0; r < S; r++) {
+            for (int32_t j = 0; j < k; j++) { /* skip the tables before k of rank r's part */
+                at += x.recvc[r * T + j];
+                av += x.recvc[r * T + j] * l.s[j]->dim;
+            }
+            int64_t c = x.recvc[r * T + k];
+            for (int64_t j = 0; j < c; j++) rids[at + j] -= lo;
+            if (c && tk_ctx_sparse_append(ctx, a, c, rids + at, rvals + av) != TK_OK) goto oom;
+            at += c;
+            av += c * D;
+            for (int32_t j = k + 1; j < T; j++) {
+                at += x.recvc[r * T + j];
+                av += x.recvc[r * T + j] * l.s[j]->dim;
+            }
+        }
+        tk_sparse_grad *u = tk_ctx_sparse_grad(ctx, s->shard);
+        if (!u) goto oom;
+        for (int64_t j = 0; j < u->n * u->dim; j++) u->values[j] /= size;
+    }
+    ret = TK_OK;
+    goto out;
+oom:
+    tk_set_error("distributed: tables_sync: out of memory");
+out:
+    for (int32_t k = 0; ids && vals && k < T; k++) {
+        free(ids[k]);
+        free(vals[k]);
+    }
+    free(ids);
+    free(vals);
+    free(n);
+    free(rids);
+    free(rvals);
+    free(l.s);
+    xchg_free(&x);
+    return ret;
 }
 
 bool tk_dist_table_shard_info(const tk_tensor *t, int64_t *lo, int64_t *count, int64_t *rows) {

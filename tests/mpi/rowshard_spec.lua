@@ -118,9 +118,11 @@ describe("row-sharded tables under mpirun -np 2", function()
     m:gather_tables()
     local w = tk.tensor(C.flat_weights(m))
     local all = dist.allgather(w):totable()
-    local n = #all / 2
-    for i = 1, n do
-      if all[i] ~= all[n + i] then error(("weight %d differs between the ranks"):format(i)) end
+    local n = #all / dist.size()
+    for r = 1, dist.size() - 1 do
+      for i = 1, n do
+        if all[i] ~= all[r * n + i] then error(("weight %d differs between ranks 0 and %d"):format(i, r)) end
+      end
     end
   end)
 

@@ -117,26 +117,38 @@ static tk_value *emb_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
         if (!feature_ids(ctx, in, &e->features[i], &ids[i], &offsets[i])) return NULL;
         tables[i] = b->params[e->features[i].table];
     }
-    /* tables read through a fetch (row-sharded): one call per table with all its
-     * features' ids, which it replaces by rows of the tensor it returns */
-    for (int32_t t = 0; t < e->ntables; t++) {
-        const tk_table_fetch *fe = &e->tables[t].fetch;
-        if (!fe->fn) continue;
-        tk_tensor **lists = tk_ctx_alloc(ctx, (size_t)(2 * nf) * sizeof *lists);
-        int32_t *which = tk_ctx_alloc(ctx, (size_t)nf * sizeof *which);
-        if (!lists || !which) return NULL;
-        int32_t n = 0;
-        for (int32_t i = 0; i < nf; i++)
-            if (e->features[i].table == t) {
-                which[n] = i;
-                lists[n++] = ids[i];
-            }
-        if (n == 0) continue;
-        tk_tensor *rows = fe->fn(fe->ud, ctx, e->tables[t].name, n, lists, lists + nf);
-        if (!rows) return NULL;
-        for (int32_t k = 0; k < n; k++) {
-            ids[which[k]] = lists[nf + k];
-            tables[which[k]] = rows;
+    /* tables read through a fetch (row-sharded): one call for all of them, with every
+     * feature's ids, which it replaces by rows of the tensor it fetched */
+    int32_t nt = 0;
+    for (int32_t t = 0; t < e->ntables; t++) nt += e->tables[t].fetch.fn != NULL;
+    if (nt > 0) {
+        tk_table_fetch_item *items = tk_ctx_alloc(ctx, (size_t)nt * sizeof *items);
+        int32_t *item_of = tk_ctx_alloc(ctx, (size_t)nf * sizeof *item_of);
+        tk_tensor **lists = tk_ctx_alloc(ctx, (size_t)(nf ? nf : 1) * sizeof *lists);
+        if (!items || !item_of || !lists) return NULL;
+        int32_t k = 0, at = 0;
+        tk_status (*fn)(tk_ctx *, int32_t, tk_table_fetch_item *) = NULL;
+        for (int32_t t = 0; t < e->ntables; t++) {
+            const tk_table_fetch *fe = &e->tables[t].fetch;
+            if (!fe->fn) continue;
+            fn = fe->fn;
+            items[k] = (tk_table_fetch_item){ fe->ud, e->tables[t].name, 0, lists + at, NULL };
+            for (int32_t i = 0; i < nf; i++)
+                if (e->features[i].table == t) {
+                    item_of[i] = k;
+                    lists[at++] = ids[i];
+                    items[k].n++;
+                }
+            k++;
+        }
+        if (fn(ctx, nt, items) != TK_OK) return NULL;
+        for (int32_t t = 0, j = 0; t < e->ntables; t++) { /* the lists in the order they were made */
+            if (!e->tables[t].fetch.fn) continue;
+            for (int32_t i = 0; i < nf; i++)
+                if (e->features[i].table == t) {
+                    ids[i] = lists[j++];
+                    tables[i] = items[item_of[i]].rows;
+                }
         }
     }
     tk_tensor *l2sum = NULL;
