@@ -234,6 +234,9 @@ local DIST_HOOKS = { loss_options = loss_options, sample_negatives = negatives.s
 -- One training step on a batch; returns the loss (a number).
 function Model:train_step(batch)
   if self._dist then return self._dist:train_step(self, batch, DIST_HOOKS) end -- under mpirun: distributed.lua
+  if self.sharding then
+    argerror('train_step: this model\'s tables are row-sharded over the ranks (compile{embedding_sharding = "row"}): train it with fit, which runs the steps on every rank together')
+  end
   local trainer = trainer_for(self)
   if trainer then
     -- the options' small tensors (scaled logQ) live in self.ctx until the next step
