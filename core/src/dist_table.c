@@ -599,8 +599,10 @@ tk_status tk_dist_tables_sync(tk_ctx *ctx, tk_block *root) {
         if (!a) goto oom;
         if (a->sparse) a->sparse->n = 0;
         int64_t lo = lo_of(s), D = s->dim, at = 0, av = 0;
-        tk_ctx_sparse_reserve(ctx, a, 0, &lo); /* a gradient, empty when no rank read a row of this shard */
-        if (!a->sparse) goto oom;
+        /* a gradient, empty when no rank read a row of this shard: as the replicated table
+         * has one whenever a rank read it (the optimizer's lazy = false bookkeeping) */
+        if (!tk_ctx_sparse_reserve(ctx, a, 1, &lo)) goto oom;
+        a->sparse->n = 0;
         for (int r = 0; r < S; r++) {
             for (int32_t j = 0; j < k; j++) { /* skip the tables before k of rank r's part */
                 at += x.recvc[r * T + j];
