@@ -38,6 +38,9 @@ bool tk_dist_initialized(void);
  * tk_dist_init (one process). */
 int tk_dist_rank(void);
 int tk_dist_size(void);
+/* Whether MPI is initialised and this is the thread that called tk_dist_init (the only
+ * one that may call a collective). */
+bool tk_dist_on_main_thread(void);
 /* Collectives: every rank calls them in the same order with matching sizes. They
  * return TK_ERROR (tk_last_error) when MPI is not initialised or an argument is bad;
  * MPI's own failures abort the job (MPI_ERRORS_ARE_FATAL). */

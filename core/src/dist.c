@@ -16,6 +16,7 @@
 
 #include "ops_impl.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@
 static struct {
     bool initialized, finalized;
     int rank, size;
+    pthread_t main_thread; /* the thread that called tk_dist_init: the only one that may call MPI */
     tk_dist_stats stats;
     /* scratch grown on demand; only the thread that called tk_dist_init uses it */
     void *buf;
@@ -53,6 +55,7 @@ static double now(void) {
 bool tk_dist_initialized(void) { return g.initialized && !g.finalized; }
 int tk_dist_rank(void) { return tk_dist_initialized() ? g.rank : 0; }
 int tk_dist_size(void) { return tk_dist_initialized() ? g.size : 1; }
+bool tk_dist_on_main_thread(void) { return tk_dist_initialized() && pthread_equal(pthread_self(), g.main_thread); }
 
 void tk_dist_get_stats(tk_dist_stats *out) {
     if (out) *out = g.stats;
@@ -133,6 +136,7 @@ tk_status tk_dist_init(void) {
         return tk_set_error("distributed: MPI_Init_thread failed"), TK_ERROR;
     MPI_Comm_rank(MPI_COMM_WORLD, &g.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g.size);
+    g.main_thread = pthread_self();
     g.initialized = true;
     if (!inited) {
         /* at_exit runs after a Lua interpreter has closed its state, which unloads C

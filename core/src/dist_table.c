@@ -211,6 +211,12 @@ static int64_t *distinct_ids(tk_ctx *ctx, const row_shard *s, const tk_table_fet
 }
 
 static tk_status fetch(tk_ctx *ctx, int32_t T, tk_table_fetch_item *items) {
+    if (!tk_dist_on_main_thread()) /* a pool thread (embedding a catalogue) may not call MPI */
+        return tk_ctx_fail(ctx,
+                           "embedding table '%s' is row-sharded over the ranks and is read here outside the thread "
+                           "that started MPI; gather the tables first (model:gather_tables(), tk_dist_tables_gather)",
+                           T > 0 ? items[0].table : "?"),
+               TK_ERROR;
     int S = tk_dist_size();
     row_shard **sh = calloc((size_t)T, sizeof *sh);
     int64_t **uniq = calloc((size_t)T, sizeof *uniq), *U = calloc((size_t)T, sizeof *U);
