@@ -104,6 +104,12 @@ tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b);
 tk_status tk_dist_tables_shard(tk_block *root);
 tk_status tk_dist_tables_sync(tk_ctx *ctx, tk_block *root);
 tk_status tk_dist_tables_gather(tk_block *root);
+/* tk_clip_grad_norm for a model with row-sharded tables, after tk_dist_tables_sync and
+ * tk_dist_sync_grads: the norm of all the model's gradients (the replicated ones once,
+ * every rank's shards), the same on every rank (the shards' sums of squares are added in
+ * rank order); above max_norm every gradient is scaled by max_norm / norm. A collective.
+ * -1 (tk_last_error) on an error. */
+double tk_dist_tables_clip_grad_norm(tk_ctx *ctx, double max_norm);
 /* Whether t is (or was gathered from) a sharded table; then its rows [*lo, *lo + *count)
  * of *rows are this rank's. */
 bool tk_dist_table_shard_info(const tk_tensor *t, int64_t *lo, int64_t *count, int64_t *rows);

@@ -144,6 +144,15 @@ static int l_tables_sync(lua_State *L) {
     return check(L, tk_dist_tables_sync(c->ctx, b));
 }
 
+/* dist_tables_clip_grad_norm(ctx, max_norm) -> the global norm (a collective) */
+static int l_tables_clip(lua_State *L) {
+    tkl_context *c = tkl_check_context(L, 1);
+    double norm = tk_dist_tables_clip_grad_norm(c->ctx, luaL_checknumber(L, 2));
+    if (norm < 0) return tkl_error(L, "%s", tk_last_error());
+    lua_pushnumber(L, norm);
+    return 1;
+}
+
 /* dist_table_info(tensor) -> lo, count, rows (0-based) of this rank's shard, or nothing
  * for a tensor that is no sharded table */
 static int l_table_info(lua_State *L) {
@@ -301,6 +310,7 @@ void tkl_open_dist(lua_State *L) {
         { "dist_tables_gather", l_tables_gather },
         { "dist_tables_sync", l_tables_sync },
         { "dist_table_info", l_table_info },
+        { "dist_tables_clip_grad_norm", l_tables_clip },
         { "dist_topk_merge", l_topk_merge },
         { "sharded_index_new", l_index_new },
         { "sharded_index_info", l_index_info },

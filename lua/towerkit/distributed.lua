@@ -280,7 +280,8 @@ function Plan:train_step(model, batch, hooks)
   -- row-sharded tables: their gradient rows to the ranks that own them
   if model.sharding then core.dist_tables_sync(ctx, model.block) end
   core.dist_sync_grads(ctx, model.block)
-  local norm = require("towerkit.optim").clip_grad_norm(model.clip or math.huge, ctx)
+  local norm = model.sharding and core.dist_tables_clip_grad_norm(ctx, model.clip or math.huge) -- shards: every rank's
+    or require("towerkit.optim").clip_grad_norm(model.clip or math.huge, ctx)
   if not finite(norm) then return 0 / 0 end
   model.optimizer:step(model.block, ctx)
   return value

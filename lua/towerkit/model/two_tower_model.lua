@@ -156,9 +156,6 @@ function Model:compile(opts)
     if not distributed.auto() then
       argerror('compile: embedding_sharding = "row" splits the tables over the ranks of an MPI job (mpirun -np N, N > 1); this process runs alone, so its tables stay whole: leave the option out or say "replicated"')
     end
-    if opts.clip_grad_norm then
-      argerror('compile: clip_grad_norm with embedding_sharding = "row" is not supported (the norm would need the gradients of the shards of every rank); use "replicated"')
-    end
   end
   self.optimizer = opts.optimizer or optim.Adam { learning_rate = 1e-3 }
   if getmetatable(self.optimizer) == nil or not self.optimizer.step then
