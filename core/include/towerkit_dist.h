@@ -88,7 +88,8 @@ tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b);
 /* Row-sharded embedding tables (core/src/dist_table.c): rank r of N holds rows
  * [floor(r V / N), floor((r + 1) V / N)) of each table of V rows, and the optimizer holds
  * state for those rows only. A step reads the rows its batch looks up from their owners
- * (in the embeddings blocks' forward) and sends their gradients back to the owners
+ * (tk_dist_tables_prefetch, else the embeddings blocks' forward) and sends their
+ * gradients back to the owners
  * (tk_dist_tables_sync); the results are bitwise those of replicated tables.
  *
  * tk_dist_tables_shard: every embeddings block under root reads its tables sharded from
@@ -104,6 +105,13 @@ tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b);
 tk_status tk_dist_tables_shard(tk_block *root);
 tk_status tk_dist_tables_sync(tk_ctx *ctx, tk_block *root);
 tk_status tk_dist_tables_gather(tk_block *root);
+/* After tk_dist_tables_shard, before the forward (a collective): the rows every
+ * embeddings block under root will read for input `in` (the batch the forward gets),
+ * fetched for all blocks in one exchange (3 all-to-alls instead of 3 a block); each
+ * block's forward takes its rows when it gets the very same id tensors, and fetches
+ * itself otherwise (a second forward, of sampled negatives). Optional: without it
+ * every forward fetches its own. */
+tk_status tk_dist_tables_prefetch(tk_ctx *ctx, tk_block *root, tk_value *in);
 /* tk_clip_grad_norm for a model with row-sharded tables, after tk_dist_tables_sync and
  * tk_dist_sync_grads: the norm of all the model's gradients (the replicated ones once,
  * every rank's shards), the same on every rank (the shards' sums of squares are added in

@@ -54,6 +54,12 @@ typedef struct tk_table_fetch {
     tk_status (*fn)(tk_ctx *ctx, int32_t n, tk_table_fetch_item *items);
     void *ud;
 } tk_table_fetch;
+/* The items the forward of embeddings block b would hand its fetch for input `in` (the
+ * ids as given, not yet replaced), in arena memory of ctx: the count, 0 when b reads no
+ * table through a fetch or `in` lacks a feature it needs (nothing is failed: the forward
+ * will say so), -1 when out of memory. For fetching before the forward
+ * (tk_dist_tables_prefetch). */
+int32_t tk_embeddings_fetch_items(tk_ctx *ctx, const tk_block *b, tk_value *in, tk_table_fetch_item **items);
 /* Sets (f) or clears (NULL) the fetch of table `table` (its parameter index) of an
  * embeddings block; TK_ERROR for another kind or index. Copies of the block get none. */
 tk_status tk_embeddings_set_fetch(tk_block *b, int32_t table, const tk_table_fetch *f);

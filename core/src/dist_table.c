@@ -6,10 +6,11 @@
  * the embeddings block's parameter, so the optimizer, which keys its state by the
  * parameter, updates it like any table.
  *
- * A step, per table: the embeddings block's forward hands the ids its features look up
- * to fetch(): the distinct ids (sorted) go to their owners (an all-to-all of counts, then
- * of ids), each owner brings the rows up to date (tk_tensor_sync_rows, the lazy = false
- * catch-up) and sends them back (an all-to-all of rows). The rows form a small heap table
+ * A step, per table: the ids the features look up (every embeddings block's, gathered
+ * from the batch by tk_dist_tables_prefetch before the forward, or handed to fetch() by
+ * a block's forward): the distinct ids (sorted) go to their owners (an all-to-all of
+ * counts, then of ids), each owner brings the rows up to date (tk_tensor_sync_rows, the
+ * lazy = false catch-up) and sends them back (an all-to-all of rows). The rows form a small heap table
  * [U, D] and the ids are replaced by their rows in it, so the ordinary lookup runs on it
  * (combiners, the tape and the sparse gradient unchanged). After backward,
  * tk_dist_tables_sync sends each rank's coalesced gradient rows to their owners (an
@@ -27,6 +28,7 @@
 
 #include "block_impl.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,13 +213,9 @@ static int64_t *distinct_ids(tk_ctx *ctx, const row_shard *s, const tk_table_fet
     return uniq;
 }
 
-static tk_status fetch(tk_ctx *ctx, int32_t T, tk_table_fetch_item *items) {
-    if (!tk_dist_on_main_thread()) /* a pool thread (embedding a catalogue) may not call MPI */
-        return tk_ctx_fail(ctx,
-                           "embedding table '%s' is row-sharded over the ranks and is read here outside the thread "
-                           "that started MPI; gather the tables first (model:gather_tables(), tk_dist_tables_gather)",
-                           T > 0 ? items[0].table : "?"),
-               TK_ERROR;
+/* The rows of T items' tables from their owners, each item's ids replaced by rows of its
+ * fetched table (a collective). */
+static tk_status exchange(tk_ctx *ctx, int32_t T, tk_table_fetch_item *items) {
     int S = tk_dist_size();
     row_shard **sh = calloc((size_t)T, sizeof *sh);
     int64_t **uniq = calloc((size_t)T, sizeof *uniq), *U = calloc((size_t)T, sizeof *U);
@@ -327,6 +325,69 @@ out:
     return st;
 }
 
+/* --- fetching before the forward: both towers in one exchange --- */
+
+/* A block's items fetched by tk_dist_tables_prefetch, for its forward to take: the ids
+ * it was given (to recognise the forward's), what replaced them, and the rows. Cleared
+ * by tk_dist_tables_shard (the next step). */
+typedef struct prefetched {
+    int32_t n, nlists;
+    void **ud;
+    int32_t *nl;
+    tk_tensor **orig, **remapped, **rows; /* remapped: arena tensors of the step's context */
+    bool used;
+} prefetched;
+
+static struct {
+    prefetched *p;
+    int32_t n, cap;
+} pre;
+
+static void clear_prefetched(void) {
+    for (int32_t g = 0; g < pre.n; g++) {
+        free(pre.p[g].ud);
+        free(pre.p[g].nl);
+        free(pre.p[g].orig);
+    }
+    pre.n = 0;
+}
+
+/* Whether the forward's items are a prefetched block's (the same tables and the very
+ * same id tensors): then they take its rows and ids. The same answer on every rank, as
+ * every rank runs the same program on its batch. */
+static bool take_prefetched(int32_t T, tk_table_fetch_item *items) {
+    for (int32_t g = 0; g < pre.n; g++) {
+        prefetched *p = &pre.p[g];
+        if (p->used || p->n != T) continue;
+        bool same = true;
+        for (int32_t k = 0, at = 0; same && k < T; k++) {
+            same = p->ud[k] == items[k].ud && p->nl[k] == items[k].n;
+            for (int32_t i = 0; same && i < items[k].n; i++) same = p->orig[at + i] == items[k].ids[i];
+            at += p->nl[k];
+        }
+        if (!same) continue;
+        for (int32_t k = 0, at = 0; k < T; k++) {
+            for (int32_t i = 0; i < items[k].n; i++) items[k].ids[i] = p->remapped[at + i];
+            items[k].rows = p->rows[k];
+            at += p->nl[k];
+        }
+        p->used = true;
+        return true;
+    }
+    return false;
+}
+
+static tk_status fetch(tk_ctx *ctx, int32_t T, tk_table_fetch_item *items) {
+    if (!tk_dist_on_main_thread()) /* a pool thread (embedding a catalogue) may not call MPI */
+        return tk_ctx_fail(ctx,
+                           "embedding table '%s' is row-sharded over the ranks and is read here outside the thread "
+                           "that started MPI; gather the tables first (model:gather_tables(), tk_dist_tables_gather)",
+                           T > 0 ? items[0].table : "?"),
+               TK_ERROR;
+    if (take_prefetched(T, items)) return TK_OK;
+    return exchange(ctx, T, items);
+}
+
 /* --- walking a model's embeddings blocks --- */
 
 typedef tk_status (*table_fn)(void *ud, tk_block *b, int32_t i);
@@ -430,9 +491,135 @@ static tk_status need_ranks(const char *what) {
 tk_status tk_dist_tables_shard(tk_block *root) {
     if (!root) return tk_set_error("distributed: tables_shard: NULL block"), TK_ERROR;
     if (need_ranks("tables_shard") != TK_OK) return TK_ERROR;
+    clear_prefetched();
     reg.gen++;
     if (walk(root, shard_one, NULL) != TK_OK) return TK_ERROR;
     return walk(root, drop_full, NULL);
+}
+
+/* --- fetching before the forward --- */
+
+/* The embeddings blocks under b, depth first (the walk's order), each once. */
+typedef struct block_list {
+    tk_block **b;
+    int32_t n, cap;
+    bool oom;
+} block_list;
+
+static void list_blocks(tk_block *b, block_list *l) {
+    if (!b || l->oom) return;
+    if (b->kind == &tk_kind_embeddings) {
+        bool seen = false;
+        for (int32_t i = 0; i < l->n && !seen; i++) seen = l->b[i] == b;
+        if (!seen && l->n == l->cap) {
+            int32_t cap = l->cap ? 2 * l->cap : 8;
+            tk_block **a = realloc(l->b, (size_t)cap * sizeof *a);
+            if (!a) {
+                l->oom = true;
+                return;
+            }
+            l->b = a;
+            l->cap = cap;
+        }
+        if (!seen) l->b[l->n++] = b;
+    }
+    for (int32_t c = 0; c < b->nchildren; c++) list_blocks(b->children[c], l);
+    list_blocks(b->pre, l);
+    list_blocks(b->post, l);
+}
+
+tk_status tk_dist_tables_prefetch(tk_ctx *ctx, tk_block *root, tk_value *in) {
+    if (!ctx || !root) return tk_set_error("distributed: tables_prefetch: NULL context or block"), TK_ERROR;
+    if (need_ranks("tables_prefetch") != TK_OK) return TK_ERROR;
+    if (!tk_dist_on_main_thread())
+        return tk_set_error("distributed: tables_prefetch: not on the thread that started MPI"), TK_ERROR;
+    block_list bl = { 0 };
+    list_blocks(root, &bl);
+    tk_table_fetch_item **per = calloc((size_t)(bl.n ? bl.n : 1), sizeof *per);
+    int32_t *count = calloc((size_t)(bl.n ? bl.n : 1), sizeof *count);
+    tk_table_fetch_item *all = NULL;
+    tk_status st = TK_ERROR;
+    int32_t T = 0, groups = 0, first = pre.n;
+    if (bl.oom || !per || !count) goto oom;
+    for (int32_t i = 0; i < bl.n; i++) {
+        count[i] = tk_embeddings_fetch_items(ctx, bl.b[i], in, &per[i]);
+        if (count[i] < 0) goto oom;
+        T += count[i];
+        groups += count[i] > 0;
+    }
+    if (T == 0) {
+        st = TK_OK;
+        goto out;
+    }
+    if (pre.n + groups > pre.cap) {
+        int32_t cap = pre.cap ? pre.cap : 4;
+        while (cap < pre.n + groups) cap *= 2;
+        prefetched *a = realloc(pre.p, (size_t)cap * sizeof *a);
+        if (!a) goto oom;
+        pre.p = a;
+        pre.cap = cap;
+    }
+    /* the groups first, with the ids as given (the exchange replaces them in place) */
+    all = malloc((size_t)T * sizeof *all);
+    if (!all) goto oom;
+    for (int32_t i = 0, at = 0; i < bl.n; i++) {
+        if (count[i] == 0) continue;
+        int32_t nlists = 0;
+        for (int32_t k = 0; k < count[i]; k++) nlists += per[i][k].n;
+        prefetched *p = &pre.p[pre.n];
+        *p = (prefetched){ count[i],
+                           nlists,
+                           malloc((size_t)count[i] * sizeof *p->ud),
+                           malloc((size_t)count[i] * sizeof *p->nl),
+                           malloc((size_t)(2 * nlists + count[i] + 1) * sizeof *p->orig),
+                           NULL,
+                           NULL,
+                           false };
+        if (!p->ud || !p->nl || !p->orig) {
+            free(p->ud);
+            free(p->nl);
+            free(p->orig);
+            goto oom;
+        }
+        pre.n++;
+        p->remapped = p->orig + nlists;
+        p->rows = p->orig + 2 * nlists;
+        for (int32_t k = 0, l = 0; k < count[i]; k++) {
+            p->ud[k] = per[i][k].ud;
+            p->nl[k] = per[i][k].n;
+            for (int32_t j = 0; j < per[i][k].n; j++) p->orig[l++] = per[i][k].ids[j];
+            all[at++] = per[i][k];
+        }
+    }
+    if (exchange(ctx, T, all) != TK_OK) {
+        tk_set_error("distributed: tables_prefetch: %s", tk_ctx_error(ctx));
+        goto out;
+    }
+    for (int32_t g = first, at = 0; g < pre.n; g++) {
+        prefetched *p = &pre.p[g];
+        for (int32_t k = 0, l = 0; k < p->n; k++, at++) {
+            for (int32_t j = 0; j < all[at].n; j++) p->remapped[l++] = all[at].ids[j];
+            p->rows[k] = all[at].rows;
+        }
+    }
+    st = TK_OK;
+    goto out;
+oom:
+    tk_set_error("distributed: tables_prefetch: out of memory");
+out:
+    if (st != TK_OK) { /* nothing to take: the forward fetches (and fails) itself */
+        while (pre.n > first) {
+            pre.n--;
+            free(pre.p[pre.n].ud);
+            free(pre.p[pre.n].nl);
+            free(pre.p[pre.n].orig);
+        }
+    }
+    free(bl.b);
+    free(per);
+    free(count);
+    free(all);
+    return st;
 }
 
 /* --- gathering: the whole tables back into the blocks --- */

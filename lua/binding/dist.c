@@ -144,6 +144,17 @@ static int l_tables_sync(lua_State *L) {
     return check(L, tk_dist_tables_sync(c->ctx, b));
 }
 
+/* dist_tables_prefetch(ctx, block, batch): the rows the block's forward on batch reads,
+ * fetched for all its towers at once (a collective) */
+static int l_tables_prefetch(lua_State *L) {
+    tkl_context *c = tkl_check_context(L, 1);
+    tk_block *b = tkl_check_block(L, 2);
+    const char *err = NULL;
+    tk_value *in = tkl_to_value(L, 3, c->ctx, &err);
+    if (!in) return tkl_error(L, "dist_tables_prefetch: %s", err ? err : "bad batch");
+    return check(L, tk_dist_tables_prefetch(c->ctx, b, in));
+}
+
 /* dist_tables_clip_grad_norm(ctx, max_norm) -> the global norm (a collective) */
 static int l_tables_clip(lua_State *L) {
     tkl_context *c = tkl_check_context(L, 1);
@@ -311,6 +322,7 @@ void tkl_open_dist(lua_State *L) {
         { "dist_tables_sync", l_tables_sync },
         { "dist_table_info", l_table_info },
         { "dist_tables_clip_grad_norm", l_tables_clip },
+        { "dist_tables_prefetch", l_tables_prefetch },
         { "dist_topk_merge", l_topk_merge },
         { "sharded_index_new", l_index_new },
         { "sharded_index_info", l_index_info },

@@ -248,8 +248,8 @@ function Plan:train_step(model, batch, hooks)
   local ctx = model.ctx
   ctx:reset()
   ctx:train(true)
-  -- row-sharded tables: the blocks read them from their owners in the forward
-  if model.sharding then core.dist_tables_shard(model.block) end
+  -- row-sharded tables: the rows the forward reads, from their owners, both towers at once
+  if model.sharding then core.dist_tables_shard(model.block); core.dist_tables_prefetch(ctx, model.block, batch) end
   local o = model.opts
   local loss = ctx:run(function()
     local out = model.block:forward(batch, ctx)

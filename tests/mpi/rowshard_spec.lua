@@ -68,6 +68,22 @@ describe("row-sharded tables under mpirun -np 2", function()
     assert.is_nil(first_diff(C.flat_weights(mr), C.flat_weights(ms)))
   end)
 
+  it("fetch both towers' rows in one exchange before the forward: 4 collectives a step more", function()
+    -- replicated: the 3 all-gathers of the pairs; row: 3 all-to-alls before the forward
+    -- (both towers), 3 after backward and the norm's all-reduce. Without the prefetch
+    -- each tower would fetch on its own (3 more)
+    local data = C.data(STEPS * dist.size() * B)
+    local function calls(sharding)
+      local m = model(7, { embedding_sharding = sharding })
+      dist.barrier()
+      dist.reset_stats()
+      fit(m, data)
+      return dist.stats().calls
+    end
+    local r, s = calls(nil), calls("row")
+    assert.equals(4 * STEPS, s - r)
+  end)
+
   it("with lazy = false Adam and sampled negatives: within 1e-6 of replicated", function()
     -- the item tower runs twice a step (batch and sampled negatives): its two fetches'
     -- gradient rows are merged in forward order, not in the tape's order, so the last

@@ -104,6 +104,32 @@ static bool feature_ids(tk_ctx *ctx, tk_value *in, const emb_feature *f, tk_tens
     return true;
 }
 
+/* The fetch items of the tables e reads through a fetch, with the features' ids (ids[i]
+ * of feature i): one item per such table in table order, its lists in feature order
+ * (arena memory of ctx). The count, 0 for none, -1 when out of memory. */
+static int32_t make_items(tk_ctx *ctx, const emb_impl *e, tk_tensor *const *ids, tk_table_fetch_item **out) {
+    int32_t nt = 0, nf = e->nfeatures;
+    for (int32_t t = 0; t < e->ntables; t++) nt += e->tables[t].fetch.fn != NULL;
+    if (nt == 0) return 0;
+    tk_table_fetch_item *items = tk_ctx_alloc(ctx, (size_t)nt * sizeof *items);
+    tk_tensor **lists = tk_ctx_alloc(ctx, (size_t)(nf ? nf : 1) * sizeof *lists);
+    if (!items || !lists) return -1;
+    int32_t k = 0, at = 0;
+    for (int32_t t = 0; t < e->ntables; t++) {
+        const tk_table_fetch *fe = &e->tables[t].fetch;
+        if (!fe->fn) continue;
+        items[k] = (tk_table_fetch_item){ fe->ud, e->tables[t].name, 0, lists + at, NULL };
+        for (int32_t i = 0; i < nf; i++)
+            if (e->features[i].table == t) {
+                lists[at++] = ids[i];
+                items[k].n++;
+            }
+        k++;
+    }
+    *out = items;
+    return nt;
+}
+
 static tk_value *emb_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
     const emb_impl *e = b->impl;
     if (!tk_block_need_tabular(ctx, "embeddings", in)) return NULL;
@@ -119,36 +145,21 @@ static tk_value *emb_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
     }
     /* tables read through a fetch (row-sharded): one call for all of them, with every
      * feature's ids, which it replaces by rows of the tensor it fetched */
-    int32_t nt = 0;
-    for (int32_t t = 0; t < e->ntables; t++) nt += e->tables[t].fetch.fn != NULL;
+    tk_table_fetch_item *items = NULL;
+    int32_t nt = make_items(ctx, e, ids, &items);
+    if (nt < 0) return NULL;
     if (nt > 0) {
-        tk_table_fetch_item *items = tk_ctx_alloc(ctx, (size_t)nt * sizeof *items);
-        int32_t *item_of = tk_ctx_alloc(ctx, (size_t)nf * sizeof *item_of);
-        tk_tensor **lists = tk_ctx_alloc(ctx, (size_t)(nf ? nf : 1) * sizeof *lists);
-        if (!items || !item_of || !lists) return NULL;
-        int32_t k = 0, at = 0;
         tk_status (*fn)(tk_ctx *, int32_t, tk_table_fetch_item *) = NULL;
-        for (int32_t t = 0; t < e->ntables; t++) {
-            const tk_table_fetch *fe = &e->tables[t].fetch;
-            if (!fe->fn) continue;
-            fn = fe->fn;
-            items[k] = (tk_table_fetch_item){ fe->ud, e->tables[t].name, 0, lists + at, NULL };
-            for (int32_t i = 0; i < nf; i++)
+        for (int32_t t = 0; t < e->ntables && !fn; t++) fn = e->tables[t].fetch.fn;
+        if (fn(ctx, nt, items) != TK_OK) return NULL;
+        for (int32_t t = 0, k = 0; t < e->ntables; t++) { /* the lists in the order make_items made them */
+            if (!e->tables[t].fetch.fn) continue;
+            for (int32_t i = 0, j = 0; i < nf; i++)
                 if (e->features[i].table == t) {
-                    item_of[i] = k;
-                    lists[at++] = ids[i];
-                    items[k].n++;
+                    ids[i] = items[k].ids[j++];
+                    tables[i] = items[k].rows;
                 }
             k++;
-        }
-        if (fn(ctx, nt, items) != TK_OK) return NULL;
-        for (int32_t t = 0, j = 0; t < e->ntables; t++) { /* the lists in the order they were made */
-            if (!e->tables[t].fetch.fn) continue;
-            for (int32_t i = 0; i < nf; i++)
-                if (e->features[i].table == t) {
-                    ids[i] = lists[j++];
-                    tables[i] = items[item_of[i]].rows;
-                }
         }
     }
     tk_tensor *l2sum = NULL;
@@ -349,6 +360,24 @@ tk_status tk_embeddings_add_continuous(tk_block *b, const char *feature) {
     }
     e->continuous[e->ncontinuous++] = name;
     return TK_OK;
+}
+
+int32_t tk_embeddings_fetch_items(tk_ctx *ctx, const tk_block *b, tk_value *in, tk_table_fetch_item **items) {
+    if (!b || b->kind != &tk_kind_embeddings || !tk_value_is_tabular(in)) return 0;
+    const emb_impl *e = b->impl;
+    int32_t nf = e->nfeatures;
+    tk_tensor **ids = tk_ctx_alloc(ctx, (size_t)(nf ? nf : 1) * sizeof *ids);
+    if (!ids) return -1;
+    for (int32_t i = 0; i < nf; i++) {
+        const emb_feature *f = &e->features[i];
+        tk_tensor *offsets = NULL;
+        ids[i] = NULL;
+        if (!e->tables[f->table].fetch.fn) continue;
+        ids[i] = tk_value_get(in, f->name);
+        if (!ids[i] && !tk_value_get_ragged(in, f->name, &ids[i], &offsets)) return 0;
+        if (!ids[i] || ids[i]->dtype != TK_I64) return 0; /* the forward will say what is wrong */
+    }
+    return make_items(ctx, e, ids, items);
 }
 
 tk_status tk_embeddings_set_fetch(tk_block *b, int32_t table, const tk_table_fetch *f) {
