@@ -14,14 +14,18 @@ M.LAZY = ({ ["1"] = true, ["0"] = false })[os.getenv("TK_BENCH_LAZY") or ""]
 local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 local w1_schema = dofile(here .. "/../examples/w1_schema.lua")
 
-function M.schema()
-  return w1_schema(tk, { users = 100000, items = 200000, brands = 5000 })
+--- scale (default 1) multiplies the user, item and brand tables' cardinalities (W1 x 10:
+-- 1M users, 2M items, 50k brands).
+function M.schema(scale)
+  scale = scale or 1
+  return w1_schema(tk, { users = 100000 * scale, items = 200000 * scale, brands = 5000 * scale })
 end
 
 --- The W1 model: towers 256-128 (no activation on the last layer), L2 norm, embeddings
 -- of dimension 64, temperature 0.05, plain in-batch softmax (label = diagonal, no
 -- false-negative masking: the peers do none), Adam lr 1e-3, betas (0.9, 0.999), eps 1e-8.
-function M.model(schema)
+-- compile_opts (optional) are added to compile's (embedding_sharding, ...).
+function M.model(schema, compile_opts)
   tk.manual_seed(42)
   local tower = tk.MLPBlock({ 256, 128 }, { no_activation_last_layer = true })
   local model = tk.TwoTowerModel(schema, tower, {
@@ -30,9 +34,11 @@ function M.model(schema)
     logits_temperature = 0.05,
     remove_false_negatives = false,
   })
-  model:compile {
+  local o = {
     optimizer = tk.optim.Adam { learning_rate = 1e-3, beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-8, lazy = M.LAZY },
   }
+  for k, v in pairs(compile_opts or {}) do o[k] = v end
+  model:compile(o)
   return model
 end
 
@@ -41,12 +47,14 @@ local function zipf(n, s, rng)
   return tk.data.zipf_sampler(n, s, rng)
 end
 
---- n interactions of W1 (seeded), as a Dataset.
-function M.w1_data(n, seed)
+--- n interactions of W1 (seeded), as a Dataset; scale as M.schema's (the user, item and
+-- brand ids drawn from the larger id spaces).
+function M.w1_data(n, seed, scale)
+  scale = scale or 1
   local rng = tk.data.Random(seed or 1)
-  local uid, ucountry, uage, uact = zipf(100000, 1.1, rng), zipf(200, 1.1, rng), zipf(16, 1.1, rng), nil
+  local uid, ucountry, uage, uact = zipf(100000 * scale, 1.1, rng), zipf(200, 1.1, rng), zipf(16, 1.1, rng), nil
   local cat = zipf(1000, 1.1, rng)
-  local iid, brand = zipf(200000, 1.1, rng), zipf(5000, 1.1, rng)
+  local iid, brand = zipf(200000 * scale, 1.1, rng), zipf(5000 * scale, 1.1, rng)
   local c = { user_id = {}, user_country = {}, user_age_bucket = {}, user_activity = {},
     item_id = {}, item_category = {}, item_brand = {}, item_price = {} }
   local values, offsets = {}, { 0 }

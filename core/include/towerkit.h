@@ -92,6 +92,7 @@ enum {
     TK_TENSOR_HEAP = 1u << 0,          /* reference counted, owns its data */
     TK_TENSOR_REQUIRES_GRAD = 1u << 1, /* a leaf whose gradient is wanted */
     TK_TENSOR_VIEW = 1u << 2,          /* data belongs to another tensor */
+    TK_TENSOR_ROW_SHARD = 1u << 3,     /* a rank's rows of a row-sharded table (towerkit_dist.h) */
 };
 
 typedef struct tk_ctx tk_ctx;

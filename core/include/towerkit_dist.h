@@ -38,6 +38,9 @@ bool tk_dist_initialized(void);
  * tk_dist_init (one process). */
 int tk_dist_rank(void);
 int tk_dist_size(void);
+/* Whether MPI is initialised and this is the thread that called tk_dist_init (the only
+ * one that may call a collective). */
+bool tk_dist_on_main_thread(void);
 /* Collectives: every rank calls them in the same order with matching sizes. They
  * return TK_ERROR (tk_last_error) when MPI is not initialised or an argument is bad;
  * MPI's own failures abort the job (MPI_ERRORS_ARE_FATAL). */
@@ -63,6 +66,16 @@ tk_status tk_dist_bcast(void *buf, tk_dtype dtype, int64_t n, int root);
  * matches a non-blocking collective only with its kind). The stats' seconds include
  * the wait. */
 tk_status tk_dist_bcast_idle(void *buf, tk_dtype dtype, int64_t n, int root, double poll);
+
+/* All-to-all with counts: send_counts[r] elements of dtype (F32 or I64) go to rank r,
+ * taken from send in rank order; recv gets, in rank order, what every rank sent to this
+ * one, recv_counts[r] from rank r. The counts themselves are exchanged first with
+ * tk_dist_alltoall_counts: `per` int64 values to each rank (send[r per .. (r + 1) per)
+ * to rank r; recv likewise from each), so a caller can send several lists' counts in
+ * one call and size recv from them. */
+tk_status tk_dist_alltoall_counts(const int64_t *send, int64_t *recv, int64_t per);
+tk_status tk_dist_alltoallv(const void *send, const int64_t *send_counts, tk_dtype dtype, void *recv,
+                            const int64_t *recv_counts);
 
 /* The op of global in-batch negatives: every rank's rows of x ([n_r, D], F32) stacked in
  * rank order ([sum n_r, D], an arena tensor of ctx); *offset (may be NULL) gets this
@@ -108,6 +121,43 @@ tk_dist_grad_opts tk_dist_grad_defaults(void);
  * all or some of their gradients after backward instead. No collective; TK_ERROR
  * (tk_last_error) for bad options or while an earlier step's exchange is unfinished. */
 tk_status tk_dist_grads_begin(tk_ctx *ctx, const tk_block *b, const tk_dist_grad_opts *opts);
+
+/* Row-sharded embedding tables (core/src/dist_table.c): rank r of N holds rows
+ * [floor(r V / N), floor((r + 1) V / N)) of each table of V rows, and the optimizer holds
+ * state for those rows only. A step reads the rows its batch looks up from their owners
+ * (tk_dist_tables_prefetch, else the embeddings blocks' forward) and sends their
+ * gradients back to the owners
+ * (tk_dist_tables_sync); the results are bitwise those of replicated tables.
+ *
+ * tk_dist_tables_shard: every embeddings block under root reads its tables sharded from
+ * now on: the block's parameter becomes this rank's shard (a tensor flagged
+ * TK_TENSOR_ROW_SHARD, [its rows, D]); a table gathered since its last sharding takes its
+ * rows back into the same shard (the optimizer keeps its state). Local (no collective),
+ * but every rank must shard the same model. Call it before each training step: it also
+ * drops the previous step's fetched rows. TK_ERROR outside MPI or with one rank.
+ * tk_dist_tables_sync: after tk_backward and before tk_dist_sync_grads, a collective:
+ * the shards' gradients, the mean over ranks, on their owners (tk_dist_sync_grads skips
+ * shards). tk_dist_tables_gather: a collective; the whole tables back into the blocks (on
+ * every rank), for whatever needs them (saving, evaluating, exporting). */
+tk_status tk_dist_tables_shard(tk_block *root);
+tk_status tk_dist_tables_sync(tk_ctx *ctx, tk_block *root);
+tk_status tk_dist_tables_gather(tk_block *root);
+/* After tk_dist_tables_shard, before the forward (a collective): the rows every
+ * embeddings block under root will read for input `in` (the batch the forward gets),
+ * fetched for all blocks in one exchange (3 all-to-alls instead of 3 a block); each
+ * block's forward takes its rows when it gets the very same id tensors, and fetches
+ * itself otherwise (a second forward, of sampled negatives). Optional: without it
+ * every forward fetches its own. */
+tk_status tk_dist_tables_prefetch(tk_ctx *ctx, tk_block *root, tk_value *in);
+/* tk_clip_grad_norm for a model with row-sharded tables, after tk_dist_tables_sync and
+ * tk_dist_sync_grads: the norm of all the model's gradients (the replicated ones once,
+ * every rank's shards), the same on every rank (the shards' sums of squares are added in
+ * rank order); above max_norm every gradient is scaled by max_norm / norm. A collective.
+ * -1 (tk_last_error) on an error. */
+double tk_dist_tables_clip_grad_norm(tk_ctx *ctx, double max_norm);
+/* Whether t is (or was gathered from) a sharded table; then its rows [*lo, *lo + *count)
+ * of *rows are this rank's. */
+bool tk_dist_table_shard_info(const tk_tensor *t, int64_t *lo, int64_t *count, int64_t *rows);
 
 /* Counters of this process's collectives since the last reset: calls, bytes it sent
  * (the payload it handed to MPI, as a point-to-point implementation would send it) and

@@ -34,6 +34,36 @@ void tk_block_set_seed(tk_block *b, uint64_t seed);
 /* A well-mixed seed derived from seed and k (splitmix64). */
 uint64_t tk_seed_mix(uint64_t seed, uint64_t k);
 
+/* --- row-sharded tables (core/src/dist_table.c) --- */
+
+/* Where an embeddings block reads a table from when the table is not whole on this
+ * process. The forward makes one call of fn for all such tables of the block, before
+ * any lookup in them, with one item per table: the ids of the features reading it
+ * (ids[i], I64, as the input gives them); fn sets item.rows (a heap tensor of rows it
+ * fetched, borrowed) and replaces each ids[i] by the ids' rows in it (I64 tensors of
+ * ctx, the same shapes). TK_ERROR when it failed (and ctx has failed). fn may run
+ * collectives: every rank runs the same forwards. */
+typedef struct tk_table_fetch_item {
+    void *ud;          /* the table's tk_table_fetch.ud */
+    const char *table; /* its name, for messages */
+    int32_t n;         /* the features reading it */
+    tk_tensor **ids;   /* [n]: their ids, replaced by rows of `rows` */
+    tk_tensor *rows;   /* set by fn */
+} tk_table_fetch_item;
+typedef struct tk_table_fetch {
+    tk_status (*fn)(tk_ctx *ctx, int32_t n, tk_table_fetch_item *items);
+    void *ud;
+} tk_table_fetch;
+/* The items the forward of embeddings block b would hand its fetch for input `in` (the
+ * ids as given, not yet replaced), in arena memory of ctx: the count, 0 when b reads no
+ * table through a fetch or `in` lacks a feature it needs (nothing is failed: the forward
+ * will say so), -1 when out of memory. For fetching before the forward
+ * (tk_dist_tables_prefetch). */
+int32_t tk_embeddings_fetch_items(tk_ctx *ctx, const tk_block *b, tk_value *in, tk_table_fetch_item **items);
+/* Sets (f) or clears (NULL) the fetch of table `table` (its parameter index) of an
+ * embeddings block; TK_ERROR for another kind or index. Copies of the block get none. */
+tk_status tk_embeddings_set_fetch(tk_block *b, int32_t table, const tk_table_fetch *f);
+
 /* --- forward helpers --- */
 
 /* The tensor of a single-tensor input, or NULL with a message saying `what` needs a

@@ -17,6 +17,7 @@
 
 #include "ops_impl.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@
 static struct {
     bool initialized, finalized;
     int rank, size;
+    pthread_t main_thread; /* the thread that called tk_dist_init: the only one that may call MPI */
     tk_dist_stats stats;
     /* scratch grown on demand; only the thread that called tk_dist_init uses it */
     void *buf;
@@ -54,6 +56,7 @@ static double now(void) {
 bool tk_dist_initialized(void) { return g.initialized && !g.finalized; }
 int tk_dist_rank(void) { return tk_dist_initialized() ? g.rank : 0; }
 int tk_dist_size(void) { return tk_dist_initialized() ? g.size : 1; }
+bool tk_dist_on_main_thread(void) { return tk_dist_initialized() && pthread_equal(pthread_self(), g.main_thread); }
 
 void tk_dist_get_stats(tk_dist_stats *out) {
     if (out) *out = g.stats;
@@ -72,6 +75,7 @@ typedef struct param_list {
 static int collect(void *ud, const char *path, tk_tensor *param, bool trainable) {
     param_list *l = ud;
     if (!trainable || !param || param->dtype != TK_F32 || param->numel == 0) return 0;
+    if (param->flags & TK_TENSOR_ROW_SHARD) return 0; /* its owner's: tk_dist_tables_sync */
     if (l->n == l->cap) {
         int64_t cap = l->cap ? 2 * l->cap : 32;
         tk_tensor **a = realloc(l->p, (size_t)cap * sizeof *a);
@@ -137,6 +141,7 @@ tk_status tk_dist_init(void) {
         return tk_set_error("distributed: MPI_Init_thread failed"), TK_ERROR;
     MPI_Comm_rank(MPI_COMM_WORLD, &g.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g.size);
+    g.main_thread = pthread_self();
     grads_init();
     g.initialized = true;
     if (!inited) {
@@ -317,6 +322,47 @@ tk_status tk_dist_bcast_idle(void *buf, tk_dtype dt, int64_t n, int root, double
         }
     }
     account(t0, g.rank == root ? n * (int64_t)dtype_size(dt) : 0);
+    return TK_OK;
+}
+
+tk_status tk_dist_alltoall_counts(const int64_t *send, int64_t *recv, int64_t per) {
+    if (need_init("alltoall") != TK_OK) return TK_ERROR;
+    if (per < 1 || !fits(per, "alltoall"))
+        return tk_set_error("distributed: alltoall: %lld values a rank", (long long)per), TK_ERROR;
+    double t0 = now();
+    MPI_Alltoall(send, (int)per, MPI_INT64_T, recv, (int)per, MPI_INT64_T, MPI_COMM_WORLD);
+    account(t0, (int64_t)sizeof *send * per * (g.size - 1));
+    return TK_OK;
+}
+
+tk_status tk_dist_alltoallv(const void *send, const int64_t *send_counts, tk_dtype dt, void *recv,
+                            const int64_t *recv_counts) {
+    if (need_init("alltoallv") != TK_OK) return TK_ERROR;
+    if (dt != TK_F32 && dt != TK_I64)
+        return tk_set_error("distributed: alltoallv: dtype %s (float32 or int64)", tk_dtype_name(dt)), TK_ERROR;
+    int S = g.size;
+    int *c = malloc((size_t)4 * S * sizeof *c); /* send counts, displs, recv counts, displs */
+    if (!c) return tk_set_error("distributed: alltoallv: out of memory"), TK_ERROR;
+    int64_t so = 0, ro = 0, sent = 0;
+    for (int i = 0; i < S; i++) {
+        if (!fits(send_counts[i], "alltoallv") || !fits(so, "alltoallv") || !fits(recv_counts[i], "alltoallv") ||
+            !fits(ro, "alltoallv")) {
+            free(c);
+            return TK_ERROR;
+        }
+        c[i] = (int)send_counts[i];
+        c[S + i] = (int)so;
+        c[2 * S + i] = (int)recv_counts[i];
+        c[3 * S + i] = (int)ro;
+        so += send_counts[i];
+        ro += recv_counts[i];
+        if (i != g.rank) sent += send_counts[i];
+    }
+    double t0 = now();
+    MPI_Datatype mt = mpi_type(dt);
+    MPI_Alltoallv(send, c, c + S, mt, recv, c + 2 * S, c + 3 * S, mt, MPI_COMM_WORLD);
+    account(t0, sent * (int64_t)dtype_size(dt));
+    free(c);
     return TK_OK;
 }
 
@@ -532,7 +578,6 @@ typedef struct gbucket {
 
 static struct {
     MPI_Comm a2a, ag;
-    pthread_t thread; /* the thread that called tk_dist_init: the only one that calls MPI */
     /* the step tk_dist_grads_begin set up */
     bool begun, hooked;
     tk_ctx *ctx;
@@ -559,12 +604,10 @@ static struct {
     size_t cap_i, cap_a, cap_ap, cap_b, cap_c, cap_pack, cap_recv;
 } gx;
 
-/* At tk_dist_init (every rank): the communicators of the exchange, and the thread
- * that may call MPI. */
+/* At tk_dist_init (every rank): the communicators of the exchange. */
 static void grads_init(void) {
     MPI_Comm_dup(MPI_COMM_WORLD, &gx.a2a);
     MPI_Comm_dup(MPI_COMM_WORLD, &gx.ag);
-    gx.thread = pthread_self();
 }
 
 /* p grown to at least `bytes` (doubling; kept between steps, so steady steps do not
@@ -771,7 +814,7 @@ static void finalize_until(tk_ctx *ctx, int64_t node) {
 /* The backward hook of an overlapped step (tk_dist_grads_begin). */
 static void on_backward(tk_ctx *ctx, int64_t node, void *ud) {
     (void)ud;
-    if (!pthread_equal(pthread_self(), gx.thread)) return; /* funneled: tk_dist_sync_grads starts them */
+    if (!tk_dist_on_main_thread()) return; /* funneled: tk_dist_sync_grads starts them */
     finalize_until(ctx, node);
     start_ready(true);
     if (gx.next_start > 0) progress(false);
@@ -934,6 +977,11 @@ tk_status tk_dist_allgather_count(int64_t n, int64_t *counts) { return no_mpi();
 tk_status tk_dist_allgatherv(const void *send, tk_dtype dtype, void *recv, const int64_t *counts) { return no_mpi(); }
 tk_status tk_dist_bcast(void *buf, tk_dtype dtype, int64_t n, int root) { return no_mpi(); }
 tk_status tk_dist_bcast_idle(void *buf, tk_dtype dtype, int64_t n, int root, double poll) { return no_mpi(); }
+tk_status tk_dist_alltoall_counts(const int64_t *send, int64_t *recv, int64_t per) { return no_mpi(); }
+tk_status tk_dist_alltoallv(const void *send, const int64_t *send_counts, tk_dtype dtype, void *recv,
+                            const int64_t *recv_counts) {
+    return no_mpi();
+}
 tk_tensor *tk_dist_allgather_rows(tk_ctx *ctx, tk_tensor *x, int64_t *offset) {
     if (offset) *offset = 0;
     return x; /* one process: its rows are all the rows */

@@ -611,7 +611,9 @@ static int visit_fill(void *ud, const char *path, tk_tensor *param, bool trainab
     return 0;
 }
 
-/* block:parameters([skip_root [, trainable_only]]) -> { {path, tensor, trainable=}, ... } */
+/* block:parameters([skip_root [, trainable_only [, shards]]]) -> { {path, tensor, trainable=}, ... }
+ * A row-sharded table (this rank's rows only) is an error unless shards is true (the
+ * optimizer's step, which updates the shards). */
 static int l_parameters(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
     bool skip_root = lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2);
@@ -624,6 +626,12 @@ static int l_parameters(lua_State *L) {
     s.n = 0;
     tk_block_visit_params(b, skip_root, visit_fill, &s);
     if (s.n != n) return tkl_error(L, "parameters: the block changed while it was visited");
+    for (int64_t i = 0; i < n && !lua_toboolean(L, 4); i++)
+        if (entries[i].param->flags & TK_TENSOR_ROW_SHARD)
+            return tkl_error(L,
+                             "parameters: table '%s' is row-sharded over the ranks (this rank holds %lld of its rows); "
+                             "call model:gather_tables() on every rank first",
+                             entries[i].path, (long long)entries[i].param->shape[0]);
     lua_createtable(L, (int)n, 0);
     for (int64_t i = 0; i < n; i++) {
         lua_createtable(L, 2, 1);

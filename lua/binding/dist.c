@@ -151,6 +151,51 @@ static int l_grad_defaults(lua_State *L) {
     return 2;
 }
 
+/* dist_tables_shard(block): the block's embedding tables row-sharded over the ranks */
+static int l_tables_shard(lua_State *L) { return check(L, tk_dist_tables_shard(tkl_check_block(L, 1))); }
+
+/* dist_tables_gather(block): the whole tables back into the blocks (a collective) */
+static int l_tables_gather(lua_State *L) { return check(L, tk_dist_tables_gather(tkl_check_block(L, 1))); }
+
+/* dist_tables_sync(ctx, block): the shards' gradients to their owners (a collective) */
+static int l_tables_sync(lua_State *L) {
+    tkl_context *c = tkl_check_context(L, 1);
+    tk_block *b = tkl_check_block(L, 2);
+    return check(L, tk_dist_tables_sync(c->ctx, b));
+}
+
+/* dist_tables_prefetch(ctx, block, batch): the rows the block's forward on batch reads,
+ * fetched for all its towers at once (a collective) */
+static int l_tables_prefetch(lua_State *L) {
+    tkl_context *c = tkl_check_context(L, 1);
+    tk_block *b = tkl_check_block(L, 2);
+    const char *err = NULL;
+    tk_value *in = tkl_to_value(L, 3, c->ctx, &err);
+    if (!in) return tkl_error(L, "dist_tables_prefetch: %s", err ? err : "bad batch");
+    return check(L, tk_dist_tables_prefetch(c->ctx, b, in));
+}
+
+/* dist_tables_clip_grad_norm(ctx, max_norm) -> the global norm (a collective) */
+static int l_tables_clip(lua_State *L) {
+    tkl_context *c = tkl_check_context(L, 1);
+    double norm = tk_dist_tables_clip_grad_norm(c->ctx, luaL_checknumber(L, 2));
+    if (norm < 0) return tkl_error(L, "%s", tk_last_error());
+    lua_pushnumber(L, norm);
+    return 1;
+}
+
+/* dist_table_info(tensor) -> lo, count, rows (0-based) of this rank's shard, or nothing
+ * for a tensor that is no sharded table */
+static int l_table_info(lua_State *L) {
+    tk_tensor *t = tkl_check_tensor(L, 1);
+    int64_t lo, count, rows;
+    if (!tk_dist_table_shard_info(t, &lo, &count, &rows)) return 0;
+    lua_pushinteger(L, (lua_Integer)lo);
+    lua_pushinteger(L, (lua_Integer)count);
+    lua_pushinteger(L, (lua_Integer)rows);
+    return 3;
+}
+
 /* dist_shard_range(n [, rank, size]) -> lo, count: the rows of a catalogue of n items a
  * rank holds (tk_dist_shard_range; rank and size default to this process's) */
 static int l_shard_range(lua_State *L) {
@@ -300,6 +345,12 @@ void tkl_open_dist(lua_State *L) {
         { "dist_abort", l_abort },
         { "dist_finalize", l_finalize },
         { "dist_shard_range", l_shard_range },
+        { "dist_tables_shard", l_tables_shard },
+        { "dist_tables_gather", l_tables_gather },
+        { "dist_tables_sync", l_tables_sync },
+        { "dist_table_info", l_table_info },
+        { "dist_tables_clip_grad_norm", l_tables_clip },
+        { "dist_tables_prefetch", l_tables_prefetch },
         { "dist_topk_merge", l_topk_merge },
         { "sharded_index_new", l_index_new },
         { "sharded_index_info", l_index_info },

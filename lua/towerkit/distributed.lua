@@ -354,8 +354,61 @@ function Plan:begin_grads(ctx, block)
   core.dist_grads_begin(ctx, block, self.allreduce.bucket_bytes, self.allreduce.overlap)
 end
 
---- plan:sync_grads(ctx, block): after backward, the gradients averaged over the ranks.
-function Plan:sync_grads(ctx, block) core.dist_sync_grads(ctx, block) end
+--- plan:before_forward(ctx, model, batch): with row-sharded tables, the rows the
+-- forward pass reads, fetched from their owners for both towers at once.
+function Plan:before_forward(ctx, model, batch)
+  if model.sharding then
+    core.dist_tables_shard(model.block)
+    core.dist_tables_prefetch(ctx, model.block, batch)
+  end
+end
+
+--- plan:sync_grads(ctx, model): after backward, the gradients averaged over the ranks
+-- (a row-sharded table's rows on the rank that owns them).
+function Plan:sync_grads(ctx, model)
+  if model.sharding then core.dist_tables_sync(ctx, model.block) end
+  core.dist_sync_grads(ctx, model.block)
+end
+
+--- plan:clip_grad_norm(ctx, model) -> the global gradient norm, clipped to model.clip
+-- (with row-sharded tables every rank's shards count, summed in rank order).
+function Plan:clip_grad_norm(ctx, model)
+  local max = model.clip or math.huge
+  if model.sharding then return core.dist_tables_clip_grad_norm(ctx, max) end
+  return require("towerkit.optim").clip_grad_norm(max, ctx)
+end
+
+-- ----------------------------------------------------------------------------------
+-- Row-sharded embedding tables (core/src/dist_table.c)
+-- ----------------------------------------------------------------------------------
+
+--- The hook of compile{embedding_sharding =}: on (every rank holds 1/N of each table's
+-- rows from now on) or off (the whole tables back on every rank, a collective).
+function M.set_sharding(model, on)
+  if on then
+    core.dist_tables_shard(model.block)
+    model.sharding = "row"
+  elseif model.sharding then
+    core.dist_tables_gather(model.block)
+    model.sharding = nil
+  end
+end
+
+--- with_whole_tables(model, fn, ...) -> fn(...)'s results. With row-sharded tables the
+-- whole tables are gathered into the model on every rank (a collective: every rank
+-- must call it) for fn, and sharded again after it, also when fn raises; otherwise (or
+-- inside another such call) just fn(...). Saving, evaluating and exporting embeddings
+-- run so: they read whole tables, on threads that may not call MPI.
+function M.with_whole_tables(model, fn, ...)
+  if not model.sharding or model._whole_tables then return fn(...) end
+  core.dist_tables_gather(model.block)
+  model._whole_tables = true
+  local res = { pcall(fn, ...) }
+  model._whole_tables = nil
+  core.dist_tables_shard(model.block)
+  if not res[1] then error(res[2], 0) end
+  return unpack(res, 2, table.maxn(res))
+end
 
 -- ----------------------------------------------------------------------------------
 -- Evaluation: the rows split over the ranks, the metric sums added

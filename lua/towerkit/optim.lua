@@ -25,7 +25,7 @@ local Optimizer = {}
 Optimizer.__index = Optimizer
 
 local function params_of(x, what)
-  if core.is_block(x) then return x:parameters(true, true) end
+  if core.is_block(x) then return x:parameters(true, true, true) end -- row-sharded tables' shards too
   if type(x) ~= "table" then
     argerror("%s: a block or a list of parameters expected, got %s", what, type(x))
   end

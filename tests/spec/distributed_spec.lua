@@ -18,6 +18,27 @@ describe("tk.distributed in one process", function()
     end
   end)
 
+  it("refuses row-sharded tables in one process, and unknown schemes", function()
+    local T = tk.Tags
+    local schema = tk.Schema {
+      tk.ColumnSchema("user_id", { tags = { T.USER_ID, T.CATEGORICAL }, int_domain = { max = 9 } }),
+      tk.ColumnSchema("item_id", { tags = { T.ITEM_ID, T.CATEGORICAL }, int_domain = { max = 9 } }),
+    }
+    local m = tk.TwoTowerModel(schema, tk.MLPBlock({ 4 }))
+    local ok, err = pcall(m.compile, m, { embedding_sharding = "row" })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find('embedding_sharding = "row" splits the tables over the ranks', 1, true), err)
+    ok, err = pcall(m.compile, m, { embedding_sharding = true })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find('embedding_sharding must be "replicated" or "row"', 1, true), err)
+    m:compile { embedding_sharding = "replicated" }
+    assert.is_nil(m.sharding)
+    -- the C entry refuses too (no MPI started, or one rank)
+    ok, err = pcall(tk.core.dist_tables_shard, m.block)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("row-sharded tables need MPI with more than one rank", 1, true), err)
+  end)
+
   it("a rank's rows against all items (row_offset) make the full batch's loss", function()
     tk.manual_seed(3)
     local q, c = tk.randn({ 8, 4 }), tk.randn({ 8, 4 })

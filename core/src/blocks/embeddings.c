@@ -15,6 +15,7 @@ typedef struct emb_table {
     char *name;
     int64_t cardinality, dim;
     tk_init init;
+    tk_table_fetch fetch; /* fn NULL: the parameter is the whole table */
 } emb_table;
 
 typedef struct emb_feature {
@@ -60,6 +61,7 @@ static void *emb_copy_impl(const void *impl) {
     }
     for (; c->ntables < e->ntables; c->ntables++) {
         c->tables[c->ntables] = e->tables[c->ntables];
+        c->tables[c->ntables].fetch = (tk_table_fetch){ 0 };
         if (!(c->tables[c->ntables].name = tk_strdup(e->tables[c->ntables].name))) goto fail;
     }
     c->continuous = calloc((size_t)(e->ncontinuous ? e->ncontinuous : 1), sizeof *c->continuous);
@@ -73,36 +75,99 @@ fail:
     return NULL;
 }
 
+/* The ids (and offsets, NULL for one-hot) of feature f in the input, checked. */
+static bool feature_ids(tk_ctx *ctx, tk_value *in, const emb_feature *f, tk_tensor **ids, tk_tensor **offsets) {
+    *ids = tk_value_get(in, f->name);
+    *offsets = NULL;
+    if (!*ids && !tk_value_get_ragged(in, f->name, ids, offsets)) {
+        char vname[256], oname[256]; /* the entries' names, for the message */
+        tk_ragged_name_join(f->name, TK_RAGGED_VALUES, vname, sizeof vname);
+        tk_ragged_name_join(f->name, TK_RAGGED_OFFSETS, oname, sizeof oname);
+        if (!*ids && !*offsets)
+            return tk_ctx_fail(ctx, "embeddings: the input has no feature '%s' (expected '%s', or '%s' and '%s')",
+                               f->name, f->name, vname, oname),
+                   false;
+        return tk_ctx_fail(ctx, "embeddings: feature '%s' has '%s' but no '%s'", f->name, *ids ? vname : oname,
+                           *ids ? oname : vname),
+               false;
+    }
+    if (*offsets && (*offsets)->dtype != TK_I64)
+        return tk_ctx_fail(ctx, "embeddings: the offsets of feature '%s' must be int64, got %s", f->name,
+                           tk_dtype_name((*offsets)->dtype)),
+               false;
+    if ((*ids)->dtype != TK_I64) {
+        char s[64];
+        return tk_ctx_fail(ctx, "embeddings: feature '%s' must be int64 ids, got %s %s", f->name,
+                           tk_dtype_name((*ids)->dtype), tk_shape_str(*ids, s, sizeof s)),
+               false;
+    }
+    return true;
+}
+
+/* The fetch items of the tables e reads through a fetch, with the features' ids (ids[i]
+ * of feature i): one item per such table in table order, its lists in feature order
+ * (arena memory of ctx). The count, 0 for none, -1 when out of memory. */
+static int32_t make_items(tk_ctx *ctx, const emb_impl *e, tk_tensor *const *ids, tk_table_fetch_item **out) {
+    int32_t nt = 0, nf = e->nfeatures;
+    for (int32_t t = 0; t < e->ntables; t++) nt += e->tables[t].fetch.fn != NULL;
+    if (nt == 0) return 0;
+    tk_table_fetch_item *items = tk_ctx_alloc(ctx, (size_t)nt * sizeof *items);
+    tk_tensor **lists = tk_ctx_alloc(ctx, (size_t)(nf ? nf : 1) * sizeof *lists);
+    if (!items || !lists) return -1;
+    int32_t k = 0, at = 0;
+    for (int32_t t = 0; t < e->ntables; t++) {
+        const tk_table_fetch *fe = &e->tables[t].fetch;
+        if (!fe->fn) continue;
+        items[k] = (tk_table_fetch_item){ fe->ud, e->tables[t].name, 0, lists + at, NULL };
+        for (int32_t i = 0; i < nf; i++)
+            if (e->features[i].table == t) {
+                lists[at++] = ids[i];
+                items[k].n++;
+            }
+        k++;
+    }
+    *out = items;
+    return nt;
+}
+
 static tk_value *emb_forward(tk_ctx *ctx, tk_block *b, tk_value *in) {
     const emb_impl *e = b->impl;
     if (!tk_block_need_tabular(ctx, "embeddings", in)) return NULL;
     tk_value *out = tk_value_table(ctx);
     if (!out) return NULL;
+    int32_t nf = e->nfeatures;
+    tk_tensor **ids = tk_ctx_alloc(ctx, (size_t)(nf ? 3 * nf : 1) * sizeof *ids);
+    if (!ids) return NULL;
+    tk_tensor **offsets = ids + nf, **tables = ids + 2 * nf;
+    for (int32_t i = 0; i < nf; i++) {
+        if (!feature_ids(ctx, in, &e->features[i], &ids[i], &offsets[i])) return NULL;
+        tables[i] = b->params[e->features[i].table];
+    }
+    /* tables read through a fetch (row-sharded): one call for all of them, with every
+     * feature's ids, which it replaces by rows of the tensor it fetched */
+    tk_table_fetch_item *items = NULL;
+    int32_t nt = make_items(ctx, e, ids, &items);
+    if (nt < 0) return NULL;
+    if (nt > 0) {
+        tk_status (*fn)(tk_ctx *, int32_t, tk_table_fetch_item *) = NULL;
+        for (int32_t t = 0; t < e->ntables && !fn; t++) fn = e->tables[t].fetch.fn;
+        if (fn(ctx, nt, items) != TK_OK) return NULL;
+        for (int32_t t = 0, k = 0; t < e->ntables; t++) { /* the lists in the order make_items made them */
+            if (!e->tables[t].fetch.fn) continue;
+            for (int32_t i = 0, j = 0; i < nf; i++)
+                if (e->features[i].table == t) {
+                    ids[i] = items[k].ids[j++];
+                    tables[i] = items[k].rows;
+                }
+            k++;
+        }
+    }
     tk_tensor *l2sum = NULL;
     bool reg = e->l2 > 0 && tk_ctx_training(ctx);
-    for (int32_t i = 0; i < e->nfeatures; i++) {
+    for (int32_t i = 0; i < nf; i++) {
         const emb_feature *f = &e->features[i];
         const emb_table *t = &e->tables[f->table];
-        tk_tensor *ids = tk_value_get(in, f->name), *offsets = NULL;
-        if (!ids && !tk_value_get_ragged(in, f->name, &ids, &offsets)) {
-            char vname[256], oname[256]; /* the entries' names, for the message */
-            tk_ragged_name_join(f->name, TK_RAGGED_VALUES, vname, sizeof vname);
-            tk_ragged_name_join(f->name, TK_RAGGED_OFFSETS, oname, sizeof oname);
-            if (!ids && !offsets)
-                return tk_ctx_fail(ctx, "embeddings: the input has no feature '%s' (expected '%s', or '%s' and '%s')",
-                                   f->name, f->name, vname, oname);
-            return tk_ctx_fail(ctx, "embeddings: feature '%s' has '%s' but no '%s'", f->name, ids ? vname : oname,
-                               ids ? oname : vname);
-        }
-        if (offsets && offsets->dtype != TK_I64)
-            return tk_ctx_fail(ctx, "embeddings: the offsets of feature '%s' must be int64, got %s", f->name,
-                               tk_dtype_name(offsets->dtype));
-        if (ids->dtype != TK_I64) {
-            char s[64];
-            return tk_ctx_fail(ctx, "embeddings: feature '%s' must be int64 ids, got %s %s", f->name,
-                               tk_dtype_name(ids->dtype), tk_shape_str(ids, s, sizeof s));
-        }
-        tk_tensor *v = tk_embedding_lookup(ctx, b->params[f->table], ids, offsets, f->combiner, t->name);
+        tk_tensor *v = tk_embedding_lookup(ctx, tables[i], ids[i], offsets[i], f->combiner, t->name);
         if (tk_value_set(ctx, out, f->name, v) != TK_OK) return NULL;
         if (reg) {
             tk_tensor *s = tk_sum(ctx, tk_square(ctx, v), -1, false);
@@ -259,7 +324,7 @@ tk_status tk_embeddings_add_feature(tk_block *b, const char *feature, const char
             return TK_ERROR;
         }
         ti = e->ntables++;
-        e->tables[ti] = (emb_table){ tname, cardinality, dim, init };
+        e->tables[ti] = (emb_table){ tname, cardinality, dim, init, { 0 } };
     }
     e->features[e->nfeatures++] = (emb_feature){ fname, ti, combiner };
     return TK_OK;
@@ -294,6 +359,34 @@ tk_status tk_embeddings_add_continuous(tk_block *b, const char *feature) {
         return TK_ERROR;
     }
     e->continuous[e->ncontinuous++] = name;
+    return TK_OK;
+}
+
+int32_t tk_embeddings_fetch_items(tk_ctx *ctx, const tk_block *b, tk_value *in, tk_table_fetch_item **items) {
+    if (!b || b->kind != &tk_kind_embeddings || !tk_value_is_tabular(in)) return 0;
+    const emb_impl *e = b->impl;
+    int32_t nf = e->nfeatures;
+    tk_tensor **ids = tk_ctx_alloc(ctx, (size_t)(nf ? nf : 1) * sizeof *ids);
+    if (!ids) return -1;
+    for (int32_t i = 0; i < nf; i++) {
+        const emb_feature *f = &e->features[i];
+        tk_tensor *offsets = NULL;
+        ids[i] = NULL;
+        if (!e->tables[f->table].fetch.fn) continue;
+        ids[i] = tk_value_get(in, f->name);
+        if (!ids[i] && !tk_value_get_ragged(in, f->name, &ids[i], &offsets)) return 0;
+        if (!ids[i] || ids[i]->dtype != TK_I64) return 0; /* the forward will say what is wrong */
+    }
+    return make_items(ctx, e, ids, items);
+}
+
+tk_status tk_embeddings_set_fetch(tk_block *b, int32_t table, const tk_table_fetch *f) {
+    if (!b || b->kind != &tk_kind_embeddings)
+        return tk_set_error("embeddings_set_fetch: not an embeddings block"), TK_ERROR;
+    emb_impl *e = b->impl;
+    if (table < 0 || table >= e->ntables)
+        return tk_set_error("embeddings '%s': no table %d", b->name, (int)table), TK_ERROR;
+    e->tables[table].fetch = f ? *f : (tk_table_fetch){ 0 };
     return TK_OK;
 }
 
@@ -354,7 +447,7 @@ tk_block *tk_embeddings_from_config(const void *json, uint64_t seed) {
             tk_cfg_fail("out of memory");
             goto fail;
         }
-        e->tables[e->ntables++] = (emb_table){ tname, card, dim, init };
+        e->tables[e->ntables++] = (emb_table){ tname, card, dim, init, { 0 } };
     }
     for (int i = 0; i < cJSON_GetArraySize(features); i++) {
         const cJSON *f = cJSON_GetArrayItem(features, i);

@@ -33,10 +33,16 @@ typedef struct param_list {
     char **names;
     tk_tensor **tensors;
     bool oom;
+    const char *sharded; /* the path of a row-sharded table met, or NULL */
 } param_list;
 
 static int collect_param(void *ud, const char *path, tk_tensor *param, bool trainable) {
     param_list *l = ud;
+    if (param->flags & TK_TENSOR_ROW_SHARD) { /* a rank's rows only: not the table */
+        l->sharded = tk_strdup(path);
+        l->oom = !l->sharded;
+        return 1;
+    }
     tk_tensor_sync(param); /* saved (or loaded over) with every row up to date (lazy = false) */
     if (l->n == l->cap) {
         int32_t cap = l->cap ? l->cap * 2 : 16;
@@ -86,6 +92,14 @@ static tk_status check_built(const tk_block *b, const char *path, const char *ac
 static tk_status collect_params(const tk_block *b, const char *path, const char *action, param_list *l) {
     if (check_built(b, path, action) != TK_OK) return TK_ERROR;
     tk_block_visit_params(b, true, collect_param, l);
+    if (l->sharded) {
+        tk_set_error("%s: cannot %s the weights of block '%s': table '%s' is row-sharded over the ranks (this rank "
+                     "holds some of its rows); gather the tables first (tk_dist_tables_gather, model:gather_tables())",
+                     path, action, b->name, l->sharded);
+        free((void *)l->sharded);
+        l->sharded = NULL;
+        return TK_ERROR;
+    }
     if (l->oom) {
         tk_set_error("out of memory");
         return TK_ERROR;

@@ -7,6 +7,7 @@ D "TwoTowerModel:compile" { "model:compile([opts]) -> model", "Sets the optimize
     { "metrics", "{ RecallAt(10), NDCGAt(10) }", "tk.metrics for evaluate and validation" },
     { "clip_grad_norm", "nil", "clip the global gradient norm at this value" },
     { "schedule", "nil", "fn(step, base_lr) -> lr (tk.optim.schedules.*)" },
+    { "embedding_sharding", "\"replicated\"", "\"row\": under mpirun each rank holds 1/N of every table's rows" },
   }, merlin = "Model.compile", example = "m:compile { optimizer = tk.optim.Adam { learning_rate = 1e-2 } }" }
 D "TwoTowerModel:fit" { "model:fit(data [, opts]) -> History",
   "Trains on a Dataset with in-batch negatives. On a terminal a progress bar is redrawn in place;\n" ..
@@ -62,6 +63,11 @@ D "TwoTowerModel:to_top_k_encoder" { "model:to_top_k_encoder(items [, {k = 10, b
   "An exact top-k retriever: encoder:query(batch [, {k =}]) returns item ids (int64 [B, k]) and\n" ..
   "scores, best first. Under mpirun the ranks embed the catalogue together (item_embeddings).",
   merlin = "Model.to_top_k_encoder", example = "local enc = m:to_top_k_encoder(items, { k = 5 })\nenc:query(batch)" }
+D "TwoTowerModel:gather_tables" { "model:gather_tables()",
+  "With row-sharded tables (compile{embedding_sharding = \"row\"}): the whole tables back into the\n" ..
+  "model on every rank (a collective), so that named_parameters and the like read them; the next\n" ..
+  "training step shards them again. Nothing to do otherwise.", merlin = "DistributedModelParallel state_dict",
+  example = "m:gather_tables()\nprint(#m.block:named_parameters())" }
 D "TwoTowerModel:save" { "model:save(dir [, {distributed = true}])",
   "Writes config.json, schema.json, model.json and weights.safetensors\n" ..
   "atomically (tk.load reads them back). Under mpirun every rank calls it and rank 0 writes one\n" ..

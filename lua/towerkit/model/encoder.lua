@@ -16,7 +16,9 @@ function encoder.new(model, k, item_ids, items)
 end
 
 --- query(batch [, {k =}]) -> item ids (int64 [B, k]) and scores ([B, k]), best first.
-function Encoder:query(batch, opts)
+-- With a model whose tables are row-sharded over MPI ranks, a collective: the tables are
+-- gathered for it (every rank calls it with its batch).
+local function query(self, batch, opts)
   opts = util.known_options(opts, { k = true }, "query")
   local k = opts.k or self.k
   local ctx = core.Context(3)
@@ -25,6 +27,10 @@ function Encoder:query(batch, opts)
   if self.model.block:post() then q = self.model.block:post():forward(q, ctx) end
   local idx, scores = core.topk(q, self.items, k)
   return core.map_ids(idx, self.item_ids), scores
+end
+
+function Encoder:query(batch, opts)
+  return require("towerkit.distributed").with_whole_tables(self.model, query, self, batch, opts)
 end
 
 return encoder

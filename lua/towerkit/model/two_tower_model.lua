@@ -141,9 +141,23 @@ end
 
 function model.is_model(x) return getmetatable(x) == Model end
 
---- compile{optimizer =, metrics = {...}, clip_grad_norm =, schedule =}
+--- compile{optimizer =, metrics = {...}, clip_grad_norm =, schedule =,
+-- embedding_sharding = "replicated" | "row"}. Under mpirun, "row" splits every embedding
+-- table's rows over the ranks (each holds 1/N of the rows and their optimizer state;
+-- docs/distributed.md); "replicated" (the default) keeps every table whole on every rank.
 function Model:compile(opts)
-  opts = util.known_options(opts, { optimizer = true, metrics = true, schedule = true, clip_grad_norm = true }, "compile")
+  opts = util.known_options(opts, { optimizer = true, metrics = true, schedule = true, clip_grad_norm = true,
+    embedding_sharding = true }, "compile")
+  local sharding = opts.embedding_sharding
+  if sharding ~= nil and sharding ~= "replicated" and sharding ~= "row" then
+    argerror('compile: embedding_sharding must be "replicated" or "row", got %s',
+      type(sharding) == "string" and ('"%s"'):format(sharding) or util.describe(sharding))
+  end
+  if sharding == "row" then
+    if not distributed.auto() then
+      argerror('compile: embedding_sharding = "row" splits the tables over the ranks of an MPI job (mpirun -np N, N > 1); this process runs alone, so its tables stay whole: leave the option out or say "replicated"')
+    end
+  end
   self.optimizer = opts.optimizer or optim.Adam { learning_rate = 1e-3 }
   if getmetatable(self.optimizer) == nil or not self.optimizer.step then
     argerror("compile: optimizer must be a tk.optim optimizer")
@@ -160,7 +174,16 @@ function Model:compile(opts)
   self.base_lr = self.optimizer:learning_rate()
   self.step_count = 0
   self.ctx = core.Context(1)
+  distributed.set_sharding(self, sharding == "row")
   return self
+end
+
+--- gather_tables(): with row-sharded tables (compile{embedding_sharding = "row"}), puts
+-- the whole tables back into the model on every rank (a collective: every rank calls
+-- it), so that named_parameters and the like read them; the next training step shards
+-- them again. Nothing to do otherwise.
+function Model:gather_tables()
+  if self.sharding then core.dist_tables_gather(self.block) end
 end
 
 local function need_compiled(self, what)
@@ -212,6 +235,9 @@ local function finite(v) return v == v and v ~= math.huge and v ~= -math.huge en
 -- and the gradients averaged over the ranks before clipping and the optimizer step.
 function Model:train_step(batch)
   local plan = self._dist
+  if self.sharding and not plan then
+    argerror('train_step: this model\'s tables are row-sharded over the ranks (compile{embedding_sharding = "row"}): train it with fit, which runs the steps on every rank together')
+  end
   local trainer = not plan and trainer_for(self)
   if trainer then
     -- the options' small tensors (scaled logQ) live in self.ctx until the next step
@@ -222,6 +248,7 @@ function Model:train_step(batch)
   local ctx = self.ctx
   ctx:reset()
   ctx:train(true)
+  if plan then plan:before_forward(ctx, self, batch) end
   local o = self.opts
   local loss = ctx:run(function()
     local out = self.block:forward(batch, ctx)
@@ -247,8 +274,8 @@ function Model:train_step(batch)
   if not finite(value) then return value end
   if plan then plan:begin_grads(ctx, self.block) end
   loss:backward()
-  if plan then plan:sync_grads(ctx, self.block) end
-  local norm = optim.clip_grad_norm(self.clip or math.huge, ctx)
+  if plan then plan:sync_grads(ctx, self) end
+  local norm = plan and plan:clip_grad_norm(ctx, self) or optim.clip_grad_norm(self.clip or math.huge, ctx)
   if not finite(norm) then return 0 / 0 end
   self.optimizer:step(self.block, ctx)
   return value
@@ -299,6 +326,9 @@ function Model:fit(data, opts)
   if data:size() < 2 then
     argerror("fit: the data has %d row%s; training needs at least 2 (one batch of a positive and a negative)",
       data:size(), data:size() == 1 and "" or "s")
+  end
+  if self.sharding and opts.distributed == false then
+    argerror('fit: distributed = false: this model\'s tables are row-sharded over the ranks (compile{embedding_sharding = "row"}); it trains on every rank together')
   end
   -- under mpirun with N ranks: each takes its rows of global batches of N x bs (distributed.lua)
   local allreduce = distributed.allreduce_options(opts.allreduce, "fit")
@@ -412,11 +442,18 @@ end
 --- query_embeddings(data [, {batch_size, distributed = true, shard = false}]) ->
 -- {ids =, embeddings =} (ids: the query id column when the schema has one, else row
 -- numbers). Under mpirun, a collective, as item_embeddings.
-function Model:query_embeddings(data, opts)
+local function query_embeddings(self, data, opts)
   opts = util.known_options(opts, EXPORT_OPTS, "query_embeddings")
   if not is_dataset(data) then argerror("query_embeddings: data must be a Dataset") end
   local ids = (self.query_id and data:has_column(self.query_id)) and data:column(self.query_id) or core.arange(data:size())
   return export(self, "query", data, ids, opts)
+end
+
+-- With row-sharded tables, the calls below gather the whole tables on every rank for
+-- their time (tk.distributed.with_whole_tables): they read whole tables, on threads
+-- that may not call MPI.
+function Model:query_embeddings(data, opts)
+  return distributed.with_whole_tables(self, query_embeddings, self, data, opts)
 end
 
 --- item_embeddings(items [, {batch_size = 1024, distributed = true, shard = false}]) ->
@@ -426,23 +463,31 @@ end
 -- true each rank gets only its shard ({ids, embeddings, offset, size}: its first row
 -- and the number of distinct items), the input of tk.distributed.ShardedIndex.
 -- distributed = false embeds everything in this process alone.
-function Model:item_embeddings(items, opts)
+local function item_embeddings(self, items, opts)
   opts = util.known_options(opts, EXPORT_OPTS, "item_embeddings")
   if not is_dataset(items) then argerror("item_embeddings: items must be a Dataset") end
   local corpus = items:unique_by(self.item_id)
   return export(self, "item", corpus, corpus:column(self.item_id), opts)
 end
 
+function Model:item_embeddings(items, opts)
+  return distributed.with_whole_tables(self, item_embeddings, self, items, opts)
+end
+
 --- to_top_k_encoder(items, {k = 10, batch_size, distributed = true}) -> encoder;
 -- encoder:query(batch [, {k, exclude}]) returns item ids (int64 [B, k]) and scores
 -- ([B, k]), best first, exact. Under mpirun the catalogue is embedded in parallel
 -- (item_embeddings) and every rank's encoder holds all of it.
-function Model:to_top_k_encoder(items, opts)
+local function to_top_k_encoder(self, items, opts)
   opts = util.known_options(opts, { k = true, batch_size = true, distributed = true }, "to_top_k_encoder")
   local k = opts.k or 10
   if type(k) ~= "number" or k < 1 or k % 1 ~= 0 then argerror("to_top_k_encoder: k must be a positive integer") end
   local e = self:item_embeddings(items, { batch_size = opts.batch_size, distributed = opts.distributed })
   return encoder.new(self, k, e.ids, e.embeddings)
+end
+
+function Model:to_top_k_encoder(items, opts)
+  return distributed.with_whole_tables(self, to_top_k_encoder, self, items, opts)
 end
 
 local EVALUATE_OPTS = { item_corpus = true, k = true, exclude_seen = true, batch_size = true, metrics = true,
@@ -505,7 +550,7 @@ end
 -- (a collective) the ranks embed the catalogue together (item_embeddings), each rank
 -- ranks a contiguous share of the rows and the metrics are summed over ranks
 -- (distributed = false: this process alone).
-function Model:evaluate(data, opts)
+local function evaluate(self, data, opts)
   opts = util.known_options(opts, EVALUATE_OPTS, "evaluate")
   if not is_dataset(data) then argerror("evaluate: data must be a Dataset") end
   local corpus = opts.item_corpus
@@ -521,6 +566,10 @@ function Model:evaluate(data, opts)
   return evaluate_rows(self, data, opts)
 end
 
+function Model:evaluate(data, opts)
+  return distributed.with_whole_tables(self, evaluate, self, data, opts)
+end
+
 --- Popularity baseline: ranks items by their count in `train`; returns the same
 -- metrics as evaluate for the rows of `data`, with the same exclude_seen.
 function Model:popularity_baseline(train, data, opts)
@@ -534,8 +583,9 @@ end
 -- weights.safetensors, written to a temporary directory and renamed into place. Under
 -- mpirun every rank calls it and rank 0 writes, after a barrier, while the others wait
 -- (tk.distributed.on_root: the ranks' weights are identical); distributed = false
--- writes from this process alone. The optimizer's state is not saved.
-function Model:save(dir, opts)
+-- writes from this process alone. The optimizer's state is not saved. Row-sharded tables
+-- are gathered first (every rank calls save then, also with distributed = false).
+local function save(self, dir, opts)
   if type(dir) ~= "string" or dir == "" then argerror("save: a directory path expected") end
   opts = util.known_options(opts, { distributed = true }, "save")
   local model_json = json.encode({ class = "TwoTowerModel", options = self.opts, version = core.version }, true)
@@ -544,6 +594,10 @@ function Model:save(dir, opts)
   end
   if opts.distributed == false then return write() end
   distributed.on_root(write)
+end
+
+function Model:save(dir, opts)
+  return distributed.with_whole_tables(self, save, self, dir, opts) -- row-sharded: gathered for it
 end
 
 --- tk.load(dir) -> the saved model (compile it again to train further).
