@@ -31,7 +31,7 @@ local BR = tonumber(arg and arg[1]) or 512
 local STEPS = tonumber(arg and arg[2]) or 20
 local SET = { mode = "default", tables = "replicated", scale = "1" }
 for i = 3, arg and #arg or 0 do
-  local k, v = arg[i]:match("^(%w+)=(.*)$")
+  local k, v = arg[i]:match("^([%w_]+)=(.*)$")
   if not k or (SET[k] == nil and k ~= "bucket_bytes") then
     error("w1_mpi.lua: settings are mode=, bucket_bytes=, tables= and scale=, got " .. arg[i])
   end
