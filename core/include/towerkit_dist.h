@@ -126,8 +126,12 @@ tk_status tk_dist_grads_begin(tk_ctx *ctx, const tk_block *b, const tk_dist_grad
  * [floor(r V / N), floor((r + 1) V / N)) of each table of V rows, and the optimizer holds
  * state for those rows only. A step reads the rows its batch looks up from their owners
  * (tk_dist_tables_prefetch, else the embeddings blocks' forward) and sends their
- * gradients back to the owners
- * (tk_dist_tables_sync); the results are bitwise those of replicated tables.
+ * gradients back to the owners (tk_dist_tables_sync); the results are bitwise those of
+ * replicated tables. While sharded, every forward pass through an embeddings block is a
+ * collective (it fetches rows from the other ranks): every rank must run it, on the
+ * thread that called tk_dist_init (on another thread it fails with a message). A host
+ * that embeds or serves on one rank alone (tk_block_embed, tk_model_recommend) calls
+ * tk_dist_tables_gather first; a forward on one rank alone would wait for the others.
  *
  * tk_dist_tables_shard: every embeddings block under root reads its tables sharded from
  * now on: the block's parameter becomes this rank's shard (a tensor flagged
