@@ -37,7 +37,7 @@ HOST_LINK    = $(HOST_OBJ) $(BIND_OBJ) $(BUILD)/libtowerkit.a $(LDFLAGS) $(LUA_L
 HEADERS     := $(wildcard core/include/*.h core/src/*.h core/src/*/*.h lua/binding/*.h tests/c/*.h)
 
 .PHONY: all deps docs format check-format test test-c test-lua test-kernels test-asan test-tsan check-includes bench \
-        bench-server run clean install install-modules rock rock-install fuzz fuzz-deps
+        bench-server bench-mpi run clean install install-modules rock rock-install fuzz fuzz-deps
 
 all: $(BUILD)/libtowerkit.a $(BUILD)/libtowerkit.so $(BUILD)/libtowerkit_lua.so $(BUILD)/lua/towerkit/core.so \
      $(BUILD)/towerkit
@@ -241,6 +241,26 @@ $(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/*.h $(HOST_OBJ) $(BIND_OBJ)
 bench-server: deps
 	@$(MAKE) --no-print-directory all $(SERVE_BIN)
 	@bench/server_load/run.sh $(BUILD)
+
+# The MPI measurements of docs/distributed.md (W1 at 1 and 2 ranks, one thread a rank;
+# the dense exchange's modes; replicated and row-sharded tables at W1 and W1 x 10; the
+# parallel export): JSON lines from each, for the tables there. OpenBLAS runs the kernel
+# towerkit picks (OPENBLAS_CORETYPE unset), one thread.
+MPIRUN_BENCH := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 \
+                OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe
+bench-mpi: deps all
+	@command -v mpirun >/dev/null || { echo "bench-mpi: no mpirun (make deps installs Open MPI)"; exit 1; }
+	@echo "== one process, one context (the step every rank runs), global batch 1024 and 512"
+	@TK_BENCH_SIDE_BY_SIDE=0 $(MPIRUN_BENCH) -np 1 $(BUILD)/towerkit bench/w1_mpi.lua 1024 50
+	@TK_BENCH_SIDE_BY_SIDE=0 $(MPIRUN_BENCH) -np 1 $(BUILD)/towerkit bench/w1_mpi.lua 512 50
+	@echo "== one process, side-by-side trainer, 2 threads, global batch 1024"
+	@TK_BENCH_THREADS=2 $(MPIRUN_BENCH) --bind-to none -np 1 $(BUILD)/towerkit bench/w1_mpi.lua 1024 50
+	@for m in "mode=one" "mode=buckets bucket_bytes=262144" "mode=overlap bucket_bytes=262144" \
+	          "mode=default" "tables=row" "scale=10" "tables=row scale=10"; do \
+	  echo "== 2 ranks, 512 a rank, $$m"; \
+	  $(MPIRUN_BENCH) -np 2 $(BUILD)/towerkit bench/w1_mpi.lua 512 50 $$m || exit 1; done
+	@for n in 1 2; do echo "== the export, $$n rank(s)"; \
+	  $(MPIRUN_BENCH) -np $$n $(BUILD)/towerkit bench/export_mpi.lua 5 || exit 1; done
 
 run: deps all
 	$(BUILD)/towerkit examples/two_tower_synthetic.lua
