@@ -50,7 +50,8 @@ typedef struct row_shard {
     uint64_t gen; /* the walk that last saw it */
 } row_shard;
 
-/* Every table sharded in this process (tables stay sharded for the process's life). */
+/* Every table sharded in this process; an entry goes when nothing but this registry
+ * holds its tensors (its model was freed: prune). */
 static struct {
     row_shard **s;
     int64_t n, cap;
@@ -481,6 +482,30 @@ static tk_status drop_full(void *ud, tk_block *b, int32_t i) {
     return TK_OK;
 }
 
+static bool only_here(const tk_tensor *t) { return __atomic_load_n(&t->refcount, __ATOMIC_ACQUIRE) == 1; }
+
+/* Drops the entries of tables no block holds any more (the model was freed): the shard,
+ * and the whole table while gathered, are referenced by the registry alone. A block that
+ * holds either keeps it above one reference, so no live block's fetch points at a
+ * freed entry. */
+static void prune(void) {
+    int64_t kept = 0;
+    for (int64_t i = 0; i < reg.n; i++) {
+        row_shard *s = reg.s[i];
+        if (only_here(s->shard) && (!s->full || only_here(s->full))) {
+            clear_fetches(s);
+            free(s->f);
+            tk_tensor_release(s->shard);
+            tk_tensor_release(s->full);
+            free(s->bounds);
+            free(s);
+        } else {
+            reg.s[kept++] = s;
+        }
+    }
+    reg.n = kept;
+}
+
 static tk_status need_ranks(const char *what) {
     if (tk_dist_initialized() && tk_dist_size() > 1) return TK_OK;
     return tk_set_error("distributed: %s: row-sharded tables need MPI with more than one rank (mpirun -np N, N > 1)",
@@ -492,6 +517,7 @@ tk_status tk_dist_tables_shard(tk_block *root) {
     if (!root) return tk_set_error("distributed: tables_shard: NULL block"), TK_ERROR;
     if (need_ranks("tables_shard") != TK_OK) return TK_ERROR;
     clear_prefetched();
+    prune();
     reg.gen++;
     if (walk(root, shard_one, NULL) != TK_OK) return TK_ERROR;
     return walk(root, drop_full, NULL);
