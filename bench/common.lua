@@ -81,6 +81,22 @@ function M.w1_data(n, seed, scale)
   return tk.data.Dataset(cols)
 end
 
+--- W2's catalogue of n items (default 200,000) as a Dataset: every item id 0..n-1 once,
+-- its category (of 1000) and brand (of 5000) Zipf-like, its price uniform (seed 3).
+function M.w2_items(n)
+  n = n or 200000
+  local rng = tk.data.Random(3)
+  local cat, brand = zipf(1000, 1.1, rng), zipf(5000, 1.1, rng)
+  local ids, cats, brands, prices = {}, {}, {}, {}
+  for i = 1, n do
+    ids[i], cats[i], brands[i], prices[i] = i - 1, cat(), brand(), rng:next()
+  end
+  return tk.data.Dataset {
+    item_id = tk.tensor(ids, "int64"), item_category = tk.tensor(cats, "int64"),
+    item_brand = tk.tensor(brands, "int64"), item_price = tk.tensor(prices, "float32"),
+  }
+end
+
 function M.median(xs)
   local s = {}
   for i, x in ipairs(xs) do s[i] = x end

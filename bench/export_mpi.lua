@@ -20,18 +20,7 @@ local N = dist.available() and dist.size() or 1
 local rank = N > 1 and dist.rank() or 0
 tk.set_num_threads(1)
 
--- the catalogue of w2_retrieval.lua: every item id once, category and brand Zipf-like
-local rng = tk.data.Random(3)
-local cat, brand = tk.data.zipf_sampler(1000, 1.1, rng), tk.data.zipf_sampler(5000, 1.1, rng)
-local ids, cats, brands, prices = {}, {}, {}, {}
-for i = 1, NI do
-  ids[i], cats[i], brands[i], prices[i] = i - 1, cat(), brand(), rng:next()
-end
-local items = tk.data.Dataset {
-  item_id = tk.tensor(ids, "int64"), item_category = tk.tensor(cats, "int64"),
-  item_brand = tk.tensor(brands, "int64"), item_price = tk.tensor(prices, "float32"),
-}
-ids, cats, brands, prices = nil, nil, nil, nil
+local items = C.w2_items(NI) -- the catalogue of w2_retrieval.lua
 local model = C.model(C.schema())
 
 local function measure(opts)

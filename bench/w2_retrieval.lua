@@ -16,18 +16,7 @@ local RUNS = tonumber(arg and arg[1]) or 3
 local NI, NQ, K, D = 200000, 10000, 100, 128
 tk.set_num_threads(C.THREADS)
 
--- the catalogue: every item id once, its category and brand Zipf-like, its price uniform
-local rng = tk.data.Random(3)
-local cat, brand = tk.data.zipf_sampler(1000, 1.1, rng), tk.data.zipf_sampler(5000, 1.1, rng)
-local ids, cats, brands, prices = {}, {}, {}, {}
-for i = 1, NI do
-  ids[i], cats[i], brands[i], prices[i] = i - 1, cat(), brand(), rng:next()
-end
-local items = tk.data.Dataset {
-  item_id = tk.tensor(ids, "int64"), item_category = tk.tensor(cats, "int64"),
-  item_brand = tk.tensor(brands, "int64"), item_price = tk.tensor(prices, "float32"),
-}
-ids, cats, brands, prices = nil, nil, nil, nil
+local items = C.w2_items(NI) -- the catalogue (bench/common.lua)
 local model = C.model(C.schema())
 
 local function timed(fn)

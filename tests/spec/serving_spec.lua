@@ -20,6 +20,7 @@ local function run(cmd)
 end
 
 local files = require "tests.spec.helpers.files"
+local server = require "tests.spec.helpers.server"
 local function slurp(path) return files.read(path) or "" end -- "" for a file not there yet
 
 local tmp
@@ -302,43 +303,20 @@ describe("serving", function()
   -- and connections.
   describe("the HTTP server's limits, signals, reloads and operations", function()
     local servers = {}
-    local n = 0
 
     -- Starts the server with these arguments (env: "NAME=value ..." for it); returns
-    -- {pid, port, log, code_file}. The exit code lands in code_file when it exits.
+    -- {pid, port, log, code_file} (tests/spec/helpers/server.lua). The exit code lands in
+    -- code_file when it exits.
     local function start(args, env)
-      n = n + 1
-      local s = { log = tmp .. "/srv" .. n .. ".log", code_file = tmp .. "/srv" .. n .. ".code",
-        pid_file = tmp .. "/srv" .. n .. ".pid" }
-      local script = tmp .. "/run-server.sh"
-      local f = assert(io.open(script, "w"))
-      f:write('log=$1; pidf=$2; code=$3; shift 3\n"$@" >"$log" 2>&1 &\necho $! >"$pidf"\nwait $!\necho $? >"$code"\n')
-      f:close()
-      os.execute(("sh %s %s %s %s env %s %s %s >/dev/null 2>&1 &"):format(q(script), q(s.log), q(s.pid_file),
-        q(s.code_file), env or "", SERVER, args))
-      for _ = 1, 200 do
-        s.port = slurp(s.log):match("listening on http://127%.0%.0%.1:(%d+)")
-        s.pid = slurp(s.pid_file):match("%d+")
-        if s.port and s.pid then break end
-        os.execute("sleep 0.05")
-      end
-      assert(s.port, "the server did not start: " .. slurp(s.log))
+      local s = server.launch(tmp, "env " .. (env or "") .. " " .. SERVER .. " " .. args)
       servers[#servers + 1] = s
-      return s
+      return server.wait_port(s)
     end
 
-    local function stop(s)
-      if s.pid then os.execute("kill " .. s.pid .. " 2>/dev/null") end
-      for _ = 1, 100 do
-        if slurp(s.code_file) ~= "" then break end
-        os.execute("sleep 0.05")
-      end
-      s.pid = nil
-      return tonumber(slurp(s.code_file):match("%d+"))
-    end
+    local stop = server.stop -- its exit code
 
     after_each(function()
-      for _, s in ipairs(servers) do if s.pid then stop(s) end end
+      for _, s in ipairs(servers) do stop(s) end
       servers = {}
     end)
 

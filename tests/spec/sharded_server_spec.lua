@@ -5,6 +5,7 @@
 -- (scripts/run-tests.sh allows mpirun to run as root.)
 local tk = require "towerkit"
 local files = require "tests.spec.helpers.files"
+local server = require "tests.spec.helpers.server"
 
 local BUILD = os.getenv("TOWERKIT_BUILD") or "build"
 local SERVER = BUILD .. "/examples/towerkit-server"
@@ -36,7 +37,7 @@ local USERS = {
 }
 
 describe("the HTTP server under mpirun -np 2 (a sharded catalogue)", function()
-  local tmp, n = nil, 0
+  local tmp
   local servers = {}
 
   setup(function()
@@ -47,57 +48,25 @@ describe("the HTTP server under mpirun -np 2 (a sharded catalogue)", function()
     assert(rc == 0, out)
   end)
 
-  -- Starts `prefix SERVER args` in the background: {log, pid_file (of the launcher:
-  -- mpirun or the server), code_file (its exit status), started (seconds)}.
+  -- Starts `prefix SERVER args` in the background (tests/spec/helpers/server.lua).
   local function launch(prefix, args)
-    n = n + 1
-    local s = { log = tmp .. "/srv" .. n .. ".log", code_file = tmp .. "/srv" .. n .. ".code",
-      pid_file = tmp .. "/srv" .. n .. ".pid" }
-    local script = tmp .. "/run.sh"
-    local f = assert(io.open(script, "w"))
-    f:write('log=$1; pidf=$2; code=$3; shift 3\n"$@" >"$log" 2>&1 &\necho $! >"$pidf"\nwait $!\necho $? >"$code"\n')
-    f:close()
-    os.execute(("sh %s %s %s %s %s %s %s >/dev/null 2>&1 &"):format(q(script), q(s.log), q(s.pid_file),
-      q(s.code_file), prefix, SERVER, args))
+    local s = server.launch(tmp, prefix .. " " .. SERVER .. " " .. args)
     servers[#servers + 1] = s
     return s
   end
 
-  local function wait_for(s, pattern, seconds)
-    for _ = 1, seconds * 20 do
-      local got = slurp(s.log):match(pattern)
-      if got or slurp(s.code_file) ~= "" then return got end
-      os.execute("sleep 0.05")
-    end
-  end
-
   local function start(prefix, ckpt)
-    local s = launch(prefix, q(ckpt) .. " --port 0 --threads 2")
-    s.port = wait_for(s, "listening on http://127%.0%.0%.1:(%d+)", 60)
-    assert(s.port, "the server did not start: " .. slurp(s.log))
-    s.pid = slurp(s.pid_file):match("%d+")
-    return s
+    return server.wait_port(launch(prefix, q(ckpt) .. " --port 0 --threads 2"), 60)
   end
 
-  -- Waits up to `seconds` for the launcher to exit: its status and the time it took.
-  local function wait_exit(s, seconds)
-    local t0 = os.time()
-    for _ = 1, seconds * 20 do
-      if slurp(s.code_file) ~= "" then break end
-      os.execute("sleep 0.05")
-    end
-    return tonumber(slurp(s.code_file):match("%d+")), os.time() - t0
-  end
+  local wait_for, wait_exit = server.wait_for, server.wait_exit
 
   -- (a spec that failed half-way leaves its servers running: mpirun ends its ranks on
   -- SIGTERM, SIGKILL if it does not exit)
   teardown(function()
     for _, s in ipairs(servers) do
-      local pid = slurp(s.pid_file):match("%d+")
-      if pid and slurp(s.code_file) == "" then
-        os.execute("kill -TERM " .. pid .. " 2>/dev/null")
-        if not wait_exit(s, 20) then os.execute("kill -9 " .. pid .. " 2>/dev/null") end
-      end
+      local pid = server.pid(s)
+      if pid and not server.stop(s, 20) then os.execute("kill -9 " .. pid .. " 2>/dev/null") end
     end
     if tmp then os.execute("rm -rf " .. q(tmp)) end
   end)
