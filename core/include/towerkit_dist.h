@@ -162,6 +162,9 @@ double tk_dist_tables_clip_grad_norm(tk_ctx *ctx, double max_norm);
 /* Whether t is (or was gathered from) a sharded table; then its rows [*lo, *lo + *count)
  * of *rows are this rank's. */
 bool tk_dist_table_shard_info(const tk_tensor *t, int64_t *lo, int64_t *count, int64_t *rows);
+/* The number of sharded tables this process holds (a freed model's go at the next
+ * tk_dist_tables_shard). */
+int64_t tk_dist_tables_count(void);
 
 /* Counters of this process's collectives since the last reset: calls, bytes it sent
  * (the payload it handed to MPI, as a point-to-point implementation would send it) and

@@ -906,6 +906,8 @@ double tk_dist_tables_clip_grad_norm(tk_ctx *ctx, double max_norm) {
     return norm;
 }
 
+int64_t tk_dist_tables_count(void) { return reg.n; }
+
 bool tk_dist_table_shard_info(const tk_tensor *t, int64_t *lo, int64_t *count, int64_t *rows) {
     const row_shard *s = t ? find(t) : NULL;
     if (!s) return false;

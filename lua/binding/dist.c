@@ -196,6 +196,12 @@ static int l_table_info(lua_State *L) {
     return 3;
 }
 
+/* dist_tables_count() -> the number of sharded tables this process holds */
+static int l_tables_count(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)tk_dist_tables_count());
+    return 1;
+}
+
 /* dist_shard_range(n [, rank, size]) -> lo, count: the rows of a catalogue of n items a
  * rank holds (tk_dist_shard_range; rank and size default to this process's) */
 static int l_shard_range(lua_State *L) {
@@ -349,6 +355,7 @@ void tkl_open_dist(lua_State *L) {
         { "dist_tables_gather", l_tables_gather },
         { "dist_tables_sync", l_tables_sync },
         { "dist_table_info", l_table_info },
+        { "dist_tables_count", l_tables_count },
         { "dist_tables_clip_grad_norm", l_tables_clip },
         { "dist_tables_prefetch", l_tables_prefetch },
         { "dist_topk_merge", l_topk_merge },

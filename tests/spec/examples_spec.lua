@@ -1,12 +1,7 @@
 -- Runs the example scripts end to end through the launcher.
 local build = os.getenv("TOWERKIT_BUILD") or "build"
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local run = require("tests.spec.helpers.files").run -- output (with "exit=N"), status
 
 describe("examples", function()
   it("train_mlp.lua fits its function", function()

@@ -12,14 +12,9 @@ local LOADGEN = BUILD .. "/examples/loadgen"
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return out, tonumber(out:match("exit=(%d+)%s*$"))
-end
 
 local files = require "tests.spec.helpers.files"
+local run = files.run
 local server = require "tests.spec.helpers.server"
 local function slurp(path) return files.read(path) or "" end -- "" for a file not there yet
 

@@ -19,12 +19,7 @@ end
 
 local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
 local function slurp(path) return files.read(path) or "" end
-local function run(cmd)
-  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
-  local out = p:read("*a")
-  p:close()
-  return out, tonumber(out:match("exit=(%d+)%s*$"))
-end
+local run = files.run
 
 local has_mpirun = os.execute("command -v mpirun >/dev/null 2>&1") == 0
 local mpi_it = (tk.distributed.available() and has_mpirun) and it or pending

@@ -9,6 +9,14 @@ function M.sh(cmd)
   return out
 end
 
+--- The output (stdout and stderr) of a shell command, and its exit status.
+function M.run(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"exit=$?\"")
+  local out = p:read("*a")
+  p:close()
+  return out, tonumber(out:match("exit=(%d+)%s*$"))
+end
+
 --- A new empty directory under the system's temporary directory.
 function M.tmpdir()
   local p = os.tmpname()
