@@ -592,6 +592,13 @@ tk_block *tk_aggregation_block_new(const char *name, tk_aggregation agg);
  * an error naming it. Features configured with the same table name share one table.
  * Parameters are the tables, named by table name. */
 tk_block *tk_embeddings_new(const char *name);
+/* The tables added from now on hold rows [floor(part V / parts), floor((part + 1) V /
+ * parts)) of their V rows only (parts > 1): the parameter is [those rows, dim], flagged
+ * TK_TENSOR_ROW_SHARD, with the values those rows of the whole table would have (the
+ * same init and seed). Before the first table; for building row-sharded tables
+ * (part = rank, parts = size; tk_dist_tables_shard then takes the parameters as the
+ * shards, towerkit_dist.h). */
+tk_status tk_embeddings_set_row_part(tk_block *b, int32_t part, int32_t parts);
 /* Adds a feature. If `table` exists already, cardinality and dim must match it. */
 tk_status tk_embeddings_add_feature(tk_block *b, const char *feature, const char *table, int64_t cardinality,
                                     int64_t dim, tk_combiner combiner, tk_init init, uint64_t seed);

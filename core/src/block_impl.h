@@ -63,6 +63,11 @@ int32_t tk_embeddings_fetch_items(tk_ctx *ctx, const tk_block *b, tk_value *in, 
 /* Sets (f) or clears (NULL) the fetch of table `table` (its parameter index) of an
  * embeddings block; TK_ERROR for another kind or index. Copies of the block get none. */
 tk_status tk_embeddings_set_fetch(tk_block *b, int32_t table, const tk_table_fetch *f);
+/* The part of table `table` (its parameter index) of an embeddings block: the tables of
+ * a block given a row part (tk_embeddings_set_row_part) hold rows [floor(part V / parts),
+ * floor((part + 1) V / parts)) of V = *rows; parts is 1 otherwise. False for another
+ * kind or index. */
+bool tk_embeddings_row_part(const tk_block *b, int32_t table, int32_t *part, int32_t *parts, int64_t *rows);
 
 /* --- forward helpers --- */
 

@@ -412,23 +412,15 @@ static void set_param(tk_block *b, int32_t i, tk_tensor *t) {
 
 /* --- sharding: the blocks read their tables through fetch --- */
 
-static row_shard *shard_new(tk_tensor *full) {
-    int S = tk_dist_size(), r = tk_dist_rank();
+/* An entry for a table of `rows` x `dim`, registered; its shard is set by the caller. */
+static row_shard *shard_alloc(int64_t rows, int64_t dim) {
+    int S = tk_dist_size();
     row_shard *s = calloc(1, sizeof *s);
     if (s) s->bounds = malloc((size_t)(S + 1) * sizeof *s->bounds);
     if (!s || !s->bounds) goto oom;
-    s->rows = full->shape[0];
-    s->dim = full->shape[1];
+    s->rows = rows;
+    s->dim = dim;
     for (int k = 0; k <= S; k++) s->bounds[k] = s->rows * k / S;
-    int64_t lo = s->bounds[r], cnt = s->bounds[r + 1] - lo;
-    s->shard = tk_tensor_new_2d(TK_F32, cnt, s->dim);
-    if (!s->shard) goto fail;
-    tk_tensor_sync(full);
-    memcpy(s->shard->data, tk_f32(full) + lo * s->dim, (size_t)(cnt * s->dim) * sizeof(float));
-    s->shard->flags |= TK_TENSOR_ROW_SHARD | (full->flags & TK_TENSOR_REQUIRES_GRAD);
-    /* kept until the walk ends: another block sharing the table finds the shard by it */
-    tk_tensor_retain(full);
-    s->full = full;
     if (reg.n == reg.cap) {
         int64_t cap = reg.cap ? 2 * reg.cap : 8;
         row_shard **a = realloc(reg.s, (size_t)cap * sizeof *a);
@@ -440,13 +432,56 @@ static row_shard *shard_new(tk_tensor *full) {
     return s;
 oom:
     tk_set_error("distributed: sharding tables: out of memory");
-fail:
-    if (s) {
-        tk_tensor_release(s->shard);
-        free(s->bounds);
-        free(s);
-    }
+    if (s) free(s->bounds);
+    free(s);
     return NULL;
+}
+
+/* A whole table's entry: this rank's rows copied into a new shard. */
+static row_shard *shard_new(tk_tensor *full) {
+    int64_t rows = full->shape[0], dim = full->shape[1];
+    int S = tk_dist_size(), r = tk_dist_rank();
+    int64_t lo = rows * r / S, cnt = rows * (r + 1) / S - lo;
+    tk_tensor *shard = tk_tensor_new_2d(TK_F32, cnt, dim);
+    if (!shard) return NULL;
+    tk_tensor_sync(full);
+    memcpy(shard->data, tk_f32(full) + lo * dim, (size_t)(cnt * dim) * sizeof(float));
+    shard->flags |= TK_TENSOR_ROW_SHARD | (full->flags & TK_TENSOR_REQUIRES_GRAD);
+    row_shard *s = shard_alloc(rows, dim);
+    if (!s) {
+        tk_tensor_release(shard);
+        return NULL;
+    }
+    s->shard = shard;
+    /* kept until the walk ends: another block sharing the table finds the shard by it */
+    tk_tensor_retain(full);
+    s->full = full;
+    return s;
+}
+
+/* A table built as this rank's rows (tk_embeddings_set_row_part): the parameter is the
+ * shard, no whole table ever made. */
+static row_shard *shard_adopt(tk_block *b, int32_t i) {
+    tk_tensor *t = b->params[i];
+    int32_t part = 0, parts = 1;
+    int64_t rows = 0;
+    int S = tk_dist_size(), r = tk_dist_rank();
+    if (!tk_embeddings_row_part(b, i, &part, &parts, &rows) || parts != S || part != r)
+        return tk_set_error("distributed: table '%s' of block '%s' was built as part %d of %d of its rows; this is rank "
+                            "%d of %d (build the model under the same mpirun)",
+                            b->param_names[i], b->name, (int)part, (int)parts, r, S),
+               NULL;
+    int64_t cnt = rows * (r + 1) / S - rows * r / S;
+    if (t->shape[0] != cnt)
+        return tk_set_error("distributed: table '%s' of block '%s' holds %lld rows; rank %d's shard of %lld rows has "
+                            "%lld",
+                            b->param_names[i], b->name, (long long)t->shape[0], r, (long long)rows, (long long)cnt),
+               NULL;
+    row_shard *s = shard_alloc(rows, t->shape[1]);
+    if (!s) return NULL;
+    tk_tensor_retain(t);
+    s->shard = t;
+    return s;
 }
 
 static tk_status shard_one(void *ud, tk_block *b, int32_t i) {
@@ -465,7 +500,7 @@ static tk_status shard_one(void *ud, tk_block *b, int32_t i) {
             memcpy(s->shard->data, tk_f32(s->full) + lo * s->dim, (size_t)s->shard->numel * sizeof(float));
         }
     }
-    if (!s && !(s = shard_new(t))) return TK_ERROR;
+    if (!s && !(s = (t->flags & TK_TENSOR_ROW_SHARD) ? shard_adopt(b, i) : shard_new(t))) return TK_ERROR;
     s->gen = reg.gen;
     if (b->params[i] != s->shard) set_param(b, i, s->shard);
     tk_table_fetch f = { fetch, s };

@@ -12,6 +12,7 @@
 
 #include <ctype.h>
 #include <math.h>
+#include <stdlib.h>
 
 static const char *const init_names[TK_INIT_COUNT] = {
     [TK_INIT_ZEROS] = "zeros",
@@ -132,37 +133,11 @@ static void fill_truncated(float *p, int64_t n, double mean, double stddev, uint
 
 #define TRUNCATED_STDDEV_CORRECTION 0.87962566103423978
 
-void tk_init_fill(tk_tensor *t, tk_init init, uint64_t seed) {
-    if (!t) return;
-    if (t->dtype != TK_F32) {
-        /* Only the constant initializers make sense for integer tensors. */
-        if (init.kind == TK_INIT_ZEROS)
-            tk_tensor_fill(t, 0.0);
-        else if (init.kind == TK_INIT_ONES)
-            tk_tensor_fill(t, 1.0);
-        else if (init.kind == TK_INIT_CONSTANT)
-            tk_tensor_fill(t, init.a);
-        else
-            tk_set_error("init: %s needs a float32 tensor", tk_init_name(init.kind));
-        return;
-    }
-    uint64_t rng[4];
-    tk_rng_seed(rng, init.has_seed ? init.seed : seed);
-    float *p = tk_f32(t);
-    int64_t n = t->numel;
-    double fan_in, fan_out;
-    compute_fans(t, &fan_in, &fan_out);
+/* n values of a random initializer's stream for a tensor of the given fans: a stream cut
+ * into consecutive pieces gives the values of one call, as every draw reads rng only. */
+static void fill_random(float *p, int64_t n, tk_init init, double fan_in, double fan_out, uint64_t rng[4]) {
     double fan_avg = 0.5 * (fan_in + fan_out);
     switch (init.kind) {
-    case TK_INIT_ZEROS:
-        tk_tensor_fill(t, 0.0);
-        break;
-    case TK_INIT_ONES:
-        tk_tensor_fill(t, 1.0);
-        break;
-    case TK_INIT_CONSTANT:
-        tk_tensor_fill(t, init.a);
-        break;
     case TK_INIT_RANDOM_UNIFORM:
         fill_uniform(p, n, init.a, init.b, rng);
         break;
@@ -197,7 +172,63 @@ void tk_init_fill(tk_tensor *t, tk_init init, uint64_t seed) {
         break;
     }
     default:
-        tk_set_error("init: unknown initializer kind %d (known: %s)", (int)init.kind, tk_init_names());
         break;
     }
+}
+
+/* The constant initializers, and the checks of the kind and dtype: 1 when t is filled, -1
+ * on an error (tk_last_error), 0 when a random initializer is to fill it. */
+static int fill_constant(tk_tensor *t, tk_init init) {
+    switch (init.kind) {
+    case TK_INIT_ZEROS:
+        tk_tensor_fill(t, 0.0);
+        return 1;
+    case TK_INIT_ONES:
+        tk_tensor_fill(t, 1.0);
+        return 1;
+    case TK_INIT_CONSTANT:
+        tk_tensor_fill(t, init.a);
+        return 1;
+    default:
+        break;
+    }
+    if ((unsigned)init.kind >= TK_INIT_COUNT) {
+        tk_set_error("init: unknown initializer kind %d (known: %s)", (int)init.kind, tk_init_names());
+        return -1;
+    }
+    if (t->dtype != TK_F32) { /* only the constant initializers make sense for integer tensors */
+        tk_set_error("init: %s needs a float32 tensor", tk_init_name(init.kind));
+        return -1;
+    }
+    return 0;
+}
+
+void tk_init_fill(tk_tensor *t, tk_init init, uint64_t seed) {
+    if (!t || fill_constant(t, init) != 0) return;
+    uint64_t rng[4];
+    tk_rng_seed(rng, init.has_seed ? init.seed : seed);
+    double fan_in, fan_out;
+    compute_fans(t, &fan_in, &fan_out);
+    fill_random(tk_f32(t), t->numel, init, fan_in, fan_out, rng);
+}
+
+tk_status tk_init_fill_rows(tk_tensor *t, tk_init init, uint64_t seed, int64_t rows, int64_t lo) {
+    if (!t || t->dtype != TK_F32 || t->ndim != 2 || lo < 0 || lo + t->shape[0] > rows)
+        return tk_set_error("init: fill_rows: a float32 [count, D] tensor of rows [lo, lo + count) of [rows, D] "
+                            "expected"),
+               TK_ERROR;
+    int c = fill_constant(t, init);
+    if (c != 0) return c > 0 ? TK_OK : TK_ERROR;
+    tk_tensor whole = { .ndim = 2, .shape = { rows, t->shape[1] } };
+    double fan_in, fan_out;
+    compute_fans(&whole, &fan_in, &fan_out);
+    int64_t D = t->shape[1];
+    float *skip = malloc((size_t)(D ? D : 1) * sizeof *skip);
+    if (!skip) return tk_set_error("init: fill_rows: out of memory"), TK_ERROR;
+    uint64_t rng[4];
+    tk_rng_seed(rng, init.has_seed ? init.seed : seed);
+    for (int64_t r = 0; r < lo; r++) fill_random(skip, D, init, fan_in, fan_out, rng); /* the rows before, discarded */
+    free(skip);
+    fill_random(tk_f32(t), t->numel, init, fan_in, fan_out, rng);
+    return TK_OK;
 }

@@ -112,6 +112,10 @@ void tk_rng_seed(uint64_t state[4], uint64_t seed);
 uint64_t tk_rng_next(uint64_t state[4]);
 float tk_rng_uniform(uint64_t state[4]);
 float tk_rng_normal(uint64_t state[4]);
+/* tk_init_fill of rows [lo, lo + count) of a [rows, D] table into t ([count, D], float32):
+ * the values the whole table filled with the same init and seed has in those rows (the
+ * stream is drawn from its start and the rows before lo are discarded; memory O(D)). */
+tk_status tk_init_fill_rows(tk_tensor *t, tk_init init, uint64_t seed, int64_t rows, int64_t lo);
 
 /* Shape helpers */
 int64_t tk_shape_numel(int32_t ndim, const int64_t *shape);

@@ -193,6 +193,22 @@ static int l_add_feature(lua_State *L) {
     return 1;
 }
 
+/* emb:set_row_part(part, parts): the tables added from now on hold their rows of part
+ * `part` of `parts` only (tk_embeddings_set_row_part) */
+static int l_set_row_part(lua_State *L) {
+    tk_block *b = tkl_check_block(L, 1);
+    int64_t part = tkl_check_int(L, 2, "part"), parts = tkl_check_int(L, 3, "parts");
+    if (strcmp(tk_block_kind_name(b), "embeddings") != 0)
+        return tkl_error(L, "set_row_part: block '%s' is not an embeddings block", tk_block_name(b));
+    if (parts < 1 || parts > INT32_MAX || part < 0 || part >= parts)
+        return tkl_error(L, "set_row_part: part %lld of %lld: need 0 <= part < parts", (long long)part,
+                         (long long)parts);
+    if (tk_embeddings_set_row_part(b, (int32_t)part, (int32_t)parts) != TK_OK)
+        return tkl_error(L, "%s", tk_last_error());
+    lua_settop(L, 1);
+    return 1;
+}
+
 /* emb:add_continuous(feature) */
 static int l_add_continuous(lua_State *L) {
     tk_block *b = tkl_check_block(L, 1);
@@ -835,6 +851,7 @@ static const luaL_Reg block_methods[] = { { "forward", l_forward },
                                           { "same", l_same },
                                           { "add_feature", l_add_feature },
                                           { "add_continuous", l_add_continuous },
+                                          { "set_row_part", l_set_row_part },
                                           { "meta_json", l_meta },
                                           { "set_meta_json", l_set_meta },
                                           { "id", l_id },

@@ -202,6 +202,22 @@ static int l_tables_count(lua_State *L) {
     return 1;
 }
 
+static int count_shard(void *ud, const char *path, tk_tensor *param, bool trainable) {
+    (void)path;
+    (void)trainable;
+    if (param->flags & TK_TENSOR_ROW_SHARD) ++*(int64_t *)ud;
+    return 0;
+}
+
+/* dist_row_shards(block) -> how many of the block's parameters are a rank's rows of a
+ * table (built so, or sharded) */
+static int l_row_shards(lua_State *L) {
+    int64_t n = 0;
+    tk_block_visit_params(tkl_check_block(L, 1), false, count_shard, &n);
+    lua_pushinteger(L, (lua_Integer)n);
+    return 1;
+}
+
 /* dist_shard_range(n [, rank, size]) -> lo, count: the rows of a catalogue of n items a
  * rank holds (tk_dist_shard_range; rank and size default to this process's) */
 static int l_shard_range(lua_State *L) {
@@ -356,6 +372,7 @@ void tkl_open_dist(lua_State *L) {
         { "dist_tables_sync", l_tables_sync },
         { "dist_table_info", l_table_info },
         { "dist_tables_count", l_tables_count },
+        { "dist_row_shards", l_row_shards },
         { "dist_tables_clip_grad_norm", l_tables_clip },
         { "dist_tables_prefetch", l_tables_prefetch },
         { "dist_topk_merge", l_topk_merge },

@@ -187,11 +187,50 @@ static void test_embeddings_gradcheck_one_hot(void) {
     tk_block_release(e);
 }
 
+/* Tables built as row parts (tk_embeddings_set_row_part): part p of P holds rows
+ * [floor(p V / P), floor((p + 1) V / P)) of the table a whole build makes with the same
+ * seed, bit for bit, for every initializer (truncated normals redraw, so a part cannot
+ * start its stream at its first row's draw); flagged TK_TENSOR_ROW_SHARD. */
+static void test_embeddings_row_parts(void) {
+    const int64_t V = 37, D = 5;
+    const int32_t P = 3;
+    for (int k = TK_INIT_ZEROS; k < TK_INIT_COUNT; k++) {
+        tk_init init;
+        tk_init_from_name(tk_init_name((tk_init_kind)k), &init);
+        tk_block *whole = tk_embeddings_new("e");
+        TK_CHECK(tk_embeddings_add_feature(whole, "f", "t", V, D, TK_COMBINER_MEAN, init, 42) == TK_OK);
+        const tk_tensor *w = tk_block_param(whole, "t");
+        int64_t rows = 0;
+        for (int32_t p = 0; p < P; p++) {
+            tk_block *part = tk_embeddings_new("e");
+            TK_CHECK(tk_embeddings_set_row_part(part, p, P) == TK_OK);
+            TK_CHECK(tk_embeddings_add_feature(part, "f", "t", V, D, TK_COMBINER_MEAN, init, 42) == TK_OK);
+            const tk_tensor *t = tk_block_param(part, "t");
+            int64_t lo = V * p / P, n = V * (p + 1) / P - lo;
+            TK_CHECK(t->shape[0] == n && t->shape[1] == D && (t->flags & TK_TENSOR_ROW_SHARD));
+            TK_CHECK_MSG(memcmp(t->data, (const float *)w->data + lo * D, (size_t)(n * D) * sizeof(float)) == 0,
+                         "%s: part %d differs from the whole table's rows", tk_init_name((tk_init_kind)k), (int)p);
+            rows += n;
+            tk_block_release(part);
+        }
+        TK_CHECK(rows == V);
+        tk_block_release(whole);
+    }
+    tk_block *b = tk_embeddings_new("e");
+    TK_CHECK(tk_embeddings_set_row_part(b, 2, 2) == TK_ERROR);
+    TK_CHECK_ERROR(tk_last_error(), "embeddings 'e': row part 2 of 2: need 0 <= part < parts");
+    TK_CHECK(tk_embeddings_add_feature(b, "f", "t", V, D, TK_COMBINER_MEAN, tk_init_zeros(), 1) == TK_OK);
+    TK_CHECK(tk_embeddings_set_row_part(b, 0, 2) == TK_ERROR);
+    TK_CHECK_ERROR(tk_last_error(), "the row part is set before the first table is added");
+    tk_block_release(b);
+}
+
 int main(void) {
     TK_RUN(test_embeddings_one_hot);
     TK_RUN(test_embeddings_multi_hot);
     TK_RUN(test_embeddings_shared_table);
     TK_RUN(test_embeddings_errors);
     TK_RUN(test_embeddings_gradcheck_one_hot);
+    TK_RUN(test_embeddings_row_parts);
     return tk_test_summary();
 }

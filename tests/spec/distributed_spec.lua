@@ -37,6 +37,12 @@ describe("tk.distributed in one process", function()
     ok, err = pcall(tk.core.dist_tables_shard, m.block)
     assert.is_false(ok)
     assert.truthy(tostring(err):find("row-sharded tables need MPI with more than one rank", 1, true), err)
+    -- building tables sharded needs the ranks too
+    ok, err = pcall(tk.TwoTowerModel, schema, tk.MLPBlock({ 4 }), { embedding_sharding = "row" })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find('embedding_sharding = "row" builds each table as one rank\'s rows of an MPI job',
+      1, true), err)
+    assert.has_no_error(function() tk.TwoTowerModel(schema, tk.MLPBlock({ 4 }), { embedding_sharding = "replicated" }) end)
   end)
 
   it("a rank's rows against all items (row_offset) make the full batch's loss", function()

@@ -32,6 +32,7 @@ typedef struct emb_impl {
     emb_table *tables;
     int32_t ntables, cap_tables;
     float l2;
+    int32_t part, parts; /* parts > 1: the tables added hold rows of part `part` only */
 } emb_impl;
 
 static void emb_free(void *impl) {
@@ -260,6 +261,52 @@ static bool grow(void **arr, int32_t *cap, int32_t n, size_t size) {
     return true;
 }
 
+/* Table `name`'s rows of this block's part, [hi - lo, dim], flagged TK_TENSOR_ROW_SHARD,
+ * with the values rows [lo, hi) of the whole table made with the same init and seed. */
+static tk_tensor *new_row_part(tk_block *b, const char *name, int64_t rows, int64_t dim, tk_init init, uint64_t seed) {
+    const emb_impl *e = b->impl;
+    int64_t lo = rows * e->part / e->parts, hi = rows * (e->part + 1) / e->parts;
+    int64_t shape[2] = { hi - lo, dim };
+    if (tk_cfg_check_param(name, TK_F32, 2, shape) != TK_OK) return NULL;
+    tk_tensor *t = tk_tensor_new(TK_F32, 2, shape);
+    if (!t) return NULL;
+    tk_status st = tk_init_fill_rows(t, init, seed, rows, lo);
+    if (st == TK_OK) {
+        tk_tensor_set_requires_grad(t, true);
+        t->flags |= TK_TENSOR_ROW_SHARD;
+        st = tk_block_add_param_init(b, name, t, true, init);
+    }
+    tk_tensor_release(t); /* the block holds it */
+    return st == TK_OK ? t : NULL;
+}
+
+tk_status tk_embeddings_set_row_part(tk_block *b, int32_t part, int32_t parts) {
+    if (!b || b->kind != &tk_kind_embeddings)
+        return tk_set_error("embeddings_set_row_part: not an embeddings block"), TK_ERROR;
+    emb_impl *e = b->impl;
+    if (parts < 1 || part < 0 || part >= parts)
+        return tk_set_error("embeddings '%s': row part %d of %d: need 0 <= part < parts", b->name, (int)part,
+                            (int)parts),
+               TK_ERROR;
+    if (e->ntables > 0)
+        return tk_set_error("embeddings '%s': the row part is set before the first table is added (it has %d)",
+                            b->name, (int)e->ntables),
+               TK_ERROR;
+    e->part = part;
+    e->parts = parts;
+    return TK_OK;
+}
+
+bool tk_embeddings_row_part(const tk_block *b, int32_t table, int32_t *part, int32_t *parts, int64_t *rows) {
+    if (!b || b->kind != &tk_kind_embeddings) return false;
+    const emb_impl *e = b->impl;
+    if (table < 0 || table >= e->ntables) return false;
+    if (part) *part = e->parts > 1 ? e->part : 0;
+    if (parts) *parts = e->parts > 1 ? e->parts : 1;
+    if (rows) *rows = e->tables[table].cardinality;
+    return true;
+}
+
 tk_status tk_embeddings_add_feature(tk_block *b, const char *feature, const char *table, int64_t cardinality,
                                     int64_t dim, tk_combiner combiner, tk_init init, uint64_t seed) {
     if (!b || b->kind != &tk_kind_embeddings) {
@@ -318,7 +365,8 @@ tk_status tk_embeddings_add_feature(tk_block *b, const char *feature, const char
     }
     if (ti < 0) {
         int64_t shape[2] = { cardinality, dim };
-        if (!tk_block_new_param(b, table, 2, shape, true, init, seed)) {
+        if (!(e->parts > 1 ? new_row_part(b, table, cardinality, dim, init, seed)
+                           : tk_block_new_param(b, table, 2, shape, true, init, seed))) {
             free(fname);
             free(tname);
             return TK_ERROR;

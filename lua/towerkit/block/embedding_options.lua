@@ -19,13 +19,16 @@ local FIELDS = {
   embedding_dims = "table", embedding_dim_default = "number", infer_embedding_sizes = "boolean",
   infer_embedding_sizes_multiplier = "number", infer_embeddings_ensure_dim_multiple_of_8 = "boolean",
   embeddings_initializers = "any", embeddings_l2_reg = "number", combiner = "string",
+  embedding_sharding = "string",
 }
 local COMBINERS = { sum = true, mean = true, sqrtn = true }
 
 --- EmbeddingOptions{embedding_dims =, embedding_dim_default = 64,
 -- infer_embedding_sizes = false, infer_embedding_sizes_multiplier = 2.0,
 -- infer_embeddings_ensure_dim_multiple_of_8 = false, embeddings_initializers =,
--- embeddings_l2_reg = 0.0, combiner = "mean"}
+-- embeddings_l2_reg = 0.0, combiner = "mean", embedding_sharding = "replicated"}.
+-- embedding_sharding = "row": under mpirun with N > 1 ranks, InputBlock builds each table
+-- as this rank's 1/N of its rows only (docs/distributed.md).
 local function new(opts)
   if opts ~= nil and type(opts) ~= "table" then argerror("EmbeddingOptions: options must be a table") end
   opts = opts or {}
@@ -48,6 +51,9 @@ local function new(opts)
     argerror("EmbeddingOptions: 'infer_embedding_sizes_multiplier' must be positive")
   end
   if self.embeddings_l2_reg < 0 then argerror("EmbeddingOptions: 'embeddings_l2_reg' must not be negative") end
+  if self.embedding_sharding ~= nil and self.embedding_sharding ~= "replicated" and self.embedding_sharding ~= "row" then
+    argerror('EmbeddingOptions: embedding_sharding must be "replicated" or "row", got "%s"', self.embedding_sharding)
+  end
   if not COMBINERS[self.combiner] then
     argerror("EmbeddingOptions: unknown combiner '%s'; known: mean, sqrtn, sum", self.combiner)
   end

@@ -54,6 +54,15 @@ local function InputBlock(schema, opts)
   end
 
   local emb = core.embeddings(opts.name or "embeddings", eo.embeddings_l2_reg)
+  local row_sharded = eo.embedding_sharding == "row"
+  if row_sharded then
+    -- each table made as this rank's rows only (the values the whole table has there)
+    local distributed = require "towerkit.distributed"
+    if not distributed.auto() then
+      argerror('InputBlock: embedding_sharding = "row" builds each table as one rank\'s rows of an MPI job (mpirun -np N, N > 1); this process runs alone: leave the option out or say "replicated"')
+    end
+    emb:set_row_part(core.dist_rank(), core.dist_size())
+  end
   local function_inits = {}
   for _, tname in ipairs(order) do
     local t = tables[tname]
@@ -78,12 +87,19 @@ local function InputBlock(schema, opts)
         seed = seed,
       })
     end
-    if type(init) == "function" then function_inits[tname] = { init, seed } end
+    if type(init) == "function" then
+      if row_sharded then
+        argerror('InputBlock: table \'%s\' has an initializer function, which fills a whole table; with embedding_sharding = "row" give it by name or as {kind =, ...}', tname)
+      end
+      function_inits[tname] = { init, seed }
+    end
   end
   for tname, fi in pairs(function_inits) do
     initializers.apply(emb:param(tname), fi[1], fi[2], "embeddings_initializers['" .. tname .. "']")
   end
   for _, col in ipairs(continuous) do emb:add_continuous(col.name) end
+  -- the parameters become the shards (a forward reads its rows from their owners)
+  if row_sharded then core.dist_tables_shard(emb) end
   meta.set(emb, { class = "InputBlock", schema = features:to_table() })
   return emb
 end

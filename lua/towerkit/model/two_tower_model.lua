@@ -19,6 +19,7 @@ local encoder = require "towerkit.model.encoder"
 local distributed = require "towerkit.distributed"
 local block_meta = require "towerkit.block.meta"
 local TwoTowerBlock = require("towerkit.block.two_tower").TwoTowerBlock
+local embedding_options = require "towerkit.block.embedding_options"
 local Schema = require "towerkit.schema.schema"
 local Tags = require("towerkit.schema.tags").Tags
 
@@ -32,6 +33,7 @@ local KNOWN = {
   logits_temperature = true, logq = true, logq_reg_factor = true, logq_buckets = true, logq_alpha = true,
   remove_false_negatives = true, negatives = true, num_hard_negatives = true, sample_weight = true,
   item_tower = true, query_tower_tag = true, item_tower_tag = true, embedding_options = true, post = true,
+  embedding_sharding = true,
 }
 local BLOCK_OPTS = { item_tower = true, query_tower_tag = true, item_tower_tag = true,
   embedding_options = true, post = true }
@@ -62,20 +64,46 @@ end
 --       sampled negatives from an item corpus, with sampling-probability correction
 --   num_hard_negatives = 0   keep only the hardest negatives per row (TFRS)
 --   sample_weight = column name   per-example weights from the batch
+--   embedding_sharding = "replicated" | "row"   "row": under mpirun each rank builds
+--       only its 1/N of every table's rows (the embedding options' setting; the model
+--       then trains row-sharded, docs/distributed.md)
 function model.TwoTowerModel(a, b, c)
   local block, opts
+  local sharding
   if Schema.is_schema(a) then
     opts = c or {}
     if type(opts) ~= "table" then argerror("TwoTowerModel: options must be a table") end
     check_known(opts)
+    sharding = opts.embedding_sharding
+    if sharding ~= nil and sharding ~= "replicated" and sharding ~= "row" then
+      argerror('TwoTowerModel: embedding_sharding must be "replicated" or "row", got %s',
+        type(sharding) == "string" and ('"%s"'):format(sharding) or util.describe(sharding))
+    end
     local block_opts = {}
     for k in pairs(BLOCK_OPTS) do block_opts[k] = opts[k] end
+    if sharding ~= nil then -- into the embedding options, which must not say otherwise
+      local eo = block_opts.embedding_options
+      if eo ~= nil and not embedding_options.class.is(eo) then eo = embedding_options.new(eo) end
+      local given = eo and eo.embedding_sharding
+      if given ~= nil and given ~= sharding then
+        argerror('TwoTowerModel: embedding_sharding = "%s" but embedding_options.embedding_sharding = "%s"; give one', sharding, given)
+      end
+      local t = {}
+      for k, v in pairs(eo or {}) do t[k] = v end
+      t.embedding_sharding = sharding
+      block_opts.embedding_options = embedding_options.new(t)
+    end
     block = TwoTowerBlock(a, b, block_opts)
   else
     if not core.is_block(a) then argerror("TwoTowerModel: a TwoTowerBlock or a schema expected, got %s", type(a)) end
     block, opts = a, b or {}
     if type(opts) ~= "table" then argerror("TwoTowerModel: options must be a table") end
     check_known(opts)
+    sharding = opts.embedding_sharding
+    if sharding ~= nil then
+      argerror('TwoTowerModel: embedding_sharding applies when the model builds its block from a schema; this block is built already (its tables are %s): build it with embedding_options = {embedding_sharding = "row"}, or shard a whole model with compile{embedding_sharding = "row"}',
+        core.dist_row_shards(a) > 0 and "row-sharded" or "whole")
+    end
   end
   local meta = block_meta.get(block)
   if not meta or meta.class ~= "TwoTowerBlock" then
@@ -83,6 +111,10 @@ function model.TwoTowerModel(a, b, c)
   end
   local schema = Schema.from_table(meta.schema, "the TwoTowerBlock's schema")
   local self = setmetatable({ block = block, schema = schema, opts = {} }, Model)
+  -- tables built as this rank's rows (embedding_sharding = "row"): row-sharded from the start
+  if core.dist_row_shards(block) > 0 then
+    self.sharding, self.built_sharded = "row", true
+  end
   local o = self.opts
   o.logits_temperature = opts.logits_temperature or 1.0
   if type(o.logits_temperature) ~= "number" or o.logits_temperature <= 0 then
@@ -145,6 +177,8 @@ function model.is_model(x) return getmetatable(x) == Model end
 -- embedding_sharding = "replicated" | "row"}. Under mpirun, "row" splits every embedding
 -- table's rows over the ranks (each holds 1/N of the rows and their optimizer state;
 -- docs/distributed.md); "replicated" (the default) keeps every table whole on every rank.
+-- A model built with row-sharded tables (TwoTowerModel{embedding_sharding = "row"}) stays
+-- row-sharded: the option may be left out or say "row"; "replicated" is an error.
 function Model:compile(opts)
   opts = util.known_options(opts, { optimizer = true, metrics = true, schedule = true, clip_grad_norm = true,
     embedding_sharding = true }, "compile")
@@ -152,6 +186,12 @@ function Model:compile(opts)
   if sharding ~= nil and sharding ~= "replicated" and sharding ~= "row" then
     argerror('compile: embedding_sharding must be "replicated" or "row", got %s',
       type(sharding) == "string" and ('"%s"'):format(sharding) or util.describe(sharding))
+  end
+  if self.built_sharded then
+    if sharding == "replicated" then
+      argerror('compile: embedding_sharding = "replicated": this model\'s tables were built row-sharded (embedding_sharding = "row"), no rank holds them whole; leave the option out or say "row"')
+    end
+    sharding = "row"
   end
   if sharding == "row" then
     if not distributed.auto() then
