@@ -467,9 +467,10 @@ static row_shard *shard_adopt(tk_block *b, int32_t i) {
     int64_t rows = 0;
     int S = tk_dist_size(), r = tk_dist_rank();
     if (!tk_embeddings_row_part(b, i, &part, &parts, &rows) || parts != S || part != r)
-        return tk_set_error("distributed: table '%s' of block '%s' was built as part %d of %d of its rows; this is rank "
-                            "%d of %d (build the model under the same mpirun)",
-                            b->param_names[i], b->name, (int)part, (int)parts, r, S),
+        return tk_set_error(
+                   "distributed: table '%s' of block '%s' was built as part %d of %d of its rows; this is rank "
+                   "%d of %d (build the model under the same mpirun)",
+                   b->param_names[i], b->name, (int)part, (int)parts, r, S),
                NULL;
     int64_t cnt = rows * (r + 1) / S - rows * r / S;
     if (t->shape[0] != cnt)

@@ -289,8 +289,8 @@ tk_status tk_embeddings_set_row_part(tk_block *b, int32_t part, int32_t parts) {
                             (int)parts),
                TK_ERROR;
     if (e->ntables > 0)
-        return tk_set_error("embeddings '%s': the row part is set before the first table is added (it has %d)",
-                            b->name, (int)e->ntables),
+        return tk_set_error("embeddings '%s': the row part is set before the first table is added (it has %d)", b->name,
+                            (int)e->ntables),
                TK_ERROR;
     e->part = part;
     e->parts = parts;
