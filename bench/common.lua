@@ -24,16 +24,19 @@ end
 --- The W1 model: towers 256-128 (no activation on the last layer), L2 norm, embeddings
 -- of dimension 64, temperature 0.05, plain in-batch softmax (label = diagonal, no
 -- false-negative masking: the peers do none), Adam lr 1e-3, betas (0.9, 0.999), eps 1e-8.
--- compile_opts (optional) are added to compile's (embedding_sharding, ...).
-function M.model(schema, compile_opts)
+-- compile_opts (optional) are added to compile's (embedding_sharding, ...), model_opts
+-- (optional) to TwoTowerModel's (embedding_sharding = "row": the tables built sharded).
+function M.model(schema, compile_opts, model_opts)
   tk.manual_seed(42)
   local tower = tk.MLPBlock({ 256, 128 }, { no_activation_last_layer = true })
-  local model = tk.TwoTowerModel(schema, tower, {
+  local mo = {
     embedding_options = tk.EmbeddingOptions { embedding_dim_default = 64, combiner = "mean" },
     post = "l2-norm",
     logits_temperature = 0.05,
     remove_false_negatives = false,
-  })
+  }
+  for k, v in pairs(model_opts or {}) do mo[k] = v end
+  local model = tk.TwoTowerModel(schema, tower, mo)
   local o = {
     optimizer = tk.optim.Adam { learning_rate = 1e-3, beta_1 = 0.9, beta_2 = 0.999, epsilon = 1e-8, lazy = M.LAZY },
   }

@@ -9,6 +9,9 @@
 --     defaults, the default); bucket_bytes defaults to fit's;
 --   tables: "replicated" (default) or "row" (compile{embedding_sharding = "row"}: each
 --     rank holds 1/N of every table's rows);
+--   build: "whole" (default: the model is built with whole tables, which compile shards
+--     with tables=row) or "sharded" (TwoTowerModel{embedding_sharding = "row"}: each rank
+--     builds its rows of every table only; needs tables=row);
 --   scale (default 1): 10 gives W1's user, item and brand tables 10x the rows (3.05M
 --     rows in all instead of 307k) and draws their ids from the larger spaces.
 -- Environment: TK_BENCH_THREADS=T gives each rank T threads instead of one (with more
@@ -29,15 +32,17 @@ local C = require "common"
 
 local BR = tonumber(arg and arg[1]) or 512
 local STEPS = tonumber(arg and arg[2]) or 20
-local SET = { mode = "default", tables = "replicated", scale = "1" }
+local SET = { mode = "default", tables = "replicated", scale = "1", build = "whole" }
 for i = 3, arg and #arg or 0 do
   local k, v = arg[i]:match("^([%w_]+)=(.*)$")
   if not k or (SET[k] == nil and k ~= "bucket_bytes") then
-    error("w1_mpi.lua: settings are mode=, bucket_bytes=, tables= and scale=, got " .. arg[i])
+    error("w1_mpi.lua: settings are mode=, bucket_bytes=, tables=, build= and scale=, got " .. arg[i])
   end
   SET[k] = v
 end
-local MODE, TABLES, SCALE = SET.mode, SET.tables, tonumber(SET.scale)
+local MODE, TABLES, SCALE, BUILD = SET.mode, SET.tables, tonumber(SET.scale), SET.build
+if BUILD ~= "whole" and BUILD ~= "sharded" then error("w1_mpi.lua: build must be whole or sharded, got " .. BUILD) end
+if BUILD == "sharded" and TABLES ~= "row" then error("w1_mpi.lua: build=sharded needs tables=row") end
 local BUCKET = tonumber(SET.bucket_bytes)
 local WARMUP = 3
 local ALLREDUCE = ({ one = { bucket_bytes = 0, overlap = false }, buckets = { bucket_bytes = BUCKET, overlap = false },
@@ -51,7 +56,8 @@ local THREADS = tonumber(os.getenv("TK_BENCH_THREADS") or "1")
 local RUNS = tonumber(os.getenv("TK_BENCH_RUNS") or "3")
 tk.set_num_threads(THREADS)
 local schema = C.schema(SCALE)
-local model = C.model(schema, { embedding_sharding = TABLES })
+local model = C.model(schema, { embedding_sharding = TABLES },
+  BUILD == "sharded" and { embedding_sharding = "row" } or nil)
 -- TK_BENCH_SIDE_BY_SIDE=0: one process trains in one context (the path every rank runs
 -- under mpirun), not with the side-by-side trainer
 if os.getenv("TK_BENCH_SIDE_BY_SIDE") == "0" then model.side_by_side = false end
@@ -109,7 +115,7 @@ if rank == 0 then
     local m, lo, hi = figure(runs)
     local t = { workload = workload, system = "towerkit-mpi", figure = fig, unit = unit, median = m, min = lo,
       max = hi, runs = runs, ranks = N, mode = MODE, bucket_bytes = bucket_bytes, overlap = overlap,
-      tables = TABLES, scale = SCALE }
+      tables = TABLES, build = BUILD, scale = SCALE }
     for k, v in pairs(extra or {}) do t[k] = v end
     C.emit(t)
   end

@@ -165,6 +165,10 @@ B("apply_to_all", "apply_to_all(inputs [, columns_to_filter]) -> outputs",
 B("add_feature", "add_feature(feature, {table =, cardinality =, dim =, combiner =, initializer =, seed =})",
   "Adds a categorical feature to an embeddings block (its own table, or a shared one by name).",
   "EmbeddingFeatures", "emb:add_feature(\"item_id\", { cardinality = 50, dim = 8 })")
+B("set_row_part", "set_row_part(part, parts)",
+  "The tables added from now on hold rows [floor(part V / parts), floor((part + 1) V / parts)) of their V\n" ..
+  "rows only, the values the whole table has there (row-sharded builds: part = rank, parts = size).",
+  nil, "emb:set_row_part(0, 2)")
 B("add_continuous", "add_continuous(feature)", "Adds a continuous feature (passed on as [B, 1]) to an embeddings block.",
   "ContinuousFeatures", "emb:add_continuous(\"user_activity\")")
 

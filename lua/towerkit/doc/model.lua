@@ -7,7 +7,7 @@ D "TwoTowerModel:compile" { "model:compile([opts]) -> model", "Sets the optimize
     { "metrics", "{ RecallAt(10), NDCGAt(10) }", "tk.metrics for evaluate and validation" },
     { "clip_grad_norm", "nil", "clip the global gradient norm at this value" },
     { "schedule", "nil", "fn(step, base_lr) -> lr (tk.optim.schedules.*)" },
-    { "embedding_sharding", "\"replicated\"", "\"row\": under mpirun each rank holds 1/N of every table's rows" },
+    { "embedding_sharding", "\"replicated\" (\"row\" if built so)", "\"row\": under mpirun each rank holds 1/N of every table's rows" },
   }, merlin = "Model.compile", example = "m:compile { optimizer = tk.optim.Adam { learning_rate = 1e-2 } }" }
 D "TwoTowerModel:fit" { "model:fit(data [, opts]) -> History",
   "Trains on a Dataset with in-batch negatives. On a terminal a progress bar is redrawn in place;\n" ..

@@ -229,6 +229,7 @@ D "tk.EmbeddingOptions" { "tk.EmbeddingOptions([opts]) -> EmbeddingOptions",
     { "embeddings_initializers", "nil", "column name -> initializer (or one for all)" },
     { "embeddings_l2_reg", "0.0", "L2 factor on looked-up rows in training" },
     { "combiner", "\"mean\"", "how list columns combine rows: mean, sum, sqrtn" },
+    { "embedding_sharding", "\"replicated\"", "\"row\": under mpirun each rank builds its 1/N of every table's rows only" },
   }, merlin = "mm.EmbeddingOptions", example = "tk.EmbeddingOptions { embedding_dim_default = 16 }" }
 D "tk.EmbeddingOptionsClass" { "tk.EmbeddingOptionsClass",
   "The method table of EmbeddingOptions values (tk.EmbeddingOptions makes one).",
@@ -288,6 +289,7 @@ D "tk.TwoTowerModel" { "tk.TwoTowerModel(two_tower_block [, opts]) or tk.TwoTowe
     { "remove_false_negatives", "true", "mask in-batch copies of a row's positive item" },
     { "negatives", "nil", "{num =, sampler = \"uniform\"|\"popularity\"|\"log_uniform\", corpus = items}" },
     { "num_hard_negatives", "0", "keep only the hardest negatives per row (0: all)" },
+    { "embedding_sharding", "\"replicated\"", "\"row\": under mpirun each rank builds its 1/N of every table's rows only" },
     { "sample_weight", "nil", "a column of per-example weights" },
   }, merlin = "mm.TwoTowerModel",
   example = "local m = tk.TwoTowerModel(schema, tk.MLPBlock { 16, 8 }, { post = \"l2-norm\" })\n" ..
