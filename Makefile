@@ -256,7 +256,8 @@ bench-mpi: deps all
 	@echo "== one process, side-by-side trainer, 2 threads, global batch 1024"
 	@TK_BENCH_THREADS=2 $(MPIRUN_BENCH) --bind-to none -np 1 $(BUILD)/towerkit bench/w1_mpi.lua 1024 50
 	@for m in "mode=one" "mode=buckets bucket_bytes=262144" "mode=overlap bucket_bytes=262144" \
-	          "mode=default" "tables=row" "scale=10" "tables=row scale=10"; do \
+	          "mode=default" "tables=row" "scale=10" "tables=row scale=10" \
+	          "tables=row scale=10 build=sharded"; do \
 	  echo "== 2 ranks, 512 a rank, $$m"; \
 	  $(MPIRUN_BENCH) -np 2 $(BUILD)/towerkit bench/w1_mpi.lua 512 50 $$m || exit 1; done
 	@for n in 1 2; do echo "== the export, $$n rank(s)"; \
