@@ -23,21 +23,6 @@ local function run(allreduce, model_opts)
   return C.flat_weights(m), dist.stats()
 end
 
-local function same_bits(a, b, what)
-  assert.equals(#a, #b)
-  for i = 1, #a do
-    if a[i] ~= b[i] then error(("%s: weight %d: %.9g vs %.9g"):format(what, i, a[i], b[i])) end
-  end
-end
-
-local function ranks_agree(w)
-  local all = dist.allgather(tk.tensor(w)):totable()
-  local n = #all / 2
-  for i = 1, n do
-    if all[i] ~= all[n + i] then error(("weight %d: %.9g on rank 0, %.9g on rank 1"):format(i, all[i], all[n + i])) end
-  end
-end
-
 describe("the dense gradient exchange under mpirun -np 2", function()
   it("one bucket, small buckets and overlapped buckets give bitwise the same weights on every rank", function()
     local one, s1 = run { bucket_bytes = 0, overlap = false }
@@ -52,11 +37,11 @@ describe("the dense gradient exchange under mpirun -np 2", function()
     -- layout yet); every later one starts all of them during backward
     assert.equals(s3.buckets * (STEPS - 1) / STEPS, s3.buckets_overlapped)
     local default = run()
-    same_bits(one, many, "one bucket vs buckets of 256 bytes")
-    same_bits(one, over, "one bucket vs overlapped buckets")
-    same_bits(one, default, "one bucket vs the defaults")
-    ranks_agree(one)
-    ranks_agree(over)
+    C.same_bits(one, many, "one bucket vs buckets of 256 bytes")
+    C.same_bits(one, over, "one bucket vs overlapped buckets")
+    C.same_bits(one, default, "one bucket vs the defaults")
+    C.ranks_agree(one)
+    C.ranks_agree(over)
   end)
 
   it("also with sampled negatives and streaming logQ (the item tower runs twice)", function()
@@ -64,8 +49,8 @@ describe("the dense gradient exchange under mpirun -np 2", function()
     local one = run({ bucket_bytes = 0, overlap = false }, opts())
     local over, s = run({ bucket_bytes = 128, overlap = true }, opts())
     assert.is_true(s.buckets_overlapped > 0)
-    same_bits(one, over, "one bucket vs overlapped buckets")
-    ranks_agree(over)
+    C.same_bits(one, over, "one bucket vs overlapped buckets")
+    C.ranks_agree(over)
   end)
 
   it("a step whose dense gradients the layout did not foresee reduces the others after backward", function()

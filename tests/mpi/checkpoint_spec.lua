@@ -19,22 +19,6 @@ local function rm(dir)
   dist.on_root(function() os.execute(("rm -rf '%s'"):format(dir)) end)
 end
 
-local function bitwise(a, b, what)
-  assert.equals(#a, #b)
-  for i = 1, #a do
-    if a[i] ~= b[i] then error(("%s: weight %d: %.9g vs %.9g"):format(what, i, a[i], b[i])) end
-  end
-end
-
--- every rank's weights are rank 0's, bit for bit
-local function ranks_identical(w)
-  local all = dist.allgather(tk.tensor(w)):totable()
-  local n = #w
-  for i = 1, n do
-    if all[i] ~= all[n + i] then error(("weight %d: %.9g on rank 0, %.9g on rank 1"):format(i, all[i], all[n + i])) end
-  end
-end
-
 describe("checkpoints under mpirun -np 2", function()
   it("save writes one checkpoint from rank 0; every rank then loads the trained weights", function()
     local dir = shared_dir()
@@ -50,7 +34,7 @@ describe("checkpoints under mpirun -np 2", function()
     assert.equals(1, tonumber(p:read("*a")))
     p:close()
     local loaded = tk.load(dir)
-    bitwise(C.flat_weights(m), C.flat_weights(loaded), "loaded vs trained")
+    C.same_bits(C.flat_weights(m), C.flat_weights(loaded), "loaded vs trained")
     rm(dir)
   end)
 
@@ -78,7 +62,7 @@ describe("checkpoints under mpirun -np 2", function()
     local r1 = resume(false, 2 * B)
     assert.equals(5, #h2.steps)
     local w2 = C.flat_weights(r2)
-    ranks_identical(w2)
+    C.ranks_agree(w2)
     local moved, diff = 0, 0
     local w1 = C.flat_weights(r1)
     for i = 1, #w2 do

@@ -36,4 +36,40 @@ function M.flat_weights(model)
   return out
 end
 
+--- m:fit(data) for a spec: batch size 16 a rank, one epoch, quiet, seed 5; opts override.
+function M.fit(m, data, opts)
+  local o = { batch_size = 16, epochs = 1, verbose = false, seed = 5 }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return m:fit(data, o)
+end
+
+--- Raises, naming the first weight that differs, unless a and b (flat arrays) are equal
+-- bit for bit.
+function M.same_bits(a, b, what)
+  if #a ~= #b then error(("%s: %d weights vs %d"):format(what, #a, #b), 2) end
+  for i = 1, #a do
+    if a[i] ~= b[i] then error(("%s: weight %d: %.9g vs %.9g"):format(what, i, a[i], b[i]), 2) end
+  end
+end
+
+--- Raises unless every rank's flat weights w are rank 0's, bit for bit (2 ranks).
+function M.ranks_agree(w)
+  local all = tk.distributed.allgather(tk.tensor(w)):totable()
+  local n = #w
+  for i = 1, n do
+    if all[i] ~= all[n + i] then error(("weight %d: %.9g on rank 0, %.9g on rank 1"):format(i, all[i], all[n + i]), 2) end
+  end
+end
+
+--- The row-sharded tables of a model: {path = {lo =, count =, rows =, tensor =}} (this
+-- rank's rows [lo, lo + count) of rows; tensor the parameter, the shard).
+function M.shards(m)
+  local out = {}
+  for _, p in ipairs(m.block:parameters(true, true, true)) do
+    local lo, count, rows = tk.core.dist_table_info(p[2])
+    if lo then out[p[1]] = { lo = lo, count = count, rows = rows, tensor = p[2] } end
+  end
+  return out
+end
+
 return M

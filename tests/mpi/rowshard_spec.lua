@@ -17,37 +17,16 @@ local function model(seed, compile, model_opts)
   return m
 end
 
-local function fit(m, data, opts)
-  local o = { batch_size = B, epochs = 1, verbose = false, seed = 5 }
-  for k, v in pairs(opts or {}) do o[k] = v end
-  return m:fit(data, o)
-end
+local fit = C.fit
 
--- Whether two flat weight arrays are equal bit for bit (the first index that is not).
-local function first_diff(a, b)
-  if #a ~= #b then return 0 end
-  for i = 1, #a do
-    if a[i] ~= b[i] then return i end
-  end
-  return nil
-end
-
--- The tables' rows this rank holds: {path = {lo, count, rows}}.
-local function shards(m)
-  local out = {}
-  for _, p in ipairs(m.block:parameters(true, true, true)) do
-    local lo, count, rows = tk.core.dist_table_info(p[2])
-    if lo then out[p[1]] = { lo, count, rows, p[2]:shape()[1] } end
-  end
-  return out
-end
+local shards = C.shards
 
 describe("row-sharded tables under mpirun -np 2", function()
   it("hold this rank's rows only: [floor(r V / N), floor((r + 1) V / N))", function()
     local m = model(7, { embedding_sharding = "row" })
     local r, N, n = dist.rank(), dist.size(), 0
     for path, s in pairs(shards(m)) do
-      local lo, count, rows, held = s[1], s[2], s[3], s[4]
+      local lo, count, rows, held = s.lo, s.count, s.rows, s.tensor:shape()[1]
       assert.equals(math.floor(r * rows / N), lo, path)
       assert.equals(math.floor((r + 1) * rows / N) - lo, count, path)
       assert.equals(count, held, path) -- the parameter is the shard
@@ -65,7 +44,7 @@ describe("row-sharded tables under mpirun -np 2", function()
     for i = 1, STEPS do assert.equals(hr.steps[i].loss, hs.steps[i].loss, "step " .. i) end
     ms:gather_tables()
     -- the same per-row sums, in the same order (rank order), and the same Adam updates
-    assert.is_nil(first_diff(C.flat_weights(mr), C.flat_weights(ms)))
+    C.same_bits(C.flat_weights(mr), C.flat_weights(ms), "replicated vs row-sharded")
   end)
 
   it("fetch both towers' rows in one exchange before the forward: 4 collectives a step more", function()
@@ -136,7 +115,7 @@ describe("row-sharded tables under mpirun -np 2", function()
       "query/embeddings/user_id" }, paths)
     for i = 1, STEPS do assert.equals(hr.steps[i].loss, hs.steps[i].loss, "step " .. i) end
     ms:gather_tables()
-    assert.is_nil(first_diff(C.flat_weights(mr), C.flat_weights(ms)))
+    C.same_bits(C.flat_weights(mr), C.flat_weights(ms), "replicated vs row-sharded")
   end)
 
   it("clip the global gradient norm: within 1e-6 of replicated, the ranks bitwise alike", function()
@@ -208,7 +187,7 @@ describe("row-sharded tables under mpirun -np 2", function()
     m:gather_tables()
     local want = C.flat_weights(m)
     local l = tk.load(dir)
-    assert.is_nil(first_diff(want, C.flat_weights(l)))
+    C.same_bits(want, C.flat_weights(l), "saved vs loaded")
     -- resumed sharded and replicated: the same bits
     l:compile { optimizer = tk.optim.Adam { learning_rate = 1e-2 }, embedding_sharding = "row" }
     local l2 = tk.load(dir)
@@ -216,7 +195,7 @@ describe("row-sharded tables under mpirun -np 2", function()
     fit(l, data, { seed = 8 })
     fit(l2, data, { seed = 8 })
     l:gather_tables()
-    assert.is_nil(first_diff(C.flat_weights(l2), C.flat_weights(l)))
+    C.same_bits(C.flat_weights(l2), C.flat_weights(l), "resumed replicated vs row-sharded")
     dist.barrier()
     if dist.rank() == 0 then os.execute("rm -rf '" .. dir .. "'") end
   end)
