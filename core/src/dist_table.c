@@ -171,23 +171,6 @@ out:
 
 /* --- the forward: the rows a batch reads, fetched from their owners --- */
 
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-static int64_t find_row(const int64_t *uniq, int64_t n, int64_t id) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (uniq[mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 /* The distinct ids of an item's lists, ascending (malloc'd), checked against the table. */
 static int64_t *distinct_ids(tk_ctx *ctx, const row_shard *s, const tk_table_fetch_item *it, int64_t *U) {
     int64_t total = 0;
@@ -206,7 +189,7 @@ static int64_t *distinct_ids(tk_ctx *ctx, const row_shard *s, const tk_table_fet
         memcpy(uniq + n, tk_i64(it->ids[i]), (size_t)it->ids[i]->numel * sizeof *uniq);
         n += it->ids[i]->numel;
     }
-    qsort(uniq, (size_t)n, sizeof *uniq, cmp_i64);
+    qsort(uniq, (size_t)n, sizeof *uniq, tk_cmp_i64);
     int64_t u = 0;
     for (int64_t k = 0; k < n; k++)
         if (u == 0 || uniq[k] != uniq[u - 1]) uniq[u++] = uniq[k];
@@ -299,7 +282,7 @@ static tk_status exchange(tk_ctx *ctx, int32_t T, tk_table_fetch_item *items) {
             if (!m) goto out;
             const int64_t *v = tk_i64(ids);
             int64_t *w = tk_i64(m);
-            for (int64_t p = 0; p < ids->numel; p++) w[p] = find_row(uniq[k], U[k], v[p]);
+            for (int64_t p = 0; p < ids->numel; p++) w[p] = tk_lower_bound_i64(uniq[k], U[k], v[p]);
             items[k].ids[i] = m;
         }
     }

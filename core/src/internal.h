@@ -142,6 +142,10 @@ void *tk_memdup(const void *p, size_t size);
 /* util.c: the first of n (id, row) pairs (2n int64, sorted by id) whose id is >= id; n
  * when there is none. The item catalogues map ids to rows through such pairs. */
 int64_t tk_pairs_lower_bound(const int64_t *pairs, int64_t n, int64_t id);
+/* The first i in [0, n) with a[i] >= v in the ascending a (n when none). */
+int64_t tk_lower_bound_i64(const int64_t *a, int64_t n, int64_t v);
+/* qsort's comparison of int64_t values, ascending. */
+int tk_cmp_i64(const void *a, const void *b);
 struct cJSON;
 const char *tk_json_kind(const struct cJSON *v);
 /* The first row (index along dim 0; 0 for a scalar) of a float32 tensor that holds a

@@ -102,15 +102,8 @@ static void heap_sort_best_first(uint64_t *h, int64_t n) {
 
 /* Whether `item` is in the sorted list ex[0..n). */
 static bool excluded(const int64_t *ex, int64_t n, int64_t item) {
-    int64_t lo = 0, hi = n;
-    while (lo < hi) {
-        int64_t mid = lo + (hi - lo) / 2;
-        if (ex[mid] < item)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < n && ex[lo] == item;
+    int64_t i = tk_lower_bound_i64(ex, n, item);
+    return i < n && ex[i] == item;
 }
 
 /* The first chunk of TOPK_CHUNK scores with one above thr: returns its offset (a
@@ -224,11 +217,6 @@ static void finish_row(uint64_t *keys, float *scores, int64_t count, int64_t k) 
     }
 }
 
-static int cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
 static bool check_matrix(const char *arg, const tk_tensor *t) {
     char s[64];
     if (!t) {
@@ -299,7 +287,7 @@ static int64_t *sorted_exclusions(int64_t nq, int64_t ni, const int64_t *off, co
         size_t n = (size_t)(off[q + 1] - off[q]);
         bool sorted = true;
         for (size_t i = 1; i < n && sorted; i++) sorted = l[i - 1] <= l[i];
-        if (!sorted) qsort(l, n, sizeof *l, cmp_i64);
+        if (!sorted) qsort(l, n, sizeof *l, tk_cmp_i64);
     }
     *ok = true;
     return copy;

@@ -212,6 +212,23 @@ int tk_format_f32(float v, char *out) {
     return (int)(o - out) + fmt_decimal(m, q, o);
 }
 
+int64_t tk_lower_bound_i64(const int64_t *a, int64_t n, int64_t v) {
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (a[mid] < v)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int tk_cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
 int64_t tk_pairs_lower_bound(const int64_t *pairs, int64_t n, int64_t id) {
     int64_t lo = 0, hi = n;
     while (lo < hi) {
