@@ -24,6 +24,14 @@ local function both(model_opts, fit_opts)
   return md, hd, ml, hl
 end
 
+-- Every step's loss of two histories within 1e-5.
+local function same_losses(ha, hb)
+  for i = 1, STEPS do
+    assert.is_true(math.abs(ha.steps[i].loss - hb.steps[i].loss) <= 1e-5,
+      ("step %d: %.9g vs %.9g"):format(i, ha.steps[i].loss, hb.steps[i].loss))
+  end
+end
+
 local function max_diff(a, b)
   assert(#a == #b)
   local d = 0
@@ -61,35 +69,23 @@ describe("tk.distributed under mpirun -np 2", function()
     local md, hd, ml, hl = both()
     assert.equals(STEPS, #hd.steps)
     assert.equals(STEPS, #hl.steps)
-    for i = 1, STEPS do
-      -- different sgemm shapes (B and 2B rows) and sum orders: equal up to rounding
-      assert.is_true(math.abs(hd.steps[i].loss - hl.steps[i].loss) <= 1e-5,
-        ("step %d: %.9g vs %.9g"):format(i, hd.steps[i].loss, hl.steps[i].loss))
-    end
+    -- different sgemm shapes (B and 2B rows) and sum orders: equal up to rounding
+    same_losses(hd, hl)
     -- 20 Adam steps of lr 1e-2 from rounding-level differences in the gradients: the
     -- weights (|w| <= about 1) agree to 1e-5
     assert.is_true(max_diff(C.flat_weights(md), C.flat_weights(ml)) <= 1e-5)
   end)
 
   it("every rank ends with the same weights, bit for bit", function()
-    local md = both()
-    local w = tk.tensor(C.flat_weights(md))
-    local all = dist.allgather(w):totable()
-    local n = #all / 2
-    for i = 1, n do
-      -- the sums over ranks are formed in rank order once and sent to every rank
-      if all[i] ~= all[n + i] then error(("weight %d: %.9g on rank 0, %.9g on rank 1"):format(i, all[i], all[n + i])) end
-    end
+    -- the sums over ranks are formed in rank order once and sent to every rank
+    C.ranks_agree(C.flat_weights((both())))
   end)
 
   it("the equivalence holds with streaming logQ and sampled negatives", function()
     local data = C.data(STEPS * 2 * B)
     local corpus = data:unique_by("item_id")
     local md, hd, ml, hl = both({ logq = "streaming", negatives = { num = 8, corpus = corpus } })
-    for i = 1, STEPS do
-      assert.is_true(math.abs(hd.steps[i].loss - hl.steps[i].loss) <= 1e-5,
-        ("step %d: %.9g vs %.9g"):format(i, hd.steps[i].loss, hl.steps[i].loss))
-    end
+    same_losses(hd, hl)
     assert.is_true(max_diff(C.flat_weights(md), C.flat_weights(ml)) <= 1e-5)
   end)
 
