@@ -322,8 +322,10 @@ static void topk_block(void *arg, int64_t block, int slot) {
     }
     if (__atomic_load_n(&job->oom, __ATOMIC_RELAXED)) return;
     if (!job->scores[slot]) {
-        job->scores[slot] = malloc((size_t)(TOPK_QUERY_BLOCK * nb) * sizeof(float));
-        job->rows[slot] = malloc((size_t)TOPK_QUERY_BLOCK * sizeof(topk_row));
+        /* the first block is the largest: a few queries (a served request) need a few rows */
+        int64_t qcap = nq < TOPK_QUERY_BLOCK ? nq : TOPK_QUERY_BLOCK;
+        job->scores[slot] = malloc((size_t)(qcap * nb) * sizeof(float));
+        job->rows[slot] = malloc((size_t)qcap * sizeof(topk_row));
         if (!job->scores[slot] || !job->rows[slot]) {
             __atomic_store_n(&job->oom, true, __ATOMIC_RELAXED);
             return;
