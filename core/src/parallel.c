@@ -53,8 +53,9 @@ static struct {
     pthread_cond_t finished; /* a worker left a job */
     job *open;               /* jobs with tasks to take and room for helpers */
     int nworkers;
+    int idle;    /* workers waiting for a job (under the lock) */
     int threads; /* tk_set_num_threads; 0 until set or read */
-} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0 };
+} pool = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0 };
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 
@@ -113,7 +114,9 @@ static void *worker_main(void *arg) {
     for (;;) {
         job *j = take_job();
         if (!j) {
+            pool.idle++;
             pthread_cond_wait(&pool.posted, &pool.mu);
+            pool.idle--;
             continue;
         }
         int slot = ++j->helpers;
@@ -151,7 +154,10 @@ void tk_parallel_run(int64_t ntasks, int threads, tk_task_fn fn, void *arg) {
         grow_pool(threads - 1);
         j.link = pool.open;
         pool.open = &j;
-        pthread_cond_broadcast(&pool.posted);
+        /* wake as many idle workers as the job takes, not all: the others would find it
+         * full and sleep again (the caller runs tasks too, so a missed helper only slows) */
+        for (int w = pool.idle < j.max_helpers ? pool.idle : j.max_helpers; w > 0; w--)
+            pthread_cond_signal(&pool.posted);
         pthread_mutex_unlock(&pool.mu);
     }
     run_tasks(&j, 0);
