@@ -103,13 +103,14 @@ static int64_t take_block(tk_two_tower_trainer *t, bool from_back, int64_t *take
     return b;
 }
 
-/* Computes block b of the query gradient and counts it done. */
+/* The rows [*r0, *r1) of block b. */
 static void block_rows(const tk_two_tower_trainer *t, int64_t b, int64_t *r0, int64_t *r1) {
     int64_t B = batch_rows(t);
     *r0 = b * t->block;
     *r1 = *r0 + t->block < B ? *r0 + t->block : B;
 }
 
+/* Computes block b of the query gradient and counts it done. */
 static void run_block(tk_two_tower_trainer *t, int64_t b) {
     int64_t r0, r1;
     block_rows(t, b, &r0, &r1);
@@ -366,10 +367,12 @@ tk_status tk_two_tower_trainer_step(tk_two_tower_trainer *t, tk_value *query_in,
     run_phase(t, PHASE_FORWARD, 2);
     if (t->ctx[0]->failed || t->ctx[1]->failed) return step_failed(t);
     /* the loss: planned here (validation, arena buffers), its row blocks on the threads */
-    if (!(t->plan = tk_rl_prepare(t->loss_ctx, t->out[0], t->out[1], opts, t->threads))) return step_failed(t);
     int64_t B = batch_rows(t);
     t->block = block_size(B);
     t->nblocks = (B + t->block - 1) / t->block;
+    /* a part's scratch a thread: the loss phase takes at most one thread a block */
+    int parts = t->nblocks < t->threads ? (int)t->nblocks : t->threads;
+    if (!(t->plan = tk_rl_prepare(t->loss_ctx, t->out[0], t->out[1], opts, parts))) return step_failed(t);
     if (!(t->part = tk_ctx_alloc(t->loss_ctx, (size_t)t->nblocks * sizeof *t->part))) return step_failed(t);
     run_phase(t, PHASE_LOSS, t->nblocks);
     double sum = 0.0;
