@@ -485,13 +485,14 @@ static tk_status items_from_file(tk_model *m, const char *path) {
     }
     tk_status rc = TK_ERROR;
     float bad = 0;
+    int64_t bad_row = -1;
     if (!ids || !emb) {
         tk_set_error("model '%s': %s must hold tensors \"ids\" and \"embeddings\"", m->dir, path);
     } else if (emb->dtype != TK_F32 || emb->ndim != 2 || emb->shape[0] < 1 || emb->shape[1] < 1) {
         tk_set_error("model '%s': %s: \"embeddings\" must be float32 [N, D] with N, D >= 1", m->dir, path);
-    } else if (tk_first_nonfinite_row(emb, &bad) >= 0) {
+    } else if ((bad_row = tk_first_nonfinite_row(emb, &bad)) >= 0) {
         tk_set_error("model '%s': %s: tensor \"embeddings\" holds a non-finite value (%g) in row %lld", m->dir, path,
-                     (double)bad, (long long)tk_first_nonfinite_row(emb, NULL));
+                     (double)bad, (long long)bad_row);
     } else if (ids->dtype != TK_I64 || column_rows(ids) != emb->shape[0]) {
         tk_set_error("model '%s': %s: \"ids\" must be int64 [N] with N = %lld (the embeddings' rows)", m->dir, path,
                      (long long)emb->shape[0]);
