@@ -41,10 +41,7 @@ end
 -- holding initializer functions that wait for its shape (the first kernel of an MLPBlock
 -- without input_dim) is built on the shapes of inputs first and they are applied.
 function methods:forward(inputs, ctx)
-  if initializers.waiting() and initializers.has_pending(self) then
-    self:build(inputs)
-    initializers.flush(self)
-  end
+  if initializers.waiting() and initializers.has_pending(self) then self:build(inputs) end -- build flushes them
   return class.core_forward(self, inputs, ctx)
 end
 
