@@ -64,7 +64,7 @@ describe("tables built row-sharded under mpirun -np 2", function()
     assert.equals("row", mb.sharding)
     local hw, hb = fit(mw, data), fit(mb, data)
     for i = 1, STEPS do assert.equals(hw.steps[i].loss, hb.steps[i].loss, "step " .. i) end
-    same_shards(shards(mw), shards(mb))
+    assert.equals(3, same_shards(shards(mw), shards(mb)))
     local ew = mw:evaluate(data, { item_corpus = data })
     local eb = mb:evaluate(data, { item_corpus = data })
     for k, v in pairs(ew) do assert.equals(v, eb[k], k) end
