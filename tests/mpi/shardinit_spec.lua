@@ -12,11 +12,7 @@ local B, STEPS = 16, 20
 local fit, shards = C.fit, C.shards
 
 -- C.model built whole and sharded at compile, or built sharded (compile implied).
-local function whole(seed, opts)
-  local m = C.model(seed, opts)
-  m:compile { optimizer = tk.optim.Adam { learning_rate = 1e-2 }, embedding_sharding = "row" }
-  return m
-end
+local function whole(seed, opts) return C.model(seed, opts, { embedding_sharding = "row" }) end
 local function built(seed, opts)
   local o = { embedding_sharding = "row" }
   for k, v in pairs(opts or {}) do o[k] = v end
