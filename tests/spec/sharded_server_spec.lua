@@ -6,23 +6,14 @@
 local tk = require "towerkit"
 local files = require "tests.spec.helpers.files"
 local server = require "tests.spec.helpers.server"
+local mpi = require "tests.spec.helpers.mpi"
 
 local BUILD = os.getenv("TOWERKIT_BUILD") or "build"
 local SERVER = BUILD .. "/examples/towerkit-server"
 local LOADGEN = BUILD .. "/examples/loadgen"
 
--- Under the sanitizers Open MPI's own allocations are never freed: no leak checks.
-local MPIRUN = "mpirun --oversubscribe"
-if (os.getenv("ASAN_OPTIONS") or "") ~= "" then
-  MPIRUN = "env ASAN_OPTIONS=" .. os.getenv("ASAN_OPTIONS") .. ":detect_leaks=0 mpirun --oversubscribe -x ASAN_OPTIONS"
-end
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function slurp(path) return files.read(path) or "" end
-local run = files.run
-
-local has_mpirun = os.execute("command -v mpirun >/dev/null 2>&1") == 0
-local mpi_it = (tk.distributed.available() and has_mpirun) and it or pending
+local MPIRUN, mpi_it = mpi.MPIRUN, mpi.it -- (no leak checks under the sanitizers)
+local q, slurp, run = files.q, files.slurp, files.run
 
 local USER = { user_id = 4, user_recent_categories = { 1, 2, 3 }, user_activity = 0.5 }
 local USERS = {
