@@ -68,17 +68,6 @@ model:fit(C.w1_data(WARMUP * N * BR, 7, SCALE), fit_opts)
 local data = C.w1_data(STEPS * N * BR, 1, SCALE)
 -- RUNS timed fits of the data (the first after a few steps is often slower: the rows'
 -- first updates); each figure is the median over the runs, with min, max and the runs
-local function median(t)
-  local c = {}
-  for i, v in ipairs(t) do c[i] = v end
-  table.sort(c)
-  return #c % 2 == 1 and c[(#c + 1) / 2] or (c[#c / 2] + c[#c / 2 + 1]) / 2
-end
-local function figure(runs)
-  local lo, hi = math.huge, -math.huge
-  for _, v in ipairs(runs) do lo, hi = math.min(lo, v), math.max(hi, v) end
-  return median(runs), lo, hi
-end
 local rates, bytes, dense, share, loss = {}, {}, {}, {}, nil
 local st
 for run = 1, RUNS do
@@ -103,16 +92,11 @@ for _, p in ipairs(model.block:parameters(true, true, true)) do
     table_rows = table_rows + p[2]:shape()[1]
   end
 end
-local function peak_rss_mb()
-  local f = io.open("/proc/self/status")
-  local s = f and f:read("*a") or ""
-  if f then f:close() end
-  return (tonumber(s:match("VmHWM:%s*(%d+)")) or 0) / 1024
-end
 local workload = SCALE == 1 and "W1" or ("W1x%d"):format(SCALE)
 if rank == 0 then
   local function emit(fig, unit, runs, extra)
-    local m, lo, hi = figure(runs)
+    local lo, hi = C.minmax(runs)
+    local m = C.median(runs)
     local t = { workload = workload, system = "towerkit-mpi", figure = fig, unit = unit, median = m, min = lo,
       max = hi, runs = runs, ranks = N, mode = MODE, bucket_bytes = bucket_bytes, overlap = overlap,
       tables = TABLES, build = BUILD, scale = SCALE }
@@ -126,5 +110,5 @@ if rank == 0 then
   emit("bytes_sent_per_step", "bytes", bytes, { calls_per_step = st.calls / STEPS })
   emit("dense_exchange_after_backward", "ms/step", dense)
   emit("communication_share", "fraction", share)
-  emit("table_memory_per_rank", "bytes", { table_bytes }, { table_rows = table_rows, peak_rss_mb = peak_rss_mb() })
+  emit("table_memory_per_rank", "bytes", { table_bytes }, { table_rows = table_rows, peak_rss_mb = C.peak_rss_mib() or 0 })
 end

@@ -63,12 +63,7 @@ describe("checkpoints under mpirun -np 2", function()
     assert.equals(5, #h2.steps)
     local w2 = C.flat_weights(r2)
     C.ranks_agree(w2)
-    local moved, diff = 0, 0
-    local w1 = C.flat_weights(r1)
-    for i = 1, #w2 do
-      moved = math.max(moved, math.abs(w2[i] - before[i]))
-      diff = math.max(diff, math.abs(w2[i] - w1[i]))
-    end
+    local moved, diff = C.max_diff(w2, before), C.max_diff(w2, C.flat_weights(r1))
     assert.is_true(moved > 1e-3, "5 steps should move the weights") -- it trained
     assert.is_true(diff <= 1e-5, ("np 2 vs one process: %g"):format(diff))
     rm(dir)

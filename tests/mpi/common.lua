@@ -11,13 +11,17 @@ M.schema = tk.Schema {
   tk.ColumnSchema("item_category", { tags = { T.ITEM, T.CATEGORICAL }, int_domain = { max = 9 } }),
 }
 
---- A model with seeded weights (the same on every rank and in every call with seed).
-function M.model(seed, opts)
+--- A model with seeded weights (the same on every rank and in every call with seed),
+-- compiled with Adam (learning rate 1e-2); opts are added to TwoTowerModel's options,
+-- compile_opts to compile's (embedding_sharding, clip_grad_norm, another optimizer).
+function M.model(seed, opts, compile_opts)
   tk.manual_seed(seed)
   local o = { embedding_options = tk.EmbeddingOptions { embedding_dim_default = 8 }, post = "l2-norm" }
   for k, v in pairs(opts or {}) do o[k] = v end
   local model = tk.TwoTowerModel(M.schema, tk.MLPBlock({ 16, 8 }, { no_activation_last_layer = true }), o)
-  model:compile { optimizer = tk.optim.Adam { learning_rate = 1e-2 } }
+  local c = { optimizer = tk.optim.Adam { learning_rate = 1e-2 } }
+  for k, v in pairs(compile_opts or {}) do c[k] = v end
+  model:compile(c)
   return model
 end
 
@@ -52,12 +56,29 @@ function M.same_bits(a, b, what)
   end
 end
 
---- Raises unless every rank's flat weights w are rank 0's, bit for bit (2 ranks).
+--- The largest |a[i] - b[i]| of two flat arrays of one length.
+function M.max_diff(a, b)
+  if #a ~= #b then error(("max_diff: %d values vs %d"):format(#a, #b), 2) end
+  local d = 0
+  for i = 1, #a do d = math.max(d, math.abs(a[i] - b[i])) end
+  return d
+end
+
+--- Raises unless every rank's flat weights w are rank 0's, bit for bit (any number of
+-- ranks; a collective: every rank calls it).
 function M.ranks_agree(w)
   local all = tk.distributed.allgather(tk.tensor(w)):totable()
   local n = #w
-  for i = 1, n do
-    if all[i] ~= all[n + i] then error(("weight %d: %.9g on rank 0, %.9g on rank 1"):format(i, all[i], all[n + i]), 2) end
+  if #all ~= n * tk.distributed.size() then
+    error(("ranks_agree: %d values gathered, %d weights on each of %d ranks expected"):format(#all, n,
+      tk.distributed.size()), 2)
+  end
+  for r = 1, tk.distributed.size() - 1 do
+    for i = 1, n do
+      if all[i] ~= all[r * n + i] then
+        error(("weight %d: %.9g on rank 0, %.9g on rank %d"):format(i, all[i], all[r * n + i], r), 2)
+      end
+    end
   end
 end
 

@@ -32,12 +32,7 @@ local function same_losses(ha, hb)
   end
 end
 
-local function max_diff(a, b)
-  assert(#a == #b)
-  local d = 0
-  for i = 1, #a do d = math.max(d, math.abs(a[i] - b[i])) end
-  return d
-end
+local max_diff = C.max_diff
 
 describe("tk.distributed under mpirun -np 2", function()
   it("starts MPI itself and has two ranks", function()
@@ -99,5 +94,20 @@ describe("tk.distributed under mpirun -np 2", function()
     assert.equals(#h2.steps, #h1.steps)
     for i = 1, #h1.steps do assert.is_true(math.abs(h1.steps[i].loss - h2.steps[i].loss) <= 1e-5) end
     assert.is_true(max_diff(C.flat_weights(m1), C.flat_weights(m2)) <= 1e-5)
+  end)
+
+  it("the specs' checks fail where they should (C.ranks_agree, C.max_diff)", function()
+    local r = dist.rank()
+    C.ranks_agree({ 1, 2, 3 })
+    local ok, err = pcall(C.ranks_agree, { 1, 2 + (r == dist.size() - 1 and 1 or 0), 3 })
+    assert.is_false(ok)
+    assert.matches(("weight 2: 2 on rank 0, 3 on rank %d"):format(dist.size() - 1), err, 1, true)
+    ok, err = pcall(C.ranks_agree, r == 0 and { 1, 2 } or { 1, 2, 3 })
+    assert.is_false(ok)
+    assert.matches("ranks_agree: " .. (2 + 3 * (dist.size() - 1)) .. " values gathered", err, 1, true)
+    assert.equals(0.5, max_diff({ 1, 2 }, { 1.5, 2 }))
+    ok, err = pcall(max_diff, { 1, 2 }, { 1 })
+    assert.is_false(ok)
+    assert.matches("max_diff: 2 values vs 1", err, 1, true)
   end)
 end)

@@ -81,9 +81,8 @@ describe("ShardedIndex under mpirun -np 2", function()
     local items, q = tk.randn({ n, D }), tk.randn({ 600, D })
     local ids = ids_of(n)
     local lo, count = dist.shard_range(n)
-    check(q, items, ids, k, lo, count)
-    -- with exclusions: each query's best item of rank 1's shard and of rank 0's
     local first = check(q, items, ids, k, lo, count)
+    -- with exclusions: each query's best item of rank 1's shard and of rank 0's
     local exclude = {}
     for r = 1, 600 do exclude[r] = r % 3 == 0 and {} or { first[r][1], first[r][2], ids[n] } end
     local got = check(q, items, ids, k, lo, count, exclude)

@@ -6,27 +6,16 @@
 -- (helpers/fake_corename.c, compiled here) that reports Prescott while
 -- OPENBLAS_CORETYPE is unset, or always with FAKE_CORENAME=always.
 local tk = require "towerkit"
+local files = require "tests.spec.helpers.files"
 
 local BUILD = os.getenv("TOWERKIT_BUILD") or "build"
 local LAUNCHER = BUILD .. "/towerkit"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = files.q
 
 -- Runs a shell command line; returns stdout, stderr and the exit status.
+local run = files.run_split
 local tmp
-local function run(cmd)
-  local out, err = tmp .. "/out", tmp .. "/err"
-  local p = io.popen(string.format("%s >%s 2>%s; echo \"status=$?\"", cmd, q(out), q(err)))
-  local status = tonumber(p:read("*a"):match("status=(%d+)"))
-  p:close()
-  local function slurp(path)
-    local f = io.open(path, "rb")
-    local s = f and f:read("*a") or ""
-    if f then f:close() end
-    return s
-  end
-  return slurp(out), slurp(err), status
-end
 
 -- A launcher command line with environment changes `env` ("-u NAME" words, then "NAME=value"
 -- words for env(1)); the script is read from stdin, which the re-exec must keep.

@@ -2,6 +2,7 @@
 -- equivalence specs are tests/mpi, run under mpirun -np 2 by scripts/run-tests.sh).
 local tk = require "towerkit"
 local files = require "tests.spec.helpers.files"
+local mpi = require "tests.spec.helpers.mpi"
 
 local build = os.getenv("TOWERKIT_BUILD") or "build"
 
@@ -67,23 +68,13 @@ describe("tk.distributed in one process", function()
   end)
 end)
 
--- Under make test-asan the ranks are sanitized builds too; Open MPI's own allocations
--- (its dlopen'ed components) are never freed, so the ranks run without leak checks.
-local MPIRUN = "mpirun"
-if (os.getenv("ASAN_OPTIONS") or "") ~= "" then
-  MPIRUN = "env ASAN_OPTIONS=" .. os.getenv("ASAN_OPTIONS") .. ":detect_leaks=0 mpirun -x ASAN_OPTIONS"
-end
-
 -- A failing rank ends the job: the other one exits within a bounded time, never hangs.
--- (scripts/run-tests.sh allows mpirun to run as root)
+-- (mpi.MPIRUN: without leak checks under the sanitizers)
 local function run_fault(mode)
-  local out = files.sh(("{ timeout 60 %s --oversubscribe -np 2 %s/towerkit tests/mpi/scripts/fault.lua %s 2>&1; " ..
-    "echo \"exit=$?\"; }"):format(MPIRUN, build, mode))
-  return out, tonumber(out:match("exit=(%d+)%s*$"))
+  return files.run(("timeout 60 %s -np 2 %s/towerkit tests/mpi/scripts/fault.lua %s"):format(mpi.MPIRUN, build, mode))
 end
 
-local has_mpirun = os.execute("command -v mpirun >/dev/null 2>&1") == 0
-local fault_it = (tk.distributed.available() and has_mpirun) and it or pending
+local fault_it = mpi.it
 
 describe("a failing rank under mpirun -np 2", function()
   fault_it("a Lua error on rank 1 ends the job with rank 1's message", function()
@@ -112,9 +103,9 @@ describe("a checkpoint saved under mpirun -np 2", function()
     local C = require "common"
     local dir = os.tmpname()
     os.remove(dir)
-    local out = files.sh(("{ timeout 120 %s --oversubscribe -np 2 %s/towerkit tests/mpi/scripts/checkpoint.lua %s 2>&1; " ..
-      "echo \"exit=$?\"; }"):format(MPIRUN, build, dir))
-    assert.equals(0, tonumber(out:match("exit=(%d+)%s*$")), out)
+    local out, code = files.run(("timeout 120 %s -np 2 %s/towerkit tests/mpi/scripts/checkpoint.lua %s"):format(
+      mpi.MPIRUN, build, dir))
+    assert.equals(0, code, out)
     local want = {}
     for line in io.lines(dir .. ".weights.txt") do want[#want + 1] = tonumber(line) end
     want = tk.tensor(want):totable() -- the float32 values the text names

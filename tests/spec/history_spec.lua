@@ -5,7 +5,7 @@ local files = require "tests.spec.helpers.files"
 
 local BUILD = os.getenv("TOWERKIT_BUILD") or "build"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local q = files.q
 
 local function history(epochs)
   local h = tk.History()

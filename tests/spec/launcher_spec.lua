@@ -19,12 +19,8 @@ local BUILD = os.getenv("TOWERKIT_BUILD") or "build"
 if BUILD:sub(1, 1) ~= "/" then BUILD = ROOT .. "/" .. BUILD end
 local LAUNCHER = BUILD .. "/towerkit"
 
-local function q(s) -- quotes one shell word
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
 local files = require "tests.spec.helpers.files"
-local function slurp(path) return files.read(path) or "" end -- "" for a file not there yet
+local q, slurp = files.q, files.slurp
 
 local spit = files.write
 
@@ -58,18 +54,13 @@ local function run(args, opts)
   f:close()
   local words = {}
   for i, a in ipairs(args) do words[i] = q(a) end
-  local out, err = tmpname(), tmpname()
   local stdin = "/dev/null"
   if opts.input then
     stdin = tmpname()
     spit(stdin, opts.input)
   end
-  local cmd = string.format("cd %s && %s %s %s <%s >%s 2>%s; echo \"status=$?\"", q(ROOT),
-    opts.env or "", q(LAUNCHER), table.concat(words, " "), q(stdin), q(out), q(err))
-  local p = io.popen(cmd)
-  local status = tonumber(p:read("*a"):match("status=(%d+)"))
-  p:close()
-  return slurp(out), slurp(err), status
+  return files.run_split(string.format("cd %s && %s %s %s <%s", q(ROOT), opts.env or "", q(LAUNCHER),
+    table.concat(words, " "), q(stdin)))
 end
 
 local function script(text)

@@ -1,7 +1,7 @@
 -- The REPL driven through a pseudo-terminal (tmux, a private server per run): type,
 -- press Tab, read the screen. Completion, help, printing and errors as a user sees them.
-local sh = require("tests.spec.helpers.files").sh
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+local files = require "tests.spec.helpers.files"
+local sh, q = files.sh, files.q
 
 local ROOT = sh("pwd"):gsub("%s+$", "")
 local BUILD = os.getenv("TOWERKIT_BUILD") or "build"

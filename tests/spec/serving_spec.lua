@@ -10,13 +10,9 @@ local MINIMAL = BUILD .. "/examples/minimal"
 local SERVER = os.getenv("TOWERKIT_SERVER_BIN") or BUILD .. "/examples/towerkit-server"
 local LOADGEN = BUILD .. "/examples/loadgen"
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-
-
 local files = require "tests.spec.helpers.files"
-local run = files.run
+local q, run, slurp = files.q, files.run, files.slurp
 local server = require "tests.spec.helpers.server"
-local function slurp(path) return files.read(path) or "" end -- "" for a file not there yet
 
 local tmp
 local function ckpt(name) return tmp .. "/" .. name end

@@ -8,8 +8,7 @@ local M = {}
 local SCRIPT = 'log=$1; pidf=$2; code=$3; shift 3\n"$@" >"$log" 2>&1 &\necho $! >"$pidf"\nwait $!\necho $? >"$code"\n'
 local n = 0
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local function slurp(path) return files.read(path) or "" end -- "" for a file not there yet
+local q, slurp = files.q, files.slurp
 local function sleep() os.execute("sleep 0.05") end
 
 --- Starts `cmd` (shell words: a prefix such as mpirun or env, the binary, its arguments)
