@@ -74,22 +74,20 @@ function model.TwoTowerModel(a, b, c)
     opts = c or {}
     if type(opts) ~= "table" then argerror("TwoTowerModel: options must be a table") end
     check_known(opts)
-    sharding = opts.embedding_sharding
-    if sharding ~= nil and sharding ~= "replicated" and sharding ~= "row" then
-      argerror('TwoTowerModel: embedding_sharding must be "replicated" or "row", got %s',
-        type(sharding) == "string" and ('"%s"'):format(sharding) or util.describe(sharding))
-    end
+    sharding = embedding_options.check_sharding(opts.embedding_sharding, "TwoTowerModel")
     local block_opts = {}
     for k in pairs(BLOCK_OPTS) do block_opts[k] = opts[k] end
-    if sharding ~= nil then -- into the embedding options, which must not say otherwise
-      local eo = block_opts.embedding_options
-      if eo ~= nil and not embedding_options.class.is(eo) then eo = embedding_options.new(eo) end
-      local given = eo and eo.embedding_sharding
-      if given ~= nil and given ~= sharding then
-        argerror('TwoTowerModel: embedding_sharding = "%s" but embedding_options.embedding_sharding = "%s"; give one', sharding, given)
-      end
+    -- into the embedding options (the user's table or EmbeddingOptions, copied), which
+    -- must not say otherwise; anything else there is left to the block's own error
+    local eo = block_opts.embedding_options
+    if sharding ~= nil and (eo == nil or type(eo) == "table") then
       local t = {}
       for k, v in pairs(eo or {}) do t[k] = v end
+      local given = embedding_options.check_sharding(t.embedding_sharding, "EmbeddingOptions")
+      if given ~= nil and given ~= sharding then
+        argerror('TwoTowerModel: embedding_sharding = "%s" but embedding_options.embedding_sharding = "%s"; give one',
+          sharding, given)
+      end
       t.embedding_sharding = sharding
       block_opts.embedding_options = embedding_options.new(t)
     end
@@ -182,22 +180,14 @@ function model.is_model(x) return getmetatable(x) == Model end
 function Model:compile(opts)
   opts = util.known_options(opts, { optimizer = true, metrics = true, schedule = true, clip_grad_norm = true,
     embedding_sharding = true }, "compile")
-  local sharding = opts.embedding_sharding
-  if sharding ~= nil and sharding ~= "replicated" and sharding ~= "row" then
-    argerror('compile: embedding_sharding must be "replicated" or "row", got %s',
-      type(sharding) == "string" and ('"%s"'):format(sharding) or util.describe(sharding))
-  end
+  local sharding = embedding_options.check_sharding(opts.embedding_sharding, "compile")
   if self.built_sharded then
     if sharding == "replicated" then
       argerror('compile: embedding_sharding = "replicated": this model\'s tables were built row-sharded (embedding_sharding = "row"), no rank holds them whole; leave the option out or say "row"')
     end
     sharding = "row"
   end
-  if sharding == "row" then
-    if not distributed.auto() then
-      argerror('compile: embedding_sharding = "row" splits the tables over the ranks of an MPI job (mpirun -np N, N > 1); this process runs alone, so its tables stay whole: leave the option out or say "replicated"')
-    end
-  end
+  if sharding == "row" then distributed.need_ranks("compile", "splits the tables over the ranks") end
   self.optimizer = opts.optimizer or optim.Adam { learning_rate = 1e-3 }
   if getmetatable(self.optimizer) == nil or not self.optimizer.step then
     argerror("compile: optimizer must be a tk.optim optimizer")
