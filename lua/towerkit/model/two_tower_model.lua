@@ -505,7 +505,7 @@ function Model:item_embeddings(items, opts)
 end
 
 --- to_top_k_encoder(items, {k = 10, batch_size, distributed = true}) -> encoder;
--- encoder:query(batch [, {k, exclude}]) returns item ids (int64 [B, k]) and scores
+-- encoder:query(batch [, {k =}]) returns item ids (int64 [B, k]) and scores
 -- ([B, k]), best first, exact. Under mpirun the catalogue is embedded in parallel
 -- (item_embeddings) and every rank's encoder holds all of it.
 local function to_top_k_encoder(self, items, opts)
