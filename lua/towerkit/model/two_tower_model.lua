@@ -381,7 +381,7 @@ function Model:fit(data, opts)
         self.optimizer:set_learning_rate(self.schedule(self.step_count, self.base_lr))
       end
       local value = self:train_step(batch)
-      if value ~= value or value == math.huge or value == -math.huge then
+      if not finite(value) then
         self._dist = nil
         if tty then io.write("\n") end
         argerror("fit: the loss is %s at step %d (epoch %d, batch %d); training stopped, the weights are those of step %d",
@@ -409,8 +409,9 @@ function Model:fit(data, opts)
     end
     self._dist = nil
     if tty then io.write("\n") end
-    local logs = { epoch = epoch, loss = steps > 0 and sum / steps or 0, seconds = core.clock() - t0,
-      examples_per_second = seen / math.max(core.clock() - t0, 1e-9) }
+    local seconds = core.clock() - t0
+    local logs = { epoch = epoch, loss = steps > 0 and sum / steps or 0, seconds = seconds,
+      examples_per_second = seen / math.max(seconds, 1e-9) }
     if opts.validation_data then
       local v = self:evaluate(opts.validation_data, opts.validation_opts or {})
       for k, val in pairs(v) do logs["val_" .. k] = val end
@@ -431,10 +432,9 @@ end
 
 -- Embeddings of one tower over a dataset, in batches, in evaluation mode, on two
 -- threads (core.embed_rows: row ranges of the columns, no gathering, each batch
--- written straight into the result).
+-- written straight into the result). Its callers (export, evaluate) refuse empty data.
 local function tower_embeddings(self, which, data, bs)
   local tower = which == "query" and self.block:query_block() or self.block:item_block()
-  if data:size() == 0 then argerror("%s_embeddings: the data has no rows", which) end
   local post = self.block:post()
   return core.embed_rows(tower, post, data.columns, bs or 1024)
 end
