@@ -437,8 +437,7 @@ function M.evaluate(model, data, opts, evaluate_local, embed_catalogue)
   if n < N then return nil end -- too few rows to split: every rank evaluates them all
   local items = embed_catalogue()
   local lo, hi = math.floor(r * n / N), math.floor((r + 1) * n / N)
-  local all = core.arange(n)
-  local part = data:select(core.index_select(all, all, lo, hi - lo))
+  local part = data:slice(lo, hi - lo)
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   o.distributed = false

@@ -459,12 +459,11 @@ local function export(self, which, data, ids, opts)
     if opts.shard then e.offset, e.size = 0, n end
     return e
   end
-  local all = core.arange(n)
   local emb, lo = distributed.export(what, n, bs, function(first, count)
-    return tower_embeddings(self, which, dataset.wrap(data:rows(all, first, count), data.schema), bs)
+    return tower_embeddings(self, which, data:slice(first, count), bs)
   end, opts.shard)
   if not opts.shard then return embeddings.new(ids, emb) end
-  local e = embeddings.new(core.index_select(ids, all, lo, emb:shape()[1]), emb)
+  local e = embeddings.new(core.index_select(ids, core.arange(n), lo, emb:shape()[1]), emb)
   e.offset, e.size = lo, n
   return e
 end
