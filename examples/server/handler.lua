@@ -52,7 +52,7 @@ local function show(v)
   return ok and text or tostring(v)
 end
 
-local function is_int(v) return type(v) == "number" and v % 1 == 0 and v >= -2 ^ 53 and v <= 2 ^ 53 end
+local is_int = require("towerkit.util").is_integer
 
 local function reply(status, value)
   return status, json.encode(value) .. "\n"

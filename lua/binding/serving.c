@@ -96,7 +96,7 @@ static tk_status exclusion_arg(lua_State *L, int idx, const tk_model *m, tk_ctx 
             for (int64_t i = 0; i < len; i++) {
                 lua_rawgeti(L, -1, (int)i + 1);
                 lua_Number x = lua_tonumber(L, -1);
-                bool ok = lua_type(L, -1) == LUA_TNUMBER && x == floor(x) && fabs(x) <= 9007199254740992.0;
+                bool ok = lua_type(L, -1) == LUA_TNUMBER && tkl_is_int53(x);
                 lua_pop(L, 1);
                 if (!ok) {
                     lua_pop(L, 1);
