@@ -6,8 +6,9 @@
 --   SERVER      max_results (users x k of one request), oov ("error" or "zeros", if the
 --               server was given a policy), model_version(swap) (the name of a model);
 --               under mpirun (a catalogue sharded over the ranks) also ranks and
---               sharded_query(rows, k [, exclude]) -> ids, scores (Lua arrays) or nil,
---               message: the top k of query embeddings over every rank's shard
+--               sharded_query(queries, k [, exclude]) -> ids, scores (Lua arrays) or
+--               nil, message: the top k of the query embeddings (the float32 tensor
+--               model:encode gives) over every rank's shard; exclude as recommend's
 -- It returns function(method, path, body, request) -> status, body (JSON text);
 -- request.id is the request's id (the X-Request-Id header). /health, /metrics and
 -- /reload are answered by the server itself; a reload starts this file again.
@@ -52,7 +53,7 @@ local function show(v)
   return ok and text or tostring(v)
 end
 
-local function is_int(v) return type(v) == "number" and v % 1 == 0 and v >= -2 ^ 53 and v <= 2 ^ 53 end
+local is_int = require("towerkit.util").is_integer
 
 local function reply(status, value)
   return status, json.encode(value) .. "\n"
@@ -172,7 +173,7 @@ local function recommend(body)
     -- the query tower here, the top k over the ranks' shards by the server's main thread
     local ok, q = pcall(m.encode, m, batch)
     if not ok then return bad(400, "%s", tostring(q)) end
-    id_rows, score_rows = SERVER.sharded_query(q:totable(), k, ex)
+    id_rows, score_rows = SERVER.sharded_query(q, k, ex)
     if not id_rows then error(score_rows, 0) end
   else
     local ids, scores = m:try_recommend(batch, k, ex)

@@ -390,13 +390,13 @@ static int l_model_version(lua_State *L) {
 /* One worker's queries, waiting for the main thread (the only one that may call MPI). */
 typedef struct shard_req {
     int64_t q, k;
-    float *queries;    /* [q, shard_dim] */
-    int64_t *excl_off; /* [q + 1], or NULL: nothing excluded */
-    int64_t *excl_ids; /* [excl_off[q]] item ids */
-    int64_t *ids;      /* [q, k], the answer */
-    float *scores;     /* [q, k] */
-    int done;          /* under shard_lock */
-    char error[512];   /* empty: the answer is there */
+    const float *queries; /* [q, shard_dim], the worker's tensor (borrowed: it waits) */
+    int64_t *excl_off;    /* [q + 1], or NULL: nothing excluded */
+    int64_t *excl_ids;    /* [excl_off[q]] item ids */
+    int64_t *ids;         /* [q, k], the answer */
+    float *scores;        /* [q, k] */
+    int done;             /* under shard_lock */
+    char error[512];      /* empty: the answer is there */
     struct shard_req *next;
 } shard_req;
 
@@ -408,7 +408,6 @@ static long workers_alive; /* atomic: the main thread answers queries until none
 
 static void shard_req_free(shard_req *r) {
     if (!r) return;
-    free(r->queries);
     free(r->excl_off);
     free(r->excl_ids);
     free(r->ids);
@@ -416,85 +415,42 @@ static void shard_req_free(shard_req *r) {
     free(r);
 }
 
-/* Entry i of the Lua table at index t as an integer in *out: 1, or 0 if it is not one. */
-static int table_int(lua_State *L, int t, int i, int64_t *out) {
-    lua_rawgeti(L, t, i);
-    int ok = lua_type(L, -1) == LUA_TNUMBER;
-    lua_Number v = lua_tonumber(L, -1);
-    lua_pop(L, 1);
-    if (!ok || v != floor(v) || fabs(v) > 9007199254740992.0) return 0;
-    *out = (int64_t)v;
-    return 1;
+/* Returns nil and "sharded_query: <msg>" (2 results). */
+static int shard_fail(lua_State *L, const char *msg) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "sharded_query: %s", msg);
+    return 2;
 }
 
-/* SERVER.sharded_query(rows, k [, exclude]) -> ids, scores (Lua arrays of Q arrays of
- * k), or nil and a message: the global top k of the query embeddings `rows` (Q arrays
- * of D numbers) over the sharded catalogue; exclude: one array of item ids per row.
- * The worker waits while the main thread answers (with the queries of other workers
- * in the same batch). */
+/* SERVER.sharded_query(queries, k [, exclude]) -> ids, scores (Lua arrays of Q arrays of
+ * k), or nil and a message: the global top k of the query embeddings (a float32 tensor
+ * [Q, D], as model:encode gives them) over the sharded catalogue; exclude: one array of
+ * item ids per row, read as model:recommend reads it (towerkit_lua_to_exclusions). The
+ * worker waits while the main thread answers (with the queries of other workers in the
+ * same batch); its tensor, an argument of this call, stays alive meanwhile. */
 static int l_sharded_query(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
+    tk_tensor *t = towerkit_lua_to_tensor(L, 1);
     lua_Number kn = luaL_checknumber(L, 2);
-    int has_ex = !lua_isnoneornil(L, 3);
-    if (has_ex) luaL_checktype(L, 3, LUA_TTABLE);
-    int64_t q = (int64_t)lua_objlen(L, 1);
-    if (q < 1 || !(kn >= 1 && kn <= 1000000) || kn != floor(kn)) {
-        lua_pushnil(L);
-        lua_pushstring(L, "sharded_query: 1 or more rows and k >= 1 expected");
-        return 2;
+    if (!t || t->dtype != TK_F32 || t->ndim != 2 || t->shape[0] < 1 || t->shape[1] != shard_dim) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the queries must be a float32 tensor [Q, %lld] with Q >= 1", (long long)shard_dim);
+        return shard_fail(L, msg);
     }
-    int64_t k = (int64_t)kn;
+    if (!(kn >= 1 && kn <= 1000000) || kn != floor(kn)) return shard_fail(L, "k must be an integer in [1, 1000000]");
+    int64_t q = t->shape[0], k = (int64_t)kn;
     shard_req *r = calloc(1, sizeof *r);
-    if (!r || !(r->queries = malloc((size_t)(q * shard_dim) * sizeof *r->queries)) ||
-        !(r->ids = malloc((size_t)(q * k) * sizeof *r->ids)) ||
-        !(r->scores = malloc((size_t)(q * k) * sizeof *r->scores)) ||
-        (has_ex && !(r->excl_off = malloc((size_t)(q + 1) * sizeof *r->excl_off)))) {
+    if (!r || !(r->ids = malloc((size_t)(q * k) * sizeof *r->ids)) ||
+        !(r->scores = malloc((size_t)(q * k) * sizeof *r->scores))) {
         shard_req_free(r);
-        lua_pushnil(L);
-        lua_pushstring(L, "sharded_query: out of memory");
-        return 2;
+        return shard_fail(L, "out of memory");
     }
     r->q = q;
     r->k = k;
-    const char *bad = NULL;
-    for (int64_t i = 0; i < q && !bad; i++) {
-        lua_rawgeti(L, 1, (int)i + 1);
-        if (!lua_istable(L, -1) || (int64_t)lua_objlen(L, -1) != shard_dim) {
-            bad = "sharded_query: every row must hold the embedding's width of numbers";
-        } else {
-            for (int64_t j = 0; j < shard_dim; j++) {
-                lua_rawgeti(L, -1, (int)j + 1);
-                r->queries[i * shard_dim + j] = (float)lua_tonumber(L, -1);
-                lua_pop(L, 1);
-            }
-        }
-        lua_pop(L, 1);
-    }
-    if (has_ex && !bad) {
-        int64_t total = 0;
-        r->excl_off[0] = 0;
-        for (int64_t i = 0; i < q; i++) {
-            lua_rawgeti(L, 3, (int)i + 1);
-            total += lua_istable(L, -1) ? (int64_t)lua_objlen(L, -1) : 0;
-            r->excl_off[i + 1] = total;
-            lua_pop(L, 1);
-        }
-        if (!(r->excl_ids = malloc((size_t)(total ? total : 1) * sizeof *r->excl_ids)))
-            bad = "sharded_query: out of memory";
-        for (int64_t i = 0; i < q && !bad; i++) {
-            lua_rawgeti(L, 3, (int)i + 1);
-            int t = lua_gettop(L);
-            for (int64_t p = r->excl_off[i]; p < r->excl_off[i + 1] && !bad; p++)
-                if (!table_int(L, t, (int)(p - r->excl_off[i]) + 1, &r->excl_ids[p]))
-                    bad = "sharded_query: exclusions must be integer item ids";
-            lua_pop(L, 1);
-        }
-    }
-    if (bad) {
+    r->queries = tk_f32(t);
+    char msg[256];
+    if (towerkit_lua_to_exclusions(L, 3, q, &r->excl_off, &r->excl_ids, msg, sizeof msg) != 0) {
         shard_req_free(r);
-        lua_pushnil(L);
-        lua_pushstring(L, bad);
-        return 2;
+        return shard_fail(L, msg);
     }
     pthread_mutex_lock(&shard_lock);
     if (shard_tail)

@@ -2,7 +2,6 @@
  * atomic write every file the Lua code writes goes through. */
 #include "binding.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,7 +50,7 @@ static int l_csv_open(lua_State *L) {
                              type);
         lua_getfield(L, -3, "max_count"); /* a list's value count max, or nil */
         lua_Number max = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
-        if (!lua_isnil(L, -1) && (!lua_isnumber(L, -1) || max < 0 || max != floor(max) || max > 9.007199254740992e15))
+        if (!lua_isnil(L, -1) && (!lua_isnumber(L, -1) || max < 0 || !tkl_is_int53(max)))
             return tkl_error(L, "csv_open: column '%s': max_count must be a count >= 0", name);
         specs[i].max_count = (int64_t)max;
         lua_pop(L, 4);

@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define TKL_MODEL "towerkit.Model"
@@ -54,56 +55,58 @@ static int64_t batch_rows(const tk_model *m, const tk_value *v) {
     return tk_value_get_ragged(v, f->name, &vals, &offs) ? offs->shape[0] - 1 : -1;
 }
 
-/* The exclusion lists at idx (an array of arrays of item ids, one per query row; rows
- * past its end exclude nothing) as CSR arrays in ctx's arena. NULL and *err on a bad
- * table; *offs_out stays NULL when idx is nil. */
-static tk_status exclusion_arg(lua_State *L, int idx, const tk_model *m, tk_ctx *ctx, const tk_value *v,
-                               int64_t **offs_out, int64_t **items_out, char *msg, size_t msglen) {
+/* towerkit_lua.h: the exclusion lists at idx (one array of item ids per query row; rows
+ * past its end exclude nothing) as CSR arrays from malloc. */
+int towerkit_lua_to_exclusions(lua_State *L, int idx, int64_t rows, int64_t **offs_out, int64_t **items_out, char *msg,
+                               size_t msglen) {
     *offs_out = *items_out = NULL;
-    if (lua_isnoneornil(L, idx)) return TK_OK;
+    if (lua_isnoneornil(L, idx)) return 0;
     if (!lua_istable(L, idx)) {
         snprintf(msg, msglen, "exclude must be a list of lists of item ids");
-        return TK_ERROR;
+        return -1;
     }
-    int64_t B = batch_rows(m, v), n = (int64_t)lua_objlen(L, idx), total = 0;
-    if (B < 0) B = n; /* the query check names what is wrong with the batch */
-    if (n > B) {
-        snprintf(msg, msglen, "exclude has %lld lists for %lld query rows", (long long)n, (long long)B);
-        return TK_ERROR;
+    int64_t n = (int64_t)lua_objlen(L, idx), total = 0;
+    if (rows < 0) rows = n;
+    if (n > rows) {
+        snprintf(msg, msglen, "exclude has %lld lists for %lld query rows", (long long)n, (long long)rows);
+        return -1;
     }
     for (int64_t r = 0; r < n; r++) {
         lua_rawgeti(L, idx, (int)r + 1);
         if (!lua_istable(L, -1)) {
             lua_pop(L, 1);
             snprintf(msg, msglen, "exclude: list %lld is not a list of item ids", (long long)r);
-            return TK_ERROR;
+            return -1;
         }
         total += (int64_t)lua_objlen(L, -1);
         lua_pop(L, 1);
     }
-    int64_t so[1] = { B + 1 }, si[1] = { total };
-    tk_tensor *o = tk_ctx_empty(ctx, TK_I64, 1, so), *it = tk_ctx_empty(ctx, TK_I64, 1, si);
-    if (!o || !it) {
+    int64_t *od = malloc((size_t)(rows + 1) * sizeof *od), *id = malloc((size_t)(total ? total : 1) * sizeof *id);
+    if (!od || !id) {
+        free(od);
+        free(id);
         snprintf(msg, msglen, "out of memory");
-        return TK_ERROR;
+        return -1;
     }
-    int64_t *od = tk_i64(o), *id = tk_i64(it), used = 0;
+    int64_t used = 0;
     od[0] = 0;
-    for (int64_t r = 0; r < B; r++) {
+    for (int64_t r = 0; r < rows; r++) {
         if (r < n) {
             lua_rawgeti(L, idx, (int)r + 1);
             int64_t len = (int64_t)lua_objlen(L, -1);
             for (int64_t i = 0; i < len; i++) {
                 lua_rawgeti(L, -1, (int)i + 1);
                 lua_Number x = lua_tonumber(L, -1);
-                bool ok = lua_type(L, -1) == LUA_TNUMBER && x == floor(x) && fabs(x) <= 9007199254740992.0;
+                bool ok = lua_type(L, -1) == LUA_TNUMBER && tkl_is_int53(x);
                 lua_pop(L, 1);
                 if (!ok) {
                     lua_pop(L, 1);
+                    free(od);
+                    free(id);
                     snprintf(msg, msglen,
                              "exclude: list %lld holds something other than an integer id at position %lld",
                              (long long)r, (long long)i);
-                    return TK_ERROR;
+                    return -1;
                 }
                 id[used++] = (int64_t)x;
             }
@@ -113,7 +116,7 @@ static tk_status exclusion_arg(lua_State *L, int idx, const tk_model *m, tk_ctx 
     }
     *offs_out = od;
     *items_out = id;
-    return TK_OK;
+    return 0;
 }
 
 /* Runs a recommendation with ctx; pushes ids and scores (heap tensors) and returns 2,
@@ -128,11 +131,15 @@ static int recommend(lua_State *L, tk_model *m, tk_ctx *ctx, int batch_idx, int 
         err = msg;
     }
     tk_value *v = err ? NULL : tkl_to_value(L, batch_idx, ctx, &err);
+    /* rows < 0 (no rows found for the first feature): one per list, and the query check
+     * names what is wrong with the batch. Freed before anything below can raise. */
     int64_t *eo = NULL, *ei = NULL;
-    if (v && exclusion_arg(L, k_idx + 1, m, ctx, v, &eo, &ei, msg, sizeof msg) != TK_OK) err = msg;
+    if (v && towerkit_lua_to_exclusions(L, k_idx + 1, batch_rows(m, v), &eo, &ei, msg, sizeof msg) != 0) err = msg;
     tk_tensor *ids = NULL, *scores = NULL;
     if (v && !err && tk_model_recommend_excluding(m, ctx, v, (int64_t)kn, eo, ei, &ids, &scores) != TK_OK)
         err = tk_ctx_error(ctx);
+    free(eo);
+    free(ei);
     if (!err) {
         tk_tensor *a = tk_tensor_clone(ids), *b = tk_tensor_clone(scores);
         if (!a || !b) {

@@ -1,5 +1,6 @@
 /* towerkit.Tensor: heap and arena tensors in Lua, their ops and their printing. */
 #include "binding.h"
+#include "towerkit_lua.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -22,6 +23,10 @@ tk_tensor *tkl_check_tensor(lua_State *L, int idx) { return live(L, tkl_check_te
 tk_tensor *tkl_to_tensor(lua_State *L, int idx) {
     tkl_tensor *u = (tkl_tensor *)luaL_testudata(L, idx, TKL_TENSOR);
     return u ? live(L, u, idx) : NULL;
+}
+
+struct tk_tensor *towerkit_lua_to_tensor(lua_State *L, int idx) {
+    return tkl_to_tensor(L, idx);
 }
 
 void tkl_push_heap(lua_State *L, tk_tensor *t) {

@@ -54,6 +54,9 @@
 extern "C" {
 #endif
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include <lua.h>
 
 /* The loader of the C module `towerkit.core` (tensors, blocks, optimizers as Lua
@@ -130,6 +133,31 @@ int towerkit_lua_push_model_slot(lua_State *L, struct tk_model_slot *s);
 
 /* The model of the towerkit.Model at idx (borrowed), or NULL if it is not one. */
 struct tk_model *towerkit_lua_to_model(lua_State *L, int idx);
+
+/* ------------------------------------------------------------------------------------ */
+/* Reading the binding's arguments in a host's own C functions                           */
+/* ------------------------------------------------------------------------------------ */
+
+/* A host function called from Lua (as the example server's SERVER.sharded_query) reads
+ * its arguments as the binding's own functions do. */
+struct tk_tensor;
+
+/* The tensor of the towerkit.Tensor at idx (borrowed: valid while that value is, e.g.
+ * while it is on the stack), or NULL if the value is not a tensor. Raises a Lua error,
+ * as the tensor methods do, when the tensor was freed or its context was reset. */
+struct tk_tensor *towerkit_lua_to_tensor(lua_State *L, int idx);
+
+/* The lists of item ids to exclude per query row, as model:recommend(batch, k, exclude)
+ * takes them: the value at idx is nil, or an array of at most `rows` arrays of integer
+ * item ids (magnitude at most 2^53), list r for query row r (rows past the last list
+ * exclude nothing; rows < 0: one row per list). Returns 0 with *offs (rows + 1 entries)
+ * and *items (offs[rows] ids, row r's at offs[r] .. offs[r + 1] - 1) from malloc, for
+ * the caller to free; nil gives 0 with both NULL. A bad value (not an array, more lists
+ * than rows, a list that is not an array, an entry that is not an integer id) or no
+ * memory returns -1 with the message in msg (msglen bytes) and nothing allocated.
+ * Never raises. */
+int towerkit_lua_to_exclusions(lua_State *L, int idx, int64_t rows, int64_t **offs, int64_t **items, char *msg,
+                               size_t msglen);
 
 #ifdef __cplusplus
 }

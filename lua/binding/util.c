@@ -153,7 +153,7 @@ static void init_fields(lua_State *L, const char *what, tk_init *init) {
                       luaL_typename(L, -1));
         double d = lua_tonumber(L, -1);
         if (k->param == 's') {
-            if (!(d >= 0 && d == floor(d) && tkl_is_int53(d)))
+            if (!(d >= 0 && tkl_is_int53(d)))
                 tkl_error(L, "%s: 'seed' of initializer '%s' must be an integer in [0, 2^53], got %g", what, kname, d);
             init->has_seed = true;
             init->seed = (uint64_t)d;

@@ -54,6 +54,15 @@ function M.auto()
   return core.dist_size() > 1
 end
 
+--- need_ranks(what, does): raises the error of row-sharded tables in a process that runs
+-- alone (outside mpirun, or one rank): "<what>: embedding_sharding = "row" <does> of an
+-- MPI job ...". Nothing when auto() (more than one rank). Shared by InputBlock and compile.
+function M.need_ranks(what, does)
+  if M.auto() then return end
+  argerror('%s: embedding_sharding = "row" %s of an MPI job (mpirun -np N, N > 1); this process runs alone: ' ..
+    'leave the option out or say "replicated"', what, does)
+end
+
 local function started(what)
   need_mpi(what)
   if not core.dist_initialized() then core.dist_init() end
@@ -428,8 +437,7 @@ function M.evaluate(model, data, opts, evaluate_local, embed_catalogue)
   if n < N then return nil end -- too few rows to split: every rank evaluates them all
   local items = embed_catalogue()
   local lo, hi = math.floor(r * n / N), math.floor((r + 1) * n / N)
-  local all = core.arange(n)
-  local part = data:select(core.index_select(all, all, lo, hi - lo))
+  local part = data:slice(lo, hi - lo)
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
   o.distributed = false

@@ -66,7 +66,8 @@ local NAMESPACES = { data = true, optim = true, ["optim.schedules"] = true, metr
 -- tk fields that are not API: the binding, internal hooks.
 local HIDDEN = { core = true, registry = true, ["data.methods"] = true, ["distributed.fit_plan"] = true,
   ["distributed.evaluate"] = true, ["distributed.export"] = true, ["distributed.allreduce_options"] = true,
-  ["distributed.set_sharding"] = true, ["distributed.with_whole_tables"] = true }
+  ["distributed.set_sharding"] = true, ["distributed.with_whole_tables"] = true,
+  ["distributed.need_ranks"] = true }
 
 local function sorted(t)
   local k = {}

@@ -40,7 +40,7 @@ function serving.info(model)
   return info
 end
 
-local function is_int(v) return type(v) == "number" and v % 1 == 0 and v >= -2 ^ 53 and v <= 2 ^ 53 end
+local is_int = require("towerkit.util").is_integer
 
 --- query(model_or_info, users) -> batch (a table of tensors) or nil, message.
 -- users: one user's features ({user_id = 7, tags = {1, 5}, activity = 0.3}) or an

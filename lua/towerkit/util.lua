@@ -17,6 +17,13 @@ function util.range(a, b)
   return t
 end
 
+--- is_integer(v) -> whether v is a number that is an integer of magnitude at most 2^53
+-- (converts to int64 exactly; NaN and infinities are not): the Lua side of the
+-- binding's tkl_is_int53.
+function util.is_integer(v)
+  return type(v) == "number" and v % 1 == 0 and math.abs(v) <= 2 ^ 53
+end
+
 -- Errors -------------------------------------------------------------------------------
 -- Every error of the Lua layer is raised by util.argerror, at the level of the first
 -- function outside lua/towerkit/ (the caller's line), however deep in the library it was

@@ -221,6 +221,65 @@ static void test_memory_errors(void) {
     lua_close(L);
 }
 
+/* The host accessors of towerkit_lua.h: a tensor argument, and exclusion lists read as
+ * model:recommend reads them (the example server's SERVER.sharded_query uses both). */
+static void test_host_accessors(void) {
+    lua_State *L = new_state(false);
+    TK_CHECK(L != NULL);
+    if (!L) return;
+    TK_CHECK(run(L, "tk = require 'towerkit'\nT = tk.ones { 2, 3 }"));
+    lua_getglobal(L, "T");
+    tk_tensor *t = towerkit_lua_to_tensor(L, -1);
+    TK_CHECK(t && t->ndim == 2 && t->shape[0] == 2 && t->shape[1] == 3 && tk_f32(t)[5] == 1.0f);
+    lua_pop(L, 1);
+    lua_pushnumber(L, 1);
+    TK_CHECK(towerkit_lua_to_tensor(L, -1) == NULL);
+    lua_pop(L, 1);
+
+    int64_t *offs, *items;
+    char msg[256];
+    int top = lua_gettop(L);
+    lua_pushnil(L); /* nil: nothing excluded */
+    TK_CHECK(towerkit_lua_to_exclusions(L, -1, 3, &offs, &items, msg, sizeof msg) == 0 && !offs && !items);
+    lua_pop(L, 1);
+    /* two lists for three rows: the last row excludes nothing */
+    TK_CHECK(run(L, "EX = { { 4, 9 }, {} }"));
+    lua_getglobal(L, "EX");
+    TK_CHECK(towerkit_lua_to_exclusions(L, -1, 3, &offs, &items, msg, sizeof msg) == 0);
+    if (offs && items) {
+        TK_CHECK(offs[0] == 0 && offs[1] == 2 && offs[2] == 2 && offs[3] == 2);
+        TK_CHECK(items[0] == 4 && items[1] == 9);
+    }
+    free(offs);
+    free(items);
+    /* rows < 0: one per list */
+    TK_CHECK(towerkit_lua_to_exclusions(L, -1, -1, &offs, &items, msg, sizeof msg) == 0);
+    if (offs) TK_CHECK(offs[2] == 2);
+    free(offs);
+    free(items);
+    lua_pop(L, 1);
+    static const struct {
+        const char *code, *want;
+    } bad[] = {
+        { "return 5", "exclude must be a list of lists of item ids" },
+        { "return { {}, {}, {}, {} }", "exclude has 4 lists for 3 query rows" },
+        { "return { {}, 7 }", "exclude: list 1 is not a list of item ids" },
+        { "return { { 1, 2.5 } }", "exclude: list 0 holds something other than an integer id at position 1" },
+        { "return { {}, { 2 ^ 60 } }", "exclude: list 1 holds something other than an integer id at position 0" },
+        { "return { { '3' } }", "exclude: list 0 holds something other than an integer id at position 0" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        TK_CHECK(luaL_dostring(L, bad[i].code) == 0);
+        offs = items = (int64_t *)1;
+        TK_CHECK(towerkit_lua_to_exclusions(L, -1, 3, &offs, &items, msg, sizeof msg) == -1);
+        TK_CHECK(!offs && !items);
+        TK_CHECK_ERROR(msg, bad[i].want);
+        lua_pop(L, 1);
+    }
+    TK_CHECK(lua_gettop(L) == top); /* the stack as it was */
+    lua_close(L);
+}
+
 int main(void) {
     tk_set_num_threads(1);
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/tk-lua-binding-XXXXXX");
@@ -230,6 +289,7 @@ int main(void) {
     }
     TK_RUN(test_lua_block_in_another_state);
     TK_RUN(test_memory_errors);
+    TK_RUN(test_host_accessors);
     char cmd[400];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
     if (system(cmd) != 0) printf("    could not remove %s\n", tmp_dir);

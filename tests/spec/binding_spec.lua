@@ -36,6 +36,15 @@ describe("the binding", function()
       r:close()
     end)
 
+    it("csv_open takes a list's max_count as an integer count up to 2^53 only", function()
+      write(dir .. "/l.csv", "a\n1|2\n")
+      for _, bad in ipairs { 1.5, -1, 2 ^ 60, 0 / 0, "x" } do
+        local err = err_of(core.csv_open, dir .. "/l.csv", { { name = "a", type = "int64_list", max_count = bad } })
+        assert.truthy(err:find("column 'a': max_count must be a count >= 0", 1, true), tostring(bad) .. ": " .. err)
+      end
+      core.csv_open(dir .. "/l.csv", { { name = "a", type = "int64_list", max_count = 2 ^ 53 } }):close()
+    end)
+
     it("safetensors_write rejects a name that is not a string", function()
       local err = err_of(core.safetensors_write, dir .. "/x.safetensors", { 7 }, { tk.ones { 2 } })
       assert.truthy(err:find("safetensors_write: name 1 is not a string (got number)", 1, true), err)

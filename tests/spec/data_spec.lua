@@ -69,6 +69,20 @@ describe("Dataset", function()
     assert.same(tk.data.range(1, 100), all)
   end)
 
+  it("slices a row range, list columns too", function()
+    local ds = tk.data.Dataset { id = { 5, 6, 7, 8 }, l = { { 1 }, { 2, 3 }, {}, { 4 } } }
+    local s = ds:slice(1, 2)
+    assert.equal(2, s:size())
+    assert.same({ 6, 7 }, s:column("id"):totable())
+    assert.same({ 2, 3 }, s:column("l__values"):totable())
+    assert.same({ 0, 2, 2 }, s:column("l__offsets"):totable())
+    assert.equal(0, ds:slice(4, 0):size())
+    assert.same({ 5, 6, 7, 8 }, ds:slice(0, 4):column("id"):totable())
+    assert.has_error(function() ds:slice(3, 2) end, "slice: rows [3, 5) are past the dataset's 4 rows")
+    assert.has_error(function() ds:slice(-1, 1) end, "slice: first and count must be non-negative integers, got -1 and 1")
+    assert.has_error(function() ds:slice(0) end, "slice: first and count must be non-negative integers, got 0 and nil")
+  end)
+
   it("raises clear errors", function()
     assert.has_error(function() tk.data.Dataset { a = { 1, 2 }, b = { 1 } } end,
       "Dataset: column 'b' has 1 rows but 'a' has 2")

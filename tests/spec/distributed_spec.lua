@@ -44,6 +44,14 @@ describe("tk.distributed in one process", function()
     assert.truthy(tostring(err):find('embedding_sharding = "row" builds each table as one rank\'s rows of an MPI job',
       1, true), err)
     assert.has_no_error(function() tk.TwoTowerModel(schema, tk.MLPBlock({ 4 }), { embedding_sharding = "replicated" }) end)
+    -- the one check of the setting, in the model's options and in the embedding options
+    ok, err = pcall(tk.TwoTowerModel, schema, tk.MLPBlock({ 4 }), { embedding_sharding = 5 })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find('TwoTowerModel: embedding_sharding must be "replicated" or "row", got number', 1, true), err)
+    ok, err = pcall(tk.TwoTowerModel, schema, tk.MLPBlock({ 4 }), { embedding_sharding = "replicated",
+      embedding_options = { embedding_sharding = "rows" } })
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find('EmbeddingOptions: embedding_sharding must be "replicated" or "row", got "rows"', 1, true), err)
   end)
 
   it("a rank's rows against all items (row_offset) make the full batch's loss", function()

@@ -308,6 +308,20 @@ describe("evaluation protocol", function()
     assert.is_false(ok)
     assert.truthy(err:find("the data has 0 rows; training needs at least 2", 1, true), err)
   end)
+
+  it("refuses to embed or evaluate data with no rows", function()
+    local m = make_model()
+    local empty = test:select(tk.core.arange(0))
+    for _, c in ipairs {
+      { function() m:query_embeddings(empty) end, "query_embeddings: the data has no rows" },
+      { function() m:item_embeddings(empty) end, "item_embeddings: the data has no rows" },
+      { function() m:evaluate(empty, { item_corpus = items }) end, "evaluate: data has no rows" },
+    } do
+      local ok, err = pcall(c[1])
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find(c[2], 1, true), err)
+    end
+  end)
 end)
 
 describe("options", function()

@@ -78,9 +78,11 @@ describe("serving", function()
       local none, err = m:try_recommend(batch, 4, { {}, {}, {} })
       assert.is_nil(none)
       assert.equal("exclude has 3 lists for 2 query rows", err)
-      none, err = m:try_recommend(batch, 4, { { 1.5 } })
-      assert.is_nil(none)
-      assert.truthy(err:find("integer id", 1, true), err)
+      for _, bad in ipairs { 1.5, 2 ^ 60, 0 / 0, "7" } do
+        none, err = m:try_recommend(batch, 4, { { bad } })
+        assert.is_nil(none)
+        assert.truthy(err:find("exclude: list 0 holds something other than an integer id at position 0", 1, true), err)
+      end
       -- every item excluded: the rest of the row is -1
       local every = m:item_ids():totable()
       local r = m:recommend(assert(tk.serving.query(m, QUERY)), 2, { every }):totable()

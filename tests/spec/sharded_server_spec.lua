@@ -41,8 +41,29 @@ describe("the HTTP server under mpirun -np 2 (a sharded catalogue)", function()
     return s
   end
 
-  local function start(prefix, ckpt)
-    return server.wait_port(launch(prefix, q(ckpt) .. " --port 0 --threads 2"), 60)
+  local function start(prefix, ckpt, more)
+    return server.wait_port(launch(prefix, q(ckpt) .. " --port 0 --threads 2" .. (more or "")), 60)
+  end
+
+  -- The example's handler, and POST /probe: SERVER.sharded_query called with the body's
+  -- arguments as they are (rows x dim zeros as the queries, or a table with table = true;
+  -- k; exclude), so that its own checks answer: {rows =} or {error =}.
+  local function probe_handler()
+    local path = tmp .. "/probe_handler.lua"
+    local f = assert(io.open(path, "w"))
+    f:write([[
+local tk = require "towerkit"
+local real = dofile("examples/server/handler.lua")
+return function(method, path, body, request)
+  if path ~= "/probe" then return real(method, path, body, request) end
+  local req = tk.json.decode(body)
+  local queries = req.table and {} or tk.zeros({ req.rows or 1, req.dim or SLOT:current():dim() })
+  local ids, err = SERVER.sharded_query(queries, req.k or 3, req.exclude)
+  return 200, tk.json.encode(ids and { rows = #ids, k = #ids[1] } or { error = err }) .. "\n"
+end
+]])
+    f:close()
+    return path
   end
 
   local wait_for, wait_exit = server.wait_for, server.wait_exit
@@ -81,7 +102,7 @@ describe("the HTTP server under mpirun -np 2 (a sharded catalogue)", function()
   mpi_it("answers as the one-process server, stops cleanly on SIGTERM to rank 0", function()
     local ckpt = tmp .. "/big"
     local one = start("", ckpt)
-    local sh = start(MPIRUN .. " -np 2", ckpt)
+    local sh = start(MPIRUN .. " -np 2", ckpt, " --handler " .. q(probe_handler()))
     assert.truthy(slurp(sh.log):find("catalogue sharded over 2 ranks", 1, true), slurp(sh.log))
     assert.truthy(wait_for(sh, "rank 1 of 2 %(pid %d+%): items %[4096, 5000%) of 5000", 10), slurp(sh.log))
     local st, health = call(sh, "GET", "/health")
@@ -136,6 +157,24 @@ describe("the HTTP server under mpirun -np 2 (a sharded catalogue)", function()
     assert.equals(400, b1)
     assert.equals(400, b2)
     assert.equals(m1.error, m2.error)
+    -- SERVER.sharded_query itself: a query tensor and exclusion lists read as
+    -- model:recommend reads them (the example's handler checks them before)
+    local st_p, got_p, raw_p = call(sh, "POST", "/probe", '{"rows": 2, "k": 4, "exclude": [[1], [2, 3]]}')
+    assert.equals(200, st_p, raw_p)
+    assert.same({ rows = 2, k = 4 }, got_p, raw_p)
+    for _, c in ipairs {
+      { '{"rows": 2, "exclude": [[], [], []]}', "sharded_query: exclude has 3 lists for 2 query rows" },
+      { '{"rows": 2, "exclude": [[], 7]}', "sharded_query: exclude: list 1 is not a list of item ids" },
+      { '{"exclude": [[1.5]]}', "sharded_query: exclude: list 0 holds something other than an integer id at position 0" },
+      { '{"exclude": 5}', "sharded_query: exclude must be a list of lists of item ids" },
+      { '{"dim": 3}', "sharded_query: the queries must be a float32 tensor" },
+      { '{"table": true}', "sharded_query: the queries must be a float32 tensor" },
+      { '{"k": 0}', "sharded_query: k must be an integer in [1, 1000000]" },
+    } do
+      st_p, got_p, raw_p = call(sh, "POST", "/probe", c[1])
+      assert.equals(200, st_p, raw_p)
+      assert.truthy(got_p.error and got_p.error:find(c[2], 1, true), c[1] .. ": " .. raw_p)
+    end
     -- reloads are refused, and say why
     local r, body = call(sh, "POST", "/reload")
     assert.equals(409, r)

@@ -23,6 +23,17 @@ local FIELDS = {
 }
 local COMBINERS = { sum = true, mean = true, sqrtn = true }
 
+--- check_sharding(v, what) -> v: an embedding_sharding setting (nil, "replicated" or
+-- "row"); anything else is an error naming `what` (EmbeddingOptions, TwoTowerModel,
+-- compile: the three places that take it).
+local function check_sharding(v, what)
+  if v ~= nil and v ~= "replicated" and v ~= "row" then
+    argerror('%s: embedding_sharding must be "replicated" or "row", got %s', what,
+      type(v) == "string" and ('"%s"'):format(v) or util.describe(v))
+  end
+  return v
+end
+
 --- EmbeddingOptions{embedding_dims =, embedding_dim_default = 64,
 -- infer_embedding_sizes = false, infer_embedding_sizes_multiplier = 2.0,
 -- infer_embeddings_ensure_dim_multiple_of_8 = false, embeddings_initializers =,
@@ -51,9 +62,7 @@ local function new(opts)
     argerror("EmbeddingOptions: 'infer_embedding_sizes_multiplier' must be positive")
   end
   if self.embeddings_l2_reg < 0 then argerror("EmbeddingOptions: 'embeddings_l2_reg' must not be negative") end
-  if self.embedding_sharding ~= nil and self.embedding_sharding ~= "replicated" and self.embedding_sharding ~= "row" then
-    argerror('EmbeddingOptions: embedding_sharding must be "replicated" or "row", got "%s"', self.embedding_sharding)
-  end
+  check_sharding(self.embedding_sharding, "EmbeddingOptions")
   if not COMBINERS[self.combiner] then
     argerror("EmbeddingOptions: unknown combiner '%s'; known: mean, sqrtn, sum", self.combiner)
   end
@@ -120,4 +129,5 @@ end
 
 --- tk.EmbeddingOptions(opts) builds one; the class (tk.EmbeddingOptionsClass) is
 -- EmbeddingOptions itself.
-return { new = new, class = EmbeddingOptions, infer_embedding_dim = infer_embedding_dim }
+return { new = new, class = EmbeddingOptions, infer_embedding_dim = infer_embedding_dim,
+  check_sharding = check_sharding }

@@ -57,10 +57,7 @@ local function InputBlock(schema, opts)
   local row_sharded = eo.embedding_sharding == "row"
   if row_sharded then
     -- each table made as this rank's rows only (the values the whole table has there)
-    local distributed = require "towerkit.distributed"
-    if not distributed.auto() then
-      argerror('InputBlock: embedding_sharding = "row" builds each table as one rank\'s rows of an MPI job (mpirun -np N, N > 1); this process runs alone: leave the option out or say "replicated"')
-    end
+    require("towerkit.distributed").need_ranks("InputBlock", "builds each table as one rank's rows")
     emb:set_row_part(core.dist_rank(), core.dist_size())
   end
   local function_inits = {}

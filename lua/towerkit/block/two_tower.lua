@@ -6,7 +6,6 @@ local util = require "towerkit.util"
 local meta = require "towerkit.block.meta"
 local combinators = require "towerkit.block.combinators"
 local embedding_options = require "towerkit.block.embedding_options"
-local initializers = require "towerkit.block.initializers"
 local mlp = require "towerkit.block.mlp"
 local InputBlock = require("towerkit.block.inputs").InputBlock
 local Schema = require "towerkit.schema.schema"

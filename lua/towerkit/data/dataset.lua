@@ -179,6 +179,22 @@ function Dataset:select(idx)
   return dataset.wrap(self:rows(idx), self.schema)
 end
 
+-- A new dataset of the rows at order[first], ..., order[first + count - 1].
+local function take(self, order, first, count)
+  return dataset.wrap(self:rows(order, first, count), self.schema)
+end
+
+--- slice(first, count) -> Dataset: the rows [first, first + count) (0-based), in order.
+function Dataset:slice(first, count)
+  if type(first) ~= "number" or first < 0 or first % 1 ~= 0 or type(count) ~= "number" or count < 0 or count % 1 ~= 0 then
+    argerror("slice: first and count must be non-negative integers, got %s and %s", tostring(first), tostring(count))
+  end
+  if first + count > self.n then
+    argerror("slice: rows [%d, %d) are past the dataset's %d rows", first, first + count, self.n)
+  end
+  return take(self, core.arange(self.n), first, count)
+end
+
 --- Iterates batches: for batch, i in ds:batches{batch_size = 1024, shuffle = true,
 -- seed = 0, drop_last = false} do ... end. A shuffle draws a new order per call from
 -- seed (pass the epoch as seed for a new order each epoch).
@@ -212,9 +228,7 @@ function Dataset:split(fraction, seed)
   end
   local order = core.shuffle(core.arange(self.n), seed or 0)
   local k = math.floor(self.n * fraction + 0.5)
-  local all = core.arange(self.n)
-  return self:select(core.index_select(order, all, 0, k)),
-    self:select(core.index_select(order, all, k, self.n - k))
+  return take(self, order, 0, k), take(self, order, k, self.n - k)
 end
 
 --- The first row of each distinct value of an int64 column (e.g. the item corpus of a

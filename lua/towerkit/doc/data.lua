@@ -14,6 +14,8 @@ M("rows", "rows(idx [, first, count]) -> batch", "The rows at 0-based indices id
   "ddf.iloc[idx]", "data:rows(tk.tensor({ 0, 1 }, \"int64\"))")
 M("select", "select(idx) -> Dataset", "A new dataset of the rows at idx.", "ddf.iloc[idx]",
   "data:select(tk.tensor({ 0, 1 }, \"int64\"))")
+M("slice", "slice(first, count) -> Dataset", "A new dataset of the rows [first, first + count) (0-based), in order.",
+  "ddf.iloc[first:first + count]", "local head = data:slice(0, 100)")
 M("batches", "batches([opts]) -> iterator of (batch, i)", "Iterates batches (tables of tensors).", "Loader",
   "for batch, i in data:batches { batch_size = 256 } do print(i) end",
   { { "batch_size", "1024", "rows per batch" }, { "shuffle", "true", "a shuffled order" },

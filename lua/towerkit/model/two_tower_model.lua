@@ -74,22 +74,20 @@ function model.TwoTowerModel(a, b, c)
     opts = c or {}
     if type(opts) ~= "table" then argerror("TwoTowerModel: options must be a table") end
     check_known(opts)
-    sharding = opts.embedding_sharding
-    if sharding ~= nil and sharding ~= "replicated" and sharding ~= "row" then
-      argerror('TwoTowerModel: embedding_sharding must be "replicated" or "row", got %s',
-        type(sharding) == "string" and ('"%s"'):format(sharding) or util.describe(sharding))
-    end
+    sharding = embedding_options.check_sharding(opts.embedding_sharding, "TwoTowerModel")
     local block_opts = {}
     for k in pairs(BLOCK_OPTS) do block_opts[k] = opts[k] end
-    if sharding ~= nil then -- into the embedding options, which must not say otherwise
-      local eo = block_opts.embedding_options
-      if eo ~= nil and not embedding_options.class.is(eo) then eo = embedding_options.new(eo) end
-      local given = eo and eo.embedding_sharding
-      if given ~= nil and given ~= sharding then
-        argerror('TwoTowerModel: embedding_sharding = "%s" but embedding_options.embedding_sharding = "%s"; give one', sharding, given)
-      end
+    -- into the embedding options (the user's table or EmbeddingOptions, copied), which
+    -- must not say otherwise; anything else there is left to the block's own error
+    local eo = block_opts.embedding_options
+    if sharding ~= nil and (eo == nil or type(eo) == "table") then
       local t = {}
       for k, v in pairs(eo or {}) do t[k] = v end
+      local given = embedding_options.check_sharding(t.embedding_sharding, "EmbeddingOptions")
+      if given ~= nil and given ~= sharding then
+        argerror('TwoTowerModel: embedding_sharding = "%s" but embedding_options.embedding_sharding = "%s"; give one',
+          sharding, given)
+      end
       t.embedding_sharding = sharding
       block_opts.embedding_options = embedding_options.new(t)
     end
@@ -182,22 +180,14 @@ function model.is_model(x) return getmetatable(x) == Model end
 function Model:compile(opts)
   opts = util.known_options(opts, { optimizer = true, metrics = true, schedule = true, clip_grad_norm = true,
     embedding_sharding = true }, "compile")
-  local sharding = opts.embedding_sharding
-  if sharding ~= nil and sharding ~= "replicated" and sharding ~= "row" then
-    argerror('compile: embedding_sharding must be "replicated" or "row", got %s',
-      type(sharding) == "string" and ('"%s"'):format(sharding) or util.describe(sharding))
-  end
+  local sharding = embedding_options.check_sharding(opts.embedding_sharding, "compile")
   if self.built_sharded then
     if sharding == "replicated" then
       argerror('compile: embedding_sharding = "replicated": this model\'s tables were built row-sharded (embedding_sharding = "row"), no rank holds them whole; leave the option out or say "row"')
     end
     sharding = "row"
   end
-  if sharding == "row" then
-    if not distributed.auto() then
-      argerror('compile: embedding_sharding = "row" splits the tables over the ranks of an MPI job (mpirun -np N, N > 1); this process runs alone, so its tables stay whole: leave the option out or say "replicated"')
-    end
-  end
+  if sharding == "row" then distributed.need_ranks("compile", "splits the tables over the ranks") end
   self.optimizer = opts.optimizer or optim.Adam { learning_rate = 1e-3 }
   if getmetatable(self.optimizer) == nil or not self.optimizer.step then
     argerror("compile: optimizer must be a tk.optim optimizer")
@@ -391,7 +381,7 @@ function Model:fit(data, opts)
         self.optimizer:set_learning_rate(self.schedule(self.step_count, self.base_lr))
       end
       local value = self:train_step(batch)
-      if value ~= value or value == math.huge or value == -math.huge then
+      if not finite(value) then
         self._dist = nil
         if tty then io.write("\n") end
         argerror("fit: the loss is %s at step %d (epoch %d, batch %d); training stopped, the weights are those of step %d",
@@ -419,8 +409,9 @@ function Model:fit(data, opts)
     end
     self._dist = nil
     if tty then io.write("\n") end
-    local logs = { epoch = epoch, loss = steps > 0 and sum / steps or 0, seconds = core.clock() - t0,
-      examples_per_second = seen / math.max(core.clock() - t0, 1e-9) }
+    local seconds = core.clock() - t0
+    local logs = { epoch = epoch, loss = steps > 0 and sum / steps or 0, seconds = seconds,
+      examples_per_second = seen / math.max(seconds, 1e-9) }
     if opts.validation_data then
       local v = self:evaluate(opts.validation_data, opts.validation_opts or {})
       for k, val in pairs(v) do logs["val_" .. k] = val end
@@ -441,10 +432,9 @@ end
 
 -- Embeddings of one tower over a dataset, in batches, in evaluation mode, on two
 -- threads (core.embed_rows: row ranges of the columns, no gathering, each batch
--- written straight into the result).
+-- written straight into the result). Its callers (export, evaluate) refuse empty data.
 local function tower_embeddings(self, which, data, bs)
   local tower = which == "query" and self.block:query_block() or self.block:item_block()
-  if data:size() == 0 then argerror("%s_embeddings: the data has no rows", which) end
   local post = self.block:post()
   return core.embed_rows(tower, post, data.columns, bs or 1024)
 end
@@ -469,12 +459,11 @@ local function export(self, which, data, ids, opts)
     if opts.shard then e.offset, e.size = 0, n end
     return e
   end
-  local all = core.arange(n)
   local emb, lo = distributed.export(what, n, bs, function(first, count)
-    return tower_embeddings(self, which, dataset.wrap(data:rows(all, first, count), data.schema), bs)
+    return tower_embeddings(self, which, data:slice(first, count), bs)
   end, opts.shard)
   if not opts.shard then return embeddings.new(ids, emb) end
-  local e = embeddings.new(core.index_select(ids, all, lo, emb:shape()[1]), emb)
+  local e = embeddings.new(core.index_select(ids, core.arange(n), lo, emb:shape()[1]), emb)
   e.offset, e.size = lo, n
   return e
 end
@@ -515,7 +504,7 @@ function Model:item_embeddings(items, opts)
 end
 
 --- to_top_k_encoder(items, {k = 10, batch_size, distributed = true}) -> encoder;
--- encoder:query(batch [, {k, exclude}]) returns item ids (int64 [B, k]) and scores
+-- encoder:query(batch [, {k =}]) returns item ids (int64 [B, k]) and scores
 -- ([B, k]), best first, exact. Under mpirun the catalogue is embedded in parallel
 -- (item_embeddings) and every rank's encoder holds all of it.
 local function to_top_k_encoder(self, items, opts)

@@ -8,8 +8,8 @@ local format = require "towerkit.schema.json_format"
 
 local concat = table.concat
 local raise, repr, sorted_keys = common.raise, common.repr, common.sorted_keys
-local deep_copy, deep_equal, is_integer, int_string =
-  common.deep_copy, common.deep_equal, common.is_integer, common.int_string
+local is_integer = require("towerkit.util").is_integer
+local deep_copy, deep_equal, int_string = common.deep_copy, common.deep_equal, common.int_string
 local DTYPES = common.DTYPES
 local COLLISIONS = tags.COLLISIONS
 local tag_list, atomic_set, set_to_list, check_collisions, has_all_parts =

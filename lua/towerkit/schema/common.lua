@@ -4,7 +4,6 @@ local json = require "towerkit.json"
 local util = require "towerkit.util"
 
 local common = {}
-local abs = math.abs
 
 local function is_null(v) return v ~= nil and v == json.null end
 
@@ -48,10 +47,6 @@ local function is_object(t)
   return true
 end
 
-local function is_integer(v)
-  return type(v) == "number" and v % 1 == 0 and abs(v) <= 2 ^ 53
-end
-
 -- An integer as Merlin's JSON writes an int64: a decimal string.
 local function int_string(n)
   if n == 0 then return "0" end
@@ -69,7 +64,7 @@ end
 local function repr(v)
   local t = type(v)
   if t == "string" then return quote(v) end
-  if t == "number" then return is_integer(v) and int_string(v) or tostring(v) end
+  if t == "number" then return util.is_integer(v) and int_string(v) or tostring(v) end
   if v == nil then return "nil" end
   if is_null(v) then return "null" end
   if t == "table" then
@@ -97,7 +92,6 @@ common.deep_copy = deep_copy
 common.deep_equal = deep_equal
 common.is_array = is_array
 common.is_object = is_object
-common.is_integer = is_integer
 common.int_string = int_string
 common.repr = repr
 common.sorted_keys = util.sorted_keys

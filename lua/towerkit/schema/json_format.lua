@@ -5,6 +5,7 @@
 -- options that build one); towerkit.schema.column and .schema make the objects.
 local json = require "towerkit.json"
 local common = require "towerkit.schema.common"
+local is_integer = require("towerkit.util").is_integer
 
 local abs = math.abs
 local concat = table.concat
@@ -145,7 +146,7 @@ local function read_int64(v, where, key)
     if abs(n) > 2 ^ 53 then raise("%s: %s is out of range (beyond 2^53): %s", where, key, repr(v)) end
     return n
   end
-  if type(v) == "number" and v % 1 == 0 and abs(v) <= 2 ^ 53 then return v end
+  if is_integer(v) then return v end
   raise("%s: %s is not an integer string: %s", where, key, repr(v))
 end
 
