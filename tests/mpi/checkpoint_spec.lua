@@ -8,20 +8,13 @@ local dist = tk.distributed
 
 local B = 16
 
--- A directory name that both ranks agree on: rank 0's pid, summed over the ranks.
-local function shared_dir()
-  local pid = io.open("/proc/self/stat"):read("*n")
-  local id = dist.allreduce(dist.rank() == 0 and pid or 0)
-  return ("/tmp/towerkit-mpi-ckpt-%d-%d"):format(id, os.time() % 100000)
-end
-
 local function rm(dir)
   dist.on_root(function() os.execute(("rm -rf '%s'"):format(dir)) end)
 end
 
 describe("checkpoints under mpirun -np 2", function()
   it("save writes one checkpoint from rank 0; every rank then loads the trained weights", function()
-    local dir = shared_dir()
+    local dir = C.shared_dir("ckpt")
     local m = C.model(3)
     m:fit(C.data(10 * 2 * B), { batch_size = B, epochs = 1, verbose = false, seed = 1 })
     m:save(dir)
@@ -46,7 +39,7 @@ describe("checkpoints under mpirun -np 2", function()
   end)
 
   it("training resumes from a checkpoint on two ranks: ranks identical, as one process with batch 2B", function()
-    local dir = shared_dir()
+    local dir = C.shared_dir("ckpt")
     local m = C.model(9)
     m:fit(C.data(6 * 2 * B, 5), { batch_size = B, epochs = 1, verbose = false, seed = 2 })
     m:save(dir)

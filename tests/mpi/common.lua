@@ -93,4 +93,14 @@ function M.shards(m)
   return out
 end
 
+--- A temporary directory name every rank agrees on and no other run uses: name, rank
+-- 0's pid (summed over the ranks) and the time.
+function M.shared_dir(name)
+  local f = assert(io.open("/proc/self/stat"))
+  local pid = f:read("*n")
+  f:close()
+  local id = tk.distributed.allreduce(tk.distributed.rank() == 0 and pid or 0)
+  return ("/tmp/towerkit-mpi-%s-%d-%d"):format(name, id, os.time() % 100000)
+end
+
 return M

@@ -159,8 +159,7 @@ describe("row-sharded tables under mpirun -np 2", function()
   end)
 
   it("save one ordinary checkpoint, and load with any N into shards again", function()
-    local dir = os.getenv("TK_MPI_TMP") or "/tmp"
-    dir = dir .. "/towerkit_rowshard_ckpt"
+    local dir = C.shared_dir("rowshard")
     local data = C.data(STEPS * dist.size() * B)
     local m = model(7, { embedding_sharding = "row" })
     fit(m, data)

@@ -67,7 +67,7 @@ describe("tables built row-sharded under mpirun -np 2", function()
     local xw, xb = mw:item_embeddings(data), mb:item_embeddings(data)
     assert.same(xw.ids:totable(), xb.ids:totable())
     assert.same(xw.embeddings:totable(), xb.embeddings:totable())
-    local dir = (os.getenv("TK_MPI_TMP") or "/tmp") .. "/towerkit_shardinit_ckpt"
+    local dir = C.shared_dir("shardinit")
     mb:save(dir)
     mw:gather_tables()
     local want = C.flat_weights(mw)
