@@ -732,79 +732,40 @@ static tk_status list_one(void *ud, tk_block *b, int32_t i) {
     return TK_OK;
 }
 
-/* This rank's coalesced (id, gradient row) pairs of s's fetches, ascending ids, in
- * malloc'd *ids / *vals; the fetches' own gradients are emptied. */
+/* This rank's coalesced (id, gradient row) pairs of s's fetches, ascending ids. Each
+ * fetch's raw gradient rows (as the backward appended them), mapped to ids, go from the
+ * last fetch to the first (the order the tape's backward appended them in, as it appends
+ * a replicated table's) into the shard's own list, coalesced once by the tape's stable
+ * sort: duplicates are summed in the order the replicated table sums them, even when
+ * several forwards read the table (sampled negatives). *ids / *vals are that list, in
+ * ctx's arena, valid until the shard's list is reused (after the send); the fetches' own
+ * gradients are emptied. */
 static tk_status local_pairs(tk_ctx *ctx, row_shard *s, int64_t **ids_out, float **vals_out, int64_t *n_out) {
-    int64_t D = s->dim, total = 0;
-    tk_sparse_grad **sg = malloc((size_t)(s->nf ? s->nf : 1) * sizeof *sg);
-    if (!sg) return TK_ERROR;
-    for (int32_t k = 0; k < s->nf; k++) {
-        sg[k] = tk_ctx_sparse_grad(ctx, s->f[k].rows); /* coalesced: ascending rows, so ascending ids */
-        total += sg[k] ? sg[k]->n : 0;
+    *ids_out = NULL;
+    *vals_out = NULL;
+    *n_out = 0;
+    if (s->nf == 0) return TK_OK; /* no rank read it this step (the same on every rank) */
+    tk_tensor *a = tk_ctx_input_rows(ctx, s->shard);
+    if (!a) return TK_ERROR;
+    if (a->sparse) a->sparse->n = 0;
+    for (int32_t k = s->nf - 1; k >= 0; k--) {
+        tk_tensor *fa = tk_ctx_leaf_alias(ctx, s->f[k].rows);
+        tk_sparse_grad *sg = fa ? fa->sparse : NULL;
+        if (!sg || sg->n == 0) continue;
+        int64_t at = a->sparse ? a->sparse->n : 0;
+        float *v = tk_ctx_sparse_reserve(ctx, a, sg->n, sg->rows);
+        if (!v) return TK_ERROR;
+        memcpy(v, sg->values, (size_t)(sg->n * s->dim) * sizeof *v);
+        int64_t *ids = a->sparse->rows + at;
+        for (int64_t j = 0; j < sg->n; j++) ids[j] = s->f[k].uniq[ids[j]]; /* the fetched row's id */
+        sg->n = 0; /* moved: nothing else reads the fetched rows' gradient */
     }
-    int64_t *ids = malloc((size_t)(total ? total : 1) * sizeof *ids);
-    float *vals = malloc((size_t)(total ? total * D : 1) * sizeof *vals);
-    int64_t *pos = malloc((size_t)(total ? total : 1) * sizeof *pos);
-    if (!ids || !vals || !pos) {
-        free(sg);
-        free(ids);
-        free(vals);
-        free(pos);
-        return TK_ERROR;
-    }
-    int64_t n = 0;
-    for (int32_t k = 0; k < s->nf; k++) {
-        if (!sg[k]) continue;
-        for (int64_t j = 0; j < sg[k]->n; j++) {
-            ids[n] = s->f[k].uniq[sg[k]->rows[j]];
-            memcpy(vals + n * D, sg[k]->values + j * D, (size_t)D * sizeof *vals);
-            n++;
-        }
-        sg[k]->n = 0; /* moved: nothing else reads the fetched rows' gradient */
-    }
-    free(sg);
-    if (s->nf > 1) { /* several forwards (sampled negatives): merge, duplicates summed in forward order */
-        for (int64_t k = 0; k < n; k++) pos[k] = k;
-        /* insertion sort by (id, position): stable; n is a few thousand at most per step */
-        for (int64_t k = 1; k < n; k++) {
-            int64_t p = pos[k], j = k;
-            while (j > 0 && ids[pos[j - 1]] > ids[p]) {
-                pos[j] = pos[j - 1];
-                j--;
-            }
-            pos[j] = p;
-        }
-        int64_t *ids2 = malloc((size_t)(n ? n : 1) * sizeof *ids2);
-        float *vals2 = malloc((size_t)(n ? n * D : 1) * sizeof *vals2);
-        if (!ids2 || !vals2) {
-            free(ids2);
-            free(vals2);
-            free(ids);
-            free(vals);
-            free(pos);
-            return TK_ERROR;
-        }
-        int64_t m = 0;
-        for (int64_t k = 0; k < n; k++) {
-            const float *v = vals + pos[k] * D;
-            if (m > 0 && ids2[m - 1] == ids[pos[k]]) {
-                for (int64_t j = 0; j < D; j++) vals2[(m - 1) * D + j] += v[j];
-            } else {
-                ids2[m] = ids[pos[k]];
-                memcpy(vals2 + m * D, v, (size_t)D * sizeof *vals2);
-                m++;
-            }
-        }
-        free(ids);
-        free(vals);
-        ids = ids2;
-        vals = vals2;
-        n = m;
-    }
-    free(pos);
-    *ids_out = ids;
-    *vals_out = vals;
-    *n_out = n;
+    if (!a->sparse) return TK_OK;
+    tk_sparse_grad *u = tk_ctx_sparse_grad(ctx, s->shard);
+    if (!u) return TK_ERROR;
+    *ids_out = u->rows;
+    *vals_out = u->values;
+    *n_out = u->n;
     return TK_OK;
 }
 
@@ -866,9 +827,9 @@ tk_status tk_dist_tables_sync(tk_ctx *ctx, tk_block *root) {
 oom:
     tk_set_error("distributed: tables_sync: out of memory");
 out:
-    for (int32_t k = 0; ids && vals && k < T; k++) {
-        free(ids[k]);
-        free(vals[k]);
+    for (int32_t k = 0; ret != TK_OK && k < T; k++) { /* no half-made gradient (the local pairs) left behind */
+        tk_tensor *a = tk_ctx_leaf_alias(ctx, l.s[k]->shard);
+        if (a && a->sparse) a->sparse->n = 0;
     }
     free(ids);
     free(vals);

@@ -60,6 +60,9 @@ void tk_tensor_sync_rows(tk_tensor *t, int64_t n, const int64_t *rows);
 const float *tk_optim_moments(tk_optim *opt, tk_tensor *p, int which);
 /* tk_ctx_input without tk_tensor_sync: for the embedding lookup, which syncs its rows. */
 tk_tensor *tk_ctx_input_rows(tk_ctx *ctx, tk_tensor *t);
+/* The alias of heap leaf `source` in ctx (where its gradient and sparse rows gather), or
+ * NULL when it is no leaf of ctx (not read with gradients since the last reset). */
+tk_tensor *tk_ctx_leaf_alias(const tk_ctx *ctx, const tk_tensor *source);
 
 /* A deferred write (batch-norm running statistics). */
 typedef struct tk_update {
