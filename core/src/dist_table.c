@@ -843,12 +843,6 @@ out:
 
 /* --- the global gradient norm --- */
 
-static double sum_sq(const float *x, int64_t n) {
-    double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
-    return s;
-}
-
 double tk_dist_tables_clip_grad_norm(tk_ctx *ctx, double max_norm) {
     if (!ctx || tk_ctx_failed(ctx)) {
         tk_set_error("distributed: clip_grad_norm: %s", ctx ? "the context has an error" : "NULL context");
@@ -858,32 +852,15 @@ double tk_dist_tables_clip_grad_norm(tk_ctx *ctx, double max_norm) {
         tk_set_error("distributed: clip_grad_norm: max_norm must be > 0, got %g", max_norm);
         return -1.0;
     }
-    /* the replicated gradients (the same on every rank), then the shards' squares */
-    double dense = 0.0, shards = 0.0;
-    for (int64_t i = 0; i < ctx->nleaves; i++) {
-        tk_tensor *a = ctx->leaves[i].alias;
-        bool shard = (ctx->leaves[i].source->flags & TK_TENSOR_ROW_SHARD) != 0;
-        if (a->grad) *(shard ? &shards : &dense) += sum_sq(tk_f32(a->grad), a->grad->numel);
-        if (!a->sparse || a->sparse->n == 0) continue; /* the fetched rows' gradients were moved to their owners */
-        const tk_sparse_grad *sg = tk_ctx_sparse_grad(ctx, ctx->leaves[i].source);
-        if (!sg) {
-            tk_set_error("distributed: clip_grad_norm: out of memory");
-            return -1.0;
-        }
-        *(shard ? &shards : &dense) += sum_sq(sg->values, sg->n * sg->dim);
+    /* the replicated gradients (the same on every rank) once, the shards' squares of every
+     * rank (the fetched rows' gradients were moved to their owners: empty here) */
+    double sums[2];
+    if (tk_grads_sum_sq(ctx, sums) != TK_OK) {
+        tk_set_error("distributed: %s", tk_ctx_error(ctx));
+        return -1.0;
     }
-    if (tk_dist_allreduce_f64(&shards, 1) != TK_OK) return -1.0; /* in rank order: the same bits everywhere */
-    double total = dense + shards, norm = sqrt(total);
-    if (!isfinite(norm) || norm <= max_norm) return norm; /* non-finite: left as they are */
-    float c = (float)(max_norm / norm);
-    for (int64_t i = 0; i < ctx->nleaves; i++) {
-        tk_tensor *a = ctx->leaves[i].alias;
-        if (a->grad)
-            for (int64_t k = 0; k < a->grad->numel; k++) tk_f32(a->grad)[k] *= c;
-        if (a->sparse)
-            for (int64_t k = 0; k < a->sparse->n * a->sparse->dim; k++) a->sparse->values[k] *= c;
-    }
-    return norm;
+    if (tk_dist_allreduce_f64(&sums[1], 1) != TK_OK) return -1.0; /* in rank order: the same bits everywhere */
+    return tk_grads_clip(ctx, sums[0] + sums[1], max_norm);
 }
 
 int64_t tk_dist_tables_count(void) { return reg.n; }
