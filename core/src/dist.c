@@ -34,6 +34,34 @@ static struct {
     size_t cap;
 } g = { .size = 1 };
 
+bool tk_dist_initialized(void) { return g.initialized && !g.finalized; }
+int tk_dist_rank(void) { return tk_dist_initialized() ? g.rank : 0; }
+int tk_dist_size(void) { return tk_dist_initialized() ? g.size : 1; }
+bool tk_dist_on_main_thread(void) { return tk_dist_initialized() && pthread_equal(pthread_self(), g.main_thread); }
+
+void tk_dist_get_stats(tk_dist_stats *out) {
+    if (out) *out = g.stats;
+}
+void tk_dist_reset_stats(void) { memset(&g.stats, 0, sizeof g.stats); }
+
+tk_dist_grad_opts tk_dist_grad_defaults(void) { return (tk_dist_grad_opts){ TK_DIST_BUCKET_BYTES, true }; }
+
+static tk_status check_grad_opts(const tk_dist_grad_opts *o) {
+    if (o->bucket_bytes < 0)
+        return tk_set_error("distributed: allreduce bucket_bytes must be >= 0 (0: one bucket), got %lld",
+                            (long long)o->bucket_bytes),
+               TK_ERROR;
+    return TK_OK;
+}
+
+#ifdef TK_HAVE_MPI
+
+#include <dlfcn.h>
+#include <limits.h>
+#include <mpi.h>
+
+static void grads_init(void);
+
 /* Scratch of at least `bytes` (kept between calls: steady steps do not allocate). */
 static void *scratch(size_t bytes) {
     if (bytes == 0) bytes = 1; /* a rank may own an empty block: still a valid pointer */
@@ -52,16 +80,6 @@ static double now(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
-
-bool tk_dist_initialized(void) { return g.initialized && !g.finalized; }
-int tk_dist_rank(void) { return tk_dist_initialized() ? g.rank : 0; }
-int tk_dist_size(void) { return tk_dist_initialized() ? g.size : 1; }
-bool tk_dist_on_main_thread(void) { return tk_dist_initialized() && pthread_equal(pthread_self(), g.main_thread); }
-
-void tk_dist_get_stats(tk_dist_stats *out) {
-    if (out) *out = g.stats;
-}
-void tk_dist_reset_stats(void) { memset(&g.stats, 0, sizeof g.stats); }
 
 static size_t dtype_size(tk_dtype dt) { return dt == TK_F32 ? 4 : 8; }
 
@@ -89,23 +107,6 @@ static int collect(void *ud, const char *path, tk_tensor *param, bool trainable)
     l->p[l->n++] = param;
     return 0;
 }
-
-/* The context alias of heap leaf p, NULL when p got no gradient in ctx. */
-static tk_tensor *alias_of(const tk_ctx *ctx, const tk_tensor *p) {
-    for (int64_t i = 0; i < ctx->nleaves; i++)
-        if (ctx->leaves[i].source == p) return ctx->leaves[i].alias;
-    return NULL;
-}
-
-tk_dist_grad_opts tk_dist_grad_defaults(void) { return (tk_dist_grad_opts){ TK_DIST_BUCKET_BYTES, true }; }
-
-#ifdef TK_HAVE_MPI
-
-#include <dlfcn.h>
-#include <limits.h>
-#include <mpi.h>
-
-static void grads_init(void);
 
 static MPI_Datatype mpi_type(tk_dtype dt) { return dt == TK_F32 ? MPI_FLOAT : MPI_INT64_T; }
 
@@ -453,7 +454,7 @@ static tk_status sync_sparse(tk_ctx *ctx, const param_list *l, const int *flags)
     int64_t t = 0, my_rows = 0, my_vals = 0;
     for (int64_t i = 0; i < l->n; i++) {
         if (!(flags[i] & 2)) continue;
-        tk_tensor *a = alias_of(ctx, l->p[i]);
+        tk_tensor *a = tk_ctx_leaf_alias(ctx, l->p[i]);
         idx[t] = i;
         sg[t] = a && a->sparse ? tk_ctx_sparse_grad(ctx, l->p[i]) : NULL; /* coalesced */
         if (a && a->sparse && !sg[t]) goto oom;
@@ -512,7 +513,7 @@ static tk_status sync_sparse(tk_ctx *ctx, const param_list *l, const int *flags)
     for (int64_t j = 0; j < nt && st == TK_OK; j++) {
         tk_tensor *p = l->p[idx[j]];
         int64_t dim = p->ndim == 2 ? p->shape[1] : 1;
-        tk_tensor *a = alias_of(ctx, p);
+        tk_tensor *a = tk_ctx_leaf_alias(ctx, p);
         if (!a) a = tk_ctx_input_rows(ctx, p);
         if (!a) {
             st = oom_error();
@@ -731,7 +732,7 @@ static tk_status layout(const param_list *l, const int *dense, const int *when, 
 /* Slot k's gradient into the pack (zeros where this rank has none). */
 static void pack_slot(tk_ctx *ctx, const param_list *l, int64_t k) {
     const tk_tensor *p = l->p[gx.slot_param[k]];
-    tk_tensor *a = alias_of(ctx, p);
+    tk_tensor *a = tk_ctx_leaf_alias(ctx, p);
     float *dst = gx.pack + gx.slot_off[k];
     if (a && a->grad)
         memcpy(dst, a->grad->data, (size_t)p->numel * sizeof *dst);
@@ -828,7 +829,7 @@ static tk_status write_back(tk_ctx *ctx, const param_list *l, const int *dense) 
     for (int64_t k = 0; k < gx.nslots; k++) {
         int64_t i = gx.slot_param[k];
         if (!dense[i]) continue;
-        tk_tensor *a = alias_of(ctx, l->p[i]);
+        tk_tensor *a = tk_ctx_leaf_alias(ctx, l->p[i]);
         if (!a) a = tk_ctx_input_rows(ctx, l->p[i]); /* a leaf of the other ranks only */
         tk_tensor *gr = a ? tk_ctx_grad_of(ctx, a) : NULL;
         if (!gr) return oom_error();
@@ -856,14 +857,6 @@ static bool exchange_busy(void) {
     for (int64_t j = 0; j < gx.next_start; j++)
         if (gx.b[j].stage != GB_DONE) return true;
     return false;
-}
-
-static tk_status check_grad_opts(const tk_dist_grad_opts *o) {
-    if (o->bucket_bytes < 0)
-        return tk_set_error("distributed: allreduce bucket_bytes must be >= 0 (0: one bucket), got %lld",
-                            (long long)o->bucket_bytes),
-               TK_ERROR;
-    return TK_OK;
 }
 
 tk_status tk_dist_grads_begin(tk_ctx *ctx, const tk_block *b, const tk_dist_grad_opts *opts) {
@@ -925,7 +918,7 @@ tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b) {
      * the ranks (exact), which every rank lays its buckets out from */
     int *agreed = gx.agreed;
     for (int64_t i = 0; i < P; i++) {
-        tk_tensor *a = alias_of(ctx, l->p[i]);
+        tk_tensor *a = tk_ctx_leaf_alias(ctx, l->p[i]);
         agreed[i] = a && a->grad ? 1 : 0;
         agreed[P + i] = a && a->sparse ? 1 : 0;
         agreed[2 * P + i] = gx.last[i] >= nt ? 0 : (int)(nt - gx.last[i]);
@@ -988,21 +981,8 @@ tk_tensor *tk_dist_allgather_rows(tk_ctx *ctx, tk_tensor *x, int64_t *offset) {
 }
 tk_status tk_dist_grads_begin(tk_ctx *ctx, const tk_block *b, const tk_dist_grad_opts *opts) {
     if (!ctx || !b) return tk_set_error("distributed: grads_begin: NULL context or block"), TK_ERROR;
-    if (opts && opts->bucket_bytes < 0)
-        return tk_set_error("distributed: allreduce bucket_bytes must be >= 0 (0: one bucket), got %lld",
-                            (long long)opts->bucket_bytes),
-               TK_ERROR;
-    return TK_OK; /* one process: nothing to exchange */
+    return opts ? check_grad_opts(opts) : TK_OK; /* one process: nothing to exchange */
 }
-tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b) {
-    (void)ctx;
-    (void)b;
-    (void)collect;
-    (void)alias_of;
-    (void)scratch;
-    (void)now;
-    (void)dtype_size;
-    return TK_OK;
-}
+tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b) { return TK_OK; }
 
 #endif
