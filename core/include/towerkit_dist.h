@@ -225,8 +225,9 @@ int64_t tk_sharded_index_shard_size(const tk_sharded_index *ix);
 /* The global top k of each query (F32 [Q, D], the same on every rank): out_ids (I64 [Q,
  * k], the items' ids), out_scores (F32 [Q, k]) and out_index (may be NULL: I64 [Q, k],
  * global indices), best first, on every rank; -1 / -INFINITY where the catalogue has
- * fewer than k items left. Exclusions (may be NULL) are item ids, CSR as tk_topk's:
- * excl_offsets [Q + 1], excl_ids; every row holding an excluded id is skipped. A
+ * fewer than k items left. Exclusions (may be NULL) are item ids, CSR as tk_topk's but
+ * starting at 0: excl_offsets [Q + 1] (excl_offsets[0] == 0, non-decreasing), excl_ids;
+ * every row holding an excluded id is skipped. A
  * collective: every rank passes the same queries, k and exclusions; an error in the
  * arguments is then the same on every rank, and a rank's own failure (out of memory)
  * makes every rank fail. */
