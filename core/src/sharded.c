@@ -58,19 +58,21 @@ static bool check_pair(const char *what, const tk_tensor *idx, const tk_tensor *
 
 /* The merge of every rank's candidates: gidx (global indices, -1 pads at the end of a
  * row), pay (a payload per candidate, may be NULL: the item ids) and sc, Q x k each on
- * every rank. Writes the best k of the union per query into out_* (any may be NULL). */
+ * every rank. Writes the best k of the union per query into out_* (any may be NULL).
+ * With a payload, each candidate's index and payload travel as one pair: one int64
+ * all-gather for both. */
 static tk_status merge(const char *what, int64_t Q, int64_t k, const int64_t *gidx, const int64_t *pay, const float *sc,
                        int64_t *out_idx, int64_t *out_pay, float *out_scores, bool failed) {
     int S = distributed() ? tk_dist_size() : 1;
     if (failed && S == 1) return TK_ERROR;
-    int64_t n = Q * k;
+    int64_t n = Q * k, stride = 1; /* candidate c's index at all_idx[c stride], payload at all_pay[c stride] */
     const int64_t *all_idx = gidx, *all_pay = pay;
     const float *all_sc = sc;
-    int64_t *counts = NULL, *bufi = NULL, *bufp = NULL, *at = NULL;
+    int64_t *counts = NULL, *pairs = NULL, *bufi = NULL, *at = NULL;
     float *bufs = NULL;
     tk_status st = TK_ERROR;
     if (S > 1) {
-        counts = malloc((size_t)S * sizeof *counts);
+        counts = malloc((size_t)(2 * S) * sizeof *counts);
         if (!counts) goto oom;
         /* a rank that failed before the exchange sends -1: every rank then fails */
         if (tk_dist_allgather_count(failed ? -1 : n, counts) != TK_OK) goto out;
@@ -87,17 +89,28 @@ static tk_status merge(const char *what, int64_t Q, int64_t k, const int64_t *gi
                              what, r, (long long)counts[r], tk_dist_rank(), (long long)n);
                 goto out;
             }
+        const int64_t *send = gidx;
+        if (pay) { /* (index, payload) pairs */
+            stride = 2;
+            pairs = malloc((size_t)(n > 0 ? 2 * n : 1) * sizeof *pairs);
+            if (!pairs) goto oom;
+            for (int64_t c = 0; c < n; c++) {
+                pairs[2 * c] = gidx[c];
+                pairs[2 * c + 1] = pay[c];
+            }
+            send = pairs;
+        }
+        int64_t *pair_counts = counts + S;
+        for (int r = 0; r < S; r++) pair_counts[r] = counts[r] * stride;
         size_t cells = (size_t)(n * S > 0 ? n * S : 1);
-        bufi = malloc(cells * sizeof *bufi);
+        bufi = malloc(cells * (size_t)stride * sizeof *bufi);
         bufs = malloc(cells * sizeof *bufs);
-        bufp = pay ? malloc(cells * sizeof *bufp) : NULL;
-        if (!bufi || !bufs || (pay && !bufp)) goto oom;
-        if (tk_dist_allgatherv(gidx, TK_I64, bufi, counts) != TK_OK ||
-            tk_dist_allgatherv(sc, TK_F32, bufs, counts) != TK_OK ||
-            (pay && tk_dist_allgatherv(pay, TK_I64, bufp, counts) != TK_OK))
+        if (!bufi || !bufs) goto oom;
+        if (tk_dist_allgatherv(send, TK_I64, bufi, pair_counts) != TK_OK ||
+            tk_dist_allgatherv(sc, TK_F32, bufs, counts) != TK_OK)
             goto out;
         all_idx = bufi;
-        all_pay = bufp;
+        all_pay = pay ? bufi + 1 : NULL;
         all_sc = bufs;
     }
     at = malloc((size_t)S * sizeof *at);
@@ -111,10 +124,10 @@ static tk_status merge(const char *what, int64_t Q, int64_t k, const int64_t *gi
             for (int r = 0; r < S; r++) { /* the heads of the ranks' lists, best first */
                 if (at[r] >= k) continue;
                 int64_t c = (int64_t)r * n + q * k + at[r];
-                if (all_idx[c] < 0) continue; /* a pad: the rest of that list is too */
-                if (best < 0 || before(all_sc[c], all_idx[c], bs, bi)) {
+                if (all_idx[c * stride] < 0) continue; /* a pad: the rest of that list is too */
+                if (best < 0 || before(all_sc[c], all_idx[c * stride], bs, bi)) {
                     best = r;
-                    bi = all_idx[c];
+                    bi = all_idx[c * stride];
                     bs = all_sc[c];
                 }
             }
@@ -127,7 +140,7 @@ static tk_status merge(const char *what, int64_t Q, int64_t k, const int64_t *gi
             }
             int64_t c = (int64_t)best * n + q * k + at[best]++;
             if (out_idx) out_idx[o] = bi;
-            if (out_pay) out_pay[o] = all_pay ? all_pay[c] : bi;
+            if (out_pay) out_pay[o] = all_pay ? all_pay[c * stride] : bi;
             if (out_scores) out_scores[o] = bs;
         }
     }
@@ -137,8 +150,8 @@ oom:
     tk_set_error("%s: out of memory", what);
 out:
     free(counts);
+    free(pairs);
     free(bufi);
-    free(bufp);
     free(bufs);
     free(at);
     return st;

@@ -130,6 +130,19 @@ describe("ShardedIndex under mpirun -np 2", function()
     assert.equals(-1, got[3][8])
   end)
 
+  it("queries in 3 collectives: the counts, the (index, id) pairs, the scores", function()
+    tk.manual_seed(8)
+    local n = 40
+    local lo, count = dist.shard_range(n)
+    local ix = dist.ShardedIndex(core.tensor({ unpack(ids_of(n), lo + 1, lo + count) }, "int64"),
+      rows(tk.randn({ n, 4 }), lo, count))
+    local q = tk.randn({ 3, 4 })
+    dist.barrier()
+    dist.reset_stats()
+    ix:query(q, 5)
+    assert.equals(3, dist.stats().calls)
+  end)
+
   it("different queries on the ranks are an error on every rank, not a hang", function()
     local items = tk.randn({ 10, 4 })
     local ix = dist.ShardedIndex(ids_of(10), items)
