@@ -29,9 +29,6 @@ static struct {
     int rank, size;
     pthread_t main_thread; /* the thread that called tk_dist_init: the only one that may call MPI */
     tk_dist_stats stats;
-    /* scratch grown on demand; only the thread that called tk_dist_init uses it */
-    void *buf;
-    size_t cap;
 } g = { .size = 1 };
 
 bool tk_dist_initialized(void) { return g.initialized && !g.finalized; }
@@ -62,17 +59,48 @@ static tk_status check_grad_opts(const tk_dist_grad_opts *o) {
 
 static void grads_init(void);
 
-/* Scratch of at least `bytes` (kept between calls: steady steps do not allocate). */
-static void *scratch(size_t bytes) {
-    if (bytes == 0) bytes = 1; /* a rank may own an empty block: still a valid pointer */
-    if (bytes <= g.cap) return g.buf;
-    size_t cap = g.cap ? g.cap : 4096;
-    while (cap < bytes) cap *= 2;
-    void *p = realloc(g.buf, cap);
-    if (!p) return NULL;
-    g.buf = p;
-    g.cap = cap;
-    return p;
+/* p grown to at least `bytes` (doubling; kept between calls, so steady steps do not
+ * allocate; 0 bytes still gives a valid pointer, for a rank that owns an empty block),
+ * or NULL with p and *cap unchanged. Only the thread that called tk_dist_init grows
+ * these buffers. */
+static void *grow(void *p, size_t *cap, size_t bytes) {
+    if (bytes <= *cap && p) return p;
+    size_t c = *cap ? *cap : 256;
+    while (c < bytes) c *= 2;
+    void *q = realloc(p, c);
+    if (q) *cap = c;
+    return q;
+}
+
+/* The per-rank counts of a sum over ranks of n elements formed by owners: block s,
+ * [n s / S, n (s + 1) / S), is summed by rank s. c (4 S ints): the send counts and
+ * displacements (each rank's block), then the receive counts and displacements (this
+ * rank's block from each rank, side by side). Returns this rank's block size. */
+static int64_t owner_counts(int64_t n, int *c) {
+    int S = g.size, r = g.rank;
+    int64_t mine = n * (r + 1) / S - n * r / S;
+    for (int s = 0; s < S; s++) {
+        c[S + s] = (int)(n * s / S);
+        c[s] = (int)(n * (s + 1) / S) - c[S + s];
+        c[2 * S + s] = (int)mine;
+        c[3 * S + s] = (int)(mine * s);
+    }
+    return mine;
+}
+
+/* The owner's sum, in rank order: the S blocks of `mine` floats (doubles with dbl) side
+ * by side at acc, added into the first. */
+static void owner_sum(void *acc, int64_t mine, bool dbl) {
+    int S = g.size;
+    if (dbl) {
+        double *a = acc;
+        for (int i = 1; i < S; i++)
+            for (int64_t k = 0; k < mine; k++) a[k] += a[mine * i + k];
+    } else {
+        float *a = acc;
+        for (int i = 1; i < S; i++)
+            for (int64_t k = 0; k < mine; k++) a[k] += a[mine * i + k];
+    }
 }
 
 static double now(void) {
@@ -207,44 +235,28 @@ tk_status tk_dist_barrier(void) {
 /* The rank-ordered sum of the header: block j of buf, [n j / S, n (j + 1) / S), is
  * summed by rank j. */
 static tk_status allreduce(void *buf, int64_t n, bool dbl) {
+    static void *recv; /* kept between calls */
+    static size_t cap;
     if (need_init("allreduce") != TK_OK) return TK_ERROR;
-    int S = g.size, r = g.rank;
+    int S = g.size;
     if (S == 1 || n == 0) return TK_OK;
     if (!fits(n, "allreduce")) return TK_ERROR;
     size_t es = dbl ? sizeof(double) : sizeof(float);
-    int64_t mine = n * (r + 1) / S - n * r / S;
-    int *counts = malloc((size_t)4 * S * sizeof *counts);
-    void *recv = scratch((size_t)(mine * S) * es);
-    if (!counts || !recv) {
-        free(counts);
+    int *c = malloc((size_t)4 * S * sizeof *c);
+    int64_t mine = c ? owner_counts(n, c) : 0;
+    void *r = c ? grow(recv, &cap, (size_t)(mine * S) * es) : NULL;
+    if (!r) {
+        free(c);
         return tk_set_error("distributed: allreduce: out of memory"), TK_ERROR;
     }
-    int *displs = counts + S, *rcounts = counts + 2 * S, *rdispls = counts + 3 * S;
-    for (int j = 0; j < S; j++) {
-        displs[j] = (int)(n * j / S);
-        counts[j] = (int)(n * (j + 1) / S) - displs[j];
-        rcounts[j] = (int)mine;
-        rdispls[j] = (int)(mine * j);
-    }
+    recv = r;
     double t0 = now();
     MPI_Datatype mt = dbl ? MPI_DOUBLE : MPI_FLOAT;
-    MPI_Alltoallv(buf, counts, displs, mt, recv, rcounts, rdispls, mt, MPI_COMM_WORLD);
-    if (!dbl) {
-        float *acc = recv;
-        for (int i = 1; i < S; i++) {
-            const float *x = acc + mine * i;
-            for (int64_t k = 0; k < mine; k++) acc[k] += x[k];
-        }
-    } else {
-        double *acc = recv;
-        for (int i = 1; i < S; i++) {
-            const double *x = acc + mine * i;
-            for (int64_t k = 0; k < mine; k++) acc[k] += x[k];
-        }
-    }
-    MPI_Allgatherv(recv, (int)mine, mt, buf, counts, displs, mt, MPI_COMM_WORLD);
+    MPI_Alltoallv(buf, c, c + S, mt, recv, c + 2 * S, c + 3 * S, mt, MPI_COMM_WORLD);
+    owner_sum(recv, mine, dbl);
+    MPI_Allgatherv(recv, (int)mine, mt, buf, c, c + S, mt, MPI_COMM_WORLD);
     account(t0, (int64_t)((n - mine) + mine * (S - 1)) * (int64_t)es);
-    free(counts);
+    free(c);
     return TK_OK;
 }
 
@@ -611,31 +623,20 @@ static void grads_init(void) {
     MPI_Comm_dup(MPI_COMM_WORLD, &gx.ag);
 }
 
-/* p grown to at least `bytes` (doubling; kept between steps, so steady steps do not
- * allocate), or NULL with p still valid. */
-static void *grow(void *p, size_t *cap, size_t bytes) {
-    if (bytes <= *cap && p) return p;
-    size_t c = *cap ? *cap : 256;
-    while (c < bytes) c *= 2;
-    void *q = realloc(p, c);
-    if (q) *cap = c;
-    return q;
-}
-#define GROW(ptr, cap, bytes) (grow_tmp = grow((ptr), &(cap), (bytes))) && ((ptr) = grow_tmp, true)
-static void *grow_tmp;
-
 /* The per-parameter arrays for n parameters. */
 static bool grow_params(int64_t n) {
     int64_t m = n ? n : 1;
-    if (!(GROW(gx.slot_param, gx.cap_i, (size_t)(7 * m) * sizeof(int64_t)))) return false;
-    int64_t *base = gx.slot_param;
+    void *p = grow(gx.slot_param, &gx.cap_i, (size_t)(7 * m) * sizeof(int64_t));
+    if (!p) return false;
+    int64_t *base = gx.slot_param = p;
     gx.slot_off = base + m;
     gx.slot_bucket = base + 2 * m;
     gx.slot_of = base + 3 * m;
     gx.last = base + 4 * m;
     gx.order = base + 5 * m;
     gx.covered = base + 6 * m;
-    if (!(GROW(gx.agreed, gx.cap_a, (size_t)(4 * m) * sizeof(int)))) return false;
+    if (!(p = grow(gx.agreed, &gx.cap_a, (size_t)(4 * m) * sizeof(int)))) return false;
+    gx.agreed = p;
     gx.flags = gx.agreed + 3 * m;
     return true;
 }
@@ -666,7 +667,7 @@ static void final_nodes(const tk_ctx *ctx, const param_list *l, int64_t *last) {
 static tk_status layout(const param_list *l, const int *dense, const int *when, const int64_t *covered,
                         int64_t bucket_bytes) {
     int64_t P = l->n, n = 0;
-    int S = g.size, r = g.rank;
+    int S = g.size;
     for (int64_t i = 0; i < P; i++) {
         gx.slot_of[i] = -1;
         if (!dense[i] || (covered && covered[i])) continue;
@@ -683,19 +684,20 @@ static tk_status layout(const param_list *l, const int *dense, const int *when, 
         }
         bytes += b;
     }
-    if (!(GROW(gx.b, gx.cap_b, (size_t)(nb ? nb : 1) * sizeof *gx.b)) ||
-        !(GROW(gx.counts, gx.cap_c, (size_t)(nb ? nb : 1) * 4 * (size_t)S * sizeof *gx.counts)))
+    void *p = grow(gx.b, &gx.cap_b, (size_t)(nb ? nb : 1) * sizeof *gx.b);
+    if (!p) return oom_error();
+    gx.b = p;
+    if (!(p = grow(gx.counts, &gx.cap_c, (size_t)(nb ? nb : 1) * 4 * (size_t)S * sizeof *gx.counts)))
         return oom_error();
+    gx.counts = p;
     int64_t j = -1, off = 0, roff = 0;
     bytes = 0;
     for (int64_t k = 0; k < n; k++) {
         int64_t i = gx.slot_param[k], numel = l->p[i]->numel;
         if (k == 0 || (bucket_bytes > 0 && bytes + numel * (int64_t)sizeof(float) > bucket_bytes)) {
-            if (j >= 0) roff += gx.b[j].mine * S;
             gbucket *nbk = &gx.b[++j];
             memset(nbk, 0, sizeof *nbk);
             nbk->off = off;
-            nbk->roff = roff;
             bytes = 0;
         }
         gbucket *bk = &gx.b[j];
@@ -703,26 +705,21 @@ static tk_status layout(const param_list *l, const int *dense, const int *when, 
         gx.slot_off[k] = off;
         gx.slot_bucket[k] = j;
         bk->n += numel;
-        bk->mine = bk->n * (r + 1) / S - bk->n * r / S;
         bk->pending++;
         off += numel;
         bytes += numel * (int64_t)sizeof(float);
         if (!fits(bk->n, "sync_grads")) return TK_ERROR;
     }
-    if (j >= 0) roff += gx.b[j].mine * S;
-    for (int64_t q = 0; q < nb; q++) {
+    for (int64_t q = 0; q < nb; q++) { /* each bucket summed by owners, as allreduce() sums */
         gbucket *bk = &gx.b[q];
-        int *c = gx.counts + (size_t)4 * S * q;
-        for (int s = 0; s < S; s++) {
-            c[S + s] = (int)(bk->n * s / S);
-            c[s] = (int)(bk->n * (s + 1) / S) - c[S + s];
-            c[2 * S + s] = (int)bk->mine;
-            c[3 * S + s] = (int)(bk->mine * s);
-        }
+        bk->mine = owner_counts(bk->n, gx.counts + (size_t)4 * S * q);
+        bk->roff = roff;
+        roff += bk->mine * S;
     }
-    if (!(GROW(gx.pack, gx.cap_pack, (size_t)(off ? off : 1) * sizeof *gx.pack)) ||
-        !(GROW(gx.recv, gx.cap_recv, (size_t)(roff ? roff : 1) * sizeof *gx.recv)))
-        return oom_error();
+    if (!(p = grow(gx.pack, &gx.cap_pack, (size_t)off * sizeof *gx.pack))) return oom_error();
+    gx.pack = p;
+    if (!(p = grow(gx.recv, &gx.cap_recv, (size_t)roff * sizeof *gx.recv))) return oom_error();
+    gx.recv = p;
     gx.nslots = n;
     gx.nb = nb;
     gx.next_start = gx.next_ag = 0;
@@ -759,10 +756,7 @@ static void bucket_gather(int64_t j) {
     int S = g.size;
     int *c = gx.counts + (size_t)4 * S * j;
     float *acc = gx.recv + b->roff;
-    for (int i = 1; i < S; i++) {
-        const float *x = acc + b->mine * i;
-        for (int64_t k = 0; k < b->mine; k++) acc[k] += x[k];
-    }
+    owner_sum(acc, b->mine, false);
     MPI_Iallgatherv(acc, (int)b->mine, MPI_FLOAT, gx.pack + b->off, c, c + S, MPI_FLOAT, gx.ag, &b->req);
     b->stage = GB_AG;
 }
@@ -941,7 +935,9 @@ tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b) {
     }
     g.stats.dense_seconds += now() - t1;
     if (st != TK_OK) return st;
-    if (!(GROW(gx.agreed_params, gx.cap_ap, (size_t)(P ? P : 1) * sizeof *gx.agreed_params))) return oom_error();
+    void *p = grow(gx.agreed_params, &gx.cap_ap, (size_t)P * sizeof *gx.agreed_params);
+    if (!p) return oom_error();
+    gx.agreed_params = p;
     if (P) memcpy(gx.agreed_params, l->p, (size_t)P * sizeof *l->p);
     gx.agreed_block = b;
     gx.agreed_n = P;
