@@ -7,8 +7,8 @@
  * offset_r + j). Every rank's top k holds every item of the global top k that lies in
  * its shard, so merging the N lists of k under that order gives the global top k
  * exactly, given the scores. The scores themselves are tk_topk's: its sgemm blocks of
- * 4096 items (TOPK_ITEM_BLOCK in topk.c) give the same bits for an item only when the
- * item sits at the same place in the same block, so shards cut at multiples of 4096
+ * TK_TOPK_ITEM_BLOCK items (towerkit.h) give the same bits for an item only when the
+ * item sits at the same place in the same block, so shards cut at its multiples
  * (tk_dist_shard_range) reproduce tk_topk on the whole catalogue bit for bit; other
  * splits give the exact top-k of scores that may differ in the last bit.
  *
@@ -22,20 +22,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* tk_topk's item block (topk.c): shards cut at its multiples score as the whole does. */
-#define SHARD_ALIGN 4096
-
 static bool distributed(void) { return tk_dist_initialized() && tk_dist_size() > 1; }
 
-void tk_dist_shard_range(int64_t n, int rank, int size, int64_t *lo, int64_t *count) {
+void tk_dist_shard_range(int64_t n, int rank, int size, int64_t align, int64_t *lo, int64_t *count) {
     if (n < 0) n = 0;
     if (size < 1) size = 1;
     if (rank < 0) rank = 0;
     if (rank > size) rank = size;
-    int64_t blocks = (n + SHARD_ALIGN - 1) / SHARD_ALIGN;
+    if (align < 1) align = TK_TOPK_ITEM_BLOCK;
+    int64_t blocks = (n + align - 1) / align;
     /* rank r: blocks [ceil(B r / N), ceil(B (r + 1) / N)): the first ranks fill first */
     int64_t b0 = (blocks * rank + size - 1) / size, b1 = (blocks * (rank + 1) + size - 1) / size;
-    int64_t a = b0 * SHARD_ALIGN, b = b1 * SHARD_ALIGN;
+    int64_t a = b0 * align, b = b1 * align;
     if (a > n) a = n;
     if (b > n) b = n;
     if (lo) *lo = a;

@@ -218,16 +218,19 @@ static int l_row_shards(lua_State *L) {
     return 1;
 }
 
-/* dist_shard_range(n [, rank, size]) -> lo, count: the rows of a catalogue of n items a
- * rank holds (tk_dist_shard_range; rank and size default to this process's) */
+/* dist_shard_range(n [, rank, size [, align]]) -> lo, count: the rows of a catalogue of
+ * n items a rank holds, cut at multiples of align (tk_dist_shard_range; rank and size
+ * default to this process's, align to tk_topk's item block) */
 static int l_shard_range(lua_State *L) {
     int64_t n = tkl_check_int(L, 1, "n");
     int rank = (int)tkl_opt_int(L, 2, "rank", tk_dist_rank());
     int size = (int)tkl_opt_int(L, 3, "size", tk_dist_size());
+    int64_t align = tkl_opt_int(L, 4, "align", TK_TOPK_ITEM_BLOCK);
     if (size < 1 || rank < 0 || rank >= size)
         return tkl_error(L, "dist_shard_range: rank %d of size %d is out of range", rank, size);
+    if (align < 1) return tkl_error(L, "dist_shard_range: align must be >= 1, got %lld", (long long)align);
     int64_t lo, count;
-    tk_dist_shard_range(n, rank, size, &lo, &count);
+    tk_dist_shard_range(n, rank, size, align, &lo, &count);
     lua_pushinteger(L, (lua_Integer)lo);
     lua_pushinteger(L, (lua_Integer)count);
     return 2;
@@ -389,4 +392,7 @@ void tkl_open_dist(lua_State *L) {
         lua_pushcfunction(L, f->func);
         lua_setfield(L, -2, f->name);
     }
+    /* tk_topk's item block: the export's alignment (tk.distributed.export_align) */
+    lua_pushinteger(L, TK_TOPK_ITEM_BLOCK);
+    lua_setfield(L, -2, "TOPK_ITEM_BLOCK");
 }
