@@ -153,6 +153,7 @@ static tk_status xchg_send(const xchg *x, row_shard *const *sh, int64_t *const *
     for (int r = 0; r < S; r++)
         for (int k = 0; k < T; k++) {
             int64_t c = x->sendc[r * T + k], from = x->start[k * S + r], D = sh[k]->dim;
+            if (c == 0) continue; /* a list may be NULL when empty (local_pairs) */
             memcpy(sid + ai, ids[k] + from, (size_t)c * sizeof *sid);
             ai += c;
             if (vals) {
@@ -551,26 +552,25 @@ typedef struct block_list {
     bool oom;
 } block_list;
 
-static void list_blocks(tk_block *b, block_list *l) {
-    if (!b || l->oom) return;
-    if (b->kind == &tk_kind_embeddings) {
-        bool seen = false;
-        for (int32_t i = 0; i < l->n && !seen; i++) seen = l->b[i] == b;
-        if (!seen && l->n == l->cap) {
-            int32_t cap = l->cap ? 2 * l->cap : 8;
-            tk_block **a = realloc(l->b, (size_t)cap * sizeof *a);
-            if (!a) {
-                l->oom = true;
-                return;
-            }
-            l->b = a;
-            l->cap = cap;
+/* walk's callback: each block at its first table, once (a block the model holds twice is
+ * listed at its first place). */
+static tk_status list_block(void *ud, tk_block *b, int32_t i) {
+    block_list *l = ud;
+    if (i != 0) return TK_OK;
+    for (int32_t k = 0; k < l->n; k++)
+        if (l->b[k] == b) return TK_OK;
+    if (l->n == l->cap) {
+        int32_t cap = l->cap ? 2 * l->cap : 8;
+        tk_block **a = realloc(l->b, (size_t)cap * sizeof *a);
+        if (!a) {
+            l->oom = true;
+            return TK_ERROR;
         }
-        if (!seen) l->b[l->n++] = b;
+        l->b = a;
+        l->cap = cap;
     }
-    for (int32_t c = 0; c < b->nchildren; c++) list_blocks(b->children[c], l);
-    list_blocks(b->pre, l);
-    list_blocks(b->post, l);
+    l->b[l->n++] = b;
+    return TK_OK;
 }
 
 tk_status tk_dist_tables_prefetch(tk_ctx *ctx, tk_block *root, tk_value *in) {
@@ -579,7 +579,7 @@ tk_status tk_dist_tables_prefetch(tk_ctx *ctx, tk_block *root, tk_value *in) {
     if (!tk_dist_on_main_thread())
         return tk_set_error("distributed: tables_prefetch: not on the thread that started MPI"), TK_ERROR;
     block_list bl = { 0 };
-    list_blocks(root, &bl);
+    walk(root, list_block, &bl); /* fails only out of memory: bl.oom */
     tk_table_fetch_item **per = calloc((size_t)(bl.n ? bl.n : 1), sizeof *per);
     int32_t *count = calloc((size_t)(bl.n ? bl.n : 1), sizeof *count);
     tk_table_fetch_item *all = NULL;
@@ -783,13 +783,25 @@ tk_status tk_dist_tables_sync(tk_ctx *ctx, tk_block *root) {
     tk_status ret = TK_ERROR;
     int64_t **ids = calloc((size_t)(T ? T : 1), sizeof *ids), *n = calloc((size_t)(T ? T : 1), sizeof *n);
     float **vals = calloc((size_t)(T ? T : 1), sizeof *vals);
-    int64_t *rids = NULL;
+    int64_t *rids = NULL, *rat = NULL;
     float *rvals = NULL;
     xchg x = { 0 };
     if (!ids || !n || !vals) goto oom;
     for (int32_t k = 0; k < T; k++)
         if (local_pairs(ctx, l.s[k], &ids[k], &vals[k], &n[k]) != TK_OK) goto oom;
     if (xchg_plan(&x, T, l.s, ids, n) != TK_OK || xchg_send(&x, l.s, ids, vals, &rids, &rvals) != TK_OK) goto out;
+    /* where rank r's pairs of table k start in what this rank received (rank by rank,
+     * table by table, as xchg_send lays them out): ids at rat[r T + k], floats at rvt */
+    rat = malloc((size_t)2 * S * (T ? T : 1) * sizeof *rat);
+    if (!rat) goto oom;
+    int64_t *rvt = rat + (size_t)S * T;
+    for (int64_t r = 0, at = 0, av = 0; r < S; r++)
+        for (int32_t k = 0; k < T; k++) {
+            rat[r * T + k] = at;
+            rvt[r * T + k] = av;
+            at += x.recvc[r * T + k];
+            av += x.recvc[r * T + k] * l.s[k]->dim;
+        }
     /* each table's pairs appended rank by rank: the coalesce sums duplicates in rank order */
     const float size = (float)S;
     for (int32_t k = 0; k < T; k++) {
@@ -798,25 +810,15 @@ tk_status tk_dist_tables_sync(tk_ctx *ctx, tk_block *root) {
         tk_tensor *a = tk_ctx_input_rows(ctx, s->shard);
         if (!a) goto oom;
         if (a->sparse) a->sparse->n = 0;
-        int64_t lo = lo_of(s), D = s->dim, at = 0, av = 0;
+        int64_t lo = lo_of(s);
         /* a gradient, empty when no rank read a row of this shard: as the replicated table
          * has one whenever a rank read it (the optimizer's lazy = false bookkeeping) */
         if (!tk_ctx_sparse_reserve(ctx, a, 1, &lo)) goto oom;
         a->sparse->n = 0;
         for (int r = 0; r < S; r++) {
-            for (int32_t j = 0; j < k; j++) { /* skip the tables before k of rank r's part */
-                at += x.recvc[r * T + j];
-                av += x.recvc[r * T + j] * l.s[j]->dim;
-            }
-            int64_t c = x.recvc[r * T + k];
-            for (int64_t j = 0; j < c; j++) rids[at + j] -= lo;
-            if (c && tk_ctx_sparse_append(ctx, a, c, rids + at, rvals + av) != TK_OK) goto oom;
-            at += c;
-            av += c * D;
-            for (int32_t j = k + 1; j < T; j++) {
-                at += x.recvc[r * T + j];
-                av += x.recvc[r * T + j] * l.s[j]->dim;
-            }
+            int64_t c = x.recvc[r * T + k], *id = rids + rat[r * T + k];
+            for (int64_t j = 0; j < c; j++) id[j] -= lo;
+            if (c && tk_ctx_sparse_append(ctx, a, c, id, rvals + rvt[r * T + k]) != TK_OK) goto oom;
         }
         tk_sparse_grad *u = tk_ctx_sparse_grad(ctx, s->shard);
         if (!u) goto oom;
@@ -835,6 +837,7 @@ out:
     free(vals);
     free(n);
     free(rids);
+    free(rat);
     free(rvals);
     free(l.s);
     xchg_free(&x);
