@@ -751,6 +751,11 @@ void tk_freq_estimator_logq(const tk_freq_estimator *est, int64_t n, const int64
 /* The number of updates so far (the step the next update records). */
 int64_t tk_freq_estimator_step(const tk_freq_estimator *est);
 
+/* The rows of one item block of tk_topk (one sgemm): an item's score has the same bits
+ * when the item sits at the same place in a block of the same shape, so catalogues cut at
+ * its multiples (tk_dist_shard_range) score as the whole. */
+#define TK_TOPK_ITEM_BLOCK 4096
+
 /* Exact top-k by inner product. queries F32 [Q, D], items F32 [N, D] (N < 2^32); writes
  * the k best item indices per query (out_idx I64 [Q, k]) with their scores (out_scores
  * F32 [Q, k]), best first, ties broken by the lower index; an item whose score is NaN is

@@ -192,17 +192,20 @@ void tk_dist_reset_stats(void);
  * index offset_r + j. The top-k of a query is tk_topk's on that catalogue: score
  * descending, then the lower global index; each rank takes the exact top k of its
  * shard (tk_topk) and the N lists are merged on every rank. tk_topk scores items in
- * sgemm blocks of 4096 rows whose bits depend on an item's place in its block: when
- * every shard but the last has a multiple of 4096 rows (tk_dist_shard_range cuts so),
+ * sgemm blocks of TK_TOPK_ITEM_BLOCK (4096) rows whose bits depend on an item's place in
+ * its block: when every shard but the last has a multiple of them (tk_dist_shard_range
+ * with align 0 cuts so),
  * the scores, indices and ties are those of tk_topk on the whole catalogue bit for bit;
  * with any other split the result is the exact top-k of scores that may differ from the
  * whole catalogue's in the last bit. Before tk_dist_init (or without MPI) there is one
  * rank: the index is the whole catalogue and nothing is exchanged. */
 
 /* The rows [*lo, *lo + *count) of a catalogue of n items that rank `rank` of `size`
- * holds: contiguous, in rank order, cut at multiples of 4096 (the first ranks fill first;
- * with fewer blocks than ranks the last ranks hold none). */
-void tk_dist_shard_range(int64_t n, int rank, int size, int64_t *lo, int64_t *count);
+ * holds: contiguous, in rank order, cut at multiples of align (the first ranks fill
+ * first; with fewer blocks than ranks the last ranks hold none). align 0 (or below):
+ * TK_TOPK_ITEM_BLOCK, the shards of a ShardedIndex; the export of embeddings
+ * (tk.distributed.export_range) passes its own. */
+void tk_dist_shard_range(int64_t n, int rank, int size, int64_t align, int64_t *lo, int64_t *count);
 /* The merge alone, for a host that runs tk_topk on its shard itself: idx (I64 [Q, k],
  * this shard's rows, -1 pads at the ends of rows) and scores (F32 [Q, k]) as tk_topk
  * gave them, offset this shard's first global index; out_idx (global indices) and
@@ -225,8 +228,9 @@ int64_t tk_sharded_index_shard_size(const tk_sharded_index *ix);
 /* The global top k of each query (F32 [Q, D], the same on every rank): out_ids (I64 [Q,
  * k], the items' ids), out_scores (F32 [Q, k]) and out_index (may be NULL: I64 [Q, k],
  * global indices), best first, on every rank; -1 / -INFINITY where the catalogue has
- * fewer than k items left. Exclusions (may be NULL) are item ids, CSR as tk_topk's:
- * excl_offsets [Q + 1], excl_ids; every row holding an excluded id is skipped. A
+ * fewer than k items left. Exclusions (may be NULL) are item ids, CSR as tk_topk's but
+ * starting at 0: excl_offsets [Q + 1] (excl_offsets[0] == 0, non-decreasing), excl_ids;
+ * every row holding an excluded id is skipped. A
  * collective: every rank passes the same queries, k and exclusions; an error in the
  * arguments is then the same on every rank, and a rank's own failure (out of memory)
  * makes every rank fail. */

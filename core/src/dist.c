@@ -29,29 +29,7 @@ static struct {
     int rank, size;
     pthread_t main_thread; /* the thread that called tk_dist_init: the only one that may call MPI */
     tk_dist_stats stats;
-    /* scratch grown on demand; only the thread that called tk_dist_init uses it */
-    void *buf;
-    size_t cap;
 } g = { .size = 1 };
-
-/* Scratch of at least `bytes` (kept between calls: steady steps do not allocate). */
-static void *scratch(size_t bytes) {
-    if (bytes == 0) bytes = 1; /* a rank may own an empty block: still a valid pointer */
-    if (bytes <= g.cap) return g.buf;
-    size_t cap = g.cap ? g.cap : 4096;
-    while (cap < bytes) cap *= 2;
-    void *p = realloc(g.buf, cap);
-    if (!p) return NULL;
-    g.buf = p;
-    g.cap = cap;
-    return p;
-}
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 bool tk_dist_initialized(void) { return g.initialized && !g.finalized; }
 int tk_dist_rank(void) { return tk_dist_initialized() ? g.rank : 0; }
@@ -62,6 +40,74 @@ void tk_dist_get_stats(tk_dist_stats *out) {
     if (out) *out = g.stats;
 }
 void tk_dist_reset_stats(void) { memset(&g.stats, 0, sizeof g.stats); }
+
+tk_dist_grad_opts tk_dist_grad_defaults(void) { return (tk_dist_grad_opts){ TK_DIST_BUCKET_BYTES, true }; }
+
+static tk_status check_grad_opts(const tk_dist_grad_opts *o) {
+    if (o->bucket_bytes < 0)
+        return tk_set_error("distributed: allreduce bucket_bytes must be >= 0 (0: one bucket), got %lld",
+                            (long long)o->bucket_bytes),
+               TK_ERROR;
+    return TK_OK;
+}
+
+#ifdef TK_HAVE_MPI
+
+#include <dlfcn.h>
+#include <limits.h>
+#include <mpi.h>
+
+static void grads_init(void);
+
+/* p grown to at least `bytes` (doubling; kept between calls, so steady steps do not
+ * allocate; 0 bytes still gives a valid pointer, for a rank that owns an empty block),
+ * or NULL with p and *cap unchanged. Only the thread that called tk_dist_init grows
+ * these buffers. */
+static void *grow(void *p, size_t *cap, size_t bytes) {
+    if (bytes <= *cap && p) return p;
+    size_t c = *cap ? *cap : 256;
+    while (c < bytes) c *= 2;
+    void *q = realloc(p, c);
+    if (q) *cap = c;
+    return q;
+}
+
+/* The per-rank counts of a sum over ranks of n elements formed by owners: block s,
+ * [n s / S, n (s + 1) / S), is summed by rank s. c (4 S ints): the send counts and
+ * displacements (each rank's block), then the receive counts and displacements (this
+ * rank's block from each rank, side by side). Returns this rank's block size. */
+static int64_t owner_counts(int64_t n, int *c) {
+    int S = g.size, r = g.rank;
+    int64_t mine = n * (r + 1) / S - n * r / S;
+    for (int s = 0; s < S; s++) {
+        c[S + s] = (int)(n * s / S);
+        c[s] = (int)(n * (s + 1) / S) - c[S + s];
+        c[2 * S + s] = (int)mine;
+        c[3 * S + s] = (int)(mine * s);
+    }
+    return mine;
+}
+
+/* The owner's sum, in rank order: the S blocks of `mine` floats (doubles with dbl) side
+ * by side at acc, added into the first. */
+static void owner_sum(void *acc, int64_t mine, bool dbl) {
+    int S = g.size;
+    if (dbl) {
+        double *a = acc;
+        for (int i = 1; i < S; i++)
+            for (int64_t k = 0; k < mine; k++) a[k] += a[mine * i + k];
+    } else {
+        float *a = acc;
+        for (int i = 1; i < S; i++)
+            for (int64_t k = 0; k < mine; k++) a[k] += a[mine * i + k];
+    }
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static size_t dtype_size(tk_dtype dt) { return dt == TK_F32 ? 4 : 8; }
 
@@ -89,23 +135,6 @@ static int collect(void *ud, const char *path, tk_tensor *param, bool trainable)
     l->p[l->n++] = param;
     return 0;
 }
-
-/* The context alias of heap leaf p, NULL when p got no gradient in ctx. */
-static tk_tensor *alias_of(const tk_ctx *ctx, const tk_tensor *p) {
-    for (int64_t i = 0; i < ctx->nleaves; i++)
-        if (ctx->leaves[i].source == p) return ctx->leaves[i].alias;
-    return NULL;
-}
-
-tk_dist_grad_opts tk_dist_grad_defaults(void) { return (tk_dist_grad_opts){ TK_DIST_BUCKET_BYTES, true }; }
-
-#ifdef TK_HAVE_MPI
-
-#include <dlfcn.h>
-#include <limits.h>
-#include <mpi.h>
-
-static void grads_init(void);
 
 static MPI_Datatype mpi_type(tk_dtype dt) { return dt == TK_F32 ? MPI_FLOAT : MPI_INT64_T; }
 
@@ -206,44 +235,28 @@ tk_status tk_dist_barrier(void) {
 /* The rank-ordered sum of the header: block j of buf, [n j / S, n (j + 1) / S), is
  * summed by rank j. */
 static tk_status allreduce(void *buf, int64_t n, bool dbl) {
+    static void *recv; /* kept between calls */
+    static size_t cap;
     if (need_init("allreduce") != TK_OK) return TK_ERROR;
-    int S = g.size, r = g.rank;
+    int S = g.size;
     if (S == 1 || n == 0) return TK_OK;
     if (!fits(n, "allreduce")) return TK_ERROR;
     size_t es = dbl ? sizeof(double) : sizeof(float);
-    int64_t mine = n * (r + 1) / S - n * r / S;
-    int *counts = malloc((size_t)4 * S * sizeof *counts);
-    void *recv = scratch((size_t)(mine * S) * es);
-    if (!counts || !recv) {
-        free(counts);
+    int *c = malloc((size_t)4 * S * sizeof *c);
+    int64_t mine = c ? owner_counts(n, c) : 0;
+    void *r = c ? grow(recv, &cap, (size_t)(mine * S) * es) : NULL;
+    if (!r) {
+        free(c);
         return tk_set_error("distributed: allreduce: out of memory"), TK_ERROR;
     }
-    int *displs = counts + S, *rcounts = counts + 2 * S, *rdispls = counts + 3 * S;
-    for (int j = 0; j < S; j++) {
-        displs[j] = (int)(n * j / S);
-        counts[j] = (int)(n * (j + 1) / S) - displs[j];
-        rcounts[j] = (int)mine;
-        rdispls[j] = (int)(mine * j);
-    }
+    recv = r;
     double t0 = now();
     MPI_Datatype mt = dbl ? MPI_DOUBLE : MPI_FLOAT;
-    MPI_Alltoallv(buf, counts, displs, mt, recv, rcounts, rdispls, mt, MPI_COMM_WORLD);
-    if (!dbl) {
-        float *acc = recv;
-        for (int i = 1; i < S; i++) {
-            const float *x = acc + mine * i;
-            for (int64_t k = 0; k < mine; k++) acc[k] += x[k];
-        }
-    } else {
-        double *acc = recv;
-        for (int i = 1; i < S; i++) {
-            const double *x = acc + mine * i;
-            for (int64_t k = 0; k < mine; k++) acc[k] += x[k];
-        }
-    }
-    MPI_Allgatherv(recv, (int)mine, mt, buf, counts, displs, mt, MPI_COMM_WORLD);
+    MPI_Alltoallv(buf, c, c + S, mt, recv, c + 2 * S, c + 3 * S, mt, MPI_COMM_WORLD);
+    owner_sum(recv, mine, dbl);
+    MPI_Allgatherv(recv, (int)mine, mt, buf, c, c + S, mt, MPI_COMM_WORLD);
     account(t0, (int64_t)((n - mine) + mine * (S - 1)) * (int64_t)es);
-    free(counts);
+    free(c);
     return TK_OK;
 }
 
@@ -453,7 +466,7 @@ static tk_status sync_sparse(tk_ctx *ctx, const param_list *l, const int *flags)
     int64_t t = 0, my_rows = 0, my_vals = 0;
     for (int64_t i = 0; i < l->n; i++) {
         if (!(flags[i] & 2)) continue;
-        tk_tensor *a = alias_of(ctx, l->p[i]);
+        tk_tensor *a = tk_ctx_leaf_alias(ctx, l->p[i]);
         idx[t] = i;
         sg[t] = a && a->sparse ? tk_ctx_sparse_grad(ctx, l->p[i]) : NULL; /* coalesced */
         if (a && a->sparse && !sg[t]) goto oom;
@@ -512,7 +525,7 @@ static tk_status sync_sparse(tk_ctx *ctx, const param_list *l, const int *flags)
     for (int64_t j = 0; j < nt && st == TK_OK; j++) {
         tk_tensor *p = l->p[idx[j]];
         int64_t dim = p->ndim == 2 ? p->shape[1] : 1;
-        tk_tensor *a = alias_of(ctx, p);
+        tk_tensor *a = tk_ctx_leaf_alias(ctx, p);
         if (!a) a = tk_ctx_input_rows(ctx, p);
         if (!a) {
             st = oom_error();
@@ -610,31 +623,20 @@ static void grads_init(void) {
     MPI_Comm_dup(MPI_COMM_WORLD, &gx.ag);
 }
 
-/* p grown to at least `bytes` (doubling; kept between steps, so steady steps do not
- * allocate), or NULL with p still valid. */
-static void *grow(void *p, size_t *cap, size_t bytes) {
-    if (bytes <= *cap && p) return p;
-    size_t c = *cap ? *cap : 256;
-    while (c < bytes) c *= 2;
-    void *q = realloc(p, c);
-    if (q) *cap = c;
-    return q;
-}
-#define GROW(ptr, cap, bytes) (grow_tmp = grow((ptr), &(cap), (bytes))) && ((ptr) = grow_tmp, true)
-static void *grow_tmp;
-
 /* The per-parameter arrays for n parameters. */
 static bool grow_params(int64_t n) {
     int64_t m = n ? n : 1;
-    if (!(GROW(gx.slot_param, gx.cap_i, (size_t)(7 * m) * sizeof(int64_t)))) return false;
-    int64_t *base = gx.slot_param;
+    void *p = grow(gx.slot_param, &gx.cap_i, (size_t)(7 * m) * sizeof(int64_t));
+    if (!p) return false;
+    int64_t *base = gx.slot_param = p;
     gx.slot_off = base + m;
     gx.slot_bucket = base + 2 * m;
     gx.slot_of = base + 3 * m;
     gx.last = base + 4 * m;
     gx.order = base + 5 * m;
     gx.covered = base + 6 * m;
-    if (!(GROW(gx.agreed, gx.cap_a, (size_t)(4 * m) * sizeof(int)))) return false;
+    if (!(p = grow(gx.agreed, &gx.cap_a, (size_t)(4 * m) * sizeof(int)))) return false;
+    gx.agreed = p;
     gx.flags = gx.agreed + 3 * m;
     return true;
 }
@@ -665,7 +667,7 @@ static void final_nodes(const tk_ctx *ctx, const param_list *l, int64_t *last) {
 static tk_status layout(const param_list *l, const int *dense, const int *when, const int64_t *covered,
                         int64_t bucket_bytes) {
     int64_t P = l->n, n = 0;
-    int S = g.size, r = g.rank;
+    int S = g.size;
     for (int64_t i = 0; i < P; i++) {
         gx.slot_of[i] = -1;
         if (!dense[i] || (covered && covered[i])) continue;
@@ -682,19 +684,20 @@ static tk_status layout(const param_list *l, const int *dense, const int *when, 
         }
         bytes += b;
     }
-    if (!(GROW(gx.b, gx.cap_b, (size_t)(nb ? nb : 1) * sizeof *gx.b)) ||
-        !(GROW(gx.counts, gx.cap_c, (size_t)(nb ? nb : 1) * 4 * (size_t)S * sizeof *gx.counts)))
+    void *p = grow(gx.b, &gx.cap_b, (size_t)(nb ? nb : 1) * sizeof *gx.b);
+    if (!p) return oom_error();
+    gx.b = p;
+    if (!(p = grow(gx.counts, &gx.cap_c, (size_t)(nb ? nb : 1) * 4 * (size_t)S * sizeof *gx.counts)))
         return oom_error();
+    gx.counts = p;
     int64_t j = -1, off = 0, roff = 0;
     bytes = 0;
     for (int64_t k = 0; k < n; k++) {
         int64_t i = gx.slot_param[k], numel = l->p[i]->numel;
         if (k == 0 || (bucket_bytes > 0 && bytes + numel * (int64_t)sizeof(float) > bucket_bytes)) {
-            if (j >= 0) roff += gx.b[j].mine * S;
             gbucket *nbk = &gx.b[++j];
             memset(nbk, 0, sizeof *nbk);
             nbk->off = off;
-            nbk->roff = roff;
             bytes = 0;
         }
         gbucket *bk = &gx.b[j];
@@ -702,26 +705,21 @@ static tk_status layout(const param_list *l, const int *dense, const int *when, 
         gx.slot_off[k] = off;
         gx.slot_bucket[k] = j;
         bk->n += numel;
-        bk->mine = bk->n * (r + 1) / S - bk->n * r / S;
         bk->pending++;
         off += numel;
         bytes += numel * (int64_t)sizeof(float);
         if (!fits(bk->n, "sync_grads")) return TK_ERROR;
     }
-    if (j >= 0) roff += gx.b[j].mine * S;
-    for (int64_t q = 0; q < nb; q++) {
+    for (int64_t q = 0; q < nb; q++) { /* each bucket summed by owners, as allreduce() sums */
         gbucket *bk = &gx.b[q];
-        int *c = gx.counts + (size_t)4 * S * q;
-        for (int s = 0; s < S; s++) {
-            c[S + s] = (int)(bk->n * s / S);
-            c[s] = (int)(bk->n * (s + 1) / S) - c[S + s];
-            c[2 * S + s] = (int)bk->mine;
-            c[3 * S + s] = (int)(bk->mine * s);
-        }
+        bk->mine = owner_counts(bk->n, gx.counts + (size_t)4 * S * q);
+        bk->roff = roff;
+        roff += bk->mine * S;
     }
-    if (!(GROW(gx.pack, gx.cap_pack, (size_t)(off ? off : 1) * sizeof *gx.pack)) ||
-        !(GROW(gx.recv, gx.cap_recv, (size_t)(roff ? roff : 1) * sizeof *gx.recv)))
-        return oom_error();
+    if (!(p = grow(gx.pack, &gx.cap_pack, (size_t)off * sizeof *gx.pack))) return oom_error();
+    gx.pack = p;
+    if (!(p = grow(gx.recv, &gx.cap_recv, (size_t)roff * sizeof *gx.recv))) return oom_error();
+    gx.recv = p;
     gx.nslots = n;
     gx.nb = nb;
     gx.next_start = gx.next_ag = 0;
@@ -731,7 +729,7 @@ static tk_status layout(const param_list *l, const int *dense, const int *when, 
 /* Slot k's gradient into the pack (zeros where this rank has none). */
 static void pack_slot(tk_ctx *ctx, const param_list *l, int64_t k) {
     const tk_tensor *p = l->p[gx.slot_param[k]];
-    tk_tensor *a = alias_of(ctx, p);
+    tk_tensor *a = tk_ctx_leaf_alias(ctx, p);
     float *dst = gx.pack + gx.slot_off[k];
     if (a && a->grad)
         memcpy(dst, a->grad->data, (size_t)p->numel * sizeof *dst);
@@ -758,10 +756,7 @@ static void bucket_gather(int64_t j) {
     int S = g.size;
     int *c = gx.counts + (size_t)4 * S * j;
     float *acc = gx.recv + b->roff;
-    for (int i = 1; i < S; i++) {
-        const float *x = acc + b->mine * i;
-        for (int64_t k = 0; k < b->mine; k++) acc[k] += x[k];
-    }
+    owner_sum(acc, b->mine, false);
     MPI_Iallgatherv(acc, (int)b->mine, MPI_FLOAT, gx.pack + b->off, c, c + S, MPI_FLOAT, gx.ag, &b->req);
     b->stage = GB_AG;
 }
@@ -828,7 +823,7 @@ static tk_status write_back(tk_ctx *ctx, const param_list *l, const int *dense) 
     for (int64_t k = 0; k < gx.nslots; k++) {
         int64_t i = gx.slot_param[k];
         if (!dense[i]) continue;
-        tk_tensor *a = alias_of(ctx, l->p[i]);
+        tk_tensor *a = tk_ctx_leaf_alias(ctx, l->p[i]);
         if (!a) a = tk_ctx_input_rows(ctx, l->p[i]); /* a leaf of the other ranks only */
         tk_tensor *gr = a ? tk_ctx_grad_of(ctx, a) : NULL;
         if (!gr) return oom_error();
@@ -856,14 +851,6 @@ static bool exchange_busy(void) {
     for (int64_t j = 0; j < gx.next_start; j++)
         if (gx.b[j].stage != GB_DONE) return true;
     return false;
-}
-
-static tk_status check_grad_opts(const tk_dist_grad_opts *o) {
-    if (o->bucket_bytes < 0)
-        return tk_set_error("distributed: allreduce bucket_bytes must be >= 0 (0: one bucket), got %lld",
-                            (long long)o->bucket_bytes),
-               TK_ERROR;
-    return TK_OK;
 }
 
 tk_status tk_dist_grads_begin(tk_ctx *ctx, const tk_block *b, const tk_dist_grad_opts *opts) {
@@ -925,7 +912,7 @@ tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b) {
      * the ranks (exact), which every rank lays its buckets out from */
     int *agreed = gx.agreed;
     for (int64_t i = 0; i < P; i++) {
-        tk_tensor *a = alias_of(ctx, l->p[i]);
+        tk_tensor *a = tk_ctx_leaf_alias(ctx, l->p[i]);
         agreed[i] = a && a->grad ? 1 : 0;
         agreed[P + i] = a && a->sparse ? 1 : 0;
         agreed[2 * P + i] = gx.last[i] >= nt ? 0 : (int)(nt - gx.last[i]);
@@ -948,7 +935,9 @@ tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b) {
     }
     g.stats.dense_seconds += now() - t1;
     if (st != TK_OK) return st;
-    if (!(GROW(gx.agreed_params, gx.cap_ap, (size_t)(P ? P : 1) * sizeof *gx.agreed_params))) return oom_error();
+    void *p = grow(gx.agreed_params, &gx.cap_ap, (size_t)P * sizeof *gx.agreed_params);
+    if (!p) return oom_error();
+    gx.agreed_params = p;
     if (P) memcpy(gx.agreed_params, l->p, (size_t)P * sizeof *l->p);
     gx.agreed_block = b;
     gx.agreed_n = P;
@@ -988,21 +977,8 @@ tk_tensor *tk_dist_allgather_rows(tk_ctx *ctx, tk_tensor *x, int64_t *offset) {
 }
 tk_status tk_dist_grads_begin(tk_ctx *ctx, const tk_block *b, const tk_dist_grad_opts *opts) {
     if (!ctx || !b) return tk_set_error("distributed: grads_begin: NULL context or block"), TK_ERROR;
-    if (opts && opts->bucket_bytes < 0)
-        return tk_set_error("distributed: allreduce bucket_bytes must be >= 0 (0: one bucket), got %lld",
-                            (long long)opts->bucket_bytes),
-               TK_ERROR;
-    return TK_OK; /* one process: nothing to exchange */
+    return opts ? check_grad_opts(opts) : TK_OK; /* one process: nothing to exchange */
 }
-tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b) {
-    (void)ctx;
-    (void)b;
-    (void)collect;
-    (void)alias_of;
-    (void)scratch;
-    (void)now;
-    (void)dtype_size;
-    return TK_OK;
-}
+tk_status tk_dist_sync_grads(tk_ctx *ctx, const tk_block *b) { return TK_OK; }
 
 #endif

@@ -153,6 +153,7 @@ static tk_status xchg_send(const xchg *x, row_shard *const *sh, int64_t *const *
     for (int r = 0; r < S; r++)
         for (int k = 0; k < T; k++) {
             int64_t c = x->sendc[r * T + k], from = x->start[k * S + r], D = sh[k]->dim;
+            if (c == 0) continue; /* a list may be NULL when empty (local_pairs) */
             memcpy(sid + ai, ids[k] + from, (size_t)c * sizeof *sid);
             ai += c;
             if (vals) {
@@ -551,26 +552,25 @@ typedef struct block_list {
     bool oom;
 } block_list;
 
-static void list_blocks(tk_block *b, block_list *l) {
-    if (!b || l->oom) return;
-    if (b->kind == &tk_kind_embeddings) {
-        bool seen = false;
-        for (int32_t i = 0; i < l->n && !seen; i++) seen = l->b[i] == b;
-        if (!seen && l->n == l->cap) {
-            int32_t cap = l->cap ? 2 * l->cap : 8;
-            tk_block **a = realloc(l->b, (size_t)cap * sizeof *a);
-            if (!a) {
-                l->oom = true;
-                return;
-            }
-            l->b = a;
-            l->cap = cap;
+/* walk's callback: each block at its first table, once (a block the model holds twice is
+ * listed at its first place). */
+static tk_status list_block(void *ud, tk_block *b, int32_t i) {
+    block_list *l = ud;
+    if (i != 0) return TK_OK;
+    for (int32_t k = 0; k < l->n; k++)
+        if (l->b[k] == b) return TK_OK;
+    if (l->n == l->cap) {
+        int32_t cap = l->cap ? 2 * l->cap : 8;
+        tk_block **a = realloc(l->b, (size_t)cap * sizeof *a);
+        if (!a) {
+            l->oom = true;
+            return TK_ERROR;
         }
-        if (!seen) l->b[l->n++] = b;
+        l->b = a;
+        l->cap = cap;
     }
-    for (int32_t c = 0; c < b->nchildren; c++) list_blocks(b->children[c], l);
-    list_blocks(b->pre, l);
-    list_blocks(b->post, l);
+    l->b[l->n++] = b;
+    return TK_OK;
 }
 
 tk_status tk_dist_tables_prefetch(tk_ctx *ctx, tk_block *root, tk_value *in) {
@@ -579,7 +579,7 @@ tk_status tk_dist_tables_prefetch(tk_ctx *ctx, tk_block *root, tk_value *in) {
     if (!tk_dist_on_main_thread())
         return tk_set_error("distributed: tables_prefetch: not on the thread that started MPI"), TK_ERROR;
     block_list bl = { 0 };
-    list_blocks(root, &bl);
+    walk(root, list_block, &bl); /* fails only out of memory: bl.oom */
     tk_table_fetch_item **per = calloc((size_t)(bl.n ? bl.n : 1), sizeof *per);
     int32_t *count = calloc((size_t)(bl.n ? bl.n : 1), sizeof *count);
     tk_table_fetch_item *all = NULL;
@@ -732,79 +732,40 @@ static tk_status list_one(void *ud, tk_block *b, int32_t i) {
     return TK_OK;
 }
 
-/* This rank's coalesced (id, gradient row) pairs of s's fetches, ascending ids, in
- * malloc'd *ids / *vals; the fetches' own gradients are emptied. */
+/* This rank's coalesced (id, gradient row) pairs of s's fetches, ascending ids. Each
+ * fetch's raw gradient rows (as the backward appended them), mapped to ids, go from the
+ * last fetch to the first (the order the tape's backward appended them in, as it appends
+ * a replicated table's) into the shard's own list, coalesced once by the tape's stable
+ * sort: duplicates are summed in the order the replicated table sums them, even when
+ * several forwards read the table (sampled negatives). *ids / *vals are that list, in
+ * ctx's arena, valid until the shard's list is reused (after the send); the fetches' own
+ * gradients are emptied. */
 static tk_status local_pairs(tk_ctx *ctx, row_shard *s, int64_t **ids_out, float **vals_out, int64_t *n_out) {
-    int64_t D = s->dim, total = 0;
-    tk_sparse_grad **sg = malloc((size_t)(s->nf ? s->nf : 1) * sizeof *sg);
-    if (!sg) return TK_ERROR;
-    for (int32_t k = 0; k < s->nf; k++) {
-        sg[k] = tk_ctx_sparse_grad(ctx, s->f[k].rows); /* coalesced: ascending rows, so ascending ids */
-        total += sg[k] ? sg[k]->n : 0;
+    *ids_out = NULL;
+    *vals_out = NULL;
+    *n_out = 0;
+    if (s->nf == 0) return TK_OK; /* no rank read it this step (the same on every rank) */
+    tk_tensor *a = tk_ctx_input_rows(ctx, s->shard);
+    if (!a) return TK_ERROR;
+    if (a->sparse) a->sparse->n = 0;
+    for (int32_t k = s->nf - 1; k >= 0; k--) {
+        tk_tensor *fa = tk_ctx_leaf_alias(ctx, s->f[k].rows);
+        tk_sparse_grad *sg = fa ? fa->sparse : NULL;
+        if (!sg || sg->n == 0) continue;
+        int64_t at = a->sparse ? a->sparse->n : 0;
+        float *v = tk_ctx_sparse_reserve(ctx, a, sg->n, sg->rows);
+        if (!v) return TK_ERROR;
+        memcpy(v, sg->values, (size_t)(sg->n * s->dim) * sizeof *v);
+        int64_t *ids = a->sparse->rows + at;
+        for (int64_t j = 0; j < sg->n; j++) ids[j] = s->f[k].uniq[ids[j]]; /* the fetched row's id */
+        sg->n = 0; /* moved: nothing else reads the fetched rows' gradient */
     }
-    int64_t *ids = malloc((size_t)(total ? total : 1) * sizeof *ids);
-    float *vals = malloc((size_t)(total ? total * D : 1) * sizeof *vals);
-    int64_t *pos = malloc((size_t)(total ? total : 1) * sizeof *pos);
-    if (!ids || !vals || !pos) {
-        free(sg);
-        free(ids);
-        free(vals);
-        free(pos);
-        return TK_ERROR;
-    }
-    int64_t n = 0;
-    for (int32_t k = 0; k < s->nf; k++) {
-        if (!sg[k]) continue;
-        for (int64_t j = 0; j < sg[k]->n; j++) {
-            ids[n] = s->f[k].uniq[sg[k]->rows[j]];
-            memcpy(vals + n * D, sg[k]->values + j * D, (size_t)D * sizeof *vals);
-            n++;
-        }
-        sg[k]->n = 0; /* moved: nothing else reads the fetched rows' gradient */
-    }
-    free(sg);
-    if (s->nf > 1) { /* several forwards (sampled negatives): merge, duplicates summed in forward order */
-        for (int64_t k = 0; k < n; k++) pos[k] = k;
-        /* insertion sort by (id, position): stable; n is a few thousand at most per step */
-        for (int64_t k = 1; k < n; k++) {
-            int64_t p = pos[k], j = k;
-            while (j > 0 && ids[pos[j - 1]] > ids[p]) {
-                pos[j] = pos[j - 1];
-                j--;
-            }
-            pos[j] = p;
-        }
-        int64_t *ids2 = malloc((size_t)(n ? n : 1) * sizeof *ids2);
-        float *vals2 = malloc((size_t)(n ? n * D : 1) * sizeof *vals2);
-        if (!ids2 || !vals2) {
-            free(ids2);
-            free(vals2);
-            free(ids);
-            free(vals);
-            free(pos);
-            return TK_ERROR;
-        }
-        int64_t m = 0;
-        for (int64_t k = 0; k < n; k++) {
-            const float *v = vals + pos[k] * D;
-            if (m > 0 && ids2[m - 1] == ids[pos[k]]) {
-                for (int64_t j = 0; j < D; j++) vals2[(m - 1) * D + j] += v[j];
-            } else {
-                ids2[m] = ids[pos[k]];
-                memcpy(vals2 + m * D, v, (size_t)D * sizeof *vals2);
-                m++;
-            }
-        }
-        free(ids);
-        free(vals);
-        ids = ids2;
-        vals = vals2;
-        n = m;
-    }
-    free(pos);
-    *ids_out = ids;
-    *vals_out = vals;
-    *n_out = n;
+    if (!a->sparse) return TK_OK;
+    tk_sparse_grad *u = tk_ctx_sparse_grad(ctx, s->shard);
+    if (!u) return TK_ERROR;
+    *ids_out = u->rows;
+    *vals_out = u->values;
+    *n_out = u->n;
     return TK_OK;
 }
 
@@ -822,13 +783,25 @@ tk_status tk_dist_tables_sync(tk_ctx *ctx, tk_block *root) {
     tk_status ret = TK_ERROR;
     int64_t **ids = calloc((size_t)(T ? T : 1), sizeof *ids), *n = calloc((size_t)(T ? T : 1), sizeof *n);
     float **vals = calloc((size_t)(T ? T : 1), sizeof *vals);
-    int64_t *rids = NULL;
+    int64_t *rids = NULL, *rat = NULL;
     float *rvals = NULL;
     xchg x = { 0 };
     if (!ids || !n || !vals) goto oom;
     for (int32_t k = 0; k < T; k++)
         if (local_pairs(ctx, l.s[k], &ids[k], &vals[k], &n[k]) != TK_OK) goto oom;
     if (xchg_plan(&x, T, l.s, ids, n) != TK_OK || xchg_send(&x, l.s, ids, vals, &rids, &rvals) != TK_OK) goto out;
+    /* where rank r's pairs of table k start in what this rank received (rank by rank,
+     * table by table, as xchg_send lays them out): ids at rat[r T + k], floats at rvt */
+    rat = malloc((size_t)2 * S * (T ? T : 1) * sizeof *rat);
+    if (!rat) goto oom;
+    int64_t *rvt = rat + (size_t)S * T;
+    for (int64_t r = 0, at = 0, av = 0; r < S; r++)
+        for (int32_t k = 0; k < T; k++) {
+            rat[r * T + k] = at;
+            rvt[r * T + k] = av;
+            at += x.recvc[r * T + k];
+            av += x.recvc[r * T + k] * l.s[k]->dim;
+        }
     /* each table's pairs appended rank by rank: the coalesce sums duplicates in rank order */
     const float size = (float)S;
     for (int32_t k = 0; k < T; k++) {
@@ -837,25 +810,15 @@ tk_status tk_dist_tables_sync(tk_ctx *ctx, tk_block *root) {
         tk_tensor *a = tk_ctx_input_rows(ctx, s->shard);
         if (!a) goto oom;
         if (a->sparse) a->sparse->n = 0;
-        int64_t lo = lo_of(s), D = s->dim, at = 0, av = 0;
+        int64_t lo = lo_of(s);
         /* a gradient, empty when no rank read a row of this shard: as the replicated table
          * has one whenever a rank read it (the optimizer's lazy = false bookkeeping) */
         if (!tk_ctx_sparse_reserve(ctx, a, 1, &lo)) goto oom;
         a->sparse->n = 0;
         for (int r = 0; r < S; r++) {
-            for (int32_t j = 0; j < k; j++) { /* skip the tables before k of rank r's part */
-                at += x.recvc[r * T + j];
-                av += x.recvc[r * T + j] * l.s[j]->dim;
-            }
-            int64_t c = x.recvc[r * T + k];
-            for (int64_t j = 0; j < c; j++) rids[at + j] -= lo;
-            if (c && tk_ctx_sparse_append(ctx, a, c, rids + at, rvals + av) != TK_OK) goto oom;
-            at += c;
-            av += c * D;
-            for (int32_t j = k + 1; j < T; j++) {
-                at += x.recvc[r * T + j];
-                av += x.recvc[r * T + j] * l.s[j]->dim;
-            }
+            int64_t c = x.recvc[r * T + k], *id = rids + rat[r * T + k];
+            for (int64_t j = 0; j < c; j++) id[j] -= lo;
+            if (c && tk_ctx_sparse_append(ctx, a, c, id, rvals + rvt[r * T + k]) != TK_OK) goto oom;
         }
         tk_sparse_grad *u = tk_ctx_sparse_grad(ctx, s->shard);
         if (!u) goto oom;
@@ -866,14 +829,15 @@ tk_status tk_dist_tables_sync(tk_ctx *ctx, tk_block *root) {
 oom:
     tk_set_error("distributed: tables_sync: out of memory");
 out:
-    for (int32_t k = 0; ids && vals && k < T; k++) {
-        free(ids[k]);
-        free(vals[k]);
+    for (int32_t k = 0; ret != TK_OK && k < T; k++) { /* no half-made gradient (the local pairs) left behind */
+        tk_tensor *a = tk_ctx_leaf_alias(ctx, l.s[k]->shard);
+        if (a && a->sparse) a->sparse->n = 0;
     }
     free(ids);
     free(vals);
     free(n);
     free(rids);
+    free(rat);
     free(rvals);
     free(l.s);
     xchg_free(&x);
@@ -881,12 +845,6 @@ out:
 }
 
 /* --- the global gradient norm --- */
-
-static double sum_sq(const float *x, int64_t n) {
-    double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * (double)x[i];
-    return s;
-}
 
 double tk_dist_tables_clip_grad_norm(tk_ctx *ctx, double max_norm) {
     if (!ctx || tk_ctx_failed(ctx)) {
@@ -897,32 +855,15 @@ double tk_dist_tables_clip_grad_norm(tk_ctx *ctx, double max_norm) {
         tk_set_error("distributed: clip_grad_norm: max_norm must be > 0, got %g", max_norm);
         return -1.0;
     }
-    /* the replicated gradients (the same on every rank), then the shards' squares */
-    double dense = 0.0, shards = 0.0;
-    for (int64_t i = 0; i < ctx->nleaves; i++) {
-        tk_tensor *a = ctx->leaves[i].alias;
-        bool shard = (ctx->leaves[i].source->flags & TK_TENSOR_ROW_SHARD) != 0;
-        if (a->grad) *(shard ? &shards : &dense) += sum_sq(tk_f32(a->grad), a->grad->numel);
-        if (!a->sparse || a->sparse->n == 0) continue; /* the fetched rows' gradients were moved to their owners */
-        const tk_sparse_grad *sg = tk_ctx_sparse_grad(ctx, ctx->leaves[i].source);
-        if (!sg) {
-            tk_set_error("distributed: clip_grad_norm: out of memory");
-            return -1.0;
-        }
-        *(shard ? &shards : &dense) += sum_sq(sg->values, sg->n * sg->dim);
+    /* the replicated gradients (the same on every rank) once, the shards' squares of every
+     * rank (the fetched rows' gradients were moved to their owners: empty here) */
+    double sums[2];
+    if (tk_grads_sum_sq(ctx, sums) != TK_OK) {
+        tk_set_error("distributed: %s", tk_ctx_error(ctx));
+        return -1.0;
     }
-    if (tk_dist_allreduce_f64(&shards, 1) != TK_OK) return -1.0; /* in rank order: the same bits everywhere */
-    double total = dense + shards, norm = sqrt(total);
-    if (!isfinite(norm) || norm <= max_norm) return norm; /* non-finite: left as they are */
-    float c = (float)(max_norm / norm);
-    for (int64_t i = 0; i < ctx->nleaves; i++) {
-        tk_tensor *a = ctx->leaves[i].alias;
-        if (a->grad)
-            for (int64_t k = 0; k < a->grad->numel; k++) tk_f32(a->grad)[k] *= c;
-        if (a->sparse)
-            for (int64_t k = 0; k < a->sparse->n * a->sparse->dim; k++) a->sparse->values[k] *= c;
-    }
-    return norm;
+    if (tk_dist_allreduce_f64(&sums[1], 1) != TK_OK) return -1.0; /* in rank order: the same bits everywhere */
+    return tk_grads_clip(ctx, sums[0] + sums[1], max_norm);
 }
 
 int64_t tk_dist_tables_count(void) { return reg.n; }

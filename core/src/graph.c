@@ -170,6 +170,11 @@ static tk_leaf *find_leaf(const tk_ctx *ctx, const tk_tensor *source) {
     return NULL;
 }
 
+tk_tensor *tk_ctx_leaf_alias(const tk_ctx *ctx, const tk_tensor *source) {
+    tk_leaf *l = find_leaf(ctx, source);
+    return l ? l->alias : NULL;
+}
+
 tk_tensor *tk_ctx_input(tk_ctx *ctx, tk_tensor *t) {
     /* an op reading a table trained with lazy = false reads every row (the embedding
      * lookup, which reads only its ids' rows, syncs those and calls tk_ctx_input_rows) */

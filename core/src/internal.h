@@ -60,6 +60,9 @@ void tk_tensor_sync_rows(tk_tensor *t, int64_t n, const int64_t *rows);
 const float *tk_optim_moments(tk_optim *opt, tk_tensor *p, int which);
 /* tk_ctx_input without tk_tensor_sync: for the embedding lookup, which syncs its rows. */
 tk_tensor *tk_ctx_input_rows(tk_ctx *ctx, tk_tensor *t);
+/* The alias of heap leaf `source` in ctx (where its gradient and sparse rows gather), or
+ * NULL when it is no leaf of ctx (not read with gradients since the last reset). */
+tk_tensor *tk_ctx_leaf_alias(const tk_ctx *ctx, const tk_tensor *source);
 
 /* A deferred write (batch-norm running statistics). */
 typedef struct tk_update {
@@ -183,6 +186,16 @@ float *tk_ctx_sparse_reserve(tk_ctx *ctx, tk_tensor *table_alias, int64_t n, con
 tk_status tk_optim_prepare_contexts(tk_optim *opt, int32_t n, tk_ctx *const *ctxs, const tk_block *const *blocks,
                                     int64_t *ends);
 void tk_optim_apply_range(tk_optim *opt, int64_t lo, int64_t hi);
+
+/* optim.c, tk_clip_grad_norm in parts (tk_dist_tables_clip_grad_norm adds the shards'
+ * part over the ranks between them). tk_grads_sum_sq: the sums of squares of ctx's
+ * gradients (coalesced; a table with a dense and a sparse gradient: of their sum), those
+ * of row shards (TK_TENSOR_ROW_SHARD) in sums[1], every other leaf's in sums[0]; TK_ERROR
+ * (ctx failed) when a sparse gradient cannot be read. tk_grads_clip: the norm
+ * sqrt(total), and every gradient of ctx scaled by max_norm / norm when that is finite
+ * and above max_norm. */
+tk_status tk_grads_sum_sq(tk_ctx *ctx, double sums[2]);
+double tk_grads_clip(tk_ctx *ctx, double total, double max_norm);
 
 /* y = l2norm(x) over rows [rows, n], as tk_l2norm's forward (the same bits), into any
  * buffer: the item export writes the post-tower norm straight into its result. */

@@ -1062,6 +1062,47 @@ static void scale(float *x, int64_t n, float c) {
     for (int64_t i = 0; i < n; i++) x[i] *= c;
 }
 
+tk_status tk_grads_sum_sq(tk_ctx *ctx, double sums[2]) {
+    sums[0] = sums[1] = 0.0;
+    for (int64_t i = 0; i < ctx->nleaves; i++) {
+        tk_tensor *a = ctx->leaves[i].alias;
+        double *total = &sums[(ctx->leaves[i].source->flags & TK_TENSOR_ROW_SHARD) != 0];
+        if (a->grad) *total += sum_sq(tk_f32(a->grad), a->grad->numel);
+        if (!a->sparse) continue;
+        /* coalesced: duplicate rows are one gradient row, and its norm is of their sum */
+        const tk_sparse_grad *sg = tk_ctx_sparse_grad(ctx, ctx->leaves[i].source);
+        if (!sg) return step_fail(ctx, "clip_grad_norm: cannot read a sparse gradient");
+        for (int64_t r = 0; r < sg->n; r++) {
+            const float *v = sg->values + r * sg->dim;
+            if (!a->grad) {
+                *total += sum_sq(v, sg->dim);
+                continue;
+            }
+            /* sparse and dense parts of one table: the row's gradient is their sum */
+            const float *d = tk_f32(a->grad) + sg->rows[r] * sg->dim;
+            double s = 0.0;
+            for (int64_t j = 0; j < sg->dim; j++) {
+                double x = (double)d[j] + (double)v[j];
+                s += x * x - (double)d[j] * (double)d[j];
+            }
+            *total += s;
+        }
+    }
+    return TK_OK;
+}
+
+double tk_grads_clip(tk_ctx *ctx, double total, double max_norm) {
+    double norm = sqrt(total < 0.0 ? 0.0 : total);        /* < 0 only by rounding; NaN stays NaN */
+    if (!isfinite(norm) || norm <= max_norm) return norm; /* non-finite: left as they are */
+    float c = (float)(max_norm / norm);
+    for (int64_t i = 0; i < ctx->nleaves; i++) {
+        tk_tensor *a = ctx->leaves[i].alias;
+        if (a->grad) scale(tk_f32(a->grad), a->grad->numel, c);
+        if (a->sparse) scale(a->sparse->values, a->sparse->n * a->sparse->dim, c);
+    }
+    return norm;
+}
+
 double tk_clip_grad_norm(tk_ctx *ctx, double max_norm) {
     if (!ctx) {
         step_fail(NULL, "clip_grad_norm: context is NULL");
@@ -1075,40 +1116,7 @@ double tk_clip_grad_norm(tk_ctx *ctx, double max_norm) {
         step_fail(ctx, "clip_grad_norm: max_norm must be > 0, got %g", max_norm);
         return -1.0;
     }
-    double total = 0.0;
-    for (int64_t i = 0; i < ctx->nleaves; i++) {
-        tk_tensor *a = ctx->leaves[i].alias;
-        if (a->grad) total += sum_sq(tk_f32(a->grad), a->grad->numel);
-        if (!a->sparse) continue;
-        /* coalesced: duplicate rows are one gradient row, and its norm is of their sum */
-        const tk_sparse_grad *sg = tk_ctx_sparse_grad(ctx, ctx->leaves[i].source);
-        if (!sg) {
-            step_fail(ctx, "clip_grad_norm: cannot read a sparse gradient");
-            return -1.0;
-        }
-        for (int64_t r = 0; r < sg->n; r++) {
-            const float *v = sg->values + r * sg->dim;
-            if (!a->grad) {
-                total += sum_sq(v, sg->dim);
-                continue;
-            }
-            /* sparse and dense parts of one table: the row's gradient is their sum */
-            const float *d = tk_f32(a->grad) + sg->rows[r] * sg->dim;
-            double s = 0.0;
-            for (int64_t j = 0; j < sg->dim; j++) {
-                double x = (double)d[j] + (double)v[j];
-                s += x * x - (double)d[j] * (double)d[j];
-            }
-            total += s;
-        }
-    }
-    double norm = sqrt(total < 0.0 ? 0.0 : total);        /* < 0 only by rounding; NaN stays NaN */
-    if (!isfinite(norm) || norm <= max_norm) return norm; /* non-finite: left as they are */
-    float c = (float)(max_norm / norm);
-    for (int64_t i = 0; i < ctx->nleaves; i++) {
-        tk_tensor *a = ctx->leaves[i].alias;
-        if (a->grad) scale(tk_f32(a->grad), a->grad->numel, c);
-        if (a->sparse) scale(a->sparse->values, a->sparse->n * a->sparse->dim, c);
-    }
-    return norm;
+    double sums[2];
+    if (tk_grads_sum_sq(ctx, sums) != TK_OK) return -1.0;
+    return tk_grads_clip(ctx, sums[0] + sums[1], max_norm);
 }

@@ -7,8 +7,8 @@
  * offset_r + j). Every rank's top k holds every item of the global top k that lies in
  * its shard, so merging the N lists of k under that order gives the global top k
  * exactly, given the scores. The scores themselves are tk_topk's: its sgemm blocks of
- * 4096 items (TOPK_ITEM_BLOCK in topk.c) give the same bits for an item only when the
- * item sits at the same place in the same block, so shards cut at multiples of 4096
+ * TK_TOPK_ITEM_BLOCK items (towerkit.h) give the same bits for an item only when the
+ * item sits at the same place in the same block, so shards cut at its multiples
  * (tk_dist_shard_range) reproduce tk_topk on the whole catalogue bit for bit; other
  * splits give the exact top-k of scores that may differ in the last bit.
  *
@@ -22,20 +22,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* tk_topk's item block (topk.c): shards cut at its multiples score as the whole does. */
-#define SHARD_ALIGN 4096
-
 static bool distributed(void) { return tk_dist_initialized() && tk_dist_size() > 1; }
 
-void tk_dist_shard_range(int64_t n, int rank, int size, int64_t *lo, int64_t *count) {
+void tk_dist_shard_range(int64_t n, int rank, int size, int64_t align, int64_t *lo, int64_t *count) {
     if (n < 0) n = 0;
     if (size < 1) size = 1;
     if (rank < 0) rank = 0;
     if (rank > size) rank = size;
-    int64_t blocks = (n + SHARD_ALIGN - 1) / SHARD_ALIGN;
+    if (align < 1) align = TK_TOPK_ITEM_BLOCK;
+    int64_t blocks = (n + align - 1) / align;
     /* rank r: blocks [ceil(B r / N), ceil(B (r + 1) / N)): the first ranks fill first */
     int64_t b0 = (blocks * rank + size - 1) / size, b1 = (blocks * (rank + 1) + size - 1) / size;
-    int64_t a = b0 * SHARD_ALIGN, b = b1 * SHARD_ALIGN;
+    int64_t a = b0 * align, b = b1 * align;
     if (a > n) a = n;
     if (b > n) b = n;
     if (lo) *lo = a;
@@ -58,19 +56,21 @@ static bool check_pair(const char *what, const tk_tensor *idx, const tk_tensor *
 
 /* The merge of every rank's candidates: gidx (global indices, -1 pads at the end of a
  * row), pay (a payload per candidate, may be NULL: the item ids) and sc, Q x k each on
- * every rank. Writes the best k of the union per query into out_* (any may be NULL). */
+ * every rank. Writes the best k of the union per query into out_* (any may be NULL).
+ * With a payload, each candidate's index and payload travel as one pair: one int64
+ * all-gather for both. */
 static tk_status merge(const char *what, int64_t Q, int64_t k, const int64_t *gidx, const int64_t *pay, const float *sc,
                        int64_t *out_idx, int64_t *out_pay, float *out_scores, bool failed) {
     int S = distributed() ? tk_dist_size() : 1;
     if (failed && S == 1) return TK_ERROR;
-    int64_t n = Q * k;
+    int64_t n = Q * k, stride = 1; /* candidate c's index at all_idx[c stride], payload at all_pay[c stride] */
     const int64_t *all_idx = gidx, *all_pay = pay;
     const float *all_sc = sc;
-    int64_t *counts = NULL, *bufi = NULL, *bufp = NULL, *at = NULL;
+    int64_t *counts = NULL, *pairs = NULL, *bufi = NULL, *at = NULL;
     float *bufs = NULL;
     tk_status st = TK_ERROR;
     if (S > 1) {
-        counts = malloc((size_t)S * sizeof *counts);
+        counts = malloc((size_t)(2 * S) * sizeof *counts);
         if (!counts) goto oom;
         /* a rank that failed before the exchange sends -1: every rank then fails */
         if (tk_dist_allgather_count(failed ? -1 : n, counts) != TK_OK) goto out;
@@ -87,17 +87,28 @@ static tk_status merge(const char *what, int64_t Q, int64_t k, const int64_t *gi
                              what, r, (long long)counts[r], tk_dist_rank(), (long long)n);
                 goto out;
             }
+        const int64_t *send = gidx;
+        if (pay) { /* (index, payload) pairs */
+            stride = 2;
+            pairs = malloc((size_t)(n > 0 ? 2 * n : 1) * sizeof *pairs);
+            if (!pairs) goto oom;
+            for (int64_t c = 0; c < n; c++) {
+                pairs[2 * c] = gidx[c];
+                pairs[2 * c + 1] = pay[c];
+            }
+            send = pairs;
+        }
+        int64_t *pair_counts = counts + S;
+        for (int r = 0; r < S; r++) pair_counts[r] = counts[r] * stride;
         size_t cells = (size_t)(n * S > 0 ? n * S : 1);
-        bufi = malloc(cells * sizeof *bufi);
+        bufi = malloc(cells * (size_t)stride * sizeof *bufi);
         bufs = malloc(cells * sizeof *bufs);
-        bufp = pay ? malloc(cells * sizeof *bufp) : NULL;
-        if (!bufi || !bufs || (pay && !bufp)) goto oom;
-        if (tk_dist_allgatherv(gidx, TK_I64, bufi, counts) != TK_OK ||
-            tk_dist_allgatherv(sc, TK_F32, bufs, counts) != TK_OK ||
-            (pay && tk_dist_allgatherv(pay, TK_I64, bufp, counts) != TK_OK))
+        if (!bufi || !bufs) goto oom;
+        if (tk_dist_allgatherv(send, TK_I64, bufi, pair_counts) != TK_OK ||
+            tk_dist_allgatherv(sc, TK_F32, bufs, counts) != TK_OK)
             goto out;
         all_idx = bufi;
-        all_pay = bufp;
+        all_pay = pay ? bufi + 1 : NULL;
         all_sc = bufs;
     }
     at = malloc((size_t)S * sizeof *at);
@@ -111,10 +122,10 @@ static tk_status merge(const char *what, int64_t Q, int64_t k, const int64_t *gi
             for (int r = 0; r < S; r++) { /* the heads of the ranks' lists, best first */
                 if (at[r] >= k) continue;
                 int64_t c = (int64_t)r * n + q * k + at[r];
-                if (all_idx[c] < 0) continue; /* a pad: the rest of that list is too */
-                if (best < 0 || before(all_sc[c], all_idx[c], bs, bi)) {
+                if (all_idx[c * stride] < 0) continue; /* a pad: the rest of that list is too */
+                if (best < 0 || before(all_sc[c], all_idx[c * stride], bs, bi)) {
                     best = r;
-                    bi = all_idx[c];
+                    bi = all_idx[c * stride];
                     bs = all_sc[c];
                 }
             }
@@ -127,7 +138,7 @@ static tk_status merge(const char *what, int64_t Q, int64_t k, const int64_t *gi
             }
             int64_t c = (int64_t)best * n + q * k + at[best]++;
             if (out_idx) out_idx[o] = bi;
-            if (out_pay) out_pay[o] = all_pay ? all_pay[c] : bi;
+            if (out_pay) out_pay[o] = all_pay ? all_pay[c * stride] : bi;
             if (out_scores) out_scores[o] = bs;
         }
     }
@@ -137,8 +148,8 @@ oom:
     tk_set_error("%s: out of memory", what);
 out:
     free(counts);
+    free(pairs);
     free(bufi);
-    free(bufp);
     free(bufs);
     free(at);
     return st;
@@ -181,13 +192,18 @@ void tk_sharded_index_free(tk_sharded_index *ix) {
     free(ix);
 }
 
+/* Whether a shard's arguments are ids int64 [n] and embeddings float32 [n, D]. */
+static bool shard_ok(const tk_tensor *ids, const tk_tensor *embeddings) {
+    return ids && embeddings && ids->dtype == TK_I64 && ids->ndim == 1 && embeddings->dtype == TK_F32 &&
+           embeddings->ndim == 2 && embeddings->shape[0] == ids->shape[0];
+}
+
 tk_sharded_index *tk_sharded_index_new(const tk_tensor *ids, const tk_tensor *embeddings) {
     static const char *const W = "sharded_index";
     char s1[64], s2[64];
     /* the shapes are exchanged before any check can fail on one rank only: a rank with a
      * bad shard reports it, the others see its width or count and fail too */
-    bool ok = ids && embeddings && ids->dtype == TK_I64 && ids->ndim == 1 && embeddings->dtype == TK_F32 &&
-              embeddings->ndim == 2 && embeddings->shape[0] == ids->shape[0];
+    bool ok = shard_ok(ids, embeddings);
     int64_t n = ok ? ids->shape[0] : -1, dim = ok ? embeddings->shape[1] : -1;
     int S = distributed() ? tk_dist_size() : 1, me = distributed() ? tk_dist_rank() : 0;
     int64_t offset = 0, total = n;
@@ -216,8 +232,7 @@ tk_sharded_index *tk_sharded_index_new(const tk_tensor *ids, const tk_tensor *em
         free(c);
     }
     if (!ok) {
-        if (!(ids && embeddings && ids->dtype == TK_I64 && ids->ndim == 1 && embeddings->dtype == TK_F32 &&
-              embeddings->ndim == 2 && embeddings->shape[0] == ids->shape[0]))
+        if (!shard_ok(ids, embeddings))
             tk_set_error("%s: ids int64 [n] and embeddings float32 [n, D] expected, got %s %s and %s %s", W,
                          ids ? tk_dtype_name(ids->dtype) : "NULL", ids ? tk_shape_str(ids, s1, sizeof s1) : "",
                          embeddings ? tk_dtype_name(embeddings->dtype) : "NULL",
@@ -260,17 +275,20 @@ int64_t tk_sharded_index_size(const tk_sharded_index *ix) { return ix ? ix->tota
 int64_t tk_sharded_index_offset(const tk_sharded_index *ix) { return ix ? ix->offset : 0; }
 int64_t tk_sharded_index_shard_size(const tk_sharded_index *ix) { return ix ? ix->n : 0; }
 
-tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries, int64_t k, const int64_t *excl_offsets,
-                                 const int64_t *excl_ids, tk_tensor *out_ids, tk_tensor *out_scores,
-                                 tk_tensor *out_index) {
-    static const char *const W = "sharded_index_query";
+/* The arguments of a query, checked alike by tk_sharded_index_query and, before it
+ * sends anything, by the leader of tk_sharded_serve_query: when every rank passes the
+ * same arguments, as a collective requires, every rank refuses them alike and no rank
+ * goes on to the exchange alone. A served batch (`served`) has at least one query (zero
+ * stops the followers). */
+static tk_status check_query(const char *W, const tk_sharded_index *ix, const tk_tensor *queries, bool served,
+                             int64_t k, const int64_t *excl_offsets, const int64_t *excl_ids, const tk_tensor *out_ids,
+                             const tk_tensor *out_scores, const tk_tensor *out_index) {
     char s[64];
     if (!ix) return tk_set_error("%s: NULL index", W), TK_ERROR;
-    /* argument errors are the same on every rank when every rank passes the same
-     * arguments, as a collective requires: no rank goes on to the exchange alone */
-    if (!queries || queries->dtype != TK_F32 || queries->ndim != 2 || queries->shape[1] != ix->dim)
-        return tk_set_error("%s: queries float32 [Q, %lld] expected, got %s %s", W, (long long)ix->dim,
-                            queries ? tk_dtype_name(queries->dtype) : "NULL",
+    if (!queries || queries->dtype != TK_F32 || queries->ndim != 2 || queries->shape[1] != ix->dim ||
+        (served && queries->shape[0] < 1))
+        return tk_set_error("%s: queries float32 [Q%s, %lld] expected, got %s %s", W, served ? " >= 1" : "",
+                            (long long)ix->dim, queries ? tk_dtype_name(queries->dtype) : "NULL",
                             queries ? tk_shape_str(queries, s, sizeof s) : ""),
                TK_ERROR;
     if (k < 1) return tk_set_error("%s: k must be >= 1, got %lld", W, (long long)k), TK_ERROR;
@@ -283,13 +301,22 @@ tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries,
         (out_index->dtype != TK_I64 || out_index->ndim != 2 || out_index->shape[0] != Q || out_index->shape[1] != k))
         return tk_set_error("%s: out_index int64 [%lld, %lld] expected", W, (long long)Q, (long long)k), TK_ERROR;
     if (excl_offsets) {
-        if (excl_offsets[0] < 0) return tk_set_error("%s: exclusion offsets must be >= 0", W), TK_ERROR;
+        if (excl_offsets[0] != 0) return tk_set_error("%s: exclusion offsets must start at 0", W), TK_ERROR;
         for (int64_t q = 0; q < Q; q++)
             if (excl_offsets[q + 1] < excl_offsets[q])
                 return tk_set_error("%s: exclusion offsets must not decrease (query %lld)", W, (long long)q), TK_ERROR;
-        if (excl_offsets[Q] > excl_offsets[0] && !excl_ids)
-            return tk_set_error("%s: exclusion offsets without ids", W), TK_ERROR;
+        if (excl_offsets[Q] > 0 && !excl_ids) return tk_set_error("%s: exclusion offsets without ids", W), TK_ERROR;
     }
+    return TK_OK;
+}
+
+tk_status tk_sharded_index_query(tk_sharded_index *ix, const tk_tensor *queries, int64_t k, const int64_t *excl_offsets,
+                                 const int64_t *excl_ids, tk_tensor *out_ids, tk_tensor *out_scores,
+                                 tk_tensor *out_index) {
+    static const char *const W = "sharded_index_query";
+    if (check_query(W, ix, queries, false, k, excl_offsets, excl_ids, out_ids, out_scores, out_index) != TK_OK)
+        return TK_ERROR;
+    int64_t Q = queries->shape[0];
     tk_status st = TK_ERROR;
     int64_t *lo = NULL, *li = NULL, *gi = NULL, *gp = NULL;
     tk_tensor *idx = NULL, *sc = NULL;
@@ -363,40 +390,17 @@ enum { HDR_Q, HDR_K, HDR_D, HDR_NEX, HDR_LEN };
  * for it sleeping between polls (tk_dist_bcast_idle). */
 #define LEADER_POLL 0.0
 
-static bool serving_distributed(void) { return tk_dist_initialized() && tk_dist_size() > 1; }
-
 tk_status tk_sharded_serve_query(tk_sharded_index *ix, const tk_tensor *queries, int64_t k, const int64_t *excl_offsets,
                                  const int64_t *excl_ids, tk_tensor *out_ids, tk_tensor *out_scores) {
     static const char *const W = "sharded_serve_query";
-    char s[64];
-    if (!ix) return tk_set_error("%s: NULL index", W), TK_ERROR;
-    if (serving_distributed() && tk_dist_rank() != 0)
+    if (ix && distributed() && tk_dist_rank() != 0)
         return tk_set_error("%s: only rank 0 leads (the other ranks run tk_sharded_serve_follow)", W), TK_ERROR;
-    /* every check tk_sharded_index_query makes on the leader's arguments, before
-     * anything is sent: the followers never see a batch the query would refuse */
-    if (!queries || queries->dtype != TK_F32 || queries->ndim != 2 || queries->shape[1] != ix->dim ||
-        queries->shape[0] < 1)
-        return tk_set_error("%s: queries float32 [Q >= 1, %lld] expected, got %s %s", W, (long long)ix->dim,
-                            queries ? tk_dtype_name(queries->dtype) : "NULL",
-                            queries ? tk_shape_str(queries, s, sizeof s) : ""),
-               TK_ERROR;
-    int64_t Q = queries->shape[0], nex = -1;
-    if (k < 1) return tk_set_error("%s: k must be >= 1, got %lld", W, (long long)k), TK_ERROR;
-    if (!out_ids || !out_scores || out_ids->dtype != TK_I64 || out_scores->dtype != TK_F32 || out_ids->ndim != 2 ||
-        out_scores->ndim != 2 || out_ids->shape[0] != Q || out_ids->shape[1] != k || out_scores->shape[0] != Q ||
-        out_scores->shape[1] != k)
-        return tk_set_error("%s: out_ids int64 [%lld, %lld] and out_scores float32 [%lld, %lld] expected", W,
-                            (long long)Q, (long long)k, (long long)Q, (long long)k),
-               TK_ERROR;
-    if (excl_offsets) {
-        if (excl_offsets[0] != 0) return tk_set_error("%s: exclusion offsets must start at 0", W), TK_ERROR;
-        for (int64_t q = 0; q < Q; q++)
-            if (excl_offsets[q + 1] < excl_offsets[q])
-                return tk_set_error("%s: exclusion offsets must not decrease (query %lld)", W, (long long)q), TK_ERROR;
-        nex = excl_offsets[Q];
-        if (nex > 0 && !excl_ids) return tk_set_error("%s: exclusion offsets without ids", W), TK_ERROR;
-    }
-    if (serving_distributed()) {
+    /* every check tk_sharded_index_query makes, before anything is sent: the followers
+     * never see a batch the query would refuse */
+    if (check_query(W, ix, queries, true, k, excl_offsets, excl_ids, out_ids, out_scores, NULL) != TK_OK)
+        return TK_ERROR;
+    int64_t Q = queries->shape[0], nex = excl_offsets ? excl_offsets[Q] : -1;
+    if (distributed()) {
         int64_t hdr[HDR_LEN] = { Q, k, ix->dim, nex };
         if (tk_dist_bcast_idle(hdr, TK_I64, HDR_LEN, 0, LEADER_POLL) != TK_OK ||
             tk_dist_bcast((void *)tk_f32(queries), TK_F32, Q * ix->dim, 0) != TK_OK)
@@ -410,7 +414,7 @@ tk_status tk_sharded_serve_query(tk_sharded_index *ix, const tk_tensor *queries,
 
 tk_status tk_sharded_serve_stop(tk_sharded_index *ix) {
     if (!ix) return tk_set_error("sharded_serve_stop: NULL index"), TK_ERROR;
-    if (!serving_distributed()) return TK_OK;
+    if (!distributed()) return TK_OK;
     if (tk_dist_rank() != 0) return tk_set_error("sharded_serve_stop: only rank 0 leads"), TK_ERROR;
     int64_t hdr[HDR_LEN] = { 0, 0, ix->dim, -1 };
     return tk_dist_bcast_idle(hdr, TK_I64, HDR_LEN, 0, LEADER_POLL);
@@ -419,7 +423,7 @@ tk_status tk_sharded_serve_stop(tk_sharded_index *ix) {
 tk_status tk_sharded_serve_follow(tk_sharded_index *ix, double poll) {
     static const char *const W = "sharded_serve_follow";
     if (!ix) return tk_set_error("%s: NULL index", W), TK_ERROR;
-    if (!serving_distributed() || tk_dist_rank() == 0)
+    if (!distributed() || tk_dist_rank() == 0)
         return tk_set_error("%s: only ranks other than 0 follow (rank 0 leads), under tk_dist_init", W), TK_ERROR;
     for (;;) {
         int64_t hdr[HDR_LEN];

@@ -2,7 +2,7 @@
  * running threshold.
  *
  * Queries are taken in blocks of TOPK_QUERY_BLOCK rows; for each query block the items
- * are scored in blocks of TOPK_ITEM_BLOCK rows with one cblas_sgemm into a scratch
+ * are scored in blocks of TK_TOPK_ITEM_BLOCK rows (towerkit.h) with one cblas_sgemm into a scratch
  * buffer (block x block scores), then every query row of the buffer is selected into
  * that query's heap. Items are visited in increasing index order, so an item whose score
  * equals the heap's worst entry always has the higher index and loses the tie: once a
@@ -33,7 +33,6 @@
  * whichever thread runs it. On W2's shape (D = 128) blocks of 512 x 4096 up run the
  * single-threaded sgemm near its peak. */
 #define TOPK_QUERY_BLOCK 512
-#define TOPK_ITEM_BLOCK 4096
 #define TOPK_CHUNK 16
 
 /* Heap entries are 64-bit keys that order as the results do: the score mapped to an
@@ -313,7 +312,7 @@ static void topk_block(void *arg, int64_t block, int slot) {
     int64_t k = job->k, d = queries->shape[1], ni = items->shape[0], nq = queries->shape[0];
     int64_t q0 = block * TOPK_QUERY_BLOCK, mq = nq - q0 < TOPK_QUERY_BLOCK ? nq - q0 : TOPK_QUERY_BLOCK;
     int64_t cap = k < ni ? k : ni; /* heap capacity */
-    int64_t nb = ni < TOPK_ITEM_BLOCK ? ni : TOPK_ITEM_BLOCK;
+    int64_t nb = ni < TK_TOPK_ITEM_BLOCK ? ni : TK_TOPK_ITEM_BLOCK;
     float *os = tk_f32(job->out_scores);
     int64_t *oi = tk_i64(job->out_idx);
     if (ni == 0) {
@@ -420,7 +419,7 @@ tk_status tk_topk(const tk_tensor *queries, const tk_tensor *items, int64_t k, c
     free(job.rows);
     free(ex);
     if (failed) {
-        tk_set_error("topk: out of memory for a %d x %d score block", TOPK_QUERY_BLOCK, TOPK_ITEM_BLOCK);
+        tk_set_error("topk: out of memory for a %d x %d score block", TOPK_QUERY_BLOCK, TK_TOPK_ITEM_BLOCK);
         return TK_ERROR;
     }
     return TK_OK;

@@ -1319,7 +1319,7 @@ static int build_shard(const tk_model *m, char *msg, size_t len) {
             return -1;
         }
     free(counts);
-    tk_dist_shard_range(n, me, S, &lo, &count);
+    tk_dist_shard_range(n, me, S, TK_TOPK_ITEM_BLOCK, &lo, &count);
     int64_t *rows = malloc((size_t)(count ? count : 1) * sizeof *rows);
     if (!rows) return snprintf(msg, len, "out of memory"), -1;
     for (int64_t i = 0; i < count; i++) rows[i] = lo + i;

@@ -218,16 +218,19 @@ static int l_row_shards(lua_State *L) {
     return 1;
 }
 
-/* dist_shard_range(n [, rank, size]) -> lo, count: the rows of a catalogue of n items a
- * rank holds (tk_dist_shard_range; rank and size default to this process's) */
+/* dist_shard_range(n [, rank, size [, align]]) -> lo, count: the rows of a catalogue of
+ * n items a rank holds, cut at multiples of align (tk_dist_shard_range; rank and size
+ * default to this process's, align to tk_topk's item block) */
 static int l_shard_range(lua_State *L) {
     int64_t n = tkl_check_int(L, 1, "n");
     int rank = (int)tkl_opt_int(L, 2, "rank", tk_dist_rank());
     int size = (int)tkl_opt_int(L, 3, "size", tk_dist_size());
+    int64_t align = tkl_opt_int(L, 4, "align", TK_TOPK_ITEM_BLOCK);
     if (size < 1 || rank < 0 || rank >= size)
         return tkl_error(L, "dist_shard_range: rank %d of size %d is out of range", rank, size);
+    if (align < 1) return tkl_error(L, "dist_shard_range: align must be >= 1, got %lld", (long long)align);
     int64_t lo, count;
-    tk_dist_shard_range(n, rank, size, &lo, &count);
+    tk_dist_shard_range(n, rank, size, align, &lo, &count);
     lua_pushinteger(L, (lua_Integer)lo);
     lua_pushinteger(L, (lua_Integer)count);
     return 2;
@@ -312,6 +315,33 @@ static int l_index_query(lua_State *L) {
     return 3;
 }
 
+/* sharded_serve_query(handle, queries, k) -> ids, scores: the leader's batch, sent to
+ * the followers and queried with them (tk_sharded_serve_query; rank 0 only) */
+static int l_serve_query(lua_State *L) {
+    tk_sharded_index *ix = *check_index(L, 1);
+    tk_tensor *q = tkl_check_tensor(L, 2);
+    int64_t k = tkl_check_int(L, 3, "k");
+    if (q->ndim != 2 || k < 1) return tkl_error(L, "sharded_serve_query: queries [Q, D] and k >= 1 expected");
+    tk_tensor *outs[2];
+    for (int i = 0; i < 2; i++) {
+        outs[i] = tk_tensor_new_2d(i == 1 ? TK_F32 : TK_I64, q->shape[0], k);
+        if (!outs[i]) return tkl_error(L, "%s", tk_last_error());
+        tkl_push_heap(L, outs[i]);
+    }
+    check(L, tk_sharded_serve_query(ix, q, k, NULL, NULL, outs[0], outs[1]));
+    return 2;
+}
+
+/* sharded_serve_stop(handle): the leader ends the followers' loops (rank 0 only) */
+static int l_serve_stop(lua_State *L) { return check(L, tk_sharded_serve_stop(*check_index(L, 1))); }
+
+/* sharded_serve_follow(handle [, poll_seconds = 1e-3]): a follower answers the leader's
+ * batches until it stops them (tk_sharded_serve_follow; ranks other than 0) */
+static int l_serve_follow(lua_State *L) {
+    tk_sharded_index *ix = *check_index(L, 1);
+    return check(L, tk_sharded_serve_follow(ix, luaL_optnumber(L, 2, 1e-3)));
+}
+
 /* dist_stats() -> {calls =, bytes_sent =, seconds =, buckets =, buckets_overlapped =, dense_seconds =} since the last dist_reset_stats() */
 static int l_stats(lua_State *L) {
     tk_dist_stats s;
@@ -379,6 +409,9 @@ void tkl_open_dist(lua_State *L) {
         { "sharded_index_new", l_index_new },
         { "sharded_index_info", l_index_info },
         { "sharded_index_query", l_index_query },
+        { "sharded_serve_query", l_serve_query },
+        { "sharded_serve_stop", l_serve_stop },
+        { "sharded_serve_follow", l_serve_follow },
         { NULL, NULL },
     };
     luaL_newmetatable(L, SHARDED_MT);
@@ -389,4 +422,7 @@ void tkl_open_dist(lua_State *L) {
         lua_pushcfunction(L, f->func);
         lua_setfield(L, -2, f->name);
     }
+    /* tk_topk's item block: the export's alignment (tk.distributed.export_align) */
+    lua_pushinteger(L, TK_TOPK_ITEM_BLOCK);
+    lua_setfield(L, -2, "TOPK_ITEM_BLOCK");
 }

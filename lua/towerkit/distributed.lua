@@ -203,29 +203,23 @@ end
 -- item_embeddings, query_embeddings, and the catalogue of evaluate)
 -- ----------------------------------------------------------------------------------
 
--- tk_topk's item block (SHARD_ALIGN in sharded.c, TOPK_ITEM_BLOCK in topk.c).
-local TOPK_BLOCK = 4096
-
 --- export_align(batch_size) -> the multiple of rows at which an export cuts its shards:
 -- 4096 when batch_size divides it (the default 1024 does), else batch_size. A shard
 -- that starts at a multiple of batch_size runs the batches one process runs, on the
 -- same rows, so its embeddings are one process's bit for bit; at multiples of 4096 too,
 -- a ShardedIndex over the shards also scores as tk_topk on the whole catalogue.
 function M.export_align(bs)
-  if TOPK_BLOCK % bs == 0 then return TOPK_BLOCK end
+  local block = core.TOPK_ITEM_BLOCK
+  if block % bs == 0 then return block end
   return bs
 end
 
 --- export_range(n, align [, rank, size]) -> lo, count: the rows [lo, lo + count) of n a
 -- rank embeds, contiguous, in rank order, cut at multiples of align (the first ranks
--- fill first; with fewer blocks than ranks the last hold none). With align 4096 it is
--- shard_range's split.
+-- fill first; with fewer blocks than ranks the last hold none): tk_dist_shard_range with
+-- that align, so with align 4096 it is shard_range's split.
 function M.export_range(n, align, rank, size)
-  rank, size = rank or core.dist_rank(), size or core.dist_size()
-  local blocks = math.ceil(n / align)
-  local b0, b1 = math.ceil(blocks * rank / size), math.ceil(blocks * (rank + 1) / size)
-  local lo, hi = math.min(b0 * align, n), math.min(b1 * align, n)
-  return lo, hi - lo
+  return core.dist_shard_range(n, rank, size, align)
 end
 
 --- export(what, n, batch_size, embed, shard_only) -> embeddings [, lo]: a collective of

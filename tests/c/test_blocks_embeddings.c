@@ -1,6 +1,7 @@
 /* The embeddings block: one-hot and multi-hot lookups with each combiner, shared
  * tables, the l2 penalty, errors, and gradients into the tables. */
 #include "block_test.h"
+#include "block_impl.h" /* tk_embeddings_row_part */
 
 static const tk_init UNIFORM = { .kind = TK_INIT_RANDOM_UNIFORM, .a = -0.5f, .b = 0.5f };
 
@@ -216,6 +217,35 @@ static void test_embeddings_row_parts(void) {
         TK_CHECK(rows == V);
         tk_block_release(whole);
     }
+    /* a part's clone is that part (the same rows, flagged); its copy fills those rows of
+     * the whole table a copy of the whole block makes with the same seed */
+    tk_init glorot;
+    tk_init_from_name("glorot_uniform", &glorot);
+    tk_block *whole = tk_embeddings_new("e"), *part = tk_embeddings_new("e");
+    TK_CHECK(tk_embeddings_add_feature(whole, "f", "t", V, D, TK_COMBINER_MEAN, glorot, 42) == TK_OK);
+    TK_CHECK(tk_embeddings_set_row_part(part, 1, P) == TK_OK);
+    TK_CHECK(tk_embeddings_add_feature(part, "f", "t", V, D, TK_COMBINER_MEAN, glorot, 42) == TK_OK);
+    int64_t lo = V * 1 / P, n = V * 2 / P - lo;
+    tk_block *clone = tk_block_clone(part), *copy = tk_block_copy(part, 9), *wcopy = tk_block_copy(whole, 9);
+    TK_CHECK(clone && copy && wcopy);
+    for (int c = 0; c < 2; c++) {
+        const tk_block *x = c ? copy : clone;
+        const tk_tensor *t = tk_block_param(x, "t");
+        TK_CHECK(t->shape[0] == n && t->shape[1] == D && (t->flags & TK_TENSOR_ROW_SHARD));
+        int32_t pp = -1, np = -1;
+        int64_t rv = 0;
+        TK_CHECK(tk_embeddings_row_part(x, 0, &pp, &np, &rv) && pp == 1 && np == P && rv == V);
+    }
+    const tk_tensor *pc = tk_block_param(clone, "t"), *pt = tk_block_param(part, "t");
+    TK_CHECK(memcmp(pc->data, pt->data, (size_t)(n * D) * sizeof(float)) == 0);
+    const tk_tensor *cp = tk_block_param(copy, "t"), *wc = tk_block_param(wcopy, "t");
+    TK_CHECK(memcmp(cp->data, (const float *)wc->data + lo * D, (size_t)(n * D) * sizeof(float)) == 0);
+    TK_CHECK(memcmp(cp->data, pt->data, (size_t)(n * D) * sizeof(float)) != 0); /* new weights */
+    tk_block_release(clone);
+    tk_block_release(copy);
+    tk_block_release(wcopy);
+    tk_block_release(part);
+    tk_block_release(whole);
     tk_block *b = tk_embeddings_new("e");
     TK_CHECK(tk_embeddings_set_row_part(b, 2, 2) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "embeddings 'e': row part 2 of 2: need 0 <= part < parts");

@@ -77,6 +77,17 @@ static void test_bad_arguments(void) {
     TK_CHECK_ERROR(tk_last_error(), "exclusion offsets without ids");
     TK_CHECK(tk_sharded_serve_query(NULL, f.q, K, NULL, NULL, f.out_ids, f.out_scores) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "NULL index");
+    /* tk_sharded_index_query checks the same arguments the same way (one check_query) */
+    TK_CHECK(tk_sharded_index_query(f.ix, f.q, K, from1, ex, f.out_ids, f.out_scores, NULL) == TK_ERROR);
+    TK_CHECK_ERROR(tk_last_error(), "sharded_index_query: exclusion offsets must start at 0");
+    TK_CHECK(tk_sharded_index_query(f.ix, f.q, K, down, ex, f.out_ids, f.out_scores, NULL) == TK_ERROR);
+    TK_CHECK_ERROR(tk_last_error(), "sharded_index_query: exclusion offsets must not decrease (query 1)");
+    TK_CHECK(tk_sharded_index_query(f.ix, f.q, K, some, NULL, f.out_ids, f.out_scores, NULL) == TK_ERROR);
+    TK_CHECK_ERROR(tk_last_error(), "sharded_index_query: exclusion offsets without ids");
+    TK_CHECK(tk_sharded_index_query(f.ix, wide, K, NULL, NULL, f.out_ids, f.out_scores, NULL) == TK_ERROR);
+    TK_CHECK_ERROR(tk_last_error(), "sharded_index_query: queries float32 [Q, 6] expected, got float32 [4, 7]");
+    TK_CHECK(tk_sharded_index_query(f.ix, f.q, K, NULL, NULL, f.out_ids, f.out_scores, f.out_scores) == TK_ERROR);
+    TK_CHECK_ERROR(tk_last_error(), "sharded_index_query: out_index int64 [4, 5] expected");
     /* a follower needs MPI and a rank other than 0 */
     TK_CHECK(tk_sharded_serve_follow(f.ix, 1e-3) == TK_ERROR);
     TK_CHECK_ERROR(tk_last_error(), "only ranks other than 0 follow");

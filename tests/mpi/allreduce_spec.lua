@@ -88,6 +88,40 @@ describe("the dense gradient exchange under mpirun -np 2", function()
     for i = 1, #want do assert.same(want[i], got[i]) end
   end)
 
+  it("refuses a grads_begin while the last step's exchange is unfinished (no sync_grads after its backward)", function()
+    -- step 1 agrees on a layout; in step 2 the buckets start during backward, and
+    -- neither rank's can finish before it checks: rank 0 checks before barrier A, and
+    -- its all-to-alls wait for rank 1, which runs its backward only after A; rank 1's
+    -- all-gathers wait for rank 0, which does not move its exchange on before barrier B,
+    -- after rank 1's check. sync_grads then finishes it (the refused call changed nothing)
+    local m = C.model(3)
+    local data = C.data(2 * B, 9)
+    local batch = data:rows(core.arange(data:size()), dist.rank() * B, B)
+    local ctx, block = m.ctx, m.block
+    dist.reset_stats()
+    for step = 1, 2 do
+      ctx:reset()
+      ctx:train(true)
+      local loss = ctx:run(function()
+        local o = block:forward(batch, ctx)
+        return (o.query * o.item):sum()
+      end)
+      core.dist_grads_begin(ctx, block, 64, true)
+      if step == 2 and dist.rank() == 1 then dist.barrier() end -- A
+      loss:backward()
+      if step == 2 then
+        local ok, err = pcall(core.dist_grads_begin, ctx, block, 64, true)
+        assert.is_false(ok)
+        assert.truthy(tostring(err):find("the gradient exchange of an earlier step did not finish (tk_dist_sync_grads "
+          .. "did not run after its backward)", 1, true), err)
+        if dist.rank() == 0 then dist.barrier() end -- A
+        dist.barrier() -- B
+      end
+      core.dist_sync_grads(ctx, block)
+    end
+    assert.is_true(dist.stats().buckets_overlapped > 0) -- step 2's buckets started during backward
+  end)
+
   it("refuses bad options with a message naming them", function()
     local m = C.model(1)
     local data = C.data(4 * B)

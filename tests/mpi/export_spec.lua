@@ -67,6 +67,12 @@ describe("the parallel export under mpirun -np 2", function()
     end
     assert.same({ 0, 48 }, { dist.export_range(60, 24, 0, 2) })
     assert.same({ 48, 12 }, { dist.export_range(60, 24, 1, 2) })
+    -- one C split for both (tk_dist_shard_range with an align), which checks it
+    assert.same({ 48, 12 }, { core.dist_shard_range(60, 1, 2, 24) })
+    assert.equals(4096, core.TOPK_ITEM_BLOCK)
+    local ok, err = pcall(dist.export_range, 60, 0, 0, 2)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("dist_shard_range: align must be >= 1, got 0", 1, true), err)
   end)
 
   it("item_embeddings: every rank gets one process's result, bit for bit", function()

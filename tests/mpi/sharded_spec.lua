@@ -129,6 +129,70 @@ describe("ShardedIndex under mpirun -np 2", function()
     assert.equals(-1, got[3][8])
   end)
 
+  it("queries in 3 collectives: the counts, the (index, id) pairs, the scores", function()
+    tk.manual_seed(8)
+    local n = 40
+    local lo, count = dist.shard_range(n)
+    local ix = dist.ShardedIndex(core.tensor({ unpack(ids_of(n), lo + 1, lo + count) }, "int64"),
+      rows(tk.randn({ n, 4 }), lo, count))
+    local q = tk.randn({ 3, 4 })
+    dist.barrier()
+    dist.reset_stats()
+    ix:query(q, 5)
+    assert.equals(3, dist.stats().calls)
+  end)
+
+  it("a shard of another width, or a bad shard, on one rank is an error on every rank, not a hang", function()
+    -- the shapes are exchanged before any check can fail on one rank only
+    local ok, err = pcall(dist.ShardedIndex, ids_of(10), tk.randn({ 10, 4 + dist.rank() }))
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("rank 1 has embeddings of width 5, rank 0 of 4: every shard must have the same "
+      .. "width", 1, true), err)
+    -- rank 1's ids and embeddings disagree: it says why, rank 0 names it
+    ok, err = pcall(dist.ShardedIndex, ids_of(10), tk.randn({ dist.rank() == 1 and 9 or 10, 4 }))
+    assert.is_false(ok)
+    local want = dist.rank() == 1 and "ids int64 [n] and embeddings float32 [n, D] expected"
+      or "rank 1's shard is bad (see its message)"
+    assert.truthy(tostring(err):find(want, 1, true), err)
+    dist.barrier()
+  end)
+
+  it("serves: rank 0 leads batches, the others follow, the answer is the query's", function()
+    tk.manual_seed(8)
+    local n = 40
+    local lo, count = dist.shard_range(n)
+    local ix = dist.ShardedIndex(core.tensor({ unpack(ids_of(n), lo + 1, lo + count) }, "int64"),
+      rows(tk.randn({ n, 4 }), lo, count))
+    local q = tk.randn({ 3, 4 })
+    local h = ix.handle
+    -- the wrong role is refused at once, before anything is sent
+    local ok, err
+    if dist.rank() == 0 then
+      ok, err = pcall(core.sharded_serve_follow, h)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("sharded_serve_follow: only ranks other than 0 follow", 1, true), err)
+    else
+      ok, err = pcall(core.sharded_serve_query, h, q, 5)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("sharded_serve_query: only rank 0 leads", 1, true), err)
+      ok, err = pcall(core.sharded_serve_stop, h)
+      assert.is_false(ok)
+      assert.truthy(tostring(err):find("sharded_serve_stop: only rank 0 leads", 1, true), err)
+    end
+    local got
+    if dist.rank() == 0 then
+      got = { core.sharded_serve_query(h, q, 5) }
+      core.sharded_serve_stop(h)
+    else
+      core.sharded_serve_follow(h)
+    end
+    local want = { ix:query(q, 5) }
+    if dist.rank() == 0 then
+      same("served ids", want[1]:totable(), got[1]:totable())
+      same("served scores", want[2]:totable(), got[2]:totable())
+    end
+  end)
+
   it("different queries on the ranks are an error on every rank, not a hang", function()
     local items = tk.randn({ 10, 4 })
     local ix = dist.ShardedIndex(ids_of(10), items)

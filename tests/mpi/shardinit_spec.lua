@@ -107,4 +107,19 @@ describe("tables built row-sharded under mpirun -np 2", function()
         embedding_options = { embeddings_initializers = function(shape) return tk.zeros(shape) end } })
     end, "has an initializer function, which fills a whole table")
   end)
+
+  it("refuse to shard a table built as another rank's part, or for another number of ranks", function()
+    -- tk_dist_tables_shard adopts a table built as a part only when it is this rank's
+    -- part of size parts; the check is local (no collective), so every rank fails alike
+    local r = dist.rank()
+    for _, part in ipairs { { 1 - r, 2 }, { r, 3 } } do
+      local emb = tk.core.embeddings("emb")
+      emb:set_row_part(part[1], part[2])
+      emb:add_feature("user_id", { table = "user_id", cardinality = 100, dim = 4 })
+      local ok, e = pcall(tk.core.dist_tables_shard, emb)
+      assert.is_false(ok)
+      assert.truthy(tostring(e):find(("table 'user_id' of block 'emb' was built as part %d of %d of its rows; this is "
+        .. "rank %d of 2 (build the model under the same mpirun)"):format(part[1], part[2], r), 1, true), tostring(e))
+    end
+  end)
 end)

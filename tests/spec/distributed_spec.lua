@@ -54,6 +54,24 @@ describe("tk.distributed in one process", function()
     assert.truthy(tostring(err):find('EmbeddingOptions: embedding_sharding must be "replicated" or "row", got "rows"', 1, true), err)
   end)
 
+  it("checks the gradient exchange's options in one process too (with or without MPI in the build)", function()
+    local T = tk.Tags
+    local schema = tk.Schema {
+      tk.ColumnSchema("user_id", { tags = { T.USER_ID, T.CATEGORICAL }, int_domain = { max = 9 } }),
+      tk.ColumnSchema("item_id", { tags = { T.ITEM_ID, T.CATEGORICAL }, int_domain = { max = 9 } }),
+    }
+    local m = tk.TwoTowerModel(schema, tk.MLPBlock({ 4 }))
+    m:compile {}
+    local ok, err = pcall(tk.core.dist_grads_begin, m.ctx, m.block, -8)
+    assert.is_false(ok)
+    assert.truthy(tostring(err):find("bucket_bytes must be >= 0 (0: one bucket), got -8", 1, true), err)
+    -- one process: nothing to exchange
+    assert.has_no_error(function()
+      tk.core.dist_grads_begin(m.ctx, m.block, 0)
+      tk.core.dist_sync_grads(m.ctx, m.block)
+    end)
+  end)
+
   it("a rank's rows against all items (row_offset) make the full batch's loss", function()
     tk.manual_seed(3)
     local q, c = tk.randn({ 8, 4 }), tk.randn({ 8, 4 })

@@ -531,11 +531,24 @@ static tk_status copy_param(copy_map *m, tk_block *dst, const tk_block *src, int
     if (t) return add_param(dst, src->param_names[i], t, src->param_trainable[i], info);
     t = tk_tensor_new(from->dtype, from->ndim, from->shape);
     if (!t) return TK_ERROR;
-    if (m->fresh && info.has_init)
-        tk_init_fill(t, info.init, tk_seed_mix(m->seed, m->counter++));
-    else if (from->numel)
+    int32_t part = 0, parts = 1;
+    int64_t rows = 0;
+    if (m->fresh && info.has_init) {
+        uint64_t seed = tk_seed_mix(m->seed, m->counter++);
+        if ((from->flags & TK_TENSOR_ROW_SHARD) && tk_embeddings_row_part(src, i, &part, &parts, &rows) && parts > 1) {
+            /* a table built as a part of its rows: those rows of the whole table this
+             * init and seed make (as tk_embeddings_add_feature filled it) */
+            if (tk_init_fill_rows(t, info.init, seed, rows, rows * part / parts) != TK_OK) {
+                tk_tensor_release(t);
+                return TK_ERROR;
+            }
+        } else {
+            tk_init_fill(t, info.init, seed);
+        }
+    } else if (from->numel) {
         memcpy(t->data, from->data, (size_t)from->numel * tk_dtype_size(from->dtype));
-    t->flags |= from->flags & TK_TENSOR_REQUIRES_GRAD;
+    }
+    t->flags |= from->flags & (TK_TENSOR_REQUIRES_GRAD | TK_TENSOR_ROW_SHARD); /* a shard stays one */
     tk_status st = TK_ERROR;
     if (map_put(m, from, t))
         st = add_param(dst, src->param_names[i], t, src->param_trainable[i], info);

@@ -51,6 +51,8 @@ static void *emb_copy_impl(const void *impl) {
     emb_impl *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->l2 = e->l2;
+    c->part = e->part; /* a part's copy holds the same rows */
+    c->parts = e->parts;
     c->features = calloc((size_t)(e->nfeatures ? e->nfeatures : 1), sizeof *c->features);
     c->tables = calloc((size_t)(e->ntables ? e->ntables : 1), sizeof *c->tables);
     if (!c->features || !c->tables) goto fail;
